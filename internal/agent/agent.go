@@ -1,0 +1,481 @@
+// Package agent is the Tether agent that runs in a customer's BYOC VPC. It
+// joins the tailnet with tsnet — dialling out only, opening no listener on
+// any host interface — pairs once with the broker using a one-time token,
+// then authenticates by signing broker challenges with its own Ed25519 key
+// and reports heartbeats. It answers broker calls only from the broker's
+// pinned tailnet node, signed with the broker's pinned key.
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/tailnet"
+)
+
+// Config configures an agent.
+type Config struct {
+	// StateDir holds the agent's key, its pairing state and its tailnet
+	// node state. Required.
+	StateDir string
+	// Join says how to reach the broker. Needed to pair; after pairing
+	// the state supplies what is missing, and a BrokerKey that differs
+	// from the pinned one is refused.
+	Join config.Join
+	// PairingToken is the one-time token from 'broker deployment create'.
+	// Needed only to pair; ignored (with a warning) once paired.
+	PairingToken string
+	// Hostname is the agent's tailnet hostname; default tether-agent.
+	Hostname string
+	// HealthAddr, if set, serves GET /healthz on this loopback address.
+	// Off by default: the agent opens no host listener otherwise.
+	HealthAddr string
+	// StartTimeout bounds joining the tailnet, finding the broker and
+	// pairing; default 60s.
+	StartTimeout time.Duration
+	// Version is reported in heartbeats.
+	Version string
+	// Logger receives the agent's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the agent's clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// ErrBrokerKeyMismatch reports that the broker did not prove it holds the
+// key the agent pinned at pairing. The agent stops: it never talks to a
+// broker it cannot authenticate.
+var ErrBrokerKeyMismatch = errors.New("broker key mismatch")
+
+// maxSkew bounds how far a broker call's timestamp may be from our clock.
+const maxSkew = time.Minute
+
+// Agent is a configured agent.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	start time.Time
+
+	state  State
+	key    ed25519.PrivateKey
+	paired bool
+
+	node     *tailnet.Node
+	broker   tailnet.Peer
+	brokerHC *http.Client
+
+	mu       sync.Mutex
+	nonces   map[string]time.Time // broker call nonces seen, until expiry
+	interval time.Duration
+	token    string // session token
+	lastOK   time.Time
+}
+
+// New checks the configuration and the state directory. It does not touch
+// the network.
+func New(cfg Config) (*Agent, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("state dir is not set: want --state-dir DIR")
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "tether-agent"
+	}
+	if !tailnet.IsDNSLabel(cfg.Hostname) {
+		return nil, fmt.Errorf("hostname %q: want a DNS label (a-z, 0-9, '-')", cfg.Hostname)
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.HealthAddr != "" {
+		host, _, err := net.SplitHostPort(cfg.HealthAddr)
+		ip, perr := netip.ParseAddr(host)
+		if err != nil || perr != nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("health address %q: want a loopback HOST:PORT such as 127.0.0.1:9090 (the agent never listens on other interfaces)", cfg.HealthAddr)
+		}
+	}
+	if err := checkWritable(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), now: cfg.Now, nonces: make(map[string]time.Time)}
+	var err error
+	a.state, a.key, a.paired, err = loadState(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	j := cfg.Join
+	if a.paired {
+		if j.BrokerKey != "" && j.BrokerKey != a.state.BrokerKey {
+			return nil, fmt.Errorf("%w: this agent paired with broker key %s (%s), but was given %s; if the broker's key was replaced on purpose, pair again with a new pairing token and an empty state dir",
+				ErrBrokerKeyMismatch, a.state.BrokerKey, filepath.Join(cfg.StateDir, stateFile), j.BrokerKey)
+		}
+		if cfg.PairingToken != "" {
+			a.log.Warn("already paired: ignoring the pairing token", "deployment", a.state.Tenant+"/"+a.state.Name, "agent_id", a.state.AgentID)
+		}
+		if j.ControlURL == "" {
+			a.cfg.Join.ControlURL = a.state.ControlURL
+		}
+		if j.BrokerName == "" {
+			a.cfg.Join.BrokerName = a.state.BrokerName
+		}
+		a.cfg.Join.BrokerKey = a.state.BrokerKey
+		return a, nil
+	}
+	if cfg.PairingToken == "" {
+		return nil, errors.New("not paired yet: give --pairing-token (from 'broker deployment create') with --join FILE or --control-url/--auth-key/--broker-name/--broker-key")
+	}
+	if _, err := agentapi.HashPairingToken(cfg.PairingToken); err != nil {
+		return nil, err
+	}
+	if err := j.Validate(); err != nil {
+		return nil, fmt.Errorf("to pair, the agent needs the broker's tailnet details: %w", err)
+	}
+	if _, err := agentapi.ParsePublicKey(j.BrokerKey); err != nil {
+		return nil, fmt.Errorf("broker key: %w", err)
+	}
+	return a, nil
+}
+
+// State returns the agent's pairing state (zero before pairing).
+func (a *Agent) State() State { return a.state }
+
+// Run joins the tailnet, pairs if needed, and then serves the broker and
+// sends heartbeats until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	a.start = a.now()
+	if err := a.join(ctx); err != nil {
+		return err
+	}
+	defer a.node.Close()
+
+	ln, err := a.node.Listen(agentapi.AgentPort)
+	if err != nil {
+		return fmt.Errorf("listen on the tailnet: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           a.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	if a.cfg.HealthAddr != "" {
+		var lc net.ListenConfig
+		hln, err := lc.Listen(ctx, "tcp", a.cfg.HealthAddr)
+		if err != nil {
+			return fmt.Errorf("health listener: %w", err)
+		}
+		hs := &http.Server{Handler: http.HandlerFunc(a.serveHealth), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(hln)
+		defer hs.Close()
+	}
+	return a.heartbeatLoop(ctx)
+}
+
+// join brings the tailnet node up, finds the broker and pairs if needed,
+// all within StartTimeout.
+func (a *Agent) join(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
+	defer cancel()
+	j := a.cfg.Join
+	if err := probeControl(ctx, j.ControlURL); err != nil {
+		return err
+	}
+	authKey := ""
+	if j.AuthKey != "" {
+		var err error
+		if authKey, err = config.Secret(j.AuthKey); err != nil {
+			return fmt.Errorf("auth key: %w", err)
+		}
+	}
+	node, err := tailnet.New(tailnet.Config{
+		Hostname:   a.cfg.Hostname,
+		StateDir:   filepath.Join(a.cfg.StateDir, "tsnet"),
+		ControlURL: j.ControlURL,
+		AuthKey:    authKey,
+		Logger:     a.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			node.Close()
+		}
+	}()
+	if _, err := node.Up(ctx); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("could not join the tailnet at %s within %v: check the auth key, and that the control server and its DERP relay are reachable from here", j.ControlURL, a.cfg.StartTimeout)
+		}
+		return err
+	}
+	a.node = node
+	peer, err := node.WaitPeer(ctx, j.BrokerName)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("broker %q did not answer on the tailnet within %v: check broker_name and that the broker is running", j.BrokerName, a.cfg.StartTimeout)
+		}
+		return err
+	}
+	if a.paired && string(peer.ID) != a.state.BrokerNodeID {
+		return fmt.Errorf("tailnet node %s is %s, not the broker node %s this agent paired with: refusing to talk to it", peer.Name, peer.ID, a.state.BrokerNodeID)
+	}
+	a.broker = peer
+	a.brokerHC = &http.Client{
+		Transport: &http.Transport{DialContext: node.Dial, MaxIdleConnsPerHost: 2, IdleConnTimeout: 5 * time.Minute},
+		Timeout:   30 * time.Second,
+	}
+	if !a.paired {
+		if err := a.pair(ctx); err != nil {
+			return err
+		}
+	}
+	ok = true
+	return nil
+}
+
+// probeControl fails fast, with a clear error, when the control server
+// cannot be reached at all; tsnet itself would retry forever.
+func probeControl(ctx context.Context, controlURL string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// GET /key is the first call of every Tailscale client; Tailscale,
+	// Headscale and the dev control server all answer it.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(controlURL, "/")+"/key?v=88", nil)
+	if err != nil {
+		return fmt.Errorf("control URL %q: %w", controlURL, err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the tailnet control server at %s: %v", controlURL, unwrapURLError(err))
+	}
+	res.Body.Close()
+	return nil
+}
+
+func unwrapURLError(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			return ne
+		}
+		err = u
+	}
+}
+
+func (a *Agent) brokerURL(path string) string {
+	return "http://" + net.JoinHostPort(a.broker.IP.String(), strconv.Itoa(agentapi.BrokerPort)) + path
+}
+
+// call posts in to the broker's agent API and decodes the answer into out.
+func (a *Agent) call(ctx context.Context, path, bearer string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.brokerURL(path), bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	res, err := a.brokerHC.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, agentapi.MaxBody))
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != http.StatusOK {
+		var e agentapi.Error
+		if json.Unmarshal(body, &e) != nil || e.Error.Message == "" {
+			e.Error = agentapi.ErrorBody{Code: "http", Message: res.Status}
+		}
+		return &brokerError{status: res.StatusCode, code: e.Error.Code, message: e.Error.Message}
+	}
+	return json.Unmarshal(body, out)
+}
+
+// brokerError is an error the broker answered with.
+type brokerError struct {
+	status        int
+	code, message string
+}
+
+func (e *brokerError) Error() string { return e.message }
+
+// pair presents the token, checks the broker proves the pinned key, and
+// stores the state.
+func (a *Agent) pair(ctx context.Context) error {
+	key := newKey()
+	pub := agentapi.EncodePublicKey(key.Public().(ed25519.PublicKey))
+	nonce := make([]byte, 32)
+	rand.Read(nonce)
+	var res agentapi.PairResponse
+	err := a.call(ctx, agentapi.PathPair, "", agentapi.PairRequest{
+		Token: a.cfg.PairingToken, PublicKey: pub, Nonce: nonce, Version: a.cfg.Version,
+	}, &res)
+	var be *brokerError
+	if errors.As(err, &be) {
+		return fmt.Errorf("pairing refused: %s", be.message)
+	}
+	if err != nil {
+		return fmt.Errorf("pair with broker %s: %w", a.broker.Name, err)
+	}
+	brokerKey, _ := agentapi.ParsePublicKey(a.cfg.Join.BrokerKey)
+	if !ed25519.Verify(brokerKey, agentapi.PairTranscript(res, pub, nonce), res.Signature) {
+		return fmt.Errorf("%w: the broker at %s did not prove it holds key %s; check broker_key in the join file", ErrBrokerKeyMismatch, a.broker.Name, a.cfg.Join.BrokerKey)
+	}
+	if res.BrokerNodeID != string(a.broker.ID) {
+		return fmt.Errorf("broker at %s says it is node %s, but the tailnet says %s", a.broker.Name, res.BrokerNodeID, a.broker.ID)
+	}
+	a.state = State{
+		AgentID: res.AgentID, DeploymentID: res.DeploymentID, Tenant: res.Tenant, Name: res.Name,
+		ControlURL: a.cfg.Join.ControlURL, BrokerName: a.broker.Name, BrokerNodeID: string(a.broker.ID),
+		BrokerKey: a.cfg.Join.BrokerKey, PairedAt: a.now().UTC(),
+	}
+	if err := saveState(a.cfg.StateDir, a.state, key); err != nil {
+		return fmt.Errorf("paired, but could not save the state (pair again with a new token): %w", err)
+	}
+	a.key, a.paired = key, true
+	a.log.Info("agent paired", "deployment", res.Tenant+"/"+res.Name, "agent_id", res.AgentID, "broker", a.broker.Name)
+	return nil
+}
+
+// openSession answers a broker challenge, after checking the broker
+// signed it with the pinned key.
+func (a *Agent) openSession(ctx context.Context) error {
+	var ch agentapi.ChallengeResponse
+	if err := a.call(ctx, agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: a.state.AgentID}, &ch); err != nil {
+		return fmt.Errorf("challenge: %w", err)
+	}
+	brokerKey, err := agentapi.ParsePublicKey(a.state.BrokerKey)
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(brokerKey, agentapi.ChallengeTranscript(a.state.AgentID, ch.Challenge), ch.Signature) {
+		return fmt.Errorf("%w: the broker at %s signed its challenge with a key other than the pinned %s", ErrBrokerKeyMismatch, a.broker.Name, a.state.BrokerKey)
+	}
+	var s agentapi.SessionResponse
+	err = a.call(ctx, agentapi.PathSession, "", agentapi.SessionRequest{
+		AgentID: a.state.AgentID, Challenge: ch.Challenge,
+		Signature: ed25519.Sign(a.key, agentapi.SessionTranscript(a.state.AgentID, ch.Challenge)),
+	}, &s)
+	if err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	a.mu.Lock()
+	a.token = s.Token
+	a.interval = time.Duration(s.HeartbeatInterval)
+	a.mu.Unlock()
+	return nil
+}
+
+// Heartbeat sends one heartbeat, opening a session first if needed.
+func (a *Agent) Heartbeat(ctx context.Context) error {
+	a.mu.Lock()
+	tok := a.token
+	a.mu.Unlock()
+	if tok == "" {
+		if err := a.openSession(ctx); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		tok = a.token
+		a.mu.Unlock()
+	}
+	hb := agentapi.Heartbeat{
+		Version:   a.cfg.Version,
+		UptimeMS:  a.now().Sub(a.start).Milliseconds(),
+		TailnetIP: a.node.IPv4().String(),
+	}
+	var res agentapi.HeartbeatResponse
+	err := a.call(ctx, agentapi.PathHeartbeat, tok, hb, &res)
+	var be *brokerError
+	if errors.As(err, &be) && be.status == http.StatusUnauthorized {
+		a.mu.Lock()
+		a.token = ""
+		a.mu.Unlock()
+	}
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	a.mu.Lock()
+	a.interval = time.Duration(res.HeartbeatInterval)
+	a.lastOK = a.now()
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) error {
+	online := false
+	for {
+		err := a.Heartbeat(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil && !online:
+			online = true
+			a.log.Info("agent online", "deployment", a.state.Tenant+"/"+a.state.Name, "agent_id", a.state.AgentID, "tailnet_ip", a.node.IPv4())
+		case errors.Is(err, ErrBrokerKeyMismatch):
+			return err
+		case err != nil:
+			var be *brokerError
+			if errors.As(err, &be) && be.status == http.StatusForbidden {
+				// The broker will not change its mind: a revoked or
+				// replaced agent must be paired again.
+				return fmt.Errorf("the broker refused this agent (%s): pair it again with a new pairing token and an empty state dir", be.message)
+			}
+			a.log.Warn("heartbeat failed; will retry", "err", err)
+			online = false
+		}
+		a.mu.Lock()
+		d := a.interval
+		a.mu.Unlock()
+		if d <= 0 {
+			d = 5 * time.Second
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tetherhq/tether/internal/agentapi"
+)
+
+// handler serves the agent's tailnet API. Every call must come from the
+// pinned broker node and carry a fresh signature by the pinned broker key.
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+agentapi.PathAgentPing, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, agentapi.PingResponse{
+			AgentID: a.state.AgentID, Version: a.cfg.Version, UptimeMS: a.now().Sub(a.start).Milliseconds(),
+		})
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := a.verifyBroker(r); err != nil {
+			a.log.Warn("refused a call", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", err)
+			writeJSON(w, http.StatusForbidden, agentapi.Error{Error: agentapi.ErrorBody{Code: "forbidden", Message: err.Error()}})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// verifyBroker checks both identity layers of a broker call: the tailnet
+// node (WhoIs) and the broker key's signature over the request, its time
+// (within maxSkew) and a nonce never seen before.
+func (a *Agent) verifyBroker(r *http.Request) error {
+	id, err := a.node.WhoIs(r.Context(), r.RemoteAddr)
+	if err != nil {
+		return errors.New("caller is not a tailnet peer")
+	}
+	if string(id.NodeID) != a.state.BrokerNodeID {
+		return errors.New("caller is not the broker node this agent paired with")
+	}
+	ms, err := strconv.ParseInt(r.Header.Get(agentapi.HeaderBrokerTime), 10, 64)
+	if err != nil {
+		return errors.New("missing or malformed signature time")
+	}
+	at := time.UnixMilli(ms)
+	now := a.now()
+	if d := now.Sub(at); d > maxSkew || d < -maxSkew {
+		return errors.New("signature time too far from the agent's clock")
+	}
+	nonce := r.Header.Get(agentapi.HeaderBrokerNonce)
+	if len(nonce) < 16 || len(nonce) > 64 {
+		return errors.New("missing or malformed nonce")
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(r.Header.Get(agentapi.HeaderBrokerSignature))
+	if err != nil {
+		return errors.New("malformed signature")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, agentapi.MaxBody))
+	if err != nil {
+		return errors.New("request body too large")
+	}
+	key, err := agentapi.ParsePublicKey(a.state.BrokerKey)
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(key, agentapi.CallTranscript(a.state.AgentID, r.Method, r.URL.Path, at, nonce, body), sig) {
+		return errors.New("signature does not verify with the pinned broker key")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for n, exp := range a.nonces {
+		if now.After(exp) {
+			delete(a.nonces, n)
+		}
+	}
+	if _, seen := a.nonces[nonce]; seen {
+		return errors.New("replayed call")
+	}
+	if len(a.nonces) >= 100000 {
+		return errors.New("too many calls in flight")
+	}
+	a.nonces[nonce] = at.Add(2 * maxSkew)
+	return nil
+}
+
+func (a *Agent) serveHealth(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/healthz" {
+		http.NotFound(w, r)
+		return
+	}
+	a.mu.Lock()
+	last, interval := a.lastOK, a.interval
+	a.mu.Unlock()
+	status, code := "ok", http.StatusOK
+	if last.IsZero() || a.now().Sub(last) > 3*interval {
+		status, code = "broker unreachable", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"status": status, "agent_id": a.state.AgentID, "last_heartbeat": last})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,238 @@
+// Package agentapi is the protocol between the broker and its agents over
+// the tailnet: the messages, the ports, and the exact byte strings each side
+// signs with its Ed25519 key.
+//
+// Trust has two layers in both directions. The broker answers agent calls
+// only from tailnet peers (WhoIs) and, after pairing, only from the node the
+// agent paired from holding the agent's key. The agent answers broker calls
+// only from the broker's pinned tailnet node and only when signed with the
+// broker's pinned key.
+package agentapi
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Tailnet ports. Both live only in the nodes' userspace network stacks.
+const (
+	BrokerPort = 80 // the broker's agent API on its tailnet address
+	AgentPort  = 80 // the agent's API on its tailnet address
+)
+
+// Paths of the broker's agent API and of the agent's API.
+const (
+	PathPair      = "/agent/v1/pair"
+	PathChallenge = "/agent/v1/challenge"
+	PathSession   = "/agent/v1/session"
+	PathHeartbeat = "/agent/v1/heartbeat"
+
+	PathAgentPing = "/v1/ping"
+)
+
+// MaxBody bounds every request and response body of the agent protocol.
+const MaxBody = 64 << 10
+
+// PairingTokenPrefix starts every pairing token, so a token pasted in the
+// wrong place is recognisable.
+const PairingTokenPrefix = "tpt_"
+
+// NewPairingToken returns a fresh token (32 random bytes) and its hash.
+func NewPairingToken() (token string, hash []byte) {
+	var b [32]byte
+	rand.Read(b[:])
+	h := sha256.Sum256(b[:])
+	return PairingTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:]), h[:]
+}
+
+// ErrMalformedToken reports a pairing token that is not of our format.
+var ErrMalformedToken = errors.New("malformed pairing token: want tpt_ followed by 43 base64url characters, as printed by 'broker deployment create'")
+
+// HashPairingToken parses token and returns the hash the broker stores.
+func HashPairingToken(token string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(token), PairingTokenPrefix)
+	if !ok {
+		return nil, ErrMalformedToken
+	}
+	b, err := base64.RawURLEncoding.DecodeString(rest)
+	if err != nil || len(b) != 32 {
+		return nil, ErrMalformedToken
+	}
+	h := sha256.Sum256(b)
+	return h[:], nil
+}
+
+// KeyPrefix starts the text form of an Ed25519 public key.
+const KeyPrefix = "ed25519:"
+
+// EncodePublicKey returns the text form of k: "ed25519:" + base64url.
+func EncodePublicKey(k ed25519.PublicKey) string {
+	return KeyPrefix + base64.RawURLEncoding.EncodeToString(k)
+}
+
+// ParsePublicKey parses the text form of an Ed25519 public key.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	rest, ok := strings.CutPrefix(s, KeyPrefix)
+	if !ok {
+		return nil, fmt.Errorf("public key %q: want %s followed by 43 base64url characters", abbrev(s), KeyPrefix)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(rest)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("public key %q: want %s followed by 43 base64url characters", abbrev(s), KeyPrefix)
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+func abbrev(s string) string {
+	if len(s) > 24 {
+		return s[:24] + "…"
+	}
+	return s
+}
+
+// PairRequest is what an agent presents to pair.
+type PairRequest struct {
+	Token     string `json:"token"`
+	PublicKey string `json:"public_key"` // the agent's key, text form
+	Nonce     []byte `json:"nonce"`      // 32 random bytes, echoed in the signature
+	Version   string `json:"version"`
+}
+
+// PairResponse is the broker's answer to a successful pairing. Signature
+// is the broker key's signature over [PairTranscript].
+type PairResponse struct {
+	AgentID      string `json:"agent_id"`
+	DeploymentID string `json:"deployment_id"`
+	Tenant       string `json:"tenant"`
+	Name         string `json:"name"`
+	BrokerNodeID string `json:"broker_node_id"`
+	Signature    []byte `json:"signature"`
+}
+
+// PairTranscript is what the broker signs when pairing succeeds, binding
+// its key to the agent's key, identity and the agent's fresh nonce.
+func PairTranscript(r PairResponse, agentKey string, nonce []byte) []byte {
+	return transcript("pair", r.AgentID, r.DeploymentID, r.Tenant, r.Name, r.BrokerNodeID, agentKey, hex.EncodeToString(nonce))
+}
+
+// ChallengeRequest asks the broker for a challenge to sign.
+type ChallengeRequest struct {
+	AgentID string `json:"agent_id"`
+}
+
+// ChallengeResponse carries a single-use challenge, signed by the broker
+// over [ChallengeTranscript] so that the agent knows it speaks to the
+// broker it paired with.
+type ChallengeResponse struct {
+	Challenge []byte    `json:"challenge"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Signature []byte    `json:"signature"`
+}
+
+// ChallengeTranscript is what the broker signs when it issues a challenge.
+func ChallengeTranscript(agentID string, challenge []byte) []byte {
+	return transcript("challenge", agentID, hex.EncodeToString(challenge))
+}
+
+// SessionRequest answers a challenge. Signature is the agent key's
+// signature over [SessionTranscript].
+type SessionRequest struct {
+	AgentID   string `json:"agent_id"`
+	Challenge []byte `json:"challenge"`
+	Signature []byte `json:"signature"`
+}
+
+// SessionTranscript is what the agent signs to open a session.
+func SessionTranscript(agentID string, challenge []byte) []byte {
+	return transcript("session", agentID, hex.EncodeToString(challenge))
+}
+
+// SessionResponse opens a session: Token authenticates the agent's calls
+// until ExpiresAt, from the same tailnet node only.
+type SessionResponse struct {
+	Token             string    `json:"token"`
+	ExpiresAt         time.Time `json:"expires_at"`
+	HeartbeatInterval Duration  `json:"heartbeat_interval"`
+}
+
+// Heartbeat is what the agent reports every interval.
+type Heartbeat struct {
+	Version   string            `json:"version"`
+	UptimeMS  int64             `json:"uptime_ms"`
+	TailnetIP string            `json:"tailnet_ip"`
+	Upstreams map[string]string `json:"upstreams,omitempty"`
+}
+
+// HeartbeatResponse acknowledges a heartbeat.
+type HeartbeatResponse struct {
+	HeartbeatInterval Duration `json:"heartbeat_interval"`
+}
+
+// PingResponse is the agent's answer to a broker ping.
+type PingResponse struct {
+	AgentID  string `json:"agent_id"`
+	Version  string `json:"version"`
+	UptimeMS int64  `json:"uptime_ms"`
+}
+
+// Headers of a signed broker → agent call.
+const (
+	HeaderBrokerTime      = "Tether-Broker-Time"
+	HeaderBrokerNonce     = "Tether-Broker-Nonce"
+	HeaderBrokerSignature = "Tether-Broker-Signature"
+)
+
+// CallTranscript is what the broker signs for each call to an agent:
+// audience, method, path, time, a nonce and the body's hash.
+func CallTranscript(agentID, method, path string, at time.Time, nonce string, body []byte) []byte {
+	h := sha256.Sum256(body)
+	return transcript("call", agentID, method, path, strconv.FormatInt(at.UnixMilli(), 10), nonce, hex.EncodeToString(h[:]))
+}
+
+func transcript(kind string, fields ...string) []byte {
+	var b strings.Builder
+	b.WriteString("tether/")
+	b.WriteString(kind)
+	b.WriteString("/v1")
+	for _, f := range fields {
+		b.WriteByte('\n')
+		b.WriteString(f)
+	}
+	return []byte(b.String())
+}
+
+// Error is the JSON error body of both APIs.
+type Error struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody says what went wrong: Code is stable for programs, Message is
+// for people.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Duration is a time.Duration that marshals as a Go duration string.
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: want a Go duration such as 5s or 1m", b)
+	}
+	*d = Duration(v)
+	return nil
+}

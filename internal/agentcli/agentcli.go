@@ -1,0 +1,112 @@
+// Package agentcli is the agent binary's command line.
+package agentcli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/tetherhq/tether/internal/agent"
+	"github.com/tetherhq/tether/internal/cli"
+	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/version"
+)
+
+const usage = `Usage: agent COMMAND [flags]
+
+Tether agent: runs in the customer's VPC, dials out to the broker's tailnet,
+and opens no inbound port.
+
+Commands:
+  run       pair (first run) and serve the broker
+  version   print the version`
+
+const runUsage = `Usage: agent run --state-dir DIR [--join FILE] [--pairing-token TOKEN]
+       agent run --state-dir DIR --control-url URL --auth-key KEY --broker-name NAME --broker-key ed25519:… --pairing-token TOKEN
+
+The first run pairs the agent with the broker using a one-time token; later
+runs need only --state-dir. Secrets (--pairing-token, --auth-key) may be given
+as env:NAME or file:PATH so they stay off the command line.`
+
+// Run runs the agent command line.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return cli.Usagef("no command given")
+	}
+	switch args[0] {
+	case "run":
+		return run(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "agent", version.Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	default:
+		return cli.Usagef("unknown command %q: want run or version (run 'agent help')", args[0])
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("agent run")
+	var (
+		join       = fs.String("join", "", "join file written by the broker (DATA_DIR/join.json in dev mode)")
+		token      = fs.String("pairing-token", "", "one-time pairing token (or env:NAME / file:PATH)")
+		stateDir   = fs.String("state-dir", "", "directory for the agent's key and state (required)")
+		controlURL = fs.String("control-url", "", "tailnet control server URL (instead of --join)")
+		authKey    = fs.String("auth-key", "", "tailnet pre-auth key, as env:NAME or file:PATH (instead of --join)")
+		brokerName = fs.String("broker-name", "", "the broker's tailnet name (instead of --join)")
+		brokerKey  = fs.String("broker-key", "", "the broker's public key, ed25519:… (instead of --join)")
+		hostname   = fs.String("hostname", "tether-agent", "the agent's tailnet hostname")
+		healthAddr = fs.String("health-addr", "", "optional loopback address for GET /healthz, e.g. 127.0.0.1:9090 (off by default)")
+		timeout    = fs.Duration("timeout", 60*time.Second, "how long to try joining the tailnet and pairing")
+		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	pos, err := cli.Parse(fs, args, stdout, runUsage)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("agent run: unexpected argument %q", pos[0])
+	}
+	log, err := cli.NewLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	var j config.Join
+	if *join != "" {
+		if *controlURL != "" || *authKey != "" || *brokerName != "" || *brokerKey != "" {
+			return cli.Usagef("agent run: give either --join FILE or --control-url/--auth-key/--broker-name/--broker-key, not both")
+		}
+		if err := config.Load(*join, &j); err != nil {
+			return err
+		}
+	} else {
+		j = config.Join{ControlURL: *controlURL, AuthKey: *authKey, BrokerName: *brokerName, BrokerKey: *brokerKey}
+	}
+	tok := *token
+	if tok != "" {
+		if tok, err = config.Secret(tok); err != nil {
+			return fmt.Errorf("pairing token: %w", err)
+		}
+	}
+	if *timeout <= 0 {
+		return cli.Usagef("--timeout %v: want a positive duration such as 60s", *timeout)
+	}
+	a, err := agent.New(agent.Config{
+		StateDir:     *stateDir,
+		Join:         j,
+		PairingToken: tok,
+		Hostname:     *hostname,
+		HealthAddr:   *healthAddr,
+		StartTimeout: *timeout,
+		Version:      version.Version,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

@@ -1,0 +1,362 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/store"
+	"github.com/tetherhq/tether/internal/tailnet"
+)
+
+const (
+	challengeTTL  = 30 * time.Second
+	sessionTTL    = time.Hour
+	maxChallenges = 10000
+)
+
+// agentHandler routes the agent API served on the broker's tailnet node.
+// Every call must come from a tailnet peer; WhoIs identifies it.
+func (b *Broker) agentHandler() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(path string, h func(http.ResponseWriter, *http.Request, tailnet.Identity) error) {
+		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+			id, err := b.node.WhoIs(r.Context(), r.RemoteAddr)
+			if err != nil {
+				b.authFailed(r.Context(), r, tailnet.Identity{}, "", "caller is not a tailnet peer")
+				writeError(w, errorf(http.StatusForbidden, "not_a_peer", "the agent API answers tailnet peers only"))
+				return
+			}
+			if err := h(w, r, id); err != nil {
+				var ae *apiError
+				if !errors.As(err, &ae) {
+					b.log.Error("agent API request failed", "path", path, "node", id.Name, "err", err)
+				}
+				writeError(w, err)
+			}
+		})
+	}
+	handle(agentapi.PathPair, b.handlePair)
+	handle(agentapi.PathChallenge, b.handleChallenge)
+	handle(agentapi.PathSession, b.handleSession)
+	handle(agentapi.PathHeartbeat, b.handleHeartbeat)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(http.StatusNotFound, "not_found", "no agent API endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// authFailed records a refused agent call. Its error is logged, not
+// returned: the call is refused either way.
+func (b *Broker) authFailed(ctx context.Context, r *http.Request, id tailnet.Identity, agentID, reason string) {
+	err := b.audit.Record(ctx, audit.Event{
+		Type:    audit.AuthFailed,
+		Actor:   audit.Actor{Subject: agentSubject(agentID), Role: "agent"},
+		AgentID: agentID,
+		Source:  audit.Source{TailnetNode: id.Name, IP: r.RemoteAddr},
+		Outcome: audit.Failure,
+		Reason:  reason,
+		Details: map[string]string{"path": r.URL.Path},
+	})
+	if err != nil {
+		b.log.Error("audit write failed", "type", audit.AuthFailed, "err", err)
+	}
+	b.log.Warn("agent call refused", "node", id.Name, "agent_id", agentID, "reason", reason)
+}
+
+func agentSubject(id string) string {
+	if id == "" {
+		return ""
+	}
+	return "agent:" + id
+}
+
+func (b *Broker) handlePair(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
+	var req agentapi.PairRequest
+	if err := decodeJSON(w, r, agentapi.MaxBody, &req); err != nil {
+		return err
+	}
+	fail := func(deployment, reason string, apiErr *apiError) error {
+		if err := b.record(r.Context(), audit.Event{
+			Type: audit.AgentPairFailed, Deployment: deployment,
+			Source: audit.Source{TailnetNode: id.Name, IP: r.RemoteAddr}, Outcome: audit.Failure, Reason: reason,
+		}); err != nil {
+			return err
+		}
+		b.log.Warn("pairing refused", "node", id.Name, "reason", reason)
+		return apiErr
+	}
+	hash, err := agentapi.HashPairingToken(req.Token)
+	if err != nil {
+		return fail("", "malformed token", errorf(http.StatusBadRequest, "token_malformed", "%v", err))
+	}
+	pub, err := agentapi.ParsePublicKey(req.PublicKey)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "bad_public_key", "%v", err)
+	}
+	if len(req.Nonce) != 32 {
+		return errorf(http.StatusBadRequest, "bad_nonce", "nonce must be 32 bytes")
+	}
+	now := b.now()
+	a := store.Agent{
+		ID: uuid.NewString(), PublicKey: pub, NodeID: string(id.NodeID), NodeName: id.Name, PairedAt: now,
+	}
+	d, err := b.store.RedeemPairingToken(r.Context(), hash, now, a)
+	switch {
+	case errors.Is(err, store.ErrTokenUnknown):
+		return fail("", "unknown token", errorf(http.StatusUnauthorized, "token_unknown", "pairing token is not known to this broker: check you copied it whole and are pairing with the broker that issued it"))
+	case errors.Is(err, store.ErrTokenExpired):
+		return fail("", "expired token", errorf(http.StatusUnauthorized, "token_expired", "pairing token has expired (tokens are valid for %v): issue a new one with 'broker deployment pairing-token TENANT/NAME'", b.cfg.PairingTTL))
+	case errors.Is(err, store.ErrTokenUsed):
+		return fail("", "reused token", errorf(http.StatusUnauthorized, "token_used", "pairing token was already used: each token pairs one agent once; issue a new one with 'broker deployment pairing-token TENANT/NAME'"))
+	case err != nil:
+		return fmt.Errorf("redeem pairing token: %w", err)
+	}
+	if err := b.record(r.Context(), audit.Event{
+		Type: audit.AgentPaired, Actor: audit.Actor{Subject: agentSubject(a.ID), Tenant: d.Tenant, Role: "agent"},
+		Deployment: d.ID, AgentID: a.ID,
+		Source:  audit.Source{TailnetNode: id.Name, IP: r.RemoteAddr},
+		Outcome: audit.Success,
+		Details: map[string]string{"agent_key": req.PublicKey, "node_id": a.NodeID, "version": req.Version},
+	}); err != nil {
+		return err
+	}
+	res := agentapi.PairResponse{AgentID: a.ID, DeploymentID: d.ID, Tenant: d.Tenant, Name: d.Name, BrokerNodeID: string(b.self.NodeID)}
+	res.Signature = ed25519.Sign(b.key, agentapi.PairTranscript(res, req.PublicKey, req.Nonce))
+	b.log.Info("agent paired", "deployment", d.Tenant+"/"+d.Name, "agent_id", a.ID, "node", id.Name)
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// pairedAgent returns the agent with the given ID if it may act from the
+// calling node: it exists, is not revoked, and is on the node it paired
+// from. Anything else is refused and audited.
+func (b *Broker) pairedAgent(r *http.Request, id tailnet.Identity, agentID string) (store.Agent, error) {
+	refuse := func(reason string) (store.Agent, error) {
+		b.authFailed(r.Context(), r, id, agentID, reason)
+		return store.Agent{}, errorf(http.StatusForbidden, "agent_refused", "%s", reason)
+	}
+	if _, err := uuid.Parse(agentID); err != nil {
+		return refuse("agent ID is not a UUID")
+	}
+	a, err := b.store.GetAgent(r.Context(), agentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return refuse("unknown agent: pair it again with a new pairing token")
+	}
+	if err != nil {
+		return a, fmt.Errorf("get agent: %w", err)
+	}
+	if !a.RevokedAt.IsZero() {
+		return refuse("agent was replaced by a later pairing of its deployment")
+	}
+	if a.NodeID != string(id.NodeID) {
+		return refuse("agent calls from a tailnet node other than the one it paired from")
+	}
+	return a, nil
+}
+
+func (b *Broker) handleChallenge(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
+	var req agentapi.ChallengeRequest
+	if err := decodeJSON(w, r, agentapi.MaxBody, &req); err != nil {
+		return err
+	}
+	a, err := b.pairedAgent(r, id, req.AgentID)
+	if err != nil {
+		return err
+	}
+	c := make([]byte, 32)
+	rand.Read(c)
+	now := b.now()
+	b.mu.Lock()
+	if len(b.challenges) >= maxChallenges {
+		for k, v := range b.challenges {
+			if now.After(v.expires) {
+				delete(b.challenges, k)
+			}
+		}
+	}
+	full := len(b.challenges) >= maxChallenges
+	if !full {
+		b.challenges[hex.EncodeToString(c)] = challenge{agentID: a.ID, expires: now.Add(challengeTTL)}
+	}
+	b.mu.Unlock()
+	if full {
+		return errorf(http.StatusServiceUnavailable, "busy", "too many outstanding challenges; retry shortly")
+	}
+	writeJSON(w, http.StatusOK, agentapi.ChallengeResponse{
+		Challenge: c,
+		ExpiresAt: now.Add(challengeTTL).UTC(),
+		Signature: ed25519.Sign(b.key, agentapi.ChallengeTranscript(a.ID, c)),
+	})
+	return nil
+}
+
+func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
+	var req agentapi.SessionRequest
+	if err := decodeJSON(w, r, agentapi.MaxBody, &req); err != nil {
+		return err
+	}
+	a, err := b.pairedAgent(r, id, req.AgentID)
+	if err != nil {
+		return err
+	}
+	now := b.now()
+	key := hex.EncodeToString(req.Challenge)
+	b.mu.Lock()
+	c, ok := b.challenges[key]
+	delete(b.challenges, key) // single use, whatever happens next
+	b.mu.Unlock()
+	if !ok || c.agentID != a.ID || now.After(c.expires) {
+		b.authFailed(r.Context(), r, id, a.ID, "unknown, expired or reused challenge")
+		return errorf(http.StatusForbidden, "bad_challenge", "challenge unknown, expired or already used: ask for a new one")
+	}
+	if !ed25519.Verify(ed25519.PublicKey(a.PublicKey), agentapi.SessionTranscript(a.ID, req.Challenge), req.Signature) {
+		b.authFailed(r.Context(), r, id, a.ID, "challenge signature does not verify with the paired agent key")
+		return errorf(http.StatusForbidden, "bad_signature", "challenge signature does not verify with the key this agent paired with")
+	}
+	var tok [32]byte
+	rand.Read(tok[:])
+	token := "tas_" + base64.RawURLEncoding.EncodeToString(tok[:])
+	h := sha256.Sum256([]byte(token))
+	b.mu.Lock()
+	for k, s := range b.sessions { // one live session per agent
+		if s.agentID == a.ID || now.After(s.expires) {
+			delete(b.sessions, k)
+		}
+	}
+	b.sessions[h] = session{agentID: a.ID, nodeID: a.NodeID, expires: now.Add(sessionTTL)}
+	b.mu.Unlock()
+	writeJSON(w, http.StatusOK, agentapi.SessionResponse{
+		Token: token, ExpiresAt: now.Add(sessionTTL).UTC(), HeartbeatInterval: agentapi.Duration(b.cfg.HeartbeatInterval),
+	})
+	return nil
+}
+
+// session authenticates a call by its session token and calling node.
+func (b *Broker) session(r *http.Request, id tailnet.Identity) (session, error) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		b.authFailed(r.Context(), r, id, "", "missing session token")
+		return session{}, errorf(http.StatusUnauthorized, "no_session", "missing session token: open a session first")
+	}
+	h := sha256.Sum256([]byte(tok))
+	b.mu.Lock()
+	s, ok := b.sessions[h]
+	b.mu.Unlock()
+	if !ok || b.now().After(s.expires) {
+		// Not audited: sessions expire and brokers restart in normal
+		// operation; the agent opens a new session.
+		return session{}, errorf(http.StatusUnauthorized, "no_session", "session unknown or expired: open a new one")
+	}
+	if s.nodeID != string(id.NodeID) {
+		b.authFailed(r.Context(), r, id, s.agentID, "session token presented from another tailnet node")
+		return session{}, errorf(http.StatusForbidden, "wrong_node", "session token presented from another tailnet node")
+	}
+	return s, nil
+}
+
+func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
+	s, err := b.session(r, id)
+	if err != nil {
+		return err
+	}
+	var hb agentapi.Heartbeat
+	if err := decodeJSON(w, r, agentapi.MaxBody, &hb); err != nil {
+		return err
+	}
+	if len(hb.Upstreams) > 32 || len(hb.Version) > 64 || len(hb.TailnetIP) > 64 {
+		return errorf(http.StatusBadRequest, "bad_heartbeat", "heartbeat fields too large")
+	}
+	// A replaced agent's session ends at its next heartbeat.
+	a, err := b.store.GetAgent(r.Context(), s.agentID)
+	if err != nil {
+		return fmt.Errorf("get agent: %w", err)
+	}
+	if !a.RevokedAt.IsZero() {
+		b.mu.Lock()
+		for k, v := range b.sessions {
+			if v.agentID == a.ID {
+				delete(b.sessions, k)
+			}
+		}
+		b.mu.Unlock()
+		b.authFailed(r.Context(), r, id, a.ID, "agent was replaced by a later pairing of its deployment")
+		return errorf(http.StatusForbidden, "agent_refused", "agent was replaced by a later pairing of its deployment")
+	}
+	err = b.store.RecordHeartbeat(r.Context(), s.agentID, store.Heartbeat{
+		At: b.now(), Version: hb.Version, Uptime: time.Duration(hb.UptimeMS) * time.Millisecond,
+		TailnetIP: hb.TailnetIP, Upstreams: hb.Upstreams,
+	})
+	if err != nil {
+		return fmt.Errorf("record heartbeat: %w", err)
+	}
+	writeJSON(w, http.StatusOK, agentapi.HeartbeatResponse{HeartbeatInterval: agentapi.Duration(b.cfg.HeartbeatInterval)})
+	return nil
+}
+
+// pingAgent makes one signed call to the agent over the tailnet.
+func (b *Broker) pingAgent(ctx context.Context, a store.Agent) (agentapi.PingResponse, error) {
+	var out agentapi.PingResponse
+	if a.Last.TailnetIP == "" {
+		return out, errors.New("the agent has not reported its tailnet address yet")
+	}
+	req, err := b.signedRequest(ctx, a.ID, http.MethodGet, "http://"+net.JoinHostPort(a.Last.TailnetIP, strconv.Itoa(agentapi.AgentPort))+agentapi.PathAgentPing, nil)
+	if err != nil {
+		return out, err
+	}
+	res, err := b.agentHTC.Do(req)
+	if err != nil {
+		return out, err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, agentapi.MaxBody))
+	if err != nil {
+		return out, err
+	}
+	if res.StatusCode != http.StatusOK {
+		var e agentapi.Error
+		json.Unmarshal(body, &e)
+		return out, fmt.Errorf("agent answered %s: %s", res.Status, e.Error.Message)
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return out, fmt.Errorf("agent answer: %w", err)
+	}
+	if out.AgentID != a.ID {
+		return out, fmt.Errorf("the node at %s is agent %s, not %s", a.Last.TailnetIP, out.AgentID, a.ID)
+	}
+	return out, nil
+}
+
+// signedRequest builds a broker → agent request signed with the broker key.
+func (b *Broker) signedRequest(ctx context.Context, agentID, method, rawURL string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	var n [16]byte
+	rand.Read(n[:])
+	nonce := hex.EncodeToString(n[:])
+	at := b.now()
+	sig := ed25519.Sign(b.key, agentapi.CallTranscript(agentID, method, req.URL.Path, at, nonce, body))
+	req.Header.Set(agentapi.HeaderBrokerTime, strconv.FormatInt(at.UnixMilli(), 10))
+	req.Header.Set(agentapi.HeaderBrokerNonce, nonce)
+	req.Header.Set(agentapi.HeaderBrokerSignature, base64.RawURLEncoding.EncodeToString(sig))
+	return req, nil
+}

@@ -1,0 +1,281 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/store"
+	"github.com/tetherhq/tether/internal/tailnet"
+)
+
+// apiHandler routes the operator API. Every route but /healthz needs the
+// admin bearer token.
+func (b *Broker) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	route := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
+		mux.Handle(pattern, b.requireAdmin(h))
+	}
+	route("GET /api/v1/broker", b.handleBrokerInfo)
+	route("POST /api/v1/deployments", b.handleCreateDeployment)
+	route("GET /api/v1/deployments", b.handleListDeployments)
+	route("GET /api/v1/deployments/{id}", b.handleGetDeployment)
+	route("GET /api/v1/deployments/{tenant}/{name}", b.handleGetDeployment)
+	route("POST /api/v1/deployments/{id}/pairing-tokens", b.handleNewPairingToken)
+	route("POST /api/v1/deployments/{tenant}/{name}/pairing-tokens", b.handleNewPairingToken)
+	route("POST /api/v1/deployments/{id}/ping", b.handlePing)
+	route("POST /api/v1/deployments/{tenant}/{name}/ping", b.handlePing)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(http.StatusNotFound, "not_found", "no API endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// requireAdmin checks the bearer token in constant time; a failure is a
+// 401 and an auth.failed audit event.
+func (b *Broker) requireAdmin(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got := sha256.Sum256([]byte(tok))
+		if !ok || subtle.ConstantTimeCompare(got[:], b.adminHash[:]) != 1 {
+			reason := "missing bearer token"
+			if ok {
+				reason = "invalid bearer token"
+			}
+			if err := b.record(r.Context(), audit.Event{
+				Type:    audit.AuthFailed,
+				Source:  audit.Source{IP: r.RemoteAddr},
+				Outcome: audit.Failure,
+				Reason:  reason,
+				Details: map[string]string{"method": r.Method, "path": r.URL.Path},
+			}); err != nil {
+				writeError(w, err)
+				return
+			}
+			writeError(w, errorf(http.StatusUnauthorized, "unauthenticated", "%s: send Authorization: Bearer <token> (the CLI reads it from its config file)", reason))
+			return
+		}
+		if err := h(w, r); err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				b.log.Error("API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeError(w, err)
+		}
+	})
+}
+
+// record writes an audit event; failing to is an internal error that
+// stops the action it records.
+func (b *Broker) record(ctx context.Context, e audit.Event) error {
+	if err := b.audit.Record(ctx, e); err != nil {
+		b.log.Error("audit write failed", "type", e.Type, "err", err)
+		return errorf(http.StatusInternalServerError, "audit_unavailable", "the audit log could not be written, so the action was not taken")
+	}
+	return nil
+}
+
+var adminActor = audit.Actor{Subject: "admin:bootstrap", Role: "admin"}
+
+func (b *Broker) handleBrokerInfo(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, brokerapi.BrokerInfo{
+		Version:     b.cfg.Version,
+		TailnetName: b.self.Name,
+		BrokerKey:   agentapi.EncodePublicKey(b.PublicKey()),
+		ControlURL:  b.controlURL,
+	})
+	return nil
+}
+
+var regionRE = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
+
+func validateDeploymentName(tenant, name, region string) error {
+	if !tailnet.IsDNSLabel(tenant) {
+		return errorf(http.StatusBadRequest, "invalid_tenant", "tenant %q is not a DNS label: want 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'", tenant)
+	}
+	if !tailnet.IsDNSLabel(name) {
+		return errorf(http.StatusBadRequest, "invalid_name", "name %q is not a DNS label: want 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'", name)
+	}
+	if region != "" && (len(region) > 32 || !regionRE.MatchString(region)) {
+		return errorf(http.StatusBadRequest, "invalid_region", "region %q: want a cloud region such as us-east-1 or eu-central-2", region)
+	}
+	return nil
+}
+
+func (b *Broker) handleCreateDeployment(w http.ResponseWriter, r *http.Request) error {
+	var req brokerapi.CreateDeploymentRequest
+	if err := decodeJSON(w, r, brokerapi.MaxBody, &req); err != nil {
+		return err
+	}
+	if err := validateDeploymentName(req.Tenant, req.Name, req.Region); err != nil {
+		return err
+	}
+	now := b.now()
+	d := store.Deployment{ID: uuid.NewString(), Tenant: req.Tenant, Name: req.Name, Region: req.Region, CreatedAt: now}
+	token, tok := b.newPairingToken(d.ID, now)
+	if err := b.store.CreateDeployment(r.Context(), d, tok); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errorf(http.StatusConflict, "deployment_exists", "tenant %q already has a deployment named %q: pick another name, or use 'broker deployment show %s/%s'", d.Tenant, d.Name, d.Tenant, d.Name)
+		}
+		return fmt.Errorf("create deployment: %w", err)
+	}
+	if err := b.record(r.Context(), audit.Event{
+		Type: audit.DeploymentCreated, Actor: adminActor, Deployment: d.ID,
+		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
+		Details: map[string]string{"tenant": d.Tenant, "name": d.Name, "region": d.Region},
+	}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, brokerapi.CreateDeploymentResponse{
+		Deployment: b.view(store.DeploymentStatus{Deployment: d}),
+		Pairing:    brokerapi.PairingToken{DeploymentID: d.ID, Token: token, ExpiresAt: tok.ExpiresAt.UTC()},
+	})
+	return nil
+}
+
+func (b *Broker) newPairingToken(deploymentID string, now time.Time) (string, store.PairingToken) {
+	token, hash := agentapi.NewPairingToken()
+	return token, store.PairingToken{Hash: hash, DeploymentID: deploymentID, CreatedAt: now, ExpiresAt: now.Add(b.cfg.PairingTTL)}
+}
+
+func (b *Broker) handleListDeployments(w http.ResponseWriter, r *http.Request) error {
+	ds, err := b.store.ListDeployments(r.Context())
+	if err != nil {
+		return fmt.Errorf("list deployments: %w", err)
+	}
+	out := brokerapi.ListDeploymentsResponse{Deployments: make([]brokerapi.Deployment, 0, len(ds))}
+	for _, d := range ds {
+		out.Deployments = append(out.Deployments, b.view(d))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// lookup finds the deployment named by the request path: {id} or
+// {tenant}/{name}.
+func (b *Broker) lookup(r *http.Request) (store.DeploymentStatus, error) {
+	var (
+		d   store.DeploymentStatus
+		err error
+		ref string
+	)
+	if id := r.PathValue("id"); id != "" {
+		ref = id
+		if _, perr := uuid.Parse(id); perr != nil {
+			return d, errorf(http.StatusBadRequest, "invalid_deployment", "deployment %q: want a deployment ID (a UUID, as printed by 'deployment create') or TENANT/NAME", id)
+		}
+		d, err = b.store.GetDeployment(r.Context(), id)
+	} else {
+		tenant, name := r.PathValue("tenant"), r.PathValue("name")
+		ref = tenant + "/" + name
+		if verr := validateDeploymentName(tenant, name, ""); verr != nil {
+			return d, verr
+		}
+		d, err = b.store.GetDeploymentByName(r.Context(), tenant, name)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return d, errorf(http.StatusNotFound, "deployment_not_found", "no deployment %s: 'broker deployment list' shows them", ref)
+	}
+	if err != nil {
+		return d, fmt.Errorf("get deployment %s: %w", ref, err)
+	}
+	return d, nil
+}
+
+func (b *Broker) handleGetDeployment(w http.ResponseWriter, r *http.Request) error {
+	d, err := b.lookup(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, b.view(d))
+	return nil
+}
+
+func (b *Broker) handleNewPairingToken(w http.ResponseWriter, r *http.Request) error {
+	d, err := b.lookup(r)
+	if err != nil {
+		return err
+	}
+	token, tok := b.newPairingToken(d.ID, b.now())
+	if err := b.store.AddPairingToken(r.Context(), tok); err != nil {
+		return fmt.Errorf("add pairing token: %w", err)
+	}
+	if err := b.record(r.Context(), audit.Event{
+		Type: audit.PairingTokenIssued, Actor: adminActor, Deployment: d.ID,
+		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
+	}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, brokerapi.PairingToken{DeploymentID: d.ID, Token: token, ExpiresAt: tok.ExpiresAt.UTC()})
+	return nil
+}
+
+func (b *Broker) handlePing(w http.ResponseWriter, r *http.Request) error {
+	d, err := b.lookup(r)
+	if err != nil {
+		return err
+	}
+	count := 1
+	if s := r.URL.Query().Get("count"); s != "" {
+		if count, err = strconv.Atoi(s); err != nil || count < 1 || count > 100 {
+			return errorf(http.StatusBadRequest, "invalid_count", "count %q: want a whole number from 1 to 100", s)
+		}
+	}
+	if d.Agent == nil {
+		return errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent", d.Tenant, d.Name)
+	}
+	out := brokerapi.PingResponse{AgentID: d.Agent.ID}
+	for range count {
+		start := time.Now()
+		pr, err := b.pingAgent(r.Context(), *d.Agent)
+		if err != nil {
+			return errorf(http.StatusBadGateway, "agent_unreachable", "agent of %s/%s did not answer: %v", d.Tenant, d.Name, err)
+		}
+		out.Version = pr.Version
+		out.RTTs = append(out.RTTs, time.Since(start).String())
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// view turns a stored deployment into its API form, deciding whether the
+// agent is online: offline after three missed heartbeats.
+func (b *Broker) view(d store.DeploymentStatus) brokerapi.Deployment {
+	v := brokerapi.Deployment{
+		ID: d.ID, Tenant: d.Tenant, Name: d.Name, Region: d.Region,
+		CreatedAt: d.CreatedAt.UTC(), AgentStatus: brokerapi.StatusUnpaired,
+	}
+	a := d.Agent
+	if a == nil {
+		return v
+	}
+	v.AgentStatus = brokerapi.StatusOffline
+	v.Agent = &brokerapi.Agent{ID: a.ID, Node: a.NodeName, NodeID: a.NodeID, PairedAt: a.PairedAt.UTC()}
+	if !a.Last.At.IsZero() {
+		at := a.Last.At.UTC()
+		v.Agent.LastSeen = &at
+		v.Agent.Version = a.Last.Version
+		v.Agent.Uptime = a.Last.Uptime.Round(time.Second).String()
+		v.Agent.TailnetIP = a.Last.TailnetIP
+		v.Agent.Upstreams = a.Last.Upstreams
+		if b.now().Sub(a.Last.At) < 3*b.cfg.HeartbeatInterval {
+			v.AgentStatus = brokerapi.StatusOnline
+		}
+	}
+	return v
+}

@@ -1,0 +1,472 @@
+// Package broker is Tether's control-plane server: the HTTP JSON API that
+// operators and engineers use, the agent API it serves on its own tailnet
+// node, pairing, agent sessions and heartbeats. In dev mode it also runs a
+// private tailnet in-process (see package devnet).
+package broker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/devnet"
+	"github.com/tetherhq/tether/internal/store"
+	"github.com/tetherhq/tether/internal/store/pgstore"
+	"github.com/tetherhq/tether/internal/store/sqlitestore"
+	"github.com/tetherhq/tether/internal/tailnet"
+)
+
+// Config configures a broker. The zero value plus DataDir and Dev is a
+// working dev broker.
+type Config struct {
+	// Dev runs the dev preset: an in-process tailnet on DevAddr, SQLite in
+	// DataDir, a bootstrap admin token written to DataDir/cli.json and a
+	// join file for agents in DataDir/join.json.
+	Dev bool
+	// DataDir holds the broker's key, SQLite database, tailnet state and
+	// audit log. Required.
+	DataDir string
+	// Listen is the API's TCP address; default 127.0.0.1:8443.
+	Listen string
+	// TLSCert and TLSKey, both or neither, serve the API over TLS.
+	TLSCert, TLSKey string
+	// StoreDriver is "sqlite" (default) or "postgres".
+	StoreDriver string
+	// StoreDSN is the PostgreSQL connection string (literal or env:/file:
+	// reference); for SQLite it is the database path, default
+	// DataDir/tether.db.
+	StoreDSN string
+	// ControlURL and AuthKey (literal or reference) join a real tailnet
+	// (Tailscale or Headscale). Ignored in dev mode.
+	ControlURL, AuthKey string
+	// Hostname is the broker's tailnet hostname; default tether-broker.
+	Hostname string
+	// AdminToken (literal or reference) authenticates operators outside
+	// dev mode, until OIDC login lands.
+	AdminToken string
+	// DevAddr is the address the dev tailnet binds to; default 127.0.0.1.
+	DevAddr string
+	// HeartbeatInterval is how often agents report; default 5s. An agent
+	// is offline after three missed beats.
+	HeartbeatInterval time.Duration
+	// PairingTTL is how long a pairing token is valid; default 15m.
+	PairingTTL time.Duration
+	// StartTimeout bounds joining the tailnet; default 60s.
+	StartTimeout time.Duration
+	// Version is reported to clients.
+	Version string
+	// Logger receives the broker's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the broker's clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8443"
+	}
+	if c.StoreDriver == "" {
+		c.StoreDriver = "sqlite"
+	}
+	if c.Hostname == "" {
+		c.Hostname = "tether-broker"
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 5 * time.Second
+	}
+	if c.PairingTTL == 0 {
+		c.PairingTTL = 15 * time.Minute
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 60 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+}
+
+// Validate reports the first problem with c, after defaults are applied.
+func (c Config) Validate() error {
+	c.setDefaults()
+	if c.DataDir == "" {
+		return errors.New("data dir is not set: want --data-dir DIR (or TETHER_DATA_DIR)")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen address %q: want HOST:PORT such as 127.0.0.1:8443", c.Listen)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+	}
+	switch c.StoreDriver {
+	case "sqlite":
+	case "postgres":
+		if c.StoreDSN == "" {
+			return errors.New("store driver postgres needs a DSN (store_dsn or TETHER_STORE_DSN), e.g. env:TETHER_PG_DSN")
+		}
+	default:
+		return fmt.Errorf("store driver %q: want sqlite or postgres", c.StoreDriver)
+	}
+	if !tailnet.IsDNSLabel(c.Hostname) {
+		return fmt.Errorf("tailnet hostname %q: want a DNS label (a-z, 0-9, '-')", c.Hostname)
+	}
+	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > 5*time.Minute {
+		return fmt.Errorf("heartbeat interval %v: want between 100ms and 5m", c.HeartbeatInterval)
+	}
+	if c.PairingTTL < time.Second || c.PairingTTL > 24*time.Hour {
+		return fmt.Errorf("pairing token lifetime %v: want between 1s and 24h", c.PairingTTL)
+	}
+	if !c.Dev {
+		u, err := url.Parse(c.ControlURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("control URL %q: outside dev mode the broker needs the tailnet's control server (control_url or TETHER_CONTROL_URL), e.g. https://controlplane.tailscale.com or your Headscale URL", c.ControlURL)
+		}
+		if c.AuthKey == "" {
+			return errors.New("auth key is not set: outside dev mode the broker needs a tailnet pre-auth key (auth_key or TETHER_AUTH_KEY, as env:NAME or file:PATH)")
+		}
+		if c.AdminToken == "" {
+			return errors.New("admin token is not set: outside dev mode give admin_token or TETHER_ADMIN_TOKEN as env:NAME or file:PATH")
+		}
+	}
+	return nil
+}
+
+// Broker is a running broker.
+type Broker struct {
+	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	store store.Store
+	audit *audit.FileLog
+	key   ed25519.PrivateKey
+	dev   *devnet.Tailnet
+	node  *tailnet.Node
+	self  tailnet.Identity
+
+	controlURL    string
+	authKey       string
+	adminHash     [32]byte // SHA-256 of the admin token
+	devAdminToken string   // dev mode only; written to cli.json
+
+	apiLn    net.Listener
+	agentLn  net.Listener
+	apiURL   string
+	agentHTC *http.Client // broker → agent calls over the tailnet
+
+	mu         sync.Mutex
+	challenges map[string]challenge // hex(challenge) → its state
+	sessions   map[[32]byte]session // SHA-256(token) → session
+}
+
+type challenge struct {
+	agentID string
+	expires time.Time
+}
+
+type session struct {
+	agentID string
+	nodeID  string
+	expires time.Time
+}
+
+// New starts everything the broker needs — store, dev tailnet, tailnet
+// node, listeners — and returns once the broker can serve. Run serves.
+func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	b := &Broker{
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "broker"),
+		now:        cfg.Now,
+		challenges: make(map[string]challenge),
+		sessions:   make(map[[32]byte]session),
+	}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := checkWritable(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if b.key, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key")); err != nil {
+		return nil, err
+	}
+	if b.audit, err = audit.OpenFile(filepath.Join(cfg.DataDir, "audit.jsonl"), b.now); err != nil {
+		return nil, err
+	}
+	if b.store, err = openStore(ctx, cfg); err != nil {
+		return nil, err
+	}
+
+	if cfg.Dev {
+		if err := b.startDev(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		b.controlURL = cfg.ControlURL
+		if b.authKey, err = config.Secret(cfg.AuthKey); err != nil {
+			return nil, fmt.Errorf("auth key: %w", err)
+		}
+		tok, err := config.Secret(cfg.AdminToken)
+		if err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+		b.adminHash = sha256.Sum256([]byte(tok))
+	}
+
+	upCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	b.node, err = tailnet.New(tailnet.Config{
+		Hostname:   cfg.Hostname,
+		StateDir:   filepath.Join(cfg.DataDir, "tsnet"),
+		ControlURL: b.controlURL,
+		AuthKey:    b.authKey,
+		Logger:     cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	st, err := b.node.Up(upCtx)
+	if err != nil {
+		if upCtx.Err() != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("could not join the tailnet at %s within %v: check the control URL and the auth key", b.controlURL, cfg.StartTimeout)
+		}
+		return nil, err
+	}
+	b.self = tailnet.Identity{NodeID: st.Self.ID, Name: strings.TrimSuffix(st.Self.DNSName, ".")}
+	b.agentHTC = &http.Client{
+		Transport: &http.Transport{DialContext: b.node.Dial, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second},
+		Timeout:   30 * time.Second,
+	}
+
+	if b.agentLn, err = b.node.Listen(agentapi.BrokerPort); err != nil {
+		return nil, fmt.Errorf("listen on the tailnet: %w", err)
+	}
+	var lc net.ListenConfig
+	if b.apiLn, err = lc.Listen(ctx, "tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	b.apiURL = scheme + "://" + b.apiLn.Addr().String()
+	return b, nil
+}
+
+// startDev starts the in-process tailnet, reusing the control port and
+// auth key of the previous run so that paired agents keep working.
+func (b *Broker) startDev(ctx context.Context) error {
+	var prev config.Join
+	port := 0
+	if err := config.Load(filepath.Join(b.cfg.DataDir, "join.json"), &prev); err == nil {
+		if u, err := url.Parse(prev.ControlURL); err == nil {
+			port, _ = strconv.Atoi(u.Port())
+		}
+	} else {
+		prev = config.Join{}
+	}
+	dn, err := devnet.Start(ctx, devnet.Config{
+		Addr:        b.cfg.DevAddr,
+		ControlPort: port,
+		AuthKey:     prev.AuthKey,
+		Logger:      b.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	b.dev = dn
+	b.controlURL, b.authKey = dn.ControlURL, dn.AuthKey
+	var tok [32]byte
+	rand.Read(tok[:])
+	b.devAdminToken = "tat_" + base64.RawURLEncoding.EncodeToString(tok[:])
+	b.adminHash = sha256.Sum256([]byte(b.devAdminToken))
+	return nil
+}
+
+func openStore(ctx context.Context, cfg Config) (store.Store, error) {
+	switch cfg.StoreDriver {
+	case "postgres":
+		dsn, err := config.Secret(cfg.StoreDSN)
+		if err != nil {
+			return nil, fmt.Errorf("store DSN: %w", err)
+		}
+		s, err := pgstore.Open(ctx, dsn)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	default:
+		path := cfg.StoreDSN
+		if path == "" {
+			path = filepath.Join(cfg.DataDir, "tether.db")
+		}
+		s, err := sqlitestore.Open(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+}
+
+// APIURL is the API's base URL as actually bound.
+func (b *Broker) APIURL() string { return b.apiURL }
+
+// TailnetName is the broker's tailnet FQDN.
+func (b *Broker) TailnetName() string { return b.self.Name }
+
+// PublicKey is the broker's Ed25519 signing key.
+func (b *Broker) PublicKey() ed25519.PublicKey { return b.key.Public().(ed25519.PublicKey) }
+
+// Join describes how an agent joins this broker's tailnet.
+func (b *Broker) Join() config.Join {
+	return config.Join{
+		ControlURL: b.controlURL,
+		AuthKey:    b.authKey,
+		BrokerName: b.self.Name,
+		BrokerKey:  agentapi.EncodePublicKey(b.PublicKey()),
+	}
+}
+
+// Run serves the API and the agent API until ctx ends, then shuts down.
+func (b *Broker) Run(ctx context.Context) error {
+	defer b.close()
+	api := &http.Server{
+		Handler:           b.apiHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+	}
+	agents := &http.Server{
+		Handler:           b.agentHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 2)
+	go func() {
+		var err error
+		if b.cfg.TLSCert != "" {
+			err = api.ServeTLS(b.apiLn, b.cfg.TLSCert, b.cfg.TLSKey)
+		} else {
+			err = api.Serve(b.apiLn)
+		}
+		errc <- fmt.Errorf("API server: %w", err)
+	}()
+	go func() { errc <- fmt.Errorf("agent API server: %w", agents.Serve(b.agentLn)) }()
+
+	if b.cfg.Dev {
+		if err := b.writeDevFiles(); err != nil {
+			return err
+		}
+	}
+	b.log.Info("broker ready", "api", b.apiURL, "tailnet_name", b.self.Name,
+		"broker_key", agentapi.EncodePublicKey(b.PublicKey()), "dev", b.cfg.Dev)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	api.Shutdown(sctx)
+	agents.Shutdown(sctx)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// writeDevFiles writes join.json for agents and cli.json (0600) for the CLI.
+func (b *Broker) writeDevFiles() error {
+	if err := config.Write(filepath.Join(b.cfg.DataDir, "join.json"), b.Join(), 0o600); err != nil {
+		return err
+	}
+	return config.Write(filepath.Join(b.cfg.DataDir, "cli.json"), config.CLI{APIURL: b.apiURL, Token: b.devAdminToken}, 0o600)
+}
+
+func (b *Broker) close() {
+	if b.apiLn != nil {
+		b.apiLn.Close()
+	}
+	if b.node != nil {
+		b.node.Close()
+	}
+	if b.dev != nil {
+		b.dev.Close()
+	}
+	if b.store != nil {
+		b.store.Close()
+	}
+	if b.audit != nil {
+		b.audit.Close()
+	}
+}
+
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("data dir %s is not writable: %w", dir, errors.Unwrap(err))
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
+// loadOrCreateKey reads the broker's Ed25519 seed (hex) from path, or
+// creates one (mode 0600) on first start.
+func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		seed := make([]byte, ed25519.SeedSize)
+		rand.Read(seed)
+		if err := config.WriteFile(path, []byte(hex.EncodeToString(seed)+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("broker key: %w", err)
+		}
+		return ed25519.NewKeyFromSeed(seed), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("broker key: %w", err)
+	}
+	seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("broker key %s is corrupt: want %d hex-encoded bytes; restore it from backup (a new key means re-pairing every agent)", path, ed25519.SeedSize)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}

@@ -1,0 +1,238 @@
+// Package brokerapi is the broker's HTTP JSON API as its clients see it: the
+// request and response types, and a [Client] the CLI uses.
+package brokerapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/config"
+)
+
+// MaxBody bounds request and response bodies of the API.
+const MaxBody = 1 << 20
+
+// Agent status values of [Deployment.AgentStatus].
+const (
+	StatusUnpaired = "unpaired" // no agent has paired yet
+	StatusOnline   = "online"   // a heartbeat arrived within three intervals
+	StatusOffline  = "offline"  // three or more heartbeats were missed
+)
+
+// CreateDeploymentRequest is the body of POST /api/v1/deployments.
+type CreateDeploymentRequest struct {
+	Tenant string `json:"tenant"`
+	Name   string `json:"name"`
+	Region string `json:"region,omitempty"`
+}
+
+// CreateDeploymentResponse carries the new deployment and its one-time
+// pairing token, which is shown only here.
+type CreateDeploymentResponse struct {
+	Deployment Deployment   `json:"deployment"`
+	Pairing    PairingToken `json:"pairing"`
+}
+
+// PairingToken is a one-time pairing token and when it expires.
+type PairingToken struct {
+	DeploymentID string    `json:"deployment_id"`
+	Token        string    `json:"token"`
+	ExpiresAt    time.Time `json:"expires_at"`
+}
+
+// Deployment is a deployment with the state of its agent.
+type Deployment struct {
+	ID          string    `json:"id"`
+	Tenant      string    `json:"tenant"`
+	Name        string    `json:"name"`
+	Region      string    `json:"region,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	AgentStatus string    `json:"agent_status"`
+	Agent       *Agent    `json:"agent,omitempty"`
+}
+
+// Agent is a paired agent as last seen.
+type Agent struct {
+	ID        string            `json:"id"`
+	Node      string            `json:"node"`
+	NodeID    string            `json:"node_id"`
+	PairedAt  time.Time         `json:"paired_at"`
+	LastSeen  *time.Time        `json:"last_seen,omitempty"`
+	Version   string            `json:"version,omitempty"`
+	Uptime    string            `json:"uptime,omitempty"`
+	TailnetIP string            `json:"tailnet_ip,omitempty"`
+	Upstreams map[string]string `json:"upstreams,omitempty"`
+}
+
+// ListDeploymentsResponse is the body of GET /api/v1/deployments.
+type ListDeploymentsResponse struct {
+	Deployments []Deployment `json:"deployments"`
+}
+
+// PingResponse reports round trips broker → agent → broker over the
+// tailnet, each a signed call the agent verified.
+type PingResponse struct {
+	AgentID string   `json:"agent_id"`
+	Version string   `json:"version"`
+	RTTs    []string `json:"rtts"`
+}
+
+// BrokerInfo is the body of GET /api/v1/broker: what an operator needs to
+// point an agent at this broker.
+type BrokerInfo struct {
+	Version     string `json:"version"`
+	TailnetName string `json:"tailnet_name"`
+	BrokerKey   string `json:"broker_key"`
+	ControlURL  string `json:"control_url"`
+}
+
+// Error is an error the API answered with.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Client calls the broker API.
+type Client struct {
+	base  *url.URL
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a client for the API described by cfg.
+func NewClient(cfg config.CLI) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	token, err := config.Secret(cfg.Token)
+	if err != nil {
+		return nil, err
+	}
+	base, _ := url.Parse(strings.TrimSuffix(cfg.APIURL, "/"))
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificates found", cfg.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &Client{base: base, token: token, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := c.hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("cannot reach the broker API at %s: %v (is 'broker serve' running, and is api_url in the CLI config right?)", c.base, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, MaxBody))
+	if err != nil {
+		return fmt.Errorf("read broker response: %w", err)
+	}
+	if res.StatusCode >= 300 {
+		var e agentapi.Error
+		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
+			return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+		}
+		return &Error{Status: res.StatusCode, Code: "http_" + strconv.Itoa(res.StatusCode), Message: fmt.Sprintf("broker answered %s", res.Status)}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("broker response is not the JSON expected: %w", err)
+	}
+	return nil
+}
+
+// CreateDeployment creates a deployment and returns its pairing token.
+func (c *Client) CreateDeployment(ctx context.Context, r CreateDeploymentRequest) (CreateDeploymentResponse, error) {
+	var out CreateDeploymentResponse
+	err := c.do(ctx, http.MethodPost, "/api/v1/deployments", r, &out)
+	return out, err
+}
+
+// ListDeployments lists every deployment.
+func (c *Client) ListDeployments(ctx context.Context) ([]Deployment, error) {
+	var out ListDeploymentsResponse
+	err := c.do(ctx, http.MethodGet, "/api/v1/deployments", nil, &out)
+	return out.Deployments, err
+}
+
+// refPath turns a deployment reference, an ID or TENANT/NAME, into a path.
+func refPath(ref string) string {
+	if tenant, name, ok := strings.Cut(ref, "/"); ok {
+		return "/api/v1/deployments/" + url.PathEscape(tenant) + "/" + url.PathEscape(name)
+	}
+	return "/api/v1/deployments/" + url.PathEscape(ref)
+}
+
+// GetDeployment returns one deployment by ID or TENANT/NAME.
+func (c *Client) GetDeployment(ctx context.Context, ref string) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, http.MethodGet, refPath(ref), nil, &out)
+	return out, err
+}
+
+// NewPairingToken issues a new one-time pairing token for a deployment, to
+// pair a replacement agent.
+func (c *Client) NewPairingToken(ctx context.Context, ref string) (PairingToken, error) {
+	var out PairingToken
+	err := c.do(ctx, http.MethodPost, refPath(ref)+"/pairing-tokens", nil, &out)
+	return out, err
+}
+
+// Ping asks the broker to call the deployment's agent count times.
+func (c *Client) Ping(ctx context.Context, ref string, count int) (PingResponse, error) {
+	var out PingResponse
+	err := c.do(ctx, http.MethodPost, refPath(ref)+"/ping?count="+strconv.Itoa(count), nil, &out)
+	return out, err
+}
+
+// Broker returns the broker's tailnet identity and key.
+func (c *Client) Broker(ctx context.Context) (BrokerInfo, error) {
+	var out BrokerInfo
+	err := c.do(ctx, http.MethodGet, "/api/v1/broker", nil, &out)
+	return out, err
+}

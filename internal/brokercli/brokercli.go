@@ -1,0 +1,339 @@
+// Package brokercli is the broker binary's command line: 'broker serve'
+// runs the server, the other commands are a client of its API.
+package brokercli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tetherhq/tether/internal/broker"
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/cli"
+	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/version"
+)
+
+const usage = `Usage: broker COMMAND [flags]
+
+Tether broker: just-in-time, customer-approved access to BYOC deployments.
+
+Commands:
+  serve                          run the broker (--dev for a self-contained dev setup)
+  deployment create              create a deployment and print its one-time pairing token
+  deployment list                list deployments and their agents
+  deployment show ID|T/N         show one deployment
+  deployment pairing-token ID|T/N  issue a new pairing token (to re-pair an agent)
+  deployment ping ID|T/N         call the deployment's agent over the tailnet
+  version                        print the version
+
+Client commands read the CLI config from --config FILE or $TETHER_CONFIG
+(a dev broker writes DATA_DIR/cli.json).`
+
+// Run runs the broker command line.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return cli.Usagef("no command given")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "deployment", "deployments":
+		return deployment(ctx, args[1:], stdout)
+	case "version":
+		fmt.Fprintln(stdout, "broker", version.Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	default:
+		return cli.Usagef("unknown command %q: want serve, deployment or version (run 'broker help')", args[0])
+	}
+}
+
+// serverFile is the broker's server configuration file (JSON).
+type serverFile struct {
+	DataDir           string `json:"data_dir,omitempty"`
+	Listen            string `json:"listen,omitempty"`
+	TLSCert           string `json:"tls_cert,omitempty"`
+	TLSKey            string `json:"tls_key,omitempty"`
+	StoreDriver       string `json:"store_driver,omitempty"`
+	StoreDSN          string `json:"store_dsn,omitempty"`
+	ControlURL        string `json:"control_url,omitempty"`
+	AuthKey           string `json:"auth_key,omitempty"`
+	Hostname          string `json:"hostname,omitempty"`
+	AdminToken        string `json:"admin_token,omitempty"`
+	HeartbeatInterval string `json:"heartbeat_interval,omitempty"`
+}
+
+func (serverFile) Validate() error { return nil } // broker.Config.Validate checks the merged result
+
+const serveUsage = `Usage: broker serve [--dev] [--data-dir DIR] [--listen HOST:PORT] [--config FILE]
+
+Runs the broker. With --dev it starts a private tailnet in-process on
+loopback and writes DIR/join.json (for agents) and DIR/cli.json (for the CLI).
+Without --dev it joins a real tailnet: set control_url, auth_key and
+admin_token in the config file or as TETHER_CONTROL_URL, TETHER_AUTH_KEY and
+TETHER_ADMIN_TOKEN (secrets as env:NAME or file:PATH).`
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("broker serve")
+	var (
+		dev       = fs.Bool("dev", false, "dev mode: in-process tailnet, SQLite, bootstrap admin token")
+		dataDir   = fs.String("data-dir", "", "directory for the broker's key, database and state (env TETHER_DATA_DIR)")
+		listen    = fs.String("listen", "", "API address (default 127.0.0.1:8443; env TETHER_LISTEN)")
+		cfgFile   = fs.String("config", "", "server configuration file (JSON)")
+		tlsCert   = fs.String("tls-cert", "", "TLS certificate (PEM) for the API")
+		tlsKey    = fs.String("tls-key", "", "TLS private key (PEM) for the API")
+		devAddr   = fs.String("dev-addr", "", "dev mode: IPv4 address the dev tailnet binds to (default 127.0.0.1)")
+		heartbeat = fs.Duration("heartbeat-interval", 0, "how often agents report (default 5s)")
+		pairTTL   = fs.Duration("pairing-ttl", 0, "pairing token lifetime (default 15m)")
+		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	pos, err := cli.Parse(fs, args, stdout, serveUsage)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("broker serve: unexpected argument %q", pos[0])
+	}
+	log, err := cli.NewLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	var f serverFile
+	if *cfgFile != "" {
+		if err := config.Load(*cfgFile, &f); err != nil {
+			return err
+		}
+	}
+	pick := func(flagVal, env, fileVal string) string {
+		if flagVal != "" {
+			return flagVal
+		}
+		if v := os.Getenv(env); v != "" {
+			return v
+		}
+		return fileVal
+	}
+	cfg := broker.Config{
+		Dev:         *dev,
+		DataDir:     pick(*dataDir, "TETHER_DATA_DIR", f.DataDir),
+		Listen:      pick(*listen, "TETHER_LISTEN", f.Listen),
+		TLSCert:     pick(*tlsCert, "TETHER_TLS_CERT", f.TLSCert),
+		TLSKey:      pick(*tlsKey, "TETHER_TLS_KEY", f.TLSKey),
+		StoreDriver: pick("", "TETHER_STORE_DRIVER", f.StoreDriver),
+		StoreDSN:    pick("", "TETHER_STORE_DSN", f.StoreDSN),
+		ControlURL:  pick("", "TETHER_CONTROL_URL", f.ControlURL),
+		AuthKey:     pick("", "TETHER_AUTH_KEY", f.AuthKey),
+		Hostname:    pick("", "TETHER_HOSTNAME", f.Hostname),
+		AdminToken:  pick("", "TETHER_ADMIN_TOKEN", f.AdminToken),
+		DevAddr:     *devAddr,
+		PairingTTL:  *pairTTL,
+		Version:     version.Version,
+		Logger:      log,
+	}
+	cfg.HeartbeatInterval = *heartbeat
+	if cfg.HeartbeatInterval == 0 && f.HeartbeatInterval != "" {
+		if cfg.HeartbeatInterval, err = time.ParseDuration(f.HeartbeatInterval); err != nil {
+			return fmt.Errorf("%s: heartbeat_interval %q: want a duration such as 5s", *cfgFile, f.HeartbeatInterval)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cli.Usagef("broker serve: %v", err)
+	}
+	b, err := broker.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return b.Run(ctx)
+}
+
+func deployment(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return cli.Usagef("deployment: want a subcommand: create, list, show, pairing-token or ping")
+	}
+	sub, args := args[0], args[1:]
+	fs := cli.NewFlagSet("broker deployment " + sub)
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
+	output := fs.String("output", "table", "output format: table or json")
+	var (
+		tenant, name, region *string
+		count                *int
+	)
+	var subUsage string
+	switch sub {
+	case "create":
+		tenant = fs.String("tenant", "", "tenant (customer) the deployment belongs to, a DNS label")
+		name = fs.String("name", "", "deployment name, a DNS label unique within the tenant")
+		region = fs.String("region", "", "cloud region, e.g. us-east-1 (optional)")
+		subUsage = "Usage: broker deployment create --tenant T --name N [--region R] [--output table|json]"
+	case "list":
+		subUsage = "Usage: broker deployment list [--output table|json]"
+	case "show":
+		subUsage = "Usage: broker deployment show ID|TENANT/NAME [--output table|json]"
+	case "pairing-token":
+		subUsage = "Usage: broker deployment pairing-token ID|TENANT/NAME [--output table|json]"
+	case "ping":
+		count = fs.Int("count", 3, "number of calls (1-100)")
+		subUsage = "Usage: broker deployment ping ID|TENANT/NAME [--count N] [--output table|json]"
+	default:
+		return cli.Usagef("unknown command 'deployment %s': want create, list, show, pairing-token or ping", sub)
+	}
+	pos, err := cli.Parse(fs, args, stdout, subUsage)
+	if err != nil {
+		return err
+	}
+	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+		return err
+	}
+	wantArgs := 0
+	if sub == "show" || sub == "pairing-token" || sub == "ping" {
+		wantArgs = 1
+	}
+	if len(pos) != wantArgs {
+		if wantArgs == 0 {
+			return cli.Usagef("broker deployment %s: unexpected argument %q", sub, pos[0])
+		}
+		return cli.Usagef("broker deployment %s: want exactly one deployment, as an ID or TENANT/NAME", sub)
+	}
+	c, err := client(*cfgPath)
+	if err != nil {
+		return err
+	}
+	asJSON := *output == "json"
+	switch sub {
+	case "create":
+		if *tenant == "" || *name == "" {
+			return cli.Usagef("broker deployment create: --tenant and --name are required")
+		}
+		res, err := c.CreateDeployment(ctx, brokerapi.CreateDeploymentRequest{Tenant: *tenant, Name: *name, Region: *region})
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(stdout, res)
+		}
+		fmt.Fprintf(stdout, "Created deployment %s/%s (id %s).\n", res.Deployment.Tenant, res.Deployment.Name, res.Deployment.ID)
+		printToken(stdout, res.Pairing)
+		return nil
+	case "list":
+		ds, err := c.ListDeployments(ctx)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(stdout, brokerapi.ListDeploymentsResponse{Deployments: ds})
+		}
+		printTable(stdout, ds)
+		return nil
+	case "show":
+		d, err := c.GetDeployment(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(stdout, d)
+		}
+		printDeployment(stdout, d)
+		return nil
+	case "pairing-token":
+		t, err := c.NewPairingToken(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(stdout, t)
+		}
+		printToken(stdout, t)
+		return nil
+	default: // ping
+		res, err := c.Ping(ctx, pos[0], *count)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(stdout, res)
+		}
+		fmt.Fprintf(stdout, "agent %s (version %s) answered %d signed calls over the tailnet: %s\n", res.AgentID, res.Version, len(res.RTTs), strings.Join(res.RTTs, " "))
+		return nil
+	}
+}
+
+// client reads the CLI config named by --config or $TETHER_CONFIG.
+func client(path string) (*brokerapi.Client, error) {
+	if path == "" {
+		path = os.Getenv("TETHER_CONFIG")
+	}
+	if path == "" {
+		return nil, cli.Usagef("no CLI config: pass --config FILE or set TETHER_CONFIG (a dev broker writes DATA_DIR/cli.json)")
+	}
+	var c config.CLI
+	if err := config.Load(path, &c); err != nil {
+		return nil, err
+	}
+	return brokerapi.NewClient(c)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printToken(w io.Writer, t brokerapi.PairingToken) {
+	fmt.Fprintf(w, "Pairing token (single use, expires %s):\n\n    %s\n\n", t.ExpiresAt.Local().Format(time.RFC3339), t.Token)
+	fmt.Fprintf(w, "Pair the agent with:\n    agent run --join JOIN.json --pairing-token %s --state-dir DIR\n", t.Token)
+}
+
+func lastSeen(d brokerapi.Deployment) string {
+	if d.Agent == nil || d.Agent.LastSeen == nil {
+		return "-"
+	}
+	return time.Since(*d.Agent.LastSeen).Round(time.Second).String() + " ago"
+}
+
+func printTable(w io.Writer, ds []brokerapi.Deployment) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TENANT\tNAME\tREGION\tAGENT\tLAST SEEN\tVERSION\tID")
+	for _, d := range ds {
+		ver := "-"
+		if d.Agent != nil && d.Agent.Version != "" {
+			ver = d.Agent.Version
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Tenant, d.Name, orDash(d.Region), d.AgentStatus, lastSeen(d), ver, d.ID)
+	}
+	tw.Flush()
+}
+
+func printDeployment(w io.Writer, d brokerapi.Deployment) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Deployment:\t%s/%s\n", d.Tenant, d.Name)
+	fmt.Fprintf(tw, "ID:\t%s\n", d.ID)
+	fmt.Fprintf(tw, "Region:\t%s\n", orDash(d.Region))
+	fmt.Fprintf(tw, "Created:\t%s\n", d.CreatedAt.Local().Format(time.RFC3339))
+	fmt.Fprintf(tw, "Agent:\t%s\n", d.AgentStatus)
+	if a := d.Agent; a != nil {
+		fmt.Fprintf(tw, "  ID:\t%s\n", a.ID)
+		fmt.Fprintf(tw, "  Tailnet node:\t%s (%s)\n", a.Node, a.NodeID)
+		fmt.Fprintf(tw, "  Tailnet IP:\t%s\n", orDash(a.TailnetIP))
+		fmt.Fprintf(tw, "  Paired:\t%s\n", a.PairedAt.Local().Format(time.RFC3339))
+		fmt.Fprintf(tw, "  Last seen:\t%s\n", lastSeen(d))
+		fmt.Fprintf(tw, "  Version:\t%s\n", orDash(a.Version))
+		fmt.Fprintf(tw, "  Uptime:\t%s\n", orDash(a.Uptime))
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

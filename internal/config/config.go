@@ -1,0 +1,212 @@
+// Package config reads and writes Tether's small configuration files: the
+// CLI's cli.json, the agent's join.json, and the broker's server
+// configuration, with secrets given by "env:NAME" or "file:PATH" reference.
+//
+// Every loader names the file and the field that is wrong and says what is
+// accepted. Every writer writes a temporary file, syncs it and renames it
+// into place, so a reader never sees half a file.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// MaxFileSize bounds every configuration file we read.
+const MaxFileSize = 1 << 20
+
+// CLI is cli.json: where the broker's API is and how to authenticate.
+type CLI struct {
+	// APIURL is the broker API's base URL, e.g. "http://127.0.0.1:8443".
+	APIURL string `json:"api_url"`
+	// Token is a bearer token for the API (in dev mode, the bootstrap
+	// admin token). It may be a literal or an env:/file: reference.
+	Token string `json:"token"`
+	// CAFile optionally names a PEM bundle to trust for an https APIURL.
+	CAFile string `json:"ca_file,omitempty"`
+}
+
+// Validate reports the first problem with c.
+func (c CLI) Validate() error {
+	if err := checkURL("api_url", c.APIURL); err != nil {
+		return err
+	}
+	if c.Token == "" {
+		return errors.New(`"token" is empty: want the API token (or env:NAME / file:PATH)`)
+	}
+	return nil
+}
+
+// Join is join.json: what an agent needs to join the broker's tailnet
+// and recognise the broker.
+type Join struct {
+	// ControlURL is the tailnet's coordination server.
+	ControlURL string `json:"control_url"`
+	// AuthKey is a pre-auth key for the tailnet (literal or reference).
+	AuthKey string `json:"auth_key"`
+	// BrokerName is the broker's tailnet name (MagicDNS FQDN or hostname).
+	BrokerName string `json:"broker_name"`
+	// BrokerKey is the broker's Ed25519 signing key, "ed25519:…".
+	BrokerKey string `json:"broker_key"`
+}
+
+// Validate reports the first problem with j.
+func (j Join) Validate() error {
+	if err := checkURL("control_url", j.ControlURL); err != nil {
+		return err
+	}
+	if j.AuthKey == "" {
+		return errors.New(`"auth_key" is empty: want the tailnet pre-auth key (or env:NAME / file:PATH)`)
+	}
+	if j.BrokerName == "" {
+		return errors.New(`"broker_name" is empty: want the broker's tailnet name, e.g. tether-broker.example.ts.net`)
+	}
+	if !strings.HasPrefix(j.BrokerKey, "ed25519:") {
+		return errors.New(`"broker_key" must be the broker's public key, "ed25519:" followed by 43 base64url characters`)
+	}
+	return nil
+}
+
+func checkURL(field, s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is %q: want an absolute http:// or https:// URL", field, s)
+	}
+	return nil
+}
+
+// validator is implemented by every file type.
+type validator interface{ Validate() error }
+
+// Load reads the JSON file at path into v and validates it. Unknown
+// fields are errors, so a typo does not silently fall back to a default.
+func Load(path string, v validator) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, errors.Unwrap(err))
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > MaxFileSize {
+		return fmt.Errorf("read %s: larger than %d bytes", path, MaxFileSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%s is not valid: %s", path, describeJSONError(b, err))
+	}
+	if dec.More() {
+		return fmt.Errorf("%s is not valid: more than one JSON object", path)
+	}
+	if err := v.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func describeJSONError(b []byte, err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		line := 1 + bytes.Count(b[:min(int(se.Offset), len(b))], []byte("\n"))
+		return fmt.Sprintf("JSON syntax error on line %d: %v", line, se)
+	}
+	if errors.Is(err, io.EOF) {
+		return "the file is empty: want a JSON object"
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q: want a %v, got JSON %s", te.Field, te.Type, te.Value)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// Write writes v as indented JSON to path with the given mode, atomically:
+// a temporary file in the same directory is written, synced, and renamed.
+func Write(path string, v any, mode os.FileMode) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return WriteFile(path, append(b, '\n'), mode)
+}
+
+// WriteFile writes b to path atomically with the given mode.
+func WriteFile(path string, b []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(mode); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Secret resolves a secret value: "env:NAME" reads environment variable
+// NAME, "file:PATH" reads the file (trailing newline trimmed), anything
+// else is the literal value. The error never contains the secret.
+func Secret(ref string) (string, error) {
+	switch {
+	case strings.HasPrefix(ref, "env:"):
+		name := strings.TrimPrefix(ref, "env:")
+		v, ok := os.LookupEnv(name)
+		if !ok || v == "" {
+			return "", fmt.Errorf("secret reference %s: environment variable %s is not set", ref, name)
+		}
+		return v, nil
+	case strings.HasPrefix(ref, "file:"):
+		path := strings.TrimPrefix(ref, "file:")
+		f, err := os.Open(path)
+		if err != nil {
+			return "", fmt.Errorf("secret reference %s: %w", ref, errors.Unwrap(err))
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+		if err != nil {
+			return "", fmt.Errorf("secret reference %s: %w", ref, err)
+		}
+		v := strings.TrimRight(string(b), "\r\n")
+		if v == "" {
+			return "", fmt.Errorf("secret reference %s: the file is empty", ref)
+		}
+		return v, nil
+	default:
+		return ref, nil
+	}
+}

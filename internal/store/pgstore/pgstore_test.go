@@ -1,0 +1,93 @@
+package pgstore_test
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether/internal/pgtest"
+	"github.com/tetherhq/tether/internal/store"
+	"github.com/tetherhq/tether/internal/store/pgstore"
+	"github.com/tetherhq/tether/internal/store/storetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func open(t testing.TB, dsn string) store.Store {
+	t.Helper()
+	s, err := pgstore.Open(t.Context(), dsn)
+	if err != nil {
+		t.Fatalf("Open(%q) error = %v", dsn, err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	cluster := pgtest.Shared(t)
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return open(t, cluster.NewDatabase(t))
+	})
+}
+
+func TestReopen(t *testing.T) {
+	cluster := pgtest.Shared(t)
+	var dsn string
+	storetest.RunReopen(t, func(t *testing.T) func(ctx context.Context) (store.Store, error) {
+		dsn = cluster.NewDatabase(t)
+		return func(ctx context.Context) (store.Store, error) {
+			return pgstore.Open(ctx, dsn)
+		}
+	})
+
+	// Opened five times, four of them at once, the database has each
+	// migration once.
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n, versions int
+	err = db.QueryRowContext(t.Context(), `SELECT COUNT(*), COUNT(DISTINCT version) FROM schema_migrations`).Scan(&n, &versions)
+	if err != nil {
+		t.Fatalf("count schema_migrations: %v", err)
+	}
+	migrations, err := filepath.Glob("migrations/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(migrations) || versions != n {
+		t.Errorf("schema_migrations has %d rows with %d versions, want %d each", n, versions, len(migrations))
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	tests := []struct {
+		name, dsn   string
+		wantErrText string
+	}{
+		{"unparsable", "postgres://tether:s3cret@127.0.0.1:notaport/db", "cannot parse"},
+		// Nothing listens on port 1 of 127.0.0.1.
+		{"refused", "postgres://tether:s3cret@127.0.0.1:1/db?sslmode=disable", "tether@127.0.0.1:1/db"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			s, err := pgstore.Open(ctx, tt.dsn)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%q) error = nil, want one containing %q", tt.dsn, tt.wantErrText)
+			}
+			if !strings.Contains(err.Error(), tt.wantErrText) {
+				t.Errorf("Open(%q) error = %v, want one containing %q", tt.dsn, err, tt.wantErrText)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("Open(%q) error = %v, which reveals the password", tt.dsn, err)
+			}
+		})
+	}
+}

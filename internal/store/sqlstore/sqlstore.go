@@ -1,0 +1,438 @@
+// Package sqlstore implements [store.Store] once, on database/sql, for every
+// SQL database the broker supports. What differs between databases — how a
+// unique-constraint violation is reported, how migrations and pairings are
+// serialised, the schema's column types — is described by a [Dialect]; the
+// queries are shared. The backends
+// [github.com/tetherhq/tether/internal/store/sqlitestore] and
+// [github.com/tetherhq/tether/internal/store/pgstore] open the database and
+// call [New].
+//
+// Queries use PostgreSQL's $1 placeholders, which SQLite also reads: to it
+// "$1" is a named parameter, and modernc.org/sqlite binds it to the first
+// argument. Times are stored as BIGINT Unix milliseconds in every database,
+// so that the SQL needs no per-database date handling; they come back in UTC
+// with millisecond precision. A heartbeat's uptime is kept in milliseconds
+// too.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/tetherhq/tether/internal/store"
+)
+
+// Dialect is what [Store] needs to know about the database it runs on.
+type Dialect struct {
+	// Name names the database in errors, e.g. "sqlite" or "postgres".
+	Name string
+	// Migrations holds the schema as SQL files at its root, named by a
+	// version number and a description and applied in version order:
+	// 0001_init.sql, 0002_agent_labels.sql, … Versions start at 1 and leave
+	// no gaps. A migration, once released, never changes.
+	Migrations fs.FS
+	// IsUniqueViolation reports whether err, returned by the driver, is a
+	// violation of a primary key or unique constraint.
+	IsUniqueViolation func(err error) bool
+	// MigrationLock, if not empty, is executed first in every migration
+	// transaction to serialise brokers migrating one database at once. It
+	// may be empty where beginning a transaction already takes the
+	// database's write lock.
+	MigrationLock string
+	// ForUpdate is appended to a SELECT to lock the rows it reads until the
+	// end of the transaction, e.g. " FOR UPDATE". It may be empty where a
+	// transaction holds the database's write lock from its start.
+	ForUpdate string
+}
+
+// Store is a [store.Store] on a SQL database. Create it with [New].
+type Store struct {
+	db *sql.DB
+	d  Dialect
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New brings the schema of db up to date with d.Migrations and returns a
+// Store on it. The Store owns db from then on and closes it in
+// [Store.Close]; if New fails, db stays the caller's to close.
+//
+// db must enforce foreign keys. Where d leaves MigrationLock or ForUpdate
+// empty, every transaction db begins must hold the database's write lock
+// from its start, as SQLite's BEGIN IMMEDIATE does.
+func New(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
+	if d.IsUniqueViolation == nil {
+		return nil, fmt.Errorf("%s dialect: no IsUniqueViolation", d.Name)
+	}
+	if err := migrate(ctx, db, d); err != nil {
+		return nil, fmt.Errorf("migrate %s schema: %w", d.Name, err)
+	}
+	return &Store{db: db, d: d}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return s.db.Close()
+}
+
+// CreateDeployment implements [store.Store]. A deployment whose ID is
+// already taken is a conflict too. tok.DeploymentID may be left empty; if
+// set, it must be d.ID.
+func (s *Store) CreateDeployment(ctx context.Context, d store.Deployment, tok store.PairingToken) error {
+	if tok.DeploymentID != "" && tok.DeploymentID != d.ID {
+		return fmt.Errorf("create deployment %s/%s: first pairing token is for deployment %s, not %s", d.Tenant, d.Name, tok.DeploymentID, d.ID)
+	}
+	tok.DeploymentID = d.ID
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO deployments (id, tenant, name, region, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			d.ID, d.Tenant, d.Name, d.Region, millis(d.CreatedAt))
+		if err != nil {
+			if s.d.IsUniqueViolation(err) {
+				return store.ErrConflict
+			}
+			return err
+		}
+		return s.insertToken(ctx, tx, tok)
+	})
+	if err != nil {
+		return fmt.Errorf("create deployment %s/%s: %w", d.Tenant, d.Name, err)
+	}
+	return nil
+}
+
+// execer is what *sql.DB and *sql.Tx have in common.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func (s *Store) insertToken(ctx context.Context, e execer, tok store.PairingToken) error {
+	_, err := e.ExecContext(ctx,
+		`INSERT INTO pairing_tokens (hash, deployment_id, created_at, expires_at) VALUES ($1, $2, $3, $4)`,
+		tok.Hash, tok.DeploymentID, millis(tok.CreatedAt), millis(tok.ExpiresAt))
+	if err != nil {
+		return fmt.Errorf("store pairing token: %w", err)
+	}
+	return nil
+}
+
+// deploymentStatusQuery selects deployments joined with their current
+// agent; the schema allows at most one unrevoked agent per deployment.
+const deploymentStatusQuery = `
+SELECT d.id, d.tenant, d.name, d.region, d.created_at,
+	a.id, a.deployment_id, a.public_key, a.node_id, a.node_name, a.paired_at, a.revoked_at,
+	a.last_seen_at, a.last_version, a.last_uptime_ms, a.last_tailnet_ip, a.last_upstreams
+FROM deployments d
+LEFT JOIN agents a ON a.deployment_id = d.id AND a.revoked_at IS NULL`
+
+// GetDeployment implements [store.Store].
+func (s *Store) GetDeployment(ctx context.Context, id string) (store.DeploymentStatus, error) {
+	row := s.db.QueryRowContext(ctx, deploymentStatusQuery+` WHERE d.id = $1`, id)
+	ds, err := scanDeploymentStatus(row)
+	if err != nil {
+		return store.DeploymentStatus{}, fmt.Errorf("get deployment %s: %w", id, notFound(err))
+	}
+	return ds, nil
+}
+
+// GetDeploymentByName implements [store.Store].
+func (s *Store) GetDeploymentByName(ctx context.Context, tenant, name string) (store.DeploymentStatus, error) {
+	row := s.db.QueryRowContext(ctx, deploymentStatusQuery+` WHERE d.tenant = $1 AND d.name = $2`, tenant, name)
+	ds, err := scanDeploymentStatus(row)
+	if err != nil {
+		return store.DeploymentStatus{}, fmt.Errorf("get deployment %s/%s: %w", tenant, name, notFound(err))
+	}
+	return ds, nil
+}
+
+// ListDeployments implements [store.Store]. Tenants and names are compared
+// byte by byte, whatever the database's collation.
+func (s *Store) ListDeployments(ctx context.Context) ([]store.DeploymentStatus, error) {
+	rows, err := s.db.QueryContext(ctx, deploymentStatusQuery+` ORDER BY d.tenant, d.name`)
+	if err != nil {
+		return nil, fmt.Errorf("list deployments: %w", err)
+	}
+	defer rows.Close()
+	var all []store.DeploymentStatus
+	for rows.Next() {
+		ds, err := scanDeploymentStatus(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list deployments: %w", err)
+		}
+		all = append(all, ds)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list deployments: %w", err)
+	}
+	return all, nil
+}
+
+// AddPairingToken implements [store.Store].
+func (s *Store) AddPairingToken(ctx context.Context, tok store.PairingToken) error {
+	err := s.insertToken(ctx, s.db, tok)
+	if err == nil {
+		return nil
+	}
+	// A missing deployment fails the foreign key, which every database
+	// reports differently: ask instead of parsing the error.
+	var n int
+	if qerr := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE id = $1`, tok.DeploymentID).Scan(&n); qerr == nil && n == 0 {
+		err = store.ErrNotFound
+	}
+	return fmt.Errorf("add pairing token to deployment %s: %w", tok.DeploymentID, err)
+}
+
+// RedeemPairingToken implements [store.Store]. a.RevokedAt is ignored: the
+// new agent is the deployment's current one. An agent whose ID is already
+// taken is an error wrapping [store.ErrConflict].
+func (s *Store) RedeemPairingToken(ctx context.Context, hash []byte, now time.Time, a store.Agent) (store.Deployment, error) {
+	var d store.Deployment
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		// Marking the token used first, conditionally, is what makes
+		// redemption one-time: of two transactions racing here, the
+		// second either waits for the first's row lock and then finds
+		// used_at set (PostgreSQL), or does not start before the first
+		// ends (SQLite's write lock).
+		err := tx.QueryRowContext(ctx, `
+			UPDATE pairing_tokens SET used_at = $1
+			WHERE hash = $2 AND used_at IS NULL AND expires_at > $1
+			RETURNING deployment_id`,
+			millis(now), hash).Scan(&a.DeploymentID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return whyUnredeemable(ctx, tx, hash)
+		}
+		if err != nil {
+			return err
+		}
+
+		// Locking the deployment serialises redemptions of different
+		// tokens of one deployment, so that each revokes the agent the
+		// previous one stored.
+		var created int64
+		err = tx.QueryRowContext(ctx,
+			`SELECT id, tenant, name, region, created_at FROM deployments WHERE id = $1`+s.d.ForUpdate,
+			a.DeploymentID).Scan(&d.ID, &d.Tenant, &d.Name, &d.Region, &created)
+		if err != nil {
+			return fmt.Errorf("get deployment %s: %w", a.DeploymentID, err)
+		}
+		d.CreatedAt = fromMillis(created)
+
+		_, err = tx.ExecContext(ctx,
+			`UPDATE agents SET revoked_at = $1 WHERE deployment_id = $2 AND revoked_at IS NULL`,
+			millis(now), a.DeploymentID)
+		if err != nil {
+			return fmt.Errorf("revoke previous agent: %w", err)
+		}
+
+		_, err = tx.ExecContext(ctx, `
+			INSERT INTO agents (id, deployment_id, public_key, node_id, node_name, paired_at,
+				last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			a.ID, a.DeploymentID, a.PublicKey, a.NodeID, a.NodeName, millis(a.PairedAt),
+			nullMillis(a.Last.At), a.Last.Version, a.Last.Uptime.Milliseconds(), a.Last.TailnetIP, upstreamsJSON(a.Last.Upstreams))
+		if err != nil && s.d.IsUniqueViolation(err) {
+			return fmt.Errorf("store agent %s: %w", a.ID, store.ErrConflict)
+		}
+		if err != nil {
+			return fmt.Errorf("store agent %s: %w", a.ID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Deployment{}, fmt.Errorf("redeem pairing token: %w", err)
+	}
+	return d, nil
+}
+
+// whyUnredeemable returns the sentinel error saying why the token with the
+// given hash could not be marked used.
+func whyUnredeemable(ctx context.Context, tx *sql.Tx, hash []byte) error {
+	var usedAt sql.NullInt64
+	var expiresAt int64
+	err := tx.QueryRowContext(ctx, `SELECT used_at, expires_at FROM pairing_tokens WHERE hash = $1`, hash).Scan(&usedAt, &expiresAt)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ErrTokenUnknown
+	case err != nil:
+		return err
+	case usedAt.Valid:
+		return fmt.Errorf("%w at %s", store.ErrTokenUsed, fromMillis(usedAt.Int64).Format(time.RFC3339))
+	default:
+		return fmt.Errorf("%w at %s", store.ErrTokenExpired, fromMillis(expiresAt).Format(time.RFC3339))
+	}
+}
+
+// GetAgent implements [store.Store].
+func (s *Store) GetAgent(ctx context.Context, id string) (store.Agent, error) {
+	var r agentRow
+	err := s.db.QueryRowContext(ctx, `
+		SELECT id, deployment_id, public_key, node_id, node_name, paired_at, revoked_at,
+			last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams
+		FROM agents WHERE id = $1`, id).Scan(r.dest()...)
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("get agent %s: %w", id, notFound(err))
+	}
+	a, err := r.agent()
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("get agent %s: %w", id, err)
+	}
+	return *a, nil
+}
+
+// RecordHeartbeat implements [store.Store]. It records heartbeats of
+// revoked agents too: refusing them is up to the caller.
+func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb store.Heartbeat) error {
+	res, err := s.db.ExecContext(ctx, `
+		UPDATE agents SET last_seen_at = $1, last_version = $2, last_uptime_ms = $3,
+			last_tailnet_ip = $4, last_upstreams = $5
+		WHERE id = $6`,
+		nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams), agentID)
+	if err != nil {
+		return fmt.Errorf("record heartbeat of agent %s: %w", agentID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("record heartbeat of agent %s: %w", agentID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("record heartbeat of agent %s: %w", agentID, store.ErrNotFound)
+	}
+	return nil
+}
+
+// inTx runs f in a transaction, committed if f returns nil and rolled back
+// otherwise.
+func (s *Store) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err := f(tx); err != nil {
+		// The rollback error, if any, says less than err: the driver
+		// discards the connection if it cannot roll back.
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// rowScanner is what *sql.Row and *sql.Rows have in common.
+type rowScanner interface {
+	Scan(dest ...any) error
+}
+
+// scanDeploymentStatus scans a row of [deploymentStatusQuery].
+func scanDeploymentStatus(row rowScanner) (store.DeploymentStatus, error) {
+	var ds store.DeploymentStatus
+	var created int64
+	var r agentRow
+	dest := append([]any{&ds.ID, &ds.Tenant, &ds.Name, &ds.Region, &created}, r.dest()...)
+	if err := row.Scan(dest...); err != nil {
+		return store.DeploymentStatus{}, err
+	}
+	ds.CreatedAt = fromMillis(created)
+	a, err := r.agent()
+	if err != nil {
+		return store.DeploymentStatus{}, fmt.Errorf("deployment %s: %w", ds.ID, err)
+	}
+	ds.Agent = a
+	return ds, nil
+}
+
+// agentRow receives the columns of an agent, which are all NULL when it
+// comes from an outer join that found no agent.
+type agentRow struct {
+	id, deploymentID, nodeID, nodeName        sql.NullString
+	version, tailnetIP, upstreams             sql.NullString
+	publicKey                                 []byte
+	pairedAt, revokedAt, lastSeenAt, uptimeMS sql.NullInt64
+}
+
+// dest returns the scan destinations for the columns id, deployment_id,
+// public_key, node_id, node_name, paired_at, revoked_at, last_seen_at,
+// last_version, last_uptime_ms, last_tailnet_ip and last_upstreams.
+func (r *agentRow) dest() []any {
+	return []any{&r.id, &r.deploymentID, &r.publicKey, &r.nodeID, &r.nodeName, &r.pairedAt, &r.revokedAt,
+		&r.lastSeenAt, &r.version, &r.uptimeMS, &r.tailnetIP, &r.upstreams}
+}
+
+// agent returns the agent scanned, or nil if there was none.
+func (r *agentRow) agent() (*store.Agent, error) {
+	if !r.id.Valid {
+		return nil, nil
+	}
+	a := &store.Agent{
+		ID:           r.id.String,
+		DeploymentID: r.deploymentID.String,
+		PublicKey:    r.publicKey,
+		NodeID:       r.nodeID.String,
+		NodeName:     r.nodeName.String,
+		PairedAt:     fromMillis(r.pairedAt.Int64),
+		RevokedAt:    fromNullMillis(r.revokedAt),
+		Last: store.Heartbeat{
+			At:        fromNullMillis(r.lastSeenAt),
+			Version:   r.version.String,
+			Uptime:    time.Duration(r.uptimeMS.Int64) * time.Millisecond,
+			TailnetIP: r.tailnetIP.String,
+		},
+	}
+	if r.upstreams.Valid {
+		if err := json.Unmarshal([]byte(r.upstreams.String), &a.Last.Upstreams); err != nil {
+			return nil, fmt.Errorf("agent %s: decode upstreams: %w", a.ID, err)
+		}
+	}
+	return a, nil
+}
+
+// notFound turns sql.ErrNoRows into store.ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+// upstreamsJSON encodes m as a JSON object, or NULL if m is nil, so that
+// nil and empty maps survive a round trip.
+func upstreamsJSON(m map[string]string) sql.NullString {
+	if m == nil {
+		return sql.NullString{}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		// Unreachable: every map[string]string encodes.
+		panic(fmt.Sprintf("encode upstreams: %v", err))
+	}
+	return sql.NullString{String: string(b), Valid: true}
+}
+
+func millis(t time.Time) int64 {
+	return t.UnixMilli()
+}
+
+func fromMillis(ms int64) time.Time {
+	return time.UnixMilli(ms).UTC()
+}
+
+// nullMillis stores the zero time as NULL.
+func nullMillis(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMilli(), Valid: true}
+}
+
+func fromNullMillis(ms sql.NullInt64) time.Time {
+	if !ms.Valid {
+		return time.Time{}
+	}
+	return fromMillis(ms.Int64)
+}

@@ -1,0 +1,323 @@
+// Package tailnet is Tether's small wrapper over [tsnet.Server]: one
+// userspace tailnet node per broker or agent, with a readiness-aware Up,
+// dialing, listening on the tailnet address only, and WhoIs of a caller.
+//
+// A node opens no TCP listener on any host interface: everything it serves
+// lives in the node's userspace network stack. Logs go through slog.
+package tailnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"tailscale.com/client/local"
+	"tailscale.com/envknob"
+	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/ipn/store/mem"
+	"tailscale.com/tailcfg"
+	"tailscale.com/tsnet"
+)
+
+// Config describes one tailnet node.
+type Config struct {
+	// Hostname is the node's name on the tailnet (a DNS label).
+	Hostname string
+	// StateDir holds the node's keys and state. Empty keeps state in
+	// memory, so that the node is new at every start.
+	StateDir string
+	// ControlURL is the coordination server: Tailscale, Headscale, or the
+	// broker's dev control server.
+	ControlURL string
+	// AuthKey is a pre-auth key used when the node must log in. It is
+	// never logged.
+	AuthKey string
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports the first problem with c, in words a person can act on.
+func (c Config) Validate() error {
+	if !IsDNSLabel(c.Hostname) {
+		return fmt.Errorf("hostname %q: want a DNS label (1-63 of a-z, 0-9, '-', not starting or ending with '-')", c.Hostname)
+	}
+	u, err := url.Parse(c.ControlURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("control URL %q: want an absolute http:// or https:// URL", c.ControlURL)
+	}
+	return nil
+}
+
+// Node is a running tailnet node.
+type Node struct {
+	srv    *tsnet.Server
+	lc     *local.Client
+	log    *slog.Logger
+	tmpDir string // removed on Close when state is in memory
+	// started is set once tsnet started; tsnet's Close must not run
+	// before that.
+	started bool
+}
+
+// New configures a node. It does not start it: call [Node.Up].
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// Nothing phones home: no log uploads, no support data.
+	envknob.SetNoLogsNoSupport()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "tailnet")
+	srv := &tsnet.Server{
+		Hostname:   cfg.Hostname,
+		ControlURL: cfg.ControlURL,
+		AuthKey:    cfg.AuthKey,
+		Logf:       logf(log, slog.LevelDebug),
+		UserLogf:   logf(log, slog.LevelInfo),
+	}
+	n := &Node{srv: srv, log: log}
+	if cfg.StateDir == "" {
+		st, err := mem.New(nil, "")
+		if err != nil {
+			return nil, fmt.Errorf("tailnet state: %w", err)
+		}
+		srv.Store = st
+		srv.Ephemeral = true // tsnet keeps in-memory nodes only as ephemeral ones
+		// tsnet still wants a directory for its log cache and sockets.
+		dir, err := os.MkdirTemp("", "tether-tsnet-")
+		if err != nil {
+			return nil, fmt.Errorf("tailnet state: %w", err)
+		}
+		srv.Dir = dir
+		n.tmpDir = dir
+	} else {
+		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("tailnet state dir: %w", err)
+		}
+		srv.Dir = cfg.StateDir
+	}
+	return n, nil
+}
+
+// logf adapts slog to the printf-style loggers tsnet wants.
+func logf(log *slog.Logger, level slog.Level) func(string, ...any) {
+	return func(format string, args ...any) {
+		if !log.Enabled(context.Background(), level) {
+			return
+		}
+		log.Log(context.Background(), level, strings.TrimSuffix(fmt.Sprintf(format, args...), "\n"))
+	}
+}
+
+// Up starts the node and returns once it is logged in, has tailnet
+// addresses and has a home DERP region, so that the first connection does
+// not stall while the node finds its relay. It fails when ctx ends first.
+func (n *Node) Up(ctx context.Context) (*ipnstate.Status, error) {
+	if err := n.srv.Start(); err != nil {
+		return nil, fmt.Errorf("join tailnet: %w", err)
+	}
+	n.started = true
+	if _, err := n.srv.Up(ctx); err != nil {
+		return nil, fmt.Errorf("join tailnet: %w", contextCause(ctx, err))
+	}
+	lc, err := n.srv.LocalClient()
+	if err != nil {
+		return nil, fmt.Errorf("join tailnet: %w", err)
+	}
+	n.lc = lc
+	for {
+		st, err := lc.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("join tailnet: %w", contextCause(ctx, err))
+		}
+		if st.Self != nil && st.Self.Relay != "" && len(st.TailscaleIPs) > 0 {
+			n.log.Debug("tailnet up", "name", st.Self.DNSName, "derp", st.Self.Relay)
+			return st, nil
+		}
+		if err := pause(ctx, 25*time.Millisecond); err != nil {
+			return nil, fmt.Errorf("join tailnet: waiting for a home DERP region: %w", err)
+		}
+	}
+}
+
+// contextCause prefers ctx's error over the error tsnet wraps it in.
+func contextCause(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Peer is another node of the tailnet.
+type Peer struct {
+	ID   tailcfg.StableNodeID
+	Name string     // FQDN without the trailing dot
+	IP   netip.Addr // the peer's tailnet IPv4 address
+}
+
+// ErrNoSuchPeer reports that no peer of the tailnet has the requested name.
+var ErrNoSuchPeer = errors.New("no such peer on the tailnet")
+
+// FindPeer returns the peer whose MagicDNS name is name (with or without
+// the trailing dot) or whose first label is name.
+func (n *Node) FindPeer(ctx context.Context, name string) (Peer, error) {
+	if n.lc == nil {
+		return Peer{}, errors.New("find peer: node is not up")
+	}
+	st, err := n.lc.Status(ctx)
+	if err != nil {
+		return Peer{}, fmt.Errorf("find peer %q: %w", name, err)
+	}
+	want := strings.TrimSuffix(name, ".")
+	for _, p := range st.Peer {
+		fqdn := strings.TrimSuffix(p.DNSName, ".")
+		short, _, _ := strings.Cut(fqdn, ".")
+		if fqdn != want && short != want {
+			continue
+		}
+		for _, ip := range p.TailscaleIPs {
+			if ip.Is4() {
+				return Peer{ID: p.ID, Name: fqdn, IP: ip}, nil
+			}
+		}
+	}
+	return Peer{}, fmt.Errorf("%q: %w", name, ErrNoSuchPeer)
+}
+
+// WaitPeer waits until the peer named name is on the tailnet and answers a
+// disco ping, which also warms the path so the first dial does not stall.
+func (n *Node) WaitPeer(ctx context.Context, name string) (Peer, error) {
+	for {
+		p, err := n.FindPeer(ctx, name)
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err = n.lc.Ping(pctx, p.IP, tailcfg.PingDisco)
+			cancel()
+			if err == nil {
+				return p, nil
+			}
+		} else if !errors.Is(err, ErrNoSuchPeer) {
+			return Peer{}, err
+		}
+		if werr := pause(ctx, 50*time.Millisecond); werr != nil {
+			return Peer{}, fmt.Errorf("wait for peer %q: %w (last: %v)", name, werr, err)
+		}
+	}
+}
+
+// Ping sends one disco ping to ip and returns its latency.
+func (n *Node) Ping(ctx context.Context, ip netip.Addr) (time.Duration, error) {
+	if n.lc == nil {
+		return 0, errors.New("ping: node is not up")
+	}
+	res, err := n.lc.Ping(ctx, ip, tailcfg.PingDisco)
+	if err != nil {
+		return 0, fmt.Errorf("ping %v: %w", ip, err)
+	}
+	if res.Err != "" {
+		return 0, fmt.Errorf("ping %v: %s", ip, res.Err)
+	}
+	return time.Duration(res.LatencySeconds * float64(time.Second)), nil
+}
+
+// Dial connects to addr over the tailnet.
+func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return n.srv.Dial(ctx, network, addr)
+}
+
+// Listen listens for TCP connections on port of the node's tailnet IPv4
+// address. The listener lives in the node's userspace network stack: no
+// host interface sees it.
+func (n *Node) Listen(port uint16) (net.Listener, error) {
+	ip4, _ := n.srv.TailscaleIPs()
+	if !ip4.IsValid() {
+		return nil, errors.New("listen: node has no tailnet address yet (call Up first)")
+	}
+	return n.srv.Listen("tcp", net.JoinHostPort(ip4.String(), strconv.Itoa(int(port))))
+}
+
+// IPv4 returns the node's tailnet IPv4 address, or the zero Addr before Up.
+func (n *Node) IPv4() netip.Addr {
+	ip4, _ := n.srv.TailscaleIPs()
+	return ip4
+}
+
+// Identity is who is at the other end of a tailnet connection.
+type Identity struct {
+	NodeID tailcfg.StableNodeID
+	Name   string // node FQDN without the trailing dot
+	Login  string // the owning user's login name, may be empty
+	Tags   []string
+}
+
+// WhoIs identifies the tailnet node at remoteAddr ("ip:port"). It fails for
+// addresses that are not on the tailnet.
+func (n *Node) WhoIs(ctx context.Context, remoteAddr string) (Identity, error) {
+	if n.lc == nil {
+		return Identity{}, errors.New("whois: node is not up")
+	}
+	res, err := n.lc.WhoIs(ctx, remoteAddr)
+	if err != nil {
+		return Identity{}, fmt.Errorf("whois %s: %w", remoteAddr, err)
+	}
+	if res.Node == nil {
+		return Identity{}, fmt.Errorf("whois %s: not a tailnet node", remoteAddr)
+	}
+	id := Identity{
+		NodeID: res.Node.StableID,
+		Name:   strings.TrimSuffix(res.Node.Name, "."),
+		Tags:   res.Node.Tags,
+	}
+	if res.UserProfile != nil {
+		id.Login = res.UserProfile.LoginName
+	}
+	return id, nil
+}
+
+// Close stops the node.
+func (n *Node) Close() error {
+	var err error
+	if n.started {
+		err = n.srv.Close()
+	}
+	if n.tmpDir != "" {
+		os.RemoveAll(n.tmpDir)
+	}
+	return err
+}
+
+// IsDNSLabel reports whether s is a lowercase RFC 1123 DNS label.
+func IsDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
