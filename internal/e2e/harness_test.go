@@ -23,6 +23,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv("TETHER_E2E_LISTEN"); addr != "" {
+		os.Exit(listenHelper(addr))
+	}
 	os.Exit(run(m))
 }
 

@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/testenv"
+)
+
+// listeners returns the local addresses of the TCP sockets in LISTEN state
+// that process pid owns (not merely those in its network namespace).
+func listeners(t *testing.T, pid int) []netip.AddrPort {
+	t.Helper()
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatalf("read fds of %d: %v", pid, err)
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	if len(inodes) == 0 {
+		t.Fatalf("process %d has no sockets at all; the check would prove nothing", pid)
+	}
+	var out []netip.AddrPort
+	for _, file := range []string{"tcp", "tcp6"} {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 10 || fields[3] != "0A" || !inodes[fields[9]] {
+				continue
+			}
+			out = append(out, parseProcAddr(t, fields[1]))
+		}
+		f.Close()
+	}
+	return out
+}
+
+// parseProcAddr parses /proc/net/tcp's "0100007F:1F90" (little-endian
+// 32-bit words) form.
+func parseProcAddr(t *testing.T, s string) netip.AddrPort {
+	t.Helper()
+	hexIP, hexPort, _ := strings.Cut(s, ":")
+	port, err := strconv.ParseUint(hexPort, 16, 16)
+	if err != nil {
+		t.Fatalf("bad /proc address %q", s)
+	}
+	var b []byte
+	for i := 0; i+8 <= len(hexIP); i += 8 {
+		w, err := strconv.ParseUint(hexIP[i:i+8], 16, 32)
+		if err != nil {
+			t.Fatalf("bad /proc address %q", s)
+		}
+		b = append(b, byte(w), byte(w>>8), byte(w>>16), byte(w>>24))
+	}
+	ip, ok := netip.AddrFromSlice(b)
+	if !ok {
+		t.Fatalf("bad /proc address %q", s)
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(port))
+}
+
+// TestAgentOpensNoListener: the running agent owns no LISTEN socket
+// outside loopback. The broker, which does listen, shows the check sees
+// listeners at all.
+func TestAgentOpensNoListener(t *testing.T) {
+	b := startBroker(t)
+	if ls := listeners(t, b.cmd.Process.Pid); len(ls) == 0 {
+		t.Fatal("found no listener of the broker; the /proc parsing is broken")
+	}
+	res := b.createDeployment(t, "acme", "prod")
+	a := b.startAgent(t, filepath.Join(t.TempDir(), "a"), "--pairing-token", res.Pairing.Token)
+	a.waitLine(t, `msg="agent online"`, 90*time.Second)
+	// A broker call reaches the agent over the tailnet all the same.
+	if _, errOut, code := b.cli(t, "deployment", "ping", "acme/prod"); code != 0 {
+		t.Fatalf("deployment ping: exit %d: %s", code, errOut)
+	}
+	for _, l := range listeners(t, a.cmd.Process.Pid) {
+		if !l.Addr().IsLoopback() {
+			t.Errorf("agent listens on %v, want no listener outside loopback", l)
+		}
+	}
+}
+
+// listenHelper is the body of the helper process that
+// TestAgentBehindInboundFirewall starts inside the namespace: it listens on
+// addr, says so, and exits after one connection.
+func listenHelper(addr string) int {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Println("listen error:", err)
+		return 1
+	}
+	fmt.Println("listening")
+	if c, err := ln.Accept(); err == nil {
+		c.Close()
+	}
+	return 0
+}
+
+// TestAgentBehindInboundFirewall runs the agent in its own network
+// namespace whose firewall drops every new inbound connection, as in a
+// customer VPC with no inbound rule; it must pair, heartbeat and answer
+// the broker over the tailnet.
+func TestAgentBehindInboundFirewall(t *testing.T) {
+	_, ipErr := exec.LookPath("ip")
+	_, nftErr := exec.LookPath("nft")
+	testenv.Require(t, os.Geteuid() == 0 && ipErr == nil && nftErr == nil,
+		"needs root, ip (iproute2) and nft (nftables) to build a firewalled network namespace (root=%v, ip=%v, nft=%v)", os.Geteuid() == 0, ipErr, nftErr)
+
+	n := os.Getpid() % 250
+	ns := fmt.Sprintf("tether-e2e-%d", os.Getpid())
+	host, peer := fmt.Sprintf("tthA%d", os.Getpid()%100000), fmt.Sprintf("tthB%d", os.Getpid()%100000)
+	hostIP, nsIP := fmt.Sprintf("10.231.%d.1", n), fmt.Sprintf("10.231.%d.2", n)
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	sh("ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	sh("ip", "link", "set", peer, "netns", ns)
+	sh("ip", "addr", "add", hostIP+"/30", "dev", host)
+	sh("ip", "link", "set", host, "up")
+	sh("ip", "netns", "exec", ns, "ip", "addr", "add", nsIP+"/30", "dev", peer)
+	sh("ip", "netns", "exec", ns, "ip", "link", "set", peer, "up")
+	sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	sh("ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", hostIP)
+	nft := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	nft.Stdin = strings.NewReader(`table inet tether_e2e {
+	chain input {
+		type filter hook input priority 0; policy drop;
+		ct state established,related accept
+		iif "lo" accept
+	}
+}`)
+	if out, err := nft.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
+
+	// The firewall really drops new inbound connections: a listener
+	// inside the namespace cannot be reached from outside.
+	probe := exec.Command("ip", "netns", "exec", ns, os.Args[0])
+	probe.Env = append(os.Environ(), "TETHER_E2E_LISTEN="+nsIP+":7777")
+	stdout, err := probe.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := probe.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { probe.Process.Kill(); probe.Wait() })
+	if line, _ := bufio.NewReader(stdout).ReadString('\n'); strings.TrimSpace(line) != "listening" {
+		t.Fatalf("listen helper: %q", line)
+	}
+	if c, err := net.DialTimeout("tcp", nsIP+":7777", time.Second); err == nil {
+		c.Close()
+		t.Fatal("connected into the namespace through its firewall; the test setup does not drop inbound connections")
+	}
+
+	b := startBroker(t, "--dev-addr", hostIP)
+	res := b.createDeployment(t, "acme", "prod")
+	agentCmd := exec.Command("ip", "netns", "exec", ns, filepath.Join(binDir, "agent"), "run",
+		"--join", b.join, "--state-dir", filepath.Join(t.TempDir(), "a"), "--pairing-token", res.Pairing.Token)
+	a := startCmd(t, "agent", agentCmd, nil)
+	a.waitLine(t, `msg="agent online"`, 90*time.Second)
+	d := b.waitStatus(t, "acme/prod", brokerapi.StatusOnline, 30*time.Second)
+	if d.Agent == nil || !strings.HasPrefix(d.Agent.TailnetIP, "100.") {
+		t.Fatalf("agent = %+v, want online with a tailnet IP", d.Agent)
+	}
+	// And the broker's calls reach it, inside the tailnet, through the
+	// firewall that drops every new inbound connection.
+	if out, errOut, code := b.cli(t, "deployment", "ping", "acme/prod", "--count", "3"); code != 0 {
+		t.Fatalf("deployment ping: exit %d: %s", code, errOut)
+	} else {
+		t.Log(strings.TrimSpace(out))
+	}
+}
