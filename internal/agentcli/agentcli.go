@@ -32,8 +32,7 @@ as env:NAME or file:PATH so they stay off the command line.`
 // Run runs the agent command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, usage)
-		return cli.Usagef("no command given")
+		return cli.Usagef("no command given: want run or version (run 'agent help')")
 	}
 	switch args[0] {
 	case "run":

@@ -38,8 +38,7 @@ Client commands read the CLI config from --config FILE or $TETHER_CONFIG
 // Run runs the broker command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, usage)
-		return cli.Usagef("no command given")
+		return cli.Usagef("no command given: want serve, deployment or version (run 'broker help')")
 	}
 	switch args[0] {
 	case "serve":

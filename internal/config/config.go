@@ -123,6 +123,9 @@ func describeJSONError(b []byte, err error) string {
 	if errors.Is(err, io.EOF) {
 		return "the file is empty: want a JSON object"
 	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "the JSON ends before the object is complete (truncated file?)"
+	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		return fmt.Sprintf("field %q: want a %v, got JSON %s", te.Field, te.Type, te.Value)
