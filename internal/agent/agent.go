@@ -81,6 +81,9 @@ type Agent struct {
 	broker   tailnet.Peer
 	brokerHC *http.Client
 
+	ready     chan struct{} // closed at the first successful heartbeat
+	readyOnce sync.Once
+
 	mu       sync.Mutex
 	nonces   map[string]time.Time // broker call nonces seen, until expiry
 	interval time.Duration
@@ -119,7 +122,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := checkWritable(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), now: cfg.Now, nonces: make(map[string]time.Time)}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), now: cfg.Now, nonces: make(map[string]time.Time), ready: make(chan struct{})}
 	var err error
 	a.state, a.key, a.paired, err = loadState(cfg.StateDir)
 	if err != nil {
@@ -157,6 +160,10 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return a, nil
 }
+
+// Ready is closed once the agent is paired and its first heartbeat was
+// accepted.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // State returns the agent's pairing state (zero before pairing).
 func (a *Agent) State() State { return a.state }
@@ -451,6 +458,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			return nil
 		case err == nil && !online:
 			online = true
+			a.readyOnce.Do(func() { close(a.ready) })
 			a.log.Info("agent online", "deployment", a.state.Tenant+"/"+a.state.Name, "agent_id", a.state.AgentID, "tailnet_ip", a.node.IPv4())
 		case errors.Is(err, ErrBrokerKeyMismatch):
 			return err

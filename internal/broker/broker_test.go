@@ -1,0 +1,203 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/brokertest"
+	"github.com/tetherhq/tether/internal/tailnet"
+)
+
+// intruder joins the broker's tailnet as another node and returns an HTTP
+// client dialling through it and the broker's agent API base URL.
+func intruder(t *testing.T, b *brokertest.Broker) (*http.Client, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	j := b.Join()
+	n, err := tailnet.New(tailnet.Config{Hostname: "intruder", ControlURL: j.ControlURL, AuthKey: j.AuthKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	if _, err := n.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err := n.WaitPeer(ctx, j.BrokerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: n.Dial}, Timeout: 30 * time.Second}
+	return hc, "http://" + net.JoinHostPort(p.IP.String(), strconv.Itoa(agentapi.BrokerPort))
+}
+
+func post(t *testing.T, hc *http.Client, url, bearer string, body any) (int, agentapi.Error) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var e agentapi.Error
+	raw, _ := io.ReadAll(res.Body)
+	json.Unmarshal(raw, &e)
+	return res.StatusCode, e
+}
+
+func auditTypes(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e struct {
+			Type   string `json:"type"`
+			Reason string `json:"reason"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		types = append(types, e.Type+": "+e.Reason)
+	}
+	return types
+}
+
+// TestAgentAPIRefusesOtherNodes: a tailnet peer that is not the paired
+// agent's node gets nothing, even knowing the agent's ID; each refusal is
+// audited.
+func TestAgentAPIRefusesOtherNodes(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	a := b.Pair(t, "acme", "prod")
+	hc, base := intruder(t, b)
+
+	tests := []struct {
+		name       string
+		path       string
+		bearer     string
+		body       any
+		wantStatus int
+		wantCode   string
+	}{
+		{"challenge for another node's agent", agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: a.State().AgentID}, http.StatusForbidden, "agent_refused"},
+		{"challenge for unknown agent", agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: "0190aaaa-0000-7000-8000-000000000000"}, http.StatusForbidden, "agent_refused"},
+		{"session without challenge", agentapi.PathSession, "", agentapi.SessionRequest{AgentID: a.State().AgentID, Challenge: make([]byte, 32), Signature: make([]byte, 64)}, http.StatusForbidden, "agent_refused"},
+		{"heartbeat without session", agentapi.PathHeartbeat, "", agentapi.Heartbeat{}, http.StatusUnauthorized, "no_session"},
+		{"heartbeat with made-up session", agentapi.PathHeartbeat, "tas_made_up", agentapi.Heartbeat{}, http.StatusUnauthorized, "no_session"},
+		{"pair with unknown token", agentapi.PathPair, "", agentapi.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: agentapi.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 32)}, http.StatusUnauthorized, "token_unknown"},
+		{"unknown field", agentapi.PathChallenge, "", map[string]string{"agent": "x"}, http.StatusBadRequest, "bad_json"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, e := post(t, hc, base+tt.path, tt.bearer, tt.body)
+			if status != tt.wantStatus || e.Error.Code != tt.wantCode {
+				t.Errorf("POST %s = %d %q (%s), want %d %q", tt.path, status, e.Error.Code, e.Error.Message, tt.wantStatus, tt.wantCode)
+			}
+		})
+	}
+	types := auditTypes(t, b.Dir)
+	if !slices.Contains(types, "auth.failed: agent calls from a tailnet node other than the one it paired from") {
+		t.Errorf("audit log lacks the refused challenge: %q", types)
+	}
+	// The real agent is unaffected.
+	if err := a.Heartbeat(context.Background()); err != nil {
+		t.Errorf("paired agent heartbeat after the intrusions: %v", err)
+	}
+}
+
+// TestAdminAPIAuth: the operator API refuses missing and wrong tokens with
+// 401, audited.
+func TestAdminAPIAuth(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	for _, tok := range []string{"", "tat_wrong"} {
+		req, _ := http.NewRequest(http.MethodGet, b.APIURL()+"/api/v1/deployments", nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET /api/v1/deployments with token %q = %d, want 401", tok, res.StatusCode)
+		}
+	}
+	types := auditTypes(t, b.Dir)
+	for _, want := range []string{"auth.failed: missing bearer token", "auth.failed: invalid bearer token"} {
+		if !slices.Contains(types, want) {
+			t.Errorf("audit log lacks %q: %q", want, types)
+		}
+	}
+	// Health needs no token.
+	res, err := http.Get(b.APIURL() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz = %d, want 200", res.StatusCode)
+	}
+}
+
+// BenchmarkHeartbeat measures one agent heartbeat round trip over the
+// tailnet (agent → broker → store → agent), reporting p50 and p99.
+func BenchmarkHeartbeat(b *testing.B) {
+	br := brokertest.Start(b, nil)
+	a := br.Pair(b, "acme", "prod")
+	ctx := context.Background()
+	var d []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if err := a.Heartbeat(ctx); err != nil {
+			b.Fatal(err)
+		}
+		d = append(d, time.Since(start))
+	}
+	reportPercentiles(b, d)
+}
+
+// BenchmarkPing measures a signed broker → agent call over the tailnet
+// through the operator API.
+func BenchmarkPing(b *testing.B) {
+	br := brokertest.Start(b, nil)
+	br.Pair(b, "acme", "prod")
+	ctx := context.Background()
+	var d []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if _, err := br.Client.Ping(ctx, "acme/prod", 1); err != nil {
+			b.Fatal(err)
+		}
+		d = append(d, time.Since(start))
+	}
+	reportPercentiles(b, d)
+}
+
+func reportPercentiles(b *testing.B, d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(d[len(d)*99/100].Microseconds())/1000, "p99-ms")
+}
