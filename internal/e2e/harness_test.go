@@ -41,7 +41,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cmd := exec.Command("go", "build", "-tags", "ts_omit_peerapiserver", "-o", dir+"/", "./cmd/broker", "./cmd/agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "ts_omit_peerapiserver", "-o", dir+"/", "./cmd/broker", "./cmd/agent")
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -69,12 +69,12 @@ type waiter struct {
 }
 
 // start runs a binary from binDir with args; env adds variables.
-func start(t *testing.T, name string, env []string, args ...string) *proc {
+func start(t testing.TB, name string, env []string, args ...string) *proc {
 	t.Helper()
 	return startCmd(t, name, exec.Command(filepath.Join(binDir, name), args...), env)
 }
 
-func startCmd(t *testing.T, label string, cmd *exec.Cmd, env []string) *proc {
+func startCmd(t testing.TB, label string, cmd *exec.Cmd, env []string) *proc {
 	t.Helper()
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
@@ -114,7 +114,7 @@ func startCmd(t *testing.T, label string, cmd *exec.Cmd, env []string) *proc {
 
 // waitLine waits until the process logs a line containing substr and
 // returns it. It fails the test if the process exits first.
-func (p *proc) waitLine(t *testing.T, substr string, timeout time.Duration) string {
+func (p *proc) waitLine(t testing.TB, substr string, timeout time.Duration) string {
 	t.Helper()
 	ch := make(chan string, 1)
 	p.mu.Lock()
@@ -143,7 +143,7 @@ func (p *proc) waitLine(t *testing.T, substr string, timeout time.Duration) stri
 }
 
 // wait waits for the process to exit and returns its error.
-func (p *proc) wait(t *testing.T, timeout time.Duration) error {
+func (p *proc) wait(t testing.TB, timeout time.Duration) error {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -184,7 +184,7 @@ type devBroker struct {
 	join    string
 }
 
-func startBroker(t *testing.T, extra ...string) *devBroker {
+func startBroker(t testing.TB, extra ...string) *devBroker {
 	t.Helper()
 	dir := t.TempDir()
 	args := append([]string{"serve", "--dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"}, extra...)
@@ -195,12 +195,12 @@ func startBroker(t *testing.T, extra ...string) *devBroker {
 
 // cli runs a broker CLI command against b and returns stdout, stderr and
 // the exit code.
-func (b *devBroker) cli(t *testing.T, args ...string) (string, string, int) {
+func (b *devBroker) cli(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
 	return runBin(t, []string{"TETHER_CONFIG=" + b.cliJSON}, "broker", args...)
 }
 
-func runBin(t *testing.T, env []string, name string, args ...string) (string, string, int) {
+func runBin(t testing.TB, env []string, name string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -220,7 +220,7 @@ func runBin(t *testing.T, env []string, name string, args ...string) (string, st
 }
 
 // createDeployment creates tenant/name and returns its pairing token.
-func (b *devBroker) createDeployment(t *testing.T, tenant, name string) brokerapi.CreateDeploymentResponse {
+func (b *devBroker) createDeployment(t testing.TB, tenant, name string) brokerapi.CreateDeploymentResponse {
 	t.Helper()
 	out, errOut, code := b.cli(t, "deployment", "create", "--tenant", tenant, "--name", name, "--region", "us-east-1", "--output", "json")
 	if code != 0 {
@@ -233,7 +233,7 @@ func (b *devBroker) createDeployment(t *testing.T, tenant, name string) brokerap
 	return res
 }
 
-func (b *devBroker) show(t *testing.T, ref string) brokerapi.Deployment {
+func (b *devBroker) show(t testing.TB, ref string) brokerapi.Deployment {
 	t.Helper()
 	out, errOut, code := b.cli(t, "deployment", "show", ref, "--output", "json")
 	if code != 0 {
@@ -247,7 +247,7 @@ func (b *devBroker) show(t *testing.T, ref string) brokerapi.Deployment {
 }
 
 // waitStatus polls the API until the deployment's agent has status want.
-func (b *devBroker) waitStatus(t *testing.T, ref, want string, timeout time.Duration) brokerapi.Deployment {
+func (b *devBroker) waitStatus(t testing.TB, ref, want string, timeout time.Duration) brokerapi.Deployment {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -264,7 +264,7 @@ func (b *devBroker) waitStatus(t *testing.T, ref, want string, timeout time.Dura
 
 // startAgent starts `agent run` with the given args plus --join and
 // --state-dir.
-func (b *devBroker) startAgent(t *testing.T, stateDir string, extra ...string) *proc {
+func (b *devBroker) startAgent(t testing.TB, stateDir string, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"run", "--join", b.join, "--state-dir", stateDir}, extra...)
 	return start(t, "agent", nil, args...)
