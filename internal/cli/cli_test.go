@@ -1,0 +1,50 @@
+package cli
+
+import (
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	fs := NewFlagSet("x")
+	out := fs.String("output", "table", "")
+	pos, err := Parse(fs, []string{"a", "--output", "json", "b", "--", "--c"}, io.Discard, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a", "b", "--c"}; !reflect.DeepEqual(pos, want) || *out != "json" {
+		t.Errorf("Parse = %q, output %q; want %q, json", pos, *out, want)
+	}
+
+	fs = NewFlagSet("x")
+	_, err = Parse(fs, []string{"--nope"}, io.Discard, "")
+	var ue *UsageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "flag provided but not defined: -nope") || ExitCode(err) != 2 {
+		t.Errorf("Parse(--nope) = %v (exit %d), want a usage error exiting 2", err, ExitCode(err))
+	}
+
+	var help strings.Builder
+	fs = NewFlagSet("x")
+	fs.String("output", "table", "output format")
+	if _, err := Parse(fs, []string{"-h"}, &help, "Usage: x"); !errors.Is(err, ErrHelp) || !strings.Contains(help.String(), "output format") {
+		t.Errorf("Parse(-h) = %v, printed %q", err, help.String())
+	}
+	if ExitCode(errors.New("x")) != 1 || ExitCode(nil) != 0 {
+		t.Error("ExitCode: want 1 for errors, 0 for nil")
+	}
+}
+
+func TestNewLoggerAndOutput(t *testing.T) {
+	if _, err := NewLogger(io.Discard, "loud"); err == nil {
+		t.Error("NewLogger(loud) succeeded")
+	}
+	if _, err := NewLogger(io.Discard, "debug"); err != nil {
+		t.Error(err)
+	}
+	if err := CheckOutput("yaml", "table", "json"); err == nil || !strings.Contains(err.Error(), "want one of table, json") {
+		t.Errorf("CheckOutput(yaml) = %v", err)
+	}
+}
