@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -211,7 +210,7 @@ func (a *Agent) join(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
 	defer cancel()
 	j := a.cfg.Join
-	if err := probeControl(ctx, j.ControlURL); err != nil {
+	if err := tailnet.ProbeControl(ctx, j.ControlURL); err != nil {
 		return err
 	}
 	authKey := ""
@@ -266,39 +265,6 @@ func (a *Agent) join(ctx context.Context) error {
 	}
 	ok = true
 	return nil
-}
-
-// probeControl fails fast, with a clear error, when the control server
-// cannot be reached at all; tsnet itself would retry forever.
-func probeControl(ctx context.Context, controlURL string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	// GET /key is the first call of every Tailscale client; Tailscale,
-	// Headscale and the dev control server all answer it.
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(controlURL, "/")+"/key?v=88", nil)
-	if err != nil {
-		return fmt.Errorf("control URL %q: %w", controlURL, err)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the tailnet control server at %s: %v", controlURL, unwrapURLError(err))
-	}
-	res.Body.Close()
-	return nil
-}
-
-func unwrapURLError(err error) error {
-	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			return err
-		}
-		var ne *net.OpError
-		if errors.As(err, &ne) {
-			return ne
-		}
-		err = u
-	}
 }
 
 func (a *Agent) brokerURL(path string) string {

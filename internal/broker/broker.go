@@ -245,6 +245,9 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 
 	upCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
+	if err := tailnet.ProbeControl(upCtx, b.controlURL); err != nil {
+		return nil, err
+	}
 	b.node, err = tailnet.New(tailnet.Config{
 		Hostname:   cfg.Hostname,
 		StateDir:   filepath.Join(cfg.DataDir, "tsnet"),

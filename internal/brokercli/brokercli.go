@@ -30,6 +30,7 @@ Commands:
   deployment show ID|T/N         show one deployment
   deployment pairing-token ID|T/N  issue a new pairing token (to re-pair an agent)
   deployment ping ID|T/N         call the deployment's agent over the tailnet
+  info                           print what an agent needs to join: control URL, broker name and key
   version                        print the version
 
 Client commands read the CLI config from --config FILE or $TETHER_CONFIG
@@ -38,13 +39,15 @@ Client commands read the CLI config from --config FILE or $TETHER_CONFIG
 // Run runs the broker command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return cli.Usagef("no command given: want serve, deployment or version (run 'broker help')")
+		return cli.Usagef("no command given: want serve, deployment, info or version (run 'broker help')")
 	}
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
 	case "deployment", "deployments":
 		return deployment(ctx, args[1:], stdout)
+	case "info":
+		return info(ctx, args[1:], stdout)
 	case "version":
 		fmt.Fprintln(stdout, "broker", version.Version)
 		return nil
@@ -52,7 +55,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, usage)
 		return nil
 	default:
-		return cli.Usagef("unknown command %q: want serve, deployment or version (run 'broker help')", args[0])
+		return cli.Usagef("unknown command %q: want serve, deployment, info or version (run 'broker help')", args[0])
 	}
 }
 
@@ -263,6 +266,40 @@ func deployment(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "agent %s (version %s) answered %d signed calls over the tailnet: %s\n", res.AgentID, res.Version, len(res.RTTs), strings.Join(res.RTTs, " "))
 		return nil
 	}
+}
+
+func info(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("broker info")
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
+	output := fs.String("output", "table", "output format: table or json")
+	pos, err := cli.Parse(fs, args, stdout, "Usage: broker info [--output table|json]")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("broker info: unexpected argument %q", pos[0])
+	}
+	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+		return err
+	}
+	c, err := client(*cfgPath)
+	if err != nil {
+		return err
+	}
+	bi, err := c.Broker(ctx)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(stdout, bi)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Version:\t%s\n", bi.Version)
+	fmt.Fprintf(tw, "Control URL:\t%s\n", bi.ControlURL)
+	fmt.Fprintf(tw, "Broker name:\t%s\n", bi.TailnetName)
+	fmt.Fprintf(tw, "Broker key:\t%s\n", bi.BrokerKey)
+	tw.Flush()
+	return nil
 }
 
 // client reads the CLI config named by --config or $TETHER_CONFIG.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -168,6 +169,32 @@ func pause(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// ProbeControl fails fast, with a clear error, when the coordination
+// server at controlURL cannot be reached at all; tsnet itself would retry
+// until its context ends. It asks for GET /key, the first call of every
+// Tailscale client, which Tailscale, Headscale and the dev control server
+// all answer.
+func ProbeControl(ctx context.Context, controlURL string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(controlURL, "/")+"/key?v=88", nil)
+	if err != nil {
+		return fmt.Errorf("control URL %q: %w", controlURL, err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			err = ne
+		} else if ctx.Err() != nil {
+			err = errors.New("no answer within 10s")
+		}
+		return fmt.Errorf("cannot reach the tailnet control server at %s: %v", controlURL, err)
+	}
+	res.Body.Close()
+	return nil
 }
 
 // Peer is another node of the tailnet.
