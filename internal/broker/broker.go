@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -120,6 +121,9 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+	}
+	if host, _, _ := net.SplitHostPort(c.Listen); !c.Dev && c.TLSCert == "" && !isLoopback(host) {
+		return fmt.Errorf("listen address %s is not loopback and TLS is off: bearer tokens would cross the network in clear; give tls_cert and tls_key, or listen on 127.0.0.1 behind a TLS-terminating proxy", c.Listen)
 	}
 	switch c.StoreDriver {
 	case "sqlite":
@@ -440,6 +444,15 @@ func (b *Broker) close() {
 	if b.audit != nil {
 		b.audit.Close()
 	}
+}
+
+// isLoopback reports whether host (an IP or "localhost") is loopback only.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func checkWritable(dir string) error {

@@ -83,6 +83,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"unknown deployment", []string{"TETHER_CONFIG=" + b.cliJSON}, "broker", []string{"deployment", "show", "acme/nope"}, 1, "no deployment acme/nope"},
 		{"bad deployment id", []string{"TETHER_CONFIG=" + b.cliJSON}, "broker", []string{"deployment", "show", "not-a-uuid"}, 1, `deployment "not-a-uuid": want a deployment ID`},
 		{"serve without control", []string{"TETHER_CONTROL_URL="}, "broker", []string{"serve", "--data-dir", dir}, 2, "outside dev mode the broker needs the tailnet's control server"},
+		{"serve plain HTTP on a public address", []string{"TETHER_CONTROL_URL=http://127.0.0.1:1", "TETHER_AUTH_KEY=k", "TETHER_ADMIN_TOKEN=t"}, "broker", []string{"serve", "--data-dir", dir, "--listen", "0.0.0.0:8443"}, 2, "is not loopback and TLS is off"},
 		{"serve bad listen", nil, "broker", []string{"serve", "--dev", "--data-dir", dir, "--listen", "8443"}, 2, `listen address "8443": want HOST:PORT`},
 		{"serve unwritable data dir", nil, "broker", []string{"serve", "--dev", "--data-dir", filepath.Join(notDir, "d")}, 1, "data dir: mkdir"},
 

@@ -239,9 +239,12 @@ func (n *Node) WaitPeer(ctx context.Context, name string) (Peer, error) {
 	for {
 		p, err := n.FindPeer(ctx, name)
 		if err == nil {
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_, err = n.lc.Ping(pctx, p.IP, tailcfg.PingDisco)
-			cancel()
+			// A pong means the peer's magicsock knows our current disco
+			// key. Its WireGuard engine learns our node key a moment
+			// later, from the same netmap; a handshake that arrives in
+			// between is dropped and retried only after 5 s. A second
+			// pong a little later closes that window in practice.
+			err = n.pingTwice(ctx, p.IP)
 			if err == nil {
 				return p, nil
 			}
@@ -252,6 +255,23 @@ func (n *Node) WaitPeer(ctx context.Context, name string) (Peer, error) {
 			return Peer{}, fmt.Errorf("wait for peer %q: %w (last: %v)", name, werr, err)
 		}
 	}
+}
+
+func (n *Node) pingTwice(ctx context.Context, ip netip.Addr) error {
+	for i := range 2 {
+		if i > 0 {
+			if err := pause(ctx, 150*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := n.Ping(pctx, ip)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Ping sends one disco ping to ip and returns its latency.
