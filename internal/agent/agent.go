@@ -118,7 +118,7 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("health address %q: want a loopback HOST:PORT such as 127.0.0.1:9090 (the agent never listens on other interfaces)", cfg.HealthAddr)
 		}
 	}
-	if err := checkWritable(cfg.StateDir); err != nil {
+	if err := config.PrepareDir("state dir", cfg.StateDir); err != nil {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), now: cfg.Now, nonces: make(map[string]time.Time), ready: make(chan struct{})}

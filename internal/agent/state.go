@@ -86,16 +86,3 @@ func saveState(dir string, s State, key ed25519.PrivateKey) error {
 	}
 	return config.Write(filepath.Join(dir, stateFile), s, 0o600)
 }
-
-func checkWritable(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state dir %s: %w", dir, errors.Unwrap(err))
-	}
-	f, err := os.CreateTemp(dir, ".write-check-*")
-	if err != nil {
-		return fmt.Errorf("state dir %s is not writable: %w", dir, errors.Unwrap(err))
-	}
-	f.Close()
-	os.Remove(f.Name())
-	return nil
-}

@@ -215,10 +215,7 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 			b.close()
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	if err := checkWritable(cfg.DataDir); err != nil {
+	if err := config.PrepareDir("data dir", cfg.DataDir); err != nil {
 		return nil, err
 	}
 	if b.key, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key")); err != nil {
@@ -453,16 +450,6 @@ func isLoopback(host string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
-}
-
-func checkWritable(dir string) error {
-	f, err := os.CreateTemp(dir, ".write-check-*")
-	if err != nil {
-		return fmt.Errorf("data dir %s is not writable: %w", dir, errors.Unwrap(err))
-	}
-	f.Close()
-	os.Remove(f.Name())
-	return nil
 }
 
 // loadOrCreateKey reads the broker's Ed25519 seed (hex) from path, or

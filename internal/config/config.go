@@ -181,6 +181,22 @@ func WriteFile(path string, b []byte, mode os.FileMode) error {
 	return nil
 }
 
+// PrepareDir creates dir (mode 0700) if needed and checks it is writable,
+// so that a bad directory is reported at start, naming what it is for,
+// rather than half-way through writing state.
+func PrepareDir(what, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%s %s: %w", what, dir, errors.Unwrap(err))
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("%s %s is not writable: %w", what, dir, errors.Unwrap(err))
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
 // Secret resolves a secret value: "env:NAME" reads environment variable
 // NAME, "file:PATH" reads the file (trailing newline trimmed), anything
 // else is the literal value. The error never contains the secret.

@@ -85,7 +85,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"serve without control", []string{"TETHER_CONTROL_URL="}, "broker", []string{"serve", "--data-dir", dir}, 2, "outside dev mode the broker needs the tailnet's control server"},
 		{"serve plain HTTP on a public address", []string{"TETHER_CONTROL_URL=http://127.0.0.1:1", "TETHER_AUTH_KEY=k", "TETHER_ADMIN_TOKEN=t"}, "broker", []string{"serve", "--data-dir", dir, "--listen", "0.0.0.0:8443"}, 2, "is not loopback and TLS is off"},
 		{"serve bad listen", nil, "broker", []string{"serve", "--dev", "--data-dir", dir, "--listen", "8443"}, 2, `listen address "8443": want HOST:PORT`},
-		{"serve unwritable data dir", nil, "broker", []string{"serve", "--dev", "--data-dir", filepath.Join(notDir, "d")}, 1, "data dir: mkdir"},
+		{"serve unwritable data dir", nil, "broker", []string{"serve", "--dev", "--data-dir", filepath.Join(notDir, "d")}, 1, "data dir " + filepath.Join(notDir, "d") + ": not a directory"},
 
 		{"agent no command", nil, "agent", nil, 2, "no command given"},
 		{"agent unknown flag", nil, "agent", []string{"run", "--nope"}, 2, "flag provided but not defined: -nope"},

@@ -81,6 +81,9 @@ func TestDoneWhen(t *testing.T) {
 
 	// Stopped, the agent goes offline after three missed beats.
 	agent.stop()
+	if out := agent.stdout.String() + b.stdout.String(); out != "" {
+		t.Errorf("broker/agent wrote to stdout (logs belong on stderr, via slog): %q", out)
+	}
 	b.waitStatus(t, "acme/prod", brokerapi.StatusOffline, 30*time.Second)
 }
 
