@@ -1,21 +1,15 @@
-// Package audit records what happens to access in Tether: each security
-// relevant action becomes an [Event], written durably before the action is
-// answered.
-//
-// This first version appends events as JSON lines to a file and fsyncs each
-// one; the tamper-evident log (Merkle tree, signed checkpoints, witness
-// cosignatures) builds on the same [Event] and [Recorder].
+// Package audit is Tether's audit log: what happens to access becomes an
+// [Event], written durably before the action it records is answered, as a
+// leaf of an append-only Merkle tree (RFC 6962) whose signed checkpoints
+// the customer's agent cosigns as a witness. Exports verify offline with
+// nothing but the export and the log's public key.
 package audit
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"sync"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 // SchemaVersion is the version of [Event]'s shape.
@@ -24,14 +18,46 @@ const SchemaVersion = 1
 // Type names what an event records.
 type Type string
 
-// Event types known so far.
+// Event types.
 const (
 	DeploymentCreated  Type = "deployment.created"
 	PairingTokenIssued Type = "deployment.pairing_token_issued"
 	AgentPaired        Type = "agent.paired"
 	AgentPairFailed    Type = "agent.pair_failed"
+	RequestCreated     Type = "request.created"
+	PolicyDecided      Type = "policy.decided"
+	ReviewApproved     Type = "review.approved"
+	ReviewDenied       Type = "review.denied"
+	GrantIssued        Type = "grant.issued"
+	GrantExpired       Type = "grant.expired"
+	GrantRevoked       Type = "grant.revoked"
+	QueryAllowed       Type = "query.allowed"
+	QueryDenied        Type = "query.denied"
+	QueryFinished      Type = "query.finished" // details: rows, bytes, duration_ms
+	PromAllowed        Type = "prom.allowed"
+	PromDenied         Type = "prom.denied"
+	BreakglassUsed     Type = "breakglass.used"
 	AuthFailed         Type = "auth.failed"
 )
+
+// Types lists every known event type.
+var Types = []Type{
+	DeploymentCreated, PairingTokenIssued, AgentPaired, AgentPairFailed,
+	RequestCreated, PolicyDecided, ReviewApproved, ReviewDenied,
+	GrantIssued, GrantExpired, GrantRevoked,
+	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,
+	BreakglassUsed, AuthFailed,
+}
+
+// Known reports whether t is a known event type.
+func (t Type) Known() bool {
+	for _, k := range Types {
+		if t == k {
+			return true
+		}
+	}
+	return false
+}
 
 // Outcome is how the recorded action ended.
 type Outcome string
@@ -42,92 +68,71 @@ const (
 	Failure Outcome = "failure"
 )
 
-// Event is one audit record. Field comments say whether the field may hold
-// sensitive data; no field ever holds a secret, a token or customer data.
+// Event is one audit record, schema version 1.
+//
+// Every field is classified with an `audit` struct tag: "safe" fields hold
+// identities, identifiers, times and our own words; "sensitive" fields may
+// hold what a person typed (a reason, a query's text) and are shown only to
+// security reviewers. No field ever holds a secret, a token or a result
+// row: query text is recorded, results never are. A test holds every field
+// to a classification.
 type Event struct {
-	Version    int       `json:"v"`                    // safe
-	ID         string    `json:"id"`                   // safe: UUIDv7
-	Time       time.Time `json:"time"`                 // safe
-	Type       Type      `json:"type"`                 // safe
-	Actor      Actor     `json:"actor"`                // safe: identities, not credentials
-	Deployment string    `json:"deployment,omitempty"` // safe: deployment ID
-	AgentID    string    `json:"agent_id,omitempty"`   // safe
-	Source     Source    `json:"source"`               // safe
-	Outcome    Outcome   `json:"outcome"`              // safe
-	Reason     string    `json:"reason,omitempty"`     // safe: our own words, never input echoed back
-	Details    any       `json:"details,omitempty"`    // sensitive: reviewed per event type
+	Version    int            `json:"v" audit:"safe"`
+	ID         string         `json:"id" audit:"safe"`   // UUIDv7
+	Time       time.Time      `json:"time" audit:"safe"` // when the broker (or agent) recorded it, UTC
+	Type       Type           `json:"type" audit:"safe"`
+	Actor      Actor          `json:"actor" audit:"safe"`
+	Deployment string         `json:"deployment,omitempty" audit:"safe"` // deployment ID
+	RequestID  string         `json:"request_id,omitempty" audit:"safe"`
+	GrantID    string         `json:"grant_id,omitempty" audit:"safe"`
+	AgentID    string         `json:"agent_id,omitempty" audit:"safe"`
+	Source     Source         `json:"source" audit:"safe"`
+	Outcome    Outcome        `json:"outcome" audit:"safe"`
+	Reason     string         `json:"reason,omitempty" audit:"sensitive"` // may quote a requester's words
+	Details    map[string]any `json:"details,omitempty" audit:"sensitive"`
 }
 
 // Actor is who acted.
 type Actor struct {
-	Subject string `json:"subject,omitempty"` // e.g. "admin:bootstrap", "agent:<id>"
-	Tenant  string `json:"tenant,omitempty"`
-	Role    string `json:"role,omitempty"`
+	Subject string `json:"subject,omitempty" audit:"safe"` // e.g. "alice@vendor.test", "agent:<id>", "admin:bootstrap"
+	Issuer  string `json:"issuer,omitempty" audit:"safe"`  // OIDC issuer, when a person acted
+	Tenant  string `json:"tenant,omitempty" audit:"safe"`
+	Role    string `json:"role,omitempty" audit:"safe"`
 }
 
 // Source is where the action came from.
 type Source struct {
-	TailnetNode string `json:"tailnet_node,omitempty"`
-	IP          string `json:"ip,omitempty"`
+	TailnetNode string `json:"tailnet_node,omitempty" audit:"safe"`
+	IP          string `json:"ip,omitempty" audit:"safe"`
+}
+
+// Validate reports the first problem with e as a stored event.
+func (e Event) Validate() error {
+	switch {
+	case e.Version != SchemaVersion:
+		return fmt.Errorf("unknown schema version %d (this build reads version %d)", e.Version, SchemaVersion)
+	case e.ID == "":
+		return fmt.Errorf("event has no id")
+	case e.Time.IsZero():
+		return fmt.Errorf("event %s has no time", e.ID)
+	case !e.Type.Known():
+		return fmt.Errorf("event %s has unknown type %q", e.ID, e.Type)
+	case e.Outcome != Success && e.Outcome != Failure:
+		return fmt.Errorf("event %s has outcome %q: want success or failure", e.ID, e.Outcome)
+	}
+	return nil
+}
+
+// Marshal returns the event's canonical bytes: the exact bytes stored,
+// hashed into the Merkle tree and exported. encoding/json writes struct
+// fields in declaration order and map keys sorted, so equal events encode
+// equally.
+func (e Event) Marshal() ([]byte, error) {
+	return json.Marshal(e)
 }
 
 // Recorder is what code that acts uses to record it. Record returns only
 // once the event is durable; an error means the action must not proceed.
 type Recorder interface {
 	Record(ctx context.Context, e Event) error
-}
-
-// FileLog appends events to a file as JSON lines, fsyncing each.
-type FileLog struct {
-	mu  sync.Mutex
-	f   *os.File
-	now func() time.Time
-}
-
-var _ Recorder = (*FileLog)(nil)
-
-// OpenFile opens (creating, mode 0600) the JSON-lines log at path.
-func OpenFile(path string, now func() time.Time) (*FileLog, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open audit log: %w", err)
-	}
-	if now == nil {
-		now = time.Now
-	}
-	return &FileLog{f: f, now: now}, nil
-}
-
-// Record fills in the version, ID and time, appends e and syncs the file.
-func (l *FileLog) Record(ctx context.Context, e Event) error {
-	e.Version = SchemaVersion
-	id, err := uuid.NewV7()
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	e.ID = id.String()
-	if e.Time.IsZero() {
-		e.Time = l.now().UTC()
-	}
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	b = append(b, '\n')
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, err := l.f.Write(b); err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	if err := l.f.Sync(); err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	return nil
-}
-
-// Close closes the log file.
-func (l *FileLog) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.f.Close()
 }

@@ -73,7 +73,7 @@ func (b *Broker) authFailed(ctx context.Context, r *http.Request, id tailnet.Ide
 		Source:  audit.Source{TailnetNode: id.Name, IP: r.RemoteAddr},
 		Outcome: audit.Failure,
 		Reason:  reason,
-		Details: map[string]string{"path": r.URL.Path},
+		Details: map[string]any{"path": r.URL.Path},
 	})
 	if err != nil {
 		b.log.Error("audit write failed", "type", audit.AuthFailed, "err", err)
@@ -134,7 +134,7 @@ func (b *Broker) handlePair(w http.ResponseWriter, r *http.Request, id tailnet.I
 		Deployment: d.ID, AgentID: a.ID,
 		Source:  audit.Source{TailnetNode: id.Name, IP: r.RemoteAddr},
 		Outcome: audit.Success,
-		Details: map[string]string{"agent_key": req.PublicKey, "node_id": a.NodeID, "version": req.Version},
+		Details: map[string]any{"agent_key": req.PublicKey, "node_id": a.NodeID, "version": req.Version},
 	}); err != nil {
 		return err
 	}

@@ -62,7 +62,7 @@ func (b *Broker) requireAdmin(h func(http.ResponseWriter, *http.Request) error) 
 				Source:  audit.Source{IP: r.RemoteAddr},
 				Outcome: audit.Failure,
 				Reason:  reason,
-				Details: map[string]string{"method": r.Method, "path": r.URL.Path},
+				Details: map[string]any{"method": r.Method, "path": r.URL.Path},
 			}); err != nil {
 				writeError(w, err)
 				return
@@ -137,7 +137,7 @@ func (b *Broker) handleCreateDeployment(w http.ResponseWriter, r *http.Request) 
 	if err := b.record(r.Context(), audit.Event{
 		Type: audit.DeploymentCreated, Actor: adminActor, Deployment: d.ID,
 		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
-		Details: map[string]string{"tenant": d.Tenant, "name": d.Name, "region": d.Region},
+		Details: map[string]any{"tenant": d.Tenant, "name": d.Name, "region": d.Region},
 	}); err != nil {
 		return err
 	}
