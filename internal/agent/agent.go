@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/tailnet"
@@ -82,12 +83,17 @@ type Agent struct {
 
 	ready     chan struct{} // closed at the first successful heartbeat
 	readyOnce sync.Once
+	deliverMu sync.Mutex // one spool delivery at a time
 
 	mu       sync.Mutex
 	nonces   map[string]time.Time // broker call nonces seen, until expiry
 	interval time.Duration
 	token    string // session token
 	lastOK   time.Time
+
+	checkpointSize   uint64 // latest audit checkpoint the broker announced
+	historyRewritten bool   // set once: never cosign again
+	spool            *spool
 }
 
 // New checks the configuration and the state directory. It does not touch
@@ -171,10 +177,15 @@ func (a *Agent) State() State { return a.state }
 // sends heartbeats until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	a.start = a.now()
-	if err := a.join(ctx); err != nil {
+	err := a.join(ctx)
+	if err != nil {
 		return err
 	}
 	defer a.node.Close()
+	if a.spool, err = openSpool(filepath.Join(a.cfg.StateDir, "spool.jsonl"), a.now); err != nil {
+		return err
+	}
+	defer a.spool.close()
 
 	ln, err := a.node.Listen(agentapi.AgentPort)
 	if err != nil {
@@ -411,8 +422,53 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 	a.mu.Lock()
 	a.interval = time.Duration(res.HeartbeatInterval)
 	a.lastOK = a.now()
+	a.checkpointSize = res.CheckpointSize
 	a.mu.Unlock()
 	return nil
+}
+
+// RecordEvent records e in the agent's audit spool, as this agent, for
+// delivery to the broker. It returns once the event is on disk.
+func (a *Agent) RecordEvent(ctx context.Context, e audit.Event) error {
+	if a.spool == nil {
+		return errors.New("audit spool is not open: the agent is not running")
+	}
+	e.AgentID = a.state.AgentID
+	e.Deployment = a.state.DeploymentID
+	e.Actor.Tenant = a.state.Tenant
+	if e.Actor.Subject == "" {
+		e.Actor.Subject = "agent:" + a.state.AgentID
+		e.Actor.Role = "agent"
+	}
+	return a.spool.Record(ctx, e)
+}
+
+// Deliver sends spooled events to the broker until the spool is empty or
+// a delivery fails, and returns how many were delivered.
+func (a *Agent) Deliver(ctx context.Context) (int, error) {
+	a.deliverMu.Lock()
+	defer a.deliverMu.Unlock()
+	total := 0
+	for {
+		a.mu.Lock()
+		tok := a.token
+		a.mu.Unlock()
+		if tok == "" {
+			return total, errors.New("deliver spooled events: no session")
+		}
+		evs, err := a.spool.pending(agentapi.MaxEventsPerDelivery)
+		if err != nil || len(evs) == 0 {
+			return total, err
+		}
+		var res agentapi.EventsResponse
+		if err := a.call(ctx, agentapi.PathEvents, tok, agentapi.EventsRequest{Events: evs}, &res); err != nil {
+			return total, fmt.Errorf("deliver spooled events: %w", err)
+		}
+		if err := a.spool.ack(len(evs)); err != nil {
+			return total, err
+		}
+		total += len(evs)
+	}
 }
 
 func (a *Agent) heartbeatLoop(ctx context.Context) error {
@@ -424,8 +480,21 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			return nil
 		case err == nil && !online:
 			online = true
-			a.readyOnce.Do(func() { close(a.ready) })
 			a.log.Info("agent online", "deployment", a.state.Tenant+"/"+a.state.Name, "agent_id", a.state.AgentID, "tailnet_ip", a.node.IPv4())
+		}
+		if err == nil {
+			if n, err := a.Deliver(ctx); err != nil {
+				a.log.Warn("audit spool delivery failed; will retry", "err", err)
+			} else if n > 0 {
+				a.log.Debug("delivered spooled audit events", "events", n)
+			}
+			if err := a.Witness(ctx); err != nil && !errors.Is(err, ErrHistoryRewritten) {
+				a.log.Warn("witnessing the audit log failed; will retry", "err", err)
+			}
+			a.readyOnce.Do(func() { close(a.ready) })
+		}
+		switch {
+		case err == nil:
 		case errors.Is(err, ErrBrokerKeyMismatch):
 			return err
 		case err != nil:

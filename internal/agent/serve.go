@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 )
 
@@ -25,6 +26,15 @@ func (a *Agent) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := a.verifyBroker(r); err != nil {
 			a.log.Warn("refused a call", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", err)
+			if aerr := a.RecordEvent(r.Context(), audit.Event{
+				Type:    audit.AuthFailed,
+				Source:  audit.Source{IP: r.RemoteAddr},
+				Outcome: audit.Failure,
+				Reason:  "agent refused a call: " + err.Error(),
+				Details: map[string]any{"path": r.URL.Path, "method": r.Method},
+			}); aerr != nil {
+				a.log.Error("could not spool an audit event", "err", aerr)
+			}
 			writeJSON(w, http.StatusForbidden, agentapi.Error{Error: agentapi.ErrorBody{Code: "forbidden", Message: err.Error()}})
 			return
 		}

@@ -15,6 +15,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -34,6 +35,10 @@ const (
 	PathChallenge = "/agent/v1/challenge"
 	PathSession   = "/agent/v1/session"
 	PathHeartbeat = "/agent/v1/heartbeat"
+
+	PathCheckpoint = "/agent/v1/checkpoint"
+	PathCosign     = "/agent/v1/cosign"
+	PathEvents     = "/agent/v1/events"
 
 	PathAgentPing = "/v1/ping"
 )
@@ -171,10 +176,52 @@ type Heartbeat struct {
 	Upstreams map[string]string `json:"upstreams,omitempty"`
 }
 
-// HeartbeatResponse acknowledges a heartbeat.
+// HeartbeatResponse acknowledges a heartbeat. CheckpointSize is the size
+// of the audit log's latest signed checkpoint: the agent, as the
+// customer's witness, fetches and cosigns it when it grew.
 type HeartbeatResponse struct {
 	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	CheckpointSize    uint64   `json:"checkpoint_size"`
 }
+
+// CheckpointRequest asks for the audit log's latest checkpoint and a
+// consistency proof from the size the agent last cosigned.
+type CheckpointRequest struct {
+	SinceSize uint64 `json:"since_size"`
+}
+
+// CheckpointResponse is the latest signed checkpoint note and the
+// consistency proof from the requested size to it.
+type CheckpointResponse struct {
+	Note  string   `json:"note"`
+	Size  uint64   `json:"size"`
+	Proof [][]byte `json:"proof"`
+}
+
+// CosignRequest hands the broker the checkpoint note carrying the agent's
+// witness signature.
+type CosignRequest struct {
+	Size uint64 `json:"size"`
+	Note string `json:"note"`
+}
+
+// EventsRequest delivers events from the agent's audit spool, with the IDs
+// and times the agent gave them.
+type EventsRequest struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// EventsResponse says how many delivered events were new to the broker.
+type EventsResponse struct {
+	Received int `json:"received"`
+	Stored   int `json:"stored"`
+}
+
+// MaxEventsPerDelivery bounds one EventsRequest.
+const MaxEventsPerDelivery = 500
+
+// WitnessName is the note key name an agent cosigns checkpoints under.
+func WitnessName(agentID string) string { return "tether-witness/" + agentID }
 
 // PingResponse is the agent's answer to a broker ping.
 type PingResponse struct {

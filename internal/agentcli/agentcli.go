@@ -19,8 +19,9 @@ Tether agent: runs in the customer's VPC, dials out to the broker's tailnet,
 and opens no inbound port.
 
 Commands:
-  run       pair (first run) and serve the broker
-  version   print the version`
+  run           pair (first run) and serve the broker
+  witness-key   print the key this agent cosigns audit checkpoints with
+  version       print the version`
 
 const runUsage = `Usage: agent run --state-dir DIR [--join FILE] [--pairing-token TOKEN]
        agent run --state-dir DIR --control-url URL --auth-key KEY --broker-name NAME --broker-key ed25519:… --pairing-token TOKEN
@@ -32,11 +33,13 @@ as env:NAME or file:PATH so they stay off the command line.`
 // Run runs the agent command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return cli.Usagef("no command given: want run or version (run 'agent help')")
+		return cli.Usagef("no command given: want run, witness-key or version (run 'agent help')")
 	}
 	switch args[0] {
 	case "run":
 		return run(ctx, args[1:], stdout, stderr)
+	case "witness-key":
+		return witnessKey(args[1:], stdout)
 	case "version":
 		fmt.Fprintln(stdout, "agent", version.Version)
 		return nil
@@ -44,7 +47,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, usage)
 		return nil
 	default:
-		return cli.Usagef("unknown command %q: want run or version (run 'agent help')", args[0])
+		return cli.Usagef("unknown command %q: want run, witness-key or version (run 'agent help')", args[0])
 	}
 }
 
@@ -108,4 +111,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return a.Run(ctx)
+}
+
+func witnessKey(args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("agent witness-key")
+	stateDir := fs.String("state-dir", "", "the agent's state directory (required)")
+	out := fs.String("out", "", "write the key to this file (default: print it)")
+	pos, err := cli.Parse(fs, args, stdout, "Usage: agent witness-key --state-dir DIR [--out FILE]\n\nPrints the verifier key of this agent's audit-log cosignatures, for 'broker audit verify --witness-key'.")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("agent witness-key: unexpected argument %q", pos[0])
+	}
+	k, err := agent.WitnessKeyOf(*stateDir)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		fmt.Fprintln(stdout, k)
+		return nil
+	}
+	return config.WriteFile(*out, []byte(k+"\n"), 0o644)
 }

@@ -57,6 +57,9 @@ func (b *Broker) agentHandler() http.Handler {
 	handle(agentapi.PathChallenge, b.handleChallenge)
 	handle(agentapi.PathSession, b.handleSession)
 	handle(agentapi.PathHeartbeat, b.handleHeartbeat)
+	handle(agentapi.PathCheckpoint, b.handleCheckpointForWitness)
+	handle(agentapi.PathCosign, b.handleCosign)
+	handle(agentapi.PathEvents, b.handleEvents)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, "not_found", "no agent API endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -66,7 +69,7 @@ func (b *Broker) agentHandler() http.Handler {
 // authFailed records a refused agent call. Its error is logged, not
 // returned: the call is refused either way.
 func (b *Broker) authFailed(ctx context.Context, r *http.Request, id tailnet.Identity, agentID, reason string) {
-	err := b.audit.Record(ctx, audit.Event{
+	err := b.auditLog.Record(ctx, audit.Event{
 		Type:    audit.AuthFailed,
 		Actor:   audit.Actor{Subject: agentSubject(agentID), Role: "agent"},
 		AgentID: agentID,
@@ -307,7 +310,10 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)
 	}
-	writeJSON(w, http.StatusOK, agentapi.HeartbeatResponse{HeartbeatInterval: agentapi.Duration(b.cfg.HeartbeatInterval)})
+	writeJSON(w, http.StatusOK, agentapi.HeartbeatResponse{
+		HeartbeatInterval: agentapi.Duration(b.cfg.HeartbeatInterval),
+		CheckpointSize:    b.auditLog.LatestSize(),
+	})
 	return nil
 }
 

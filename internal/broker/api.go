@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
@@ -40,6 +41,9 @@ func (b *Broker) apiHandler() http.Handler {
 	route("POST /api/v1/deployments/{tenant}/{name}/pairing-tokens", b.handleNewPairingToken)
 	route("POST /api/v1/deployments/{id}/ping", b.handlePing)
 	route("POST /api/v1/deployments/{tenant}/{name}/ping", b.handlePing)
+	b.auditRoutes(route)
+	// Metrics carry no secrets and no customer data; scrapers need no token.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, "not_found", "no API endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -83,7 +87,7 @@ func (b *Broker) requireAdmin(h func(http.ResponseWriter, *http.Request) error) 
 // record writes an audit event; failing to is an internal error that
 // stops the action it records.
 func (b *Broker) record(ctx context.Context, e audit.Event) error {
-	if err := b.audit.Record(ctx, e); err != nil {
+	if err := b.auditLog.Record(ctx, e); err != nil {
 		b.log.Error("audit write failed", "type", e.Type, "err", err)
 		return errorf(http.StatusInternalServerError, "audit_unavailable", "the audit log could not be written, so the action was not taken")
 	}

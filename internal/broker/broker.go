@@ -25,6 +25,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
@@ -164,11 +167,15 @@ type Broker struct {
 	log   *slog.Logger
 	now   func() time.Time
 	store store.Store
-	audit *audit.FileLog
 	key   ed25519.PrivateKey
-	dev   *devnet.Tailnet
-	node  *tailnet.Node
-	self  tailnet.Identity
+	reg   *prometheus.Registry
+
+	auditLog  *audit.Log
+	auditStop context.CancelFunc
+	auditDone chan struct{}
+	dev       *devnet.Tailnet
+	node      *tailnet.Node
+	self      tailnet.Identity
 
 	controlURL    string
 	authKey       string
@@ -221,10 +228,10 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	if b.key, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key")); err != nil {
 		return nil, err
 	}
-	if b.audit, err = audit.OpenFile(filepath.Join(cfg.DataDir, "audit.jsonl"), b.now); err != nil {
+	if b.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
-	if b.store, err = openStore(ctx, cfg); err != nil {
+	if err := b.startAudit(ctx); err != nil {
 		return nil, err
 	}
 
@@ -285,6 +292,34 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	}
 	b.apiURL = scheme + "://" + b.apiLn.Addr().String()
 	return b, nil
+}
+
+// startAudit opens the audit log over the store, signing checkpoints with
+// the broker key, and starts its writer.
+func (b *Broker) startAudit(ctx context.Context) error {
+	b.reg = prometheus.NewRegistry()
+	b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	signer, err := audit.NewSigner(audit.OriginFor(b.PublicKey()), b.key)
+	if err != nil {
+		return fmt.Errorf("audit signer: %w", err)
+	}
+	l, err := audit.OpenLog(ctx, audit.LogConfig{
+		Storage:    b.store,
+		Signer:     signer,
+		Now:        b.now,
+		Logger:     b.cfg.Logger,
+		Registerer: b.reg,
+	})
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	b.auditLog, b.auditStop, b.auditDone = l, cancel, make(chan struct{})
+	go func() {
+		defer close(b.auditDone)
+		l.Run(runCtx)
+	}()
+	return nil
 }
 
 // startDev starts the in-process tailnet, reusing the control port and
@@ -435,11 +470,12 @@ func (b *Broker) close() {
 	if b.dev != nil {
 		b.dev.Close()
 	}
+	if b.auditStop != nil {
+		b.auditStop()
+		<-b.auditDone
+	}
 	if b.store != nil {
 		b.store.Close()
-	}
-	if b.audit != nil {
-		b.audit.Close()
 	}
 }
 

@@ -7,15 +7,15 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
@@ -62,22 +62,19 @@ func post(t *testing.T, hc *http.Client, url, bearer string, body any) (int, age
 	return res.StatusCode, e
 }
 
-func auditTypes(t *testing.T, dir string) []string {
+func auditTypes(t *testing.T, b *brokertest.Broker) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+	evs, err := b.Client.AuditSearch(context.Background(), brokerapi.AuditQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var types []string
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		var e struct {
-			Type   string `json:"type"`
-			Reason string `json:"reason"`
+	for _, ae := range evs {
+		var e audit.Event
+		if err := json.Unmarshal(ae.Event, &e); err != nil {
+			t.Fatalf("audit event %s: %v", ae.Event, err)
 		}
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatalf("audit line %q: %v", line, err)
-		}
-		types = append(types, e.Type+": "+e.Reason)
+		types = append(types, string(e.Type)+": "+e.Reason)
 	}
 	return types
 }
@@ -114,7 +111,7 @@ func TestAgentAPIRefusesOtherNodes(t *testing.T) {
 			}
 		})
 	}
-	types := auditTypes(t, b.Dir)
+	types := auditTypes(t, b)
 	if !slices.Contains(types, "auth.failed: agent calls from a tailnet node other than the one it paired from") {
 		t.Errorf("audit log lacks the refused challenge: %q", types)
 	}
@@ -142,7 +139,7 @@ func TestAdminAPIAuth(t *testing.T) {
 			t.Errorf("GET /api/v1/deployments with token %q = %d, want 401", tok, res.StatusCode)
 		}
 	}
-	types := auditTypes(t, b.Dir)
+	types := auditTypes(t, b)
 	for _, want := range []string{"auth.failed: missing bearer token", "auth.failed: invalid bearer token"} {
 		if !slices.Contains(types, want) {
 			t.Errorf("audit log lacks %q: %q", want, types)

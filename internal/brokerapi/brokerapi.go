@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -235,4 +236,163 @@ func (c *Client) Broker(ctx context.Context) (BrokerInfo, error) {
 	var out BrokerInfo
 	err := c.do(ctx, http.MethodGet, "/api/v1/broker", nil, &out)
 	return out, err
+}
+
+// AuditEvent is one stored audit event and its index in the log.
+type AuditEvent struct {
+	Index uint64          `json:"index"`
+	Event json.RawMessage `json:"event"`
+}
+
+// AuditEvents is the body of GET /api/v1/audit/events.
+type AuditEvents struct {
+	Events []AuditEvent `json:"events"`
+}
+
+// AuditCheckpoint is the latest signed checkpoint and who witnessed it.
+type AuditCheckpoint struct {
+	Size      uint64    `json:"size"`
+	Root      string    `json:"root"`
+	Time      time.Time `json:"time"`
+	Note      string    `json:"note"`
+	Witnesses []string  `json:"witnesses,omitempty"`
+}
+
+// InclusionProof proves one event is in the tree of a given size.
+type InclusionProof struct {
+	Index    uint64          `json:"index"`
+	Size     uint64          `json:"size"`
+	LeafHash string          `json:"leaf_hash"`
+	Event    json.RawMessage `json:"event"`
+	Proof    []string        `json:"proof"`
+}
+
+// ConsistencyProof proves the tree of size To extends the tree of size
+// From.
+type ConsistencyProof struct {
+	From  uint64   `json:"from"`
+	To    uint64   `json:"to"`
+	Proof []string `json:"proof"`
+}
+
+// AuditPublicKey is the audit log's origin and its note verifier key.
+type AuditPublicKey struct {
+	Origin      string `json:"origin"`
+	VerifierKey string `json:"verifier_key"`
+}
+
+// AuditQuery selects events for AuditSearch.
+type AuditQuery struct {
+	Actor, Deployment, Type, Grant, Request string
+	Since, Until                            time.Time
+	Limit                                   int
+}
+
+// AuditSearch searches the audit log.
+func (c *Client) AuditSearch(ctx context.Context, q AuditQuery) ([]AuditEvent, error) {
+	v := url.Values{}
+	set := func(k, s string) {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	set("actor", q.Actor)
+	set("deployment", q.Deployment)
+	set("type", q.Type)
+	set("grant", q.Grant)
+	set("request", q.Request)
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339))
+	}
+	if !q.Until.IsZero() {
+		v.Set("until", q.Until.UTC().Format(time.RFC3339))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var out AuditEvents
+	err := c.do(ctx, http.MethodGet, "/api/v1/audit/events?"+v.Encode(), nil, &out)
+	return out.Events, err
+}
+
+// AuditCheckpoint returns the latest signed checkpoint.
+func (c *Client) AuditCheckpoint(ctx context.Context) (AuditCheckpoint, error) {
+	var out AuditCheckpoint
+	err := c.do(ctx, http.MethodGet, "/api/v1/audit/checkpoint", nil, &out)
+	return out, err
+}
+
+// AuditPublicKey returns the audit log's verifier key.
+func (c *Client) AuditPublicKey(ctx context.Context) (AuditPublicKey, error) {
+	var out AuditPublicKey
+	err := c.do(ctx, http.MethodGet, "/api/v1/audit/public-key", nil, &out)
+	return out, err
+}
+
+// AuditExport writes an export of the audit log (events by time in
+// [since, until), zero meaning unbounded) to w.
+func (c *Client) AuditExport(ctx context.Context, w io.Writer, since, until time.Time) error {
+	v := url.Values{}
+	if !since.IsZero() {
+		v.Set("since", since.UTC().Format(time.RFC3339))
+	}
+	if !until.IsZero() {
+		v.Set("until", until.UTC().Format(time.RFC3339))
+	}
+	return c.stream(ctx, "/api/v1/audit/export?"+v.Encode(), w)
+}
+
+// stream GETs path and copies a successful body to w.
+func (c *Client) stream(ctx context.Context, path string, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	hc := *c.hc
+	hc.Timeout = 30 * time.Minute // exports can be large
+	res, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the broker API at %s: %v", c.base, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode >= 300 {
+		b, _ := io.ReadAll(io.LimitReader(res.Body, MaxBody))
+		var e agentapi.Error
+		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
+			return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+		}
+		return &Error{Status: res.StatusCode, Message: "broker answered " + res.Status}
+	}
+	_, err = io.Copy(w, res.Body)
+	return err
+}
+
+// InclusionProof fetches the proof that event index is in the tree of the
+// given size (0: the latest checkpoint).
+func (c *Client) InclusionProof(ctx context.Context, index, size uint64) (InclusionProof, error) {
+	var out InclusionProof
+	err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/audit/proof/inclusion?index=%d&size=%d", index, size), nil, &out)
+	return out, err
+}
+
+// ConsistencyProof fetches the proof that the tree of size to extends the
+// tree of size from (to 0: the latest checkpoint).
+func (c *Client) ConsistencyProof(ctx context.Context, from, to uint64) (ConsistencyProof, error) {
+	var out ConsistencyProof
+	err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/audit/proof/consistency?from=%d&to=%d", from, to), nil, &out)
+	return out, err
+}
+
+// DecodeHashes decodes a proof's hex hashes.
+func DecodeHashes(hs []string) ([][32]byte, error) {
+	out := make([][32]byte, len(hs))
+	for i, h := range hs {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != 32 {
+			return nil, fmt.Errorf("proof hash %d is not 32 hex-encoded bytes", i)
+		}
+		copy(out[i][:], b)
+	}
+	return out, nil
 }

@@ -31,6 +31,7 @@ Commands:
   deployment pairing-token ID|T/N  issue a new pairing token (to re-pair an agent)
   deployment ping ID|T/N         call the deployment's agent over the tailnet
   info                           print what an agent needs to join: control URL, broker name and key
+  audit search|show-session|export|public-key|verify   for security reviewers (see 'broker audit -h')
   version                        print the version
 
 Client commands read the CLI config from --config FILE or $TETHER_CONFIG
@@ -39,7 +40,7 @@ Client commands read the CLI config from --config FILE or $TETHER_CONFIG
 // Run runs the broker command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return cli.Usagef("no command given: want serve, deployment, info or version (run 'broker help')")
+		return cli.Usagef("no command given: want serve, deployment, audit, info or version (run 'broker help')")
 	}
 	switch args[0] {
 	case "serve":
@@ -48,6 +49,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return deployment(ctx, args[1:], stdout)
 	case "info":
 		return info(ctx, args[1:], stdout)
+	case "audit":
+		return auditCmd(ctx, args[1:], stdout)
 	case "version":
 		fmt.Fprintln(stdout, "broker", version.Version)
 		return nil
@@ -55,7 +58,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, usage)
 		return nil
 	default:
-		return cli.Usagef("unknown command %q: want serve, deployment, info or version (run 'broker help')", args[0])
+		return cli.Usagef("unknown command %q: want serve, deployment, audit, info or version (run 'broker help')", args[0])
 	}
 }
 

@@ -30,21 +30,23 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Broker is a running dev broker and a client of its API.
+// Broker is a running broker and a client of its API.
 type Broker struct {
 	*broker.Broker
 	Dir    string
 	Client *brokerapi.Client
+	// Stop stops the broker now (it also stops when the test ends).
+	Stop func()
 }
 
-// Start starts a dev broker in t.TempDir(); modify adjusts its config.
-// It stops when the test ends.
+// Start starts a dev broker in t.TempDir(); modify adjusts its config (for
+// a broker on an external tailnet: Dev false, ControlURL, AuthKey,
+// AdminToken). It stops when the test ends.
 func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 	t.Helper()
-	dir := t.TempDir()
 	cfg := broker.Config{
 		Dev:               true,
-		DataDir:           dir,
+		DataDir:           t.TempDir(),
 		Listen:            "127.0.0.1:0",
 		HeartbeatInterval: time.Second,
 		Logger:            Logger(t, slog.LevelWarn),
@@ -60,61 +62,87 @@ func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 	}
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("broker.Run: %v", err)
-		}
-	})
-	// Run writes cli.json once it serves; the API answering is the
-	// readiness signal.
+	// The API listener is bound before Run: requests queue until it
+	// serves. Only the client's credentials differ between modes.
 	var cli config.CLI
-	deadline := time.Now().Add(30 * time.Second)
-	for config.Load(filepath.Join(dir, "cli.json"), &cli) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("broker wrote no cli.json within 30s")
+	if cfg.Dev {
+		// Run writes cli.json, with the bootstrap token, once it serves.
+		deadline := time.Now().Add(30 * time.Second)
+		for config.Load(filepath.Join(cfg.DataDir, "cli.json"), &cli) != nil {
+			if time.Now().After(deadline) {
+				t.Fatal("broker wrote no cli.json within 30s")
+			}
+			time.Sleep(10 * time.Millisecond) // polling for a file another goroutine writes
 		}
-		time.Sleep(10 * time.Millisecond) // polling for a file another goroutine writes
+	} else {
+		cli = config.CLI{APIURL: b.APIURL(), Token: cfg.AdminToken}
 	}
 	c, err := brokerapi.NewClient(cli)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Broker{Broker: b, Dir: dir, Client: c}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("broker.Run: %v", err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+	return &Broker{Broker: b, Dir: cfg.DataDir, Client: c, Stop: stop}
 }
 
 // Pair creates tenant/name, pairs a new agent with it, runs the agent until
 // the test ends and returns it once it is online.
 func (b *Broker) Pair(t testing.TB, tenant, name string) *agent.Agent {
 	t.Helper()
-	ctx := context.Background()
-	res, err := b.Client.CreateDeployment(ctx, brokerapi.CreateDeploymentRequest{Tenant: tenant, Name: name})
+	res, err := b.Client.CreateDeployment(context.Background(), brokerapi.CreateDeploymentRequest{Tenant: tenant, Name: name})
 	if err != nil {
 		t.Fatalf("create deployment: %v", err)
 	}
-	a, err := agent.New(agent.Config{
+	a, _ := RunAgent(t, agent.Config{
 		StateDir:     t.TempDir(),
 		Join:         b.Join(),
 		PairingToken: res.Pairing.Token,
 		Hostname:     "agent-" + name,
-		Logger:       Logger(t, slog.LevelWarn),
-	})
+	}, true)
+	return a
+}
+
+// RunAgent runs an agent until the test ends or stop is called. With
+// wait, it returns once the agent is online.
+func RunAgent(t testing.TB, cfg agent.Config, wait bool) (a *agent.Agent, stop func()) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = Logger(t, slog.LevelWarn)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatalf("agent.New: %v", err)
 	}
-	actx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- a.Run(actx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	select {
-	case <-a.Ready():
-	case err := <-done:
-		t.Fatalf("agent.Run: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("agent not online within 60s")
+	go func() { done <- a.Run(ctx) }()
+	var once bool
+	stop = func() {
+		if !once {
+			once = true
+			cancel()
+			<-done
+		}
 	}
-	return a
+	t.Cleanup(stop)
+	if wait {
+		select {
+		case <-a.Ready():
+		case err := <-done:
+			t.Fatalf("agent.Run: %v", err)
+		case <-time.After(60 * time.Second):
+			t.Fatal("agent not online within 60s")
+		}
+	}
+	return a, stop
 }

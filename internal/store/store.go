@@ -1,8 +1,9 @@
 // Package store defines the broker's persistent state — deployments, pairing
-// tokens and paired agents — behind one interface, with implementations in
-// sub-packages: [github.com/tetherhq/tether/internal/store/sqlitestore] (the
-// default) and [github.com/tetherhq/tether/internal/store/pgstore] (for
-// several brokers sharing one database).
+// tokens, paired agents and the audit log — behind one interface, with
+// implementations in sub-packages:
+// [github.com/tetherhq/tether/internal/store/sqlitestore] (the default) and
+// [github.com/tetherhq/tether/internal/store/pgstore] (for several brokers
+// sharing one database).
 //
 // Every implementation passes the same conformance suite in
 // [github.com/tetherhq/tether/internal/store/storetest].
@@ -12,14 +13,16 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/tetherhq/tether/audit"
 )
 
 // Sentinel errors callers branch on. Implementations wrap them with %w.
 var (
 	// ErrNotFound reports that the named deployment or agent does not exist.
 	ErrNotFound = errors.New("not found")
-	// ErrConflict reports that a deployment with the same tenant and name
-	// already exists.
+	// ErrConflict reports that a deployment with the same tenant and name,
+	// or an audit event with the same ID, already exists.
 	ErrConflict = errors.New("already exists")
 	// ErrTokenUnknown reports that no pairing token has the presented hash.
 	ErrTokenUnknown = errors.New("pairing token unknown")
@@ -81,6 +84,10 @@ type DeploymentStatus struct {
 // concurrent use by several goroutines and, for shared databases, by
 // several brokers.
 type Store interface {
+	// Storage keeps the audit log's records, checkpoints and
+	// cosignatures in the same database.
+	audit.Storage
+
 	// CreateDeployment stores d together with its first pairing token, in
 	// one transaction. It returns an error wrapping ErrConflict if the
 	// tenant already has a deployment named d.Name.

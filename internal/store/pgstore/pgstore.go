@@ -61,6 +61,7 @@ func Open(ctx context.Context, dsn string) (*sqlstore.Store, error) {
 		// dies mid-migration cannot leave it taken.
 		MigrationLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", int64(migrationLockID)),
 		ForUpdate:     " FOR UPDATE",
+		InsertRows:    100,
 	})
 	if err != nil {
 		db.Close()

@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,6 +89,20 @@ func TestOpenErrors(t *testing.T) {
 			if strings.Contains(err.Error(), "s3cret") {
 				t.Errorf("Open(%q) error = %v, which reveals the password", tt.dsn, err)
 			}
+		})
+	}
+}
+
+// BenchmarkAppendRecords measures the audit log's group commits: one
+// transaction per batch. The test cluster runs with fsync off: the figures
+// leave out the disk.
+func BenchmarkAppendRecords(b *testing.B) {
+	cluster := pgtest.Shared(b)
+	for _, batch := range []int{64, 512} {
+		b.Run(fmt.Sprint("batch=", batch), func(b *testing.B) {
+			s := open(b, cluster.NewDatabase(b))
+			defer s.Close()
+			storetest.BenchAppendRecords(b, s, batch)
 		})
 	}
 }

@@ -205,3 +205,15 @@ func pairAgents(tb testing.TB, s store.Store, n int) []string {
 	}
 	return ids
 }
+
+// BenchmarkAppendRecords measures the audit log's group commits: one
+// fsync'ed transaction per batch.
+func BenchmarkAppendRecords(b *testing.B) {
+	for _, batch := range []int{64, 512} {
+		b.Run(fmt.Sprint("batch=", batch), func(b *testing.B) {
+			s := open(b, filepath.Join(b.TempDir(), "tether.db"))
+			defer s.Close()
+			storetest.BenchAppendRecords(b, s, batch)
+		})
+	}
+}

@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentRedemptionOfOneToken", testConcurrentRedemptionOfOneToken},
 		{"ConcurrentRedemptionOfOneDeployment", testConcurrentRedemptionOfOneDeployment},
 	}
+	tests = append(tests, auditTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -102,6 +103,11 @@ func RunReopen(t *testing.T, newDatabase func(t *testing.T) (open func(ctx conte
 			t.Errorf("store #%d: ListDeployments() = %+v, want %+v", i+1, got, want)
 		}
 	}
+	// Each appends audit records that all see.
+	wantAudit := writeAuditReopen(t, stores)
+	for i, s := range stores {
+		checkAuditReopened(t, s, wantAudit, fmt.Sprintf("store #%d", i+1))
+	}
 	for i, s := range stores {
 		stores[i] = nil
 		if err := s.Close(); err != nil {
@@ -121,6 +127,7 @@ func RunReopen(t *testing.T, newDatabase func(t *testing.T) (open func(ctx conte
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("after reopening: ListDeployments() = %+v, want %+v", got, want)
 	}
+	checkAuditReopened(t, s, wantAudit, "after reopening")
 }
 
 // t0 is the suite's "now". Times have millisecond precision, the stores'

@@ -1,0 +1,554 @@
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// LogConfig configures a [Log].
+type LogConfig struct {
+	// Storage keeps records, checkpoints and cosignatures. Required.
+	Storage Storage
+	// Signer signs checkpoints; its name is the log's origin. Required.
+	Signer note.Signer
+	// CheckpointInterval is how often a checkpoint is signed while events
+	// arrive; default 1s.
+	CheckpointInterval time.Duration
+	// MaxBatch bounds how many events share one commit; default 1024.
+	MaxBatch int
+	// Now is the log's clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the log's own logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer, if set, receives the log's Prometheus metrics.
+	Registerer prometheus.Registerer
+}
+
+// Log is the broker's audit log: durable, group-committed appends to a
+// Storage, an in-memory Merkle tree over them, and a signed checkpoint at
+// least every CheckpointInterval while events arrive.
+//
+// One Log writes to a given Storage at a time: indexes are assigned by its
+// single writer goroutine.
+type Log struct {
+	cfg  LogConfig
+	log  *slog.Logger
+	now  func() time.Time
+	reqs chan *appendReq
+	done chan struct{}
+
+	// Owned by the writer goroutine (Run) once it starts.
+	tree *Tree
+	last StoredCheckpoint
+
+	lastSize atomic.Uint64 // last.Size, for readers
+
+	m *metrics
+}
+
+type appendReq struct {
+	recs       []Record // Index and LeafHash unset until committed
+	idempotent bool     // skip records whose ID is already stored
+	checkpoint bool     // a request to checkpoint now (recs empty)
+	stored     int
+	errc       chan error
+}
+
+// ErrClosed reports that the log's writer has stopped.
+var ErrClosed = errors.New("audit log is closed")
+
+// OpenLog loads the stored tree and checks it against the latest stored
+// checkpoint: a store whose records were changed since the log signed it
+// does not open. Call Run to start writing.
+func OpenLog(ctx context.Context, cfg LogConfig) (*Log, error) {
+	if cfg.Storage == nil || cfg.Signer == nil {
+		return nil, errors.New("audit log: storage and signer are required")
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = time.Second
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 1024
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Log{
+		cfg:  cfg,
+		log:  cfg.Logger.With("component", "audit"),
+		now:  cfg.Now,
+		reqs: make(chan *appendReq, 4*cfg.MaxBatch),
+		done: make(chan struct{}),
+		tree: NewTree(),
+		m:    newMetrics(cfg.Registerer),
+	}
+	size, err := cfg.Storage.AuditSize(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	last, haveLast, err := cfg.Storage.LatestCheckpoint(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	const chunk = 100_000
+	for from := uint64(0); from < size; from += chunk {
+		hs, err := cfg.Storage.LeafHashes(ctx, from, min(from+chunk, size))
+		if err != nil {
+			return nil, fmt.Errorf("open audit log: %w", err)
+		}
+		for _, h := range hs {
+			l.tree.Append(h)
+			if haveLast && l.tree.Size() == last.Size && l.tree.Root() != last.Root {
+				return nil, fmt.Errorf("open audit log: the stored events do not match signed checkpoint %d: the store was modified", last.Size)
+			}
+		}
+	}
+	if haveLast && last.Size > size {
+		return nil, fmt.Errorf("open audit log: signed checkpoint %d covers more events than the store holds (%d): events were deleted", last.Size, size)
+	}
+	l.last = last
+	l.lastSize.Store(last.Size)
+	l.m.treeSize.Set(float64(size))
+	if haveLast {
+		l.m.ckptSize.Set(float64(last.Size))
+		l.m.setCheckpointTime(last.Time)
+	}
+	return l, nil
+}
+
+// Origin is the log's name, the first line of its checkpoints.
+func (l *Log) Origin() string { return l.cfg.Signer.Name() }
+
+// Run writes until ctx ends: it group-commits appends and signs
+// checkpoints. On the way out it signs a last checkpoint so that every
+// stored event is covered.
+func (l *Log) Run(ctx context.Context) error {
+	defer close(l.done)
+	tick := time.NewTicker(l.cfg.CheckpointInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			l.drain()
+			l.checkpoint(context.Background())
+			return nil
+		case r := <-l.reqs:
+			batch := []*appendReq{r}
+			n := len(r.recs)
+		more:
+			for n < l.cfg.MaxBatch {
+				select {
+				case r := <-l.reqs:
+					batch = append(batch, r)
+					n += len(r.recs)
+				default:
+					break more
+				}
+			}
+			l.commit(batch)
+		case <-tick.C:
+			if err := l.checkpoint(ctx); err != nil {
+				l.log.Error("audit checkpoint failed", "err", err)
+			}
+		}
+	}
+}
+
+// drain fails every queued request once the writer stops.
+func (l *Log) drain() {
+	for {
+		select {
+		case r := <-l.reqs:
+			r.errc <- ErrClosed
+		default:
+			return
+		}
+	}
+}
+
+func (l *Log) commit(batch []*appendReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var recs []Record
+	seen := map[string]bool{}
+	var checkpoints []*appendReq
+	for _, r := range batch {
+		if r.checkpoint {
+			checkpoints = append(checkpoints, r)
+			continue
+		}
+		var existing map[string]bool
+		if r.idempotent {
+			ids := make([]string, len(r.recs))
+			for i, rec := range r.recs {
+				ids[i] = rec.ID
+			}
+			var err error
+			if existing, err = l.cfg.Storage.ExistingIDs(ctx, ids); err != nil {
+				r.errc <- fmt.Errorf("audit: %w", err)
+				r.recs = nil
+				r.errc = nil
+				continue
+			}
+		}
+		for _, rec := range r.recs {
+			if existing[rec.ID] || seen[rec.ID] {
+				continue
+			}
+			seen[rec.ID] = true
+			rec.Index = l.tree.Size() + uint64(len(recs))
+			recs = append(recs, rec)
+			r.stored++
+		}
+	}
+	var err error
+	if len(recs) > 0 {
+		start := time.Now()
+		err = l.cfg.Storage.AppendRecords(ctx, recs)
+		l.m.commitSeconds.Observe(time.Since(start).Seconds())
+		if err == nil {
+			for _, rec := range recs {
+				l.tree.Append(rec.LeafHash)
+			}
+			l.m.appends.Add(float64(len(recs)))
+			l.m.commits.Inc()
+			l.m.treeSize.Set(float64(l.tree.Size()))
+		} else {
+			l.m.commitErrors.Inc()
+			l.log.Error("audit append failed", "events", len(recs), "err", err)
+			err = fmt.Errorf("audit: %w", err)
+		}
+	}
+	for _, r := range batch {
+		if r.errc != nil && !r.checkpoint {
+			r.errc <- err
+		}
+	}
+	for _, r := range checkpoints {
+		r.errc <- l.checkpoint(ctx)
+	}
+}
+
+// checkpoint signs and stores a checkpoint if events arrived since the
+// last one.
+func (l *Log) checkpoint(ctx context.Context) error {
+	size := l.tree.Size()
+	if size == 0 || size == l.last.Size {
+		return nil
+	}
+	c := Checkpoint{Origin: l.Origin(), Size: size, Root: l.tree.Root(), Time: l.now().UTC()}
+	text, err := SignCheckpoint(c, l.cfg.Signer)
+	if err != nil {
+		return fmt.Errorf("sign checkpoint: %w", err)
+	}
+	sc := StoredCheckpoint{Size: c.Size, Root: c.Root, Time: c.Time, Note: text}
+	if err := l.cfg.Storage.AddCheckpoint(ctx, sc); err != nil {
+		return fmt.Errorf("store checkpoint: %w", err)
+	}
+	l.last = sc
+	l.lastSize.Store(sc.Size)
+	l.m.ckptSize.Set(float64(sc.Size))
+	l.m.setCheckpointTime(sc.Time)
+	return nil
+}
+
+func (l *Log) send(ctx context.Context, r *appendReq) error {
+	r.errc = make(chan error, 1)
+	select {
+	case l.reqs <- r:
+	case <-l.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued, the request is answered: wait for it even if ctx ends,
+	// so that a caller never believes an event was lost that was stored.
+	select {
+	case err := <-r.errc:
+		return err
+	case <-l.done:
+		select {
+		case err := <-r.errc:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// record turns an event into a record: canonical bytes and leaf hash are
+// computed here, in the caller's goroutine, so the writer only writes.
+func record(e Event) (Record, error) {
+	if err := e.Validate(); err != nil {
+		return Record{}, fmt.Errorf("audit: %w", err)
+	}
+	data, err := e.Marshal()
+	if err != nil {
+		return Record{}, fmt.Errorf("audit: %w", err)
+	}
+	return Record{
+		ID: e.ID, Time: e.Time, Type: e.Type, Subject: e.Actor.Subject, Deployment: e.Deployment,
+		RequestID: e.RequestID, GrantID: e.GrantID, Data: data, LeafHash: LeafHash(data),
+	}, nil
+}
+
+// Stamp fills in an event's version, a new UUIDv7 ID and the time, if
+// they are unset.
+func Stamp(e *Event, now time.Time) error {
+	e.Version = SchemaVersion
+	if e.ID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		e.ID = id.String()
+	}
+	if e.Time.IsZero() {
+		e.Time = now.UTC()
+	}
+	return nil
+}
+
+// Record stamps e and returns once it is durably stored.
+func (l *Log) Record(ctx context.Context, e Event) error {
+	if err := Stamp(&e, l.now()); err != nil {
+		return err
+	}
+	rec, err := record(e)
+	if err != nil {
+		return err
+	}
+	return l.send(ctx, &appendReq{recs: []Record{rec}})
+}
+
+var _ Recorder = (*Log)(nil)
+
+// RecordDelivered stores events recorded elsewhere (an agent's spool),
+// keeping their IDs and times, and skipping any whose ID is already
+// stored, so a redelivery stores nothing twice. It returns how many were
+// new.
+func (l *Log) RecordDelivered(ctx context.Context, es []Event) (int, error) {
+	recs := make([]Record, 0, len(es))
+	for _, e := range es {
+		rec, err := record(e)
+		if err != nil {
+			return 0, err
+		}
+		recs = append(recs, rec)
+	}
+	r := &appendReq{recs: recs, idempotent: true}
+	if err := l.send(ctx, r); err != nil {
+		return 0, err
+	}
+	return r.stored, nil
+}
+
+// Checkpoint signs a checkpoint now, covering every event stored so far,
+// and returns the latest checkpoint.
+func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, bool, error) {
+	if err := l.send(ctx, &appendReq{checkpoint: true}); err != nil {
+		return StoredCheckpoint{}, false, err
+	}
+	return l.cfg.Storage.LatestCheckpoint(ctx)
+}
+
+// LatestSize is the size of the latest signed checkpoint, without a trip
+// to the store.
+func (l *Log) LatestSize() uint64 { return l.lastSize.Load() }
+
+// Latest returns the latest stored checkpoint.
+func (l *Log) Latest(ctx context.Context) (StoredCheckpoint, bool, error) {
+	return l.cfg.Storage.LatestCheckpoint(ctx)
+}
+
+// InclusionProof proves that the record at index is in the tree of the
+// given size.
+func (l *Log) InclusionProof(ctx context.Context, index, size uint64) ([][32]byte, error) {
+	if index >= size {
+		return nil, fmt.Errorf("inclusion proof: index %d is not below size %d", index, size)
+	}
+	leaves, err := l.cfg.Storage.LeafHashes(ctx, 0, size)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(leaves)) != size {
+		return nil, fmt.Errorf("inclusion proof: the log has only %d events, not %d", len(leaves), size)
+	}
+	return InclusionProof(leaves, index, size)
+}
+
+// ConsistencyProof proves that the tree of size n extends the tree of
+// size m.
+func (l *Log) ConsistencyProof(ctx context.Context, m, n uint64) ([][32]byte, error) {
+	if m > n {
+		return nil, fmt.Errorf("consistency proof: size %d is larger than %d", m, n)
+	}
+	leaves, err := l.cfg.Storage.LeafHashes(ctx, 0, n)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(leaves)) != n {
+		return nil, fmt.Errorf("consistency proof: the log has only %d events, not %d", len(leaves), n)
+	}
+	return ConsistencyProof(leaves, m, n)
+}
+
+// ExportOptions selects what to export.
+type ExportOptions struct {
+	Since, Until time.Time // by event time; zero means unbounded
+}
+
+// ErrNothingToExport reports that no checkpointed event matches.
+var ErrNothingToExport = errors.New("no checkpointed events in that range")
+
+// Export writes the events in range, the checkpoints that cover them and
+// their cosignatures, in the export format, so that [Verify] can check
+// them offline. The range ends at a checkpoint: events not yet covered by
+// one are left for a later export.
+func (l *Log) Export(ctx context.Context, w io.Writer, opts ExportOptions) (from, to uint64, err error) {
+	st := l.cfg.Storage
+	if _, _, err := l.Checkpoint(ctx); err != nil {
+		return 0, 0, err
+	}
+	if !opts.Since.IsZero() {
+		recs, err := st.Records(ctx, Filter{Since: opts.Since, Limit: 1})
+		if err != nil {
+			return 0, 0, err
+		}
+		if len(recs) == 0 {
+			return 0, 0, ErrNothingToExport
+		}
+		from = recs[0].Index
+	}
+	latest, ok, err := st.LatestCheckpoint(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if !ok {
+		return 0, 0, ErrNothingToExport
+	}
+	end := latest.Size
+	if !opts.Until.IsZero() {
+		recs, err := st.Records(ctx, Filter{Since: opts.Until, Limit: 1})
+		if err != nil {
+			return 0, 0, err
+		}
+		if len(recs) > 0 {
+			end = recs[0].Index
+		}
+	}
+	cps, err := st.Checkpoints(ctx, from+1, latest.Size)
+	if err != nil {
+		return 0, 0, err
+	}
+	// The export ends at the first checkpoint at or after end, so the
+	// events up to Until are all covered.
+	var covering []StoredCheckpoint
+	for _, c := range cps {
+		covering = append(covering, c)
+		if c.Size >= end {
+			break
+		}
+	}
+	if len(covering) == 0 {
+		return 0, 0, ErrNothingToExport
+	}
+	to = covering[len(covering)-1].Size
+	cosigs, err := st.Cosignatures(ctx, from+1, to)
+	if err != nil {
+		return 0, 0, err
+	}
+	prefixTree := NewTree()
+	if from > 0 {
+		hs, err := st.LeafHashes(ctx, 0, from)
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, h := range hs {
+			prefixTree.Append(h)
+		}
+	}
+	ew, err := NewExportWriter(w, l.Origin(), from, prefixTree.Prefix())
+	if err != nil {
+		return 0, 0, err
+	}
+	ci, si := 0, 0
+	const page = 10_000
+	for next := from; next < to; {
+		recs, err := st.Records(ctx, Filter{FromIndex: next, ToIndex: min(next+page, to)})
+		if err != nil {
+			return 0, 0, err
+		}
+		if len(recs) == 0 {
+			return 0, 0, fmt.Errorf("export: events from %d are missing from the store", next)
+		}
+		for _, r := range recs {
+			if err := ew.WriteEvent(r.Index, r.Data); err != nil {
+				return 0, 0, err
+			}
+			for ci < len(covering) && covering[ci].Size == r.Index+1 {
+				if err := ew.WriteCheckpoint(covering[ci].Size, covering[ci].Note); err != nil {
+					return 0, 0, err
+				}
+				for si < len(cosigs) && cosigs[si].Size == covering[ci].Size {
+					if err := ew.WriteCosignature(cosigs[si].Size, cosigs[si].Note); err != nil {
+						return 0, 0, err
+					}
+					si++
+				}
+				for si < len(cosigs) && cosigs[si].Size < covering[ci].Size {
+					si++
+				}
+				ci++
+			}
+			next = r.Index + 1
+		}
+	}
+	return from, to, ew.Close()
+}
+
+type metrics struct {
+	appends, commits, commitErrors prometheus.Counter
+	commitSeconds                  prometheus.Histogram
+	treeSize, ckptSize, ckptTime   prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		appends:       prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_audit_appends_total", Help: "Audit events durably appended."}),
+		commits:       prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_audit_commits_total", Help: "Group commits (one fsync each)."}),
+		commitErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_audit_commit_errors_total", Help: "Group commits that failed; their events were refused."}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tether_audit_commit_seconds", Help: "Latency of one group commit, including its fsync.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		treeSize:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_audit_tree_size", Help: "Events in the audit log's Merkle tree."}),
+		ckptSize:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_audit_checkpoint_size", Help: "Tree size of the latest signed checkpoint."}),
+		ckptTime:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_audit_checkpoint_timestamp_seconds", Help: "Unix time of the latest signed checkpoint; its age is time() minus this."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.appends, m.commits, m.commitErrors, m.commitSeconds, m.treeSize, m.ckptSize, m.ckptTime)
+	}
+	return m
+}
+
+func (m *metrics) setCheckpointTime(t time.Time) {
+	m.ckptTime.Set(float64(t.UnixNano()) / 1e9)
+}
+
+// OriginFor names the log of a broker with the given public key: stable
+// for as long as the key is.
+func OriginFor(pub []byte) string {
+	h := sha256.Sum256(pub)
+	return fmt.Sprintf("tether-audit/%x", h[:8])
+}

@@ -1,0 +1,328 @@
+package brokercli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/cli"
+	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/s3export"
+)
+
+const auditUsage = `Usage: broker audit COMMAND [flags]
+
+For security reviewers: search, replay, export and verify the audit log.
+
+Commands:
+  search        [--actor S] [--deployment ID] [--type T] [--since T] [--until T] [--limit N]
+  show-session  GRANT_ID                 every event of one grant, in order
+  export        --out FILE | --s3 s3://bucket/prefix [--since T] [--until T]
+  public-key    --out FILE               the log's verifier key, for verify
+  verify        --log FILE --key FILE [--witness-key FILE ...]   offline, needs no broker
+
+Times are RFC 3339 (2026-11-25T10:00:00Z) or durations back from now (24h).`
+
+func auditCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return cli.Usagef("audit: want a subcommand: search, show-session, export, public-key or verify (run 'broker audit -h')")
+	}
+	sub, args := args[0], args[1:]
+	switch sub {
+	case "-h", "--help", "help":
+		fmt.Fprintln(stdout, auditUsage)
+		return nil
+	case "search", "show-session":
+		return auditSearch(ctx, sub, args, stdout)
+	case "export":
+		return auditExport(ctx, args, stdout)
+	case "public-key":
+		return auditPublicKey(ctx, args, stdout)
+	case "verify":
+		return auditVerify(args, stdout)
+	default:
+		return cli.Usagef("unknown command 'audit %s': want search, show-session, export, public-key or verify", sub)
+	}
+}
+
+// parseWhen accepts an RFC 3339 time or a duration back from now.
+func parseWhen(flag, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return time.Now().Add(-d), nil
+	}
+	return time.Time{}, cli.Usagef("--%s %q: want an RFC 3339 time such as 2026-11-25T10:00:00Z, or a duration back from now such as 24h", flag, s)
+}
+
+func auditSearch(ctx context.Context, sub string, args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("broker audit " + sub)
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
+	output := fs.String("output", "table", "output format: table or json")
+	var q brokerapi.AuditQuery
+	var since, until string
+	usage := "Usage: broker audit show-session GRANT_ID [--output table|json]"
+	if sub == "search" {
+		fs.StringVar(&q.Actor, "actor", "", "actor subject, e.g. alice@vendor.test or agent:<id>")
+		fs.StringVar(&q.Deployment, "deployment", "", "deployment ID")
+		fs.StringVar(&q.Type, "type", "", "event type, e.g. agent.paired (see docs/audit.md)")
+		fs.StringVar(&since, "since", "", "events at or after this time (RFC 3339 or e.g. 24h)")
+		fs.StringVar(&until, "until", "", "events before this time")
+		fs.IntVar(&q.Limit, "limit", 1000, "at most this many events (1-100000)")
+		usage = "Usage: broker audit search [--actor S] [--deployment ID] [--type T] [--since T] [--until T] [--limit N] [--output table|json]"
+	}
+	pos, err := cli.Parse(fs, args, stdout, usage)
+	if err != nil {
+		return err
+	}
+	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+		return err
+	}
+	if sub == "show-session" {
+		if len(pos) != 1 {
+			return cli.Usagef("broker audit show-session: want exactly one grant ID")
+		}
+		q.Grant, q.Limit = pos[0], 100000
+	} else if len(pos) > 0 {
+		return cli.Usagef("broker audit search: unexpected argument %q", pos[0])
+	}
+	if q.Since, err = parseWhen("since", since); err != nil {
+		return err
+	}
+	if q.Until, err = parseWhen("until", until); err != nil {
+		return err
+	}
+	if q.Type != "" && !audit.Type(q.Type).Known() {
+		return cli.Usagef("--type %q is not an event type: want one of %s", q.Type, typeList())
+	}
+	c, err := client(*cfgPath)
+	if err != nil {
+		return err
+	}
+	evs, err := c.AuditSearch(ctx, q)
+	if err != nil {
+		return err
+	}
+	if sub == "show-session" && len(evs) == 0 {
+		return fmt.Errorf("no audit events for grant %s", q.Grant)
+	}
+	if *output == "json" {
+		return printJSON(stdout, brokerapi.AuditEvents{Events: evs})
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INDEX\tTIME\tTYPE\tOUTCOME\tACTOR\tDEPLOYMENT\tREASON")
+	for _, ae := range evs {
+		var e audit.Event
+		if err := json.Unmarshal(ae.Event, &e); err != nil {
+			return fmt.Errorf("event %d: %w", ae.Index, err)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ae.Index, e.Time.Local().Format(time.RFC3339), e.Type, e.Outcome,
+			orDash(e.Actor.Subject), orDash(e.Deployment), orDash(e.Reason))
+	}
+	return tw.Flush()
+}
+
+func typeList() string {
+	var ts []string
+	for _, t := range audit.Types {
+		ts = append(ts, string(t))
+	}
+	return strings.Join(ts, ", ")
+}
+
+func auditExport(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("broker audit export")
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
+	out := fs.String("out", "", "write the export to this file")
+	s3URL := fs.String("s3", "", "upload the export to s3://bucket/prefix (AWS credentials from the environment)")
+	s3Endpoint := fs.String("s3-endpoint", "", "S3 endpoint URL (for S3-compatible stores and tests)")
+	retention := fs.Duration("s3-retention", 0, "Object Lock retention when the bucket has Object Lock but no default rule, e.g. 2160h")
+	since := fs.String("since", "", "events at or after this time (RFC 3339 or e.g. 24h)")
+	until := fs.String("until", "", "events before this time")
+	pos, err := cli.Parse(fs, args, stdout, "Usage: broker audit export --out FILE | --s3 s3://bucket/prefix [--since T] [--until T]")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("broker audit export: unexpected argument %q", pos[0])
+	}
+	if (*out == "") == (*s3URL == "") {
+		return cli.Usagef("broker audit export: give exactly one of --out FILE or --s3 s3://bucket/prefix")
+	}
+	var bucket, prefix string
+	if *s3URL != "" {
+		if bucket, prefix, err = s3export.ParseURL(*s3URL); err != nil {
+			return cli.Usagef("--s3: %v", err)
+		}
+	}
+	from, err := parseWhen("since", *since)
+	if err != nil {
+		return err
+	}
+	to, err := parseWhen("until", *until)
+	if err != nil {
+		return err
+	}
+	c, err := client(*cfgPath)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := c.AuditExport(ctx, &buf, from, to); err != nil {
+		return err
+	}
+	events := bytes.Count(buf.Bytes(), []byte(`{"kind":"event"`))
+	if *out != "" {
+		if err := config.WriteFile(*out, buf.Bytes(), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Exported %d events to %s.\n", events, *out)
+		return nil
+	}
+	up, err := s3export.New(ctx, s3export.Options{Endpoint: *s3Endpoint, UsePathStyle: *s3Endpoint != "", Retention: *retention})
+	if err != nil {
+		return err
+	}
+	key := path.Join(prefix, fmt.Sprintf("tether-audit-%s.jsonl", time.Now().UTC().Format("20060102T150405Z")))
+	res, err := up.Upload(ctx, bucket, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Exported %d events to s3://%s/%s", events, res.Bucket, res.Key)
+	if res.LockMode != "" {
+		fmt.Fprintf(stdout, " (Object Lock %s until %s)", res.LockMode, res.RetainUntil.Format(time.RFC3339))
+	}
+	fmt.Fprintln(stdout, ".")
+	return nil
+}
+
+func auditPublicKey(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("broker audit public-key")
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
+	out := fs.String("out", "", "write the key to this file (default: print it)")
+	pos, err := cli.Parse(fs, args, stdout, "Usage: broker audit public-key [--out FILE]")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("broker audit public-key: unexpected argument %q", pos[0])
+	}
+	c, err := client(*cfgPath)
+	if err != nil {
+		return err
+	}
+	k, err := c.AuditPublicKey(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := audit.NewVerifier(k.VerifierKey); err != nil {
+		return fmt.Errorf("the broker's verifier key does not parse: %w", err)
+	}
+	if *out == "" {
+		fmt.Fprintln(stdout, k.VerifierKey)
+		return nil
+	}
+	if err := config.WriteFile(*out, []byte(k.VerifierKey+"\n"), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Wrote the audit log's verifier key (%s) to %s.\n", k.Origin, *out)
+	return nil
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func readVerifier(flag, file string) (note.Verifier, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", flag, err)
+	}
+	v, err := audit.NewVerifier(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("--%s %s: not a verifier key (want the output of 'broker audit public-key' or 'agent witness-key'): %v", flag, file, err)
+	}
+	return v, nil
+}
+
+func auditVerify(args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("broker audit verify")
+	logPath := fs.String("log", "", "the export to verify (from 'broker audit export')")
+	keyPath := fs.String("key", "", "the log's verifier key (from 'broker audit public-key')")
+	var witnessKeys stringList
+	fs.Var(&witnessKeys, "witness-key", "a witness's verifier key (from 'agent witness-key'); repeatable")
+	pos, err := cli.Parse(fs, args, stdout, "Usage: broker audit verify --log FILE --key FILE [--witness-key FILE ...]\n\nNeeds nothing but those files: no broker, no network.")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("broker audit verify: unexpected argument %q", pos[0])
+	}
+	if *logPath == "" || *keyPath == "" {
+		return cli.Usagef("broker audit verify: --log and --key are required")
+	}
+	opts := audit.VerifyOptions{}
+	if opts.Log, err = readVerifier("key", *keyPath); err != nil {
+		return err
+	}
+	for _, wk := range witnessKeys {
+		v, err := readVerifier("witness-key", wk)
+		if err != nil {
+			return err
+		}
+		opts.Witnesses = append(opts.Witnesses, v)
+	}
+	f, err := os.Open(*logPath)
+	if err != nil {
+		return fmt.Errorf("--log: %w", err)
+	}
+	defer f.Close()
+	rep, err := audit.Verify(f, opts)
+	if err != nil {
+		return fmt.Errorf("%s: verification FAILED: %w", *logPath, err)
+	}
+	fmt.Fprintf(stdout, "OK: %s verifies against %s.\n", *logPath, rep.Origin)
+	fmt.Fprintf(stdout, "  events %d..%d (%d), every one hashed into the Merkle tree\n", rep.From, rep.To-1, rep.Events)
+	witnessed := 0
+	for _, c := range rep.Checkpoints {
+		if len(c.Witnesses) > 0 {
+			witnessed++
+		}
+	}
+	fmt.Fprintf(stdout, "  %d signed checkpoints, roots recomputed and matched; the last covers %d events\n", len(rep.Checkpoints), rep.Checkpoints[len(rep.Checkpoints)-1].Size)
+	if len(opts.Witnesses) > 0 {
+		fmt.Fprintf(stdout, "  %d of %d checkpoints cosigned by a given witness\n", witnessed, len(rep.Checkpoints))
+		for _, c := range rep.Checkpoints {
+			if len(c.Witnesses) > 0 {
+				fmt.Fprintf(stdout, "    checkpoint %d (%s): %s\n", c.Size, c.Time.Format(time.RFC3339), strings.Join(c.Witnesses, ", "))
+			}
+		}
+	} else {
+		fmt.Fprintln(stdout, "  witnesses not checked (give --witness-key to check the customer's cosignatures)")
+	}
+	var types []string
+	for t, n := range rep.Types {
+		types = append(types, fmt.Sprintf("%s %d", t, n))
+	}
+	sort.Strings(types)
+	fmt.Fprintf(stdout, "  event types: %s\n", strings.Join(types, ", "))
+	return nil
+}
