@@ -37,9 +37,12 @@ lint:
 bench: deps
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 3s -timeout 30m ./...
 
-## fuzz: long fuzzing runs (none yet beyond the seed corpora run by make test)
+## fuzz: long fuzzing runs of every parser (seed corpora run in make test)
+FUZZTIME ?= 60s
 fuzz:
-	@echo "no fuzz targets yet"
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./audit
+	$(GO) test -run '^$$' -fuzz '^FuzzScanEvent$$' -fuzztime $(FUZZTIME) ./audit
+	$(GO) test -run '^$$' -fuzz '^FuzzParseURL$$' -fuzztime $(FUZZTIME) ./internal/s3export
 
 clean:
 	rm -rf bin

@@ -145,6 +145,18 @@ func TestAdminAPIAuth(t *testing.T) {
 			t.Errorf("audit log lacks %q: %q", want, types)
 		}
 	}
+	// Metrics need no token and count the audit appends just made.
+	mres, err := http.Get(b.APIURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mres.Body)
+	mres.Body.Close()
+	for _, want := range []string{"tether_audit_appends_total 2", "tether_audit_commit_seconds_count", "tether_audit_tree_size 2", "tether_audit_checkpoint_timestamp_seconds"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	// Health needs no token.
 	res, err := http.Get(b.APIURL() + "/healthz")
 	if err != nil {
