@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs and is missing, via apt-get when root:
-# PostgreSQL (store tests), nftables and iproute2 (the no-inbound test).
+# PostgreSQL (store tests), nftables and iproute2 (the no-inbound test),
+# ClickHouse and Prometheus (the guarded data plane).
 # Not root: prints what is missing; those tests skip (or fail under CI=true).
 set -euo pipefail
 
@@ -8,6 +9,8 @@ missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server clickhouse-client)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

@@ -90,7 +90,8 @@ func deps(t *testing.T, pkg string) map[string]bool {
 // of the dev tailnet's servers either.
 func TestBinariesLinkNoTestCode(t *testing.T) {
 	testOnly := []string{"testing", module + "/internal/testenv", module + "/internal/pgtest",
-		module + "/internal/brokertest", module + "/internal/store/storetest"}
+		module + "/internal/brokertest", module + "/internal/store/storetest", module + "/internal/mototest",
+		module + "/internal/chtest", module + "/internal/promtest"}
 	for _, cmd := range []string{"broker", "agent"} {
 		d := deps(t, module+"/cmd/"+cmd)
 		if !d["tailscale.com/tsnet"] {

@@ -7,12 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,147 +21,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/tetherhq/tether/internal/testenv"
+	"github.com/tetherhq/tether/internal/mototest"
 )
 
 // One moto_server serves every test in the package: it takes a second or
-// more to start. It starts on first use, so tests that do not need it (go
-// test -run ParseURL) do not wait for it, and TestMain stops it after the
-// last test; a per-test t.Cleanup would stop it under the tests after.
-var moto struct {
-	once     sync.Once
-	endpoint string
-	startup  time.Duration
-	err      error
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	log      lockedBuffer
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if moto.cmd != nil {
-		moto.cmd.Process.Kill()
-		<-moto.exited
-	}
-	os.Exit(code)
-}
-
-// motoEndpoint returns the base URL of the shared moto_server, starting it
-// if needed.
-func motoEndpoint(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("moto_server")
-	testenv.Require(t, err == nil, "moto_server is not on PATH (pip install 'moto[server]'): %v", err)
-	moto.once.Do(func() {
-		start := time.Now()
-		moto.err = startMoto(path)
-		moto.startup = time.Since(start)
-		if moto.err == nil {
-			t.Logf("moto_server ready at %s after %v", moto.endpoint, moto.startup.Round(time.Millisecond))
-		}
-	})
-	if moto.err != nil {
-		t.Fatalf("start moto_server: %v", moto.err)
-	}
-	return moto.endpoint
-}
-
-// startMoto starts moto_server on a free loopback port and waits until it
-// answers HTTP. The port is found by listening on :0 and closing; should
-// another process take it in between, moto exits and the next port is tried.
-func startMoto(path string) error {
-	var errs []error
-	for range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		port := fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
-		l.Close()
-
-		cmd := exec.Command(path, "-H", "127.0.0.1", "-p", port)
-		cmd.Stdout, cmd.Stderr = &moto.log, &moto.log
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-
-		endpoint := "http://127.0.0.1:" + port
-		if err := waitHTTP(endpoint, exited, 30*time.Second); err != nil {
-			cmd.Process.Kill()
-			<-exited
-			errs = append(errs, fmt.Errorf("port %s: %w; output:\n%s", port, err, moto.log.tail(2000)))
-			continue
-		}
-		moto.cmd, moto.exited, moto.endpoint = cmd, exited, endpoint
-		return nil
-	}
-	return errors.Join(errs...)
-}
-
-// waitHTTP polls url until it gives any HTTP response, the process exits or
-// the deadline passes.
-func waitHTTP(url string, exited <-chan struct{}, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		select {
-		case <-exited:
-			return errors.New("moto_server exited before it was ready")
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %w", timeout, err)
-		}
-	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	return s[max(0, len(s)-n):]
-}
-
-// setAWSEnv gives the SDK static test credentials and a region, and hides
-// the developer's own AWS configuration from it.
-func setAWSEnv(t *testing.T) {
-	t.Helper()
-	none := filepath.Join(t.TempDir(), "none")
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID":           "test",
-		"AWS_SECRET_ACCESS_KEY":       "test",
-		"AWS_SESSION_TOKEN":           "",
-		"AWS_REGION":                  "us-east-1",
-		"AWS_DEFAULT_REGION":          "",
-		"AWS_PROFILE":                 "",
-		"AWS_CONFIG_FILE":             none,
-		"AWS_SHARED_CREDENTIALS_FILE": none,
-		"AWS_ENDPOINT_URL":            "",
-		"AWS_ENDPOINT_URL_S3":         "",
-		"AWS_EC2_METADATA_DISABLED":   "true",
-	} {
-		t.Setenv(k, v)
-	}
-}
+// more to start.
+func TestMain(m *testing.M) { os.Exit(mototest.Main(m)) }
 
 var bucketSeq atomic.Int64
 
@@ -182,14 +44,14 @@ func newBucket(t *testing.T, c *s3.Client, kind string, lock bool) string {
 	return name
 }
 
-// mototest returns an Uploader and a plain S3 client, both pointed at moto.
+// motoUploader returns an Uploader and a plain S3 client, both pointed at moto.
 // The Uploader's clock is fixed at now, to the second, so that retain-until
 // dates can be compared exactly; they must lie in the future for moto to
 // enforce them.
-func mototest(t *testing.T, retention time.Duration) (*Uploader, *s3.Client, time.Time) {
+func motoUploader(t *testing.T, retention time.Duration) (*Uploader, *s3.Client, time.Time) {
 	t.Helper()
-	endpoint := motoEndpoint(t)
-	setAWSEnv(t)
+	endpoint := mototest.Endpoint(t)
+	mototest.SetAWSEnv(t)
 	u, err := New(t.Context(), Options{Endpoint: endpoint, UsePathStyle: true, Retention: retention})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -222,7 +84,7 @@ func sha256b64(b []byte) string {
 }
 
 func TestUploadPlainBucket(t *testing.T) {
-	u, c, _ := mototest(t, 24*time.Hour)
+	u, c, _ := motoUploader(t, 24*time.Hour)
 	bucket := newBucket(t, c, "plain", false)
 	data := exportData(1000)
 	key := "audit/2026/01/02/export-0001.ndjson"
@@ -320,7 +182,7 @@ func TestUploadObjectLockDefaultRule(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// Options.Retention must lose to the bucket's rule.
-			u, c, now := mototest(t, 48*time.Hour)
+			u, c, now := motoUploader(t, 48*time.Hour)
 			bucket := newBucket(t, c, "locked", true)
 			_, err := c.PutObjectLockConfiguration(t.Context(), &s3.PutObjectLockConfigurationInput{
 				Bucket: &bucket,
@@ -375,7 +237,7 @@ func TestUploadObjectLockNoDefaultRule(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			u, c, now := mototest(t, tt.retention)
+			u, c, now := motoUploader(t, tt.retention)
 			bucket := newBucket(t, c, "lockednorule", true)
 			data := exportData(10)
 
@@ -406,8 +268,8 @@ func TestUploadObjectLockNoDefaultRule(t *testing.T) {
 }
 
 func TestUploadMissingBucket(t *testing.T) {
-	endpoint := motoEndpoint(t)
-	setAWSEnv(t)
+	endpoint := mototest.Endpoint(t)
+	mototest.SetAWSEnv(t)
 	const secret = "wJalrXUtnFEMI-must-not-leak"
 	t.Setenv("AWS_SECRET_ACCESS_KEY", secret) // moto accepts any secret
 	u, err := New(t.Context(), Options{Endpoint: endpoint, UsePathStyle: true})
@@ -441,7 +303,7 @@ func stubUploader(t *testing.T, handler http.HandlerFunc) *Uploader {
 	t.Helper()
 	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
-	setAWSEnv(t)
+	mototest.SetAWSEnv(t)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "stub-secret-must-not-leak")
 	u, err := New(t.Context(), Options{Endpoint: srv.URL, UsePathStyle: true, Retention: time.Hour})
 	if err != nil {
@@ -621,7 +483,7 @@ func TestNew(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			setAWSEnv(t)
+			mototest.SetAWSEnv(t)
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
@@ -632,7 +494,7 @@ func TestNew(t *testing.T) {
 		})
 	}
 	t.Run("region from options", func(t *testing.T) {
-		setAWSEnv(t)
+		mototest.SetAWSEnv(t)
 		u, err := New(t.Context(), Options{Region: "eu-central-1"})
 		if err != nil {
 			t.Fatalf("New(Region: eu-central-1): %v", err)
