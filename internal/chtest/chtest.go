@@ -31,9 +31,10 @@ const Password = "tether-test"
 // Server is a running ClickHouse.
 type Server struct {
 	// URL is the HTTP interface, e.g. http://127.0.0.1:PORT.
-	URL string
-	cmd *exec.Cmd
-	out *bytes.Buffer
+	URL    string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process is reaped
+	out    *bytes.Buffer
 }
 
 var (
@@ -71,7 +72,7 @@ func Stop() {
 	defer mu.Unlock()
 	if shared != nil {
 		shared.cmd.Process.Kill()
-		shared.cmd.Wait()
+		<-shared.exited
 		os.RemoveAll(filepath.Dir(shared.cmd.Args[1][len("--config-file="):]))
 		shared = nil
 	}
@@ -157,7 +158,7 @@ func start(bin string) (*Server, error) {
 		}
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
-		s := &Server{URL: "http://127.0.0.1:" + strconv.Itoa(httpPort), cmd: cmd, out: &out}
+		s := &Server{URL: "http://127.0.0.1:" + strconv.Itoa(httpPort), cmd: cmd, exited: exited, out: &out}
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			res, err := http.Get(s.URL + "/ping")

@@ -21,9 +21,10 @@ import (
 
 // Server is a running Prometheus.
 type Server struct {
-	URL string // e.g. http://127.0.0.1:PORT
-	cmd *exec.Cmd
-	dir string
+	URL    string // e.g. http://127.0.0.1:PORT
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process is reaped
+	dir    string
 }
 
 var (
@@ -57,7 +58,7 @@ func Stop() {
 	defer mu.Unlock()
 	if shared != nil {
 		shared.cmd.Process.Kill()
-		shared.cmd.Wait()
+		<-shared.exited
 		os.RemoveAll(shared.dir)
 		shared = nil
 	}
@@ -89,7 +90,7 @@ func start(bin string) (*Server, error) {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	s := &Server{URL: "http://" + addr, cmd: cmd, dir: dir}
+	s := &Server{URL: "http://" + addr, cmd: cmd, exited: exited, dir: dir}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if res, err := http.Get(s.URL + "/-/ready"); err == nil {
