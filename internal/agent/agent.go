@@ -44,6 +44,8 @@ type Config struct {
 	PairingToken string
 	// Hostname is the agent's tailnet hostname; default tether-agent.
 	Hostname string
+	// Upstreams are what the agent guards; empty URLs disable them.
+	Upstreams Upstreams
 	// HealthAddr, if set, serves GET /healthz on this loopback address.
 	// Off by default: the agent opens no host listener otherwise.
 	HealthAddr string
@@ -91,6 +93,8 @@ type Agent struct {
 	token    string // session token
 	lastOK   time.Time
 
+	data *dataPlane
+
 	checkpointSize   uint64 // latest audit checkpoint the broker announced
 	historyRewritten bool   // set once: never cosign again
 	spool            *spool
@@ -124,10 +128,13 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("health address %q: want a loopback HOST:PORT such as 127.0.0.1:9090 (the agent never listens on other interfaces)", cfg.HealthAddr)
 		}
 	}
+	if err := cfg.Upstreams.Validate(); err != nil {
+		return nil, err
+	}
 	if err := config.PrepareDir("state dir", cfg.StateDir); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), now: cfg.Now, nonces: make(map[string]time.Time), ready: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), now: cfg.Now, nonces: make(map[string]time.Time), ready: make(chan struct{}), data: newDataPlane(cfg.Upstreams)}
 	var err error
 	a.state, a.key, a.paired, err = loadState(cfg.StateDir)
 	if err != nil {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -23,6 +24,9 @@ func (a *Agent) handler() http.Handler {
 			AgentID: a.state.AgentID, Version: a.cfg.Version, UptimeMS: a.now().Sub(a.start).Milliseconds(),
 		})
 	})
+	mux.HandleFunc("POST "+agentapi.PathClickHouseQuery, a.handleClickHouse)
+	mux.HandleFunc(agentapi.PathPrometheus, a.handlePrometheus)
+	mux.HandleFunc("POST "+agentapi.PathRevoke, a.handleRevoke)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := a.verifyBroker(r); err != nil {
 			a.log.Warn("refused a call", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", err)
@@ -74,11 +78,13 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	if err != nil {
 		return errors.New("request body too large")
 	}
+	// The handler reads the body the signature covered.
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	key, err := agentapi.ParsePublicKey(a.state.BrokerKey)
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(key, agentapi.CallTranscript(a.state.AgentID, r.Method, r.URL.Path, at, nonce, body), sig) {
+	if !ed25519.Verify(key, agentapi.CallTranscript(a.state.AgentID, r.Method, r.URL.RequestURI(), at, nonce, body), sig) {
 		return errors.New("signature does not verify with the pinned broker key")
 	}
 	a.mu.Lock()

@@ -40,11 +40,36 @@ const (
 	PathCosign     = "/agent/v1/cosign"
 	PathEvents     = "/agent/v1/events"
 
-	PathAgentPing = "/v1/ping"
+	PathAgentPing       = "/v1/ping"
+	PathClickHouseQuery = "/v1/clickhouse/query"
+	PathPrometheus      = "/v1/prometheus/" // followed by the Prometheus API path, e.g. api/v1/query
+	PathRevoke          = "/v1/grants/revoke"
 )
 
-// MaxBody bounds every request and response body of the agent protocol.
-const MaxBody = 64 << 10
+// RevokeRequest tells an agent a grant is revoked.
+type RevokeRequest struct {
+	GrantID string    `json:"grant_id"`
+	Until   time.Time `json:"until,omitempty"` // the grant's expiry: the agent may forget it after
+}
+
+// RevokeResponse says how many calls in flight the revocation cut off.
+type RevokeResponse struct {
+	CutOff int `json:"cut_off"`
+}
+
+// HeaderGrant carries the grant (a compact JWS) on data-plane calls.
+const HeaderGrant = "Tether-Grant"
+
+// ClickHouseQuery is the body of a data-plane SQL call.
+type ClickHouseQuery struct {
+	SQL    string `json:"sql"`
+	Format string `json:"format,omitempty"` // output format when the SQL names none; default TabSeparatedWithNames
+}
+
+// MaxBody bounds every request body of the agent protocol, and every
+// response body but the data plane's streamed results. It leaves room for
+// a 64 KiB query in its JSON envelope.
+const MaxBody = 256 << 10
 
 // PairingTokenPrefix starts every pairing token, so a token pasted in the
 // wrong place is recognisable.
@@ -238,7 +263,8 @@ const (
 )
 
 // CallTranscript is what the broker signs for each call to an agent:
-// audience, method, path, time, a nonce and the body's hash.
+// audience, method, request URI (path and query), time, a nonce and the
+// body's hash.
 func CallTranscript(agentID, method, path string, at time.Time, nonce string, body []byte) []byte {
 	h := sha256.Sum256(body)
 	return transcript("call", agentID, method, path, strconv.FormatInt(at.UnixMilli(), 10), nonce, hex.EncodeToString(h[:]))

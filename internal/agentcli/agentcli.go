@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/tetherhq/tether/internal/agent"
@@ -21,6 +22,7 @@ and opens no inbound port.
 Commands:
   run           pair (first run) and serve the broker
   witness-key   print the key this agent cosigns audit checkpoints with
+  guard sql|prom   run the SQL or PromQL guard on a query, or on JSON lines from stdin
   version       print the version`
 
 const runUsage = `Usage: agent run --state-dir DIR [--join FILE] [--pairing-token TOKEN]
@@ -33,13 +35,15 @@ as env:NAME or file:PATH so they stay off the command line.`
 // Run runs the agent command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return cli.Usagef("no command given: want run, witness-key or version (run 'agent help')")
+		return cli.Usagef("no command given: want run, guard, witness-key or version (run 'agent help')")
 	}
 	switch args[0] {
 	case "run":
 		return run(ctx, args[1:], stdout, stderr)
 	case "witness-key":
 		return witnessKey(args[1:], stdout)
+	case "guard":
+		return guard(args[1:], os.Stdin, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "agent", version.Version)
 		return nil
@@ -47,7 +51,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, usage)
 		return nil
 	default:
-		return cli.Usagef("unknown command %q: want run, witness-key or version (run 'agent help')", args[0])
+		return cli.Usagef("unknown command %q: want run, guard, witness-key or version (run 'agent help')", args[0])
 	}
 }
 
@@ -63,6 +67,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		brokerKey  = fs.String("broker-key", "", "the broker's public key, ed25519:… (instead of --join)")
 		hostname   = fs.String("hostname", "tether-agent", "the agent's tailnet hostname")
 		healthAddr = fs.String("health-addr", "", "optional loopback address for GET /healthz, e.g. 127.0.0.1:9090 (off by default)")
+		chURL      = fs.String("clickhouse-url", "", "ClickHouse HTTP interface to guard, e.g. http://clickhouse:8123")
+		chUser     = fs.String("clickhouse-user", "tether", "read-only ClickHouse user (deploy/clickhouse/users.d/tether.xml)")
+		chPassFile = fs.String("clickhouse-password-file", "", "file holding that user's password")
+		promURL    = fs.String("prometheus-url", "", "Prometheus to guard, e.g. http://prometheus:9090")
+		maxExec    = fs.Duration("max-execution-time", 60*time.Second, "limit forced on every query")
+		maxRows    = fs.Int64("max-result-rows", 10_000_000, "limit forced on every query (ClickHouse throws beyond it)")
+		maxBytes   = fs.Int64("max-result-bytes", 2_000_000_000, "limit forced on every query")
+		maxMem     = fs.Int64("max-memory-usage", 2_000_000_000, "limit forced on every query, in bytes")
 		timeout    = fs.Duration("timeout", 60*time.Second, "how long to try joining the tailnet and pairing")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 	)
@@ -97,7 +109,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *timeout <= 0 {
 		return cli.Usagef("--timeout %v: want a positive duration such as 60s", *timeout)
 	}
+	if *maxExec <= 0 || *maxRows <= 0 || *maxBytes <= 0 || *maxMem <= 0 {
+		return cli.Usagef("agent run: --max-execution-time, --max-result-rows, --max-result-bytes and --max-memory-usage must be positive")
+	}
+	up := agent.Upstreams{ClickHouseURL: *chURL, ClickHouseUser: *chUser, PrometheusURL: *promURL,
+		Limits: agent.QueryLimits{MaxExecutionTime: *maxExec, MaxResultRows: *maxRows, MaxResultBytes: *maxBytes, MaxMemoryUsage: *maxMem}}
+	if *chPassFile != "" {
+		if up.ClickHousePassword, err = config.Secret("file:" + *chPassFile); err != nil {
+			return fmt.Errorf("--clickhouse-password-file: %w", err)
+		}
+	}
 	a, err := agent.New(agent.Config{
+		Upstreams:    up,
 		StateDir:     *stateDir,
 		Join:         j,
 		PairingToken: tok,

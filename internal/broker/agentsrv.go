@@ -22,6 +22,7 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
@@ -320,14 +321,7 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 // pingAgent makes one signed call to the agent over the tailnet.
 func (b *Broker) pingAgent(ctx context.Context, a store.Agent) (agentapi.PingResponse, error) {
 	var out agentapi.PingResponse
-	if a.Last.TailnetIP == "" {
-		return out, errors.New("the agent has not reported its tailnet address yet")
-	}
-	req, err := b.signedRequest(ctx, a.ID, http.MethodGet, "http://"+net.JoinHostPort(a.Last.TailnetIP, strconv.Itoa(agentapi.AgentPort))+agentapi.PathAgentPing, nil)
-	if err != nil {
-		return out, err
-	}
-	res, err := b.agentHTC.Do(req)
+	res, err := b.callAgent(ctx, a, http.MethodGet, agentapi.PathAgentPing, nil, nil)
 	if err != nil {
 		return out, err
 	}
@@ -350,6 +344,43 @@ func (b *Broker) pingAgent(ctx context.Context, a store.Agent) (agentapi.PingRes
 	return out, nil
 }
 
+// CallAgent makes a signed call to the current agent of a deployment over
+// the tailnet and returns the agent's response for the caller to read and
+// close. requestURI is the path with its query.
+func (b *Broker) CallAgent(ctx context.Context, deploymentID, method, requestURI string, body []byte, header http.Header) (*http.Response, error) {
+	d, err := b.store.GetDeployment(ctx, deploymentID)
+	if err != nil {
+		return nil, fmt.Errorf("deployment %s: %w", deploymentID, err)
+	}
+	if d.Agent == nil {
+		return nil, fmt.Errorf("deployment %s/%s has no paired agent", d.Tenant, d.Name)
+	}
+	return b.callAgent(ctx, *d.Agent, method, requestURI, body, header)
+}
+
+func (b *Broker) callAgent(ctx context.Context, a store.Agent, method, requestURI string, body []byte, header http.Header) (*http.Response, error) {
+	if a.Last.TailnetIP == "" {
+		return nil, errors.New("the agent has not reported its tailnet address yet")
+	}
+	req, err := b.signedRequest(ctx, a.ID, method, "http://"+net.JoinHostPort(a.Last.TailnetIP, strconv.Itoa(agentapi.AgentPort))+requestURI, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	return b.agentHTC.Do(req)
+}
+
+// IssueGrant signs a grant with the broker key: the key agents pinned at
+// pairing.
+func (b *Broker) IssueGrant(g grant.Grant) (string, error) {
+	if g.Issuer == "" {
+		g.Issuer = b.auditLog.Origin()
+	}
+	return grant.Issue(g, b.key)
+}
+
 // signedRequest builds a broker → agent request signed with the broker key.
 func (b *Broker) signedRequest(ctx context.Context, agentID, method, rawURL string, body []byte) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, rawURL, bytes.NewReader(body))
@@ -360,7 +391,7 @@ func (b *Broker) signedRequest(ctx context.Context, agentID, method, rawURL stri
 	rand.Read(n[:])
 	nonce := hex.EncodeToString(n[:])
 	at := b.now()
-	sig := ed25519.Sign(b.key, agentapi.CallTranscript(agentID, method, req.URL.Path, at, nonce, body))
+	sig := ed25519.Sign(b.key, agentapi.CallTranscript(agentID, method, req.URL.RequestURI(), at, nonce, body))
 	req.Header.Set(agentapi.HeaderBrokerTime, strconv.FormatInt(at.UnixMilli(), 10))
 	req.Header.Set(agentapi.HeaderBrokerNonce, nonce)
 	req.Header.Set(agentapi.HeaderBrokerSignature, base64.RawURLEncoding.EncodeToString(sig))

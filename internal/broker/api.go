@@ -42,6 +42,7 @@ func (b *Broker) apiHandler() http.Handler {
 	route("POST /api/v1/deployments/{id}/ping", b.handlePing)
 	route("POST /api/v1/deployments/{tenant}/{name}/ping", b.handlePing)
 	b.auditRoutes(route)
+	b.dataRoutes(route)
 	// Metrics carry no secrets and no customer data; scrapers need no token.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -274,10 +274,14 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	b.self = tailnet.Identity{NodeID: st.Self.ID, Name: strings.TrimSuffix(st.Self.DNSName, ".")}
-	b.agentHTC = &http.Client{
-		Transport: &http.Transport{DialContext: b.node.Dial, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second},
-		Timeout:   30 * time.Second,
-	}
+	// No overall timeout: data-plane results stream for as long as their
+	// grant allows; callers bound each call with its context.
+	b.agentHTC = &http.Client{Transport: &http.Transport{
+		DialContext:           b.node.Dial,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 2 * time.Minute,
+	}}
 
 	if b.agentLn, err = b.node.Listen(agentapi.BrokerPort); err != nil {
 		return nil, fmt.Errorf("listen on the tailnet: %w", err)

@@ -22,12 +22,24 @@ func Usagef(format string, args ...any) error {
 	return &UsageError{Msg: fmt.Sprintf(format, args...)}
 }
 
+// ExitError ends the process with a status and no message: the command
+// already said what it had to.
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// Exit returns an *ExitError.
+func Exit(code int) error { return &ExitError{Code: code} }
+
 // ExitCode maps an error from a command to the process exit status.
 func ExitCode(err error) int {
 	var ue *UsageError
+	var ee *ExitError
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &ee):
+		return ee.Code
 	case errors.As(err, &ue):
 		return 2
 	default:

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/chtest"
 )
 
 // binDir holds the binaries TestMain builds.
@@ -48,6 +49,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	binDir = dir
+	defer chtest.Stop()
 	return m.Run()
 }
 

@@ -1,0 +1,408 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/promguard"
+	"github.com/tetherhq/tether/internal/sqlguard"
+)
+
+// Upstreams configures what the agent guards: ClickHouse's HTTP interface
+// and Prometheus's HTTP API, both inside the customer's VPC.
+type Upstreams struct {
+	ClickHouseURL      string // e.g. http://clickhouse:8123; empty disables SQL
+	ClickHouseUser     string // the read-only user of deploy/clickhouse/users.d/tether.xml
+	ClickHousePassword string
+	PrometheusURL      string // e.g. http://prometheus:9090; empty disables PromQL
+	Limits             QueryLimits
+}
+
+// QueryLimits are the settings the agent forces on every query, whatever
+// the query asks for.
+type QueryLimits struct {
+	MaxExecutionTime time.Duration // default 60s
+	MaxResultRows    int64         // default 10,000,000
+	MaxResultBytes   int64         // default 2 GB
+	MaxMemoryUsage   int64         // default 2 GB
+}
+
+func (l *QueryLimits) setDefaults() {
+	if l.MaxExecutionTime <= 0 {
+		l.MaxExecutionTime = 60 * time.Second
+	}
+	if l.MaxResultRows <= 0 {
+		l.MaxResultRows = 10_000_000
+	}
+	if l.MaxResultBytes <= 0 {
+		l.MaxResultBytes = 2_000_000_000
+	}
+	if l.MaxMemoryUsage <= 0 {
+		l.MaxMemoryUsage = 2_000_000_000
+	}
+}
+
+// Validate reports the first problem with u.
+func (u Upstreams) Validate() error {
+	for name, s := range map[string]string{"ClickHouse URL": u.ClickHouseURL, "Prometheus URL": u.PrometheusURL} {
+		if s == "" {
+			continue
+		}
+		p, err := url.Parse(s)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || (p.Path != "" && p.Path != "/") || p.RawQuery != "" {
+			return fmt.Errorf("%s %q: want the server's base URL, such as http://127.0.0.1:8123", name, s)
+		}
+	}
+	if u.ClickHouseURL != "" && u.ClickHouseUser == "" {
+		return errors.New("ClickHouse user is not set: want the read-only user of deploy/clickhouse/users.d/tether.xml (--clickhouse-user)")
+	}
+	return nil
+}
+
+// ErrGrantRevoked is why a call in flight was cut off by a revocation.
+var ErrGrantRevoked = errors.New("grant revoked")
+
+// ErrGrantExpired is why a call in flight was cut off at its grant's expiry.
+var ErrGrantExpired = errors.New("grant expired")
+
+// dataPlane is the agent's guarded path to its upstreams.
+type dataPlane struct {
+	up     Upstreams
+	hc     *http.Client
+	seq    atomic.Uint64
+	mu     sync.Mutex
+	active map[string]map[uint64]context.CancelCauseFunc // grant ID → running calls
+	revoke map[string]time.Time                          // revoked grant IDs → until when to remember
+}
+
+func newDataPlane(up Upstreams) *dataPlane {
+	up.Limits.setDefaults()
+	return &dataPlane{
+		up: up,
+		hc: &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost:   8,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: up.Limits.MaxExecutionTime + 10*time.Second,
+		}},
+		active: map[string]map[uint64]context.CancelCauseFunc{},
+		revoke: map[string]time.Time{},
+	}
+}
+
+// isRevoked reports whether the broker revoked the grant.
+func (d *dataPlane) isRevoked(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.revoke[id]
+	return ok
+}
+
+// Revoke marks a grant revoked and cancels its calls in flight.
+func (d *dataPlane) Revoke(id string, until time.Time) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.revoke[id] = until
+	n := 0
+	for _, cancel := range d.active[id] {
+		cancel(ErrGrantRevoked)
+		n++
+	}
+	return n
+}
+
+// track registers a call under its grant so revocation can cancel it.
+func (d *dataPlane) track(ctx context.Context, grantID string) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	n := d.seq.Add(1)
+	d.mu.Lock()
+	if d.active[grantID] == nil {
+		d.active[grantID] = map[uint64]context.CancelCauseFunc{}
+	}
+	d.active[grantID][n] = cancel
+	d.mu.Unlock()
+	return ctx, func() {
+		cancel(nil)
+		d.mu.Lock()
+		delete(d.active[grantID], n)
+		if len(d.active[grantID]) == 0 {
+			delete(d.active, grantID)
+		}
+		d.mu.Unlock()
+	}
+}
+
+// verifyGrant checks the call's grant against the pinned broker key, this
+// agent and deployment, the scope, time and revocation; a refusal is
+// audited.
+func (a *Agent) verifyGrant(r *http.Request, scope string) (grant.Grant, error) {
+	pub, err := agentapi.ParsePublicKey(a.state.BrokerKey)
+	if err != nil {
+		return grant.Grant{}, err
+	}
+	v := grant.Verifier{
+		Key: pub, Deployment: a.state.DeploymentID, Agent: a.state.AgentID,
+		Now: a.now, Revoked: a.data.isRevoked,
+	}
+	g, err := v.Verify(r.Header.Get(agentapi.HeaderGrant), scope)
+	if err != nil {
+		a.record(r.Context(), audit.Event{
+			Type: audit.AuthFailed, Outcome: audit.Failure,
+			Actor:   audit.Actor{Subject: g.Subject},
+			GrantID: g.ID, RequestID: g.RequestID,
+			Reason:  "grant refused: " + err.Error(),
+			Details: map[string]any{"path": r.URL.Path, "scope": scope},
+		})
+		return g, err
+	}
+	return g, nil
+}
+
+// record spools an audit event; a failure to spool is logged (the spool
+// is full or the disk failed) and fails the call closed.
+func (a *Agent) record(ctx context.Context, e audit.Event) error {
+	if err := a.RecordEvent(ctx, e); err != nil {
+		a.log.Error("could not spool an audit event", "type", e.Type, "err", err)
+		return err
+	}
+	return nil
+}
+
+func grantActor(g grant.Grant) audit.Actor {
+	return audit.Actor{Subject: g.Subject, Role: "engineer"}
+}
+
+func apiErr(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, agentapi.Error{Error: agentapi.ErrorBody{Code: code, Message: msg}})
+}
+
+// handleRevoke is the broker's instant revocation: the grant is refused
+// from now on and its calls in flight are cut off.
+func (a *Agent) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	var req agentapi.RevokeRequest
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.GrantID == "" {
+		apiErr(w, http.StatusBadRequest, "bad_json", "request body: want {\"grant_id\": \"…\"}")
+		return
+	}
+	n := a.data.Revoke(req.GrantID, req.Until)
+	writeJSON(w, http.StatusOK, agentapi.RevokeResponse{CutOff: n})
+}
+
+// handleClickHouse runs one guarded query: grant, guard, audit, forced
+// limits, then the result streamed back without buffering.
+func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
+	if a.data.up.ClickHouseURL == "" {
+		apiErr(w, http.StatusNotImplemented, "no_clickhouse", "this agent has no ClickHouse configured (--clickhouse-url)")
+		return
+	}
+	g, err := a.verifyGrant(r, grant.ScopeClickHouse)
+	if err != nil {
+		apiErr(w, http.StatusForbidden, "grant_refused", err.Error())
+		return
+	}
+	var q agentapi.ClickHouseQuery
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&q); err != nil {
+		apiErr(w, http.StatusBadRequest, "bad_json", "request body: want {\"sql\": \"…\", \"format\": \"…\"}: "+err.Error())
+		return
+	}
+	base := audit.Event{Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID, Source: audit.Source{IP: r.RemoteAddr}}
+	v, err := sqlguard.Check(q.SQL)
+	if err == nil && !v.Allow {
+		err = errors.New(v.Reason)
+	}
+	format := q.Format
+	if err == nil && v.Format == "" && format != "" {
+		// A format asked beside the SQL passes the same allowlist.
+		if fv, ferr := sqlguard.Check("SELECT 1 FORMAT " + format); ferr != nil || !fv.Allow {
+			err = fmt.Errorf("format %q is not allowed", format)
+		}
+	}
+	if err != nil {
+		e := base
+		e.Type, e.Outcome, e.Reason = audit.QueryDenied, audit.Failure, err.Error()
+		e.Details = map[string]any{"sql": q.SQL}
+		a.record(r.Context(), e)
+		apiErr(w, http.StatusForbidden, "query_denied", err.Error())
+		return
+	}
+	if format == "" {
+		format = "TabSeparatedWithNames"
+	}
+	queryID := fmt.Sprintf("tether-%s-%d", g.ID, a.data.seq.Add(1))
+	e := base
+	e.Type, e.Outcome = audit.QueryAllowed, audit.Success
+	e.Details = map[string]any{"sql": q.SQL, "query_id": queryID, "tables": v.Tables}
+	if err := a.record(r.Context(), e); err != nil {
+		apiErr(w, http.StatusServiceUnavailable, "audit_unavailable", "the agent could not record the query, so it did not run it")
+		return
+	}
+
+	ctx, done := a.data.track(r.Context(), g.ID)
+	defer done()
+	if !g.Expiry.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, g.Expiry, ErrGrantExpired)
+		defer cancel()
+	}
+	lim := a.data.up.Limits
+	params := url.Values{
+		"query_id":             {queryID},
+		"default_format":       {format},
+		"max_execution_time":   {strconv.Itoa(int(lim.MaxExecutionTime / time.Second))},
+		"max_result_rows":      {strconv.FormatInt(lim.MaxResultRows, 10)},
+		"max_result_bytes":     {strconv.FormatInt(lim.MaxResultBytes, 10)},
+		"result_overflow_mode": {"throw"},
+		"max_memory_usage":     {strconv.FormatInt(lim.MaxMemoryUsage, 10)},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.data.up.ClickHouseURL, "/")+"/?"+params.Encode(), strings.NewReader(q.SQL))
+	if err != nil {
+		apiErr(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	req.SetBasicAuth(a.data.up.ClickHouseUser, a.data.up.ClickHousePassword)
+	start := time.Now()
+	res, err := a.data.hc.Do(req)
+	finish := func(rows, bytes int64, ferr error) {
+		e := base
+		e.Type, e.Outcome = audit.QueryFinished, audit.Success
+		e.Details = map[string]any{"query_id": queryID, "rows": rows, "bytes": bytes, "duration_ms": time.Since(start).Milliseconds()}
+		if ferr != nil {
+			e.Outcome, e.Reason = audit.Failure, ferr.Error()
+		}
+		a.record(context.WithoutCancel(r.Context()), e)
+	}
+	if err != nil {
+		finish(0, 0, err)
+		apiErr(w, http.StatusBadGateway, "clickhouse_unreachable", "ClickHouse did not answer: "+err.Error())
+		return
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(res.Body, 16<<10))
+		ferr := fmt.Errorf("ClickHouse answered %s: %s", res.Status, strings.TrimSpace(string(msg)))
+		finish(0, 0, ferr)
+		apiErr(w, http.StatusBadGateway, "clickhouse_error", ferr.Error())
+		return
+	}
+	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
+	w.Header().Set("Tether-Query-Id", queryID)
+	w.WriteHeader(http.StatusOK)
+	rows, n, cerr := stream(w, res.Body)
+	if ctx.Err() != nil {
+		cerr = fmt.Errorf("cut off: %w", context.Cause(ctx))
+	}
+	finish(rows, n, cerr)
+}
+
+// stream copies src to w as it arrives, flushing each chunk, and counts
+// bytes and lines (rows, for the line-per-row formats).
+func stream(w http.ResponseWriter, src io.Reader) (rows, n int64, err error) {
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 64<<10)
+	for {
+		k, rerr := src.Read(buf)
+		if k > 0 {
+			for _, c := range buf[:k] {
+				if c == '\n' {
+					rows++
+				}
+			}
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				return rows, n, werr
+			}
+			n += int64(k)
+			rc.Flush()
+		}
+		if errors.Is(rerr, io.EOF) {
+			return rows, n, nil
+		}
+		if rerr != nil {
+			return rows, n, rerr
+		}
+	}
+}
+
+// handlePrometheus forwards one guarded Prometheus API call: grant, guard
+// (the call is rebuilt from its parsed parameters, never passed through),
+// audit, then the answer streamed back.
+func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
+	if a.data.up.PrometheusURL == "" {
+		apiErr(w, http.StatusNotImplemented, "no_prometheus", "this agent has no Prometheus configured (--prometheus-url)")
+		return
+	}
+	g, err := a.verifyGrant(r, grant.ScopePrometheus)
+	if err != nil {
+		apiErr(w, http.StatusForbidden, "grant_refused", err.Error())
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, promguard.MaxBody+1))
+	if err != nil {
+		apiErr(w, http.StatusBadRequest, "bad_body", err.Error())
+		return
+	}
+	base := audit.Event{Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID, Source: audit.Source{IP: r.RemoteAddr}}
+	// The guard sees the request target exactly as received.
+	target := strings.TrimPrefix(r.RequestURI, strings.TrimSuffix(agentapi.PathPrometheus, "/"))
+	var (
+		req promguard.Request
+		v   promguard.Verdict
+	)
+	u, perr := url.ParseRequestURI(target)
+	if perr != nil || !strings.HasPrefix(r.RequestURI, agentapi.PathPrometheus) {
+		v = promguard.Verdict{Reason: "request target is not an origin-form Prometheus API path"}
+	} else {
+		req, v = promguard.Check(r.Method, u, r.Header.Get("Content-Type"), body)
+	}
+	if !v.Allow {
+		e := base
+		e.Type, e.Outcome, e.Reason = audit.PromDenied, audit.Failure, v.Reason
+		e.Details = map[string]any{"method": r.Method, "target": target}
+		a.record(r.Context(), e)
+		apiErr(w, http.StatusForbidden, "prom_denied", v.Reason)
+		return
+	}
+	e := base
+	e.Type, e.Outcome = audit.PromAllowed, audit.Success
+	e.Details = map[string]any{"method": req.Method, "endpoint": v.Endpoint, "params": req.Params()}
+	if err := a.record(r.Context(), e); err != nil {
+		apiErr(w, http.StatusServiceUnavailable, "audit_unavailable", "the agent could not record the call, so it did not make it")
+		return
+	}
+	ctx, done := a.data.track(r.Context(), g.ID)
+	defer done()
+	if !g.Expiry.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, g.Expiry, ErrGrantExpired)
+		defer cancel()
+	}
+	up, err := req.NewHTTPRequest(ctx, a.data.up.PrometheusURL)
+	if err != nil {
+		apiErr(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	res, err := a.data.hc.Do(up)
+	if err != nil {
+		apiErr(w, http.StatusBadGateway, "prometheus_unreachable", "Prometheus did not answer: "+err.Error())
+		return
+	}
+	defer res.Body.Close()
+	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
+	w.WriteHeader(res.StatusCode)
+	stream(w, res.Body)
+}

@@ -1,0 +1,213 @@
+package agentcli
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/tetherhq/tether/internal/cli"
+	"github.com/tetherhq/tether/internal/promguard"
+	"github.com/tetherhq/tether/internal/sqlguard"
+)
+
+const guardUsage = `Usage: agent guard sql ['SQL']
+       agent guard prom ['PROMQL' | '/api/v1/…?…']
+
+With an argument, prints the guard's verdict for it (exit 0 allowed, 1 denied).
+Without, reads JSON lines from stdin — {"sql": "…"} for sql, {"method": "…",
+"url": "…", "body": "…"} for prom — and writes one line per input, in order:
+{"allow": true|false, "reason": "…"}. A malformed line is denied with
+"bad input: …" and the rest go on.`
+
+// verdictLine is one output line of 'agent guard'.
+type verdictLine struct {
+	Allow  bool   `json:"allow"`
+	Reason string `json:"reason"`
+}
+
+// maxGuardLine bounds one input line: a 64 KiB query in its JSON form.
+const maxGuardLine = 1 << 20
+
+func guard(args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) == 0 || (args[0] != "sql" && args[0] != "prom") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprintln(stdout, guardUsage)
+			return nil
+		}
+		return cli.Usagef("agent guard: want sql or prom (run 'agent guard -h')")
+	}
+	kind, rest := args[0], args[1:]
+	var check func(line []byte) verdictLine
+	var human func(arg string) verdictLine
+	if kind == "sql" {
+		check, human = checkSQLLine, func(q string) verdictLine { return sqlVerdict(q) }
+	} else {
+		check, human = checkPromLine, checkPromArg
+	}
+	if len(rest) > 1 {
+		return cli.Usagef("agent guard %s: want at most one query argument (quote it)", kind)
+	}
+	if len(rest) == 1 {
+		if rest[0] == "-h" || rest[0] == "--help" {
+			fmt.Fprintln(stdout, guardUsage)
+			return nil
+		}
+		v := human(rest[0])
+		if v.Allow {
+			fmt.Fprintf(stdout, "ALLOW: %s\n", v.Reason)
+			return nil
+		}
+		fmt.Fprintf(stdout, "DENY: %s\n", v.Reason)
+		return cli.Exit(1)
+	}
+	r := bufio.NewReaderSize(stdin, 64<<10)
+	enc := json.NewEncoder(stdout)
+	for {
+		line, err := readLine(r)
+		if len(line) > 0 || (err == nil) {
+			var v verdictLine
+			switch {
+			case errors.Is(err, errLineTooLong):
+				v = verdictLine{Reason: fmt.Sprintf("bad input: line longer than %d bytes", maxGuardLine)}
+			case len(strings.TrimSpace(string(line))) == 0:
+				v = verdictLine{Reason: "bad input: empty line"}
+			default:
+				v = check(line)
+			}
+			if werr := enc.Encode(v); werr != nil {
+				return werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil && !errors.Is(err, errLineTooLong) {
+			return err
+		}
+	}
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one line without its newline; an over-long line is
+// consumed and reported as errLineTooLong.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) <= maxGuardLine {
+			line = append(line, chunk...)
+		} else {
+			line = line[:0]
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = r.ReadSlice('\n')
+			}
+			if err == nil || errors.Is(err, io.EOF) {
+				return []byte{' '}, errLineTooLong
+			}
+			return nil, err
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		line = []byte(strings.TrimRight(string(line), "\r\n"))
+		if errors.Is(err, io.EOF) {
+			if len(line) == 0 {
+				return nil, io.EOF
+			}
+			return line, io.EOF
+		}
+		return line, err
+	}
+}
+
+func sqlVerdict(q string) verdictLine {
+	v, err := sqlguard.Check(q)
+	if err != nil {
+		return verdictLine{Reason: "guard error: " + err.Error()}
+	}
+	if !v.Allow {
+		return verdictLine{Reason: v.Reason}
+	}
+	reason := v.Kind
+	if len(v.Tables) > 0 {
+		reason += " reading " + strings.Join(v.Tables, ", ")
+	}
+	return verdictLine{Allow: true, Reason: reason}
+}
+
+func checkSQLLine(line []byte) verdictLine {
+	var in struct {
+		SQL *string `json:"sql"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(line)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return verdictLine{Reason: "bad input: want {\"sql\": \"…\"}: " + err.Error()}
+	}
+	if dec.More() {
+		return verdictLine{Reason: "bad input: more than one JSON value on the line"}
+	}
+	if in.SQL == nil {
+		return verdictLine{Reason: "bad input: missing \"sql\""}
+	}
+	return sqlVerdict(*in.SQL)
+}
+
+func promVerdict(method, target, body string) verdictLine {
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return verdictLine{Reason: fmt.Sprintf("bad input: url %q is not an origin-form path such as /api/v1/query?query=up", target)}
+	}
+	ct := ""
+	if body != "" {
+		ct = "application/x-www-form-urlencoded"
+	}
+	req, v := promguard.Check(method, u, ct, []byte(body))
+	if !v.Allow {
+		return verdictLine{Reason: v.Reason}
+	}
+	reason := req.Method + " " + v.Endpoint
+	if q := req.Params().Get("query"); q != "" {
+		reason += " query " + q
+	}
+	return verdictLine{Allow: true, Reason: reason}
+}
+
+// checkPromArg takes a PromQL expression, or a path with its query string.
+func checkPromArg(arg string) verdictLine {
+	if strings.HasPrefix(arg, "/") {
+		return promVerdict(http.MethodGet, arg, "")
+	}
+	return promVerdict(http.MethodGet, "/api/v1/query?"+url.Values{"query": {arg}}.Encode(), "")
+}
+
+func checkPromLine(line []byte) verdictLine {
+	var in struct {
+		Method *string `json:"method"`
+		URL    *string `json:"url"`
+		Body   string  `json:"body"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(line)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return verdictLine{Reason: "bad input: want {\"method\": \"…\", \"url\": \"…\", \"body\": \"…\"}: " + err.Error()}
+	}
+	if dec.More() {
+		return verdictLine{Reason: "bad input: more than one JSON value on the line"}
+	}
+	if in.Method == nil || in.URL == nil {
+		return verdictLine{Reason: "bad input: \"method\" and \"url\" are required"}
+	}
+	target := *in.URL
+	// A full URL is accepted for convenience; only its path and query count.
+	if p, err := url.Parse(target); err == nil && p.Scheme != "" && p.Host != "" {
+		target = p.RequestURI()
+	}
+	return promVerdict(*in.Method, target, in.Body)
+}

@@ -1,0 +1,80 @@
+package broker
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tetherhq/tether/internal/agentapi"
+)
+
+// dataRoutes adds the data-plane passthrough: a call carrying a grant goes
+// to the deployment's agent over the tailnet, where the grant is verified
+// against the broker's key and the call guarded; the answer streams back.
+// (The access workflow that issues grants to engineers builds on this.)
+func (b *Broker) dataRoutes(route func(string, func(http.ResponseWriter, *http.Request) error)) {
+	route("POST /api/v1/deployments/{tenant}/{name}/clickhouse/query", b.handleDataPlane)
+	route("/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}", b.handleDataPlane)
+}
+
+func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
+	d, err := b.lookup(r)
+	if err != nil {
+		return err
+	}
+	tok := r.Header.Get(agentapi.HeaderGrant)
+	if tok == "" {
+		return errorf(http.StatusBadRequest, "no_grant", "data-plane calls need a grant in the %s header", agentapi.HeaderGrant)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, agentapi.MaxBody))
+	if err != nil {
+		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", agentapi.MaxBody)
+	}
+	target := agentapi.PathClickHouseQuery
+	if strings.HasSuffix(r.Pattern, "{rest...}") {
+		// The agent's guard decides on the target exactly as the caller
+		// wrote it: pass the escaped path and query through unchanged.
+		raw := r.URL.EscapedPath()
+		prefix := "/api/v1/deployments/" + r.PathValue("tenant") + "/" + r.PathValue("name") + "/prometheus/"
+		if len(raw) < len(prefix) {
+			return errorf(http.StatusBadRequest, "bad_path", "want /api/v1/deployments/TENANT/NAME/prometheus/api/v1/…")
+		}
+		target = agentapi.PathPrometheus + raw[len(prefix):]
+		if r.URL.RawQuery != "" {
+			target += "?" + r.URL.RawQuery
+		}
+	}
+	h := http.Header{agentapi.HeaderGrant: {tok}}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		h.Set("Content-Type", ct)
+	}
+	res, err := b.CallAgent(r.Context(), d.ID, r.Method, target, body, h)
+	if err != nil {
+		return errorf(http.StatusBadGateway, "agent_unreachable", "agent of %s/%s did not answer: %v", d.Tenant, d.Name, err)
+	}
+	defer res.Body.Close()
+	// Results stream for as long as the grant allows, past the server's
+	// default write timeout.
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Time{})
+	for _, k := range []string{"Content-Type", "Tether-Query-Id"} {
+		if v := res.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.WriteHeader(res.StatusCode)
+	buf := make([]byte, 64<<10)
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil
+			}
+			rc.Flush()
+		}
+		if rerr != nil {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,832 @@
+package sqlguard
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Verdict is the guard's decision on one statement.
+type Verdict struct {
+	// Allow is true when the statement may run.
+	Allow bool
+	// Reason explains a denial to a person, e.g. "table default.secret is
+	// not a system table"; empty when allowed.
+	Reason string
+	// Kind is select, describe, exists, show_tables or show_create for an
+	// allowed statement; for a denied one it is set when known.
+	Kind string
+	// Tables lists every table read, as system.x, sorted and deduplicated.
+	Tables []string
+	// Columns lists every column read, as system.x.col where it resolves to
+	// one table, as a bare name where it does not, and as system.x.* for
+	// * and COLUMNS(…); sorted and deduplicated.
+	Columns []string
+	// Settings holds the SETTINGS given in the statement, wherever they
+	// appear, with values as ClickHouse reads them (true is 1); nil if none.
+	Settings map[string]string
+	// Format is the FORMAT given, "" if none.
+	Format string
+}
+
+// Check decides whether sql may run. A denial is a Verdict with Allow false
+// and a Reason, and a nil error; the error is only for internal failures,
+// and then the verdict denies too.
+func Check(sql string) (v Verdict, err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		kind := v.Kind
+		if d, ok := r.(*denial); ok {
+			v, err = Verdict{Reason: d.reason, Kind: kind}, nil
+			return
+		}
+		v = Verdict{Reason: "internal error in the SQL guard; the query is denied", Kind: kind}
+		err = fmt.Errorf("sqlguard: check query: %v", r)
+	}()
+	if len(sql) > MaxQueryBytes {
+		panic(deny("the query is %d bytes; the limit is %d", len(sql), MaxQueryBytes))
+	}
+	checkRunes(sql)
+	toks := lex(sql)
+	if toks[0].kind == tEOF {
+		panic(deny("empty query"))
+	}
+	st := parseStatement(toks)
+	v.Kind = st.kind
+	a := &analyzer{
+		tables:     map[string]bool{},
+		columns:    map[string]bool{},
+		clusterPos: -1,
+		ctePos:     -1,
+	}
+	a.statement(st)
+	if a.clusterPos >= 0 && a.ctePos >= 0 {
+		// Remote servers can receive a CTE name unsubstituted and read it
+		// as a table of their current database (ClickHouse issue 23865).
+		panic(deny("a CTE (offset %d) cannot be used together with cluster() or clusterAllReplicas() (offset %d): remote servers may read the CTE name as a table; repeat the subquery instead", a.ctePos, a.clusterPos))
+	}
+	a.checkIdents()
+	v = Verdict{Allow: true, Kind: st.kind, Tables: sortedKeys(a.tables), Columns: sortedKeys(a.columns), Format: st.format}
+	if len(a.settings) > 0 {
+		v.Settings = a.settings
+	}
+	return v, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// analyzer walks a parsed statement, resolving tables and recording every
+// identifier. Denied columns are checked at the end, by name, against every
+// system table the statement reads: see the package documentation.
+type analyzer struct {
+	tables   map[string]bool
+	columns  map[string]bool
+	settings map[string]string
+	idents   []identUse
+	// order lists the tables read in order of first read, so that reasons
+	// are stable.
+	order []string
+	// clusterPos and ctePos are the offsets of the first cluster() table
+	// function and the first CTE reference, or -1: the two are not combined.
+	clusterPos, ctePos int
+	lambdas            []string
+	// inAlias holds the aliases whose expressions are being walked: in
+	// "sum(rows) AS rows", rows inside sum is the column.
+	inAlias []string
+	depth   int
+}
+
+type identUse struct {
+	parts []string
+	pos   int
+}
+
+type scope struct {
+	parent  *scope
+	ctes    map[string]*cte
+	sources []*source
+	aliases map[string]bool
+	// plainStar is set once a * without modifiers has been checked over
+	// these sources: the answer cannot change.
+	plainStar bool
+}
+
+type cte struct {
+	cols []string
+}
+
+type source struct {
+	starKey string // table + ".*", for Verdict.Columns
+	alias   string
+	table   string   // system.x for a system table (also through cluster()), "" otherwise
+	name    string   // x, for a system table written without an alias
+	cols    []string // output names of a subquery or CTE; nil when unknown
+}
+
+func (s *scope) lookupCTE(name string) *cte {
+	for ; s != nil; s = s.parent {
+		if c, ok := s.ctes[name]; ok {
+			return c
+		}
+	}
+	return nil
+}
+
+// lookupSource finds the source a qualifier names, in this scope or an
+// enclosing one.
+func (s *scope) lookupSource(qual []string) *source {
+	for ; s != nil; s = s.parent {
+		for _, src := range s.sources {
+			switch len(qual) {
+			case 1:
+				if src.alias == qual[0] || (src.alias == "" && src.name == qual[0] && src.table != "") {
+					return src
+				}
+			case 2:
+				if qual[0] == "system" && src.table == "system."+qual[1] {
+					return src
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (s *scope) isAlias(name string) bool {
+	for ; s != nil; s = s.parent {
+		if s.aliases[name] {
+			return true
+		}
+	}
+	return false
+}
+
+// maxSources bounds the tables of one FROM clause, which keeps name
+// resolution linear in the size of the statement.
+const maxSources = 64
+
+func (a *analyzer) enter(pos int) {
+	a.depth++
+	if a.depth > 4*MaxNesting {
+		panic(deny("nesting deeper than %d levels at offset %d", MaxNesting, pos))
+	}
+}
+
+func (a *analyzer) leave() { a.depth-- }
+
+func (a *analyzer) statement(st *statement) {
+	for _, s := range st.settings {
+		a.setting(s)
+	}
+	if st.format != "" && !formatsAllowed[strings.ToLower(st.format)] {
+		panic(deny("format %s is not allowed; allowed formats include TabSeparated, CSV, JSON, JSONEachRow, Pretty, Vertical, RowBinary and Native", st.format))
+	}
+	switch st.kind {
+	case "select":
+		a.union(st.query, nil)
+	case "show_tables":
+		a.readTable("system.tables")
+		a.columns["system.tables.name"] = true
+	default:
+		table := a.systemTable(st.table, st.tablePos)
+		a.readTable(table)
+	}
+}
+
+func (a *analyzer) useCTE(pos int) {
+	if a.ctePos < 0 {
+		a.ctePos = pos
+	}
+}
+
+func (a *analyzer) readTable(table string) {
+	if !a.tables[table] {
+		a.tables[table] = true
+		a.order = append(a.order, table)
+	}
+}
+
+// systemTable validates a table name as written and returns system.x.
+func (a *analyzer) systemTable(parts []string, pos int) string {
+	switch len(parts) {
+	case 1:
+		panic(deny("table %s has no database: the current database is unknown; write system.%s (offset %d)", parts[0], parts[0], pos))
+	case 2:
+	default:
+		panic(deny("table name %s has too many parts (offset %d)", strings.Join(parts, "."), pos))
+	}
+	db, t := parts[0], parts[1]
+	if db != "system" {
+		if strings.EqualFold(db, "system") {
+			panic(deny("database %s is not system (database names are case-sensitive) (offset %d)", db, pos))
+		}
+		panic(deny("table %s.%s is not a system table (offset %d)", db, t, pos))
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			panic(deny("system table name %q is not lowercase ASCII letters, digits and '_' (offset %d)", t, pos))
+		}
+	}
+	if t == "" {
+		panic(deny("empty table name (offset %d)", pos))
+	}
+	return "system." + t
+}
+
+// union analyses each SELECT of a union and returns the output names of the
+// first.
+func (a *analyzer) union(u *selectUnion, parent *scope) []string {
+	var cols []string
+	for i, q := range u.selects {
+		c := a.selectQuery(q, parent)
+		if i == 0 {
+			cols = c
+		}
+	}
+	return cols
+}
+
+func (a *analyzer) selectQuery(q *selectQuery, parent *scope) []string {
+	a.enter(0)
+	defer a.leave()
+	s := &scope{parent: parent, aliases: map[string]bool{}}
+	for _, w := range q.with {
+		if w.sub != nil {
+			cols := a.union(w.sub, s)
+			if s.ctes == nil {
+				s.ctes = map[string]*cte{}
+			}
+			s.ctes[w.name] = &cte{cols: cols}
+		} else {
+			s.aliases[w.name] = true
+		}
+	}
+	if len(q.from) > maxSources {
+		panic(deny("more than %d tables in one FROM clause", maxSources))
+	}
+	for _, ref := range q.from {
+		s.sources = append(s.sources, a.tableRef(ref, s))
+	}
+	for _, e := range q.list {
+		collectAliases(e, s.aliases)
+	}
+	for _, e := range q.exprs {
+		collectAliases(e, s.aliases)
+	}
+	for _, w := range q.with {
+		if w.expr != nil {
+			a.expr(w.expr, s)
+		}
+	}
+	for _, e := range q.list {
+		a.expr(e, s)
+	}
+	for _, e := range q.exprs {
+		a.expr(e, s)
+	}
+	for _, st := range q.settings {
+		a.setting(st)
+	}
+	cols := make([]string, 0, len(q.list))
+	for _, e := range q.list {
+		switch e.kind {
+		case nAlias:
+			cols = append(cols, e.val)
+		case nIdent:
+			cols = append(cols, e.parts[len(e.parts)-1])
+		case nStar:
+			return nil // unknown
+		default:
+			cols = append(cols, "")
+		}
+	}
+	return cols
+}
+
+// collectAliases records the aliases defined in e (not inside subqueries,
+// which have their own scope).
+func collectAliases(e *node, into map[string]bool) {
+	if e == nil {
+		return
+	}
+	// "name AS name" keeps the column's name; it is not a new alias.
+	if e.kind == nAlias && !(e.args[0].kind == nIdent && e.args[0].parts[len(e.args[0].parts)-1] == e.val) {
+		into[e.val] = true
+	}
+	if e.kind == nSubquery {
+		return
+	}
+	for _, c := range e.args {
+		collectAliases(c, into)
+	}
+	for _, c := range e.params {
+		collectAliases(c, into)
+	}
+}
+
+func (a *analyzer) tableRef(ref *tableRef, s *scope) *source {
+	src := &source{alias: ref.alias}
+	switch ref.kind {
+	case refSubquery:
+		src.cols = a.union(ref.sub, s)
+	case refTable:
+		if len(ref.parts) == 1 {
+			if c := s.lookupCTE(ref.parts[0]); c != nil {
+				a.useCTE(ref.pos)
+				src.cols = c.cols
+				if src.alias == "" {
+					src.alias = ref.parts[0]
+				}
+				return src
+			}
+		}
+		src.table = a.systemTable(ref.parts, ref.pos)
+		src.name = ref.parts[1]
+		src.starKey = src.table + ".*"
+		a.readTable(src.table)
+	case refFunc:
+		a.tableFunction(ref, src)
+	}
+	return src
+}
+
+func (a *analyzer) tableFunction(ref *tableRef, src *source) {
+	switch ref.fn {
+	case "numbers", "numbers_mt", "zeros", "zeros_mt":
+		max := 3
+		if strings.HasPrefix(ref.fn, "zeros") {
+			max = 1
+		}
+		if len(ref.args) == 0 || len(ref.args) > max {
+			panic(deny("table function %s takes 1 to %d integer literals (offset %d)", ref.fn, max, ref.pos))
+		}
+		for _, arg := range ref.args {
+			if arg.kind != nLiteral || !isUint(arg.val) {
+				panic(deny("table function %s takes integer literals only (offset %d)", ref.fn, ref.pos))
+			}
+		}
+		src.cols = []string{"number"}
+		if ref.fn[0] == 'z' {
+			src.cols = []string{"zero"}
+		}
+	case "cluster", "clusterAllReplicas":
+		if a.clusterPos < 0 {
+			a.clusterPos = ref.pos
+		}
+		args := ref.args
+		if len(args) < 2 || len(args) > 3 || !constName(args[0]) {
+			panic(deny("%s takes a cluster name and a system table: %s('cluster', system.table) (offset %d)", ref.fn, ref.fn, ref.pos))
+		}
+		var parts []string
+		switch {
+		case len(args) == 2 && args[1].kind == nIdent:
+			parts = args[1].parts
+		case len(args) == 3 && constName(args[1]) && constName(args[2]):
+			parts = []string{nameOf(args[1]), nameOf(args[2])}
+		default:
+			panic(deny("%s takes a cluster name and a system table: %s('cluster', system.table); a sharding key or other arguments are not accepted (offset %d)", ref.fn, ref.fn, ref.pos))
+		}
+		src.table = a.systemTable(parts, ref.pos)
+		src.name = parts[1]
+		src.starKey = src.table + ".*"
+		a.readTable(src.table)
+	default:
+		panic(deny("table function %s is not allowed (offset %d)", ref.fn, ref.pos))
+	}
+}
+
+// constName reports whether n is a bare word or a string literal without
+// escapes, as cluster names and table names in cluster(…) are written.
+func constName(n *node) bool {
+	if n.kind == nIdent && len(n.parts) == 1 {
+		return true
+	}
+	return n.kind == nLiteral && n.val != "" && !strings.ContainsAny(n.val, "\\\x00") && n.val != "NULL" && n.val != "TRUE" && n.val != "FALSE" && !isNumberText(n.val)
+}
+
+func nameOf(n *node) string {
+	if n.kind == nIdent {
+		return n.parts[0]
+	}
+	return n.val
+}
+
+func isNumberText(s string) bool { return s != "" && (isDigit(s[0]) || s[0] == '.' || s[0] == '-') }
+
+func isUint(s string) bool {
+	if strings.HasPrefix(s, "0x") || strings.HasPrefix(s, "0X") {
+		_, err := strconv.ParseUint(s[2:], 16, 64)
+		return err == nil
+	}
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
+}
+
+func (a *analyzer) expr(n *node, s *scope) {
+	if n == nil {
+		return
+	}
+	a.enter(n.pos)
+	defer a.leave()
+	switch n.kind {
+	case nIdent:
+		a.ident(n, s)
+		return
+	case nStar:
+		a.star(n, s)
+		return
+	case nSubquery:
+		a.union(n.sub, s)
+		return
+	case nLambda:
+		mark := len(a.lambdas)
+		a.lambdas = append(a.lambdas, n.parts...)
+		a.expr(n.args[0], s)
+		a.lambdas = a.lambdas[:mark]
+		return
+	case nFunc:
+		a.function(n, s)
+		return
+	case nAlias:
+		a.inAlias = append(a.inAlias, n.val)
+		a.expr(n.args[0], s)
+		a.inAlias = a.inAlias[:len(a.inAlias)-1]
+		return
+	case nOp:
+		switch n.val {
+		case "in", "not in", "global in", "global not in":
+			a.expr(n.args[0], s)
+			a.inRight(n.args[1], s)
+			return
+		}
+	}
+	for _, c := range n.args {
+		a.expr(c, s)
+	}
+}
+
+// inRight analyses the right side of IN, where a name is a table.
+func (a *analyzer) inRight(n *node, s *scope) {
+	for n.kind == nAlias {
+		n = n.args[0]
+	}
+	switch n.kind {
+	case nIdent:
+		if len(n.parts) == 1 && s.lookupCTE(n.parts[0]) != nil {
+			a.useCTE(n.pos)
+			return
+		}
+		if len(n.parts) == 1 {
+			panic(deny("IN %s: %s is read as a table in the current database, which is unknown; use a subquery, a literal list or a CTE (offset %d)", n.parts[0], n.parts[0], n.pos))
+		}
+		table := a.systemTable(n.parts, n.pos)
+		a.readTable(table)
+		a.starOver(table, nil, false, 1, n.pos, "IN "+table)
+		a.columns[table+".*"] = true
+	case nFunc:
+		if tableFuncNames[strings.ToLower(n.val)] || strings.EqualFold(n.val, "format") {
+			panic(deny("IN %s(…): table functions are not allowed (offset %d)", n.val, n.pos))
+		}
+		a.expr(n, s)
+	default:
+		a.expr(n, s)
+	}
+}
+
+func (a *analyzer) function(n *node, s *scope) {
+	if r := functionDenied(n.val); r != "" {
+		panic(deny("%s (offset %d)", r, n.pos))
+	}
+	if tableFuncNames[strings.ToLower(n.val)] {
+		panic(deny("%s is a table function and cannot be called in an expression (offset %d)", n.val, n.pos))
+	}
+	if strings.EqualFold(n.val, "exists") && (len(n.args) != 1 || n.args[0].kind != nSubquery) {
+		panic(deny("exists(…) takes a subquery (offset %d)", n.pos))
+	}
+	for _, c := range n.params {
+		a.expr(c, s)
+	}
+	count := strings.EqualFold(n.val, "count")
+	for _, c := range n.args {
+		if count && c.kind == nStar && c.star.qual == nil && !c.star.columns {
+			continue // count(*) reads no column
+		}
+		a.expr(c, s)
+	}
+	if n.over != nil {
+		for _, c := range n.over.exprs {
+			a.expr(c, s)
+		}
+	}
+}
+
+func (a *analyzer) ident(n *node, s *scope) {
+	a.idents = append(a.idents, identUse{parts: n.parts, pos: n.pos})
+	if len(n.parts) <= 2 {
+		// A name that is a whole table with denied columns.
+		if src := s.lookupSource(n.parts); src != nil && src.table != "" && !s.isAlias(n.parts[0]) && !a.isLambda(n.parts[0]) {
+			if d, reviewed := tablePolicy(src.table); len(d) > 0 || !reviewed {
+				panic(deny("%s names the whole table %s, whose columns may hold customer data (offset %d)", strings.Join(n.parts, "."), src.table, n.pos))
+			}
+		}
+	}
+	if col := a.resolve(n.parts, s); col != "" {
+		a.columns[col] = true
+	}
+}
+
+func (a *analyzer) isLambda(name string) bool {
+	for _, l := range a.lambdas {
+		if l == name {
+			return true
+		}
+	}
+	return false
+}
+
+// resolve names the column an identifier reads for Verdict.Columns: "" for
+// aliases, lambda parameters and columns of subqueries.
+func (a *analyzer) resolve(parts []string, s *scope) string {
+	if len(parts) >= 2 {
+		if src := s.lookupSource(parts[:1]); src != nil {
+			if src.table == "" {
+				return ""
+			}
+			return src.table + "." + strings.Join(parts[1:], ".")
+		}
+		if len(parts) >= 3 {
+			if src := s.lookupSource(parts[:2]); src != nil && src.table != "" {
+				return src.table + "." + strings.Join(parts[2:], ".")
+			}
+		}
+	}
+	name := parts[0]
+	if a.isLambda(name) || (s.isAlias(name) && !contains(a.inAlias, name)) {
+		return ""
+	}
+	full := strings.Join(parts, ".")
+	var system *source
+	for _, src := range s.sources {
+		if src.table == "" {
+			if src.cols == nil || contains(src.cols, name) {
+				return ""
+			}
+			continue
+		}
+		if system != nil {
+			// More than one system table: ambiguous, kept as written unless
+			// it would look like a resolved system.x.col.
+			if parts[0] == "system" {
+				return ""
+			}
+			return full
+		}
+		system = src
+	}
+	if system == nil {
+		return ""
+	}
+	return system.table + "." + full
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *analyzer) star(n *node, s *scope) {
+	st := n.star
+	for _, c := range st.list {
+		a.expr(c, s)
+	}
+	for _, f := range st.applyFuncs {
+		if r := functionDenied(f); r != "" {
+			panic(deny("APPLY %s: %s (offset %d)", f, r, n.pos))
+		}
+		if tableFuncNames[strings.ToLower(f)] {
+			panic(deny("APPLY %s: %s is a table function (offset %d)", f, f, n.pos))
+		}
+	}
+	for _, c := range st.exprs {
+		a.expr(c, s)
+	}
+	if st.columns && st.list != nil && !st.regex {
+		return // COLUMNS(a, b) reads the names listed
+	}
+	what := "*"
+	if st.columns {
+		what = "COLUMNS(…)"
+	}
+	var targets []*source
+	if st.qual == nil {
+		plain := !st.columns && len(st.except) == 0 && !st.exceptRegex
+		if plain && s.plainStar {
+			return
+		}
+		s.plainStar = plain
+		targets = s.sources
+	} else {
+		src := s.lookupSource(st.qual)
+		if src == nil {
+			panic(deny("cannot resolve %s.%s: qualify * with a table alias or system.<table> in FROM (offset %d)", strings.Join(st.qual, "."), what, n.pos))
+		}
+		targets = []*source{src}
+		what = strings.Join(st.qual, ".") + "." + what
+	}
+	for _, src := range targets {
+		if src.table == "" {
+			continue
+		}
+		a.starOver(src.table, st, true, len(s.sources), n.pos, what)
+		a.columns[src.starKey] = true
+	}
+}
+
+// starOver checks that expanding every column of table (minus EXCEPT) reads
+// no denied column.
+func (a *analyzer) starOver(table string, st *starInfo, canExcept bool, nsources, pos int, what string) {
+	denied, reviewed := tablePolicy(table)
+	if !reviewed {
+		panic(deny("%s over %s is not allowed: its columns have not been reviewed; list the columns you need (offset %d)", what, table, pos))
+	}
+	if len(denied) == 0 {
+		return
+	}
+	names := deniedNames(table, denied)
+	if !canExcept {
+		panic(deny("%s reads every column of %s, including %s, which may hold customer data (offset %d)", what, table, strings.Join(names, ", "), pos))
+	}
+	var missing []string
+	for _, d := range names {
+		if !contains(st.except, d) {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) > 0 && st.regex {
+		panic(deny("%s over %s is not allowed: a regular expression could match %s, which may hold customer data; list the columns or add EXCEPT (%s) (offset %d)", what, table, strings.Join(missing, ", "), strings.Join(names, ", "), pos))
+	}
+	if len(missing) > 0 {
+		panic(deny("%s over %s would read %s, which may hold customer data; list the columns or add EXCEPT (%s) (offset %d)", what, table, strings.Join(missing, ", "), strings.Join(names, ", "), pos))
+	}
+	if nsources > 1 {
+		panic(deny("%s over %s in a join: joined column names may be qualified and escape EXCEPT; select from a subquery (SELECT * EXCEPT (…) FROM %s) instead (offset %d)", what, table, table, pos))
+	}
+}
+
+// deniedNames lists the denied columns of table in the order the policy
+// declares them.
+func deniedNames(table string, denied map[string]string) []string {
+	if i := strings.LastIndexByte(table, '_'); deniedOrder[table] == nil && i > 0 && allDigits(table[i+1:]) {
+		table = table[:i]
+	}
+	if names := deniedOrder[table]; names != nil {
+		return names
+	}
+	out := make([]string, 0, len(denied))
+	for _, v := range denied {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkIdents denies every identifier with a part that is a denied column of
+// a table the statement reads.
+func (a *analyzer) checkIdents() {
+	if len(a.idents) == 0 {
+		return
+	}
+	type owner struct{ table, col string }
+	denied := map[string]owner{}
+	for _, t := range a.order {
+		d, _ := tablePolicy(t)
+		for l, c := range d {
+			if _, ok := denied[l]; !ok {
+				denied[l] = owner{t, c}
+			}
+		}
+	}
+	if len(denied) == 0 {
+		return
+	}
+	var buf [64]byte
+	for _, id := range a.idents {
+		for _, part := range id.parts {
+			// A quoted part may hold dots ("ProfileEvents.Names"): check
+			// each piece, lowercased in a stack buffer.
+			for part != "" {
+				piece := part
+				if i := strings.IndexByte(part, '.'); i >= 0 {
+					piece, part = part[:i], part[i+1:]
+				} else {
+					part = ""
+				}
+				key := strings.ToLower(piece)
+				if len(piece) <= len(buf) {
+					for i := 0; i < len(piece); i++ {
+						c := piece[i]
+						if 'A' <= c && c <= 'Z' {
+							c += 'a' - 'A'
+						}
+						buf[i] = c
+					}
+					key = string(buf[:len(piece)])
+				}
+				if o, ok := denied[key]; ok {
+					panic(deny("column %s of %s may hold customer data (offset %d)", o.col, o.table, id.pos))
+				}
+			}
+		}
+	}
+}
+
+func (a *analyzer) setting(s setting) {
+	if forcedSettings[s.name] {
+		panic(deny("setting %s is forced by the agent and cannot be changed (offset %d)", s.name, s.pos))
+	}
+	rule, ok := settingRules[s.name]
+	if !ok {
+		panic(deny("setting %s is not allowed; allowed settings are output formatting, date and time rendering, max_threads and max_block_size (offset %d)", s.name, s.pos))
+	}
+	v := s.value
+	bad := func(want string) {
+		panic(deny("setting %s: %s is not allowed; want %s (offset %d)", s.name, v, want, s.pos))
+	}
+	var val string
+	switch rule.Kind {
+	case SettingBool:
+		switch {
+		case s.neg:
+			bad("0, 1, true or false")
+		case v.kind == tNumber && (v.val == "0" || v.val == "1"):
+			val = v.val
+		case isKw(v, "TRUE"):
+			val = "1"
+		case isKw(v, "FALSE"):
+			val = "0"
+		default:
+			bad("0, 1, true or false")
+		}
+	case SettingUint:
+		want := fmt.Sprintf("an integer from %d to %d", rule.Min, rule.Max)
+		if s.neg || v.kind != tNumber {
+			bad(want)
+		}
+		u, err := strconv.ParseUint(v.val, 10, 64)
+		if err != nil || u < rule.Min || u > rule.Max {
+			bad(want)
+		}
+		val = v.val
+	case SettingEnum:
+		if v.kind != tString || v.esc || !contains(rule.Values, v.val) {
+			bad("one of '" + strings.Join(rule.Values, "', '") + "'")
+		}
+		val = v.val
+	case SettingChar:
+		if v.kind != tString || v.esc || len(v.val) != 1 || v.val[0] < 0x20 || v.val[0] > 0x7e || strings.ContainsAny(v.val, "'\"`\\") {
+			bad("one printable character")
+		}
+		val = v.val
+	case SettingTimeZone:
+		if v.kind != tString || v.esc || !isTimeZone(v.val) {
+			bad("a time zone name such as 'UTC'")
+		}
+		val = v.val
+	}
+	if a.settings == nil {
+		a.settings = map[string]string{}
+	}
+	a.settings[s.name] = val
+}
+
+func isTimeZone(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(isWordChar(c) || c == '/' || c == '+' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
