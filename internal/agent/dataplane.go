@@ -229,7 +229,7 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 	format := q.Format
 	if err == nil && v.Format == "" && format != "" {
 		// A format asked beside the SQL passes the same allowlist.
-		if fv, ferr := sqlguard.Check("SELECT 1 FORMAT " + format); ferr != nil || !fv.Allow {
+		if fv, ferr := sqlguard.Check("SELECT 1 FORMAT " + format); ferr != nil || !fv.Allow || fv.Format != format {
 			err = fmt.Errorf("format %q is not allowed", format)
 		}
 	}

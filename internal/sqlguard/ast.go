@@ -30,6 +30,8 @@ type node struct {
 	star   *starInfo
 	over   *windowSpec
 	pos    int
+	// distinct marks f(DISTINCT …): count(DISTINCT *) compares whole rows.
+	distinct bool
 }
 
 // starInfo describes *, t.* and COLUMNS(…) with their EXCEPT, REPLACE and
@@ -45,6 +47,12 @@ type starInfo struct {
 	exceptRegex bool
 	exprs       []*node  // expressions in REPLACE and APPLY(lambda)
 	applyFuncs  []string // function names in APPLY(f)
+}
+
+// bare reports whether this is a plain * with no qualifier or modifier.
+func (st *starInfo) bare() bool {
+	return st.qual == nil && !st.columns && len(st.except) == 0 && !st.exceptRegex &&
+		len(st.exprs) == 0 && len(st.applyFuncs) == 0
 }
 
 type windowSpec struct {

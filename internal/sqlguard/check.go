@@ -116,17 +116,23 @@ type identUse struct {
 }
 
 type scope struct {
-	parent  *scope
-	ctes    map[string]*cte
-	sources []*source
-	aliases map[string]bool
+	parent *scope
+	ctes   map[string]*cte
+	// cteLimit, when not negative, hides this scope's CTEs defined at or
+	// after that position in WITH: while a WITH expression is analysed only
+	// the CTEs before it are visible, as in ClickHouse, which otherwise reads
+	// the name as a table.
+	cteLimit int
+	sources  []*source
+	aliases  map[string]bool
 	// plainStar is set once a * without modifiers has been checked over
 	// these sources: the answer cannot change.
 	plainStar bool
 }
 
 type cte struct {
-	cols []string
+	index int // position in the WITH list
+	cols  []string
 }
 
 type source struct {
@@ -139,7 +145,7 @@ type source struct {
 
 func (s *scope) lookupCTE(name string) *cte {
 	for ; s != nil; s = s.parent {
-		if c, ok := s.ctes[name]; ok {
+		if c, ok := s.ctes[name]; ok && (s.cteLimit < 0 || c.index < s.cteLimit) {
 			return c
 		}
 	}
@@ -264,14 +270,14 @@ func (a *analyzer) union(u *selectUnion, parent *scope) []string {
 func (a *analyzer) selectQuery(q *selectQuery, parent *scope) []string {
 	a.enter(0)
 	defer a.leave()
-	s := &scope{parent: parent, aliases: map[string]bool{}}
-	for _, w := range q.with {
+	s := &scope{parent: parent, aliases: map[string]bool{}, cteLimit: -1}
+	for i, w := range q.with {
 		if w.sub != nil {
 			cols := a.union(w.sub, s)
 			if s.ctes == nil {
 				s.ctes = map[string]*cte{}
 			}
-			s.ctes[w.name] = &cte{cols: cols}
+			s.ctes[w.name] = &cte{index: i, cols: cols}
 		} else {
 			s.aliases[w.name] = true
 		}
@@ -288,9 +294,11 @@ func (a *analyzer) selectQuery(q *selectQuery, parent *scope) []string {
 	for _, e := range q.exprs {
 		collectAliases(e, s.aliases)
 	}
-	for _, w := range q.with {
+	for i, w := range q.with {
 		if w.expr != nil {
+			s.cteLimit = i
 			a.expr(w.expr, s)
+			s.cteLimit = -1
 		}
 	}
 	for _, e := range q.list {
@@ -499,8 +507,10 @@ func (a *analyzer) inRight(n *node, s *scope) {
 		a.starOver(table, nil, false, 1, n.pos, "IN "+table)
 		a.columns[table+".*"] = true
 	case nFunc:
-		if tableFuncNames[strings.ToLower(n.val)] || strings.EqualFold(n.val, "format") {
-			panic(deny("IN %s(…): table functions are not allowed (offset %d)", n.val, n.pos))
+		// Newer ClickHouse may read a table function here; no list of their
+		// names is complete, so only tuple(…) and array(…) are accepted.
+		if !strings.EqualFold(n.val, "tuple") && !strings.EqualFold(n.val, "array") {
+			panic(deny("IN %s(…): the right side of IN may be a subquery, a list or a CTE, not a function call, which may be a table function (offset %d)", n.val, n.pos))
 		}
 		a.expr(n, s)
 	default:
@@ -521,9 +531,9 @@ func (a *analyzer) function(n *node, s *scope) {
 	for _, c := range n.params {
 		a.expr(c, s)
 	}
-	count := strings.EqualFold(n.val, "count")
+	count := strings.EqualFold(n.val, "count") && !n.distinct
 	for _, c := range n.args {
-		if count && c.kind == nStar && c.star.qual == nil && !c.star.columns {
+		if count && c.kind == nStar && c.star.bare() {
 			continue // count(*) reads no column
 		}
 		a.expr(c, s)
@@ -539,7 +549,9 @@ func (a *analyzer) ident(n *node, s *scope) {
 	a.idents = append(a.idents, identUse{parts: n.parts, pos: n.pos})
 	if len(n.parts) <= 2 {
 		// A name that is a whole table with denied columns.
-		if src := s.lookupSource(n.parts); src != nil && src.table != "" && !s.isAlias(n.parts[0]) && !a.isLambda(n.parts[0]) {
+		// An expression alias of the same name does not exempt it: which
+		// of the two ClickHouse picks depends on version and scope.
+		if src := s.lookupSource(n.parts); src != nil && src.table != "" && (len(n.parts) == 2 || !a.isLambda(n.parts[0])) {
 			if d, reviewed := tablePolicy(src.table); len(d) > 0 || !reviewed {
 				panic(deny("%s names the whole table %s, whose columns may hold customer data (offset %d)", strings.Join(n.parts, "."), src.table, n.pos))
 			}
@@ -740,7 +752,8 @@ func (a *analyzer) checkIdents() {
 				} else {
 					part = ""
 				}
-				key := strings.ToLower(piece)
+				var o owner
+				var ok bool
 				if len(piece) <= len(buf) {
 					for i := 0; i < len(piece); i++ {
 						c := piece[i]
@@ -749,9 +762,11 @@ func (a *analyzer) checkIdents() {
 						}
 						buf[i] = c
 					}
-					key = string(buf[:len(piece)])
+					o, ok = denied[string(buf[:len(piece)])]
+				} else {
+					o, ok = denied[strings.ToLower(piece)]
 				}
-				if o, ok := denied[key]; ok {
+				if ok {
 					panic(deny("column %s of %s may hold customer data (offset %d)", o.col, o.table, id.pos))
 				}
 			}

@@ -227,6 +227,7 @@ var allowedCorpus = []string{
 	`WITH a AS (SELECT 1 AS x), b AS (SELECT x + 1 AS y FROM a) SELECT y FROM b`,
 	`WITH parts AS (SELECT * FROM system.parts) SELECT count() FROM parts`,
 	`WITH t (a, b) AS (SELECT 1, 2) SELECT a + b FROM t`,
+	`WITH t AS (SELECT 1 AS n), (SELECT max(n) FROM t) AS m SELECT m`,
 	`WITH p AS (SELECT table FROM system.parts) SELECT * FROM (SELECT * FROM p) AS inner_p`,
 	`SELECT (SELECT count() FROM system.parts) AS parts, (SELECT count() FROM system.tables) AS tables`,
 	`SELECT name FROM system.tables WHERE name IN (SELECT table FROM system.parts WHERE active)`,
@@ -560,6 +561,10 @@ var deniedCorpus = []denied{
 	{`WITH system AS (SELECT * FROM default.secret) SELECT * FROM system.one`, "default.secret"},
 	{`WITH t AS (SELECT 1) SELECT * FROM t UNION ALL SELECT * FROM t`, "current database"},
 	{`WITH t AS (SELECT * FROM t) SELECT * FROM t`, "current database"},
+	{`WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a`, "current database"},
+	{`WITH (SELECT count() FROM t) AS x, t AS (SELECT 1) SELECT x`, "current database"},
+	{`WITH 1 IN t AS x, t AS (SELECT 1) SELECT x`, "IN t"},
+	{`WITH tuple(*) AS r SELECT r FROM system.query_log`, "* over system.query_log"},
 	{`WITH RECURSIVE t AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT * FROM t`, "RECURSIVE"},
 	{`WITH (SELECT 1) AS t SELECT * FROM t`, "current database"},
 	{`WITH 'secret' AS t SELECT * FROM t`, "current database"},
@@ -684,6 +689,7 @@ var deniedCorpus = []denied{
 	{`SELECT * FROM zeros(1, 2)`, "integer literals"},
 	{`SELECT url('http://x')`, "table function"},
 	{`SELECT 1 IN url('http://x')`, "table function"},
+	{`SELECT 1 IN someNewTableFunction('x')`, "not a function call"},
 	{`SELECT 1 FROM system.one WHERE 1 IN file('x')`, "file"},
 
 	// Functions.
@@ -730,7 +736,12 @@ var deniedCorpus = []denied{
 	{`SELECT sum(number) OVER (ORDER BY sleep(1)) FROM numbers(1)`, "stalls the server"},
 	{`SELECT quantile(sleep(1))(1)`, "stalls the server"},
 	{`SELECT formatRow('Template', 1)`, "formatRow"},
+	{`SELECT count(* APPLY(sleep)) FROM system.one`, "stalls the server"},
+	{`SELECT count(* REPLACE (sleep(1) AS dummy)) FROM system.one`, "stalls the server"},
+	{`SELECT count(* EXCEPT (query)) FROM system.query_log`, "would read"},
+	{`SELECT count(DISTINCT *) FROM system.query_log`, "* over system.query_log"},
 	{`SELECT generateSerialID('x')`, "generateSerialID"},
+	{`SELECT naiveBayesClassifier('default.secret', 'text')`, "naiveBayesClassifier"},
 
 	// Denied columns.
 	{`SELECT query FROM system.query_log`, "column query of system.query_log may hold customer data"},
@@ -868,6 +879,8 @@ var deniedCorpus = []denied{
 	{`SELECT toJSONString(system.processes) FROM system.processes`, "whole table"},
 	{`SELECT arrayStringConcat(groupArray(query)) FROM system.processes`, "column query"},
 	{`SELECT (SELECT q.query) FROM system.query_log AS q`, "column query"},
+	{`SELECT (SELECT toJSONString(q) FROM system.query_log AS q) AS x, 1 AS q`, "whole table"},
+	{`SELECT 1 AS q, toJSONString(q) FROM system.query_log AS q`, "whole table"},
 	{`SELECT * EXCEPT (query, formatted_query, exception, stack_trace, log_comment) APPLY (x -> query) FROM system.query_log`, "column query"},
 
 	// Settings.

@@ -8,7 +8,7 @@ import (
 
 // TestWorstCaseInputs: statements at the size limit built to stress
 // the lexer, the parser and name resolution finish quickly. The bound is
-// loose (each takes tens of milliseconds) so that a loaded machine does not
+// loose (each takes tens of milliseconds; the bound is 5 s) so that a loaded machine does not
 // fail it; a quadratic path would take seconds.
 func TestWorstCaseInputs(t *testing.T) {
 	fill := func(unit string, n int) string {
@@ -41,7 +41,7 @@ func TestWorstCaseInputs(t *testing.T) {
 		}
 		start := time.Now()
 		v, err := Check(sql)
-		if d := time.Since(start); d > time.Second {
+		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("%s: Check took %v", name, d)
 		}
 		if err != nil {

@@ -1280,14 +1280,14 @@ func (p *parser) call(name token) *node {
 	p.next()
 	p.push()
 	n := &node{kind: nFunc, val: name.val, pos: name.pos}
-	n.args = p.callArgs()
+	n.args, n.distinct = p.callArgs()
 	p.expectPunct(")")
 	p.pop()
 	if p.isPunct("(") {
 		p.next()
 		p.push()
 		n.params = n.args
-		n.args = p.callArgs()
+		n.args, n.distinct = p.callArgs()
 		p.expectPunct(")")
 		p.pop()
 	}
@@ -1316,18 +1316,22 @@ func (p *parser) call(name token) *node {
 	return n
 }
 
-func (p *parser) callArgs() []*node {
+// callArgs reads the arguments of a call and whether they start with
+// DISTINCT.
+func (p *parser) callArgs() ([]*node, bool) {
 	if p.isPunct(")") {
-		return nil
+		return nil, false
 	}
+	distinct := false
 	if (p.isKw("DISTINCT") || p.isKw("ALL")) && !isPunct(p.peekAt(1), ")") && !isPunct(p.peekAt(1), ",") {
+		distinct = p.isKw("DISTINCT")
 		p.next()
 	}
 	if p.isKw("SELECT") || p.isKw("WITH") {
 		t := p.peek()
-		return []*node{{kind: nSubquery, sub: p.selectUnion(), pos: t.pos}}
+		return []*node{{kind: nSubquery, sub: p.selectUnion(), pos: t.pos}}, distinct
 	}
-	return p.exprList()
+	return p.exprList(), distinct
 }
 
 func (p *parser) castCall(name token) *node {

@@ -47,9 +47,10 @@ var DeniedFunctions = []string{
 
 // DeniedFunctionPrefixes deny every function whose name starts with one of
 // them, case-insensitively: all dictionary functions (dictGet*, dictHas…),
-// all joinGet variants, and internal functions (names starting with '_',
-// such as __getScalar).
-var DeniedFunctionPrefixes = []string{"dict", "joinget", "_"}
+// all joinGet variants, naiveBayesClassifier* (ClickHouse resolves its
+// first argument like a dictionary name), and internal functions (names
+// starting with '_', such as __getScalar).
+var DeniedFunctionPrefixes = []string{"dict", "joinget", "naivebayesclassifier", "_"}
 
 // DeniedColumns lists, per system table, the columns that can hold
 // customer data or secrets: query text, exception and log messages (they
@@ -333,7 +334,7 @@ func functionDenied(name string) string {
 			if p == "_" {
 				return "function " + name + " is not allowed: internal functions (names starting with '_') are denied"
 			}
-			return "function " + name + " is not allowed: dictionaries and Join tables hold customer data"
+			return "function " + name + " is not allowed: it reads dictionaries, Join tables or models, which hold customer data"
 		}
 	}
 	return ""
