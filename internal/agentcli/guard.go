@@ -103,7 +103,6 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 		if len(line)+len(chunk) <= maxGuardLine {
 			line = append(line, chunk...)
 		} else {
-			line = line[:0]
 			for errors.Is(err, bufio.ErrBufferFull) {
 				_, err = r.ReadSlice('\n')
 			}
