@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/tetherhq/tether/internal/agent"
@@ -75,6 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		maxRows    = fs.Int64("max-result-rows", 10_000_000, "limit forced on every query (ClickHouse throws beyond it)")
 		maxBytes   = fs.Int64("max-result-bytes", 2_000_000_000, "limit forced on every query")
 		maxMem     = fs.Int64("max-memory-usage", 2_000_000_000, "limit forced on every query, in bytes")
+		memLimit   = fs.Int64("memory-limit", 96<<20, "soft memory limit of the agent process in bytes (Go GC target; 0 = none; GOMEMLIMIT overrides)")
 		timeout    = fs.Duration("timeout", 60*time.Second, "how long to try joining the tailnet and pairing")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 	)
@@ -108,6 +110,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *timeout <= 0 {
 		return cli.Usagef("--timeout %v: want a positive duration such as 60s", *timeout)
+	}
+	if *memLimit < 0 {
+		return cli.Usagef("agent run: --memory-limit must be 0 (none) or a positive number of bytes")
+	}
+	// The agent shares a host in the customer's VPC: keep its memory
+	// bounded. Streaming results through the tailnet stack churns short-lived
+	// buffers; a soft limit makes the GC collect them before the heap grows.
+	if *memLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(*memLimit)
 	}
 	if *maxExec <= 0 || *maxRows <= 0 || *maxBytes <= 0 || *maxMem <= 0 {
 		return cli.Usagef("agent run: --max-execution-time, --max-result-rows, --max-result-bytes and --max-memory-usage must be positive")
