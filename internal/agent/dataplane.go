@@ -110,10 +110,16 @@ func (d *dataPlane) isRevoked(id string) bool {
 	return ok
 }
 
-// Revoke marks a grant revoked and cancels its calls in flight.
-func (d *dataPlane) Revoke(id string, until time.Time) int {
+// Revoke marks a grant revoked and cancels its calls in flight. Revoked
+// grants past their expiry are forgotten: they fail verification anyway.
+func (d *dataPlane) Revoke(id string, until, now time.Time) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	for k, u := range d.revoke {
+		if !u.IsZero() && now.After(u.Add(time.Minute)) {
+			delete(d.revoke, k)
+		}
+	}
 	d.revoke[id] = until
 	n := 0
 	for _, cancel := range d.active[id] {
@@ -198,7 +204,7 @@ func (a *Agent) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		apiErr(w, http.StatusBadRequest, "bad_json", "request body: want {\"grant_id\": \"…\"}")
 		return
 	}
-	n := a.data.Revoke(req.GrantID, req.Until)
+	n := a.data.Revoke(req.GrantID, req.Until, a.now())
 	writeJSON(w, http.StatusOK, agentapi.RevokeResponse{CutOff: n})
 }
 
