@@ -150,6 +150,17 @@ func (d *dataPlane) track(ctx context.Context, grantID string) (context.Context,
 	}
 }
 
+// callContext is the context of one call under grant g: cancelled by a
+// revocation of g, or at g's expiry.
+func (d *dataPlane) callContext(ctx context.Context, g grant.Grant) (context.Context, func()) {
+	ctx, untrack := d.track(ctx, g.ID)
+	if g.Expiry.IsZero() {
+		return ctx, untrack
+	}
+	ctx, cancel := context.WithDeadlineCause(ctx, g.Expiry, ErrGrantExpired)
+	return ctx, func() { cancel(); untrack() }
+}
+
 // verifyGrant checks the call's grant against the pinned broker key, this
 // agent and deployment, the scope, time and revocation; a refusal is
 // audited.
@@ -259,13 +270,8 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	ctx, done := a.data.track(r.Context(), g.ID)
+	ctx, done := a.data.callContext(r.Context(), g)
 	defer done()
-	if !g.Expiry.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadlineCause(ctx, g.Expiry, ErrGrantExpired)
-		defer cancel()
-	}
 	lim := a.data.up.Limits
 	params := url.Values{
 		"query_id":             {queryID},
@@ -390,13 +396,8 @@ func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
 		apiErr(w, http.StatusServiceUnavailable, "audit_unavailable", "the agent could not record the call, so it did not make it")
 		return
 	}
-	ctx, done := a.data.track(r.Context(), g.ID)
+	ctx, done := a.data.callContext(r.Context(), g)
 	defer done()
-	if !g.Expiry.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadlineCause(ctx, g.Expiry, ErrGrantExpired)
-		defer cancel()
-	}
 	up, err := req.NewHTTPRequest(ctx, a.data.up.PrometheusURL)
 	if err != nil {
 		apiErr(w, http.StatusInternalServerError, "internal", err.Error())
