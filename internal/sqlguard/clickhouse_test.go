@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetherhq/tether/internal/chtest"
 )
@@ -37,7 +38,19 @@ func plantCanaries(t testing.TB) *chtest.Server {
 	if _, err := s.Query("tether", chtest.Password, "SELECT '"+queryCanary+"'"); err != nil {
 		t.Fatalf("logging the query canary: %v", err)
 	}
-	s.Exec(t, "SYSTEM FLUSH LOGS")
+	// The query is logged when it finishes, which can be just after its
+	// answer reached us: flush until the log has it.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		s.Exec(t, "SYSTEM FLUSH LOGS")
+		out, _ := s.Query("default", "", "SELECT count() FROM system.query_log WHERE query LIKE '%"+queryCanary+"%' AND type = 2")
+		if n := strings.TrimSpace(out); n != "" && n != "0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ClickHouse did not log the canary query within 20s")
+		}
+		time.Sleep(100 * time.Millisecond) // polling the query log
+	}
 	// The oracle works: what the guard denies would find the canaries.
 	for _, c := range []struct{ user, sql, want string }{
 		{"tether", "SELECT x FROM default.secret", "Code: 291"},
