@@ -172,11 +172,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("read broker response: %w", err)
 	}
 	if res.StatusCode >= 300 {
-		var e agentapi.Error
-		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
-			return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
-		}
-		return &Error{Status: res.StatusCode, Code: "http_" + strconv.Itoa(res.StatusCode), Message: fmt.Sprintf("broker answered %s", res.Status)}
+		return responseError(res, b)
 	}
 	if out == nil {
 		return nil
@@ -358,14 +354,20 @@ func (c *Client) stream(ctx context.Context, path string, w io.Writer) error {
 	defer res.Body.Close()
 	if res.StatusCode >= 300 {
 		b, _ := io.ReadAll(io.LimitReader(res.Body, MaxBody))
-		var e agentapi.Error
-		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
-			return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
-		}
-		return &Error{Status: res.StatusCode, Message: "broker answered " + res.Status}
+		return responseError(res, b)
 	}
 	_, err = io.Copy(w, res.Body)
 	return err
+}
+
+// responseError turns an error response and its body into an *Error,
+// with the API's own message when the body carries one.
+func responseError(res *http.Response, body []byte) error {
+	var e agentapi.Error
+	if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
+		return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+	}
+	return &Error{Status: res.StatusCode, Code: "http_" + strconv.Itoa(res.StatusCode), Message: fmt.Sprintf("broker answered %s", res.Status)}
 }
 
 // InclusionProof fetches the proof that event index is in the tree of the
