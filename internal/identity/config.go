@@ -38,8 +38,15 @@ type IssuerConfig struct {
 	// loopback hosts used in development.
 	IssuerURL string `json:"issuer_url"`
 	// ClientID is the broker's client ID at this issuer; tokens whose aud
-	// holds it are accepted.
+	// holds it are accepted. The web login uses it.
 	ClientID string `json:"client_id"`
+	// ClientSecret (an env:/file: reference) is the web login's client
+	// secret, for issuers that register the broker as a confidential
+	// client; empty for a public client.
+	ClientSecret string `json:"client_secret,omitempty"`
+	// CLIClientID is the public client 'broker login' uses (device flow
+	// or loopback PKCE); empty means ClientID. Its tokens are accepted.
+	CLIClientID string `json:"cli_client_id,omitempty"`
 	// Audiences are further aud values accepted besides ClientID.
 	Audiences []string `json:"audiences,omitempty"`
 	// GroupsClaim names the claim holding the user's groups; empty means
@@ -51,6 +58,30 @@ type IssuerConfig struct {
 	Tenant string `json:"tenant,omitempty"`
 	// RoleMap maps a group to the role its members hold.
 	RoleMap map[string]string `json:"role_map"`
+	// Admins names, by sub claim, the users of the vendor issuer who hold
+	// the admin role whatever their groups.
+	Admins []string `json:"admins,omitempty"`
+	// GitHubLoginClaim names the claim holding the user's GitHub login
+	// (vendor issuer only), used to look up their GitHub teams.
+	GitHubLoginClaim string `json:"github_login_claim,omitempty"`
+}
+
+// CLIClient is the client ID 'broker login' uses at this issuer.
+func (ic IssuerConfig) CLIClient() string {
+	if ic.CLIClientID != "" {
+		return ic.CLIClientID
+	}
+	return ic.ClientID
+}
+
+// Vendor returns the vendor issuer of a valid c.
+func (c Config) Vendor() (IssuerConfig, bool) {
+	for _, ic := range c.Issuers {
+		if ic.Tenant == "" {
+			return ic, true
+		}
+	}
+	return IssuerConfig{}, false
 }
 
 func (ic IssuerConfig) groupsClaim() string {
@@ -109,8 +140,19 @@ func (c Config) Validate() error {
 			fail("tenant %q has surrounding spaces", ic.Tenant)
 		}
 
-		if len(ic.RoleMap) == 0 {
+		if len(ic.RoleMap) == 0 && len(ic.Admins) == 0 {
 			fail("role_map is empty; map at least one group to a role, or every token would be refused")
+		}
+		if len(ic.Admins) > 0 && ic.Tenant != "" {
+			fail("admins: only the vendor issuer may name admins; this issuer belongs to tenant %q", ic.Tenant)
+		}
+		for k, a := range ic.Admins {
+			if a == "" {
+				fail("admins[%d] is empty; name each admin by the sub claim of their ID token", k)
+			}
+		}
+		if ic.GitHubLoginClaim != "" && ic.Tenant != "" {
+			fail("github_login_claim: only the vendor issuer's users have GitHub logins; remove it from tenant %q's issuer", ic.Tenant)
 		}
 		groups := make([]string, 0, len(ic.RoleMap))
 		for g := range ic.RoleMap {

@@ -50,6 +50,10 @@ func TestConfigValidate(t *testing.T) {
 			c.Issuers = append(c.Issuers, IssuerConfig{Name: "vendor2", IssuerURL: "https://b.example", ClientID: "x",
 				RoleMap: map[string]string{"eng": RoleEngineer}})
 		}, "2 vendor issuers"},
+		{"admins only", func(c *Config) { c.Issuers[0].RoleMap = nil; c.Issuers[0].Admins = []string{"root"} }, ""},
+		{"admins on customer", func(c *Config) { c.Issuers[1].Admins = []string{"x"} }, "only the vendor issuer may name admins"},
+		{"empty admin", func(c *Config) { c.Issuers[0].Admins = []string{""} }, "admins[0] is empty"},
+		{"github claim on customer", func(c *Config) { c.Issuers[1].GitHubLoginClaim = "gh" }, "github_login_claim"},
 		{"spaced tenant", func(c *Config) { c.Issuers[1].Tenant = " acme" }, "surrounding spaces"},
 	}
 	for _, tt := range tests {

@@ -14,6 +14,7 @@ package identity
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -81,7 +83,10 @@ type Principal struct {
 	Tenant     string // empty for the vendor issuer
 	Roles      []string
 	Groups     []string
-	Expiry     time.Time
+	// GitHubLogin is the user's GitHub login, from the vendor issuer's
+	// [IssuerConfig.GitHubLoginClaim]; empty when not configured or absent.
+	GitHubLogin string
+	Expiry      time.Time
 }
 
 // HasRole reports whether p holds role.
@@ -108,7 +113,38 @@ type Verifier struct {
 	client  *http.Client
 	now     func() time.Time
 	skew    time.Duration
+
+	// verified caches the principals of tokens that passed verification,
+	// by SHA-256 of the raw token, until they expire. The CLI sends the
+	// same ID token with every call, and a signature check alone costs
+	// 35-85 µs here; a hit costs a hash.
+	// Any fetch of discovery or keys bumps keysGen and so empties the
+	// cache: go-oidc refetches the JWKS only for an unknown kid, and a
+	// key the refetch retires must stop vouching for its tokens at once.
+	mu       sync.Mutex
+	verified map[[32]byte]cachedPrincipal
+	keysGen  atomic.Uint64
 }
+
+type cachedPrincipal struct {
+	p   Principal
+	gen uint64
+}
+
+// genTransport counts the requests of a Verifier's HTTP client.
+type genTransport struct {
+	base http.RoundTripper
+	gen  *atomic.Uint64
+}
+
+func (t genTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := t.base.RoundTrip(r)
+	t.gen.Add(1)
+	return res, err
+}
+
+// maxVerified bounds the verified-token cache.
+const maxVerified = 4096
 
 type issuer struct {
 	cfg       IssuerConfig
@@ -125,19 +161,26 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Verifier, error) {
 		return nil, err
 	}
 	v := &Verifier{
-		issuers: make(map[string]*issuer, len(cfg.Issuers)),
-		client:  &http.Client{Timeout: defaultHTTPTimeout},
-		now:     time.Now,
-		skew:    DefaultClockSkew,
+		issuers:  make(map[string]*issuer, len(cfg.Issuers)),
+		client:   &http.Client{Timeout: defaultHTTPTimeout},
+		now:      time.Now,
+		skew:     DefaultClockSkew,
+		verified: make(map[[32]byte]cachedPrincipal),
 	}
 	for _, o := range opts {
 		o(v)
 	}
+	hc := *v.client
+	if hc.Transport == nil {
+		hc.Transport = http.DefaultTransport
+	}
+	hc.Transport = genTransport{base: hc.Transport, gen: &v.keysGen}
+	v.client = &hc
 	for _, ic := range cfg.Issuers {
 		ic.RoleMap = cloneMap(ic.RoleMap)
 		v.issuers[ic.IssuerURL] = &issuer{
 			cfg:       ic,
-			audiences: append([]string{ic.ClientID}, ic.Audiences...),
+			audiences: append([]string{ic.ClientID, ic.CLIClient()}, ic.Audiences...),
 		}
 	}
 	return v, nil
@@ -156,6 +199,66 @@ func cloneMap(m map[string]string) map[string]string {
 // when the token is refused, and an error wrapping none of them when the
 // issuer could not be discovered (the token may be fine; retry later).
 func (v *Verifier) Verify(ctx context.Context, rawIDToken string) (Principal, error) {
+	if len(rawIDToken) > maxTokenSize {
+		return Principal{}, fmt.Errorf("verify id token: %w: token is %d bytes, over %d", ErrInvalidToken, len(rawIDToken), maxTokenSize)
+	}
+	key := sha256.Sum256([]byte(rawIDToken))
+	if p, ok := v.cached(key); ok {
+		return p, nil
+	}
+	gen := v.keysGen.Load()
+	p, err := v.verify(ctx, rawIDToken)
+	if err != nil {
+		return Principal{}, err
+	}
+	v.remember(key, p, gen)
+	return p, nil
+}
+
+// cached returns the principal of a token verified before, unless it has
+// expired since.
+func (v *Verifier) cached(key [32]byte) (Principal, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c, ok := v.verified[key]
+	if !ok {
+		return Principal{}, false
+	}
+	p := c.p
+	if c.gen != v.keysGen.Load() || !v.now().Add(-v.skew).Before(p.Expiry) {
+		delete(v.verified, key)
+		return Principal{}, false
+	}
+	p.Roles = slices.Clone(p.Roles)
+	p.Groups = slices.Clone(p.Groups)
+	return p, true
+}
+
+// remember caches p, verified with the keys of generation gen.
+func (v *Verifier) remember(key [32]byte, p Principal, gen uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.verified) >= maxVerified {
+		cutoff := v.now().Add(-v.skew)
+		for k, q := range v.verified {
+			if !cutoff.Before(q.p.Expiry) {
+				delete(v.verified, k)
+			}
+		}
+		// Still full: drop an arbitrary entry; it is only a cache.
+		for k := range v.verified {
+			if len(v.verified) < maxVerified {
+				break
+			}
+			delete(v.verified, k)
+		}
+	}
+	p.Roles = slices.Clone(p.Roles)
+	p.Groups = slices.Clone(p.Groups)
+	v.verified[key] = cachedPrincipal{p: p, gen: gen}
+}
+
+func (v *Verifier) verify(ctx context.Context, rawIDToken string) (Principal, error) {
 	iss, err := unverifiedIssuer(rawIDToken)
 	if err != nil {
 		return Principal{}, fmt.Errorf("verify id token: %w: %w", ErrInvalidToken, err)
@@ -198,19 +301,31 @@ func (v *Verifier) Verify(ctx context.Context, rawIDToken string) (Principal, er
 			roles = append(roles, r)
 		}
 	}
+	if slices.Contains(is.cfg.Admins, tok.Subject) && !slices.Contains(roles, RoleAdmin) {
+		roles = append(roles, RoleAdmin)
+	}
+	var ghLogin string
+	if c := is.cfg.GitHubLoginClaim; c != "" {
+		if raw, ok := claims[c]; ok {
+			// Like email: a malformed login is dropped, and GitHub lookups
+			// then find no teams.
+			_ = json.Unmarshal(raw, &ghLogin)
+		}
+	}
 	if len(roles) == 0 {
 		return Principal{}, fmt.Errorf("verify id token from %q: subject %q in groups %q: %w", is.cfg.Name, tok.Subject, groups, ErrNoRole)
 	}
 	slices.Sort(roles)
 	return Principal{
-		Subject:    tok.Subject,
-		Email:      email,
-		Issuer:     is.cfg.IssuerURL,
-		IssuerName: is.cfg.Name,
-		Tenant:     is.cfg.Tenant,
-		Roles:      roles,
-		Groups:     groups,
-		Expiry:     tok.Expiry,
+		Subject:     tok.Subject,
+		Email:       email,
+		Issuer:      is.cfg.IssuerURL,
+		IssuerName:  is.cfg.Name,
+		Tenant:      is.cfg.Tenant,
+		Roles:       roles,
+		Groups:      groups,
+		GitHubLogin: ghLogin,
+		Expiry:      tok.Expiry,
 	}, nil
 }
 

@@ -25,7 +25,7 @@ type fixture struct {
 	cfg          Config
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{vendor: newTestIssuer(t), acme: newTestIssuer(t)}
 	f.vendor.publish("v1", jose.RS256, rsaKey(t, 0))
@@ -55,7 +55,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func (f *fixture) verifier(t *testing.T) *Verifier {
+func (f *fixture) verifier(t testing.TB) *Verifier {
 	t.Helper()
 	v, err := New(context.Background(), f.cfg, WithClock(func() time.Time { return testNow }))
 	if err != nil {
@@ -292,6 +292,65 @@ func TestVerifyPrincipalFields(t *testing.T) {
 	}
 }
 
+func TestVerifyAdminsAndGitHubLogin(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.Issuers[0].Admins = []string{"root"}
+	f.cfg.Issuers[0].GitHubLoginClaim = "gh_login"
+	f.cfg.Issuers[0].CLIClientID = "tether-cli-public"
+	v := f.verifier(t)
+	// An admin named by subject needs no group; the CLI client ID is an
+	// accepted audience.
+	tok := f.vendor.token("v1", claims(f.vendor.URL, "tether-cli-public", "root", map[string]any{"gh_login": "root-gh"}))
+	p, err := v.Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatalf("Verify(admin by subject) = %v, want nil", err)
+	}
+	if !slices.Equal(p.Roles, []string{RoleAdmin}) || p.GitHubLogin != "root-gh" {
+		t.Errorf("Verify(admin by subject) = roles %q, github %q; want [admin], root-gh", p.Roles, p.GitHubLogin)
+	}
+	// Another subject without groups is still refused.
+	tok = f.vendor.token("v1", claims(f.vendor.URL, "tether-broker", "rooty", nil))
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, ErrNoRole) {
+		t.Errorf("Verify(non-admin without groups) = %v, want ErrNoRole", err)
+	}
+	// An engineer named as admin holds both roles, once each.
+	tok = f.vendor.token("v1", claims(f.vendor.URL, "tether-broker", "root", map[string]any{"groups": []string{"eng", "ops"}}))
+	if p, err := v.Verify(context.Background(), tok); err != nil || !slices.Equal(p.Roles, []string{RoleAdmin, RoleEngineer}) {
+		t.Errorf("Verify(admin engineer) = %q, %v; want [admin engineer]", p.Roles, err)
+	}
+}
+
+func TestVerifyCacheHonoursExpiry(t *testing.T) {
+	f := newFixture(t)
+	now := testNow
+	v, err := New(context.Background(), f.cfg, WithClock(func() time.Time { return now }), WithClockSkew(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := f.vendor.token("v1", claims(f.vendor.URL, "tether-broker", "ada", map[string]any{"groups": []string{"eng"}}))
+	for i := range 2 { // the second call is a cache hit
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatalf("Verify #%d = %v, want nil", i, err)
+		}
+	}
+	p, _ := v.Verify(context.Background(), tok)
+	p.Roles[0] = RoleAdmin // callers cannot poison the cache
+	if p, _ := v.Verify(context.Background(), tok); !slices.Equal(p.Roles, []string{RoleEngineer}) {
+		t.Errorf("Verify after caller edit = %q, want [engineer]", p.Roles)
+	}
+	now = testNow.Add(11 * time.Minute) // past exp
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("Verify(cached token after exp) = %v, want ErrInvalidToken", err)
+	}
+	// A token that failed is not cached as good.
+	bad := tok[:len(tok)-4] + "AAAA"
+	for range 2 {
+		if _, err := v.Verify(context.Background(), bad); err == nil {
+			t.Errorf("Verify(tampered) = nil, want an error")
+		}
+	}
+}
+
 func TestVerifyExpiredIsTokenExpiredError(t *testing.T) {
 	f := newFixture(t)
 	v := f.verifier(t)
@@ -467,5 +526,41 @@ func TestVerifyTenantIsolation(t *testing.T) {
 	}
 	if !p.CanActOnTenant("acme") {
 		t.Errorf("Verify(acme approver claiming globex).CanActOnTenant(acme) = false, want true")
+	}
+}
+
+// BenchmarkVerify measures ID-token verification with the JWKS cached
+// (the first Verify discovers the issuer and fetches its keys).
+func BenchmarkVerify(b *testing.B) {
+	f := newFixture(b)
+	v := f.verifier(b)
+	toks := map[string]string{
+		"RS256": f.vendor.token("v1", claims(f.vendor.URL, "tether-broker", "ada", map[string]any{"groups": []string{"eng"}})),
+		"ES256": f.vendor.token("v-es", claims(f.vendor.URL, "tether-broker", "ada", map[string]any{"groups": []string{"eng"}})),
+		"EdDSA": f.acme.token("a1", claims(f.acme.URL, "tether-acme", "bob", map[string]any{"roles": "acme-approvers"})),
+	}
+	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+		tok := toks[alg]
+		b.Run(alg, func(b *testing.B) {
+			if _, err := v.Verify(context.Background(), tok); err != nil {
+				b.Fatalf("Verify: %v", err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(context.Background(), tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		// The full check (parse, signature, claims) that a token's first
+		// use pays, bypassing the verified-token cache.
+		b.Run(alg+"/uncached", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.verify(context.Background(), tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

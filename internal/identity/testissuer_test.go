@@ -19,7 +19,7 @@ import (
 // testIssuer is an in-process OpenID provider: it serves discovery and a
 // JWKS, and signs ID tokens with keys the test can rotate.
 type testIssuer struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 	URL string
 
@@ -34,7 +34,7 @@ type testKey struct {
 	priv crypto.Signer
 }
 
-func newTestIssuer(t *testing.T) *testIssuer {
+func newTestIssuer(t testing.TB) *testIssuer {
 	t.Helper()
 	ti := &testIssuer{t: t, keys: map[string]testKey{}}
 	mux := http.NewServeMux()
@@ -70,7 +70,7 @@ var (
 )
 
 // rsaKey returns one of a few RSA keys generated once per test binary.
-func rsaKey(t *testing.T, i int) *rsa.PrivateKey {
+func rsaKey(t testing.TB, i int) *rsa.PrivateKey {
 	t.Helper()
 	rsaOnce.Do(func() {
 		for range 3 {
@@ -84,7 +84,7 @@ func rsaKey(t *testing.T, i int) *rsa.PrivateKey {
 	return rsaKeys[i]
 }
 
-func newEdKey(t *testing.T) ed25519.PrivateKey {
+func newEdKey(t testing.TB) ed25519.PrivateKey {
 	t.Helper()
 	_, k, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -109,7 +109,7 @@ func (ti *testIssuer) retire(kid string) {
 
 // sign returns a compact JWS of claims signed by priv with kid in the
 // header, whether or not the key is published.
-func sign(t *testing.T, alg jose.SignatureAlgorithm, kid string, priv any, claims map[string]any) string {
+func sign(t testing.TB, alg jose.SignatureAlgorithm, kid string, priv any, claims map[string]any) string {
 	t.Helper()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: priv, KeyID: kid}}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
