@@ -38,6 +38,8 @@ const (
 	PromDenied         Type = "prom.denied"
 	BreakglassUsed     Type = "breakglass.used"
 	AuthFailed         Type = "auth.failed"
+	AuthLogin          Type = "auth.login"  // a web session began
+	AuthLogout         Type = "auth.logout" // a web session ended
 )
 
 // Types lists every known event type.
@@ -46,7 +48,7 @@ var Types = []Type{
 	RequestCreated, PolicyDecided, ReviewApproved, ReviewDenied,
 	GrantIssued, GrantExpired, GrantRevoked,
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,
-	BreakglassUsed, AuthFailed,
+	BreakglassUsed, AuthFailed, AuthLogin, AuthLogout,
 }
 
 // Known reports whether t is a known event type.

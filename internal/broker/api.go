@@ -2,14 +2,11 @@ package broker
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,67 +19,29 @@ import (
 	"github.com/tetherhq/tether/internal/tailnet"
 )
 
-// apiHandler routes the operator API. Every route but /healthz needs the
-// admin bearer token.
+// apiHandler routes the API: every route of the authorization table
+// ([Endpoints]), the dev identity provider and web login when present,
+// health and metrics.
 func (b *Broker) apiHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	route := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
-		mux.Handle(pattern, b.requireAdmin(h))
+	for _, e := range Endpoints() {
+		mux.Handle(e.Pattern, b.authorize(e))
 	}
-	route("GET /api/v1/broker", b.handleBrokerInfo)
-	route("POST /api/v1/deployments", b.handleCreateDeployment)
-	route("GET /api/v1/deployments", b.handleListDeployments)
-	route("GET /api/v1/deployments/{id}", b.handleGetDeployment)
-	route("GET /api/v1/deployments/{tenant}/{name}", b.handleGetDeployment)
-	route("POST /api/v1/deployments/{id}/pairing-tokens", b.handleNewPairingToken)
-	route("POST /api/v1/deployments/{tenant}/{name}/pairing-tokens", b.handleNewPairingToken)
-	route("POST /api/v1/deployments/{id}/ping", b.handlePing)
-	route("POST /api/v1/deployments/{tenant}/{name}/ping", b.handlePing)
-	b.auditRoutes(route)
-	b.dataRoutes(route)
+	if b.devIdP != nil {
+		mux.Handle(devIdPPath+"/", b.devIdP.Handler())
+	}
+	b.web.Register(mux)
+	mux.HandleFunc("GET /ui/", b.handleUI)
+	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	// Metrics carry no secrets and no customer data; scrapers need no token.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, "not_found", "no API endpoint %s %s", r.Method, r.URL.Path))
 	})
 	return mux
-}
-
-// requireAdmin checks the bearer token in constant time; a failure is a
-// 401 and an auth.failed audit event.
-func (b *Broker) requireAdmin(h func(http.ResponseWriter, *http.Request) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		got := sha256.Sum256([]byte(tok))
-		if !ok || subtle.ConstantTimeCompare(got[:], b.adminHash[:]) != 1 {
-			reason := "missing bearer token"
-			if ok {
-				reason = "invalid bearer token"
-			}
-			if err := b.record(r.Context(), audit.Event{
-				Type:    audit.AuthFailed,
-				Source:  audit.Source{IP: r.RemoteAddr},
-				Outcome: audit.Failure,
-				Reason:  reason,
-				Details: map[string]any{"method": r.Method, "path": r.URL.Path},
-			}); err != nil {
-				writeError(w, err)
-				return
-			}
-			writeError(w, errorf(http.StatusUnauthorized, "unauthenticated", "%s: send Authorization: Bearer <token> (the CLI reads it from its config file)", reason))
-			return
-		}
-		if err := h(w, r); err != nil {
-			var ae *apiError
-			if !errors.As(err, &ae) {
-				b.log.Error("API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-			}
-			writeError(w, err)
-		}
-	})
 }
 
 // record writes an audit event; failing to is an internal error that
@@ -94,8 +53,6 @@ func (b *Broker) record(ctx context.Context, e audit.Event) error {
 	}
 	return nil
 }
-
-var adminActor = audit.Actor{Subject: "admin:bootstrap", Role: "admin"}
 
 func (b *Broker) handleBrokerInfo(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, brokerapi.BrokerInfo{
@@ -140,7 +97,7 @@ func (b *Broker) handleCreateDeployment(w http.ResponseWriter, r *http.Request) 
 		return fmt.Errorf("create deployment: %w", err)
 	}
 	if err := b.record(r.Context(), audit.Event{
-		Type: audit.DeploymentCreated, Actor: adminActor, Deployment: d.ID,
+		Type: audit.DeploymentCreated, Actor: actorOf(r), Deployment: d.ID,
 		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
 		Details: map[string]any{"tenant": d.Tenant, "name": d.Name, "region": d.Region},
 	}); err != nil {
@@ -163,9 +120,12 @@ func (b *Broker) handleListDeployments(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return fmt.Errorf("list deployments: %w", err)
 	}
+	p := principalFrom(r.Context())
 	out := brokerapi.ListDeploymentsResponse{Deployments: make([]brokerapi.Deployment, 0, len(ds))}
 	for _, d := range ds {
-		out.Deployments = append(out.Deployments, b.view(d))
+		if p.CanActOnTenant(d.Tenant) {
+			out.Deployments = append(out.Deployments, b.view(d))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -221,7 +181,7 @@ func (b *Broker) handleNewPairingToken(w http.ResponseWriter, r *http.Request) e
 		return fmt.Errorf("add pairing token: %w", err)
 	}
 	if err := b.record(r.Context(), audit.Event{
-		Type: audit.PairingTokenIssued, Actor: adminActor, Deployment: d.ID,
+		Type: audit.PairingTokenIssued, Actor: actorOf(r), Deployment: d.ID,
 		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
 	}); err != nil {
 		return err

@@ -58,7 +58,6 @@ func TestSpoolExactlyOnce(t *testing.T) {
 		c.Dev = false
 		c.DataDir = dir
 		c.ControlURL, c.AuthKey = dn.ControlURL, dn.AuthKey
-		c.AdminToken = "tat_spool_test"
 		c.HeartbeatInterval = 200 * time.Millisecond
 	}
 	b1 := brokertest.Start(t, external)

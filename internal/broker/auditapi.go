@@ -19,16 +19,6 @@ import (
 	"github.com/tetherhq/tether/internal/tailnet"
 )
 
-// auditRoutes adds the audit API for security reviewers.
-func (b *Broker) auditRoutes(route func(string, func(http.ResponseWriter, *http.Request) error)) {
-	route("GET /api/v1/audit/events", b.handleAuditSearch)
-	route("GET /api/v1/audit/checkpoint", b.handleAuditCheckpoint)
-	route("GET /api/v1/audit/proof/inclusion", b.handleInclusionProof)
-	route("GET /api/v1/audit/proof/consistency", b.handleConsistencyProof)
-	route("GET /api/v1/audit/export", b.handleAuditExport)
-	route("GET /api/v1/audit/public-key", b.handleAuditPublicKey)
-}
-
 func parseTimeParam(r *http.Request, name string) (time.Time, error) {
 	s := r.URL.Query().Get(name)
 	if s == "" {

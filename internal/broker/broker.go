@@ -31,19 +31,23 @@ import (
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/devidp"
 	"github.com/tetherhq/tether/internal/devnet"
+	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/store/pgstore"
 	"github.com/tetherhq/tether/internal/store/sqlitestore"
 	"github.com/tetherhq/tether/internal/tailnet"
+	"github.com/tetherhq/tether/internal/weblogin"
 )
 
 // Config configures a broker. The zero value plus DataDir and Dev is a
 // working dev broker.
 type Config struct {
 	// Dev runs the dev preset: an in-process tailnet on DevAddr, SQLite in
-	// DataDir, a bootstrap admin token written to DataDir/cli.json and a
-	// join file for agents in DataDir/join.json.
+	// DataDir, an embedded OpenID Connect provider with dev users (see
+	// [DevIdentity]), a bootstrap admin token written to DataDir/cli.json
+	// and a join file for agents in DataDir/join.json.
 	Dev bool
 	// DataDir holds the broker's key, SQLite database, tailnet state and
 	// audit log. Required.
@@ -63,9 +67,14 @@ type Config struct {
 	ControlURL, AuthKey string
 	// Hostname is the broker's tailnet hostname; default tether-broker.
 	Hostname string
-	// AdminToken (literal or reference) authenticates operators outside
-	// dev mode, until OIDC login lands.
-	AdminToken string
+	// Identity lists the OpenID Connect issuers whose ID tokens the API
+	// accepts: the vendor's and one per customer tenant. Required outside
+	// dev mode; admins are named there by subject. Ignored in dev mode,
+	// which trusts its embedded provider only.
+	Identity identity.Config
+	// PublicURL is the API's address as browsers reach it (behind a proxy,
+	// say), for the web login's redirect; default the bound address.
+	PublicURL string
 	// DevAddr is the address the dev tailnet binds to; default 127.0.0.1.
 	DevAddr string
 	// HeartbeatInterval is how often agents report; default 5s. An agent
@@ -137,6 +146,12 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("store driver %q: want sqlite or postgres", c.StoreDriver)
 	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) || u.Host == "" || u.RawQuery != "" {
+			return fmt.Errorf("public URL %q: want the https:// address browsers reach the broker at, such as https://tether.example.com", c.PublicURL)
+		}
+	}
 	if !tailnet.IsDNSLabel(c.Hostname) {
 		return fmt.Errorf("tailnet hostname %q: want a DNS label (a-z, 0-9, '-')", c.Hostname)
 	}
@@ -154,8 +169,11 @@ func (c Config) Validate() error {
 		if c.AuthKey == "" {
 			return errors.New("auth key is not set: outside dev mode the broker needs a tailnet pre-auth key (auth_key or TETHER_AUTH_KEY, as env:NAME or file:PATH)")
 		}
-		if c.AdminToken == "" {
-			return errors.New("admin token is not set: outside dev mode give admin_token or TETHER_ADMIN_TOKEN as env:NAME or file:PATH")
+		if len(c.Identity.Issuers) == 0 {
+			return errors.New(`identity is not configured: outside dev mode the broker needs "identity": {"issuers": [...]} in its config file, with the vendor's OpenID Connect issuer (its admins named by subject in "admins") and one issuer per customer tenant; see deploy/broker.example.json`)
+		}
+		if err := c.Identity.Validate(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -179,8 +197,13 @@ type Broker struct {
 
 	controlURL    string
 	authKey       string
-	adminHash     [32]byte // SHA-256 of the admin token
+	adminHash     [32]byte // SHA-256 of devAdminToken
 	devAdminToken string   // dev mode only; written to cli.json
+
+	identity identity.Config
+	verifier *identity.Verifier
+	devIdP   *devidp.IdP // dev mode only
+	web      *weblogin.Manager
 
 	apiLn    net.Listener
 	agentLn  net.Listener
@@ -244,11 +267,7 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		if b.authKey, err = config.Secret(cfg.AuthKey); err != nil {
 			return nil, fmt.Errorf("auth key: %w", err)
 		}
-		tok, err := config.Secret(cfg.AdminToken)
-		if err != nil {
-			return nil, fmt.Errorf("admin token: %w", err)
-		}
-		b.adminHash = sha256.Sum256([]byte(tok))
+		b.identity = cfg.Identity
 	}
 
 	upCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
@@ -295,6 +314,27 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		scheme = "https"
 	}
 	b.apiURL = scheme + "://" + b.apiLn.Addr().String()
+
+	if cfg.Dev {
+		base := loopbackURL(b.apiURL)
+		b.devIdP, b.identity, err = DevIdentity(base+devIdPPath, b.now, base+"/auth/callback")
+		if err != nil {
+			return nil, err
+		}
+	}
+	// The verifier discovers each issuer on its first token, so a broker
+	// starts while an identity provider is down (and, in dev mode, before
+	// its own embedded one serves).
+	if b.verifier, err = identity.New(ctx, b.identity, identity.WithClock(b.now)); err != nil {
+		return nil, err
+	}
+	publicURL := strings.TrimSuffix(cfg.PublicURL, "/")
+	if publicURL == "" {
+		publicURL = loopbackURL(b.apiURL)
+	}
+	if err := b.startWebLogin(publicURL); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -461,7 +501,15 @@ func (b *Broker) writeDevFiles() error {
 	if err := config.Write(filepath.Join(b.cfg.DataDir, "join.json"), b.Join(), 0o600); err != nil {
 		return err
 	}
-	return config.Write(filepath.Join(b.cfg.DataDir, "cli.json"), config.CLI{APIURL: b.apiURL, Token: b.devAdminToken}, 0o600)
+	// A login made with 'broker login' stays: after a restart it fails
+	// with a clear 401 rather than silently turning into the bootstrap
+	// admin.
+	path := filepath.Join(b.cfg.DataDir, "cli.json")
+	var prev config.CLI
+	if config.Load(path, &prev) != nil {
+		prev = config.CLI{}
+	}
+	return config.Write(path, config.CLI{APIURL: loopbackURL(b.apiURL), Token: b.devAdminToken, Login: prev.Login}, 0o600)
 }
 
 func (b *Broker) close() {

@@ -9,15 +9,10 @@ import (
 	"github.com/tetherhq/tether/internal/agentapi"
 )
 
-// dataRoutes adds the data-plane passthrough: a call carrying a grant goes
-// to the deployment's agent over the tailnet, where the grant is verified
-// against the broker's key and the call guarded; the answer streams back.
-// (The access workflow that issues grants to engineers builds on this.)
-func (b *Broker) dataRoutes(route func(string, func(http.ResponseWriter, *http.Request) error)) {
-	route("POST /api/v1/deployments/{tenant}/{name}/clickhouse/query", b.handleDataPlane)
-	route("/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}", b.handleDataPlane)
-}
-
+// handleDataPlane is the data-plane passthrough: a call carrying a grant
+// goes to the deployment's agent over the tailnet, where the grant is
+// verified against the broker's key and the call guarded; the answer
+// streams back.
 func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 	d, err := b.lookup(r)
 	if err != nil {

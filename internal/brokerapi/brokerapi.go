@@ -100,6 +100,66 @@ type BrokerInfo struct {
 	ControlURL  string `json:"control_url"`
 }
 
+// AuthConfig is the body of GET /api/v1/auth/config (no credentials
+// needed): the identity providers 'broker login' may use.
+type AuthConfig struct {
+	Issuers []AuthIssuer `json:"issuers"`
+	// Dev is true on a dev broker, whose embedded identity provider
+	// logs in any of DevUsers without a password.
+	Dev      bool      `json:"dev,omitempty"`
+	DevUsers []DevUser `json:"dev_users,omitempty"`
+}
+
+// AuthIssuer is one identity provider the broker trusts.
+type AuthIssuer struct {
+	Name      string `json:"name"`
+	IssuerURL string `json:"issuer_url"`
+	// ClientID is the public client the CLI logs in as.
+	ClientID string `json:"client_id"`
+	// Tenant is empty for the vendor's identity provider.
+	Tenant string   `json:"tenant,omitempty"`
+	Scopes []string `json:"scopes"`
+}
+
+// DevUser is a user of a dev broker's embedded identity provider.
+type DevUser struct {
+	Email  string   `json:"email"`
+	Issuer string   `json:"issuer"` // [AuthIssuer.Name]
+	Roles  []string `json:"roles"`
+	Tenant string   `json:"tenant,omitempty"`
+}
+
+// Whoami is the body of GET /api/v1/whoami: the caller as the broker
+// sees it after verifying their token.
+type Whoami struct {
+	Subject     string    `json:"subject"`
+	Email       string    `json:"email,omitempty"`
+	Issuer      string    `json:"issuer"`      // issuer URL ("" for the dev bootstrap token)
+	IssuerName  string    `json:"issuer_name"` // as configured
+	Tenant      string    `json:"tenant,omitempty"`
+	Roles       []string  `json:"roles"`
+	Groups      []string  `json:"groups,omitempty"`
+	GitHubLogin string    `json:"github_login,omitempty"`
+	GitHubTeams []string  `json:"github_teams,omitempty"`
+	GitHubError string    `json:"github_error,omitempty"` // why teams could not be looked up
+	Expiry      time.Time `json:"expiry,omitzero"`
+}
+
+// AuthConfig fetches the identity providers the broker trusts; it needs
+// no credentials.
+func (c *Client) AuthConfig(ctx context.Context) (AuthConfig, error) {
+	var out AuthConfig
+	err := c.do(ctx, http.MethodGet, "/api/v1/auth/config", nil, &out)
+	return out, err
+}
+
+// Whoami returns the caller as the broker sees it.
+func (c *Client) Whoami(ctx context.Context) (Whoami, error) {
+	var out Whoami
+	err := c.do(ctx, http.MethodGet, "/api/v1/whoami", nil, &out)
+	return out, err
+}
+
 // Error is an error the API answered with.
 type Error struct {
 	Status  int
@@ -121,20 +181,38 @@ func NewClient(cfg config.CLI) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	token, err := config.Secret(cfg.Token)
-	if err != nil {
+	var token string
+	if cfg.Login != nil {
+		token = cfg.Login.IDToken
+	} else {
+		var err error
+		if token, err = config.Secret(cfg.Token); err != nil {
+			return nil, err
+		}
+	}
+	return newClient(cfg.APIURL, cfg.CAFile, token)
+}
+
+// NewAnonymousClient returns a client that sends no credentials, for the
+// endpoints that need none (such as [Client.AuthConfig] before a login).
+func NewAnonymousClient(apiURL, caFile string) (*Client, error) {
+	if err := (config.CLI{APIURL: apiURL, Token: "-"}).Validate(); err != nil {
 		return nil, err
 	}
-	base, _ := url.Parse(strings.TrimSuffix(cfg.APIURL, "/"))
+	return newClient(apiURL, caFile, "")
+}
+
+func newClient(apiURL, caFile, token string) (*Client, error) {
+	base, _ := url.Parse(strings.TrimSuffix(apiURL, "/"))
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificates found", cfg.CAFile)
+			return nil, fmt.Errorf("ca_file %s: no PEM certificates found", caFile)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
@@ -154,7 +232,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -344,7 +424,9 @@ func (c *Client) stream(ctx context.Context, path string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	hc := *c.hc
 	hc.Timeout = 30 * time.Minute // exports can be large
 	res, err := hc.Do(req)

@@ -111,7 +111,7 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 	if q.Type != "" && !audit.Type(q.Type).Known() {
 		return cli.Usagef("--type %q is not an event type: want one of %s", q.Type, typeList())
 	}
-	c, err := client(*cfgPath)
+	c, err := client(ctx, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func auditExport(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := client(*cfgPath)
+	c, err := client(ctx, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -223,7 +223,7 @@ func auditPublicKey(ctx context.Context, args []string, stdout io.Writer) error 
 	if len(pos) > 0 {
 		return cli.Usagef("broker audit public-key: unexpected argument %q", pos[0])
 	}
-	c, err := client(*cfgPath)
+	c, err := client(ctx, *cfgPath)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package brokercli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/cli"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/version"
 )
 
@@ -25,6 +27,9 @@ Tether broker: just-in-time, customer-approved access to BYOC deployments.
 
 Commands:
   serve                          run the broker (--dev for a self-contained dev setup)
+  login [--issuer NAME]          sign in with your identity provider (--dev-user EMAIL on a dev broker)
+  logout                         remove your login's tokens from the CLI config
+  whoami                         show who the broker takes you for: subject, issuer, tenant, roles
   deployment create              create a deployment and print its one-time pairing token
   deployment list                list deployments and their agents
   deployment show ID|T/N         show one deployment
@@ -34,13 +39,14 @@ Commands:
   audit search|show-session|export|public-key|verify   for security reviewers (see 'broker audit -h')
   version                        print the version
 
-Client commands read the CLI config from --config FILE or $TETHER_CONFIG
-(a dev broker writes DATA_DIR/cli.json).`
+Client commands read the CLI config from --config FILE, $TETHER_CONFIG or
+~/.config/tether/cli.json (a dev broker writes DATA_DIR/cli.json, holding its
+bootstrap admin token; 'broker login' adds your own login to it).`
 
 // Run runs the broker command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return cli.Usagef("no command given: want serve, deployment, audit, info or version (run 'broker help')")
+		return cli.Usagef("no command given: want serve, login, whoami, deployment, audit, info or version (run 'broker help')")
 	}
 	switch args[0] {
 	case "serve":
@@ -49,6 +55,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return deployment(ctx, args[1:], stdout)
 	case "info":
 		return info(ctx, args[1:], stdout)
+	case "login":
+		return login(ctx, args[1:], stdout, stderr)
+	case "logout":
+		return logout(args[1:], stdout)
+	case "whoami":
+		return whoami(ctx, args[1:], stdout)
 	case "audit":
 		return auditCmd(ctx, args[1:], stdout)
 	case "version":
@@ -58,23 +70,25 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, usage)
 		return nil
 	default:
-		return cli.Usagef("unknown command %q: want serve, deployment, audit, info or version (run 'broker help')", args[0])
+		return cli.Usagef("unknown command %q: want serve, login, whoami, deployment, audit, info or version (run 'broker help')", args[0])
 	}
 }
 
 // serverFile is the broker's server configuration file (JSON).
 type serverFile struct {
-	DataDir           string `json:"data_dir,omitempty"`
-	Listen            string `json:"listen,omitempty"`
-	TLSCert           string `json:"tls_cert,omitempty"`
-	TLSKey            string `json:"tls_key,omitempty"`
-	StoreDriver       string `json:"store_driver,omitempty"`
-	StoreDSN          string `json:"store_dsn,omitempty"`
-	ControlURL        string `json:"control_url,omitempty"`
-	AuthKey           string `json:"auth_key,omitempty"`
-	Hostname          string `json:"hostname,omitempty"`
-	AdminToken        string `json:"admin_token,omitempty"`
-	HeartbeatInterval string `json:"heartbeat_interval,omitempty"`
+	DataDir           string           `json:"data_dir,omitempty"`
+	Listen            string           `json:"listen,omitempty"`
+	TLSCert           string           `json:"tls_cert,omitempty"`
+	TLSKey            string           `json:"tls_key,omitempty"`
+	StoreDriver       string           `json:"store_driver,omitempty"`
+	StoreDSN          string           `json:"store_dsn,omitempty"`
+	ControlURL        string           `json:"control_url,omitempty"`
+	AuthKey           string           `json:"auth_key,omitempty"`
+	Hostname          string           `json:"hostname,omitempty"`
+	AdminToken        string           `json:"admin_token,omitempty"` // gone; refused with a pointer to identity
+	Identity          *identity.Config `json:"identity,omitempty"`
+	PublicURL         string           `json:"public_url,omitempty"`
+	HeartbeatInterval string           `json:"heartbeat_interval,omitempty"`
 }
 
 func (serverFile) Validate() error { return nil } // broker.Config.Validate checks the merged result
@@ -83,9 +97,12 @@ const serveUsage = `Usage: broker serve [--dev] [--data-dir DIR] [--listen HOST:
 
 Runs the broker. With --dev it starts a private tailnet in-process on
 loopback and writes DIR/join.json (for agents) and DIR/cli.json (for the CLI).
-Without --dev it joins a real tailnet: set control_url, auth_key and
-admin_token in the config file or as TETHER_CONTROL_URL, TETHER_AUTH_KEY and
-TETHER_ADMIN_TOKEN (secrets as env:NAME or file:PATH).`
+With --dev it also serves an OpenID Connect provider with dev users at
+/dev/idp ('broker login --dev-user engineer@vendor.test').
+Without --dev it joins a real tailnet and trusts real identity providers:
+set control_url, auth_key and identity in the config file (control_url and
+auth_key also as TETHER_CONTROL_URL and TETHER_AUTH_KEY; secrets as env:NAME
+or file:PATH). See deploy/broker.example.json.`
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("broker serve")
@@ -138,7 +155,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ControlURL:  pick("", "TETHER_CONTROL_URL", f.ControlURL),
 		AuthKey:     pick("", "TETHER_AUTH_KEY", f.AuthKey),
 		Hostname:    pick("", "TETHER_HOSTNAME", f.Hostname),
-		AdminToken:  pick("", "TETHER_ADMIN_TOKEN", f.AdminToken),
+		PublicURL:   pick("", "TETHER_PUBLIC_URL", f.PublicURL),
 		DevAddr:     *devAddr,
 		PairingTTL:  *pairTTL,
 		Version:     version.Version,
@@ -149,6 +166,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if cfg.HeartbeatInterval, err = time.ParseDuration(f.HeartbeatInterval); err != nil {
 			return fmt.Errorf("%s: heartbeat_interval %q: want a duration such as 5s", *cfgFile, f.HeartbeatInterval)
 		}
+	}
+	if f.AdminToken != "" || os.Getenv("TETHER_ADMIN_TOKEN") != "" {
+		return cli.Usagef("broker serve: admin_token (TETHER_ADMIN_TOKEN) is no longer accepted: people sign in with OpenID Connect; name admins by subject in identity.issuers[vendor].admins (see deploy/broker.example.json)")
+	}
+	if f.Identity != nil {
+		cfg.Identity = *f.Identity
 	}
 	if err := cfg.Validate(); err != nil {
 		return cli.Usagef("broker serve: %v", err)
@@ -208,7 +231,7 @@ func deployment(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return cli.Usagef("broker deployment %s: want exactly one deployment, as an ID or TENANT/NAME", sub)
 	}
-	c, err := client(*cfgPath)
+	c, err := client(ctx, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -285,7 +308,7 @@ func info(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
 		return err
 	}
-	c, err := client(*cfgPath)
+	c, err := client(ctx, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -305,16 +328,21 @@ func info(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// client reads the CLI config named by --config or $TETHER_CONFIG.
-func client(path string) (*brokerapi.Client, error) {
-	if path == "" {
-		path = os.Getenv("TETHER_CONFIG")
-	}
-	if path == "" {
-		return nil, cli.Usagef("no CLI config: pass --config FILE or set TETHER_CONFIG (a dev broker writes DATA_DIR/cli.json)")
-	}
+// client reads the CLI config (--config, $TETHER_CONFIG or the user's
+// default), renewing its login first when it is about to expire.
+func client(ctx context.Context, flagPath string) (*brokerapi.Client, error) {
+	path := configPath(flagPath)
 	var c config.CLI
 	if err := config.Load(path, &c); err != nil {
+		if errors.Is(err, os.ErrNotExist) && flagPath == "" && os.Getenv("TETHER_CONFIG") == "" {
+			return nil, cli.Usagef("no CLI config at %s: run 'broker login --api-url https://BROKER', or pass --config FILE / set TETHER_CONFIG (a dev broker writes DATA_DIR/cli.json)", path)
+		}
+		return nil, err
+	}
+	if c.Login == nil && c.Token == "" {
+		return nil, cli.Usagef("not logged in: run 'broker login' (%s holds no credentials)", path)
+	}
+	if err := refreshLogin(ctx, path, &c); err != nil {
 		return nil, err
 	}
 	return brokerapi.NewClient(c)

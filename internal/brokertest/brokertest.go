@@ -34,14 +34,18 @@ func (w tWriter) Write(p []byte) (int, error) {
 type Broker struct {
 	*broker.Broker
 	Dir    string
-	Client *brokerapi.Client
+	Client *brokerapi.Client // as admin: the dev bootstrap token, or admin@vendor.test's ID token
+	// IdP is the identity provider a broker outside dev mode trusts, when
+	// Start started one.
+	IdP *IdP
 	// Stop stops the broker now (it also stops when the test ends).
 	Stop func()
 }
 
 // Start starts a dev broker in t.TempDir(); modify adjusts its config (for
-// a broker on an external tailnet: Dev false, ControlURL, AuthKey,
-// AdminToken). It stops when the test ends.
+// a broker on an external tailnet: Dev false, ControlURL, AuthKey). A
+// broker outside dev mode with no identity configured trusts a new [IdP].
+// It stops when the test ends.
 func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 	t.Helper()
 	cfg := broker.Config{
@@ -53,6 +57,11 @@ func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 	}
 	if modify != nil {
 		modify(&cfg)
+	}
+	var idp *IdP
+	if !cfg.Dev && len(cfg.Identity.Issuers) == 0 {
+		idp = NewIdP(t)
+		cfg.Identity = idp.Config
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b, err := broker.New(ctx, cfg)
@@ -74,8 +83,8 @@ func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 			}
 			time.Sleep(10 * time.Millisecond) // polling for a file another goroutine writes
 		}
-	} else {
-		cli = config.CLI{APIURL: b.APIURL(), Token: cfg.AdminToken}
+	} else if idp != nil {
+		cli = config.CLI{APIURL: b.APIURL(), Token: idp.Token(t, "admin@vendor.test")}
 	}
 	c, err := brokerapi.NewClient(cli)
 	if err != nil {
@@ -92,7 +101,7 @@ func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 		}
 	}
 	t.Cleanup(stop)
-	return &Broker{Broker: b, Dir: cfg.DataDir, Client: c, Stop: stop}
+	return &Broker{Broker: b, Dir: cfg.DataDir, Client: c, IdP: idp, Stop: stop}
 }
 
 // Pair creates tenant/name, pairs a new agent with it, runs the agent until

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // MaxFileSize bounds every configuration file we read.
@@ -26,11 +27,30 @@ const MaxFileSize = 1 << 20
 type CLI struct {
 	// APIURL is the broker API's base URL, e.g. "http://127.0.0.1:8443".
 	APIURL string `json:"api_url"`
-	// Token is a bearer token for the API (in dev mode, the bootstrap
-	// admin token). It may be a literal or an env:/file: reference.
-	Token string `json:"token"`
+	// Token is a static bearer token for the API: a dev broker's
+	// bootstrap admin token, or an ID token obtained elsewhere (for
+	// automation). It may be a literal or an env:/file: reference. A
+	// Login, when present, is used instead.
+	Token string `json:"token,omitempty"`
 	// CAFile optionally names a PEM bundle to trust for an https APIURL.
 	CAFile string `json:"ca_file,omitempty"`
+	// Login holds the tokens of 'broker login'; 'broker logout' removes it.
+	Login *Login `json:"login,omitempty"`
+}
+
+// Login is a user's OpenID Connect login, kept by the CLI.
+type Login struct {
+	// Issuer is the issuer's name in the broker's identity configuration.
+	Issuer    string `json:"issuer"`
+	IssuerURL string `json:"issuer_url"`
+	ClientID  string `json:"client_id"`
+	// IDToken is sent to the broker as the bearer token.
+	IDToken string `json:"id_token"`
+	// RefreshToken, when the issuer gave one, renews IDToken.
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	Expiry       time.Time `json:"expiry"` // of IDToken
+	Subject      string    `json:"subject,omitempty"`
+	Email        string    `json:"email,omitempty"`
 }
 
 // Validate reports the first problem with c.
@@ -38,9 +58,16 @@ func (c CLI) Validate() error {
 	if err := checkURL("api_url", c.APIURL); err != nil {
 		return err
 	}
-	if c.Token == "" {
-		return errors.New(`"token" is empty: want the API token (or env:NAME / file:PATH)`)
+	if c.Login != nil {
+		if err := checkURL("login.issuer_url", c.Login.IssuerURL); err != nil {
+			return err
+		}
+		if c.Login.IDToken == "" || c.Login.ClientID == "" {
+			return errors.New(`"login" is incomplete (no id_token or client_id): run 'broker login' again`)
+		}
 	}
+	// No credentials is valid: 'broker login' fills them in, and the
+	// client says so before calling.
 	return nil
 }
 

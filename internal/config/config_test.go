@@ -27,7 +27,10 @@ func TestLoad(t *testing.T) {
 		{"wrong type", `{"api_url":5,"token":"t"}`, `field "api_url": want a string`},
 		{"two objects", `{"api_url":"http://x","token":"t"}{}`, "more than one JSON object"},
 		{"bad url", `{"api_url":"ftp://x","token":"t"}`, "want an absolute http:// or https:// URL"},
-		{"no token", `{"api_url":"http://x"}`, `"token" is empty`},
+		{"no credentials yet", `{"api_url":"http://x"}`, ""},
+		{"login", `{"api_url":"http://x","login":{"issuer":"v","issuer_url":"https://idp.example","client_id":"c","id_token":"t","expiry":"2026-11-25T10:00:00Z"}}`, ""},
+		{"login without token", `{"api_url":"http://x","login":{"issuer":"v","issuer_url":"https://idp.example","client_id":"c"}}`, `run 'broker login' again`},
+		{"login bad issuer url", `{"api_url":"http://x","login":{"issuer_url":"idp","client_id":"c","id_token":"t"}}`, `"login.issuer_url"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/devnet"
 	"github.com/tetherhq/tether/internal/pgtest"
@@ -72,8 +73,11 @@ func TestProductionMode(t *testing.T) {
 
 	dir := t.TempDir()
 	cert, key := selfSigned(t, dir)
-	adminToken := filepath.Join(dir, "admin-token")
-	os.WriteFile(adminToken, []byte("tat_production_e2e_secret\n"), 0o600)
+	// The vendor's and two customers' identity providers, run by the test.
+	idp := brokertest.NewIdP(t)
+	identityJSON, _ := json.Marshal(idp.Config)
+	adminToken := filepath.Join(dir, "admin-id-token")
+	os.WriteFile(adminToken, []byte(idp.Token(t, "admin@vendor.test")+"\n"), 0o600)
 	cfgPath := filepath.Join(dir, "broker.json")
 	if err := os.WriteFile(cfgPath, []byte(`{
   "data_dir": "`+filepath.Join(dir, "data")+`",
@@ -85,7 +89,7 @@ func TestProductionMode(t *testing.T) {
   "control_url": "`+tn.ControlURL+`",
   "auth_key": "env:TETHER_E2E_TS_KEY",
   "hostname": "broker-prod",
-  "admin_token": "file:`+adminToken+`",
+  "identity": `+string(identityJSON)+`,
   "heartbeat_interval": "500ms"
 }`), 0o600); err != nil {
 		t.Fatal(err)
@@ -102,7 +106,7 @@ func TestProductionMode(t *testing.T) {
 			t.Errorf("production broker wrote %s; only dev mode does", f)
 		}
 	}
-	if strings.Contains(b.output(), tn.AuthKey) || strings.Contains(b.output(), "tat_production_e2e_secret") {
+	if strings.Contains(b.output(), tn.AuthKey) {
 		t.Error("the broker logged a secret")
 	}
 
@@ -153,8 +157,11 @@ func TestProductionMode(t *testing.T) {
 // answers is a clear error within a bounded time.
 func TestBrokerUnreachableControl(t *testing.T) {
 	start := time.Now()
-	_, stderr, code := runBin(t, []string{"TETHER_CONTROL_URL=http://127.0.0.1:1", "TETHER_AUTH_KEY=k", "TETHER_ADMIN_TOKEN=t"},
-		"broker", "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "broker.json")
+	os.WriteFile(cfg, []byte(`{"identity":{"issuers":[{"name":"vendor","issuer_url":"https://login.vendor.example","client_id":"tether","admins":["root"]}]}}`), 0o600)
+	_, stderr, code := runBin(t, []string{"TETHER_CONTROL_URL=http://127.0.0.1:1", "TETHER_AUTH_KEY=k"},
+		"broker", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--config", cfg)
 	checkOneLineError(t, stderr, code, 1, "cannot reach the tailnet control server at http://127.0.0.1:1")
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("took %v, want under 15s", d)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -58,12 +59,32 @@ type IssuerConfig struct {
 	Tenant string `json:"tenant,omitempty"`
 	// RoleMap maps a group to the role its members hold.
 	RoleMap map[string]string `json:"role_map"`
+	// Scopes are requested at login; empty means [DefaultScopes]. Add the
+	// scope some issuers need before they put groups in the ID token
+	// (for example "groups" on Dex).
+	Scopes []string `json:"scopes,omitempty"`
 	// Admins names, by sub claim, the users of the vendor issuer who hold
 	// the admin role whatever their groups.
 	Admins []string `json:"admins,omitempty"`
 	// GitHubLoginClaim names the claim holding the user's GitHub login
 	// (vendor issuer only), used to look up their GitHub teams.
 	GitHubLoginClaim string `json:"github_login_claim,omitempty"`
+}
+
+// DefaultScopes are requested at login when [IssuerConfig.Scopes] is
+// empty; offline_access asks for a refresh token.
+var DefaultScopes = []string{"openid", "email", "profile", "offline_access"}
+
+// LoginScopes are the scopes requested when logging in at this issuer;
+// they always include openid.
+func (ic IssuerConfig) LoginScopes() []string {
+	if len(ic.Scopes) == 0 {
+		return append([]string(nil), DefaultScopes...)
+	}
+	if !slices.Contains(ic.Scopes, "openid") {
+		return append([]string{"openid"}, ic.Scopes...)
+	}
+	return append([]string(nil), ic.Scopes...)
 }
 
 // CLIClient is the client ID 'broker login' uses at this issuer.

@@ -1,0 +1,301 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/identity"
+)
+
+// Scope says how an endpoint's tenant is checked against the caller's.
+type Scope int
+
+const (
+	// ScopePublic endpoints need no credentials at all.
+	ScopePublic Scope = iota
+	// ScopeVendor endpoints name no tenant and serve vendor staff only: a
+	// customer's approver is refused whatever the roles list says.
+	ScopeVendor
+	// ScopeOwn endpoints answer any listed role about itself or filtered
+	// to the tenants it may act on (a list of deployments).
+	ScopeOwn
+	// ScopeTenant endpoints name a deployment, by TENANT/NAME or by ID;
+	// the caller must be able to act on its tenant
+	// ([identity.Principal.CanActOnTenant]).
+	ScopeTenant
+)
+
+func (s Scope) String() string {
+	switch s {
+	case ScopePublic:
+		return "public"
+	case ScopeVendor:
+		return "vendor"
+	case ScopeOwn:
+		return "own"
+	case ScopeTenant:
+		return "tenant"
+	}
+	return "unknown"
+}
+
+// Endpoint is one row of the authorization table: who may call an API
+// route and how its tenant is checked.
+type Endpoint struct {
+	Pattern string   // net/http ServeMux pattern, "METHOD /path"
+	Roles   []string // any one of these; empty only for ScopePublic
+	Scope   Scope
+
+	handle func(b *Broker) func(http.ResponseWriter, *http.Request) error
+}
+
+var (
+	anyRole    = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin, identity.RoleApprover}
+	vendorRole = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin}
+	adminOnly  = []string{identity.RoleAdmin}
+	auditRoles = []string{identity.RoleReviewer, identity.RoleAdmin}
+	dataRoles  = []string{identity.RoleEngineer}
+)
+
+// Endpoints is the broker API's authorization table, the one place that
+// says who may call what. The API registers exactly these routes, and a
+// table-driven test calls every one as every role.
+func Endpoints() []Endpoint {
+	h := func(f func(*Broker, http.ResponseWriter, *http.Request) error) func(*Broker) func(http.ResponseWriter, *http.Request) error {
+		return func(b *Broker) func(http.ResponseWriter, *http.Request) error {
+			return func(w http.ResponseWriter, r *http.Request) error { return f(b, w, r) }
+		}
+	}
+	return []Endpoint{
+		{"GET /api/v1/auth/config", nil, ScopePublic, h((*Broker).handleAuthConfig)},
+		{"GET /api/v1/whoami", anyRole, ScopeOwn, h((*Broker).handleWhoami)},
+		{"GET /api/v1/broker", vendorRole, ScopeVendor, h((*Broker).handleBrokerInfo)},
+
+		{"POST /api/v1/deployments", adminOnly, ScopeVendor, h((*Broker).handleCreateDeployment)},
+		{"GET /api/v1/deployments", anyRole, ScopeOwn, h((*Broker).handleListDeployments)},
+		{"GET /api/v1/deployments/{id}", anyRole, ScopeTenant, h((*Broker).handleGetDeployment)},
+		{"GET /api/v1/deployments/{tenant}/{name}", anyRole, ScopeTenant, h((*Broker).handleGetDeployment)},
+		{"POST /api/v1/deployments/{id}/pairing-tokens", adminOnly, ScopeTenant, h((*Broker).handleNewPairingToken)},
+		{"POST /api/v1/deployments/{tenant}/{name}/pairing-tokens", adminOnly, ScopeTenant, h((*Broker).handleNewPairingToken)},
+		{"POST /api/v1/deployments/{id}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
+		{"POST /api/v1/deployments/{tenant}/{name}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
+
+		{"GET /api/v1/audit/events", auditRoles, ScopeVendor, h((*Broker).handleAuditSearch)},
+		{"GET /api/v1/audit/checkpoint", auditRoles, ScopeVendor, h((*Broker).handleAuditCheckpoint)},
+		{"GET /api/v1/audit/proof/inclusion", auditRoles, ScopeVendor, h((*Broker).handleInclusionProof)},
+		{"GET /api/v1/audit/proof/consistency", auditRoles, ScopeVendor, h((*Broker).handleConsistencyProof)},
+		{"GET /api/v1/audit/export", auditRoles, ScopeVendor, h((*Broker).handleAuditExport)},
+		{"GET /api/v1/audit/public-key", auditRoles, ScopeVendor, h((*Broker).handleAuditPublicKey)},
+
+		{"POST /api/v1/deployments/{tenant}/{name}/clickhouse/query", dataRoles, ScopeTenant, h((*Broker).handleDataPlane)},
+		{"/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}", dataRoles, ScopeTenant, h((*Broker).handleDataPlane)},
+	}
+}
+
+type principalKey struct{}
+
+// principalFrom returns the authenticated caller of a request that passed
+// [Broker.authorize].
+func principalFrom(ctx context.Context) identity.Principal {
+	p, _ := ctx.Value(principalKey{}).(identity.Principal)
+	return p
+}
+
+// actor is the audit actor for a principal. A principal holding several
+// roles is recorded with the one the endpoint needed.
+func actor(p identity.Principal, role string) audit.Actor {
+	a := audit.Actor{Subject: p.Subject, Issuer: p.Issuer, Tenant: p.Tenant, Role: role}
+	if p.Email != "" {
+		a.Subject = p.Email
+	}
+	return a
+}
+
+// actorOf is the audit actor of the caller of r.
+func actorOf(r *http.Request) audit.Actor {
+	return actor(principalFrom(r.Context()), actingRole(r))
+}
+
+type roleKey struct{}
+
+func actingRole(r *http.Request) string {
+	s, _ := r.Context().Value(roleKey{}).(string)
+	return s
+}
+
+// bootstrapPrincipal is the dev broker's bootstrap token holder.
+var bootstrapPrincipal = identity.Principal{
+	Subject: "admin:bootstrap", IssuerName: "bootstrap", Roles: []string{identity.RoleAdmin},
+}
+
+// authenticate finds who is calling: the dev bootstrap token (dev mode
+// only) or an OpenID Connect ID token verified against the configured
+// issuers. It never falls back to anonymous.
+func (b *Broker) authenticate(r *http.Request) (identity.Principal, error) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		return identity.Principal{}, errorf(http.StatusUnauthorized, "unauthenticated",
+			"no bearer token: run 'broker login' (the CLI then sends your ID token), or send Authorization: Bearer <ID token>")
+	}
+	if b.devAdminToken != "" && strings.HasPrefix(tok, "tat_") {
+		got := sha256.Sum256([]byte(tok))
+		if subtle.ConstantTimeCompare(got[:], b.adminHash[:]) == 1 {
+			return bootstrapPrincipal, nil
+		}
+		return identity.Principal{}, errorf(http.StatusUnauthorized, "invalid_token", "invalid bootstrap token: the dev broker writes a new one to DATA_DIR/cli.json each start")
+	}
+	p, err := b.verifier.Verify(r.Context(), tok)
+	switch {
+	case err == nil:
+		return p, nil
+	case errors.Is(err, identity.ErrUnknownIssuer):
+		return p, errorf(http.StatusUnauthorized, "unknown_issuer", "%v: this broker trusts %s; run 'broker login' against one of them", err, b.issuerNames())
+	case errors.Is(err, identity.ErrNoRole):
+		return p, errorf(http.StatusForbidden, "no_role", "%v: ask your identity provider's admin to add you to a group this broker maps to a role", err)
+	case errors.Is(err, identity.ErrInvalidToken):
+		return p, errorf(http.StatusUnauthorized, "invalid_token", "%v: run 'broker login' again", err)
+	default:
+		// The issuer could not be reached: refuse, never guess.
+		b.log.Warn("identity provider unreachable", "err", err)
+		return p, errorf(http.StatusServiceUnavailable, "idp_unavailable", "%v: the token could not be checked, so the call is refused; try again shortly", err)
+	}
+}
+
+func (b *Broker) issuerNames() string {
+	names := make([]string, 0, len(b.identity.Issuers))
+	for _, ic := range b.identity.Issuers {
+		names = append(names, ic.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// authorize wraps an endpoint's handler: it authenticates the caller,
+// checks role and tenant as the table says, and on any failure answers
+// 401/403 with a JSON error and records auth.failed.
+func (b *Broker) authorize(e Endpoint) http.Handler {
+	h := e.handle(b)
+	serve := func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				b.log.Error("API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeError(w, err)
+		}
+	}
+	if e.Scope == ScopePublic {
+		return http.HandlerFunc(serve)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := b.authenticate(r)
+		if err == nil {
+			err = b.permit(r, e, p)
+		}
+		if err != nil {
+			b.refuse(w, r, p, err)
+			return
+		}
+		role := ""
+		for _, want := range e.Roles {
+			if p.HasRole(want) {
+				role = want
+				break
+			}
+		}
+		ctx := context.WithValue(r.Context(), principalKey{}, p)
+		ctx = context.WithValue(ctx, roleKey{}, role)
+		serve(w, r.WithContext(ctx))
+	})
+}
+
+// permit checks an authenticated principal against one table row.
+func (b *Broker) permit(r *http.Request, e Endpoint, p identity.Principal) error {
+	if !slices.ContainsFunc(e.Roles, p.HasRole) {
+		return errorf(http.StatusForbidden, "forbidden", "%s %s needs the role %s; you (%s) hold %s",
+			r.Method, r.URL.Path, strings.Join(e.Roles, " or "), p.Subject, rolesOf(p))
+	}
+	switch e.Scope {
+	case ScopeVendor:
+		if p.Tenant != "" {
+			return errorf(http.StatusForbidden, "forbidden", "%s %s is for vendor staff; you sign in through tenant %s's identity provider", r.Method, r.URL.Path, p.Tenant)
+		}
+	case ScopeTenant:
+		tenant, err := b.requestTenant(r)
+		if err != nil {
+			return err
+		}
+		if !p.CanActOnTenant(tenant) {
+			return errorf(http.StatusForbidden, "wrong_tenant", "you (%s, %s) may not act on tenant %s", p.Subject, scopeOf(p), tenant)
+		}
+	}
+	return nil
+}
+
+// requestTenant is the tenant a ScopeTenant request names: the {tenant}
+// path segment, or the tenant of the deployment {id}. A malformed or
+// unknown ID is answered as such; IDs are random UUIDs, so that reveals
+// nothing a caller could guess.
+func (b *Broker) requestTenant(r *http.Request) (string, error) {
+	if t := r.PathValue("tenant"); t != "" {
+		return t, nil
+	}
+	d, err := b.lookup(r)
+	if err != nil {
+		return "", err
+	}
+	return d.Tenant, nil
+}
+
+// refuse answers an authentication or authorization failure and records
+// it. If the audit log cannot be written, the answer is still a refusal.
+func (b *Broker) refuse(w http.ResponseWriter, r *http.Request, p identity.Principal, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		ae = errorf(http.StatusInternalServerError, "internal", "internal error; the broker log has details")
+	}
+	if ae.status == http.StatusUnauthorized || ae.status == http.StatusForbidden || ae.status == http.StatusServiceUnavailable {
+		a := actor(p, "")
+		if a.Subject == "" {
+			a = audit.Actor{}
+		}
+		if rerr := b.record(r.Context(), audit.Event{
+			Type:    audit.AuthFailed,
+			Actor:   a,
+			Source:  audit.Source{IP: r.RemoteAddr},
+			Outcome: audit.Failure,
+			Reason:  ae.code,
+			Details: map[string]any{"method": r.Method, "path": r.URL.Path, "status": ae.status, "message": truncate(ae.message, 300)},
+		}); rerr != nil {
+			writeError(w, rerr)
+			return
+		}
+	}
+	writeError(w, ae)
+}
+
+func rolesOf(p identity.Principal) string {
+	if len(p.Roles) == 0 {
+		return "no role"
+	}
+	return strings.Join(p.Roles, ", ")
+}
+
+func scopeOf(p identity.Principal) string {
+	if p.Tenant == "" {
+		return "vendor " + rolesOf(p)
+	}
+	return rolesOf(p) + " of tenant " + p.Tenant
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,204 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/broker"
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/brokertest"
+	"github.com/tetherhq/tether/internal/devnet"
+)
+
+// allowed states, independently of broker.Endpoints, who may call each
+// endpoint about tenant acme. Callers: engineer, reviewer, admin (vendor
+// staff), acme and globex (the tenants' approvers).
+var allowed = map[string][]string{
+	"GET /api/v1/auth/config":                                   {"public"},
+	"GET /api/v1/whoami":                                        {"engineer", "reviewer", "admin", "acme", "globex"},
+	"GET /api/v1/broker":                                        {"engineer", "reviewer", "admin"},
+	"POST /api/v1/deployments":                                  {"admin"},
+	"GET /api/v1/deployments":                                   {"engineer", "reviewer", "admin", "acme", "globex"},
+	"GET /api/v1/deployments/{id}":                              {"engineer", "reviewer", "admin", "acme"},
+	"GET /api/v1/deployments/{tenant}/{name}":                   {"engineer", "reviewer", "admin", "acme"},
+	"POST /api/v1/deployments/{id}/pairing-tokens":              {"admin"},
+	"POST /api/v1/deployments/{tenant}/{name}/pairing-tokens":   {"admin"},
+	"POST /api/v1/deployments/{id}/ping":                        {"admin"},
+	"POST /api/v1/deployments/{tenant}/{name}/ping":             {"admin"},
+	"GET /api/v1/audit/events":                                  {"reviewer", "admin"},
+	"GET /api/v1/audit/checkpoint":                              {"reviewer", "admin"},
+	"GET /api/v1/audit/proof/inclusion":                         {"reviewer", "admin"},
+	"GET /api/v1/audit/proof/consistency":                       {"reviewer", "admin"},
+	"GET /api/v1/audit/export":                                  {"reviewer", "admin"},
+	"GET /api/v1/audit/public-key":                              {"reviewer", "admin"},
+	"POST /api/v1/deployments/{tenant}/{name}/clickhouse/query": {"engineer"},
+	"/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}":  {"engineer"},
+}
+
+// TestAuthorizationTable calls every endpoint as every kind of caller —
+// no token, garbage, an expired token, a token from an issuer the broker
+// does not trust, each role, each tenant's approver — and checks who gets
+// through, that refusals are 401/403 JSON errors, and that each refusal
+// is an auth.failed audit event.
+func TestAuthorizationTable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dn, err := devnet.Start(ctx, devnet.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dn.Close() })
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.Dev = false
+		c.ControlURL, c.AuthKey = dn.ControlURL, dn.AuthKey
+	})
+	acme, err := b.Client.CreateDeployment(ctx, brokerapi.CreateDeploymentRequest{Tenant: "acme", Name: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Client.CreateDeployment(ctx, brokerapi.CreateDeploymentRequest{Tenant: "globex", Name: "prod"}); err != nil {
+		t.Fatal(err)
+	}
+	// An identity provider the broker does not trust, with the same users.
+	stranger := brokertest.NewIdP(t)
+
+	callers := []struct {
+		name   string
+		token  string
+		status int    // for a refused call: 401 or 403
+		code   string // error code of a refusal for want of authentication
+	}{
+		{"none", "", http.StatusUnauthorized, "unauthenticated"},
+		{"garbage", "not-a-jwt", http.StatusUnauthorized, "invalid_token"},
+		{"expired", b.IdP.TokenAt(t, "engineer@vendor.test", time.Now().Add(-time.Hour)), http.StatusUnauthorized, "invalid_token"},
+		{"untrusted", stranger.Token(t, "admin@vendor.test"), http.StatusUnauthorized, "unknown_issuer"},
+		{"dev bootstrap outside dev", "tat_whatever", http.StatusUnauthorized, "invalid_token"},
+		{"engineer", b.IdP.Token(t, "engineer@vendor.test"), 0, ""},
+		{"reviewer", b.IdP.Token(t, "reviewer@vendor.test"), 0, ""},
+		{"admin", b.IdP.Token(t, "admin@vendor.test"), 0, ""},
+		{"acme", b.IdP.Token(t, "approver@acme.test"), 0, ""},
+		{"globex", b.IdP.Token(t, "approver@globex.test"), 0, ""},
+	}
+
+	eps := broker.Endpoints()
+	for _, e := range eps {
+		if _, ok := allowed[e.Pattern]; !ok {
+			t.Errorf("endpoint %q is not in this test's table: add who may call it", e.Pattern)
+		}
+	}
+	if len(eps) != len(allowed) {
+		t.Errorf("broker has %d endpoints, this test's table %d", len(eps), len(allowed))
+	}
+
+	refusals := 0
+	for _, e := range eps {
+		method, path, ok := strings.Cut(e.Pattern, " ")
+		if !ok {
+			method, path = http.MethodGet, e.Pattern
+		}
+		path = strings.NewReplacer("{id}", acme.Deployment.ID, "{tenant}", "acme", "{name}", "prod", "{rest...}", "api/v1/query?query=up").Replace(path)
+		for _, c := range callers {
+			want := slices.Contains(allowed[e.Pattern], c.name) || slices.Contains(allowed[e.Pattern], "public")
+			status, body := call(t, b.APIURL(), method, path, c.token)
+			refused := status == http.StatusUnauthorized || status == http.StatusForbidden
+			if refused == want {
+				t.Errorf("%s %s as %s = %d %s, want allowed=%v", method, path, c.name, status, body.Error.Message, want)
+				continue
+			}
+			if !refused {
+				continue
+			}
+			refusals++
+			if body.Error.Code == "" || body.Error.Message == "" {
+				t.Errorf("%s %s as %s: refusal body %+v, want a JSON error with code and message", method, path, c.name, body)
+			}
+			if c.status != 0 && (status != c.status || body.Error.Code != c.code) {
+				t.Errorf("%s %s as %s = %d %s, want %d %s", method, path, c.name, status, body.Error.Code, c.status, c.code)
+			}
+			if c.status == 0 && status != http.StatusForbidden {
+				t.Errorf("%s %s as %s = %d, want 403 (authenticated but not allowed)", method, path, c.name, status)
+			}
+		}
+	}
+
+	// Every refusal is in the audit log.
+	evs, err := b.Client.AuditSearch(ctx, brokerapi.AuditQuery{Type: string(audit.AuthFailed), Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != refusals {
+		t.Errorf("audit has %d auth.failed events, want %d (one per refusal)", len(evs), refusals)
+	}
+
+	// Listing is filtered to the tenants a caller may act on.
+	for _, c := range []struct {
+		who  string
+		want []string
+	}{
+		{"approver@acme.test", []string{"acme"}},
+		{"approver@globex.test", []string{"globex"}},
+		{"engineer@vendor.test", []string{"acme", "globex"}},
+	} {
+		status, raw := get(t, b.APIURL()+"/api/v1/deployments", b.IdP.Token(t, c.who))
+		var list brokerapi.ListDeploymentsResponse
+		if status != http.StatusOK || json.Unmarshal(raw, &list) != nil {
+			t.Fatalf("list deployments as %s = %d %s", c.who, status, raw)
+		}
+		var tenants []string
+		for _, d := range list.Deployments {
+			tenants = append(tenants, d.Tenant)
+		}
+		slices.Sort(tenants)
+		if !slices.Equal(tenants, c.want) {
+			t.Errorf("list deployments as %s = tenants %q, want %q", c.who, tenants, c.want)
+		}
+	}
+}
+
+func call(t *testing.T, base, method, path, token string) (int, agentapi.Error) {
+	t.Helper()
+	var body io.Reader
+	if method == http.MethodPost {
+		body = strings.NewReader("{}")
+	}
+	req, err := http.NewRequest(method, base+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var e agentapi.Error
+	json.Unmarshal(raw, &e)
+	return res.StatusCode, e
+}
+
+func get(t *testing.T, url, token string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	return res.StatusCode, raw
+}
