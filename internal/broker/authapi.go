@@ -145,6 +145,17 @@ func (b *Broker) handleWhoami(w http.ResponseWriter, r *http.Request) error {
 	if p.Expiry.IsZero() {
 		out.Expiry = time.Time{}
 	}
+	if b.github != nil && p.GitHubLogin != "" {
+		teams, err := b.github.Teams(r.Context(), p.GitHubLogin)
+		if err != nil {
+			out.GitHubError = err.Error()
+		}
+		out.GitHubTeams = teams
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// DevIdP is a dev broker's embedded identity provider; nil outside dev
+// mode.
+func (b *Broker) DevIdP() *devidp.IdP { return b.devIdP }

@@ -76,6 +76,7 @@ func Endpoints() []Endpoint {
 		{"GET /api/v1/auth/config", nil, ScopePublic, h((*Broker).handleAuthConfig)},
 		{"GET /api/v1/whoami", anyRole, ScopeOwn, h((*Broker).handleWhoami)},
 		{"GET /api/v1/broker", vendorRole, ScopeVendor, h((*Broker).handleBrokerInfo)},
+		{"GET /api/v1/tickets/{owner}/{repo}/{number}", vendorRole, ScopeVendor, h((*Broker).handleTicket)},
 
 		{"POST /api/v1/deployments", adminOnly, ScopeVendor, h((*Broker).handleCreateDeployment)},
 		{"GET /api/v1/deployments", anyRole, ScopeOwn, h((*Broker).handleListDeployments)},

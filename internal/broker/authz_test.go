@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"GET /api/v1/auth/config":                                   {"public"},
 	"GET /api/v1/whoami":                                        {"engineer", "reviewer", "admin", "acme", "globex"},
 	"GET /api/v1/broker":                                        {"engineer", "reviewer", "admin"},
+	"GET /api/v1/tickets/{owner}/{repo}/{number}":               {"engineer", "reviewer", "admin"},
 	"POST /api/v1/deployments":                                  {"admin"},
 	"GET /api/v1/deployments":                                   {"engineer", "reviewer", "admin", "acme", "globex"},
 	"GET /api/v1/deployments/{id}":                              {"engineer", "reviewer", "admin", "acme"},
@@ -104,7 +105,7 @@ func TestAuthorizationTable(t *testing.T) {
 		if !ok {
 			method, path = http.MethodGet, e.Pattern
 		}
-		path = strings.NewReplacer("{id}", acme.Deployment.ID, "{tenant}", "acme", "{name}", "prod", "{rest...}", "api/v1/query?query=up").Replace(path)
+		path = strings.NewReplacer("{id}", acme.Deployment.ID, "{tenant}", "acme", "{name}", "prod", "{owner}", "acme", "{repo}", "incidents", "{number}", "1", "{rest...}", "api/v1/query?query=up").Replace(path)
 		for _, c := range callers {
 			want := slices.Contains(allowed[e.Pattern], c.name) || slices.Contains(allowed[e.Pattern], "public")
 			status, body := call(t, b.APIURL(), method, path, c.token)

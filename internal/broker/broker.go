@@ -33,6 +33,7 @@ import (
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/devidp"
 	"github.com/tetherhq/tether/internal/devnet"
+	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/store/pgstore"
@@ -72,6 +73,10 @@ type Config struct {
 	// dev mode; admins are named there by subject. Ignored in dev mode,
 	// which trusts its embedded provider only.
 	Identity identity.Config
+	// GitHub, when set, verifies the tickets requests cite and looks up
+	// engineers' teams. Token and App.PrivateKeyPEM may be env:/file:
+	// references.
+	GitHub *ghub.Config
 	// PublicURL is the API's address as browsers reach it (behind a proxy,
 	// say), for the web login's redirect; default the bound address.
 	PublicURL string
@@ -146,6 +151,11 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("store driver %q: want sqlite or postgres", c.StoreDriver)
 	}
+	if c.GitHub != nil {
+		if err := c.GitHub.Validate(); err != nil {
+			return err
+		}
+	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) || u.Host == "" || u.RawQuery != "" {
@@ -204,6 +214,7 @@ type Broker struct {
 	verifier *identity.Verifier
 	devIdP   *devidp.IdP // dev mode only
 	web      *weblogin.Manager
+	github   *ghub.Client // nil when not configured
 
 	apiLn    net.Listener
 	agentLn  net.Listener
@@ -334,6 +345,11 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	}
 	if err := b.startWebLogin(publicURL); err != nil {
 		return nil, err
+	}
+	if cfg.GitHub != nil {
+		if err := b.startGitHub(*cfg.GitHub); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
 }

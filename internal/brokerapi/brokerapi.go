@@ -160,6 +160,31 @@ func (c *Client) Whoami(ctx context.Context) (Whoami, error) {
 	return out, err
 }
 
+// Ticket is the body of GET /api/v1/tickets/{owner}/{repo}/{number}: a
+// verified, open GitHub issue.
+type Ticket struct {
+	Ref       string    `json:"ref"` // owner/repo#N
+	Title     string    `json:"title"`
+	State     string    `json:"state"`
+	URL       string    `json:"url"`
+	Labels    []string  `json:"labels"`
+	Assignees []string  `json:"assignees"`
+	Author    string    `json:"author"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Ticket verifies a ticket reference, owner/repo#N, at GitHub.
+func (c *Client) Ticket(ctx context.Context, ref string) (Ticket, error) {
+	owner, rest, ok1 := strings.Cut(ref, "/")
+	repo, num, ok2 := strings.Cut(rest, "#")
+	if !ok1 || !ok2 || owner == "" || repo == "" || num == "" {
+		return Ticket{}, fmt.Errorf("ticket %q: want owner/repo#NUMBER, such as acme/incidents#42", ref)
+	}
+	var out Ticket
+	err := c.do(ctx, http.MethodGet, "/api/v1/tickets/"+url.PathEscape(owner)+"/"+url.PathEscape(repo)+"/"+url.PathEscape(num), nil, &out)
+	return out, err
+}
+
 // Error is an error the API answered with.
 type Error struct {
 	Status  int

@@ -17,6 +17,7 @@ import (
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/cli"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/version"
 )
@@ -35,6 +36,7 @@ Commands:
   deployment show ID|T/N         show one deployment
   deployment pairing-token ID|T/N  issue a new pairing token (to re-pair an agent)
   deployment ping ID|T/N         call the deployment's agent over the tailnet
+  ticket check OWNER/REPO#N      verify a GitHub ticket as a request would: exists, an issue, open
   info                           print what an agent needs to join: control URL, broker name and key
   audit search|show-session|export|public-key|verify   for security reviewers (see 'broker audit -h')
   version                        print the version
@@ -61,6 +63,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return logout(args[1:], stdout)
 	case "whoami":
 		return whoami(ctx, args[1:], stdout)
+	case "ticket":
+		return ticket(ctx, args[1:], stdout)
 	case "audit":
 		return auditCmd(ctx, args[1:], stdout)
 	case "version":
@@ -88,7 +92,38 @@ type serverFile struct {
 	AdminToken        string           `json:"admin_token,omitempty"` // gone; refused with a pointer to identity
 	Identity          *identity.Config `json:"identity,omitempty"`
 	PublicURL         string           `json:"public_url,omitempty"`
+	GitHub            *githubFile      `json:"github,omitempty"`
 	HeartbeatInterval string           `json:"heartbeat_interval,omitempty"`
+}
+
+// githubFile is the broker config's "github" section.
+type githubFile struct {
+	BaseURL string `json:"base_url,omitempty"`
+	Token   string `json:"token,omitempty"` // env:/file: reference
+	App     *struct {
+		AppID          int64  `json:"app_id"`
+		InstallationID int64  `json:"installation_id"`
+		PrivateKey     string `json:"private_key"` // env:/file: reference to the PEM
+	} `json:"app,omitempty"`
+	Org      string   `json:"org"`
+	Teams    []string `json:"teams,omitempty"`
+	CacheTTL string   `json:"cache_ttl,omitempty"` // e.g. "30s"
+	Comment  bool     `json:"comment,omitempty"`
+}
+
+func (g githubFile) config() (ghub.Config, error) {
+	c := ghub.Config{BaseURL: g.BaseURL, Token: g.Token, Org: g.Org, Teams: g.Teams, Comment: g.Comment}
+	if g.App != nil {
+		c.App = &ghub.AppConfig{AppID: g.App.AppID, InstallationID: g.App.InstallationID, PrivateKeyPEM: g.App.PrivateKey}
+	}
+	if g.CacheTTL != "" {
+		d, err := time.ParseDuration(g.CacheTTL)
+		if err != nil {
+			return c, fmt.Errorf("github.cache_ttl %q: want a duration such as 30s", g.CacheTTL)
+		}
+		c.CacheTTL = d
+	}
+	return c, nil
 }
 
 func (serverFile) Validate() error { return nil } // broker.Config.Validate checks the merged result
@@ -172,6 +207,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if f.Identity != nil {
 		cfg.Identity = *f.Identity
+	}
+	if f.GitHub != nil {
+		gc, err := f.GitHub.config()
+		if err != nil {
+			return cli.Usagef("broker serve: %s: %v", *cfgFile, err)
+		}
+		cfg.GitHub = &gc
 	}
 	if err := cfg.Validate(); err != nil {
 		return cli.Usagef("broker serve: %v", err)
@@ -403,4 +445,44 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func ticket(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "check" {
+		return cli.Usagef("ticket: want 'broker ticket check OWNER/REPO#N'")
+	}
+	fs := cli.NewFlagSet("broker ticket check")
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG, else ~/.config/tether/cli.json)")
+	output := fs.String("output", "table", "output format: table or json")
+	pos, err := cli.Parse(fs, args[1:], stdout, "Usage: broker ticket check OWNER/REPO#N [--output table|json]\n\nAsks the broker to verify a ticket at GitHub: it must exist, be an issue (not a pull\nrequest) and be open. Prints its labels and assignees, which policy sees.")
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cli.Usagef("broker ticket check: want exactly one ticket, as OWNER/REPO#N")
+	}
+	if _, err := ghub.ParseTicketRef(pos[0]); err != nil {
+		return cli.Usagef("broker ticket check: %v", err)
+	}
+	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+		return err
+	}
+	c, err := client(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	t, err := c.Ticket(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(stdout, t)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Ticket:\t%s (%s)\n", t.Ref, t.State)
+	fmt.Fprintf(tw, "Title:\t%s\n", t.Title)
+	fmt.Fprintf(tw, "URL:\t%s\n", t.URL)
+	fmt.Fprintf(tw, "Labels:\t%s\n", orDash(strings.Join(t.Labels, ", ")))
+	fmt.Fprintf(tw, "Assignees:\t%s\n", orDash(strings.Join(t.Assignees, ", ")))
+	return tw.Flush()
 }
