@@ -20,32 +20,36 @@ type Type string
 
 // Event types.
 const (
-	DeploymentCreated  Type = "deployment.created"
-	PairingTokenIssued Type = "deployment.pairing_token_issued"
-	AgentPaired        Type = "agent.paired"
-	AgentPairFailed    Type = "agent.pair_failed"
-	RequestCreated     Type = "request.created"
-	PolicyDecided      Type = "policy.decided"
-	ReviewApproved     Type = "review.approved"
-	ReviewDenied       Type = "review.denied"
-	GrantIssued        Type = "grant.issued"
-	GrantExpired       Type = "grant.expired"
-	GrantRevoked       Type = "grant.revoked"
-	QueryAllowed       Type = "query.allowed"
-	QueryDenied        Type = "query.denied"
-	QueryFinished      Type = "query.finished" // details: rows, bytes, duration_ms
-	PromAllowed        Type = "prom.allowed"
-	PromDenied         Type = "prom.denied"
-	BreakglassUsed     Type = "breakglass.used"
-	AuthFailed         Type = "auth.failed"
-	AuthLogin          Type = "auth.login"  // a web session began
-	AuthLogout         Type = "auth.logout" // a web session ended
+	DeploymentCreated         Type = "deployment.created"
+	PairingTokenIssued        Type = "deployment.pairing_token_issued"
+	DeploymentSettingsChanged Type = "deployment.settings_changed"
+	AgentPaired               Type = "agent.paired"
+	AgentPairFailed           Type = "agent.pair_failed"
+	RequestCreated            Type = "request.created"
+	RequestCancelled          Type = "request.cancelled"
+	RequestTimedOut           Type = "request.timed_out"
+	PolicyReloaded            Type = "policy.reloaded" // outcome failure: a broken policy was kept out
+	PolicyDecided             Type = "policy.decided"
+	ReviewApproved            Type = "review.approved"
+	ReviewDenied              Type = "review.denied"
+	GrantIssued               Type = "grant.issued"
+	GrantExpired              Type = "grant.expired"
+	GrantRevoked              Type = "grant.revoked"
+	QueryAllowed              Type = "query.allowed"
+	QueryDenied               Type = "query.denied"
+	QueryFinished             Type = "query.finished" // details: rows, bytes, duration_ms
+	PromAllowed               Type = "prom.allowed"
+	PromDenied                Type = "prom.denied"
+	BreakglassUsed            Type = "breakglass.used"
+	AuthFailed                Type = "auth.failed"
+	AuthLogin                 Type = "auth.login"  // a web session began
+	AuthLogout                Type = "auth.logout" // a web session ended
 )
 
 // Types lists every known event type.
 var Types = []Type{
-	DeploymentCreated, PairingTokenIssued, AgentPaired, AgentPairFailed,
-	RequestCreated, PolicyDecided, ReviewApproved, ReviewDenied,
+	DeploymentCreated, PairingTokenIssued, DeploymentSettingsChanged, AgentPaired, AgentPairFailed,
+	RequestCreated, RequestCancelled, RequestTimedOut, PolicyDecided, PolicyReloaded, ReviewApproved, ReviewDenied,
 	GrantIssued, GrantExpired, GrantRevoked,
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,
 	BreakglassUsed, AuthFailed, AuthLogin, AuthLogout,

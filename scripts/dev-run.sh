@@ -9,8 +9,15 @@ mkdir -p "$dir"
 rm -f "$dir/broker/cli.json"
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	[ -f "$dir/upstreams.pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done <"$dir/upstreams.pids"
+	wait 2>/dev/null || true
+}
 trap cleanup EXIT INT TERM
+
+echo "Starting ClickHouse and Prometheus for the agent to guard..."
+read -r -a upstream_args <<<"$(scripts/dev-upstreams.sh "$dir")"
 
 bin/broker serve --dev --data-dir "$dir/broker" --listen "$listen" 2>>"$dir/broker.log" &
 pids+=($!)
@@ -33,7 +40,7 @@ if [ ! -f "$dir/agent/state.json" ]; then
 	token=$(printf '%s' "$out" | sed -n 's/.*"token": "\(tpt_[A-Za-z0-9_-]*\)".*/\1/p')
 	token_args=(--pairing-token "$token")
 fi
-bin/agent run --join "$dir/broker/join.json" --state-dir "$dir/agent" "${token_args[@]}" 2>>"$dir/agent.log" &
+bin/agent run --join "$dir/broker/join.json" --state-dir "$dir/agent" "${token_args[@]}" "${upstream_args[@]}" 2>>"$dir/agent.log" &
 pids+=($!)
 echo "Starting the agent (log: $dir/agent.log)..."
 for _ in $(seq 1 600); do
@@ -42,18 +49,40 @@ for _ in $(seq 1 600); do
 	sleep 0.2
 done
 
+# One CLI config per role of the tour, logged in at the dev broker's
+# identity provider.
+api=$(sed -n 's/.*"api_url": "\([^"]*\)".*/\1/p' "$dir/broker/cli.json")
+for who in engineer@vendor.test approver@acme.test approver@globex.test reviewer@vendor.test; do
+	bin/broker login --api-url "$api" --dev-user "$who" --config "$dir/${who%%@*}-${who#*@}.json" >/dev/null
+done
+if [ ${#upstream_args[@]} -gt 0 ]; then
+	data="an agent paired to acme/prod guarding a local ClickHouse and Prometheus"
+else
+	data="an agent paired to acme/prod (no ClickHouse/Prometheus: see the note above)"
+fi
+
 cat <<MSG
 
-Tether dev is running: a broker with its own tailnet, and an agent paired to acme/prod.
+Tether dev is running: a broker with its own tailnet and identity provider, and
+$data.
+The three-role tour (README "A tour of the access workflow"), in another terminal:
 
-Try, in another terminal:
-    export TETHER_CONFIG=$dir/broker/cli.json
-    bin/broker deployment list
-    bin/broker deployment show acme/prod
-    bin/broker deployment ping acme/prod
-    bin/broker deployment create --tenant globex --name staging   # prints a pairing token
-    bin/agent run --join $dir/broker/join.json --state-dir /tmp/agent2 --pairing-token <token>
+  The engineer asks:
+    export TETHER_CONFIG=$dir/engineer-vendor.test.json
+    bin/broker request create --deployment acme/prod --scope clickhouse:system,prometheus:read \\
+        --duration 30m --reason "merges are slow" --wait
+  acme's approver approves (a third terminal):
+    export TETHER_CONFIG=$dir/approver-acme.test.json
+    bin/broker request list --state pending
+    bin/broker request approve <ID> --comment "go ahead"
+  The engineer troubleshoots:
+    bin/broker query --deployment acme/prod "SELECT metric, value FROM system.metrics LIMIT 5"
+    bin/broker query --deployment acme/prod "SELECT * FROM default.secret"     # denied
+    bin/broker prom --deployment acme/prod 'up'
+  The security reviewer replays it:
+    export TETHER_CONFIG=$dir/reviewer-vendor.test.json
+    bin/broker audit show-session <GRANT_ID>
 
-Ctrl-C stops both.
+The admin's config (bootstrap token) is $dir/broker/cli.json. Ctrl-C stops everything.
 MSG
 wait

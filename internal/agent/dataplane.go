@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -215,8 +216,48 @@ func (a *Agent) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		apiErr(w, http.StatusBadRequest, "bad_json", "request body: want {\"grant_id\": \"…\"}")
 		return
 	}
+	if !grantIDRE.MatchString(req.GrantID) {
+		apiErr(w, http.StatusBadRequest, "bad_grant_id", "grant_id: want a grant ID (letters, digits and '-')")
+		return
+	}
 	n := a.data.Revoke(req.GrantID, req.Until, a.now())
-	writeJSON(w, http.StatusOK, agentapi.RevokeResponse{CutOff: n})
+	// Cutting the HTTP call off is not enough: ClickHouse may keep
+	// running a query whose client went away. Kill the grant's queries by
+	// their ID prefix, which the agent sets on every query.
+	killed, kerr := a.killQueries(r.Context(), req.GrantID)
+	if kerr != nil {
+		a.log.Warn("could not kill the revoked grant's queries", "grant", req.GrantID, "err", kerr)
+	}
+	writeJSON(w, http.StatusOK, agentapi.RevokeResponse{CutOff: n, Killed: killed})
+}
+
+var grantIDRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+
+// killQueries asks ClickHouse to kill every query of a grant (query IDs
+// tether-<grant>-<n>) and returns how many it found.
+func (a *Agent) killQueries(ctx context.Context, grantID string) (int, error) {
+	if a.data.up.ClickHouseURL == "" {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	// grantID matched grantIDRE: nothing in it needs quoting.
+	sql := "KILL QUERY WHERE query_id LIKE 'tether-" + grantID + "-%' ASYNC FORMAT TabSeparated"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.data.up.ClickHouseURL, "/")+"/", strings.NewReader(sql))
+	if err != nil {
+		return 0, err
+	}
+	req.SetBasicAuth(a.data.up.ClickHouseUser, a.data.up.ClickHousePassword)
+	res, err := a.data.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	if res.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("clickhouse answered %s: %s", res.Status, strings.TrimSpace(string(body)))
+	}
+	return strings.Count(string(body), "\n"), nil
 }
 
 // handleClickHouse runs one guarded query: grant, guard, audit, forced

@@ -52,9 +52,11 @@ type RevokeRequest struct {
 	Until   time.Time `json:"until,omitempty"` // the grant's expiry: the agent may forget it after
 }
 
-// RevokeResponse says how many calls in flight the revocation cut off.
+// RevokeResponse says how many calls in flight the revocation cut off,
+// and how many ClickHouse queries it killed.
 type RevokeResponse struct {
 	CutOff int `json:"cut_off"`
+	Killed int `json:"killed"` // ClickHouse queries killed by their query ID
 }
 
 // HeaderGrant carries the grant (a compact JWS) on data-plane calls.

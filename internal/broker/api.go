@@ -224,6 +224,7 @@ func (b *Broker) view(d store.DeploymentStatus) brokerapi.Deployment {
 	v := brokerapi.Deployment{
 		ID: d.ID, Tenant: d.Tenant, Name: d.Name, Region: d.Region,
 		CreatedAt: d.CreatedAt.UTC(), AgentStatus: brokerapi.StatusUnpaired,
+		Settings: settingsView(d.Settings),
 	}
 	a := d.Agent
 	if a == nil {

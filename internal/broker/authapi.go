@@ -42,6 +42,9 @@ var devIssuers = []devIssuer{
 			{Email: "engineer@vendor.test", Name: "Dev Engineer", Groups: []string{"engineers"}, Claims: map[string]any{"github_login": "dev-engineer"}},
 			{Email: "reviewer@vendor.test", Name: "Dev Reviewer", Groups: []string{"security"}, Claims: map[string]any{"github_login": "dev-reviewer"}},
 			{Email: "admin@vendor.test", Name: "Dev Admin", Groups: []string{"platform-admins"}, Claims: map[string]any{"github_login": "dev-admin"}},
+			// An on-call lead: engineer and reviewer, to show that nobody
+			// reviews their own request.
+			{Email: "lead@vendor.test", Name: "Dev On-call Lead", Groups: []string{"engineers", "security"}, Claims: map[string]any{"github_login": "dev-lead"}},
 		},
 	},
 	{
@@ -59,7 +62,8 @@ var devIssuers = []devIssuer{
 // DevIdentity builds the dev identity provider served under base (an
 // absolute URL ending in its path, such as http://127.0.0.1:8443/dev/idp)
 // and the identity configuration that trusts it: issuers vendor, acme and
-// globex, with the dev users engineer@, reviewer@ and admin@vendor.test,
+// globex, with the dev users engineer@, reviewer@, admin@ and
+// lead@vendor.test (engineer and reviewer),
 // approver@acme.test and approver@globex.test. Tests use it as an
 // external identity provider too.
 func DevIdentity(base string, now func() time.Time, redirectURIs ...string) (*devidp.IdP, identity.Config, error) {

@@ -29,6 +29,9 @@ const (
 	// the caller must be able to act on its tenant
 	// ([identity.Principal.CanActOnTenant]).
 	ScopeTenant
+	// ScopeRequest endpoints name an access request by ID; the caller
+	// must be able to act on the tenant of its deployment.
+	ScopeRequest
 )
 
 func (s Scope) String() string {
@@ -41,6 +44,8 @@ func (s Scope) String() string {
 		return "own"
 	case ScopeTenant:
 		return "tenant"
+	case ScopeRequest:
+		return "request"
 	}
 	return "unknown"
 }
@@ -59,6 +64,8 @@ var (
 	anyRole    = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin, identity.RoleApprover}
 	vendorRole = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin}
 	adminOnly  = []string{identity.RoleAdmin}
+	engineer   = []string{identity.RoleEngineer}
+	reviewers  = []string{identity.RoleApprover, identity.RoleReviewer, identity.RoleAdmin}
 	auditRoles = []string{identity.RoleReviewer, identity.RoleAdmin}
 	dataRoles  = []string{identity.RoleEngineer}
 )
@@ -85,6 +92,15 @@ func Endpoints() []Endpoint {
 		{"POST /api/v1/deployments/{id}/pairing-tokens", adminOnly, ScopeTenant, h((*Broker).handleNewPairingToken)},
 		{"POST /api/v1/deployments/{tenant}/{name}/pairing-tokens", adminOnly, ScopeTenant, h((*Broker).handleNewPairingToken)},
 		{"POST /api/v1/deployments/{id}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
+		{"PUT /api/v1/deployments/{tenant}/{name}/settings", adminOnly, ScopeTenant, h((*Broker).handleSetSettings)},
+
+		{"POST /api/v1/requests", engineer, ScopeVendor, h((*Broker).handleCreateRequest)},
+		{"GET /api/v1/requests", anyRole, ScopeOwn, h((*Broker).handleListRequests)},
+		{"GET /api/v1/requests/{id}", anyRole, ScopeRequest, h((*Broker).handleGetRequest)},
+		{"POST /api/v1/requests/{id}/approve", reviewers, ScopeRequest, func(b *Broker) func(http.ResponseWriter, *http.Request) error { return b.handleReview(true) }},
+		{"POST /api/v1/requests/{id}/deny", reviewers, ScopeRequest, func(b *Broker) func(http.ResponseWriter, *http.Request) error { return b.handleReview(false) }},
+		{"POST /api/v1/requests/{id}/cancel", engineer, ScopeRequest, h((*Broker).handleCancelRequest)},
+		{"POST /api/v1/requests/{id}/revoke", anyRole, ScopeRequest, h((*Broker).handleRevokeRequest)},
 		{"POST /api/v1/deployments/{tenant}/{name}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
 
 		{"GET /api/v1/audit/events", auditRoles, ScopeVendor, h((*Broker).handleAuditSearch)},
@@ -226,8 +242,8 @@ func (b *Broker) permit(r *http.Request, e Endpoint, p identity.Principal) error
 		if p.Tenant != "" {
 			return errorf(http.StatusForbidden, "forbidden", "%s %s is for vendor staff; you sign in through tenant %s's identity provider", r.Method, r.URL.Path, p.Tenant)
 		}
-	case ScopeTenant:
-		tenant, err := b.requestTenant(r)
+	case ScopeTenant, ScopeRequest:
+		tenant, err := b.requestTenant(r, e.Scope)
 		if err != nil {
 			return err
 		}
@@ -242,7 +258,14 @@ func (b *Broker) permit(r *http.Request, e Endpoint, p identity.Principal) error
 // path segment, or the tenant of the deployment {id}. A malformed or
 // unknown ID is answered as such; IDs are random UUIDs, so that reveals
 // nothing a caller could guess.
-func (b *Broker) requestTenant(r *http.Request) (string, error) {
+func (b *Broker) requestTenant(r *http.Request, scope Scope) (string, error) {
+	if scope == ScopeRequest {
+		ar, err := b.loadRequest(r.Context(), r.PathValue("id"))
+		if err != nil {
+			return "", err
+		}
+		return ar.Tenant, nil
+	}
 	if t := r.PathValue("tenant"); t != "" {
 		return t, nil
 	}

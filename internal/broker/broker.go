@@ -35,11 +35,13 @@ import (
 	"github.com/tetherhq/tether/internal/devnet"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
+	"github.com/tetherhq/tether/internal/notify"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/store/pgstore"
 	"github.com/tetherhq/tether/internal/store/sqlitestore"
 	"github.com/tetherhq/tether/internal/tailnet"
 	"github.com/tetherhq/tether/internal/weblogin"
+	"github.com/tetherhq/tether/policy"
 )
 
 // Config configures a broker. The zero value plus DataDir and Dev is a
@@ -77,6 +79,19 @@ type Config struct {
 	// engineers' teams. Token and App.PrivateKeyPEM may be env:/file:
 	// references.
 	GitHub *ghub.Config
+	// PolicyDir, when set, holds the access policy (.rego files) instead
+	// of the embedded default; it is reloaded when it changes, and a broken
+	// policy never replaces a working one.
+	PolicyDir string
+	// Webhooks notify each customer of its deployments' requests (secrets
+	// as env:/file: references).
+	Webhooks []notify.Webhook
+	// PendingTimeout is how long a request waits for its reviews; default
+	// 24h.
+	PendingTimeout time.Duration
+	// LifecycleInterval is how often pending requests are timed out and
+	// grants expired; default 500ms.
+	LifecycleInterval time.Duration
 	// PublicURL is the API's address as browsers reach it (behind a proxy,
 	// say), for the web login's redirect; default the bound address.
 	PublicURL string
@@ -115,6 +130,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 60 * time.Second
+	}
+	if c.PendingTimeout == 0 {
+		c.PendingTimeout = DefaultPendingTimeout
+	}
+	if c.LifecycleInterval == 0 {
+		c.LifecycleInterval = 500 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -168,6 +189,12 @@ func (c Config) Validate() error {
 	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > 5*time.Minute {
 		return fmt.Errorf("heartbeat interval %v: want between 100ms and 5m", c.HeartbeatInterval)
 	}
+	if c.PendingTimeout < time.Second || c.PendingTimeout > 7*24*time.Hour {
+		return fmt.Errorf("pending timeout %v: want between 1s and 168h", c.PendingTimeout)
+	}
+	if c.LifecycleInterval < 10*time.Millisecond || c.LifecycleInterval > time.Minute {
+		return fmt.Errorf("lifecycle interval %v: want between 10ms and 1m", c.LifecycleInterval)
+	}
 	if c.PairingTTL < time.Second || c.PairingTTL > 24*time.Hour {
 		return fmt.Errorf("pairing token lifetime %v: want between 1s and 24h", c.PairingTTL)
 	}
@@ -215,6 +242,13 @@ type Broker struct {
 	devIdP   *devidp.IdP // dev mode only
 	web      *weblogin.Manager
 	github   *ghub.Client // nil when not configured
+	policy   *policy.Engine
+	notifier *notify.Notifier // nil without webhooks
+	metrics  brokerMetrics
+
+	changeMu sync.Mutex
+	changeCh chan struct{}                // closed and replaced on every request change
+	unpushed map[string]pendingRevocation // grant ID → a revocation the agent has not heard of
 
 	apiLn    net.Listener
 	agentLn  net.Listener
@@ -250,6 +284,8 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		now:        cfg.Now,
 		challenges: make(map[string]challenge),
 		sessions:   make(map[[32]byte]session),
+		changeCh:   make(chan struct{}),
+		unpushed:   make(map[string]pendingRevocation),
 	}
 	defer func() {
 		if err != nil {
@@ -350,6 +386,12 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		if err := b.startGitHub(*cfg.GitHub); err != nil {
 			return nil, err
 		}
+	}
+	if err := b.startPolicy(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.startNotifier(); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
@@ -488,6 +530,19 @@ func (b *Broker) Run(ctx context.Context) error {
 		errc <- fmt.Errorf("API server: %w", err)
 	}()
 	go func() { errc <- fmt.Errorf("agent API server: %w", agents.Serve(b.agentLn)) }()
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		stopBG()
+		wg.Wait()
+	}()
+	wg.Go(func() { b.runLifecycle(bg) })
+	if b.notifier != nil {
+		wg.Go(func() { b.notifier.Run(bg) })
+	}
+	if b.cfg.PolicyDir != "" {
+		wg.Go(func() { b.policy.Watch(bg, 2*time.Second) })
+	}
 
 	if b.cfg.Dev {
 		if err := b.writeDevFiles(); err != nil {

@@ -64,7 +64,7 @@ func post(t *testing.T, hc *http.Client, url, bearer string, body any) (int, age
 
 func auditTypes(t *testing.T, b *brokertest.Broker) []string {
 	t.Helper()
-	evs, err := b.Client.AuditSearch(context.Background(), brokerapi.AuditQuery{})
+	evs, err := b.Client.AuditSearch(context.Background(), brokerapi.AuditQuery{Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

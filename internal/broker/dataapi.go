@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/grant"
 )
 
 // handleDataPlane is the data-plane passthrough: a call carrying a grant
@@ -18,10 +19,17 @@ func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	tok := r.Header.Get(agentapi.HeaderGrant)
-	if tok == "" {
-		return errorf(http.StatusBadRequest, "no_grant", "data-plane calls need a grant in the %s header", agentapi.HeaderGrant)
+	scope := grant.ScopeClickHouse
+	if strings.HasSuffix(r.Pattern, "{rest...}") {
+		scope = grant.ScopePrometheus
 	}
+	// The broker checks the grant is live and the caller's; the agent
+	// checks it again against the key it pinned.
+	g, err := b.liveGrant(r.Context(), r, d.ID, scope)
+	if err != nil {
+		return err
+	}
+	tok := g.Token
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, agentapi.MaxBody))
 	if err != nil {
 		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", agentapi.MaxBody)

@@ -56,13 +56,14 @@ type PairingToken struct {
 
 // Deployment is a deployment with the state of its agent.
 type Deployment struct {
-	ID          string    `json:"id"`
-	Tenant      string    `json:"tenant"`
-	Name        string    `json:"name"`
-	Region      string    `json:"region,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	AgentStatus string    `json:"agent_status"`
-	Agent       *Agent    `json:"agent,omitempty"`
+	ID          string             `json:"id"`
+	Tenant      string             `json:"tenant"`
+	Name        string             `json:"name"`
+	Region      string             `json:"region,omitempty"`
+	CreatedAt   time.Time          `json:"created_at"`
+	AgentStatus string             `json:"agent_status"`
+	Agent       *Agent             `json:"agent,omitempty"`
+	Settings    DeploymentSettings `json:"settings"`
 }
 
 // Agent is a paired agent as last seen.

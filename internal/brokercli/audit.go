@@ -77,7 +77,7 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 	output := fs.String("output", "table", "output format: table or json")
 	var q brokerapi.AuditQuery
 	var since, until string
-	usage := "Usage: broker audit show-session GRANT_ID [--output table|json]"
+	usage := "Usage: broker audit show-session REQUEST_ID|GRANT_ID [--output table|json]\n\nLists every event of one access, in log order: the request, the policy's\ndecision, the reviews, the grant, each query and Prometheus call with its\nverdict, and how it ended."
 	if sub == "search" {
 		fs.StringVar(&q.Actor, "actor", "", "actor subject, e.g. alice@vendor.test or agent:<id>")
 		fs.StringVar(&q.Deployment, "deployment", "", "deployment ID")
@@ -96,7 +96,7 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 	}
 	if sub == "show-session" {
 		if len(pos) != 1 {
-			return cli.Usagef("broker audit show-session: want exactly one grant ID")
+			return cli.Usagef("broker audit show-session: want exactly one request or grant ID")
 		}
 		q.Grant, q.Limit = pos[0], 100000
 	} else if len(pos) > 0 {
@@ -115,12 +115,14 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 	if err != nil {
 		return err
 	}
-	evs, err := c.AuditSearch(ctx, q)
+	var evs []brokerapi.AuditEvent
+	if sub == "show-session" {
+		evs, err = session(ctx, c, q.Grant)
+	} else {
+		evs, err = c.AuditSearch(ctx, q)
+	}
 	if err != nil {
 		return err
-	}
-	if sub == "show-session" && len(evs) == 0 {
-		return fmt.Errorf("no audit events for grant %s", q.Grant)
 	}
 	if *output == "json" {
 		return printJSON(stdout, brokerapi.AuditEvents{Events: evs})
@@ -325,4 +327,38 @@ func auditVerify(args []string, stdout io.Writer) error {
 	sort.Strings(types)
 	fmt.Fprintf(stdout, "  event types: %s\n", strings.Join(types, ", "))
 	return nil
+}
+
+// session gathers the events of one access: those of the request and
+// those of its grant, given either ID, in log order.
+func session(ctx context.Context, c *brokerapi.Client, id string) ([]brokerapi.AuditEvent, error) {
+	byGrant, err := c.AuditSearch(ctx, brokerapi.AuditQuery{Grant: id, Limit: 100000})
+	if err != nil {
+		return nil, err
+	}
+	requestID := id
+	for _, ae := range byGrant {
+		var e audit.Event
+		if json.Unmarshal(ae.Event, &e) == nil && e.RequestID != "" {
+			requestID = e.RequestID
+			break
+		}
+	}
+	byRequest, err := c.AuditSearch(ctx, brokerapi.AuditQuery{Request: requestID, Limit: 100000})
+	if err != nil {
+		return nil, err
+	}
+	seen := map[uint64]bool{}
+	var out []brokerapi.AuditEvent
+	for _, ae := range append(byRequest, byGrant...) {
+		if !seen[ae.Index] {
+			seen[ae.Index] = true
+			out = append(out, ae)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no audit events for request or grant %s", id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
+	return out, nil
 }

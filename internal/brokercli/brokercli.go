@@ -19,6 +19,7 @@ import (
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
+	"github.com/tetherhq/tether/internal/notify"
 	"github.com/tetherhq/tether/internal/version"
 )
 
@@ -36,7 +37,13 @@ Commands:
   deployment show ID|T/N         show one deployment
   deployment pairing-token ID|T/N  issue a new pairing token (to re-pair an agent)
   deployment ping ID|T/N         call the deployment's agent over the tailnet
+  deployment set T/N             change a deployment's settings: approval mode, labels, freeze and maintenance windows
   ticket check OWNER/REPO#N      verify a GitHub ticket as a request would: exists, an issue, open
+  request create|list|show|approve|deny|cancel|revoke   ask for, review and end access (see 'broker request help')
+  query --deployment T/N "SQL"   run SQL on the deployment's ClickHouse system tables under your grant
+  prom --deployment T/N 'PROMQL' query the deployment's Prometheus under your grant (--range for a range query)
+  proxy clickhouse|prometheus    serve the deployment's ClickHouse or Prometheus on a loopback port (for curl, Grafana)
+  policy eval --input FILE       evaluate the access policy locally on a policy input
   info                           print what an agent needs to join: control URL, broker name and key
   audit search|show-session|export|public-key|verify   for security reviewers (see 'broker audit -h')
   version                        print the version
@@ -67,6 +74,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return ticket(ctx, args[1:], stdout)
 	case "audit":
 		return auditCmd(ctx, args[1:], stdout)
+	case "request", "requests":
+		return request(ctx, args[1:], stdout, stderr)
+	case "query":
+		return query(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "prom":
+		return prom(ctx, args[1:], stdout, stderr)
+	case "proxy":
+		return proxyCmd(ctx, args[1:], stdout, stderr)
+	case "policy":
+		return policyCmd(ctx, args[1:], os.Stdin, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "broker", version.Version)
 		return nil
@@ -93,6 +110,9 @@ type serverFile struct {
 	Identity          *identity.Config `json:"identity,omitempty"`
 	PublicURL         string           `json:"public_url,omitempty"`
 	GitHub            *githubFile      `json:"github,omitempty"`
+	PolicyDir         string           `json:"policy_dir,omitempty"`
+	Webhooks          []notify.Webhook `json:"webhooks,omitempty"` // secret as env:/file: reference
+	PendingTimeout    string           `json:"pending_timeout,omitempty"`
 	HeartbeatInterval string           `json:"heartbeat_interval,omitempty"`
 }
 
@@ -152,6 +172,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		heartbeat = fs.Duration("heartbeat-interval", 0, "how often agents report (default 5s)")
 		pairTTL   = fs.Duration("pairing-ttl", 0, "pairing token lifetime (default 15m)")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
+		policyDir = fs.String("policy-dir", "", "directory of .rego files replacing the embedded access policy; reloaded on change (env TETHER_POLICY_DIR)")
 	)
 	pos, err := cli.Parse(fs, args, stdout, serveUsage)
 	if err != nil {
@@ -191,6 +212,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		AuthKey:     pick("", "TETHER_AUTH_KEY", f.AuthKey),
 		Hostname:    pick("", "TETHER_HOSTNAME", f.Hostname),
 		PublicURL:   pick("", "TETHER_PUBLIC_URL", f.PublicURL),
+		PolicyDir:   pick(*policyDir, "TETHER_POLICY_DIR", f.PolicyDir),
+		Webhooks:    f.Webhooks,
 		DevAddr:     *devAddr,
 		PairingTTL:  *pairTTL,
 		Version:     version.Version,
@@ -207,6 +230,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if f.Identity != nil {
 		cfg.Identity = *f.Identity
+	}
+	if f.PendingTimeout != "" {
+		if cfg.PendingTimeout, err = time.ParseDuration(f.PendingTimeout); err != nil {
+			return cli.Usagef("broker serve: %s: pending_timeout %q: want a duration such as 24h", *cfgFile, f.PendingTimeout)
+		}
 	}
 	if f.GitHub != nil {
 		gc, err := f.GitHub.config()
@@ -239,6 +267,8 @@ func deployment(ctx context.Context, args []string, stdout io.Writer) error {
 	)
 	var subUsage string
 	switch sub {
+	case "set":
+		return deploymentSet(ctx, args, stdout)
 	case "create":
 		tenant = fs.String("tenant", "", "tenant (customer) the deployment belongs to, a DNS label")
 		name = fs.String("name", "", "deployment name, a DNS label unique within the tenant")

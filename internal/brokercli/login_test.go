@@ -56,7 +56,8 @@ func TestLoopbackLoginAndRefresh(t *testing.T) {
 	}
 	oc := &oauth2.Config{ClientID: is.ClientID, Endpoint: ep.Endpoint, Scopes: is.Scopes}
 
-	w := &urlWriter{seen: make(chan string, 1)}
+	seen := make(chan string, 1)
+	w := &urlWriter{seen: seen}
 	type result struct {
 		tok *oauth2.Token
 		err error
@@ -68,7 +69,7 @@ func TestLoopbackLoginAndRefresh(t *testing.T) {
 	}()
 	var loginURL string
 	select {
-	case loginURL = <-w.seen:
+	case loginURL = <-seen:
 	case r := <-done:
 		t.Fatalf("loopbackLogin returned before printing a URL: %v", r.err)
 	}
@@ -144,13 +145,14 @@ func TestLoopbackLoginRefusesForgedState(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	oc := &oauth2.Config{ClientID: "c", Endpoint: oauth2.Endpoint{AuthURL: "http://127.0.0.1:1/authorize", TokenURL: "http://127.0.0.1:1/token"}}
-	w := &urlWriter{seen: make(chan string, 1)}
+	seen := make(chan string, 1)
+	w := &urlWriter{seen: seen}
 	done := make(chan error, 1)
 	go func() {
 		_, err := loopbackLogin(ctx, oc, w)
 		done <- err
 	}()
-	u, _ := url.Parse(<-w.seen)
+	u, _ := url.Parse(<-seen)
 	redirect := u.Query().Get("redirect_uri")
 	res, err := http.Get(redirect + "?code=x&state=forged")
 	if err != nil {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,13 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/config"
-	"github.com/tetherhq/tether/internal/grant"
 )
 
 // guarded is a dev broker and an agent process guarding a real ClickHouse.
@@ -50,28 +45,40 @@ func startGuarded(t testing.TB, extra ...string) *guarded {
 	return &guarded{b: b, agent: a, res: res, cli: cli}
 }
 
-// mint signs a grant with the broker's key from its data dir, as the
-// access workflow will.
-func (g *guarded) mint(t testing.TB) string {
+// access runs the workflow through the CLI: the engineer asks, acme's
+// approver approves; it returns the engineer's CLI config, whose login
+// the broker matches to the grant.
+func (g *guarded) access(t testing.TB, scope string) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(g.b.dir, "broker.key"))
-	if err != nil {
+	eng := loginConfig(t, g.b, "engineer@vendor.test")
+	approver := loginConfig(t, g.b, "approver@acme.test")
+	out, errOut, code := runBin(t, []string{"TETHER_CONFIG=" + eng}, "broker", "request", "create", "--deployment", "acme/prod",
+		"--scope", scope, "--duration", "30m", "--reason", "e2e", "--output", "json")
+	if code != 0 {
+		t.Fatalf("request create: %s", errOut)
+	}
+	var ar brokerapi.AccessRequest
+	if err := json.Unmarshal([]byte(out), &ar); err != nil {
 		t.Fatal(err)
 	}
-	seed, err := hex.DecodeString(strings.TrimSpace(string(raw)))
-	if err != nil {
+	if _, errOut, code := runBin(t, []string{"TETHER_CONFIG=" + approver}, "broker", "request", "approve", ar.ID); code != 0 {
+		t.Fatalf("request approve: %s", errOut)
+	}
+	return eng
+}
+
+// loginConfig logs a dev user in with the CLI into a new CLI config.
+func loginConfig(t testing.TB, b *devBroker, email string) string {
+	t.Helper()
+	var dev config.CLI
+	if err := config.Load(b.cliJSON, &dev); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	tok, err := grant.Issue(grant.Grant{
-		ID: uuid.NewString(), RequestID: uuid.NewString(), Deployment: g.res.Deployment.ID,
-		Agent: g.agentID(t), Subject: "engineer@vendor.test", Scopes: []string{grant.ScopeClickHouse},
-		NotBefore: now.Add(-time.Minute), Expiry: now.Add(30 * time.Minute), IssuedAt: now,
-	}, ed25519.NewKeyFromSeed(seed))
-	if err != nil {
-		t.Fatal(err)
+	path := filepath.Join(t.TempDir(), "cli.json")
+	if _, errOut, code := runBin(t, []string{"TETHER_CONFIG=" + path}, "broker", "login", "--api-url", dev.APIURL, "--dev-user", email); code != 0 {
+		t.Fatalf("login %s: %s", email, errOut)
 	}
-	return tok
+	return path
 }
 
 func (g *guarded) agentID(t testing.TB) string {
@@ -82,12 +89,15 @@ func (g *guarded) agentID(t testing.TB) string {
 	return d.Agent.ID
 }
 
-func (g *guarded) query(t testing.TB, tok, sql, format string) *http.Response {
+func (g *guarded) query(t testing.TB, cfgPath, sql, format string) *http.Response {
 	t.Helper()
+	var cli config.CLI
+	if err := config.Load(cfgPath, &cli); err != nil {
+		t.Fatal(err)
+	}
 	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: sql, Format: format})
-	req, _ := http.NewRequest(http.MethodPost, g.cli.APIURL+"/api/v1/deployments/acme/prod/clickhouse/query", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+g.cli.Token)
-	req.Header.Set(agentapi.HeaderGrant, tok)
+	req, _ := http.NewRequest(http.MethodPost, cli.APIURL+"/api/v1/deployments/acme/prod/clickhouse/query", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+cli.Login.IDToken)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -99,8 +109,14 @@ func (g *guarded) query(t testing.TB, tok, sql, format string) *http.Response {
 // guard → ClickHouse, as separate processes.
 func TestGuardedQueryThroughBroker(t *testing.T) {
 	g := startGuarded(t)
-	tok := g.mint(t)
-	res := g.query(t, tok, "SELECT name FROM system.databases WHERE name = 'system'", "")
+	// Before any grant the broker refuses.
+	res := g.query(t, loginConfig(t, g.b, "engineer@vendor.test"), "SELECT 1", "")
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden {
+		t.Errorf("query without a grant = %d, want 403", res.StatusCode)
+	}
+	tok := g.access(t, "clickhouse:system")
+	res = g.query(t, tok, "SELECT name FROM system.databases WHERE name = 'system'", "")
 	out, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK || string(out) != "name\nsystem\n" {
@@ -112,11 +128,6 @@ func TestGuardedQueryThroughBroker(t *testing.T) {
 	if res.StatusCode != http.StatusForbidden || !strings.Contains(string(out), "not a system table") {
 		t.Fatalf("denied query = %d %q", res.StatusCode, out)
 	}
-	res = g.query(t, "", "SELECT 1", "")
-	res.Body.Close()
-	if res.StatusCode != http.StatusBadRequest {
-		t.Errorf("no grant = %d, want 400", res.StatusCode)
-	}
 }
 
 // BenchmarkAgentStream100MB streams 100 MB of system.numbers (RowBinary)
@@ -124,7 +135,7 @@ func TestGuardedQueryThroughBroker(t *testing.T) {
 // reports MB/s and the agent process's peak RSS.
 func BenchmarkAgentStream100MB(b *testing.B) {
 	g := startGuarded(b, "--max-result-rows", "20000000")
-	tok := g.mint(b)
+	tok := g.access(b, "clickhouse:system")
 	b.SetBytes(100_000_000)
 	for b.Loop() {
 		res := g.query(b, tok, "SELECT number FROM system.numbers LIMIT 12500000", "RowBinary")

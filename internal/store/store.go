@@ -39,6 +39,129 @@ type Deployment struct {
 	Name      string // DNS label, unique within Tenant
 	Region    string // free-form cloud region, may be empty
 	CreatedAt time.Time
+	Settings  DeploymentSettings
+}
+
+// DeploymentSettings are what the access policy reads about a deployment
+// besides its name. The zero value means customer approval, no labels,
+// no windows.
+type DeploymentSettings struct {
+	Labels map[string]string `json:"labels,omitempty"`
+	// ApprovalMode is "customer" (or empty) or "auto_prometheus": a
+	// request for prometheus:read alone needs no review.
+	ApprovalMode string `json:"approval_mode,omitempty"`
+	// FreezeWindows are the customer's declared change freezes.
+	FreezeWindows []Window `json:"freeze_windows,omitempty"`
+	// MaintenanceWindows are when the customer accepts changes.
+	MaintenanceWindows []Window `json:"maintenance_windows,omitempty"`
+}
+
+// Window is a span of time [Start, End).
+type Window struct {
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Access request states. Pending requests end as approved (then active,
+// then expired or revoked), denied, cancelled or timed_out.
+const (
+	StatePending   = "pending"
+	StateApproved  = "approved" // every review in; the grant is being issued
+	StateActive    = "active"   // a grant is live
+	StateExpired   = "expired"
+	StateRevoked   = "revoked"
+	StateDenied    = "denied"
+	StateCancelled = "cancelled"
+	StateTimedOut  = "timed_out"
+)
+
+// Person is someone who acted, as their identity provider named them.
+type Person struct {
+	Subject string   `json:"subject"`
+	Email   string   `json:"email,omitempty"`
+	Issuer  string   `json:"issuer"` // issuer URL
+	Tenant  string   `json:"tenant,omitempty"`
+	Roles   []string `json:"roles,omitempty"`
+}
+
+// Review is one reviewer's verdict on a request.
+type Review struct {
+	Reviewer Person    `json:"reviewer"`
+	Role     string    `json:"role"` // the role it counted as: "approver" or "internal"
+	Approve  bool      `json:"approve"`
+	Comment  string    `json:"comment,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// GrantRecord is the grant issued for an approved request.
+type GrantRecord struct {
+	ID        string    `json:"id"`
+	Token     string    `json:"token"` // the signed grant; useless without the broker's tailnet node and key
+	Scopes    []string  `json:"scopes"`
+	AgentID   string    `json:"agent_id"`
+	NotBefore time.Time `json:"not_before"`
+	Expiry    time.Time `json:"expiry"`
+	IssuedAt  time.Time `json:"issued_at"`
+}
+
+// AccessRequest is an engineer's request for access to one deployment,
+// with the policy's decision, the reviews and the grant.
+type AccessRequest struct {
+	ID           string        `json:"id"` // UUID, assigned by the caller
+	DeploymentID string        `json:"deployment_id"`
+	Tenant       string        `json:"tenant"`
+	Name         string        `json:"name"` // the deployment's
+	Requester    Person        `json:"requester"`
+	Scopes       []string      `json:"scopes"` // requested
+	Duration     time.Duration `json:"duration"`
+	Reason       string        `json:"reason"`
+	Ticket       string        `json:"ticket,omitempty"`
+	BreakGlass   bool          `json:"break_glass,omitempty"`
+	State        string        `json:"state"`
+	// Decision is the policy's decision, as JSON.
+	Decision []byte       `json:"decision"`
+	Reviews  []Review     `json:"reviews,omitempty"`
+	Grant    *GrantRecord `json:"grant,omitempty"`
+	// PendingUntil is when a pending request times out.
+	PendingUntil time.Time `json:"pending_until"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	// EndedAt, EndedBy and EndReason say how a request left the pending or
+	// active state: who denied, cancelled or revoked it, and why.
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	EndedBy   string    `json:"ended_by,omitempty"`
+	EndReason string    `json:"end_reason,omitempty"`
+	// Version increases with every update; [Store.UpdateRequest] compares
+	// it to detect a concurrent change.
+	Version int64 `json:"version"`
+}
+
+// DueAt is when the request needs the broker's attention without anyone
+// acting: a pending request's timeout, an active grant's expiry. Zero
+// for requests that are over.
+func (r AccessRequest) DueAt() time.Time {
+	switch r.State {
+	case StatePending:
+		return r.PendingUntil
+	case StateApproved, StateActive:
+		if r.Grant != nil {
+			return r.Grant.Expiry
+		}
+		return r.PendingUntil
+	}
+	return time.Time{}
+}
+
+// RequestFilter selects access requests; zero fields match everything.
+type RequestFilter struct {
+	Tenant       string
+	DeploymentID string
+	Requester    string // subject
+	States       []string
+	// DueBefore selects requests whose DueAt is non-zero and before it.
+	DueBefore time.Time
+	Limit     int // default and maximum 1000
 }
 
 // PairingToken is the stored form of a one-time pairing token. The token
@@ -117,6 +240,25 @@ type Store interface {
 	// RecordHeartbeat stores hb as the agent's latest heartbeat. It returns
 	// an error wrapping ErrNotFound if the agent does not exist.
 	RecordHeartbeat(ctx context.Context, agentID string, hb Heartbeat) error
+	// SetDeploymentSettings replaces a deployment's settings, or returns
+	// an error wrapping ErrNotFound.
+	SetDeploymentSettings(ctx context.Context, id string, s DeploymentSettings) error
+
+	// CreateRequest stores a new access request (its Version is stored as
+	// given, normally 1). It returns an error wrapping ErrConflict if the
+	// ID exists and ErrNotFound if the deployment does not.
+	CreateRequest(ctx context.Context, r AccessRequest) error
+	// GetRequest returns the request with the given ID, or an error
+	// wrapping ErrNotFound.
+	GetRequest(ctx context.Context, id string) (AccessRequest, error)
+	// ListRequests returns the requests f selects, newest first.
+	ListRequests(ctx context.Context, f RequestFilter) ([]AccessRequest, error)
+	// UpdateRequest stores r if the stored request's Version is still
+	// r.Version, and stores it with Version r.Version+1. If another update
+	// came first it changes nothing and returns an error wrapping
+	// ErrConflict: the caller reloads and decides again. An unknown ID is
+	// an error wrapping ErrNotFound.
+	UpdateRequest(ctx context.Context, r AccessRequest) error
 	// Close releases the store's resources.
 	Close() error
 }

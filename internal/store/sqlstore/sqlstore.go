@@ -13,7 +13,8 @@
 // argument. Times are stored as BIGINT Unix milliseconds in every database,
 // so that the SQL needs no per-database date handling; they come back in UTC
 // with millisecond precision. A heartbeat's uptime is kept in milliseconds
-// too.
+// too. Deployments' settings and access requests are stored as JSON, whose
+// times are truncated to the millisecond and in UTC as well.
 package sqlstore
 
 import (
@@ -99,10 +100,14 @@ func (s *Store) CreateDeployment(ctx context.Context, d store.Deployment, tok st
 		return fmt.Errorf("create deployment %s/%s: first pairing token is for deployment %s, not %s", d.Tenant, d.Name, tok.DeploymentID, d.ID)
 	}
 	tok.DeploymentID = d.ID
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	settings, err := settingsJSON(d.Settings)
+	if err != nil {
+		return fmt.Errorf("create deployment %s/%s: %w", d.Tenant, d.Name, err)
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx,
-			`INSERT INTO deployments (id, tenant, name, region, created_at) VALUES ($1, $2, $3, $4, $5)`,
-			d.ID, d.Tenant, d.Name, d.Region, millis(d.CreatedAt))
+			`INSERT INTO deployments (id, tenant, name, region, created_at, settings) VALUES ($1, $2, $3, $4, $5, $6)`,
+			d.ID, d.Tenant, d.Name, d.Region, millis(d.CreatedAt), settings)
 		if err != nil {
 			if s.d.IsUniqueViolation(err) {
 				return store.ErrConflict
@@ -135,7 +140,7 @@ func (s *Store) insertToken(ctx context.Context, e execer, tok store.PairingToke
 // deploymentStatusQuery selects deployments joined with their current
 // agent; the schema allows at most one unrevoked agent per deployment.
 const deploymentStatusQuery = `
-SELECT d.id, d.tenant, d.name, d.region, d.created_at,
+SELECT d.id, d.tenant, d.name, d.region, d.created_at, d.settings,
 	a.id, a.deployment_id, a.public_key, a.node_id, a.node_name, a.paired_at, a.revoked_at,
 	a.last_seen_at, a.last_version, a.last_uptime_ms, a.last_tailnet_ip, a.last_upstreams
 FROM deployments d
@@ -225,13 +230,17 @@ func (s *Store) RedeemPairingToken(ctx context.Context, hash []byte, now time.Ti
 		// tokens of one deployment, so that each revokes the agent the
 		// previous one stored.
 		var created int64
+		var settings string
 		err = tx.QueryRowContext(ctx,
-			`SELECT id, tenant, name, region, created_at FROM deployments WHERE id = $1`+s.d.ForUpdate,
-			a.DeploymentID).Scan(&d.ID, &d.Tenant, &d.Name, &d.Region, &created)
+			`SELECT id, tenant, name, region, created_at, settings FROM deployments WHERE id = $1`+s.d.ForUpdate,
+			a.DeploymentID).Scan(&d.ID, &d.Tenant, &d.Name, &d.Region, &created, &settings)
 		if err != nil {
 			return fmt.Errorf("get deployment %s: %w", a.DeploymentID, err)
 		}
 		d.CreatedAt = fromMillis(created)
+		if d.Settings, err = parseSettings(settings); err != nil {
+			return fmt.Errorf("get deployment %s: %w", a.DeploymentID, err)
+		}
 
 		_, err = tx.ExecContext(ctx,
 			`UPDATE agents SET revoked_at = $1 WHERE deployment_id = $2 AND revoked_at IS NULL`,
@@ -316,6 +325,60 @@ func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb store.He
 	return nil
 }
 
+// SetDeploymentSettings implements [store.Store].
+func (s *Store) SetDeploymentSettings(ctx context.Context, id string, settings store.DeploymentSettings) error {
+	js, err := settingsJSON(settings)
+	if err != nil {
+		return fmt.Errorf("set settings of deployment %s: %w", id, err)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE deployments SET settings = $1 WHERE id = $2`, js, id)
+	if err != nil {
+		return fmt.Errorf("set settings of deployment %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("set settings of deployment %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("set settings of deployment %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// settingsJSON encodes a deployment's settings for its settings column,
+// with the windows' times as stored: in UTC, to the millisecond.
+func settingsJSON(s store.DeploymentSettings) (string, error) {
+	s.FreezeWindows = storedWindows(s.FreezeWindows)
+	s.MaintenanceWindows = storedWindows(s.MaintenanceWindows)
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "", fmt.Errorf("encode settings: %w", err)
+	}
+	return string(b), nil
+}
+
+// parseSettings decodes a deployment's settings column.
+func parseSettings(js string) (store.DeploymentSettings, error) {
+	var s store.DeploymentSettings
+	if err := json.Unmarshal([]byte(js), &s); err != nil {
+		return store.DeploymentSettings{}, fmt.Errorf("decode settings: %w", err)
+	}
+	return s, nil
+}
+
+// storedWindows returns a copy of ws with their times as stored.
+func storedWindows(ws []store.Window) []store.Window {
+	if ws == nil {
+		return nil
+	}
+	out := make([]store.Window, len(ws))
+	for i, w := range ws {
+		w.Start, w.End = storedTime(w.Start), storedTime(w.End)
+		out[i] = w
+	}
+	return out
+}
+
 // inTx runs f in a transaction, committed if f returns nil and rolled back
 // otherwise.
 func (s *Store) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
@@ -344,12 +407,17 @@ type rowScanner interface {
 func scanDeploymentStatus(row rowScanner) (store.DeploymentStatus, error) {
 	var ds store.DeploymentStatus
 	var created int64
+	var settings string
 	var r agentRow
-	dest := append([]any{&ds.ID, &ds.Tenant, &ds.Name, &ds.Region, &created}, r.dest()...)
+	dest := append([]any{&ds.ID, &ds.Tenant, &ds.Name, &ds.Region, &created, &settings}, r.dest()...)
 	if err := row.Scan(dest...); err != nil {
 		return store.DeploymentStatus{}, err
 	}
 	ds.CreatedAt = fromMillis(created)
+	var err error
+	if ds.Settings, err = parseSettings(settings); err != nil {
+		return store.DeploymentStatus{}, fmt.Errorf("deployment %s: %w", ds.ID, err)
+	}
 	a, err := r.agent()
 	if err != nil {
 		return store.DeploymentStatus{}, fmt.Errorf("deployment %s: %w", ds.ID, err)
@@ -423,6 +491,16 @@ func upstreamsJSON(m map[string]string) sql.NullString {
 		panic(fmt.Sprintf("encode upstreams: %v", err))
 	}
 	return sql.NullString{String: string(b), Valid: true}
+}
+
+// storedTime returns t as the store returns it: truncated to the
+// millisecond, in UTC, without a monotonic clock reading. The zero time
+// stays zero.
+func storedTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.Truncate(time.Millisecond).UTC()
 }
 
 func millis(t time.Time) int64 {

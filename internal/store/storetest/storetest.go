@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentRedemptionOfOneToken", testConcurrentRedemptionOfOneToken},
 		{"ConcurrentRedemptionOfOneDeployment", testConcurrentRedemptionOfOneDeployment},
 	}
+	tests = append(tests, requestTests...)
 	tests = append(tests, auditTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,7 +249,7 @@ func testCreateDeployment(t *testing.T, s store.Store) {
 		t.Errorf("GetDeployment(%q) = %+v, want %+v", bare.ID, got.Deployment, bare)
 	}
 	// The first token was stored with the deployment.
-	if got, err := s.RedeemPairingToken(t.Context(), tok.Hash, t0, newAgent("a1", t0)); err != nil || got != bare {
+	if got, err := s.RedeemPairingToken(t.Context(), tok.Hash, t0, newAgent("a1", t0)); err != nil || !reflect.DeepEqual(got, bare) {
 		t.Errorf("RedeemPairingToken(first token) = %+v, %v, want %+v, nil", got, err, bare)
 	}
 }
@@ -385,7 +386,7 @@ func testRedeemPairingToken(t *testing.T, s store.Store) {
 	a.DeploymentID = "ignored: filled in from the token"
 
 	got, err := s.RedeemPairingToken(t.Context(), hash, now, a)
-	if err != nil || got != d {
+	if err != nil || !reflect.DeepEqual(got, d) {
 		t.Fatalf("RedeemPairingToken(%x, %v, %+v) = %+v, %v, want %+v, nil", hash[:4], now, a, got, err, d)
 	}
 	a.DeploymentID = d.ID
@@ -428,7 +429,7 @@ func testRedeemPairingTokenErrors(t *testing.T, s store.Store) {
 		if !errors.Is(err, tt.want) {
 			t.Errorf("%s: RedeemPairingToken(%x, %v, agent %s) error = %v, want %v", tt.name, tt.hash, tt.now, a.ID, err, tt.want)
 		}
-		if got != (store.Deployment{}) {
+		if !reflect.DeepEqual(got, store.Deployment{}) {
 			t.Errorf("%s: RedeemPairingToken(...) = %+v, want the zero Deployment with the error", tt.name, got)
 		}
 		// A failed redemption changes nothing.

@@ -1,0 +1,257 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/ghub"
+	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/notify"
+	"github.com/tetherhq/tether/internal/store"
+)
+
+// activate issues the grant of an approved request and makes it active.
+func (b *Broker) activate(ctx context.Context, ar store.AccessRequest, why string) (store.AccessRequest, error) {
+	d, err := b.store.GetDeployment(ctx, ar.DeploymentID)
+	if err != nil {
+		return ar, fmt.Errorf("get deployment: %w", err)
+	}
+	if d.Agent == nil {
+		return ar, errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent, so no grant can be issued", d.Tenant, d.Name)
+	}
+	dec := decision(ar)
+	now := b.now().Truncate(time.Second)
+	g := grant.Grant{
+		ID: uuid.NewString(), RequestID: ar.ID, Deployment: ar.DeploymentID, Agent: d.Agent.ID,
+		Subject: displayName(ar.Requester), Scopes: dec.Scopes,
+		NotBefore: now, Expiry: now.Add(ar.Duration), IssuedAt: now, PolicyHash: dec.PolicyHash,
+	}
+	tok, err := b.IssueGrant(g)
+	if err != nil {
+		return ar, fmt.Errorf("issue grant: %w", err)
+	}
+	rec := &store.GrantRecord{ID: g.ID, Token: tok, Scopes: g.Scopes, AgentID: g.Agent, NotBefore: g.NotBefore, Expiry: g.Expiry, IssuedAt: g.IssuedAt}
+	// The event first: a grant that cannot be audited is not issued.
+	if err := b.record(ctx, audit.Event{
+		Type: audit.GrantIssued, Actor: audit.Actor{Subject: "broker", Role: "broker"}, Deployment: ar.DeploymentID,
+		RequestID: ar.ID, GrantID: g.ID, AgentID: g.Agent, Outcome: audit.Success, Reason: why,
+		Details: map[string]any{"scopes": g.Scopes, "not_before": g.NotBefore, "expiry": g.Expiry, "policy_hash": g.PolicyHash, "subject": g.Subject},
+	}); err != nil {
+		return ar, err
+	}
+	ar, err = b.update(ctx, ar.ID, func(cur *store.AccessRequest) error {
+		if cur.State != store.StateApproved && cur.State != store.StatePending {
+			return errorf(http.StatusConflict, "not_approved", "request %s became %s before its grant was issued", cur.ID, cur.State)
+		}
+		cur.State, cur.Grant = store.StateActive, rec
+		return nil
+	})
+	if err != nil {
+		return ar, err
+	}
+	b.metrics.grants.Inc()
+	b.notifyRequest(ar, notify.RequestApproved, why, fmt.Sprintf("%s's access to %s/%s (%s) is granted until %s: %s", displayName(ar.Requester), ar.Tenant, ar.Name, strings.Join(g.Scopes, ", "), g.Expiry.UTC().Format(time.RFC3339), why))
+	b.commentTicket(ar, fmt.Sprintf("Tether: %s was **granted** %s on %s/%s until %s (%s).", displayName(ar.Requester), strings.Join(g.Scopes, ", "), ar.Tenant, ar.Name, g.Expiry.UTC().Format(time.RFC3339), why))
+	return ar, nil
+}
+
+// revokeResult is what pushing a revocation to the agent achieved.
+type revokeResult struct {
+	Pushed bool
+	CutOff int
+	Killed int
+}
+
+// pushRevocation tells the deployment's agent over the tailnet that the
+// grant is revoked: it cuts the grant's calls in flight and kills its
+// ClickHouse queries. If the agent cannot be reached the broker still
+// refuses the grant, and retries the push until the grant would have
+// expired anyway.
+func (b *Broker) pushRevocation(ctx context.Context, ar store.AccessRequest) revokeResult {
+	if ar.Grant == nil {
+		return revokeResult{}
+	}
+	res, err := b.sendRevocation(ctx, *ar.Grant, ar.DeploymentID)
+	if err != nil {
+		b.log.Warn("could not push a revocation to the agent; will retry", "grant", ar.Grant.ID, "err", err)
+		b.mu.Lock()
+		b.unpushed[ar.Grant.ID] = pendingRevocation{grant: *ar.Grant, deployment: ar.DeploymentID}
+		b.mu.Unlock()
+	}
+	return res
+}
+
+type pendingRevocation struct {
+	grant      store.GrantRecord
+	deployment string
+}
+
+func (b *Broker) sendRevocation(ctx context.Context, g store.GrantRecord, deploymentID string) (revokeResult, error) {
+	body, _ := json.Marshal(agentapi.RevokeRequest{GrantID: g.ID, Until: g.Expiry})
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	res, err := b.CallAgent(ctx, deploymentID, http.MethodPost, agentapi.PathRevoke, body, http.Header{"Content-Type": {"application/json"}})
+	if err != nil {
+		return revokeResult{}, err
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(res.Body, agentapi.MaxBody))
+	if res.StatusCode != http.StatusOK {
+		return revokeResult{}, fmt.Errorf("agent answered %s: %s", res.Status, strings.TrimSpace(string(raw)))
+	}
+	var rr agentapi.RevokeResponse
+	json.Unmarshal(raw, &rr)
+	return revokeResult{Pushed: true, CutOff: rr.CutOff, Killed: rr.Killed}, nil
+}
+
+// runLifecycle times out pending requests, expires grants and retries
+// revocations the agent missed, until ctx ends.
+func (b *Broker) runLifecycle(ctx context.Context) {
+	t := time.NewTicker(b.cfg.LifecycleInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := b.lifecycleOnce(ctx); err != nil && ctx.Err() == nil {
+			b.log.Error("request lifecycle", "err", err)
+		}
+	}
+}
+
+func (b *Broker) lifecycleOnce(ctx context.Context) error {
+	now := b.now()
+	due, err := b.store.ListRequests(ctx, store.RequestFilter{
+		States:    []string{store.StatePending, store.StateApproved, store.StateActive},
+		DueBefore: now.Add(time.Millisecond),
+	})
+	if err != nil {
+		return err
+	}
+	for _, ar := range due {
+		var typ audit.Type
+		ar, err := b.update(ctx, ar.ID, func(cur *store.AccessRequest) error {
+			if due := cur.DueAt(); due.IsZero() || due.After(now) {
+				return errNotDue
+			}
+			switch cur.State {
+			case store.StatePending:
+				cur.State, typ, cur.EndReason = store.StateTimedOut, audit.RequestTimedOut, "nobody reviewed it in time"
+			default:
+				cur.State, typ, cur.EndReason = store.StateExpired, audit.GrantExpired, "the grant ran its course"
+			}
+			cur.EndedAt, cur.EndedBy = now, "broker"
+			return nil
+		})
+		if errors.Is(err, errNotDue) {
+			continue
+		}
+		if err != nil {
+			b.log.Error("request lifecycle", "request", ar.ID, "err", err)
+			continue
+		}
+		if err := b.record(ctx, audit.Event{
+			Type: typ, Actor: audit.Actor{Subject: "broker", Role: "broker"}, Deployment: ar.DeploymentID,
+			RequestID: ar.ID, GrantID: grantID(ar), Outcome: audit.Success, Reason: ar.EndReason,
+		}); err != nil {
+			b.log.Error("audit a request's end", "request", ar.ID, "err", err)
+		}
+		b.changed()
+		if typ == audit.GrantExpired {
+			b.notifyRequest(ar, notify.RequestExpired, "broker", fmt.Sprintf("%s's access to %s/%s expired", displayName(ar.Requester), ar.Tenant, ar.Name))
+			b.commentTicket(ar, fmt.Sprintf("Tether: access of %s to %s/%s **expired**.", displayName(ar.Requester), ar.Tenant, ar.Name))
+		}
+	}
+	b.mu.Lock()
+	retry := make([]pendingRevocation, 0, len(b.unpushed))
+	for id, p := range b.unpushed {
+		if !now.Before(p.grant.Expiry) {
+			delete(b.unpushed, id) // the agent refuses it by itself now
+			continue
+		}
+		retry = append(retry, p)
+	}
+	b.mu.Unlock()
+	for _, p := range retry {
+		if _, err := b.sendRevocation(ctx, p.grant, p.deployment); err == nil {
+			b.mu.Lock()
+			delete(b.unpushed, p.grant.ID)
+			b.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+var errNotDue = errors.New("not due")
+
+// notifyRequest sends a customer webhook about a request, if any is
+// configured for its tenant.
+func (b *Broker) notifyRequest(ar store.AccessRequest, typ, actor, summary string) {
+	if b.notifier == nil {
+		return
+	}
+	b.notifier.Notify(notify.Message{
+		ID: uuid.NewString(), Type: typ, Time: b.now().UTC(), Tenant: ar.Tenant,
+		Deployment: ar.Tenant + "/" + ar.Name, RequestID: ar.ID, Actor: actor, Summary: summary,
+		Details: map[string]any{"scopes": ar.Scopes, "duration": ar.Duration.String(), "ticket": ar.Ticket, "break_glass": ar.BreakGlass, "state": ar.State},
+	})
+}
+
+// commentTicket comments on the request's ticket when the broker is
+// configured to; it never blocks or fails the action it reports.
+func (b *Broker) commentTicket(ar store.AccessRequest, body string) {
+	if b.github == nil || ar.Ticket == "" {
+		return
+	}
+	ref, err := ghub.ParseTicketRef(ar.Ticket)
+	if err != nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := b.github.Comment(ctx, ref, body); err != nil {
+			b.log.Warn("could not comment on the ticket", "ticket", ar.Ticket, "request", ar.ID, "err", err)
+		}
+	}()
+}
+
+// liveGrant finds the caller's active grant on a deployment covering
+// scope. A grant the caller names (Tether-Grant header) must be one of
+// theirs and live; otherwise the newest live one is used.
+func (b *Broker) liveGrant(ctx context.Context, r *http.Request, deploymentID, scope string) (store.GrantRecord, error) {
+	p := principalFrom(ctx)
+	ars, err := b.store.ListRequests(ctx, store.RequestFilter{DeploymentID: deploymentID, Requester: p.Subject, States: []string{store.StateActive}})
+	if err != nil {
+		return store.GrantRecord{}, fmt.Errorf("list requests: %w", err)
+	}
+	named := r.Header.Get(agentapi.HeaderGrant)
+	now := b.now()
+	for _, ar := range ars {
+		g := ar.Grant
+		if g == nil || ar.Requester.Issuer != p.Issuer || !slices.Contains(g.Scopes, scope) || !now.Before(g.Expiry) || now.Before(g.NotBefore) {
+			continue
+		}
+		if named != "" && named != g.Token {
+			continue
+		}
+		return *g, nil
+	}
+	if named != "" {
+		return store.GrantRecord{}, errorf(http.StatusForbidden, "grant_refused", "the grant in %s is not a live grant of yours for this deployment", agentapi.HeaderGrant)
+	}
+	return store.GrantRecord{}, errorf(http.StatusForbidden, "no_grant", "you have no active grant covering %s on this deployment: ask with 'broker request create --deployment TENANT/NAME --scope %s …'", scope, scope)
+}

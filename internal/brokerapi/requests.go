@@ -1,0 +1,301 @@
+package brokerapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Access request states, as [AccessRequest.State].
+const (
+	StatePending   = "pending"
+	StateApproved  = "approved"
+	StateActive    = "active"
+	StateExpired   = "expired"
+	StateRevoked   = "revoked"
+	StateDenied    = "denied"
+	StateCancelled = "cancelled"
+	StateTimedOut  = "timed_out"
+)
+
+// Scopes a request may ask for.
+const (
+	ScopeClickHouse = "clickhouse:system"
+	ScopePrometheus = "prometheus:read"
+)
+
+// CreateAccessRequest is the body of POST /api/v1/requests.
+type CreateAccessRequest struct {
+	Deployment string   `json:"deployment"` // TENANT/NAME
+	Scopes     []string `json:"scopes"`
+	Duration   string   `json:"duration"` // e.g. "30m"
+	Reason     string   `json:"reason"`
+	Ticket     string   `json:"ticket,omitempty"` // owner/repo#N
+	BreakGlass bool     `json:"break_glass,omitempty"`
+}
+
+// RequiredReview is one kind of review a request needs.
+type RequiredReview struct {
+	Tenant string `json:"tenant,omitempty"`
+	Role   string `json:"role"` // "approver" (of Tenant) or "internal" (vendor reviewer or admin)
+	Count  int    `json:"count"`
+}
+
+// Decision is the policy's decision on a request.
+type Decision struct {
+	Allow           bool             `json:"allow"`
+	Reasons         []string         `json:"reasons"`
+	RequiredReviews []RequiredReview `json:"required_reviews"`
+	MaxDuration     string           `json:"max_duration"`
+	Scopes          []string         `json:"scopes"`
+	PolicyHash      string           `json:"policy_hash"`
+}
+
+// Review is one reviewer's verdict.
+type Review struct {
+	Reviewer string    `json:"reviewer"` // email, or subject
+	Tenant   string    `json:"tenant,omitempty"`
+	Role     string    `json:"role"`
+	Approve  bool      `json:"approve"`
+	Comment  string    `json:"comment,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Grant is the live part of an approved request (never the token).
+type Grant struct {
+	ID        string    `json:"id"`
+	Scopes    []string  `json:"scopes"`
+	NotBefore time.Time `json:"not_before"`
+	Expiry    time.Time `json:"expiry"`
+}
+
+// AccessRequest is a request as the API shows it.
+type AccessRequest struct {
+	ID           string    `json:"id"`
+	Deployment   string    `json:"deployment"` // TENANT/NAME
+	DeploymentID string    `json:"deployment_id"`
+	Tenant       string    `json:"tenant"`
+	Requester    string    `json:"requester"`
+	Scopes       []string  `json:"scopes"`
+	Duration     string    `json:"duration"`
+	Reason       string    `json:"reason"`
+	Ticket       string    `json:"ticket,omitempty"`
+	BreakGlass   bool      `json:"break_glass,omitempty"`
+	State        string    `json:"state"`
+	Decision     Decision  `json:"decision"`
+	Reviews      []Review  `json:"reviews,omitempty"`
+	Waiting      []string  `json:"waiting,omitempty"` // what a pending request still needs, in words
+	Grant        *Grant    `json:"grant,omitempty"`
+	PendingUntil time.Time `json:"pending_until"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	EndedAt      time.Time `json:"ended_at,omitzero"`
+	EndedBy      string    `json:"ended_by,omitempty"`
+	EndReason    string    `json:"end_reason,omitempty"`
+	Version      int64     `json:"version"`
+}
+
+// ListAccessRequests is the body of GET /api/v1/requests.
+type ListAccessRequests struct {
+	Requests []AccessRequest `json:"requests"`
+}
+
+// ReviewBody is the body of approve and deny.
+type ReviewBody struct {
+	Comment string `json:"comment,omitempty"`
+}
+
+// RevokeBody is the body of revoke.
+type RevokeBody struct {
+	Reason string `json:"reason"`
+}
+
+// DeploymentSettings is the body of PUT
+// /api/v1/deployments/{tenant}/{name}/settings.
+type DeploymentSettings struct {
+	Labels             map[string]string `json:"labels,omitempty"`
+	ApprovalMode       string            `json:"approval_mode,omitempty"` // "customer" or "auto_prometheus"
+	FreezeWindows      []Window          `json:"freeze_windows,omitempty"`
+	MaintenanceWindows []Window          `json:"maintenance_windows,omitempty"`
+}
+
+// Window is a span of time [Start, End).
+type Window struct {
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// RequestQuery selects requests for [Client.ListRequests].
+type RequestQuery struct {
+	State      string // one state, or empty
+	Mine       bool   // only the caller's own
+	Deployment string // TENANT/NAME, or empty
+}
+
+// CreateRequest asks for access.
+func (c *Client) CreateRequest(ctx context.Context, r CreateAccessRequest) (AccessRequest, error) {
+	var out AccessRequest
+	err := c.do(ctx, http.MethodPost, "/api/v1/requests", r, &out)
+	return out, err
+}
+
+// ListRequests lists the requests the caller may see.
+func (c *Client) ListRequests(ctx context.Context, q RequestQuery) ([]AccessRequest, error) {
+	v := url.Values{}
+	if q.State != "" {
+		v.Set("state", q.State)
+	}
+	if q.Mine {
+		v.Set("mine", "true")
+	}
+	if q.Deployment != "" {
+		v.Set("deployment", q.Deployment)
+	}
+	path := "/api/v1/requests"
+	if len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	var out ListAccessRequests
+	err := c.do(ctx, http.MethodGet, path, nil, &out)
+	return out.Requests, err
+}
+
+// GetRequest returns one request.
+func (c *Client) GetRequest(ctx context.Context, id string) (AccessRequest, error) {
+	var out AccessRequest
+	err := c.do(ctx, http.MethodGet, "/api/v1/requests/"+url.PathEscape(id), nil, &out)
+	return out, err
+}
+
+// WaitRequest returns the request once its version differs from
+// version, or after about wait (at most 60s) with it unchanged.
+func (c *Client) WaitRequest(ctx context.Context, id string, version int64, wait time.Duration) (AccessRequest, error) {
+	var out AccessRequest
+	path := fmt.Sprintf("/api/v1/requests/%s?version=%d&wait=%s", url.PathEscape(id), version, wait)
+	err := c.do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+func (c *Client) requestAction(ctx context.Context, id, action string, body any) (AccessRequest, error) {
+	var out AccessRequest
+	err := c.do(ctx, http.MethodPost, "/api/v1/requests/"+url.PathEscape(id)+"/"+action, body, &out)
+	return out, err
+}
+
+// Approve approves a request as the caller.
+func (c *Client) Approve(ctx context.Context, id, comment string) (AccessRequest, error) {
+	return c.requestAction(ctx, id, "approve", ReviewBody{Comment: comment})
+}
+
+// Deny denies a request as the caller; comment is required.
+func (c *Client) Deny(ctx context.Context, id, comment string) (AccessRequest, error) {
+	return c.requestAction(ctx, id, "deny", ReviewBody{Comment: comment})
+}
+
+// Cancel withdraws the caller's own pending request.
+func (c *Client) Cancel(ctx context.Context, id string) (AccessRequest, error) {
+	return c.requestAction(ctx, id, "cancel", struct{}{})
+}
+
+// Revoke ends an approved or active request at once.
+func (c *Client) Revoke(ctx context.Context, id, reason string) (AccessRequest, error) {
+	return c.requestAction(ctx, id, "revoke", RevokeBody{Reason: reason})
+}
+
+// SetDeploymentSettings replaces a deployment's settings.
+func (c *Client) SetDeploymentSettings(ctx context.Context, ref string, s DeploymentSettings) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, http.MethodPut, refPath(ref)+"/settings", s, &out)
+	return out, err
+}
+
+// QueryClickHouse runs sql on a deployment under the caller's active
+// grant and returns the streamed answer (the caller closes it). format,
+// when not empty, is the ClickHouse output format for SQL that names none.
+func (c *Client) QueryClickHouse(ctx context.Context, deployment, sql, format string) (io.ReadCloser, error) {
+	body := map[string]string{"sql": sql}
+	if format != "" {
+		body["format"] = format
+	}
+	return c.dataCall(ctx, http.MethodPost, refPath(deployment)+"/clickhouse/query", body, nil)
+}
+
+// Prometheus calls a Prometheus read API path (such as "api/v1/query")
+// with params on a deployment under the caller's active grant.
+func (c *Client) Prometheus(ctx context.Context, deployment, path string, params url.Values) (io.ReadCloser, error) {
+	return c.dataCall(ctx, http.MethodGet, refPath(deployment)+"/prometheus/"+path+"?"+params.Encode(), nil, nil)
+}
+
+// DataPlane forwards a raw data-plane call (for the local proxies): the
+// method, a path below the deployment (such as "clickhouse/query" or
+// "prometheus/api/v1/query_range?…") and a body.
+func (c *Client) DataPlane(ctx context.Context, method, deployment, path string, body io.Reader, header http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+refPath(deployment)+"/"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	hc := *c.hc
+	hc.Timeout = 0 // results stream for as long as the grant allows
+	return hc.Do(req)
+}
+
+func (c *Client) dataCall(ctx context.Context, method, path string, in any, header http.Header) (io.ReadCloser, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := jsonBody(in)
+		if err != nil {
+			return nil, err
+		}
+		body = b
+		if header == nil {
+			header = http.Header{}
+		}
+		header.Set("Content-Type", "application/json")
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	hc := *c.hc
+	hc.Timeout = 0
+	res, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the broker API at %s: %v", c.base, err)
+	}
+	if res.StatusCode >= 300 {
+		defer res.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(res.Body, MaxBody))
+		return nil, responseError(res, b)
+	}
+	return res.Body, nil
+}
+
+// Token is the bearer token the client sends (for a long-running proxy
+// that refreshes it).
+func (c *Client) Token() string { return c.token }
+
+func jsonBody(v any) (io.Reader, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.NewReader(b), nil
+}

@@ -1,0 +1,50 @@
+package sqlitestore
+
+import (
+	"database/sql"
+	"io/fs"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"testing/fstest"
+
+	"github.com/tetherhq/tether/internal/store/sqlstore"
+	"github.com/tetherhq/tether/internal/store/storetest"
+)
+
+// TestUpgradeFrom0002 opens a database migrated to 0002_audit.sql, with a
+// deployment in it, and checks that the later migrations keep it.
+func TestUpgradeFrom0002(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "tether.db")
+	q := url.Values{"_foreign_keys": {"on"}, "_txlock": {"immediate"}}
+	db, err := sql.Open("sqlite", (&url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fstest.MapFS{}
+	for _, name := range []string{"0001_init.sql", "0002_audit.sql"} {
+		b, err := fs.ReadFile(migrationFiles, "migrations/"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old[name] = &fstest.MapFile{Data: b}
+	}
+	s, err := sqlstore.New(ctx, db, sqlstore.Dialect{Name: "sqlite", Migrations: old, IsUniqueViolation: isUniqueViolation})
+	if err != nil {
+		db.Close()
+		t.Fatalf("migrate to 0002: %v", err)
+	}
+	_, err = db.ExecContext(ctx, `INSERT INTO deployments (id, tenant, name, region, created_at) VALUES ('dep-old', 'acme', 'web', '', 0)`)
+	s.Close()
+	if err != nil {
+		t.Fatalf("insert deployment at 0002: %v", err)
+	}
+
+	upgraded, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open(%q) of a database at 0002: error = %v", path, err)
+	}
+	defer upgraded.Close()
+	storetest.CheckUpgraded(t, upgraded, "dep-old")
+}
