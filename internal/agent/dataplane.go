@@ -242,7 +242,13 @@ func (a *Agent) killQueries(ctx context.Context, grantID string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	// grantID matched grantIDRE: nothing in it needs quoting.
-	sql := "KILL QUERY WHERE query_id LIKE 'tether-" + grantID + "-%' ASYNC FORMAT TabSeparated"
+	return a.kill(ctx, "query_id LIKE 'tether-"+grantID+"-%'")
+}
+
+// kill runs KILL QUERY WHERE cond (built only from checked IDs) and
+// returns how many queries it found.
+func (a *Agent) kill(ctx context.Context, cond string) (int, error) {
+	sql := "KILL QUERY WHERE " + cond + " ASYNC FORMAT TabSeparated"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.data.up.ClickHouseURL, "/")+"/", strings.NewReader(sql))
 	if err != nil {
 		return 0, err
@@ -268,6 +274,10 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g, err := a.verifyGrant(r, grant.ScopeClickHouse)
+	if err == nil && !grantIDRE.MatchString(g.ID) {
+		// Query IDs carry the grant ID into ClickHouse's SQL (KILL QUERY).
+		err = fmt.Errorf("grant ID %q is not letters, digits and '-'", g.ID)
+	}
 	if err != nil {
 		apiErr(w, http.StatusForbidden, "grant_refused", err.Error())
 		return
@@ -329,6 +339,18 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.SetBasicAuth(a.data.up.ClickHouseUser, a.data.up.ClickHousePassword)
+	// However the call ends early — the grant expires or is revoked, the
+	// broker or the engineer goes away — ClickHouse must stop too: a
+	// query whose HTTP client left may otherwise run on.
+	defer func() {
+		if ctx.Err() != nil {
+			kctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 3*time.Second)
+			defer cancel()
+			if _, err := a.kill(kctx, "query_id = '"+queryID+"'"); err != nil {
+				a.log.Warn("could not kill a query cut off early", "query_id", queryID, "err", err)
+			}
+		}
+	}()
 	start := time.Now()
 	res, err := a.data.hc.Do(req)
 	finish := func(rows, bytes int64, ferr error) {

@@ -632,3 +632,6 @@ func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	}
 	return ed25519.NewKeyFromSeed(seed), nil
 }
+
+// Store is the broker's store, for tools and tests that inspect it.
+func (b *Broker) Store() store.Store { return b.store }

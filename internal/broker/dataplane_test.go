@@ -90,7 +90,7 @@ func (d *dataPlane) grant(t testing.TB, mod func(*grant.Grant)) string {
 	return tok
 }
 
-func (d *dataPlane) sql(t *testing.T, tok, sql string) (int, string) {
+func (d *dataPlane) sql(t testing.TB, tok, sql string) (int, string) {
 	t.Helper()
 	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: sql})
 	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, agentapi.PathClickHouseQuery, body, http.Header{agentapi.HeaderGrant: {tok}})
@@ -383,5 +383,43 @@ func TestRevokeCutsOffStream(t *testing.T) {
 	}
 	if status, _ := d.sql(t, tok, "SELECT 1 FROM system.one"); status != http.StatusForbidden {
 		t.Errorf("revoked grant afterwards = %d, want 403", status)
+	}
+}
+
+// TestExpiryEndsQueryAtAgent: the agent enforces a grant's expiry by
+// itself, with no word from the broker: a query in flight is cut off at
+// expiry and ClickHouse stops running it.
+func TestExpiryEndsQueryAtAgent(t *testing.T) {
+	d := startDataPlane(t)
+	tok := d.grant(t, func(g *grant.Grant) { g.Expiry = time.Now().Add(2 * time.Second) })
+	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: "SELECT count() FROM system.numbers"})
+	start := time.Now()
+	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, agentapi.PathClickHouseQuery, body, http.Header{agentapi.HeaderGrant: {tok}})
+	if err == nil {
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("the query ran %v past a 2 s grant", took)
+	}
+	running := func() bool {
+		return strings.TrimSpace(d.ch.Exec(t, "SELECT count() FROM system.processes WHERE query_id LIKE 'tether-"+grantID(t, tok)+"-%'")) != "0"
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for running() {
+		if time.Now().After(deadline) {
+			t.Fatal("ClickHouse still runs the expired grant's query")
+		}
+		time.Sleep(20 * time.Millisecond) // polling ClickHouse's observable state
+	}
+	evs := d.auditOf(t, grantID(t, tok), 2)
+	expired := false
+	for _, e := range evs {
+		if e.Type == audit.QueryFinished && e.Outcome == audit.Failure && strings.Contains(e.Reason, "expired") {
+			expired = true
+		}
+	}
+	if !expired {
+		t.Errorf("no query.finished failure saying the grant expired: %+v", evs)
 	}
 }

@@ -84,7 +84,7 @@ func TestGitHub(t *testing.T) {
 
 // asUser returns an API client holding a dev user's ID token, as after
 // 'broker login --dev-user'.
-func asUser(t *testing.T, b *brokertest.Broker, email string) *brokerapi.Client {
+func asUser(t testing.TB, b *brokertest.Broker, email string) *brokerapi.Client {
 	t.Helper()
 	tok, err := b.DevIdP().Token(brokertest.IssuerOf(email), email, broker.DevClientID, "")
 	if err != nil {

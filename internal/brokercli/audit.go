@@ -77,7 +77,7 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 	output := fs.String("output", "table", "output format: table or json")
 	var q brokerapi.AuditQuery
 	var since, until string
-	usage := "Usage: broker audit show-session REQUEST_ID|GRANT_ID [--output table|json]\n\nLists every event of one access, in log order: the request, the policy's\ndecision, the reviews, the grant, each query and Prometheus call with its\nverdict, and how it ended."
+	usage := "Usage: broker audit show-session REQUEST_ID|GRANT_ID [--output table|json]\n\nLists every event of one access, in the order they happened: the request, the policy's\ndecision, the reviews, the grant, each query and Prometheus call with its\nverdict, and how it ended."
 	if sub == "search" {
 		fs.StringVar(&q.Actor, "actor", "", "actor subject, e.g. alice@vendor.test or agent:<id>")
 		fs.StringVar(&q.Deployment, "deployment", "", "deployment ID")
@@ -359,6 +359,20 @@ func session(ctx context.Context, c *brokerapi.Client, id string) ([]brokerapi.A
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no audit events for request or grant %s", id)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
+	// In the order things happened: an agent delivers its events (the
+	// queries) with its next heartbeat, so log order can trail.
+	times := make(map[uint64]time.Time, len(out))
+	for _, ae := range out {
+		var e audit.Event
+		json.Unmarshal(ae.Event, &e)
+		times[ae.Index] = e.Time
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ti, tj := times[out[i].Index], times[out[j].Index]
+		if !ti.Equal(tj) {
+			return ti.Before(tj)
+		}
+		return out[i].Index < out[j].Index
+	})
 	return out, nil
 }

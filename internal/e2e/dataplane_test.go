@@ -25,6 +25,7 @@ type guarded struct {
 	agent *proc
 	res   brokerapi.CreateDeploymentResponse
 	cli   config.CLI
+	ch    *chtest.Server
 }
 
 func startGuarded(t testing.TB, extra ...string) *guarded {
@@ -42,7 +43,7 @@ func startGuarded(t testing.TB, extra ...string) *guarded {
 	if err := config.Load(b.cliJSON, &cli); err != nil {
 		t.Fatal(err)
 	}
-	return &guarded{b: b, agent: a, res: res, cli: cli}
+	return &guarded{b: b, agent: a, res: res, cli: cli, ch: ch}
 }
 
 // access runs the workflow through the CLI: the engineer asks, acme's

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -34,11 +35,30 @@ const BusyTimeout = 5000
 // The directory must be writable: SQLite keeps its write-ahead log and
 // shared-memory index beside the database.
 func Open(ctx context.Context, path string) (*sqlstore.Store, error) {
-	s, err := open(ctx, path)
-	if err != nil {
-		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	// Switching a new database to WAL needs its exclusive lock, and SQLite
+	// answers SQLITE_BUSY at once, without waiting out the busy timeout,
+	// when another process is opening or migrating it at that moment.
+	// Retry then, for as long as the busy timeout.
+	deadline := time.Now().Add(BusyTimeout * time.Millisecond)
+	for attempt := 1; ; attempt++ {
+		s, err := open(ctx, path)
+		if err == nil {
+			return s, nil
+		}
+		if !isBusy(err) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open sqlite store %s: %w", path, ctx.Err())
+		case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
+		}
 	}
-	return s, nil
+}
+
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 func open(ctx context.Context, path string) (*sqlstore.Store, error) {

@@ -77,8 +77,8 @@ func RunReopen(t *testing.T, newDatabase func(t *testing.T) (open func(ctx conte
 	}
 	wg.Wait()
 	t.Cleanup(func() {
-		for _, s := range stores {
-			if s != nil {
+		for i, s := range stores {
+			if errs[i] == nil { // a failed open may return a typed nil
 				s.Close()
 			}
 		}
