@@ -336,6 +336,23 @@ func (l *Log) Record(ctx context.Context, e Event) error {
 
 var _ Recorder = (*Log)(nil)
 
+// RecordAll stamps es and stores them in one commit, in order: all or
+// none. It returns once they are durably stored.
+func (l *Log) RecordAll(ctx context.Context, es ...Event) error {
+	recs := make([]Record, 0, len(es))
+	for _, e := range es {
+		if err := Stamp(&e, l.now()); err != nil {
+			return err
+		}
+		rec, err := record(e)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, rec)
+	}
+	return l.send(ctx, &appendReq{recs: recs})
+}
+
 // RecordDelivered stores events recorded elsewhere (an agent's spool),
 // keeping their IDs and times, and skipping any whose ID is already
 // stored, so a redelivery stores nothing twice. It returns how many were

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,14 +22,11 @@ import (
 	"github.com/tetherhq/tether/internal/store"
 )
 
-// activate issues the grant of an approved request and makes it active.
-func (b *Broker) activate(ctx context.Context, ar store.AccessRequest, why string) (store.AccessRequest, error) {
-	d, err := b.store.GetDeployment(ctx, ar.DeploymentID)
-	if err != nil {
-		return ar, fmt.Errorf("get deployment: %w", err)
-	}
+// newGrant signs the grant of an approved request for the deployment's
+// current agent.
+func (b *Broker) newGrant(ar store.AccessRequest, d store.DeploymentStatus) (*store.GrantRecord, error) {
 	if d.Agent == nil {
-		return ar, errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent, so no grant can be issued", d.Tenant, d.Name)
+		return nil, errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent, so no grant can be issued", d.Tenant, d.Name)
 	}
 	dec := decision(ar)
 	now := b.now().Truncate(time.Second)
@@ -39,20 +37,35 @@ func (b *Broker) activate(ctx context.Context, ar store.AccessRequest, why strin
 	}
 	tok, err := b.IssueGrant(g)
 	if err != nil {
-		return ar, fmt.Errorf("issue grant: %w", err)
+		return nil, fmt.Errorf("issue grant: %w", err)
 	}
-	rec := &store.GrantRecord{ID: g.ID, Token: tok, Scopes: g.Scopes, AgentID: g.Agent, NotBefore: g.NotBefore, Expiry: g.Expiry, IssuedAt: g.IssuedAt}
-	// The event first: a grant that cannot be audited is not issued.
-	if err := b.record(ctx, audit.Event{
+	return &store.GrantRecord{ID: g.ID, Token: tok, Scopes: g.Scopes, AgentID: g.Agent, NotBefore: g.NotBefore, Expiry: g.Expiry, IssuedAt: g.IssuedAt}, nil
+}
+
+// grantIssued is the audit event of a grant.
+func grantIssued(ar store.AccessRequest, why string) audit.Event {
+	g := ar.Grant
+	return audit.Event{
 		Type: audit.GrantIssued, Actor: audit.Actor{Subject: "broker", Role: "broker"}, Deployment: ar.DeploymentID,
-		RequestID: ar.ID, GrantID: g.ID, AgentID: g.Agent, Outcome: audit.Success, Reason: why,
-		Details: map[string]any{"scopes": g.Scopes, "not_before": g.NotBefore, "expiry": g.Expiry, "policy_hash": g.PolicyHash, "subject": g.Subject},
-	}); err != nil {
-		return ar, err
+		RequestID: ar.ID, GrantID: g.ID, AgentID: g.AgentID, Outcome: audit.Success, Reason: why,
+		Details: map[string]any{"scopes": g.Scopes, "not_before": g.NotBefore, "expiry": g.Expiry, "policy_hash": decision(ar).PolicyHash, "subject": displayName(ar.Requester)},
+	}
+}
+
+// activate issues the grant of a request that needs no (more) reviews
+// and makes it active.
+func (b *Broker) activate(ctx context.Context, ar store.AccessRequest, why string) (store.AccessRequest, error) {
+	d, err := b.store.GetDeployment(ctx, ar.DeploymentID)
+	if err != nil {
+		return ar, fmt.Errorf("get deployment: %w", err)
 	}
 	ar, err = b.update(ctx, ar.ID, func(cur *store.AccessRequest) error {
 		if cur.State != store.StateApproved && cur.State != store.StatePending {
 			return errorf(http.StatusConflict, "not_approved", "request %s became %s before its grant was issued", cur.ID, cur.State)
+		}
+		rec, err := b.newGrant(*cur, d)
+		if err != nil {
+			return err
 		}
 		cur.State, cur.Grant = store.StateActive, rec
 		return nil
@@ -60,10 +73,29 @@ func (b *Broker) activate(ctx context.Context, ar store.AccessRequest, why strin
 	if err != nil {
 		return ar, err
 	}
+	if err := b.granted(ctx, ar, why); err != nil {
+		return ar, err
+	}
+	return ar, nil
+}
+
+// granted audits a grant just stored, with the events that led to it, in
+// one commit, then tells the customer and the ticket. A grant that cannot
+// be audited is revoked at once and the call fails.
+func (b *Broker) granted(ctx context.Context, ar store.AccessRequest, why string, before ...audit.Event) error {
+	if err := b.auditLog.RecordAll(ctx, append(before, grantIssued(ar, why))...); err != nil {
+		b.log.Error("audit write failed; revoking the grant it would have recorded", "request", ar.ID, "err", err)
+		b.update(context.WithoutCancel(ctx), ar.ID, func(cur *store.AccessRequest) error {
+			cur.State, cur.EndedAt, cur.EndedBy, cur.EndReason = store.StateRevoked, b.now(), "broker", "the grant could not be audited"
+			return nil
+		})
+		return errorf(http.StatusInternalServerError, "audit_unavailable", "the audit log could not be written, so no grant was issued")
+	}
+	g := ar.Grant
 	b.metrics.grants.Inc()
 	b.notifyRequest(ar, notify.RequestApproved, why, fmt.Sprintf("%s's access to %s/%s (%s) is granted until %s: %s", displayName(ar.Requester), ar.Tenant, ar.Name, strings.Join(g.Scopes, ", "), g.Expiry.UTC().Format(time.RFC3339), why))
 	b.commentTicket(ar, fmt.Sprintf("Tether: %s was **granted** %s on %s/%s until %s (%s).", displayName(ar.Requester), strings.Join(g.Scopes, ", "), ar.Tenant, ar.Name, g.Expiry.UTC().Format(time.RFC3339), why))
-	return ar, nil
+	return nil
 }
 
 // revokeResult is what pushing a revocation to the agent achieved.
@@ -234,11 +266,22 @@ func (b *Broker) commentTicket(ar store.AccessRequest, body string) {
 // theirs and live; otherwise the newest live one is used.
 func (b *Broker) liveGrant(ctx context.Context, r *http.Request, deploymentID, scope string) (store.GrantRecord, error) {
 	p := principalFrom(ctx)
-	ars, err := b.store.ListRequests(ctx, store.RequestFilter{DeploymentID: deploymentID, Requester: p.Subject, States: []string{store.StateActive}})
-	if err != nil {
-		return store.GrantRecord{}, fmt.Errorf("list requests: %w", err)
-	}
 	named := r.Header.Get(agentapi.HeaderGrant)
+	var ars []store.AccessRequest
+	if rid := grantRequestID(named); rid != "" {
+		// A named grant leads straight to its request; the token is then
+		// compared whole below.
+		ar, err := b.store.GetRequest(ctx, rid)
+		if err == nil && ar.DeploymentID == deploymentID && ar.Requester.Subject == p.Subject && ar.State == store.StateActive {
+			ars = append(ars, ar)
+		}
+	} else if named == "" {
+		var err error
+		ars, err = b.store.ListRequests(ctx, store.RequestFilter{DeploymentID: deploymentID, Requester: p.Subject, States: []string{store.StateActive}})
+		if err != nil {
+			return store.GrantRecord{}, fmt.Errorf("list requests: %w", err)
+		}
+	}
 	now := b.now()
 	for _, ar := range ars {
 		g := ar.Grant
@@ -254,4 +297,28 @@ func (b *Broker) liveGrant(ctx context.Context, r *http.Request, deploymentID, s
 		return store.GrantRecord{}, errorf(http.StatusForbidden, "grant_refused", "the grant in %s is not a live grant of yours for this deployment", agentapi.HeaderGrant)
 	}
 	return store.GrantRecord{}, errorf(http.StatusForbidden, "no_grant", "you have no active grant covering %s on this deployment: ask with 'broker request create --deployment TENANT/NAME --scope %s …'", scope, scope)
+}
+
+// grantRequestID reads the request ID (rid claim) of a compact grant
+// without verifying it: it only picks the stored request to compare the
+// whole token with.
+func grantRequestID(tok string) string {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 || len(parts[1]) > 4096 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		RID string `json:"rid"`
+	}
+	if json.Unmarshal(payload, &c) != nil {
+		return ""
+	}
+	if _, err := uuid.Parse(c.RID); err != nil {
+		return ""
+	}
+	return c.RID
 }

@@ -463,8 +463,13 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 			return errorf(http.StatusBadRequest, "comment_required", "a denial needs a comment saying why (--comment)")
 		}
 		id := r.PathValue("id")
-		if _, err := b.loadRequest(ctx, id); err != nil {
+		cur, err := b.loadRequest(ctx, id)
+		if err != nil {
 			return err
+		}
+		d, err := b.store.GetDeployment(ctx, cur.DeploymentID)
+		if err != nil {
+			return fmt.Errorf("get deployment: %w", err)
 		}
 		var role string
 		ar, err := b.update(ctx, id, func(ar *store.AccessRequest) error {
@@ -490,7 +495,12 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 			if !approve {
 				ar.State, ar.EndedAt, ar.EndedBy, ar.EndReason = store.StateDenied, b.now(), displayName(person(p)), comment
 			} else if len(missingReviews(*ar)) == 0 {
-				ar.State = store.StateApproved
+				// The last approval issues the grant in the same write.
+				rec, err := b.newGrant(*ar, d)
+				if err != nil {
+					return err
+				}
+				ar.State, ar.Grant = store.StateActive, rec
 			}
 			return nil
 		})
@@ -501,19 +511,22 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 		if !approve {
 			typ = audit.ReviewDenied
 		}
-		if err := b.record(ctx, audit.Event{
+		review := audit.Event{
 			Type: typ, Actor: actor(p, roleName(role)), Deployment: ar.DeploymentID, RequestID: ar.ID,
 			Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success, Reason: comment,
 			Details: map[string]any{"counted_as": role, "state": ar.State},
-		}); err != nil {
-			return err
 		}
 		switch ar.State {
-		case store.StateDenied:
-			b.notifyRequest(ar, "request.denied", displayName(person(p)), fmt.Sprintf("%s denied %s's request for %s/%s: %s", displayName(person(p)), displayName(ar.Requester), ar.Tenant, ar.Name, comment))
-		case store.StateApproved:
-			if ar, err = b.activate(ctx, ar, "approved by "+displayName(person(p))); err != nil {
+		case store.StateActive:
+			if err := b.granted(ctx, ar, "approved by "+displayName(person(p)), review); err != nil {
 				return err
+			}
+		default:
+			if err := b.record(ctx, review); err != nil {
+				return err
+			}
+			if ar.State == store.StateDenied {
+				b.notifyRequest(ar, "request.denied", displayName(person(p)), fmt.Sprintf("%s denied %s's request for %s/%s: %s", displayName(person(p)), displayName(ar.Requester), ar.Tenant, ar.Name, comment))
 			}
 		}
 		b.changed()
