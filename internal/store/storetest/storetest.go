@@ -78,7 +78,9 @@ func RunReopen(t *testing.T, newDatabase func(t *testing.T) (open func(ctx conte
 	wg.Wait()
 	t.Cleanup(func() {
 		for i, s := range stores {
-			if errs[i] == nil { // a failed open may return a typed nil
+			// A failed open may return a typed nil; a store closed below is
+			// set to nil.
+			if errs[i] == nil && s != nil {
 				s.Close()
 			}
 		}
