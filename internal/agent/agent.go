@@ -86,6 +86,9 @@ type Agent struct {
 	ready     chan struct{} // closed at the first successful heartbeat
 	readyOnce sync.Once
 	deliverMu sync.Mutex // one spool delivery at a time
+	// finishing writes query.finished events after their call ended; the
+	// spool closes after them.
+	finishing finisher
 
 	mu       sync.Mutex
 	nonces   map[string]time.Time // broker call nonces seen, until expiry
@@ -193,6 +196,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.spool.close()
+	defer a.finishing.close()
 
 	ln, err := a.node.Listen(agentapi.AgentPort)
 	if err != nil {
@@ -528,4 +532,34 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// finisher runs work that must end before the agent stops: once closed,
+// it runs new work at once in the caller instead.
+type finisher struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (f *finisher) do(fn func()) {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		fn()
+		return
+	}
+	f.wg.Add(1)
+	f.mu.Unlock()
+	go func() {
+		defer f.wg.Done()
+		fn()
+	}()
+}
+
+func (f *finisher) close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.wg.Wait()
 }

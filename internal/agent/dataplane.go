@@ -86,6 +86,7 @@ type dataPlane struct {
 	seq    atomic.Uint64
 	mu     sync.Mutex
 	active map[string]map[uint64]context.CancelCauseFunc // grant ID → running calls
+	sigs   *grant.SigCache                               // grants whose signature verified
 	revoke map[string]time.Time                          // revoked grant IDs → until when to remember
 }
 
@@ -99,6 +100,7 @@ func newDataPlane(up Upstreams) *dataPlane {
 			ResponseHeaderTimeout: up.Limits.MaxExecutionTime + 10*time.Second,
 		}},
 		active: map[string]map[uint64]context.CancelCauseFunc{},
+		sigs:   grant.NewSigCache(1024),
 		revoke: map[string]time.Time{},
 	}
 }
@@ -172,7 +174,7 @@ func (a *Agent) verifyGrant(r *http.Request, scope string) (grant.Grant, error) 
 	}
 	v := grant.Verifier{
 		Key: pub, Deployment: a.state.DeploymentID, Agent: a.state.AgentID,
-		Now: a.now, Revoked: a.data.isRevoked,
+		Now: a.now, Revoked: a.data.isRevoked, Cache: a.data.sigs,
 	}
 	g, err := v.Verify(r.Header.Get(agentapi.HeaderGrant), scope)
 	if err != nil {
@@ -316,10 +318,10 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 	e := base
 	e.Type, e.Outcome = audit.QueryAllowed, audit.Success
 	e.Details = map[string]any{"sql": q.SQL, "query_id": queryID, "tables": v.Tables}
-	if err := a.record(r.Context(), e); err != nil {
-		apiErr(w, http.StatusServiceUnavailable, "audit_unavailable", "the agent could not record the query, so it did not run it")
-		return
-	}
+	// The event is made durable while ClickHouse starts on the query;
+	// nothing of the answer leaves before it is on disk.
+	recorded := make(chan error, 1)
+	go func() { recorded <- a.record(r.Context(), e) }()
 
 	ctx, done := a.data.callContext(r.Context(), g)
 	defer done()
@@ -353,6 +355,14 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 	}()
 	start := time.Now()
 	res, err := a.data.hc.Do(req)
+	if rerr := <-recorded; rerr != nil {
+		if err == nil {
+			res.Body.Close()
+		}
+		done() // cancels the call: the deferred kill stops the query
+		apiErr(w, http.StatusServiceUnavailable, "audit_unavailable", "the agent could not record the query, so it did not answer it")
+		return
+	}
 	finish := func(rows, bytes int64, ferr error) {
 		e := base
 		e.Type, e.Outcome = audit.QueryFinished, audit.Success
@@ -360,7 +370,11 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 		if ferr != nil {
 			e.Outcome, e.Reason = audit.Failure, ferr.Error()
 		}
-		a.record(context.WithoutCancel(r.Context()), e)
+		// The answer has streamed out by now (it is how rows and bytes
+		// are counted), so the report of it is written beside the end of
+		// the response rather than before: query.allowed, durable before
+		// anything was answered, already says the query ran.
+		a.finishing.do(func() { a.record(context.WithoutCancel(r.Context()), e) })
 	}
 	if err != nil {
 		finish(0, 0, err)

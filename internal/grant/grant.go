@@ -14,6 +14,7 @@ package grant
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -194,6 +196,48 @@ type Verifier struct {
 	Skew time.Duration
 	// Revoked reports whether a grant ID was revoked; nil means none was.
 	Revoked func(grantID string) bool
+	// Cache, if set, remembers tokens whose signature verified, so that a
+	// grant used for many calls pays for Ed25519 once. Every claim is
+	// still checked on every call.
+	Cache *SigCache
+}
+
+// SigCache remembers grant tokens whose signature verified under a key.
+// It is safe for concurrent use and holds at most its size.
+type SigCache struct {
+	mu  sync.Mutex
+	m   map[[32]byte][]byte // SHA-256(key || token) → payload
+	max int
+}
+
+// NewSigCache returns a cache of at most max tokens.
+func NewSigCache(max int) *SigCache {
+	return &SigCache{m: make(map[[32]byte][]byte), max: max}
+}
+
+func sigKey(key ed25519.PublicKey, token string) [32]byte {
+	h := sha256.New()
+	h.Write(key)
+	h.Write([]byte(token))
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func (c *SigCache) get(k [32]byte) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.m[k]
+	return p, ok
+}
+
+func (c *SigCache) put(k [32]byte, payload []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		clear(c.m) // it is only a cache: start over
+	}
+	c.m[k] = payload
 }
 
 // Verify checks token, a grant presented for scope, and returns the grant.
@@ -210,9 +254,23 @@ func (v Verifier) Verify(token, scope string) (Grant, error) {
 	if v.Deployment == "" || v.Agent == "" {
 		return Grant{}, errors.New("verify grant: the verifier has no deployment or agent set")
 	}
-	payload, err := verifySignature(token, v.Key)
-	if err != nil {
-		return Grant{}, fmt.Errorf("verify grant: %w", err)
+	var (
+		payload []byte
+		cached  bool
+		ck      [32]byte
+	)
+	if v.Cache != nil && len(token) <= MaxTokenSize {
+		ck = sigKey(v.Key, token)
+		payload, cached = v.Cache.get(ck)
+	}
+	if !cached {
+		var err error
+		if payload, err = verifySignature(token, v.Key); err != nil {
+			return Grant{}, fmt.Errorf("verify grant: %w", err)
+		}
+		if v.Cache != nil && len(token) <= MaxTokenSize {
+			v.Cache.put(ck, payload)
+		}
 	}
 	var c claims
 	if err := json.Unmarshal(payload, &c); err != nil {

@@ -416,3 +416,46 @@ func BenchmarkIssue(b *testing.B) {
 		}
 	}
 }
+
+// TestSigCache: a cached signature still has every claim checked on each
+// call, and a token altered after caching is not taken from the cache.
+func TestSigCache(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	now := time.Now()
+	g := grant.Grant{ID: "g1", RequestID: "r1", Deployment: "d1", Agent: "a1", Subject: "eng", Scopes: []string{grant.ScopeClickHouse},
+		NotBefore: now.Add(-time.Minute), Expiry: now.Add(time.Minute), IssuedAt: now}
+	tok, err := grant.Issue(g, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := now
+	revoked := false
+	v := grant.Verifier{Key: pub, Deployment: "d1", Agent: "a1", Now: func() time.Time { return clock }, Skew: -1,
+		Revoked: func(string) bool { return revoked }, Cache: grant.NewSigCache(2)}
+	for i := range 2 {
+		if _, err := v.Verify(tok, grant.ScopeClickHouse); err != nil {
+			t.Fatalf("Verify #%d = %v, want nil", i, err)
+		}
+	}
+	if _, err := v.Verify(tok, grant.ScopePrometheus); !errors.Is(err, grant.ErrScope) {
+		t.Errorf("Verify(cached, other scope) = %v, want grant.ErrScope", err)
+	}
+	revoked = true
+	if _, err := v.Verify(tok, grant.ScopeClickHouse); !errors.Is(err, grant.ErrRevoked) {
+		t.Errorf("Verify(cached, revoked) = %v, want grant.ErrRevoked", err)
+	}
+	revoked, clock = false, now.Add(2*time.Minute)
+	if _, err := v.Verify(tok, grant.ScopeClickHouse); !errors.Is(err, grant.ErrExpired) {
+		t.Errorf("Verify(cached, expired) = %v, want grant.ErrExpired", err)
+	}
+	clock = now
+	tampered := tok[:len(tok)-2] + "AA"
+	if _, err := v.Verify(tampered, grant.ScopeClickHouse); err == nil {
+		t.Error("Verify(tampered after caching) = nil, want a signature error")
+	}
+	_, otherPriv, _ := ed25519.GenerateKey(nil)
+	other, _ := grant.Issue(g, otherPriv)
+	if _, err := v.Verify(other, grant.ScopeClickHouse); err == nil {
+		t.Error("Verify(signed by another key) = nil")
+	}
+}
