@@ -52,7 +52,10 @@ func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		h.Set("Content-Type", ct)
 	}
-	res, err := b.CallAgent(r.Context(), d.ID, r.Method, target, body, h)
+	if d.Agent == nil {
+		return errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent", d.Tenant, d.Name)
+	}
+	res, err := b.callAgent(r.Context(), *d.Agent, r.Method, target, body, h)
 	if err != nil {
 		return errorf(http.StatusBadGateway, "agent_unreachable", "agent of %s/%s did not answer: %v", d.Tenant, d.Name, err)
 	}
