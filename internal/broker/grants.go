@@ -25,6 +25,12 @@ import (
 // newGrant signs the grant of an approved request for the deployment's
 // current agent.
 func (b *Broker) newGrant(ar store.AccessRequest, d store.DeploymentStatus) (*store.GrantRecord, error) {
+	if ar.Network != nil {
+		// A network change is carried out by the broker itself, within
+		// the approved window; no agent grant is signed.
+		now := b.now().Truncate(time.Second)
+		return &store.GrantRecord{ID: uuid.NewString(), Scopes: decision(ar).Scopes, NotBefore: now, Expiry: now.Add(ar.Duration), IssuedAt: now}, nil
+	}
 	if d.Agent == nil {
 		return nil, errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent, so no grant can be issued", d.Tenant, d.Name)
 	}

@@ -45,7 +45,7 @@ const (
 	reviewInternal = "internal" // a vendor reviewer or admin
 )
 
-var knownScopes = []string{brokerapi.ScopeClickHouse, brokerapi.ScopePrometheus}
+var knownScopes = []string{brokerapi.ScopeClickHouse, brokerapi.ScopePrometheus, brokerapi.ScopePeering}
 
 // person is how the store keeps who acted.
 func person(p identity.Principal) store.Person {
@@ -106,7 +106,19 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 	if !p.CanActOnTenant(d.Tenant) {
 		return errorf(http.StatusForbidden, "wrong_tenant", "you may not act on tenant %s", d.Tenant)
 	}
-	if d.Agent == nil {
+	action := policy.ActionAccess
+	var network *store.PeeringSpec
+	if slices.Contains(scopes, brokerapi.ScopePeering) {
+		action = policy.ActionPeering
+		if d.Settings.Network == nil {
+			return errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration: an admin sets it first ('broker network configure --deployment %s/%s …')", d.Tenant, d.Name, d.Tenant, d.Name)
+		}
+		if network, err = peeringFromAPI(req.Network); err != nil {
+			return err
+		}
+	} else if req.Network != nil {
+		return errorf(http.StatusBadRequest, "unexpected_network", "network is only for a network:peering request")
+	} else if d.Agent == nil {
 		return errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent, so no access to it is possible yet", d.Tenant, d.Name)
 	}
 
@@ -121,7 +133,7 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 		BreakGlass:      req.BreakGlass,
 		Dev:             b.cfg.Dev,
 		Time:            b.now().UTC(),
-		Action:          "access",
+		Action:          action,
 	}
 	// Policy input from GitHub: any failure refuses the request; a
 	// ticket or team that cannot be checked is never taken as fine.
@@ -166,7 +178,7 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 	ar := store.AccessRequest{
 		ID: id, DeploymentID: d.ID, Tenant: d.Tenant, Name: d.Name,
 		Requester: person(p), Scopes: scopes, Duration: dur, Reason: reason, Ticket: req.Ticket,
-		BreakGlass: req.BreakGlass, State: store.StatePending, Decision: decJSON,
+		BreakGlass: req.BreakGlass, Network: network, State: store.StatePending, Decision: decJSON,
 		PendingUntil: now.Add(b.cfg.PendingTimeout), CreatedAt: now, UpdatedAt: now, Version: 1,
 	}
 	// The event first: an access that cannot be audited does not begin.
@@ -776,7 +788,7 @@ func (b *Broker) requestView(ar store.AccessRequest) brokerapi.AccessRequest {
 	v := brokerapi.AccessRequest{
 		ID: ar.ID, Deployment: ar.Tenant + "/" + ar.Name, DeploymentID: ar.DeploymentID, Tenant: ar.Tenant,
 		Requester: displayName(ar.Requester), Scopes: ar.Scopes, Duration: ar.Duration.String(), Reason: ar.Reason,
-		Ticket: ar.Ticket, BreakGlass: ar.BreakGlass, State: ar.State,
+		Ticket: ar.Ticket, BreakGlass: ar.BreakGlass, Network: peeringView(ar.Network), State: ar.State,
 		Decision: brokerapi.Decision{
 			Allow: dec.Allow, Reasons: dec.Reasons, MaxDuration: dec.MaxDuration.String(), Scopes: dec.Scopes, PolicyHash: dec.PolicyHash,
 		},

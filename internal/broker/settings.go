@@ -78,6 +78,9 @@ func settingsFromAPI(in brokerapi.DeploymentSettings) (store.DeploymentSettings,
 		return out, nil
 	}
 	var err error
+	if s.Network, err = networkFromAPI(in.Network); err != nil {
+		return s, err
+	}
 	if s.FreezeWindows, err = conv("freeze_windows", in.FreezeWindows); err != nil {
 		return s, err
 	}
@@ -89,7 +92,7 @@ func settingsFromAPI(in brokerapi.DeploymentSettings) (store.DeploymentSettings,
 
 // settingsView is the API form of a deployment's settings.
 func settingsView(s store.DeploymentSettings) brokerapi.DeploymentSettings {
-	v := brokerapi.DeploymentSettings{Labels: s.Labels, ApprovalMode: s.ApprovalMode}
+	v := brokerapi.DeploymentSettings{Labels: s.Labels, ApprovalMode: s.ApprovalMode, Network: networkView(s.Network)}
 	if v.ApprovalMode == "" {
 		v.ApprovalMode = "customer"
 	}

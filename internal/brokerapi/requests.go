@@ -27,6 +27,7 @@ const (
 const (
 	ScopeClickHouse = "clickhouse:system"
 	ScopePrometheus = "prometheus:read"
+	ScopePeering    = "network:peering"
 )
 
 // CreateAccessRequest is the body of POST /api/v1/requests.
@@ -37,6 +38,33 @@ type CreateAccessRequest struct {
 	Reason     string   `json:"reason"`
 	Ticket     string   `json:"ticket,omitempty"` // owner/repo#N
 	BreakGlass bool     `json:"break_glass,omitempty"`
+	// Network is the change a network:peering request asks for; the
+	// approvers approve exactly this.
+	Network *PeeringSpec `json:"network,omitempty"`
+}
+
+// PeeringSpec is the peer side of a network change.
+type PeeringSpec struct {
+	Kind          string   `json:"kind"` // "peering" or "ingress"
+	AccountID     string   `json:"account_id"`
+	Region        string   `json:"region"`
+	VPCID         string   `json:"vpc_id"`
+	RoleARN       string   `json:"role_arn"`
+	ExternalID    string   `json:"external_id,omitempty"`
+	RouteTableIDs []string `json:"route_table_ids,omitempty"`
+}
+
+// NetworkConfig is where a deployment's BYOC VPC is and how Tether
+// reaches its account.
+type NetworkConfig struct {
+	AccountID       string            `json:"account_id"`
+	Region          string            `json:"region"`
+	VPCID           string            `json:"vpc_id"`
+	RoleARN         string            `json:"role_arn"`
+	ExternalID      string            `json:"external_id,omitempty"`
+	RouteTableIDs   []string          `json:"route_table_ids,omitempty"`
+	LBTags          map[string]string `json:"lb_tags,omitempty"`
+	PrivateHostname string            `json:"private_hostname,omitempty"`
 }
 
 // RequiredReview is one kind of review a request needs.
@@ -76,28 +104,29 @@ type Grant struct {
 
 // AccessRequest is a request as the API shows it.
 type AccessRequest struct {
-	ID           string    `json:"id"`
-	Deployment   string    `json:"deployment"` // TENANT/NAME
-	DeploymentID string    `json:"deployment_id"`
-	Tenant       string    `json:"tenant"`
-	Requester    string    `json:"requester"`
-	Scopes       []string  `json:"scopes"`
-	Duration     string    `json:"duration"`
-	Reason       string    `json:"reason"`
-	Ticket       string    `json:"ticket,omitempty"`
-	BreakGlass   bool      `json:"break_glass,omitempty"`
-	State        string    `json:"state"`
-	Decision     Decision  `json:"decision"`
-	Reviews      []Review  `json:"reviews,omitempty"`
-	Waiting      []string  `json:"waiting,omitempty"` // what a pending request still needs, in words
-	Grant        *Grant    `json:"grant,omitempty"`
-	PendingUntil time.Time `json:"pending_until"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
-	EndedAt      time.Time `json:"ended_at,omitzero"`
-	EndedBy      string    `json:"ended_by,omitempty"`
-	EndReason    string    `json:"end_reason,omitempty"`
-	Version      int64     `json:"version"`
+	ID           string       `json:"id"`
+	Deployment   string       `json:"deployment"` // TENANT/NAME
+	DeploymentID string       `json:"deployment_id"`
+	Tenant       string       `json:"tenant"`
+	Requester    string       `json:"requester"`
+	Scopes       []string     `json:"scopes"`
+	Duration     string       `json:"duration"`
+	Reason       string       `json:"reason"`
+	Ticket       string       `json:"ticket,omitempty"`
+	BreakGlass   bool         `json:"break_glass,omitempty"`
+	Network      *PeeringSpec `json:"network,omitempty"`
+	State        string       `json:"state"`
+	Decision     Decision     `json:"decision"`
+	Reviews      []Review     `json:"reviews,omitempty"`
+	Waiting      []string     `json:"waiting,omitempty"` // what a pending request still needs, in words
+	Grant        *Grant       `json:"grant,omitempty"`
+	PendingUntil time.Time    `json:"pending_until"`
+	CreatedAt    time.Time    `json:"created_at"`
+	UpdatedAt    time.Time    `json:"updated_at"`
+	EndedAt      time.Time    `json:"ended_at,omitzero"`
+	EndedBy      string       `json:"ended_by,omitempty"`
+	EndReason    string       `json:"end_reason,omitempty"`
+	Version      int64        `json:"version"`
 }
 
 // ListAccessRequests is the body of GET /api/v1/requests.
@@ -122,6 +151,7 @@ type DeploymentSettings struct {
 	ApprovalMode       string            `json:"approval_mode,omitempty"` // "customer" or "auto_prometheus"
 	FreezeWindows      []Window          `json:"freeze_windows,omitempty"`
 	MaintenanceWindows []Window          `json:"maintenance_windows,omitempty"`
+	Network            *NetworkConfig    `json:"network,omitempty"`
 }
 
 // Window is a span of time [Start, End).

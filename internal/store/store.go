@@ -54,6 +54,33 @@ type DeploymentSettings struct {
 	FreezeWindows []Window `json:"freeze_windows,omitempty"`
 	// MaintenanceWindows are when the customer accepts changes.
 	MaintenanceWindows []Window `json:"maintenance_windows,omitempty"`
+	// Network is the deployment's AWS side, for network changes; nil
+	// until an admin configures it.
+	Network *NetworkConfig `json:"network,omitempty"`
+}
+
+// NetworkConfig is where a deployment's BYOC VPC is and how Tether
+// reaches its account.
+type NetworkConfig struct {
+	AccountID       string            `json:"account_id"`
+	Region          string            `json:"region"`
+	VPCID           string            `json:"vpc_id"`
+	RoleARN         string            `json:"role_arn"`
+	ExternalID      string            `json:"external_id"`
+	RouteTableIDs   []string          `json:"route_table_ids,omitempty"`
+	LBTags          map[string]string `json:"lb_tags,omitempty"`
+	PrivateHostname string            `json:"private_hostname,omitempty"`
+}
+
+// PeeringSpec is the peer side of a network change request.
+type PeeringSpec struct {
+	Kind          string   `json:"kind"` // "peering" or "ingress"
+	AccountID     string   `json:"account_id"`
+	Region        string   `json:"region"`
+	VPCID         string   `json:"vpc_id"`
+	RoleARN       string   `json:"role_arn"`
+	ExternalID    string   `json:"external_id"`
+	RouteTableIDs []string `json:"route_table_ids,omitempty"`
 }
 
 // Window is a span of time [Start, End).
@@ -118,7 +145,9 @@ type AccessRequest struct {
 	Reason       string        `json:"reason"`
 	Ticket       string        `json:"ticket,omitempty"`
 	BreakGlass   bool          `json:"break_glass,omitempty"`
-	State        string        `json:"state"`
+	// Network is the change a network:peering request asks for.
+	Network *PeeringSpec `json:"network,omitempty"`
+	State   string       `json:"state"`
 	// Decision is the policy's decision, as JSON.
 	Decision []byte       `json:"decision"`
 	Reviews  []Review     `json:"reviews,omitempty"`

@@ -1,0 +1,66 @@
+package broker_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/brokertest"
+)
+
+// TestNetworkChangeRequest: a network change goes through the same
+// request, policy and approval path as access, and carries exactly the
+// change the customer approves.
+func TestNetworkChangeRequest(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	ctx := context.Background()
+	if _, err := b.Client.CreateDeployment(ctx, brokerapi.CreateDeploymentRequest{Tenant: "acme", Name: "prod"}); err != nil {
+		t.Fatal(err)
+	}
+	eng, acme := asUser(t, b, "engineer@vendor.test"), asUser(t, b, "approver@acme.test")
+	spec := &brokerapi.PeeringSpec{Kind: "peering", AccountID: "222222222222", Region: "us-east-1", VPCID: "vpc-0a1b2c3d4e5f67890", RoleARN: "arn:aws:iam::222222222222:role/TetherNetwork"}
+	ask := brokerapi.CreateAccessRequest{Deployment: "acme/prod", Scopes: []string{"network:peering"}, Duration: "2h", Reason: "peer the analytics VPC", Network: spec}
+
+	_, err := eng.CreateRequest(ctx, ask)
+	wantAPIErr(t, "peering without network config", err, 409, "no network configuration")
+
+	cfg := brokerapi.NetworkConfig{AccountID: "111111111111", Region: "us-east-1", VPCID: "vpc-0123456789abcdef0", RoleARN: "arn:aws:iam::111111111111:role/TetherNetwork", ExternalID: "tether-acme-prod"}
+	bad := cfg
+	bad.VPCID = "vpc-XYZ"
+	_, err = b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &bad})
+	wantAPIErr(t, "network config with vpc-XYZ", err, 400, `vpc_id "vpc-XYZ"`)
+	if _, err := b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &cfg}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		name string
+		edit func(*brokerapi.CreateAccessRequest)
+		msg  string
+	}{
+		{"no spec", func(r *brokerapi.CreateAccessRequest) { r.Network = nil }, "needs the change"},
+		{"bad peer VPC", func(r *brokerapi.CreateAccessRequest) { s := *spec; s.VPCID = "vpc-XYZ"; r.Network = &s }, `peer vpc_id "vpc-XYZ"`},
+		{"bad account", func(r *brokerapi.CreateAccessRequest) { s := *spec; s.AccountID = "12345"; r.Network = &s }, "12-digit"},
+		{"mixed with access", func(r *brokerapi.CreateAccessRequest) { r.Scopes = []string{"network:peering", "clickhouse:system"} }, "cannot be part of a network:peering request"},
+	} {
+		r := ask
+		tt.edit(&r)
+		_, err := eng.CreateRequest(ctx, r)
+		if ae := apiErr(t, err); ae.Status >= 500 || !strings.Contains(ae.Message, tt.msg) {
+			t.Errorf("create (%s) = %v, want a refusal mentioning %q", tt.name, err, tt.msg)
+		}
+	}
+
+	ar, err := eng.CreateRequest(ctx, ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ar.Network == nil || ar.Network.VPCID != spec.VPCID || ar.State != brokerapi.StatePending {
+		t.Fatalf("network request = %+v, want pending carrying the peer VPC", ar)
+	}
+	ar, err = acme.Approve(ctx, ar.ID, "")
+	if err != nil || ar.State != brokerapi.StateActive || ar.Grant == nil {
+		t.Fatalf("approve network request = %+v, %v; want active", ar, err)
+	}
+}
