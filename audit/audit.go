@@ -42,8 +42,13 @@ const (
 	PromDenied                Type = "prom.denied"
 	BreakglassUsed            Type = "breakglass.used"
 	AuthFailed                Type = "auth.failed"
-	AuthLogin                 Type = "auth.login"  // a web session began
-	AuthLogout                Type = "auth.logout" // a web session ended
+	NetworkPlanned            Type = "network.planned"   // a network change was planned (nothing changed)
+	NetworkApplied            Type = "network.applied"   // an approved network change was carried out
+	NetworkTornDown           Type = "network.torn_down" // what Tether created for a network change was removed
+	NetworkDrift              Type = "network.drift"     // a status check found a piece missing or changed
+	AWSCall                   Type = "aws.call"          // one AWS call that changed something
+	AuthLogin                 Type = "auth.login"        // a web session began
+	AuthLogout                Type = "auth.logout"       // a web session ended
 )
 
 // Types lists every known event type.
@@ -53,6 +58,7 @@ var Types = []Type{
 	GrantIssued, GrantExpired, GrantRevoked,
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,
 	BreakglassUsed, AuthFailed, AuthLogin, AuthLogout,
+	NetworkPlanned, NetworkApplied, NetworkTornDown, NetworkDrift, AWSCall,
 }
 
 // Known reports whether t is a known event type.

@@ -329,3 +329,60 @@ func jsonBody(v any) (io.Reader, error) {
 	}
 	return bytes.NewReader(b), nil
 }
+
+// NetworkStep is one resource a network change creates, changes or
+// deletes ("none": already as wanted).
+type NetworkStep struct {
+	Action   string `json:"action"`
+	Resource string `json:"resource"`
+	Account  string `json:"account,omitempty"`
+	ID       string `json:"id,omitempty"`
+}
+
+// NetworkPlan is what a network change would do, or did.
+type NetworkPlan struct {
+	Steps    []NetworkStep `json:"steps"`
+	Warnings []string      `json:"warnings,omitempty"`
+}
+
+// NetworkItem is one piece of a network change and its state: "ok",
+// "missing" or "drifted".
+type NetworkItem struct {
+	Resource string `json:"resource"`
+	ID       string `json:"id,omitempty"`
+	State    string `json:"state"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// NetworkStatus is the state of a network change's pieces.
+type NetworkStatus struct {
+	Items []NetworkItem `json:"items"`
+}
+
+// PlanNetwork plans a network change on a deployment without making it.
+func (c *Client) PlanNetwork(ctx context.Context, deployment string, spec PeeringSpec) (NetworkPlan, error) {
+	var out NetworkPlan
+	err := c.do(ctx, http.MethodPost, refPath(deployment)+"/network/plan", spec, &out)
+	return out, err
+}
+
+// ApplyNetwork carries out an approved network change request.
+func (c *Client) ApplyNetwork(ctx context.Context, requestID string) (NetworkPlan, error) {
+	var out NetworkPlan
+	err := c.do(ctx, http.MethodPost, "/api/v1/requests/"+url.PathEscape(requestID)+"/network/apply", struct{}{}, &out)
+	return out, err
+}
+
+// TeardownNetwork removes what Tether created for a network change.
+func (c *Client) TeardownNetwork(ctx context.Context, requestID string) (NetworkPlan, error) {
+	var out NetworkPlan
+	err := c.do(ctx, http.MethodPost, "/api/v1/requests/"+url.PathEscape(requestID)+"/network/teardown", struct{}{}, &out)
+	return out, err
+}
+
+// NetworkStatus checks each piece of a network change.
+func (c *Client) NetworkStatus(ctx context.Context, requestID string) (NetworkStatus, error) {
+	var out NetworkStatus
+	err := c.do(ctx, http.MethodGet, "/api/v1/requests/"+url.PathEscape(requestID)+"/network/status", nil, &out)
+	return out, err
+}

@@ -82,14 +82,6 @@ func loginConfig(t testing.TB, b *devBroker, email string) string {
 	return path
 }
 
-func (g *guarded) agentID(t testing.TB) string {
-	d := g.b.show(t, "acme/prod")
-	if d.Agent == nil {
-		t.Fatal("no agent")
-	}
-	return d.Agent.ID
-}
-
 func (g *guarded) query(t testing.TB, cfgPath, sql, format string) *http.Response {
 	t.Helper()
 	var cli config.CLI
