@@ -61,13 +61,15 @@ type Endpoint struct {
 }
 
 var (
-	anyRole    = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin, identity.RoleApprover}
-	vendorRole = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin}
-	adminOnly  = []string{identity.RoleAdmin}
-	engineer   = []string{identity.RoleEngineer}
-	reviewers  = []string{identity.RoleApprover, identity.RoleReviewer, identity.RoleAdmin}
-	auditRoles = []string{identity.RoleReviewer, identity.RoleAdmin}
-	dataRoles  = []string{identity.RoleEngineer}
+	anyRole     = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin, identity.RoleApprover}
+	vendorRole  = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin}
+	adminOnly   = []string{identity.RoleAdmin}
+	engineer    = []string{identity.RoleEngineer}
+	reviewers   = []string{identity.RoleApprover, identity.RoleReviewer, identity.RoleAdmin}
+	netPlanners = []string{identity.RoleEngineer, identity.RoleAdmin, identity.RoleApprover}
+	netActors   = []string{identity.RoleEngineer, identity.RoleAdmin}
+	auditRoles  = []string{identity.RoleReviewer, identity.RoleAdmin}
+	dataRoles   = []string{identity.RoleEngineer}
 )
 
 // Endpoints is the broker API's authorization table, the one place that
@@ -101,6 +103,11 @@ func Endpoints() []Endpoint {
 		{"POST /api/v1/requests/{id}/deny", reviewers, ScopeRequest, func(b *Broker) func(http.ResponseWriter, *http.Request) error { return b.handleReview(false) }},
 		{"POST /api/v1/requests/{id}/cancel", engineer, ScopeRequest, h((*Broker).handleCancelRequest)},
 		{"POST /api/v1/requests/{id}/revoke", anyRole, ScopeRequest, h((*Broker).handleRevokeRequest)},
+
+		{"POST /api/v1/deployments/{tenant}/{name}/network/plan", netPlanners, ScopeTenant, h((*Broker).handleNetworkPlan)},
+		{"POST /api/v1/requests/{id}/network/apply", netActors, ScopeRequest, func(b *Broker) func(http.ResponseWriter, *http.Request) error { return b.handleNetworkChange(false) }},
+		{"POST /api/v1/requests/{id}/network/teardown", netActors, ScopeRequest, func(b *Broker) func(http.ResponseWriter, *http.Request) error { return b.handleNetworkChange(true) }},
+		{"GET /api/v1/requests/{id}/network/status", anyRole, ScopeRequest, h((*Broker).handleNetworkStatus)},
 		{"POST /api/v1/deployments/{tenant}/{name}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
 
 		{"GET /api/v1/audit/events", auditRoles, ScopeVendor, h((*Broker).handleAuditSearch)},

@@ -35,6 +35,7 @@ import (
 	"github.com/tetherhq/tether/internal/devnet"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
+	"github.com/tetherhq/tether/internal/netmgr"
 	"github.com/tetherhq/tether/internal/notify"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/store/pgstore"
@@ -86,6 +87,11 @@ type Config struct {
 	// Webhooks notify each customer of its deployments' requests (secrets
 	// as env:/file: references).
 	Webhooks []notify.Webhook
+	// AWSEndpointURL, when set, sends every AWS call of network
+	// management there (a test endpoint such as moto_server). The broker's
+	// own AWS credentials come from the environment, as for any AWS SDK
+	// program.
+	AWSEndpointURL string
 	// PendingTimeout is how long a request waits for its reviews; default
 	// 24h.
 	PendingTimeout time.Duration
@@ -244,6 +250,7 @@ type Broker struct {
 	github   *ghub.Client // nil when not configured
 	policy   *policy.Engine
 	notifier *notify.Notifier // nil without webhooks
+	net      *netmgr.Manager
 	metrics  brokerMetrics
 
 	changeMu sync.Mutex
@@ -391,6 +398,9 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	if err := b.startNotifier(); err != nil {
+		return nil, err
+	}
+	if err := b.startNetwork(ctx); err != nil {
 		return nil, err
 	}
 	return b, nil

@@ -38,6 +38,7 @@ Commands:
   deployment pairing-token ID|T/N  issue a new pairing token (to re-pair an agent)
   deployment ping ID|T/N         call the deployment's agent over the tailnet
   deployment set T/N             change a deployment's settings: approval mode, labels, freeze and maintenance windows
+  network configure|peering|ingress  VPC peering and private ingress, planned and approved (see 'broker network -h')
   ticket check OWNER/REPO#N      verify a GitHub ticket as a request would: exists, an issue, open
   request create|list|show|approve|deny|cancel|revoke   ask for, review and end access (see 'broker request help')
   query --deployment T/N "SQL"   run SQL on the deployment's ClickHouse system tables under your grant
@@ -72,6 +73,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return whoami(ctx, args[1:], stdout)
 	case "ticket":
 		return ticket(ctx, args[1:], stdout)
+	case "network":
+		return network(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(ctx, args[1:], stdout)
 	case "request", "requests":
@@ -113,6 +116,7 @@ type serverFile struct {
 	PolicyDir         string           `json:"policy_dir,omitempty"`
 	Webhooks          []notify.Webhook `json:"webhooks,omitempty"` // secret as env:/file: reference
 	PendingTimeout    string           `json:"pending_timeout,omitempty"`
+	AWSEndpointURL    string           `json:"aws_endpoint_url,omitempty"`
 	HeartbeatInterval string           `json:"heartbeat_interval,omitempty"`
 }
 
@@ -201,23 +205,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fileVal
 	}
 	cfg := broker.Config{
-		Dev:         *dev,
-		DataDir:     pick(*dataDir, "TETHER_DATA_DIR", f.DataDir),
-		Listen:      pick(*listen, "TETHER_LISTEN", f.Listen),
-		TLSCert:     pick(*tlsCert, "TETHER_TLS_CERT", f.TLSCert),
-		TLSKey:      pick(*tlsKey, "TETHER_TLS_KEY", f.TLSKey),
-		StoreDriver: pick("", "TETHER_STORE_DRIVER", f.StoreDriver),
-		StoreDSN:    pick("", "TETHER_STORE_DSN", f.StoreDSN),
-		ControlURL:  pick("", "TETHER_CONTROL_URL", f.ControlURL),
-		AuthKey:     pick("", "TETHER_AUTH_KEY", f.AuthKey),
-		Hostname:    pick("", "TETHER_HOSTNAME", f.Hostname),
-		PublicURL:   pick("", "TETHER_PUBLIC_URL", f.PublicURL),
-		PolicyDir:   pick(*policyDir, "TETHER_POLICY_DIR", f.PolicyDir),
-		Webhooks:    f.Webhooks,
-		DevAddr:     *devAddr,
-		PairingTTL:  *pairTTL,
-		Version:     version.Version,
-		Logger:      log,
+		Dev:            *dev,
+		DataDir:        pick(*dataDir, "TETHER_DATA_DIR", f.DataDir),
+		Listen:         pick(*listen, "TETHER_LISTEN", f.Listen),
+		TLSCert:        pick(*tlsCert, "TETHER_TLS_CERT", f.TLSCert),
+		TLSKey:         pick(*tlsKey, "TETHER_TLS_KEY", f.TLSKey),
+		StoreDriver:    pick("", "TETHER_STORE_DRIVER", f.StoreDriver),
+		StoreDSN:       pick("", "TETHER_STORE_DSN", f.StoreDSN),
+		ControlURL:     pick("", "TETHER_CONTROL_URL", f.ControlURL),
+		AuthKey:        pick("", "TETHER_AUTH_KEY", f.AuthKey),
+		Hostname:       pick("", "TETHER_HOSTNAME", f.Hostname),
+		PublicURL:      pick("", "TETHER_PUBLIC_URL", f.PublicURL),
+		PolicyDir:      pick(*policyDir, "TETHER_POLICY_DIR", f.PolicyDir),
+		Webhooks:       f.Webhooks,
+		AWSEndpointURL: pick("", "TETHER_AWS_ENDPOINT_URL", f.AWSEndpointURL),
+		DevAddr:        *devAddr,
+		PairingTTL:     *pairTTL,
+		Version:        version.Version,
+		Logger:         log,
 	}
 	cfg.HeartbeatInterval = *heartbeat
 	if cfg.HeartbeatInterval == 0 && f.HeartbeatInterval != "" {

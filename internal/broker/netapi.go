@@ -1,0 +1,278 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/netmgr"
+	"github.com/tetherhq/tether/internal/store"
+)
+
+// netTarget is a deployment's BYOC side as netmgr sees it.
+func netTarget(n *store.NetworkConfig) netmgr.Target {
+	return netmgr.Target{
+		AccountID: n.AccountID, Region: n.Region, VPCID: n.VPCID, RoleARN: n.RoleARN, ExternalID: n.ExternalID,
+		RouteTableIDs: n.RouteTableIDs, LBTags: n.LBTags, PrivateHostname: n.PrivateHostname,
+	}
+}
+
+func netPeer(s *store.PeeringSpec) netmgr.Peer {
+	return netmgr.Peer{AccountID: s.AccountID, Region: s.Region, VPCID: s.VPCID, RoleARN: s.RoleARN, ExternalID: s.ExternalID, RouteTableIDs: s.RouteTableIDs}
+}
+
+// netError maps a netmgr failure to an API error a person can act on.
+func netError(err error) error {
+	switch {
+	case errors.Is(err, netmgr.ErrInvalid), errors.Is(err, netmgr.ErrCIDRTooSmall), errors.Is(err, netmgr.ErrPartition):
+		return errorf(http.StatusBadRequest, "invalid_network", "%v", err)
+	case errors.Is(err, netmgr.ErrOverlap):
+		return errorf(http.StatusConflict, "cidr_overlap", "%v", err)
+	case errors.Is(err, netmgr.ErrNotFound):
+		return errorf(http.StatusNotFound, "aws_not_found", "%v", err)
+	case errors.Is(err, netmgr.ErrPermission), errors.Is(err, netmgr.ErrExternalID):
+		return errorf(http.StatusForbidden, "aws_denied", "%v", err)
+	default:
+		return errorf(http.StatusBadGateway, "aws_error", "%v", err)
+	}
+}
+
+// netManager returns the network manager, or an error when the broker
+// has none.
+func (b *Broker) netManager() (*netmgr.Manager, error) {
+	if b.net == nil {
+		return nil, errorf(http.StatusNotImplemented, "network_not_configured", "this broker manages no networks: it needs AWS credentials in its environment (and aws_endpoint_url for a test endpoint)")
+	}
+	return b.net, nil
+}
+
+type netCallKey struct{}
+
+// netCall is who a network change is carried out for, for the audit of
+// each AWS call it makes.
+type netCall struct {
+	ar    store.AccessRequest
+	actor audit.Actor
+}
+
+// recordAWSCall audits one AWS call that changed something; netmgr calls
+// it after every mutating call, and an error stops the change.
+func (b *Broker) recordAWSCall(ctx context.Context, c netmgr.Call) error {
+	nc, _ := ctx.Value(netCallKey{}).(netCall)
+	ev := audit.Event{
+		Type: audit.AWSCall, Actor: nc.actor, Deployment: nc.ar.DeploymentID, RequestID: nc.ar.ID, Outcome: audit.Success,
+		Details: map[string]any{"service": c.Service, "action": c.Action, "account": c.Account, "region": c.Region, "resources": c.ResourceIDs, "aws_request_id": c.RequestID},
+	}
+	if c.Err != nil {
+		ev.Outcome, ev.Reason = audit.Failure, c.Err.Error()
+	}
+	return b.auditLog.Record(ctx, ev)
+}
+
+func planView(p netmgr.Plan) brokerapi.NetworkPlan {
+	out := brokerapi.NetworkPlan{Warnings: p.Warnings}
+	for _, s := range p.Steps {
+		out.Steps = append(out.Steps, brokerapi.NetworkStep{Action: s.Action, Resource: s.Resource, Account: s.Account, ID: s.ID})
+	}
+	return out
+}
+
+func statusView(s netmgr.Status) brokerapi.NetworkStatus {
+	var out brokerapi.NetworkStatus
+	for _, it := range s.Items {
+		out.Items = append(out.Items, brokerapi.NetworkItem{Resource: it.Resource, ID: it.ID, State: it.State, Detail: it.Detail})
+	}
+	return out
+}
+
+// handleNetworkPlan plans a change to a deployment's network without
+// making it: validation, then each resource to create or change.
+func (b *Broker) handleNetworkPlan(w http.ResponseWriter, r *http.Request) error {
+	m, err := b.netManager()
+	if err != nil {
+		return err
+	}
+	var in brokerapi.PeeringSpec
+	if err := decodeJSON(w, r, brokerapi.MaxBody, &in); err != nil {
+		return err
+	}
+	spec, err := peeringFromAPI(&in)
+	if err != nil {
+		return err
+	}
+	d, err := b.lookup(r)
+	if err != nil {
+		return err
+	}
+	if d.Settings.Network == nil {
+		return errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration: an admin sets it first ('broker network configure')", d.Tenant, d.Name)
+	}
+	t, p := netTarget(d.Settings.Network), netPeer(spec)
+	var plan netmgr.Plan
+	if spec.Kind == "ingress" {
+		// What enabling would do: every piece not already in place.
+		var st netmgr.Status
+		if st, err = m.IngressStatus(r.Context(), t, p); err == nil {
+			for _, it := range st.Items {
+				action := "none"
+				if it.State != "ok" {
+					action = "create"
+				}
+				plan.Steps = append(plan.Steps, netmgr.Step{Action: action, Resource: it.Resource, ID: it.ID})
+			}
+		}
+	} else {
+		plan, err = m.PlanPeering(r.Context(), t, p, netmgr.Tags{Deployment: d.ID})
+	}
+	ev := audit.Event{Type: audit.NetworkPlanned, Actor: actorOf(r), Deployment: d.ID, Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
+		Details: map[string]any{"kind": spec.Kind, "peer_vpc": spec.VPCID, "peer_account": spec.AccountID, "steps": len(plan.Steps), "warnings": plan.Warnings}}
+	if err != nil {
+		ev.Outcome, ev.Reason = audit.Failure, err.Error()
+	}
+	if rerr := b.record(r.Context(), ev); rerr != nil {
+		return rerr
+	}
+	if err != nil {
+		return netError(err)
+	}
+	writeJSON(w, http.StatusOK, planView(plan))
+	return nil
+}
+
+// networkRequest loads an active network change request the caller may
+// carry out, with its deployment's network configuration.
+func (b *Broker) networkRequest(r *http.Request, mustBeActive bool) (store.AccessRequest, *store.NetworkConfig, error) {
+	ar, err := b.loadRequest(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return ar, nil, err
+	}
+	if ar.Network == nil {
+		return ar, nil, errorf(http.StatusBadRequest, "not_a_network_request", "request %s is an access request, not a network change", ar.ID)
+	}
+	if mustBeActive {
+		p := principalFrom(r.Context())
+		if ar.State != store.StateActive {
+			return ar, nil, errorf(http.StatusConflict, "not_approved", "request %s is %s: a network change needs an approved, active request ('broker request show %s')", ar.ID, ar.State, ar.ID)
+		}
+		if ar.Grant != nil && !b.now().Before(ar.Grant.Expiry) {
+			return ar, nil, errorf(http.StatusConflict, "window_over", "request %s's change window ended at %s: ask again", ar.ID, ar.Grant.Expiry.UTC().Format("2006-01-02T15:04:05Z"))
+		}
+		if !samePerson(p, ar.Requester) && !p.HasRole("admin") {
+			return ar, nil, errorf(http.StatusForbidden, "not_requester", "only the requester or an admin carries out request %s", ar.ID)
+		}
+	}
+	d, err := b.store.GetDeployment(r.Context(), ar.DeploymentID)
+	if err != nil {
+		return ar, nil, fmt.Errorf("get deployment: %w", err)
+	}
+	if d.Settings.Network == nil {
+		return ar, nil, errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration", d.Tenant, d.Name)
+	}
+	return ar, d.Settings.Network, nil
+}
+
+func (b *Broker) handleNetworkChange(teardown bool) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		m, err := b.netManager()
+		if err != nil {
+			return err
+		}
+		ar, n, err := b.networkRequest(r, true)
+		if err != nil {
+			return err
+		}
+		ctx := context.WithValue(r.Context(), netCallKey{}, netCall{ar: ar, actor: actorOf(r)})
+		mm := m
+		t, p, tags := netTarget(n), netPeer(ar.Network), netmgr.Tags{Deployment: ar.DeploymentID, Request: ar.ID}
+		var plan netmgr.Plan
+		switch {
+		case ar.Network.Kind == "ingress" && teardown:
+			plan, err = mm.DisableIngress(ctx, t, p, tags)
+		case ar.Network.Kind == "ingress":
+			plan, err = mm.EnableIngress(ctx, t, p, tags)
+		case teardown:
+			plan, err = mm.TeardownPeering(ctx, t, p, tags)
+		default:
+			plan, err = mm.ApplyPeering(ctx, t, p, tags)
+		}
+		typ := audit.NetworkApplied
+		if teardown {
+			typ = audit.NetworkTornDown
+		}
+		changed := 0
+		for _, s := range plan.Steps {
+			if s.Action != "none" {
+				changed++
+			}
+		}
+		ev := audit.Event{Type: typ, Actor: actorOf(r), Deployment: ar.DeploymentID, RequestID: ar.ID, Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
+			Details: map[string]any{"kind": ar.Network.Kind, "peer_vpc": ar.Network.VPCID, "changed": changed}}
+		if err != nil {
+			ev.Outcome, ev.Reason = audit.Failure, err.Error()
+		}
+		if rerr := b.record(ctx, ev); rerr != nil {
+			return rerr
+		}
+		if err != nil {
+			return netError(err)
+		}
+		writeJSON(w, http.StatusOK, planView(plan))
+		return nil
+	}
+}
+
+func (b *Broker) handleNetworkStatus(w http.ResponseWriter, r *http.Request) error {
+	m, err := b.netManager()
+	if err != nil {
+		return err
+	}
+	ar, n, err := b.networkRequest(r, false)
+	if err != nil {
+		return err
+	}
+	var st netmgr.Status
+	if ar.Network.Kind == "ingress" {
+		st, err = m.IngressStatus(r.Context(), netTarget(n), netPeer(ar.Network))
+	} else {
+		st, err = m.PeeringStatus(r.Context(), netTarget(n), netPeer(ar.Network))
+	}
+	if err != nil {
+		return netError(err)
+	}
+	var drift []string
+	for _, it := range st.Items {
+		if it.State != "ok" {
+			drift = append(drift, it.Resource+": "+it.State)
+		}
+	}
+	if len(drift) > 0 {
+		if err := b.record(r.Context(), audit.Event{Type: audit.NetworkDrift, Actor: actorOf(r), Deployment: ar.DeploymentID, RequestID: ar.ID,
+			Outcome: audit.Failure, Reason: strings.Join(drift, "; ")}); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, statusView(st))
+	return nil
+}
+
+// startNetwork sets up network management with the broker's own AWS
+// credentials (from the environment; nothing is called until a network
+// change is asked for).
+func (b *Broker) startNetwork(ctx context.Context) error {
+	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("aws config: %w", err)
+	}
+	m, err := netmgr.New(netmgr.Config{AWS: cfg, EndpointURL: b.cfg.AWSEndpointURL, Recorder: b.recordAWSCall, Now: b.now, Logger: b.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("network management: %w", err)
+	}
+	b.net = m
+	return nil
+}

@@ -1,0 +1,286 @@
+package brokercli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/cli"
+)
+
+const networkUsage = `Usage: broker network COMMAND [flags]
+
+Manages a BYOC deployment's network: VPC peering with a customer's VPC and
+the private ingress endpoint, planned, approved and applied like access.
+
+  configure --deployment T/N --account ID --region R --vpc vpc-… --role-arn ARN --external-id X
+            [--route-table rtb-…]... [--lb-tag k=v]... [--private-hostname H]      (admins)
+  peering plan    --deployment T/N PEER       what an apply would do (nothing changes)
+  peering request --deployment T/N PEER --duration 2h --reason TEXT [--ticket O/R#N] [--wait]
+  peering apply|status|teardown --request ID  carry out, check (ok/missing/drifted), remove
+  ingress plan|request ...                    as for peering, for the private endpoint
+  ingress enable|status|disable --request ID
+
+PEER is --peer-account ID --peer-vpc vpc-… --peer-region R --peer-role-arn ARN
+[--peer-external-id X] [--peer-route-table rtb-…]...`
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+type peerFlags struct {
+	account, vpc, region, roleARN, externalID string
+	routeTables                               multi
+}
+
+func (p *peerFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.account, "peer-account", "", "the peer's 12-digit AWS account ID")
+	fs.StringVar(&p.vpc, "peer-vpc", "", "the peer VPC, vpc-…")
+	fs.StringVar(&p.region, "peer-region", "", "the peer VPC's region, e.g. us-east-1")
+	fs.StringVar(&p.roleARN, "peer-role-arn", "", "the role Tether assumes in the peer account (deploy/aws/tether-network-role.yaml)")
+	fs.StringVar(&p.externalID, "peer-external-id", "", "the external ID of that role's trust policy")
+	fs.Var(&p.routeTables, "peer-route-table", "a peer route table that needs ClickHouse (repeat; default all of the VPC's)")
+}
+
+func (p *peerFlags) spec(kind string) (brokerapi.PeeringSpec, error) {
+	if p.account == "" || p.vpc == "" || p.region == "" || p.roleARN == "" {
+		return brokerapi.PeeringSpec{}, cli.Usagef("--peer-account, --peer-vpc, --peer-region and --peer-role-arn are required")
+	}
+	return brokerapi.PeeringSpec{Kind: kind, AccountID: p.account, Region: p.region, VPCID: p.vpc, RoleARN: p.roleARN,
+		ExternalID: p.externalID, RouteTableIDs: p.routeTables}, nil
+}
+
+func network(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stdout, networkUsage)
+		return nil
+	}
+	if args[0] == "configure" {
+		return networkConfigure(ctx, args[1:], stdout)
+	}
+	if len(args) < 2 || (args[0] != "peering" && args[0] != "ingress") {
+		return cli.Usagef("network: want configure, peering or ingress (run 'broker network -h')")
+	}
+	kind, sub := args[0], args[1]
+	switch kind + " " + sub {
+	case "peering plan", "ingress plan":
+		return networkPlan(ctx, kind, args[2:], stdout)
+	case "peering request", "ingress request":
+		return networkRequest(ctx, kind, args[2:], stdout, stderr)
+	case "peering apply", "ingress enable":
+		return networkAct(ctx, "apply", kind+" "+sub, args[2:], stdout)
+	case "peering teardown", "ingress disable":
+		return networkAct(ctx, "teardown", kind+" "+sub, args[2:], stdout)
+	case "peering status", "ingress status":
+		return networkAct(ctx, "status", kind+" "+sub, args[2:], stdout)
+	}
+	return cli.Usagef("unknown command 'network %s %s' (run 'broker network -h')", kind, sub)
+}
+
+func networkConfigure(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("broker network configure")
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
+	dep := fs.String("deployment", "", "deployment as TENANT/NAME")
+	var n brokerapi.NetworkConfig
+	fs.StringVar(&n.AccountID, "account", "", "the BYOC AWS account ID")
+	fs.StringVar(&n.Region, "region", "", "the BYOC VPC's region")
+	fs.StringVar(&n.VPCID, "vpc", "", "the BYOC VPC, vpc-…")
+	fs.StringVar(&n.RoleARN, "role-arn", "", "the role Tether assumes in the BYOC account")
+	fs.StringVar(&n.ExternalID, "external-id", "", "the external ID of that role's trust policy")
+	fs.StringVar(&n.PrivateHostname, "private-hostname", "", "the private endpoint's name, for ingress")
+	var rts, tags multi
+	fs.Var(&rts, "route-table", "a BYOC route table that gets the route back (repeat; default all of the VPC's)")
+	fs.Var(&tags, "lb-tag", "a tag k=v that finds the private load balancer (repeat)")
+	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network configure --deployment T/N --account ID --region R --vpc vpc-… --role-arn ARN --external-id X [--route-table rtb-…]... [--lb-tag k=v]... [--private-hostname H]")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || *dep == "" {
+		return cli.Usagef("broker network configure: want --deployment TENANT/NAME and the flags, no arguments")
+	}
+	n.RouteTableIDs = rts
+	for _, kv := range tags {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return cli.Usagef("--lb-tag %q: want KEY=VALUE", kv)
+		}
+		if n.LBTags == nil {
+			n.LBTags = map[string]string{}
+		}
+		n.LBTags[k] = v
+	}
+	c, err := client(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	d, err := c.GetDeployment(ctx, *dep)
+	if err != nil {
+		return err
+	}
+	s := d.Settings
+	s.Network = &n
+	if _, err := c.SetDeploymentSettings(ctx, *dep, s); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Network of %s: VPC %s in account %s (%s), through %s.\n", *dep, n.VPCID, n.AccountID, n.Region, n.RoleARN)
+	return nil
+}
+
+func networkPlan(ctx context.Context, kind string, args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("broker network " + kind + " plan")
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
+	output := fs.String("output", "table", "output format: table or json")
+	dep := fs.String("deployment", "", "deployment as TENANT/NAME")
+	var p peerFlags
+	p.register(fs)
+	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network "+kind+" plan --deployment T/N --peer-account ID --peer-vpc vpc-… --peer-region R --peer-role-arn ARN [--peer-external-id X] [--peer-route-table rtb-…]...")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || *dep == "" {
+		return cli.Usagef("broker network %s plan: want --deployment TENANT/NAME and the peer flags", kind)
+	}
+	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+		return err
+	}
+	spec, err := p.spec(kind)
+	if err != nil {
+		return err
+	}
+	c, err := client(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	plan, err := c.PlanNetwork(ctx, *dep, spec)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(stdout, plan)
+	}
+	printPlan(stdout, plan)
+	fmt.Fprintf(stdout, "\nNothing was changed. To carry it out: broker network %s request --deployment %s … --duration 2h --reason TEXT, then an approver approves, then broker network %s --request ID.\n",
+		kind, *dep, map[string]string{"peering": "peering apply", "ingress": "ingress enable"}[kind])
+	return nil
+}
+
+func networkRequest(ctx context.Context, kind string, args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("broker network " + kind + " request")
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
+	output := fs.String("output", "table", "output format: table or json")
+	dep := fs.String("deployment", "", "deployment as TENANT/NAME")
+	duration := fs.String("duration", "2h", "how long the change window lasts")
+	reason := fs.String("reason", "", "why; the approvers read it")
+	ticket := fs.String("ticket", "", "the GitHub issue the change is for, OWNER/REPO#N")
+	wait := fs.Bool("wait", false, "wait for the decision")
+	var p peerFlags
+	p.register(fs)
+	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network "+kind+" request --deployment T/N PEER --duration 2h --reason TEXT [--ticket OWNER/REPO#N] [--wait]")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || *dep == "" || strings.TrimSpace(*reason) == "" {
+		return cli.Usagef("broker network %s request: want --deployment TENANT/NAME, the peer flags and --reason", kind)
+	}
+	if _, err := time.ParseDuration(*duration); err != nil {
+		return cli.Usagef("--duration %q: want a duration such as 2h", *duration)
+	}
+	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+		return err
+	}
+	spec, err := p.spec(kind)
+	if err != nil {
+		return err
+	}
+	c, err := client(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	r, err := c.CreateRequest(ctx, brokerapi.CreateAccessRequest{Deployment: *dep, Scopes: []string{brokerapi.ScopePeering},
+		Duration: *duration, Reason: *reason, Ticket: *ticket, Network: &spec})
+	if err != nil {
+		return err
+	}
+	if *wait {
+		w := &waiter{c: c, out: stderr, tty: isTerminal(stderr), now: time.Now, poll: waitPoll}
+		if r, err = w.wait(ctx, r); err != nil {
+			return err
+		}
+	}
+	if *output == "json" {
+		return printJSON(stdout, r)
+	}
+	fmt.Fprintf(stdout, "Network change request %s (%s of %s with %s): %s.\n", r.ID, kind, r.Deployment, spec.VPCID, r.State)
+	for _, w := range r.Waiting {
+		fmt.Fprintf(stdout, "  waiting for %s\n", w)
+	}
+	return nil
+}
+
+func networkAct(ctx context.Context, what, cmd string, args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("broker network " + cmd)
+	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
+	output := fs.String("output", "table", "output format: table or json")
+	id := fs.String("request", "", "the network change request's ID")
+	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network "+cmd+" --request ID [--output table|json]")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || *id == "" {
+		return cli.Usagef("broker network %s: want --request ID (from 'broker network … request')", cmd)
+	}
+	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+		return err
+	}
+	c, err := client(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	if what == "status" {
+		st, err := c.NetworkStatus(ctx, *id)
+		if err != nil {
+			return err
+		}
+		if *output == "json" {
+			return printJSON(stdout, st)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "STATE\tRESOURCE\tID\tDETAIL")
+		for _, it := range st.Items {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", it.State, it.Resource, orDash(it.ID), orDash(it.Detail))
+		}
+		return tw.Flush()
+	}
+	var plan brokerapi.NetworkPlan
+	if what == "apply" {
+		plan, err = c.ApplyNetwork(ctx, *id)
+	} else {
+		plan, err = c.TeardownNetwork(ctx, *id)
+	}
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(stdout, plan)
+	}
+	printPlan(stdout, plan)
+	return nil
+}
+
+func printPlan(w io.Writer, p brokerapi.NetworkPlan) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACTION\tRESOURCE\tACCOUNT\tID")
+	for _, s := range p.Steps {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Action, s.Resource, orDash(s.Account), orDash(s.ID))
+	}
+	tw.Flush()
+	for _, warn := range p.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+}
