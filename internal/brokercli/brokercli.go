@@ -166,17 +166,18 @@ or file:PATH). See deploy/broker.example.json.`
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("broker serve")
 	var (
-		dev       = fs.Bool("dev", false, "dev mode: in-process tailnet, SQLite, bootstrap admin token")
-		dataDir   = fs.String("data-dir", "", "directory for the broker's key, database and state (env TETHER_DATA_DIR)")
-		listen    = fs.String("listen", "", "API address (default 127.0.0.1:8443; env TETHER_LISTEN)")
-		cfgFile   = fs.String("config", "", "server configuration file (JSON)")
-		tlsCert   = fs.String("tls-cert", "", "TLS certificate (PEM) for the API")
-		tlsKey    = fs.String("tls-key", "", "TLS private key (PEM) for the API")
-		devAddr   = fs.String("dev-addr", "", "dev mode: IPv4 address the dev tailnet binds to (default 127.0.0.1)")
-		heartbeat = fs.Duration("heartbeat-interval", 0, "how often agents report (default 5s)")
-		pairTTL   = fs.Duration("pairing-ttl", 0, "pairing token lifetime (default 15m)")
-		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
-		policyDir = fs.String("policy-dir", "", "directory of .rego files replacing the embedded access policy; reloaded on change (env TETHER_POLICY_DIR)")
+		dev         = fs.Bool("dev", false, "dev mode: in-process tailnet, SQLite, bootstrap admin token")
+		dataDir     = fs.String("data-dir", "", "directory for the broker's key, database and state (env TETHER_DATA_DIR)")
+		listen      = fs.String("listen", "", "API address (default 127.0.0.1:8443; env TETHER_LISTEN)")
+		cfgFile     = fs.String("config", "", "server configuration file (JSON)")
+		tlsCert     = fs.String("tls-cert", "", "TLS certificate (PEM) for the API")
+		tlsKey      = fs.String("tls-key", "", "TLS private key (PEM) for the API")
+		devAddr     = fs.String("dev-addr", "", "dev mode: IPv4 address the dev tailnet binds to (default 127.0.0.1)")
+		heartbeat   = fs.Duration("heartbeat-interval", 0, "how often agents report (default 5s)")
+		pairTTL     = fs.Duration("pairing-ttl", 0, "pairing token lifetime (default 15m)")
+		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
+		awsEndpoint = fs.String("aws-endpoint-url", "", "send network management's AWS calls here (a test endpoint such as moto_server; env TETHER_AWS_ENDPOINT_URL)")
+		policyDir   = fs.String("policy-dir", "", "directory of .rego files replacing the embedded access policy; reloaded on change (env TETHER_POLICY_DIR)")
 	)
 	pos, err := cli.Parse(fs, args, stdout, serveUsage)
 	if err != nil {
@@ -218,7 +219,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		PublicURL:      pick("", "TETHER_PUBLIC_URL", f.PublicURL),
 		PolicyDir:      pick(*policyDir, "TETHER_POLICY_DIR", f.PolicyDir),
 		Webhooks:       f.Webhooks,
-		AWSEndpointURL: pick("", "TETHER_AWS_ENDPOINT_URL", f.AWSEndpointURL),
+		AWSEndpointURL: pick(*awsEndpoint, "TETHER_AWS_ENDPOINT_URL", f.AWSEndpointURL),
 		DevAddr:        *devAddr,
 		PairingTTL:     *pairTTL,
 		Version:        version.Version,

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -66,6 +68,22 @@ func TestAccessWorkflow(t *testing.T) {
 	if _, errOut, code := as(eng, "query", "--deployment", "acme/prod", "SELECT * FROM default.secret"); code == 0 || !strings.Contains(errOut, "default.secret is not a system table") {
 		t.Errorf("customer-data query: exit %d %q, want the guard's reason", code, errOut)
 	}
+	// Prometheus has a series for up once it has scraped itself.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get(prom.URL + "/api/v1/query?query=up")
+		if err == nil {
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if strings.Contains(string(body), `"__name__":"up"`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Prometheus never scraped itself")
+		}
+		time.Sleep(100 * time.Millisecond) // polling Prometheus's observable state
+	}
 	if out, errOut, code := as(eng, "prom", "--deployment", "acme/prod", "up"); code != 0 || !strings.Contains(out, "up{") {
 		t.Errorf("prom up: exit %d %q %q", code, out, errOut)
 	}
@@ -83,7 +101,7 @@ func TestAccessWorkflow(t *testing.T) {
 	running := func() bool {
 		return strings.TrimSpace(g.ch.Exec(t, "SELECT count() FROM system.processes WHERE query_id LIKE 'tether-%' AND query LIKE '%system.numbers%'")) != "0"
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for !running() {
 		if time.Now().After(deadline) {
 			t.Fatal("the long query never showed in system.processes")
