@@ -174,6 +174,11 @@ func (b *Broker) networkRequest(r *http.Request, mustBeActive bool) (store.Acces
 	if d.Settings.Network == nil {
 		return ar, nil, errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration", d.Tenant, d.Name)
 	}
+	if mustBeActive && !ar.Network.OutsideWindow {
+		if ok, next := inWindow(d.Settings.MaintenanceWindows, b.now()); !ok {
+			return ar, nil, errorf(http.StatusConflict, "outside_maintenance_window", "deployment %s/%s takes network changes only in its maintenance windows: %s (a request made with --outside-maintenance-window, approved as such, may change it now)", d.Tenant, d.Name, next)
+		}
+	}
 	return ar, d.Settings.Network, nil
 }
 

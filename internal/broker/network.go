@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
+	"time"
 
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/store"
@@ -96,7 +98,7 @@ func peeringFromAPI(in *brokerapi.PeeringSpec) (*store.PeeringSpec, error) {
 		}
 	}
 	return &store.PeeringSpec{Kind: in.Kind, AccountID: in.AccountID, Region: in.Region, VPCID: in.VPCID,
-		RoleARN: in.RoleARN, ExternalID: in.ExternalID, RouteTableIDs: slices.Clone(in.RouteTableIDs)}, nil
+		RoleARN: in.RoleARN, ExternalID: in.ExternalID, RouteTableIDs: slices.Clone(in.RouteTableIDs), OutsideWindow: in.OutsideWindow}, nil
 }
 
 func peeringView(s *store.PeeringSpec) *brokerapi.PeeringSpec {
@@ -104,5 +106,27 @@ func peeringView(s *store.PeeringSpec) *brokerapi.PeeringSpec {
 		return nil
 	}
 	return &brokerapi.PeeringSpec{Kind: s.Kind, AccountID: s.AccountID, Region: s.Region, VPCID: s.VPCID,
-		RoleARN: s.RoleARN, ExternalID: s.ExternalID, RouteTableIDs: s.RouteTableIDs}
+		RoleARN: s.RoleARN, ExternalID: s.ExternalID, RouteTableIDs: s.RouteTableIDs, OutsideWindow: s.OutsideWindow}
+}
+
+// inWindow reports whether now falls in one of the deployment's
+// maintenance windows, and names the next one when it does not. No
+// windows means any time.
+func inWindow(ws []store.Window, now time.Time) (bool, string) {
+	if len(ws) == 0 {
+		return true, ""
+	}
+	var next *store.Window
+	for i, w := range ws {
+		if !now.Before(w.Start) && now.Before(w.End) {
+			return true, ""
+		}
+		if w.Start.After(now) && (next == nil || w.Start.Before(next.Start)) {
+			next = &ws[i]
+		}
+	}
+	if next == nil {
+		return false, "the deployment declares no maintenance window to come"
+	}
+	return false, fmt.Sprintf("the next maintenance window is %s to %s", next.Start.UTC().Format(time.RFC3339), next.End.UTC().Format(time.RFC3339))
 }

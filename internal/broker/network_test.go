@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
@@ -63,4 +64,16 @@ func TestNetworkChangeRequest(t *testing.T) {
 	if err != nil || ar.State != brokerapi.StateActive || ar.Grant == nil {
 		t.Fatalf("approve network request = %+v, %v; want active", ar, err)
 	}
+
+	// Outside the customer's maintenance window the change waits, unless
+	// the approved request said otherwise.
+	tomorrow := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
+	if _, err := b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &cfg,
+		MaintenanceWindows: []brokerapi.Window{{Start: tomorrow, End: tomorrow.Add(2 * time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = eng.ApplyNetwork(ctx, ar.ID)
+	wantAPIErr(t, "apply outside the maintenance window", err, 409, "the next maintenance window is "+tomorrow.Format(time.RFC3339))
+	_, err = acme.ApplyNetwork(ctx, ar.ID)
+	wantAPIErr(t, "apply by the customer's approver", err, 403, "needs the role")
 }

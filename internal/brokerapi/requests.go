@@ -52,6 +52,9 @@ type PeeringSpec struct {
 	RoleARN       string   `json:"role_arn"`
 	ExternalID    string   `json:"external_id,omitempty"`
 	RouteTableIDs []string `json:"route_table_ids,omitempty"`
+	// OutsideWindow asks to make the change outside the deployment's
+	// maintenance windows.
+	OutsideWindow bool `json:"outside_window,omitempty"`
 }
 
 // NetworkConfig is where a deployment's BYOC VPC is and how Tether

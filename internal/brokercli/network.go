@@ -21,7 +21,8 @@ the private ingress endpoint, planned, approved and applied like access.
   configure --deployment T/N --account ID --region R --vpc vpc-… --role-arn ARN --external-id X
             [--route-table rtb-…]... [--lb-tag k=v]... [--private-hostname H]      (admins)
   peering plan    --deployment T/N PEER       what an apply would do (nothing changes)
-  peering request --deployment T/N PEER --duration 2h --reason TEXT [--ticket O/R#N] [--wait]
+  peering request --deployment T/N PEER --duration 2h --reason TEXT [--ticket O/R#N]
+                  [--outside-maintenance-window] [--wait]
   peering apply|status|teardown --request ID  carry out, check (ok/missing/drifted), remove
   ingress plan|request ...                    as for peering, for the private endpoint
   ingress enable|status|disable --request ID
@@ -179,6 +180,7 @@ func networkRequest(ctx context.Context, kind string, args []string, stdout, std
 	reason := fs.String("reason", "", "why; the approvers read it")
 	ticket := fs.String("ticket", "", "the GitHub issue the change is for, OWNER/REPO#N")
 	wait := fs.Bool("wait", false, "wait for the decision")
+	outside := fs.Bool("outside-maintenance-window", false, "ask to make the change outside the deployment's maintenance windows (the approvers see it)")
 	var p peerFlags
 	p.register(fs)
 	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network "+kind+" request --deployment T/N PEER --duration 2h --reason TEXT [--ticket OWNER/REPO#N] [--wait]")
@@ -198,6 +200,7 @@ func networkRequest(ctx context.Context, kind string, args []string, stdout, std
 	if err != nil {
 		return err
 	}
+	spec.OutsideWindow = *outside
 	c, err := client(ctx, *cfgPath)
 	if err != nil {
 		return err

@@ -81,6 +81,9 @@ type PeeringSpec struct {
 	RoleARN       string   `json:"role_arn"`
 	ExternalID    string   `json:"external_id"`
 	RouteTableIDs []string `json:"route_table_ids,omitempty"`
+	// OutsideWindow lets the change be made outside the deployment's
+	// maintenance windows; the approvers see it.
+	OutsideWindow bool `json:"outside_window,omitempty"`
 }
 
 // Window is a span of time [Start, End).
