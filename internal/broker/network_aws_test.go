@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/tetherhq/tether/audit"
@@ -29,6 +32,12 @@ func ec2In(endpoint, account string) *ec2.Client {
 	return ec2.NewFromConfig(cfg)
 }
 
+func elbIn(endpoint, account string) *elb.Client {
+	cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(endpoint)}
+	cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(cfg), "arn:aws:iam::"+account+":role/TetherNetwork"))
+	return elb.NewFromConfig(cfg)
+}
+
 // TestNetworkPeeringThroughBroker: an operator's network change through
 // the broker against moto_server with two accounts — configure, plan,
 // request, approve, apply, status, drift found and repaired, teardown —
@@ -45,7 +54,23 @@ func TestNetworkPeeringThroughBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	byocVPC := aws.ToString(bv.Vpc.VpcId)
-	if _, err := byoc.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String(netmgr.DefaultLBSecurityGroupPrefix + "abc"), Description: aws.String("istio"), VpcId: aws.String(byocVPC)}); err != nil {
+	sg, err := byoc.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String(netmgr.DefaultLBSecurityGroupPrefix + "abc"), Description: aws.String("istio"), VpcId: aws.String(byocVPC)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The private load balancer, found by its tags, for private ingress.
+	var subnets []string
+	for i, az := range []string{"us-east-1a", "us-east-1b"} {
+		sn, err := byoc.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: aws.String(byocVPC), CidrBlock: aws.String(fmt.Sprintf("10.0.%d.0/24", i)), AvailabilityZone: aws.String(az)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subnets = append(subnets, aws.ToString(sn.Subnet.SubnetId))
+	}
+	if _, err := elbIn(endpoint, "111111111111").CreateLoadBalancer(ctx, &elb.CreateLoadBalancerInput{
+		Name: aws.String("istio-private"), Scheme: elbtypes.LoadBalancerSchemeEnumInternal, Subnets: subnets,
+		SecurityGroups: []string{aws.ToString(sg.GroupId)}, Tags: []elbtypes.Tag{{Key: aws.String("tether:ingress"), Value: aws.String("private")}},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	pv, err := peer.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.1.0.0/16")})
@@ -60,6 +85,7 @@ func TestNetworkPeeringThroughBroker(t *testing.T) {
 	}
 	if _, err := b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &brokerapi.NetworkConfig{
 		AccountID: "111111111111", Region: "us-east-1", VPCID: byocVPC, RoleARN: "arn:aws:iam::111111111111:role/TetherNetwork", ExternalID: "tether-acme-prod",
+		PrivateHostname: "abc123-private.us-east-1.aws.clickhouse.example",
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +156,26 @@ func TestNetworkPeeringThroughBroker(t *testing.T) {
 	if st, _ = eng.NetworkStatus(ctx, ar.ID); slices.ContainsFunc(st.Items, func(it brokerapi.NetworkItem) bool { return it.State != "ok" }) {
 		t.Errorf("status after repair = %+v, want all ok", st)
 	}
+	// Private ingress over the peering: its own request and approval.
+	in := spec
+	in.Kind = "ingress"
+	ir, err := eng.CreateRequest(ctx, brokerapi.CreateAccessRequest{Deployment: "acme/prod", Scopes: []string{"network:peering"}, Duration: "1h", Reason: "private endpoint", Network: &in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.Approve(ctx, ir.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.ApplyNetwork(ctx, ir.ID); err != nil {
+		t.Fatalf("ingress enable: %v", err)
+	}
+	if st, err = eng.NetworkStatus(ctx, ir.ID); err != nil || slices.ContainsFunc(st.Items, func(it brokerapi.NetworkItem) bool { return it.State != "ok" }) {
+		t.Errorf("ingress status = %+v, %v; want all ok", st, err)
+	}
+	if _, err := eng.TeardownNetwork(ctx, ir.ID); err != nil {
+		t.Fatalf("ingress disable: %v", err)
+	}
+
 	if _, err := eng.TeardownNetwork(ctx, ar.ID); err != nil {
 		t.Fatalf("teardown: %v", err)
 	}
@@ -150,11 +196,11 @@ func TestNetworkPeeringThroughBroker(t *testing.T) {
 		var e audit.Event
 		json.Unmarshal(ae.Event, &e)
 		actions = append(actions, e.Details["action"].(string))
-		if e.RequestID != ar.ID {
-			t.Errorf("aws.call %v names request %q, want %s", e.Details, e.RequestID, ar.ID)
+		if e.RequestID != ar.ID && e.RequestID != ir.ID {
+			t.Errorf("aws.call %v names request %q, want %s or %s", e.Details, e.RequestID, ar.ID, ir.ID)
 		}
 	}
-	for _, want := range []string{"CreateVpcPeeringConnection", "AcceptVpcPeeringConnection", "CreateRoute", "DeleteVpcPeeringConnection"} {
+	for _, want := range []string{"CreateVpcPeeringConnection", "AcceptVpcPeeringConnection", "CreateRoute", "DeleteVpcPeeringConnection", "CreateHostedZone", "ChangeResourceRecordSets"} {
 		if !slices.ContainsFunc(actions, func(a string) bool { return strings.HasSuffix(a, want) }) {
 			t.Errorf("audit has aws.call actions %q, want %s among them", actions, want)
 		}

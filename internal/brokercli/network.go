@@ -47,6 +47,14 @@ func (p *peerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.roleARN, "peer-role-arn", "", "the role Tether assumes in the peer account (deploy/aws/tether-network-role.yaml)")
 	fs.StringVar(&p.externalID, "peer-external-id", "", "the external ID of that role's trust policy")
 	fs.Var(&p.routeTables, "peer-route-table", "a peer route table that needs ClickHouse (repeat; default all of the VPC's)")
+	fs.Func("peer-route-tables", "peer route tables that need ClickHouse, comma-separated", func(v string) error {
+		for _, rt := range strings.Split(v, ",") {
+			if rt = strings.TrimSpace(rt); rt != "" {
+				p.routeTables = append(p.routeTables, rt)
+			}
+		}
+		return nil
+	})
 }
 
 func (p *peerFlags) spec(kind string) (brokerapi.PeeringSpec, error) {
