@@ -90,11 +90,12 @@ type Agent struct {
 	// spool closes after them.
 	finishing finisher
 
-	mu       sync.Mutex
-	nonces   map[string]time.Time // broker call nonces seen, until expiry
-	interval time.Duration
-	token    string // session token
-	lastOK   time.Time
+	mu          sync.Mutex
+	nonces      map[string]time.Time // broker call nonces seen, until expiry
+	noncesSwept time.Time            // when expired nonces were last dropped
+	interval    time.Duration
+	token       string // session token
+	lastOK      time.Time
 
 	data *dataPlane
 
@@ -210,6 +211,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+		ConnContext:       withConnCaller,
 	}
 	go srv.Serve(ln)
 	defer srv.Close()

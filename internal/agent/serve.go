@@ -2,17 +2,21 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/tailnet"
 )
 
 // handler serves the agent's tailnet API. Every call must come from the
@@ -50,7 +54,7 @@ func (a *Agent) handler() http.Handler {
 // node (WhoIs) and the broker key's signature over the request, its time
 // (within maxSkew) and a nonce never seen before.
 func (a *Agent) verifyBroker(r *http.Request) error {
-	id, err := a.node.WhoIs(r.Context(), r.RemoteAddr)
+	id, err := a.callerOf(r)
 	if err != nil {
 		return errors.New("caller is not a tailnet peer")
 	}
@@ -89,10 +93,15 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for n, exp := range a.nonces {
-		if now.After(exp) {
-			delete(a.nonces, n)
+	// Forget expired nonces at most once a second, not on every call: at
+	// hundreds of calls a second the map holds tens of thousands.
+	if now.Sub(a.noncesSwept) >= time.Second {
+		for n, exp := range a.nonces {
+			if now.After(exp) {
+				delete(a.nonces, n)
+			}
 		}
+		a.noncesSwept = now
 	}
 	if _, seen := a.nonces[nonce]; seen {
 		return errors.New("replayed call")
@@ -123,4 +132,34 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// connCaller holds the tailnet identity of one connection's peer, looked
+// up once: the peer of a TCP connection cannot change.
+type connCaller struct {
+	once sync.Once
+	id   tailnet.Identity
+	err  error
+}
+
+type connCallerKey struct{}
+
+// withConnCaller is the agent API server's ConnContext.
+func withConnCaller(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connCallerKey{}, new(connCaller))
+}
+
+// callerOf returns who is calling, asking the tailnet once per
+// connection.
+func (a *Agent) callerOf(r *http.Request) (tailnet.Identity, error) {
+	cc, _ := r.Context().Value(connCallerKey{}).(*connCaller)
+	if cc == nil {
+		return a.node.WhoIs(r.Context(), r.RemoteAddr)
+	}
+	cc.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+		defer cancel()
+		cc.id, cc.err = a.node.WhoIs(ctx, r.RemoteAddr)
+	})
+	return cc.id, cc.err
 }
