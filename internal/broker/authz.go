@@ -11,6 +11,7 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/identity"
+	"github.com/tetherhq/tether/internal/store"
 )
 
 // Scope says how an endpoint's tenant is checked against the caller's.
@@ -217,6 +218,7 @@ func (b *Broker) authorize(e Endpoint) http.Handler {
 		return http.HandlerFunc(serve)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(context.WithValue(r.Context(), loadedKey{}, new(loadedRequest)))
 		p, err := b.authenticate(r)
 		if err == nil {
 			err = b.permit(r, e, p)
@@ -270,6 +272,9 @@ func (b *Broker) requestTenant(r *http.Request, scope Scope) (string, error) {
 		ar, err := b.loadRequest(r.Context(), r.PathValue("id"))
 		if err != nil {
 			return "", err
+		}
+		if l, ok := r.Context().Value(loadedKey{}).(*loadedRequest); ok {
+			l.ar = &ar
 		}
 		return ar.Tenant, nil
 	}
@@ -329,4 +334,19 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+type loadedKey struct{}
+
+// loadedRequest carries the access request the authorization check
+// loaded to its handler, which then need not read it again.
+type loadedRequest struct{ ar *store.AccessRequest }
+
+// requestOf returns the request a ScopeRequest endpoint names: the one
+// authorization loaded, or a fresh read.
+func (b *Broker) requestOf(r *http.Request) (store.AccessRequest, error) {
+	if l, ok := r.Context().Value(loadedKey{}).(*loadedRequest); ok && l.ar != nil {
+		return *l.ar, nil
+	}
+	return b.loadRequest(r.Context(), r.PathValue("id"))
 }

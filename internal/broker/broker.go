@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -253,9 +254,12 @@ type Broker struct {
 	net      *netmgr.Manager
 	metrics  brokerMetrics
 
-	changeMu sync.Mutex
-	changeCh chan struct{}                // closed and replaced on every request change
-	unpushed map[string]pendingRevocation // grant ID → a revocation the agent has not heard of
+	changeMu  sync.Mutex
+	changeCh  chan struct{} // closed and replaced on every request change
+	changeGen atomic.Uint64 // counts request changes
+	dataMu    sync.Mutex
+	dataCache map[string]dataEntry         // recent data-plane lookups; see dataTarget
+	unpushed  map[string]pendingRevocation // grant ID → a revocation the agent has not heard of
 
 	apiLn    net.Listener
 	agentLn  net.Listener
@@ -292,6 +296,7 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		challenges: make(map[string]challenge),
 		sessions:   make(map[[32]byte]session),
 		changeCh:   make(chan struct{}),
+		dataCache:  make(map[string]dataEntry),
 		unpushed:   make(map[string]pendingRevocation),
 	}
 	defer func() {

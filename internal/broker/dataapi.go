@@ -8,6 +8,7 @@ import (
 
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/store"
 )
 
 // handleDataPlane is the data-plane passthrough: a call carrying a grant
@@ -15,17 +16,11 @@ import (
 // verified against the broker's key and the call guarded; the answer
 // streams back.
 func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
-	d, err := b.lookup(r)
-	if err != nil {
-		return err
-	}
 	scope := grant.ScopeClickHouse
 	if strings.HasSuffix(r.Pattern, "{rest...}") {
 		scope = grant.ScopePrometheus
 	}
-	// The broker checks the grant is live and the caller's; the agent
-	// checks it again against the key it pinned.
-	g, err := b.liveGrant(r.Context(), r, d.ID, scope)
+	d, g, err := b.dataTarget(r, scope)
 	if err != nil {
 		return err
 	}
@@ -83,4 +78,46 @@ func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 	}
+}
+
+// dataTarget finds the deployment and the caller's live grant for a
+// data-plane call. The answer is remembered for up to a second, and
+// forgotten at once when any request changes on this broker (a
+// revocation on another broker sharing the database reaches the agent,
+// which refuses the grant by itself).
+func (b *Broker) dataTarget(r *http.Request, scope string) (store.DeploymentStatus, store.GrantRecord, error) {
+	p := principalFrom(r.Context())
+	key := strings.Join([]string{p.Issuer, p.Subject, r.PathValue("tenant"), r.PathValue("name"), scope, r.Header.Get(agentapi.HeaderGrant)}, "\x00")
+	now := b.now()
+	gen := b.changeGen.Load()
+	b.dataMu.Lock()
+	e, ok := b.dataCache[key]
+	b.dataMu.Unlock()
+	if ok && e.gen == gen && now.Sub(e.at) < time.Second && now.Before(e.g.Expiry) {
+		return e.d, e.g, nil
+	}
+	d, err := b.lookup(r)
+	if err != nil {
+		return d, store.GrantRecord{}, err
+	}
+	// The broker checks the grant is live and the caller's; the agent
+	// checks it again against the key it pinned.
+	g, err := b.liveGrant(r.Context(), r, d.ID, scope)
+	if err != nil {
+		return d, g, err
+	}
+	b.dataMu.Lock()
+	if len(b.dataCache) >= 10000 {
+		clear(b.dataCache)
+	}
+	b.dataCache[key] = dataEntry{d: d, g: g, at: now, gen: gen}
+	b.dataMu.Unlock()
+	return d, g, nil
+}
+
+type dataEntry struct {
+	d   store.DeploymentStatus
+	g   store.GrantRecord
+	at  time.Time
+	gen uint64
 }

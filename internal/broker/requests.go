@@ -439,7 +439,9 @@ func (b *Broker) update(ctx context.Context, id string, change func(*store.Acces
 			return ar, fmt.Errorf("update request: %w", err)
 		}
 		ar.Version++
-		// Callers wake long polls (b.changed) once the change is audited.
+		// Cached data-plane lookups go at once; callers wake long polls
+		// (b.changed) once the change is audited.
+		b.changeGen.Add(1)
 		return ar, nil
 	}
 	return store.AccessRequest{}, errorf(http.StatusConflict, "busy", "request %s is changing under heavy contention; try again", id)
@@ -475,7 +477,7 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 			return errorf(http.StatusBadRequest, "comment_required", "a denial needs a comment saying why (--comment)")
 		}
 		id := r.PathValue("id")
-		cur, err := b.loadRequest(ctx, id)
+		cur, err := b.requestOf(r)
 		if err != nil {
 			return err
 		}
@@ -581,7 +583,7 @@ func (b *Broker) handleCancelRequest(w http.ResponseWriter, r *http.Request) err
 	ctx := r.Context()
 	p := principalFrom(ctx)
 	id := r.PathValue("id")
-	if _, err := b.loadRequest(ctx, id); err != nil {
+	if _, err := b.requestOf(r); err != nil {
 		return err
 	}
 	ar, err := b.update(ctx, id, func(ar *store.AccessRequest) error {
@@ -620,7 +622,7 @@ func (b *Broker) handleRevokeRequest(w http.ResponseWriter, r *http.Request) err
 		return errorf(http.StatusBadRequest, "reason_required", "a revocation needs a reason (--reason), at most %d characters", maxCommentLen)
 	}
 	id := r.PathValue("id")
-	if _, err := b.loadRequest(ctx, id); err != nil {
+	if _, err := b.requestOf(r); err != nil {
 		return err
 	}
 	ar, err := b.update(ctx, id, func(ar *store.AccessRequest) error {
@@ -717,8 +719,7 @@ func (b *Broker) handleListRequests(w http.ResponseWriter, r *http.Request) erro
 
 func (b *Broker) handleGetRequest(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	id := r.PathValue("id")
-	ar, err := b.loadRequest(ctx, id)
+	ar, err := b.requestOf(r)
 	if err != nil {
 		return err
 	}
@@ -770,6 +771,7 @@ func (b *Broker) waitRequest(ctx context.Context, ar store.AccessRequest, versio
 
 // changed wakes every long poll.
 func (b *Broker) changed() {
+	b.changeGen.Add(1)
 	b.changeMu.Lock()
 	close(b.changeCh)
 	b.changeCh = make(chan struct{})
