@@ -374,46 +374,37 @@ func randomString() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// claimString reads a string claim of a JWT without verifying it; the
-// broker verifies every token it is sent.
-func claimString(jwt, name string) string {
+// jwtClaims reads the claims of a JWT without verifying it; the broker
+// verifies every token it is sent. A malformed token has no claims.
+func jwtClaims(jwt string) map[string]any {
 	parts := strings.Split(jwt, ".")
 	if len(parts) != 3 {
-		return ""
+		return nil
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return ""
+		return nil
 	}
 	var claims map[string]any
 	if json.Unmarshal(payload, &claims) != nil {
-		return ""
+		return nil
 	}
-	s, _ := claims[name].(string)
+	return claims
+}
+
+// claimString reads a string claim of a JWT without verifying it.
+func claimString(jwt, name string) string {
+	s, _ := jwtClaims(jwt)[name].(string)
 	return s
 }
 
 // tokenExpiry reads the exp claim of a JWT without verifying it.
 func tokenExpiry(jwt string) time.Time {
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
+	exp, ok := jwtClaims(jwt)["exp"].(float64)
+	if !ok {
 		return time.Time{}
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return time.Time{}
-	}
-	var c struct {
-		Exp json.Number `json:"exp"`
-	}
-	if json.Unmarshal(payload, &c) != nil {
-		return time.Time{}
-	}
-	n, err := c.Exp.Int64()
-	if err != nil {
-		return time.Time{}
-	}
-	return time.Unix(n, 0)
+	return time.Unix(int64(exp), 0)
 }
 
 // refreshLogin renews the login's ID token when it expires within a
