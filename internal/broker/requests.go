@@ -387,32 +387,24 @@ func article(n int) string {
 	return ""
 }
 
-// countsAs is the required-review role a principal's approval fills on
-// ar, or "" when it fills none.
-func countsAs(p identity.Principal, ar store.AccessRequest) string {
-	for _, rv := range missingReviews(ar) {
+// reviewRole is the role of reviews a principal's review fills, for a
+// request of tenant needing reviews, or "" when it fills none.
+func reviewRole(p identity.Principal, tenant string, reviews []policy.Review) string {
+	for _, rv := range reviews {
 		switch {
-		case rv.Role == reviewApprover && p.Tenant == ar.Tenant && p.HasRole(identity.RoleApprover):
+		case rv.Role == reviewApprover && p.Tenant == tenant && p.HasRole(identity.RoleApprover):
 			return reviewApprover
-		case rv.Role == reviewInternal && p.Tenant == "" && (p.HasRole(identity.RoleReviewer) || p.HasRole(identity.RoleAdmin)):
+		case rv.Role == reviewInternal && isInternal(p):
 			return reviewInternal
 		}
 	}
 	return ""
 }
 
-// mayReview is whether a principal could review ar at all (even if its
-// review is no longer needed).
-func mayReview(p identity.Principal, ar store.AccessRequest) string {
-	for _, rv := range decision(ar).RequiredReviews {
-		switch {
-		case rv.Role == reviewApprover && p.Tenant == ar.Tenant && p.HasRole(identity.RoleApprover):
-			return reviewApprover
-		case rv.Role == reviewInternal && p.Tenant == "" && (p.HasRole(identity.RoleReviewer) || p.HasRole(identity.RoleAdmin)):
-			return reviewInternal
-		}
-	}
-	return ""
+// isInternal reports whether p is vendor staff who may review internally:
+// a reviewer or an admin of the vendor's issuer.
+func isInternal(p identity.Principal) bool {
+	return p.Tenant == "" && (p.HasRole(identity.RoleReviewer) || p.HasRole(identity.RoleAdmin))
 }
 
 // update applies change to the stored request, retrying when another
@@ -498,11 +490,13 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 					return errorf(http.StatusConflict, "already_reviewed", "you reviewed request %s already; a reviewer counts once", ar.ID)
 				}
 			}
-			role = mayReview(p, *ar)
+			// Any required review may be reviewed (a denial counts even
+			// when no approval of that kind is still missing).
+			role = reviewRole(p, ar.Tenant, decision(*ar).RequiredReviews)
 			if role == "" {
 				return b.refuseReview(ctx, r, *ar, "not_a_reviewer", fmt.Sprintf("your review does not count for request %s: it needs %s", ar.ID, waitingText(*ar)))
 			}
-			if approve && countsAs(p, *ar) == "" {
+			if approve && reviewRole(p, ar.Tenant, missingReviews(*ar)) == "" {
 				return errorf(http.StatusConflict, "review_not_needed", "request %s needs no more approvals of your kind; it is waiting for %s", ar.ID, waitingText(*ar))
 			}
 			ar.Reviews = append(ar.Reviews, store.Review{Reviewer: person(p), Role: role, Approve: approve, Comment: comment, At: b.now()})
@@ -628,7 +622,7 @@ func (b *Broker) handleRevokeRequest(w http.ResponseWriter, r *http.Request) err
 	ar, err := b.update(ctx, id, func(ar *store.AccessRequest) error {
 		mayRevoke := samePerson(p, ar.Requester) ||
 			(p.Tenant == ar.Tenant && p.HasRole(identity.RoleApprover)) ||
-			(p.Tenant == "" && (p.HasRole(identity.RoleReviewer) || p.HasRole(identity.RoleAdmin)))
+			isInternal(p)
 		if !mayRevoke {
 			return errorf(http.StatusForbidden, "not_allowed_to_revoke", "only the requester, an approver of tenant %s, a reviewer or an admin may revoke request %s", ar.Tenant, ar.ID)
 		}
