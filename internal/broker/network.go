@@ -24,10 +24,19 @@ var (
 // stored or any call made; each message names the field and what it
 // accepts.
 func checkAWS(field, value string, re *regexp.Regexp, want string) error {
-	if len(value) > 2048 || !re.MatchString(value) || (re == externalIDRE && (len(value) < 2 || len(value) > 1224)) {
+	if len(value) > 2048 || !re.MatchString(value) {
 		return errorf(http.StatusBadRequest, "invalid_"+field, "%s %q: want %s", field, value, want)
 	}
 	return nil
+}
+
+// checkExternalID checks an external ID: AWS takes 2 to 1224 of its
+// characters.
+func checkExternalID(field, value, want string) error {
+	if len(value) < 2 || len(value) > 1224 {
+		return errorf(http.StatusBadRequest, "invalid_"+field, "%s %q: want %s", field, value, want)
+	}
+	return checkAWS(field, value, externalIDRE, want)
 }
 
 func networkFromAPI(in *brokerapi.NetworkConfig) (*store.NetworkConfig, error) {
@@ -38,7 +47,7 @@ func networkFromAPI(in *brokerapi.NetworkConfig) (*store.NetworkConfig, error) {
 		checkAWS("account_id", in.AccountID, accountRE, "a 12-digit AWS account ID"),
 		checkAWS("vpc_id", in.VPCID, vpcRE, "a VPC ID such as vpc-0a1b2c3d4e5f67890"),
 		checkAWS("role_arn", in.RoleARN, roleARNRE, "an IAM role ARN such as arn:aws:iam::111111111111:role/TetherNetwork (deploy/aws/tether-network-role.yaml creates it)"),
-		checkAWS("external_id", in.ExternalID, externalIDRE, "the external ID of the role's trust policy, 2 to 1224 characters"),
+		checkExternalID("external_id", in.ExternalID, "the external ID of the role's trust policy, 2 to 1224 characters"),
 	}
 	if !regionRE.MatchString(in.Region) {
 		checks = append(checks, errorf(http.StatusBadRequest, "invalid_region", "region %q: want an AWS region such as us-east-1", in.Region))
@@ -84,7 +93,7 @@ func peeringFromAPI(in *brokerapi.PeeringSpec) (*store.PeeringSpec, error) {
 		checkAWS("peer role_arn", in.RoleARN, roleARNRE, "an IAM role ARN in the peer account, such as arn:aws:iam::222222222222:role/TetherNetwork"),
 	}
 	if in.ExternalID != "" {
-		checks = append(checks, checkAWS("peer external_id", in.ExternalID, externalIDRE, "2 to 1224 characters"))
+		checks = append(checks, checkExternalID("peer external_id", in.ExternalID, "2 to 1224 characters"))
 	}
 	if !regionRE.MatchString(in.Region) {
 		checks = append(checks, errorf(http.StatusBadRequest, "invalid_region", "peer region %q: want an AWS region such as us-east-1", in.Region))
