@@ -24,18 +24,12 @@ import (
 	"github.com/tetherhq/tether/internal/netmgr"
 )
 
-// ec2In returns an EC2 client acting in account on moto, by assuming a
-// role there as the broker does (moto accepts any role ARN).
-func ec2In(endpoint, account string) *ec2.Client {
+// motoIn returns a config acting in account on moto, by assuming a role
+// there as the broker does (moto accepts any role ARN).
+func motoIn(endpoint, account string) aws.Config {
 	cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(endpoint)}
 	cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(cfg), "arn:aws:iam::"+account+":role/TetherNetwork"))
-	return ec2.NewFromConfig(cfg)
-}
-
-func elbIn(endpoint, account string) *elb.Client {
-	cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(endpoint)}
-	cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(cfg), "arn:aws:iam::"+account+":role/TetherNetwork"))
-	return elb.NewFromConfig(cfg)
+	return cfg
 }
 
 // TestNetworkPeeringThroughBroker: an operator's network change through
@@ -48,7 +42,7 @@ func TestNetworkPeeringThroughBroker(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
 	t.Setenv("AWS_REGION", "us-east-1")
 	ctx := context.Background()
-	byoc, peer := ec2In(endpoint, "111111111111"), ec2In(endpoint, "222222222222")
+	byoc, peer := ec2.NewFromConfig(motoIn(endpoint, "111111111111")), ec2.NewFromConfig(motoIn(endpoint, "222222222222"))
 	bv, err := byoc.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +61,7 @@ func TestNetworkPeeringThroughBroker(t *testing.T) {
 		}
 		subnets = append(subnets, aws.ToString(sn.Subnet.SubnetId))
 	}
-	if _, err := elbIn(endpoint, "111111111111").CreateLoadBalancer(ctx, &elb.CreateLoadBalancerInput{
+	if _, err := elb.NewFromConfig(motoIn(endpoint, "111111111111")).CreateLoadBalancer(ctx, &elb.CreateLoadBalancerInput{
 		Name: aws.String("istio-private"), Scheme: elbtypes.LoadBalancerSchemeEnumInternal, Subnets: subnets,
 		SecurityGroups: []string{aws.ToString(sg.GroupId)}, Tags: []elbtypes.Tag{{Key: aws.String("tether:ingress"), Value: aws.String("private")}},
 	}); err != nil {
