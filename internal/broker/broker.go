@@ -223,6 +223,12 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// brokerMetrics are the broker's own metrics (the audit log and the
+// policy register theirs).
+type brokerMetrics struct {
+	grants prometheus.Counter
+}
+
 // Broker is a running broker.
 type Broker struct {
 	cfg   Config
@@ -415,7 +421,8 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 // the broker key, and starts its writer.
 func (b *Broker) startAudit(ctx context.Context) error {
 	b.reg = prometheus.NewRegistry()
-	b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	b.metrics.grants = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_grants_issued_total", Help: "Grants issued."})
+	b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.metrics.grants)
 	signer, err := audit.NewSigner(audit.OriginFor(b.PublicKey()), b.key)
 	if err != nil {
 		return fmt.Errorf("audit signer: %w", err)

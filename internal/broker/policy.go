@@ -5,23 +5,15 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/notify"
 	"github.com/tetherhq/tether/policy"
 )
 
-type brokerMetrics struct {
-	grants prometheus.Counter
-}
-
 // startPolicy loads the access policy: the embedded default, or the
 // configured directory, watched for changes.
 func (b *Broker) startPolicy(ctx context.Context) error {
-	b.metrics.grants = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_grants_issued_total", Help: "Grants issued."})
-	b.reg.MustRegister(b.metrics.grants)
 	e, err := policy.New(ctx, policy.Options{
 		Dir:        b.cfg.PolicyDir,
 		Logger:     b.cfg.Logger,
