@@ -179,6 +179,12 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("store driver %q: want sqlite or postgres", c.StoreDriver)
 	}
+	if c.AWSEndpointURL != "" {
+		u, err := url.Parse(c.AWSEndpointURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("AWS endpoint URL %q: want an http:// or https:// URL such as http://127.0.0.1:5000 (moto_server), or leave it unset for AWS itself", c.AWSEndpointURL)
+		}
+	}
 	if c.GitHub != nil {
 		if err := c.GitHub.Validate(); err != nil {
 			return err
