@@ -42,13 +42,14 @@ const (
 	PromDenied                Type = "prom.denied"
 	BreakglassUsed            Type = "breakglass.used"
 	AuthFailed                Type = "auth.failed"
-	NetworkPlanned            Type = "network.planned"   // a network change was planned (nothing changed)
-	NetworkApplied            Type = "network.applied"   // an approved network change was carried out
-	NetworkTornDown           Type = "network.torn_down" // what Tether created for a network change was removed
-	NetworkDrift              Type = "network.drift"     // a status check found a piece missing or changed
-	AWSCall                   Type = "aws.call"          // one AWS call that changed something
-	AuthLogin                 Type = "auth.login"        // a web session began
-	AuthLogout                Type = "auth.logout"       // a web session ended
+	NetworkPlanned            Type = "network.planned"    // a network change was planned (nothing changed)
+	NetworkApplied            Type = "network.applied"    // an approved network change was carried out
+	NetworkTornDown           Type = "network.torn_down"  // what Tether created for a network change was removed
+	NetworkDrift              Type = "network.drift"      // a status check found a piece missing or changed
+	AWSCall                   Type = "aws.call"           // one AWS call that changed something
+	AuthLogin                 Type = "auth.login"         // a web session began
+	AuthLogout                Type = "auth.logout"        // a web session ended
+	AgentCallRefused          Type = "agent.call_refused" // the broker refused what an agent answered (a redirect, an oversized answer) or could not reach it on the tailnet
 )
 
 // Types lists every known event type.
@@ -59,6 +60,7 @@ var Types = []Type{
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,
 	BreakglassUsed, AuthFailed, AuthLogin, AuthLogout,
 	NetworkPlanned, NetworkApplied, NetworkTornDown, NetworkDrift, AWSCall,
+	AgentCallRefused,
 }
 
 // Known reports whether t is a known event type.
