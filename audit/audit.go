@@ -13,6 +13,14 @@ import (
 )
 
 // SchemaVersion is the version of [Event]'s shape.
+//
+// A field added later is optional and omitted when empty (omitempty,
+// omitzero), so every event written before it keeps its exact bytes and
+// leaf hash, and a reader of this version that ignores the field still
+// reads the event correctly; such an addition keeps the version. A change
+// to a field's meaning, or a field a reader must understand to read an
+// event safely, takes a new version. Added to version 1 so far:
+// [Source.Kind] and [Source.ReceivedAt].
 const SchemaVersion = 1
 
 // Type names what an event records.
@@ -60,7 +68,7 @@ var Types = []Type{
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,
 	BreakglassUsed, AuthFailed, AuthLogin, AuthLogout,
 	NetworkPlanned, NetworkApplied, NetworkTornDown, NetworkDrift, AWSCall,
-	AgentCallRefused,
+	AgentCallRefused, VerifyFailed,
 }
 
 // Known reports whether t is a known event type.
@@ -115,10 +123,29 @@ type Actor struct {
 }
 
 // Source is where the action came from.
+//
+// For an event an agent delivered (Kind [SourceAgent]) the broker replaces
+// whatever the agent wrote here: TailnetNode and IP are the delivering
+// agent's node and address as the broker's tailnet saw them, and
+// ReceivedAt is the broker's clock when it took the event. The event's
+// Time, Reason and Details are then the agent's account, which the broker
+// checked only as far as its rules for agent events go.
 type Source struct {
 	TailnetNode string `json:"tailnet_node,omitempty" audit:"safe"`
 	IP          string `json:"ip,omitempty" audit:"safe"`
+	// Kind is empty for an event the broker recorded itself and
+	// SourceAgent for one an agent delivered from its spool.
+	Kind string `json:"kind,omitempty" audit:"safe"`
+	// ReceivedAt is when the broker received an agent-delivered event, by
+	// the broker's clock, UTC; zero for the broker's own events.
+	ReceivedAt time.Time `json:"received_at,omitzero" audit:"safe"`
 }
+
+// SourceAgent is the [Source.Kind] of an event an agent recorded and
+// delivered: its Actor, GrantID, RequestID and Time were checked by the
+// broker against the grant it names (see docs/audit.md), and its Source
+// was stamped by the broker.
+const SourceAgent = "agent"
 
 // Validate reports the first problem with e as a stored event.
 func (e Event) Validate() error {
@@ -133,6 +160,12 @@ func (e Event) Validate() error {
 		return fmt.Errorf("event %s has unknown type %q", e.ID, e.Type)
 	case e.Outcome != Success && e.Outcome != Failure:
 		return fmt.Errorf("event %s has outcome %q: want success or failure", e.ID, e.Outcome)
+	case e.Source.Kind != "" && e.Source.Kind != SourceAgent:
+		return fmt.Errorf("event %s has source kind %q: want none or %q", e.ID, e.Source.Kind, SourceAgent)
+	case e.Source.Kind == SourceAgent && (e.Source.ReceivedAt.IsZero() || e.AgentID == ""):
+		return fmt.Errorf("event %s was delivered by an agent but does not say which agent and when the broker received it", e.ID)
+	case e.Source.Kind == "" && !e.Source.ReceivedAt.IsZero():
+		return fmt.Errorf("event %s has a receipt time but no source kind", e.ID)
 	}
 	return nil
 }

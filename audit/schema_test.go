@@ -47,6 +47,10 @@ func TestValidate(t *testing.T) {
 		{func(e *Event) { e.Time = time.Time{} }, "no time"},
 		{func(e *Event) { e.Type = "agent.exploded" }, `unknown type "agent.exploded"`},
 		{func(e *Event) { e.Outcome = "maybe" }, `outcome "maybe"`},
+		{func(e *Event) { e.Source.Kind = "broker" }, `source kind "broker"`},
+		{func(e *Event) { e.Source.Kind, e.AgentID = SourceAgent, "a1" }, "does not say which agent and when"},
+		{func(e *Event) { e.Source.Kind, e.Source.ReceivedAt = SourceAgent, time.Now() }, "does not say which agent and when"},
+		{func(e *Event) { e.Source.ReceivedAt = time.Now() }, "receipt time but no source kind"},
 	} {
 		e := ok
 		tt.mod(&e)
@@ -76,5 +80,32 @@ func TestMarshalCanonical(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(a), `{"v":1,`) {
 		t.Errorf("encoding %s does not start with the version", a)
+	}
+}
+
+// TestSourceFieldsHashed: the source kind and receipt time of an
+// agent-delivered event are part of its canonical bytes (so the leaf hash
+// covers them), and an event without them keeps the bytes it had before
+// the fields existed.
+func TestSourceFieldsHashed(t *testing.T) {
+	e := Event{Version: 1, ID: "x", Time: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC), Type: QueryAllowed, Outcome: Success,
+		Source: Source{TailnetNode: "n", IP: "100.64.0.2:1"}}
+	old, _ := e.Marshal()
+	if want := `{"v":1,"id":"x","time":"2026-11-25T12:00:00Z","type":"query.allowed","actor":{},"source":{"tailnet_node":"n","ip":"100.64.0.2:1"},"outcome":"success"}`; string(old) != want {
+		t.Errorf("broker-recorded event = %s, want the version 1 bytes %s", old, want)
+	}
+	e.AgentID, e.Source.Kind, e.Source.ReceivedAt = "a1", SourceAgent, time.Date(2026, 11, 25, 12, 0, 1, 0, time.UTC)
+	if err := e.Validate(); err != nil {
+		t.Fatalf("Validate(agent-delivered) = %v", err)
+	}
+	b, _ := e.Marshal()
+	if !strings.Contains(string(b), `"kind":"agent","received_at":"2026-11-25T12:00:01Z"`) {
+		t.Errorf("agent-delivered event %s does not carry its source kind and receipt time", b)
+	}
+	r := e
+	r.Source.ReceivedAt = r.Source.ReceivedAt.Add(time.Second)
+	b2, _ := r.Marshal()
+	if LeafHash(b) == LeafHash(b2) {
+		t.Error("changing the receipt time kept the leaf hash")
 	}
 }
