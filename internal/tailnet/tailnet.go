@@ -18,12 +18,14 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"tailscale.com/client/local"
 	"tailscale.com/envknob"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/ipn/store/mem"
+	"tailscale.com/net/tsaddr"
 	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
 )
@@ -66,6 +68,10 @@ type Node struct {
 	// started is set once tsnet started; tsnet's Close must not run
 	// before that.
 	started bool
+
+	peersMu sync.Mutex
+	peers   map[tailcfg.StableNodeID]netip.Addr // from the netmap, by NodeAddr
+	peersAt time.Time
 }
 
 // New configures a node. It does not start it: call [Node.Up].
@@ -289,10 +295,130 @@ func (n *Node) Ping(ctx context.Context, ip netip.Addr) (time.Duration, error) {
 	return time.Duration(res.LatencySeconds * float64(time.Second)), nil
 }
 
-// Dial connects to addr over the tailnet.
+// ErrNotOnTailnet reports that an address or node is not a current peer
+// of the tailnet: nothing was sent to it.
+var ErrNotOnTailnet = errors.New("not on the tailnet")
+
+// Dial connects to addr ("ip:port") over the tailnet, and only over the
+// tailnet. addr must be an IP literal that the tailnet's netmap currently
+// gives a peer; anything else — a host name, a host-network address, a
+// peer's old address — is refused with [ErrNotOnTailnet] before a packet
+// is sent. The connection goes through the node's userspace network stack
+// only: unlike [tsnet.Server.Dial], there is no fallback to the host
+// network for addresses the tailnet does not route.
 func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	return n.srv.Dial(ctx, network, addr)
+	if network != "tcp" && network != "tcp4" {
+		return nil, fmt.Errorf("dial %s %s: only tcp over the tailnet", network, addr)
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w: want a tailnet IP literal and port", addr, ErrNotOnTailnet)
+	}
+	if !tsaddr.IsTailscaleIP(ap.Addr()) {
+		return nil, fmt.Errorf("dial %s: %w: not a tailnet address", addr, ErrNotOnTailnet)
+	}
+	if n.lc == nil {
+		return nil, errors.New("dial: node is not up")
+	}
+	// WhoIs answers from the current netmap: an address no current peer
+	// holds is refused here.
+	if _, err := n.WhoIs(ctx, ap.String()); err != nil {
+		return nil, fmt.Errorf("dial %s: %w: no current peer has this address", addr, ErrNotOnTailnet)
+	}
+	d := n.srv.Sys().Dialer.Get()
+	if d == nil || d.NetstackDialTCP == nil {
+		return nil, errors.New("dial: the node's network stack is not ready")
+	}
+	return d.NetstackDialTCP(ctx, ap)
 }
+
+// NodeAddr returns the tailnet IPv4 address the netmap currently gives the
+// node with stable ID id, or [ErrNotOnTailnet] when it is not a current
+// peer. Use it, never an address a peer reported about itself, to find
+// where to dial a node.
+func (n *Node) NodeAddr(ctx context.Context, id tailcfg.StableNodeID) (netip.Addr, error) {
+	if id == "" {
+		return netip.Addr{}, fmt.Errorf("node address: %w: no node ID", ErrNotOnTailnet)
+	}
+	n.peersMu.Lock()
+	ip, ok := n.peers[id]
+	fresh := n.clock().Sub(n.peersAt) < peerCacheTTL
+	n.peersMu.Unlock()
+	if ok && fresh {
+		return ip, nil
+	}
+	if err := n.refreshPeers(ctx); err != nil {
+		return netip.Addr{}, err
+	}
+	n.peersMu.Lock()
+	ip, ok = n.peers[id]
+	n.peersMu.Unlock()
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("node %s: %w", id, ErrNotOnTailnet)
+	}
+	return ip, nil
+}
+
+// peerCacheTTL bounds how long NodeAddr trusts its last view of the
+// netmap. A node that left is then found missing within this time, and a
+// dial to its old address is refused by Dial's own check in any case.
+const peerCacheTTL = time.Second
+
+// ForgetPeers drops NodeAddr's cached view of the netmap, so that the next
+// lookup reads it again (call it when a dial to a peer failed).
+func (n *Node) ForgetPeers() {
+	n.peersMu.Lock()
+	n.peersAt = time.Time{}
+	n.peersMu.Unlock()
+}
+
+func (n *Node) refreshPeers(ctx context.Context) error {
+	if n.lc == nil {
+		return errors.New("node address: node is not up")
+	}
+	st, err := n.lc.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("node address: %w", err)
+	}
+	peers := make(map[tailcfg.StableNodeID]netip.Addr, len(st.Peer))
+	for _, p := range st.Peer {
+		for _, ip := range p.TailscaleIPs {
+			if ip.Is4() {
+				peers[p.ID] = ip
+				break
+			}
+		}
+	}
+	n.peersMu.Lock()
+	n.peers, n.peersAt = peers, n.clock()
+	n.peersMu.Unlock()
+	return nil
+}
+
+func (n *Node) clock() time.Time { return time.Now() }
+
+// HTTPTransport returns an HTTP transport that reaches tailnet peers only,
+// through [Node.Dial]: no proxy from the environment, no host network.
+// Pair it with [NoRedirects] and bounded reads.
+func (n *Node) HTTPTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                  nil,
+		DialContext:            n.Dial,
+		DisableCompression:     true,
+		MaxIdleConnsPerHost:    16,
+		IdleConnTimeout:        90 * time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+}
+
+// ErrRedirect is the error a client built with [NoRedirects] returns when
+// a peer answers with a redirect.
+var ErrRedirect = errors.New("the peer answered with a redirect, which Tether never follows")
+
+// NoRedirects is an [http.Client] CheckRedirect that refuses every
+// redirect: a peer cannot send the caller, its headers or its body
+// anywhere else.
+func NoRedirects(*http.Request, []*http.Request) error { return ErrRedirect }
 
 // Listen listens for TCP connections on port of the node's tailnet IPv4
 // address. The listener lives in the node's userspace network stack: no

@@ -2,6 +2,7 @@ package tailnet_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -84,6 +85,67 @@ func TestTwoNodes(t *testing.T) {
 	}
 	if _, err := a.FindPeer(ctx, "charlie"); err == nil {
 		t.Error("FindPeer(charlie) succeeded, want ErrNoSuchPeer")
+	}
+
+	// NodeAddr gives the address the netmap holds for a node ID.
+	if ip, err := a.NodeAddr(ctx, p.ID); err != nil || ip != b.IPv4() {
+		t.Errorf("NodeAddr(%s) = %v, %v; want %v", p.ID, ip, err, b.IPv4())
+	}
+	if _, err := a.NodeAddr(ctx, "TESTCTRL7fffffff"); !errors.Is(err, tailnet.ErrNotOnTailnet) {
+		t.Errorf("NodeAddr(unknown node) = %v, want ErrNotOnTailnet", err)
+	}
+
+	// Dial reaches tailnet peers only: no host network, no names, no
+	// address the netmap does not give a peer. The loopback listener
+	// shows a fallback to the host network would have connected.
+	hostLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostLn.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := hostLn.Accept(); err == nil {
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	for _, addr := range []string{
+		hostLn.Addr().String(),                      // the host's loopback
+		"localhost:80",                              // a name
+		"100.64.99.99:80",                           // a tailnet-looking address no peer holds
+		"169.254.169.254:80",                        // the cloud metadata endpoint
+		"[fd7a:115c:a1e0::9999]:80",                 // a tailnet IPv6 address no peer holds
+		net.JoinHostPort(p.IP.String(), "80") + "x", // malformed
+	} {
+		if c, err := a.Dial(ctx, "tcp", addr); err == nil {
+			c.Close()
+			t.Errorf("Dial(%s) connected, want a refusal", addr)
+		} else if !errors.Is(err, tailnet.ErrNotOnTailnet) {
+			t.Errorf("Dial(%s) = %v, want ErrNotOnTailnet", addr, err)
+		}
+	}
+	select {
+	case <-accepted:
+		t.Error("a dial reached the host's loopback listener")
+	default:
+	}
+	if _, err := a.Dial(ctx, "udp", net.JoinHostPort(p.IP.String(), "80")); err == nil {
+		t.Error("Dial(udp) succeeded, want only tcp")
+	}
+
+	// A client built the way the broker builds its agent client follows
+	// no redirect.
+	ln2, err := b.Listen(81)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redir := &http.Server{Handler: http.RedirectHandler("http://"+hostLn.Addr().String()+"/", http.StatusTemporaryRedirect)}
+	go redir.Serve(ln2)
+	t.Cleanup(func() { redir.Close() })
+	rc := &http.Client{Transport: a.HTTPTransport(), CheckRedirect: tailnet.NoRedirects}
+	if _, err := rc.Post("http://"+net.JoinHostPort(p.IP.String(), "81")+"/", "text/plain", strings.NewReader("body")); !errors.Is(err, tailnet.ErrRedirect) {
+		t.Errorf("POST to a redirecting peer = %v, want ErrRedirect", err)
 	}
 }
 
