@@ -50,6 +50,7 @@ const (
 	PromDenied                Type = "prom.denied"
 	BreakglassUsed            Type = "breakglass.used"
 	AuthFailed                Type = "auth.failed"
+	APIRefused                Type = "api.refused"        // the broker API refused a call for a reason other than authentication or authorization (400, 404, 409, …)
 	NetworkPlanned            Type = "network.planned"    // a network change was planned (nothing changed)
 	NetworkApplied            Type = "network.applied"    // an approved network change was carried out
 	NetworkTornDown           Type = "network.torn_down"  // what Tether created for a network change was removed
@@ -66,7 +67,7 @@ var Types = []Type{
 	RequestCreated, RequestCancelled, RequestTimedOut, PolicyDecided, PolicyReloaded, ReviewApproved, ReviewDenied,
 	GrantIssued, GrantExpired, GrantRevoked,
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,
-	BreakglassUsed, AuthFailed, AuthLogin, AuthLogout,
+	BreakglassUsed, AuthFailed, APIRefused, AuthLogin, AuthLogout,
 	NetworkPlanned, NetworkApplied, NetworkTornDown, NetworkDrift, AWSCall,
 	AgentCallRefused, VerifyFailed,
 }

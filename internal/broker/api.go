@@ -39,7 +39,7 @@ func (b *Broker) apiHandler() http.Handler {
 	// Metrics carry no secrets and no customer data; scrapers need no token.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errorf(http.StatusNotFound, "not_found", "no API endpoint %s %s", r.Method, r.URL.Path))
+		b.answer(w, r, audit.Actor{}, errorf(http.StatusNotFound, "not_found", "no API endpoint %s %s", r.Method, truncate(r.URL.Path, maxAuditPath)))
 	})
 	return mux
 }
@@ -51,6 +51,7 @@ func (b *Broker) record(ctx context.Context, e audit.Event) error {
 		b.log.Error("audit write failed", "type", e.Type, "err", err)
 		return errorf(http.StatusInternalServerError, "audit_unavailable", "the audit log could not be written, so the action was not taken")
 	}
+	noteRecorded(ctx, e)
 	return nil
 }
 

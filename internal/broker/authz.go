@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/identity"
@@ -211,13 +212,14 @@ func (b *Broker) authorize(e Endpoint) http.Handler {
 			if !errors.As(err, &ae) {
 				b.log.Error("API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
-			writeError(w, err)
+			b.answer(w, r, callerOf(r), err)
 		}
 	}
 	if e.Scope == ScopePublic {
-		return http.HandlerFunc(serve)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serve(w, withCall(r)) })
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = withCall(r)
 		r = r.WithContext(context.WithValue(r.Context(), loadedKey{}, new(loadedRequest)))
 		p, err := b.authenticate(r)
 		if err == nil {
@@ -288,31 +290,24 @@ func (b *Broker) requestTenant(r *http.Request, scope Scope) (string, error) {
 	return d.Tenant, nil
 }
 
-// refuse answers an authentication or authorization failure and records
-// it. If the audit log cannot be written, the answer is still a refusal.
+// refuse answers an authentication or authorization failure; the edge
+// records it ([Broker.answer]).
 func (b *Broker) refuse(w http.ResponseWriter, r *http.Request, p identity.Principal, err error) {
-	var ae *apiError
-	if !errors.As(err, &ae) {
-		ae = errorf(http.StatusInternalServerError, "internal", "internal error; the broker log has details")
+	a := actor(p, "")
+	if a.Subject == "" {
+		a = audit.Actor{}
 	}
-	if ae.status == http.StatusUnauthorized || ae.status == http.StatusForbidden || ae.status == http.StatusServiceUnavailable {
-		a := actor(p, "")
-		if a.Subject == "" {
-			a = audit.Actor{}
-		}
-		if rerr := b.record(r.Context(), audit.Event{
-			Type:    audit.AuthFailed,
-			Actor:   a,
-			Source:  audit.Source{IP: r.RemoteAddr},
-			Outcome: audit.Failure,
-			Reason:  ae.code,
-			Details: map[string]any{"method": r.Method, "path": r.URL.Path, "status": ae.status, "message": truncate(ae.message, 300)},
-		}); rerr != nil {
-			writeError(w, rerr)
-			return
-		}
+	b.answer(w, r, a, err)
+}
+
+// callerOf is the audit actor of r's caller, or none for a public
+// endpoint.
+func callerOf(r *http.Request) audit.Actor {
+	p := principalFrom(r.Context())
+	if p.Subject == "" {
+		return audit.Actor{}
 	}
-	writeError(w, ae)
+	return actor(p, actingRole(r))
 }
 
 func rolesOf(p identity.Principal) string {
@@ -329,9 +324,14 @@ func scopeOf(p identity.Principal) string {
 	return rolesOf(p) + " of tenant " + p.Tenant
 }
 
+// truncate cuts s to at most n bytes, at a character boundary, marking
+// the cut: what a caller sent reaches the audit log bounded.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

@@ -272,6 +272,8 @@ type Broker struct {
 	dataMu    sync.Mutex
 	dataCache map[string]dataEntry         // recent data-plane lookups; see dataTarget
 	unpushed  map[string]pendingRevocation // grant ID → a revocation the agent has not heard of
+	refusals  refusalLog                   // aggregated refusals and failed-authentication limits; see Broker.answer
+	backlog   auditBacklog                 // events of changes that stand although their audit write failed
 
 	apiLn    net.Listener
 	agentLn  net.Listener

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -161,9 +162,15 @@ func (b *Broker) runLifecycle(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			b.flushRefusals(fctx, true)
+			b.backlog.retry(fctx, b)
+			cancel()
 			return
 		case <-t.C:
 		}
+		b.flushRefusals(ctx, false)
+		b.backlog.retry(ctx, b)
 		if err := b.lifecycleOnce(ctx); err != nil && ctx.Err() == nil {
 			b.log.Error("request lifecycle", "err", err)
 		}
@@ -181,10 +188,12 @@ func (b *Broker) lifecycleOnce(ctx context.Context) error {
 	}
 	for _, ar := range due {
 		var typ audit.Type
+		var before store.AccessRequest
 		ar, err := b.update(ctx, ar.ID, func(cur *store.AccessRequest) error {
 			if due := cur.DueAt(); due.IsZero() || due.After(now) {
 				return errNotDue
 			}
+			before = *cur
 			switch cur.State {
 			case store.StatePending:
 				cur.State, typ, cur.EndReason = store.StateTimedOut, audit.RequestTimedOut, "nobody reviewed it in time"
@@ -205,7 +214,11 @@ func (b *Broker) lifecycleOnce(ctx context.Context) error {
 			Type: typ, Actor: audit.Actor{Subject: "broker", Role: "broker"}, Deployment: ar.DeploymentID,
 			RequestID: ar.ID, GrantID: grantID(ar), Outcome: audit.Success, Reason: ar.EndReason,
 		}); err != nil {
-			b.log.Error("audit a request's end", "request", ar.ID, "err", err)
+			// Undone, and tried again at the next tick: an expired grant
+			// is refused by its own expiry meanwhile, by broker and agent.
+			b.log.Error("audit a request's end; undone until the audit log takes writes", "request", ar.ID, "err", err)
+			b.undo(ctx, before, ar.Version)
+			continue
 		}
 		b.changed()
 		if typ == audit.GrantExpired {
@@ -234,6 +247,47 @@ func (b *Broker) lifecycleOnce(ctx context.Context) error {
 }
 
 var errNotDue = errors.New("not due")
+
+// maxBacklog bounds the events waiting in an [auditBacklog].
+const maxBacklog = 10000
+
+// auditBacklog holds the events of changes that stand although their
+// audit write failed (a revocation is never undone for want of its
+// event); the lifecycle loop writes them once the log takes writes again.
+// Events are stamped before their first try, so each keeps its ID and
+// time.
+type auditBacklog struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+// add keeps e for the next try; it reports false when the backlog is full.
+func (q *auditBacklog) add(e audit.Event) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.events) >= maxBacklog {
+		return false
+	}
+	q.events = append(q.events, e)
+	return true
+}
+
+// retry writes the waiting events in one commit.
+func (q *auditBacklog) retry(ctx context.Context, b *Broker) {
+	q.mu.Lock()
+	es := slices.Clone(q.events)
+	q.mu.Unlock()
+	if len(es) == 0 {
+		return
+	}
+	if err := b.auditLog.RecordAll(ctx, es...); err != nil {
+		b.log.Error("audit write failed; events kept for the next try", "events", len(es), "err", err)
+		return
+	}
+	q.mu.Lock()
+	q.events = q.events[len(es):]
+	q.mu.Unlock()
+}
 
 // notifyRequest sends a customer webhook about a request, if any is
 // configured for its tenant.

@@ -1,22 +1,27 @@
 package broker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
+	"time"
 
+	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 )
 
 // apiError is an error with the HTTP status and stable code it maps to.
-// Handlers return them; only writeError turns them into responses.
+// Handlers return them; only [Broker.answer] turns them into responses.
 type apiError struct {
 	status  int
 	code    string
 	message string
+	retry   time.Duration // a 429's Retry-After
 }
 
 func (e *apiError) Error() string { return e.message }
@@ -39,7 +44,116 @@ func writeError(w http.ResponseWriter, err error) {
 	if !errors.As(err, &ae) {
 		ae = &apiError{status: http.StatusInternalServerError, code: "internal", message: "internal error; the broker log has details"}
 	}
+	if ae.retry > 0 {
+		w.Header().Set("Retry-After", retryAfter(ae.retry))
+	}
 	writeJSON(w, ae.status, agentapi.Error{Error: agentapi.ErrorBody{Code: ae.code, Message: ae.message}})
+}
+
+type callKey struct{}
+
+// callState is what the edge needs to know about a call its handler did.
+type callState struct {
+	// failureRecorded is set when the handler recorded an event with
+	// outcome failure for this call (policy.decided denied, network.*
+	// failed, a refused review): that event is the refusal's record.
+	failureRecorded atomic.Bool
+}
+
+// withCall prepares r for [Broker.answer].
+func withCall(r *http.Request) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), callKey{}, new(callState)))
+}
+
+// noteRecorded tells the edge that the call in ctx recorded e.
+func noteRecorded(ctx context.Context, e audit.Event) {
+	if cs, ok := ctx.Value(callKey{}).(*callState); ok && e.Outcome == audit.Failure {
+		cs.failureRecorded.Store(true)
+	}
+}
+
+// isRefusal reports whether an answer refuses the call (as opposed to the
+// broker failing it): any 4xx, and an identity provider that could not
+// check the caller's token.
+func isRefusal(ae *apiError) bool {
+	return ae.status >= 400 && ae.status < 500 || ae.code == "idp_unavailable"
+}
+
+// answer turns a handler's error into the API's answer. It is the one
+// place API errors are answered, so that no refusal goes unrecorded: each
+// refusal writes one audit event — auth.failed for 401, 403 and failed
+// authentication (429, 503 idp_unavailable), api.refused for the other
+// 4xx — unless the handler already recorded an
+// event with outcome failure for the call. Repeats from one source are
+// aggregated ([refusalLog]), and a source failing authentication too often
+// is answered 429 with Retry-After.
+//
+// a is the caller when known; otherwise the source is its IP address.
+func (b *Broker) answer(w http.ResponseWriter, r *http.Request, a audit.Actor, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		writeError(w, err)
+		return
+	}
+	if !isRefusal(ae) {
+		writeError(w, ae)
+		return
+	}
+	if cs, ok := r.Context().Value(callKey{}).(*callState); ok && cs.failureRecorded.Load() {
+		writeError(w, ae)
+		return
+	}
+	now := b.now()
+	ip := hostOf(r.RemoteAddr)
+	source := "ip:" + ip
+	if a.Subject != "" {
+		source = "actor:" + a.Issuer + " " + a.Subject
+	}
+	if ae.status == http.StatusUnauthorized {
+		if wait := b.refusals.failed("ip:"+ip, now); wait > 0 {
+			ae = errorf(http.StatusTooManyRequests, "too_many_failures", "too many failed authentications from %s: wait %s, then sign in again ('broker login')", ip, retryAfter(wait)+"s")
+			ae.retry = wait
+		}
+	}
+	typ := audit.APIRefused
+	if ae.status == http.StatusUnauthorized || ae.status == http.StatusForbidden || ae.code == "too_many_failures" || ae.code == "idp_unavailable" {
+		typ = audit.AuthFailed
+	}
+	ev := audit.Event{
+		Type: typ, Actor: a, Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Failure, Reason: ae.code,
+		Details: map[string]any{
+			"method": truncate(r.Method, maxAuditMethod), "path": truncate(r.URL.Path, maxAuditPath),
+			"status": ae.status, "message": truncate(ae.message, maxAuditMessage),
+		},
+	}
+	if l, ok := r.Context().Value(loadedKey{}).(*loadedRequest); ok && l.ar != nil {
+		ev.Deployment, ev.RequestID = l.ar.DeploymentID, l.ar.ID
+	}
+	if t := r.PathValue("tenant"); t != "" {
+		ev.Details["deployment"] = truncate(t+"/"+r.PathValue("name"), 128)
+	}
+	if es := b.refusals.admit(refusalKey{source: source, route: r.Pattern, typ: string(typ), code: ae.code}, ev, now); len(es) > 0 {
+		// A client that hung up does not cancel the record of its refusal.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+		defer cancel()
+		if err := b.auditLog.RecordAll(ctx, es...); err != nil {
+			// The answer is a refusal either way.
+			b.log.Error("audit write failed", "type", typ, "code", ae.code, "err", err)
+		}
+	}
+	writeError(w, ae)
+}
+
+// flushRefusals records the aggregates of refusal windows that ended, or
+// of all of them when all is set.
+func (b *Broker) flushRefusals(ctx context.Context, all bool) {
+	es := b.refusals.due(b.now(), all)
+	if len(es) == 0 {
+		return
+	}
+	if err := b.auditLog.RecordAll(ctx, es...); err != nil {
+		b.log.Error("audit write failed: aggregated refusals", "events", len(es), "err", err)
+	}
 }
 
 // decodeJSON reads a bounded JSON body into v, rejecting unknown fields

@@ -478,6 +478,7 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 			return fmt.Errorf("get deployment: %w", err)
 		}
 		var role string
+		var before store.AccessRequest
 		ar, err := b.update(ctx, id, func(ar *store.AccessRequest) error {
 			if ar.State != store.StatePending {
 				return errorf(http.StatusConflict, "not_pending", "request %s is %s, not pending: it takes no more reviews", ar.ID, ar.State)
@@ -499,6 +500,8 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 			if approve && reviewRole(p, ar.Tenant, missingReviews(*ar)) == "" {
 				return errorf(http.StatusConflict, "review_not_needed", "request %s needs no more approvals of your kind; it is waiting for %s", ar.ID, waitingText(*ar))
 			}
+			before = *ar
+			before.Reviews = slices.Clone(ar.Reviews)
 			ar.Reviews = append(ar.Reviews, store.Review{Reviewer: person(p), Role: role, Approve: approve, Comment: comment, At: b.now()})
 			if !approve {
 				ar.State, ar.EndedAt, ar.EndedBy, ar.EndReason = store.StateDenied, b.now(), displayName(person(p)), comment
@@ -530,7 +533,9 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 				return err
 			}
 		default:
+			// A review that cannot be audited does not count.
 			if err := b.record(ctx, review); err != nil {
+				b.undo(ctx, before, ar.Version)
 				return err
 			}
 			if ar.State == store.StateDenied {
@@ -549,6 +554,28 @@ func roleName(role string) string {
 	}
 	return role
 }
+
+// undo puts a request back as it was before a change stored as version
+// ver, unless it changed since: a change whose audit event could not be
+// written does not stand. Only changes that take no access away are
+// undone (a review, a cancellation, a timeout, an expiry whose grant is
+// past its own expiry anyway); a revocation stands.
+func (b *Broker) undo(ctx context.Context, before store.AccessRequest, ver int64) {
+	_, err := b.update(context.WithoutCancel(ctx), before.ID, func(cur *store.AccessRequest) error {
+		if cur.Version != ver {
+			return errChangedSince
+		}
+		v := cur.Version
+		*cur = before
+		cur.Version = v
+		return nil
+	})
+	if err != nil {
+		b.log.Error("could not undo a request change whose audit event was not written", "request", before.ID, "err", err)
+	}
+}
+
+var errChangedSince = errors.New("the request changed since")
 
 // refuseReview records a refused review and returns its 403.
 func (b *Broker) refuseReview(ctx context.Context, r *http.Request, ar store.AccessRequest, code, msg string) error {
@@ -580,6 +607,7 @@ func (b *Broker) handleCancelRequest(w http.ResponseWriter, r *http.Request) err
 	if _, err := b.requestOf(r); err != nil {
 		return err
 	}
+	var before store.AccessRequest
 	ar, err := b.update(ctx, id, func(ar *store.AccessRequest) error {
 		if !samePerson(p, ar.Requester) {
 			return errorf(http.StatusForbidden, "not_requester", "only the requester may cancel request %s (a reviewer denies it instead)", ar.ID)
@@ -587,6 +615,7 @@ func (b *Broker) handleCancelRequest(w http.ResponseWriter, r *http.Request) err
 		if ar.State != store.StatePending {
 			return errorf(http.StatusConflict, "not_pending", "request %s is %s: only a pending request can be cancelled (revoke an active one)", ar.ID, ar.State)
 		}
+		before = *ar
 		ar.State, ar.EndedAt, ar.EndedBy, ar.EndReason = store.StateCancelled, b.now(), displayName(person(p)), "cancelled by the requester"
 		return nil
 	})
@@ -597,6 +626,7 @@ func (b *Broker) handleCancelRequest(w http.ResponseWriter, r *http.Request) err
 		Type: audit.RequestCancelled, Actor: actorOf(r), Deployment: ar.DeploymentID, RequestID: ar.ID,
 		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
 	}); err != nil {
+		b.undo(ctx, before, ar.Version)
 		return err
 	}
 	b.changed()
@@ -637,11 +667,23 @@ func (b *Broker) handleRevokeRequest(w http.ResponseWriter, r *http.Request) err
 	}
 	cut := b.pushRevocation(ctx, ar)
 	details := map[string]any{"cut_off": cut.CutOff, "killed": cut.Killed, "pushed": cut.Pushed}
-	if err := b.record(ctx, audit.Event{
+	ev := audit.Event{
 		Type: audit.GrantRevoked, Actor: actorOf(r), Deployment: ar.DeploymentID, RequestID: ar.ID, GrantID: grantID(ar),
 		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success, Reason: reason, Details: details,
-	}); err != nil {
+	}
+	if err := audit.Stamp(&ev, b.now()); err != nil {
 		return err
+	}
+	if err := b.record(ctx, ev); err != nil {
+		// Unlike every other change, a revocation is never undone for
+		// want of its event: the grant stays revoked (fail closed), the
+		// call is not answered as done, and the event is written as soon
+		// as the log takes writes again.
+		if !b.backlog.add(ev) {
+			b.log.Error("audit backlog full: a revocation's event is lost", "request", ar.ID)
+		}
+		b.changed()
+		return errorf(http.StatusInternalServerError, "audit_unavailable", "request %s is revoked and its grant refused, but the audit log could not be written: the broker records the revocation as soon as it can; tell the broker's operator", ar.ID)
 	}
 	b.changed()
 	b.notifyRequest(ar, "request.revoked", displayName(person(p)), fmt.Sprintf("%s revoked %s's access to %s/%s: %s", displayName(person(p)), displayName(ar.Requester), ar.Tenant, ar.Name, reason))
