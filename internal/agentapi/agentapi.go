@@ -62,11 +62,6 @@ type RevokeResponse struct {
 // HeaderGrant carries the grant (a compact JWS) on data-plane calls.
 const HeaderGrant = "Tether-Grant"
 
-// TrailerStopped is the HTTP trailer of a data-plane answer that stopped
-// before its end, saying why in words the engineer may read ("stopped:
-// the grant was revoked"). An answer without it ended normally.
-const TrailerStopped = "Tether-Stopped"
-
 // ClickHouseQuery is the body of a data-plane SQL call.
 type ClickHouseQuery struct {
 	SQL    string `json:"sql"`
@@ -243,10 +238,14 @@ type EventsRequest struct {
 	Events []json.RawMessage `json:"events"`
 }
 
-// EventsResponse says how many delivered events were new to the broker.
+// EventsResponse says how many delivered events were new to the broker,
+// and how many it refused (recorded as a refusal naming the agent, and
+// not stored). Refused events are not delivered again: the agent drops
+// them from its spool with the rest of the delivery.
 type EventsResponse struct {
 	Received int `json:"received"`
 	Stored   int `json:"stored"`
+	Refused  int `json:"refused,omitempty"`
 }
 
 // MaxEventsPerDelivery bounds one EventsRequest.

@@ -3,19 +3,25 @@ package broker
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
+
+	"github.com/google/uuid"
 
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
 
@@ -73,9 +79,9 @@ func (b *Broker) handleAuditSearch(w http.ResponseWriter, r *http.Request) error
 		}
 		f.Limit = n
 	}
-	recs, err := b.auditLog.Records(r.Context(), f)
+	recs, err := b.store.Records(r.Context(), f)
 	if err != nil {
-		return auditReadError("search audit log", err)
+		return fmt.Errorf("search audit log: %w", err)
 	}
 	out := brokerapi.AuditEvents{Events: make([]brokerapi.AuditEvent, 0, len(recs))}
 	for _, rec := range recs {
@@ -83,19 +89,6 @@ func (b *Broker) handleAuditSearch(w http.ResponseWriter, r *http.Request) error
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// auditReadError turns a failed read of the audit log into the API's
-// answer: a record that does not match what the log signed is refused
-// with a message naming it (the log has already logged, counted and
-// recorded it), anything else is an internal error.
-func auditReadError(what string, err error) error {
-	var te *audit.TamperError
-	if errors.As(err, &te) {
-		return errorf(http.StatusInternalServerError, "audit_tampered",
-			"%s: %v; nothing is shown until the store is restored: compare it with an export (broker audit verify)", what, err)
-	}
-	return fmt.Errorf("%s: %w", what, err)
 }
 
 func (b *Broker) handleAuditCheckpoint(w http.ResponseWriter, r *http.Request) error {
@@ -145,12 +138,9 @@ func (b *Broker) handleInclusionProof(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return fmt.Errorf("inclusion proof: %w", err)
 	}
-	recs, err := b.auditLog.Records(r.Context(), audit.Filter{FromIndex: index, ToIndex: index + 1})
-	if err != nil {
-		return auditReadError("inclusion proof", err)
-	}
-	if len(recs) != 1 {
-		return fmt.Errorf("inclusion proof: event %d is missing from the store", index)
+	recs, err := b.store.Records(r.Context(), audit.Filter{FromIndex: index, ToIndex: index + 1})
+	if err != nil || len(recs) != 1 {
+		return fmt.Errorf("inclusion proof: event %d: %v", index, err)
 	}
 	writeJSON(w, http.StatusOK, brokerapi.InclusionProof{
 		Index: index, Size: size, LeafHash: hex.EncodeToString(recs[0].LeafHash[:]),
@@ -305,44 +295,314 @@ func (b *Broker) handleCosign(w http.ResponseWriter, r *http.Request, id tailnet
 	return nil
 }
 
+// Events an agent delivers.
+//
+// An agent is code on the customer's machine: everything in the events it
+// delivers is a claim. The broker stores only those an agent could
+// truthfully have recorded — a type from [agentEventRules], for a grant
+// the broker issued to that agent, by that grant's engineer, inside the
+// grant's window — and stamps each with where it came from
+// ([audit.SourceAgent], the agent's tailnet node) and when the broker took
+// it. The rest are refused one by one: the good events of a delivery are
+// stored, the refused ones are named in one auth.failed event naming the
+// agent (repeats aggregated per [refusalWindow]), and the delivery is
+// answered 200 with the count refused, so that the agent's spool moves on
+// instead of sending the same refused events for ever.
+
+// agentEventSkew is how far an agent's event time may lie outside its
+// grant's window, or ahead of the broker's clock: the two clocks differ,
+// and a query cut off at expiry is reported just after it.
+const agentEventSkew = 60 * time.Second
+
+// maxRefusalsNamed bounds the refused events one refusal names.
+const maxRefusalsNamed = 10
+
+// agentEventKind is what an agent-delivered event must be tied to.
+type agentEventKind int
+
+const (
+	// grantBound events record a call the agent served or guarded under
+	// a grant: they must name a grant the broker issued to this agent,
+	// the grant's request and engineer, at a time inside its window.
+	grantBound agentEventKind = iota + 1
+	// agentRefusal events record a call the agent refused before it
+	// accepted any grant (a bad grant token, a caller that is not the
+	// broker). They are stored as the agent's own word: the actor is
+	// always the agent (agent:<id>, role agent) whatever it claimed; the
+	// grant and request IDs are kept only when they name a grant the
+	// broker issued to this agent (a refused revoked or expired grant),
+	// and otherwise move into details as claimed_grant_id and
+	// claimed_request_id, where no search or session view finds them.
+	agentRefusal
+)
+
+// agentEventRule is what the broker requires of one agent event type.
+type agentEventRule struct {
+	kind     agentEventKind
+	outcomes []audit.Outcome
+}
+
+var (
+	succeeded = []audit.Outcome{audit.Success}
+	failed    = []audit.Outcome{audit.Failure}
+	either    = []audit.Outcome{audit.Success, audit.Failure}
+)
+
+// agentEventRules is every event type an agent may deliver — those
+// internal/agent records: its guards' verdicts, the end of each query,
+// and its refusals — with what each must be. Every other type (request.*,
+// review.*, grant.*, breakglass.used, …) is the broker's alone to record
+// and is refused from an agent. A type the agent starts recording must be
+// added here, or the broker refuses it.
+var agentEventRules = map[audit.Type]agentEventRule{
+	audit.QueryAllowed:  {grantBound, succeeded},
+	audit.QueryDenied:   {grantBound, failed},
+	audit.QueryFinished: {grantBound, either},
+	audit.PromAllowed:   {grantBound, succeeded},
+	audit.PromDenied:    {grantBound, failed},
+	audit.AuthFailed:    {agentRefusal, failed},
+}
+
+// agentDelivery is what the events of one delivery are checked against.
+type agentDelivery struct {
+	agent  store.Agent
+	tenant string       // the agent's deployment's tenant
+	source audit.Source // stamped on every stored event
+	now    time.Time
+	// request looks an access request up by ID; nil when the broker
+	// holds none.
+	request func(id string) (*store.AccessRequest, error)
+}
+
+// refusedEvent is one event a delivery held that the broker refused.
+type refusedEvent struct {
+	index int
+	e     audit.Event // as far as it decoded
+	why   string
+}
+
+// errRefused is a refusal of one delivered event, with the reason.
+type errRefused struct{ why string }
+
+func (e *errRefused) Error() string { return e.why }
+
+func refused(format string, args ...any) error {
+	return &errRefused{why: fmt.Sprintf(format, args...)}
+}
+
+// claim quotes an agent-supplied string for a refusal reason, cut short.
+func claim(s string) string { return strconv.Quote(truncate(s, 80)) }
+
+// check decides whether e, delivered by d.agent, is stored, and returns
+// it as the broker stores it. A refusal is an *errRefused; any other
+// error is the broker's own (the store failed).
+func (d agentDelivery) check(e audit.Event) (audit.Event, error) {
+	if err := e.Validate(); err != nil {
+		return e, refused("%v", err)
+	}
+	if _, err := uuid.Parse(e.ID); err != nil || len(e.ID) != 36 {
+		return e, refused("event ID %s is not a UUID", claim(e.ID))
+	}
+	if e.AgentID != d.agent.ID || e.Deployment != d.agent.DeploymentID {
+		return e, refused("names agent %s and deployment %s, not this agent and its deployment", claim(e.AgentID), claim(e.Deployment))
+	}
+	rule, ok := agentEventRules[e.Type]
+	if !ok {
+		return e, refused("type %s is not one an agent records", e.Type)
+	}
+	if !slices.Contains(rule.outcomes, e.Outcome) {
+		return e, refused("%s with outcome %s is not one an agent records", e.Type, e.Outcome)
+	}
+	if e.Time.After(d.now.Add(agentEventSkew)) {
+		return e, refused("time %s is ahead of the broker's clock (%s) by more than %s", e.Time.UTC().Format(time.RFC3339), d.now.UTC().Format(time.RFC3339), agentEventSkew)
+	}
+	if e.Time.Before(d.agent.PairedAt.Add(-agentEventSkew)) {
+		return e, refused("time %s is before the agent was paired (%s)", e.Time.UTC().Format(time.RFC3339), d.agent.PairedAt.UTC().Format(time.RFC3339))
+	}
+	switch rule.kind {
+	case grantBound:
+		ar, err := d.grantOf(e)
+		if err != nil {
+			return e, err
+		}
+		g, who := ar.Grant, ar.Requester
+		if e.Actor.Subject != displayName(who) || e.Actor.Issuer != "" && e.Actor.Issuer != who.Issuer || e.Actor.Role != "" && e.Actor.Role != "engineer" {
+			return e, refused("actor %s (%s) is not grant %s's engineer", claim(e.Actor.Subject), claim(e.Actor.Role), g.ID)
+		}
+		if e.Time.Before(g.NotBefore.Add(-agentEventSkew)) || e.Time.After(g.Expiry.Add(agentEventSkew)) {
+			return e, refused("time %s is outside grant %s's window %s..%s (give or take %s)", e.Time.UTC().Format(time.RFC3339), g.ID,
+				g.NotBefore.UTC().Format(time.RFC3339), g.Expiry.UTC().Format(time.RFC3339), agentEventSkew)
+		}
+		e.Actor = audit.Actor{Subject: displayName(who), Issuer: who.Issuer, Tenant: who.Tenant, Role: "engineer"}
+	case agentRefusal:
+		claimed := map[string]any{}
+		if s := e.Actor.Subject; s != "" && s != agentSubject(d.agent.ID) {
+			claimed["claimed_subject"] = truncate(s, 256)
+		}
+		if e.GrantID != "" || e.RequestID != "" {
+			ar, err := d.grantOf(e)
+			var re *errRefused
+			if err != nil && !errors.As(err, &re) {
+				return e, err
+			}
+			// A refusal may come after the grant's expiry (that is why it
+			// was refused), never before the grant was issued.
+			if err != nil || e.Time.Before(ar.Grant.NotBefore.Add(-agentEventSkew)) {
+				claimed["claimed_grant_id"], claimed["claimed_request_id"] = truncate(e.GrantID, 64), truncate(e.RequestID, 64)
+				e.GrantID, e.RequestID = "", ""
+			}
+		}
+		if len(claimed) > 0 {
+			e.Details = maps.Clone(e.Details)
+			if e.Details == nil {
+				e.Details = map[string]any{}
+			}
+			maps.Copy(e.Details, claimed)
+		}
+		e.Actor = audit.Actor{Subject: agentSubject(d.agent.ID), Tenant: d.tenant, Role: "agent"}
+	}
+	e.Source = d.source
+	return e, nil
+}
+
+// grantOf returns the access request whose grant e names, if the broker
+// issued that grant to this agent for its deployment.
+func (d agentDelivery) grantOf(e audit.Event) (*store.AccessRequest, error) {
+	if e.GrantID == "" {
+		return nil, refused("names no grant")
+	}
+	if _, err := uuid.Parse(e.RequestID); err != nil {
+		return nil, refused("names grant %s but not its request", claim(e.GrantID))
+	}
+	ar, err := d.request(e.RequestID)
+	if err != nil {
+		return nil, err
+	}
+	if ar == nil || ar.Grant == nil || ar.Grant.ID != e.GrantID {
+		return nil, refused("grant %s of request %s is not one the broker issued", claim(e.GrantID), claim(e.RequestID))
+	}
+	if ar.DeploymentID != d.agent.DeploymentID || ar.Grant.AgentID != d.agent.ID {
+		return nil, refused("grant %s was issued for another deployment or agent", e.GrantID)
+	}
+	return ar, nil
+}
+
 func (b *Broker) handleEvents(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
 	s, err := b.session(r, id)
 	if err != nil {
 		return err
 	}
-	var req agentapi.EventsRequest
-	if err := decodeJSON(w, r, brokerapi.MaxBody, &req); err != nil {
-		return err
-	}
-	if len(req.Events) > agentapi.MaxEventsPerDelivery {
-		return errorf(http.StatusRequestEntityTooLarge, "too_many_events", "at most %d events per delivery", agentapi.MaxEventsPerDelivery)
-	}
-	a, err := b.store.GetAgent(r.Context(), s.agentID)
+	ctx := r.Context()
+	a, err := b.store.GetAgent(ctx, s.agentID)
 	if err != nil {
 		return fmt.Errorf("get agent: %w", err)
 	}
+	dep, err := b.store.GetDeployment(ctx, a.DeploymentID)
+	if err != nil {
+		return fmt.Errorf("get deployment: %w", err)
+	}
+	var req agentapi.EventsRequest
+	if err := decodeJSON(w, r, brokerapi.MaxBody, &req); err != nil {
+		b.refuseDelivery(ctx, r, id, a, dep.Tenant, "delivery refused: "+err.Error(), nil)
+		return err
+	}
+	if len(req.Events) > agentapi.MaxEventsPerDelivery {
+		b.refuseDelivery(ctx, r, id, a, dep.Tenant, fmt.Sprintf("delivery refused: %d events, more than %d", len(req.Events), agentapi.MaxEventsPerDelivery), nil)
+		return errorf(http.StatusRequestEntityTooLarge, "too_many_events", "at most %d events per delivery", agentapi.MaxEventsPerDelivery)
+	}
+	now := b.now()
+	requests := map[string]*store.AccessRequest{}
+	d := agentDelivery{
+		agent: a, tenant: dep.Tenant, now: now,
+		source: audit.Source{Kind: audit.SourceAgent, TailnetNode: id.Name, IP: r.RemoteAddr, ReceivedAt: now.UTC()},
+		request: func(rid string) (*store.AccessRequest, error) {
+			if ar, ok := requests[rid]; ok {
+				return ar, nil
+			}
+			ar, err := b.store.GetRequest(ctx, rid)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				requests[rid] = nil
+				return nil, nil
+			case err != nil:
+				return nil, fmt.Errorf("get request %s: %w", rid, err)
+			}
+			requests[rid] = &ar
+			return &ar, nil
+		},
+	}
 	events := make([]audit.Event, 0, len(req.Events))
+	var bad []refusedEvent
 	for i, raw := range req.Events {
 		var e audit.Event
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&e); err != nil {
-			return errorf(http.StatusBadRequest, "bad_event", "event %d: %v", i, err)
+			bad = append(bad, refusedEvent{index: i, e: e, why: "does not decode as an audit event: " + truncate(err.Error(), 120)})
+			continue
 		}
-		if err := e.Validate(); err != nil {
-			return errorf(http.StatusBadRequest, "bad_event", "event %d: %v", i, err)
+		stored, err := d.check(e)
+		var re *errRefused
+		switch {
+		case errors.As(err, &re):
+			bad = append(bad, refusedEvent{index: i, e: e, why: re.why})
+		case err != nil:
+			return err
+		default:
+			events = append(events, stored)
 		}
-		// An agent speaks only for itself.
-		if e.AgentID != a.ID || e.Deployment != a.DeploymentID {
-			b.authFailed(r.Context(), r, id, a.ID, "agent delivered an event naming another agent or deployment")
-			return errorf(http.StatusForbidden, "foreign_event", "event %d does not name this agent and its deployment", i)
-		}
-		events = append(events, e)
 	}
-	n, err := b.auditLog.RecordDelivered(r.Context(), events)
-	if err != nil {
-		return fmt.Errorf("store delivered events: %w", err)
+	n := 0
+	if len(events) > 0 {
+		if n, err = b.auditLog.RecordDelivered(ctx, events); err != nil {
+			return fmt.Errorf("store delivered events: %w", err)
+		}
 	}
-	writeJSON(w, http.StatusOK, agentapi.EventsResponse{Received: len(events), Stored: n})
+	if len(bad) > 0 {
+		reason := fmt.Sprintf("refused %d of %d delivered audit events: %s", len(bad), len(req.Events), bad[0].why)
+		if err := b.refuseDelivery(ctx, r, id, a, dep.Tenant, reason, bad); err != nil {
+			// The agent delivers again; the good events are stored once.
+			return errorf(http.StatusServiceUnavailable, "audit_unavailable", "the broker could not record the refused events, so it did not take the delivery: deliver again")
+		}
+	}
+	writeJSON(w, http.StatusOK, agentapi.EventsResponse{Received: len(req.Events), Stored: n, Refused: len(bad)})
+	return nil
+}
+
+// refuseDelivery records that agent a delivered events the broker
+// refused: one auth.failed event naming the agent and at most
+// maxRefusalsNamed of the refused events, with repeats from one agent
+// aggregated per refusal window, so that a hostile agent cannot flood the
+// log through its deliveries either.
+func (b *Broker) refuseDelivery(ctx context.Context, r *http.Request, id tailnet.Identity, a store.Agent, tenant, reason string, bad []refusedEvent) error {
+	named := make([]map[string]any, 0, min(len(bad), maxRefusalsNamed))
+	for _, x := range bad[:min(len(bad), maxRefusalsNamed)] {
+		named = append(named, map[string]any{
+			"index": x.index, "id": truncate(x.e.ID, 64), "type": truncate(string(x.e.Type), 64),
+			"time": x.e.Time.UTC(), "grant_id": truncate(x.e.GrantID, 64), "actor": truncate(x.e.Actor.Subject, 128),
+			"reason": truncate(x.why, 300),
+		})
+	}
+	ev := audit.Event{
+		Type:       audit.AuthFailed,
+		Actor:      audit.Actor{Subject: agentSubject(a.ID), Tenant: tenant, Role: "agent"},
+		Deployment: a.DeploymentID,
+		AgentID:    a.ID,
+		Source:     audit.Source{TailnetNode: id.Name, IP: r.RemoteAddr},
+		Outcome:    audit.Failure,
+		Reason:     truncate(reason, maxAuditMessage),
+		Details:    map[string]any{"path": agentapi.PathEvents, "refused": len(bad), "refusals": named},
+	}
+	b.log.Warn("refused audit events an agent delivered", "agent_id", a.ID, "node", id.Name, "refused", len(bad), "first", truncate(reason, maxAuditMessage))
+	es := b.refusals.admit(refusalKey{source: agentSubject(a.ID), typ: string(audit.AuthFailed), code: "events_refused"}, ev, b.now())
+	if len(es) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := b.auditLog.RecordAll(ctx, es...); err != nil {
+		b.log.Error("audit write failed", "type", audit.AuthFailed, "agent_id", a.ID, "err", err)
+		return err
+	}
 	return nil
 }

@@ -21,11 +21,13 @@ import (
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agent"
 	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/promtest"
+	"github.com/tetherhq/tether/internal/store"
 )
 
 func TestMain(m *testing.M) {
@@ -55,7 +57,9 @@ func startDataPlane(t testing.TB) *dataPlane {
 		ch.Exec(t, "INSERT INTO default.secret VALUES ('"+canary+"')")
 	}
 	prom := promtest.Start(t)
-	b := brokertest.Start(t, nil)
+	// The tests issue grants by hand (see grant): the broker's lifecycle
+	// stays out of the way of their expiry.
+	b := brokertest.Start(t, func(c *broker.Config) { c.LifecycleInterval = time.Minute })
 	res, err := b.Client.CreateDeployment(context.Background(), brokerapi.CreateDeploymentRequest{Tenant: "acme", Name: "prod"})
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +90,19 @@ func (d *dataPlane) grant(t testing.TB, mod func(*grant.Grant)) string {
 	tok, err := d.b.IssueGrant(g)
 	if err != nil {
 		t.Fatalf("IssueGrant: %v", err)
+	}
+	if g.Deployment == d.depID {
+		// The broker takes an agent's events only for grants it holds.
+		err := d.b.Store().CreateRequest(context.Background(), store.AccessRequest{
+			ID: g.RequestID, DeploymentID: d.depID, Tenant: "acme", Name: "prod",
+			Requester: store.Person{Subject: g.Subject, Issuer: "https://idp.vendor.test"}, Scopes: g.Scopes,
+			Duration: g.Expiry.Sub(g.NotBefore), Reason: "test", State: store.StateActive, Decision: []byte("{}"),
+			Grant: &store.GrantRecord{ID: g.ID, Token: tok, Scopes: g.Scopes, AgentID: g.Agent, NotBefore: g.NotBefore, Expiry: g.Expiry, IssuedAt: g.IssuedAt},
+			CreatedAt: now, UpdatedAt: now, Version: 1,
+		})
+		if err != nil {
+			t.Fatalf("store the grant's request: %v", err)
+		}
 	}
 	return tok
 }

@@ -1,6 +1,7 @@
 package brokercli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -128,16 +129,66 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 		return printJSON(stdout, brokerapi.AuditEvents{Events: evs})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INDEX\tTIME\tTYPE\tOUTCOME\tACTOR\tDEPLOYMENT\tREASON")
+	fmt.Fprintln(tw, "INDEX\tTIME\tTYPE\tOUTCOME\tSOURCE\tACTOR\tDEPLOYMENT\tREASON")
 	for _, ae := range evs {
 		var e audit.Event
 		if err := json.Unmarshal(ae.Event, &e); err != nil {
 			return fmt.Errorf("event %d: %w", ae.Index, err)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ae.Index, e.Time.Local().Format(time.RFC3339), e.Type, e.Outcome,
-			orDash(e.Actor.Subject), orDash(e.Deployment), orDash(e.Reason))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ae.Index, e.Time.Local().Format(time.RFC3339), e.Type, e.Outcome,
+			sourceOf(e), orDash(e.Actor.Subject), orDash(e.Deployment), orDash(e.Reason))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, ae := range evs {
+		var e audit.Event
+		if json.Unmarshal(ae.Event, &e) == nil && e.Source.Kind == audit.SourceAgent {
+			fmt.Fprintln(stdout, "\nSOURCE agent:<id>: recorded by that agent and delivered from its spool; TIME is the agent's clock, the broker\nchecked the event against the grant it names and stamped its receipt time (see --output json, source.received_at).")
+			break
+		}
+	}
+	return nil
+}
+
+// sourceOf says who wrote an event into the log: the broker, or the agent
+// that delivered it (the first 8 characters of its ID).
+func sourceOf(e audit.Event) string {
+	if e.Source.Kind == audit.SourceAgent {
+		return "agent:" + shortID(e.AgentID)
+	}
+	return "broker"
+}
+
+// agentDelivered counts, in a verified export, the events agents
+// delivered, by agent ID.
+func agentDelivered(path string) (map[string]int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]int{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		l := sc.Bytes()
+		if !bytes.Contains(l, []byte(`"kind":"agent"`)) {
+			continue
+		}
+		var line struct {
+			Kind  string          `json:"kind"`
+			Event json.RawMessage `json:"event"`
+		}
+		var e audit.Event
+		if json.Unmarshal(l, &line) != nil || line.Kind != "event" || json.Unmarshal(line.Event, &e) != nil {
+			continue
+		}
+		if e.Source.Kind == audit.SourceAgent {
+			out[e.AgentID]++
+		}
+	}
+	return out, sc.Err()
 }
 
 func typeList() string {
@@ -326,6 +377,22 @@ func auditVerify(args []string, stdout io.Writer) error {
 	}
 	sort.Strings(types)
 	fmt.Fprintf(stdout, "  event types: %s\n", strings.Join(types, ", "))
+	byAgent, err := agentDelivered(*logPath)
+	if err != nil {
+		return fmt.Errorf("--log: %w", err)
+	}
+	if len(byAgent) == 0 {
+		fmt.Fprintln(stdout, "  delivered by agents: none")
+		return nil
+	}
+	var agents []string
+	total := 0
+	for id, n := range byAgent {
+		agents = append(agents, fmt.Sprintf("agent %s %d", id, n))
+		total += n
+	}
+	sort.Strings(agents)
+	fmt.Fprintf(stdout, "  delivered by agents: %d (%s); each is the agent's account, its time by the agent's clock, checked by the broker and stamped with its receipt time\n", total, strings.Join(agents, ", "))
 	return nil
 }
 
