@@ -214,7 +214,8 @@ type Agent struct {
 	NodeName     string // tailnet node name (FQDN) at pairing
 	PairedAt     time.Time
 	// RevokedAt is set when a later pairing of the same deployment replaced
-	// this agent. A revoked agent may no longer authenticate.
+	// this agent, or an operator revoked it ([Store.RevokeAgent]). A
+	// revoked agent may no longer authenticate.
 	RevokedAt time.Time
 	// Last is the most recent heartbeat; its At is zero before the first.
 	Last Heartbeat
@@ -269,6 +270,11 @@ type Store interface {
 	// GetAgent returns the agent with the given ID (revoked or not), or an
 	// error wrapping ErrNotFound.
 	GetAgent(ctx context.Context, id string) (Agent, error)
+	// RevokeAgent marks the agent with the given ID revoked at now: the
+	// deployment then has no current agent until another pairs. It
+	// returns an error wrapping ErrNotFound for an unknown agent and
+	// ErrConflict for one already revoked, and then changes nothing.
+	RevokeAgent(ctx context.Context, id string, now time.Time) error
 	// RecordHeartbeat stores hb as the agent's latest heartbeat. It returns
 	// an error wrapping ErrNotFound if the agent does not exist.
 	RecordHeartbeat(ctx context.Context, agentID string, hb Heartbeat) error

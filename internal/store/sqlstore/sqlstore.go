@@ -304,6 +304,29 @@ func (s *Store) GetAgent(ctx context.Context, id string) (store.Agent, error) {
 	return *a, nil
 }
 
+// RevokeAgent implements [store.Store].
+func (s *Store) RevokeAgent(ctx context.Context, id string, now time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, millis(now), id)
+	if err != nil {
+		return fmt.Errorf("revoke agent %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("revoke agent %s: %w", id, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var one int
+	switch err := s.db.QueryRowContext(ctx, `SELECT 1 FROM agents WHERE id = $1`, id).Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("revoke agent %s: %w", id, store.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("revoke agent %s: %w", id, err)
+	}
+	return fmt.Errorf("revoke agent %s: already revoked: %w", id, store.ErrConflict)
+}
+
 // RecordHeartbeat implements [store.Store]. It records heartbeats of
 // revoked agents too: refusing them is up to the caller.
 func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb store.Heartbeat) error {

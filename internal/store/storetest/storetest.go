@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RedeemPairingTokenAgentIDConflict", testRedeemPairingTokenAgentIDConflict},
 		{"RepairRevokesPreviousAgent", testRepairRevokesPreviousAgent},
 		{"GetAgentNotFound", testGetAgentNotFound},
+		{"RevokeAgent", testRevokeAgent},
 		{"RecordHeartbeat", testRecordHeartbeat},
 		{"RecordHeartbeatNotFound", testRecordHeartbeatNotFound},
 		{"ConcurrentRedemptionOfOneToken", testConcurrentRedemptionOfOneToken},
@@ -483,6 +484,44 @@ func testRepairRevokesPreviousAgent(t *testing.T, s store.Store) {
 	// Other deployments' agents are left alone.
 	if got := getDeployment(t, s, other.ID); !reflect.DeepEqual(got.Agent, &bystander) {
 		t.Errorf("GetDeployment(%q).Agent = %+v, want %+v", other.ID, got.Agent, bystander)
+	}
+}
+
+func testRevokeAgent(t *testing.T, s store.Store) {
+	d, first := createDeployment(t, s, "acme", "web")
+	other, otherHash := createDeployment(t, s, "acme", "api")
+	a := pair(t, s, first, "agent-a", t0)
+	bystander := pair(t, s, otherHash, "agent-other", t0)
+
+	at := t0.Add(time.Hour)
+	if err := s.RevokeAgent(t.Context(), a.ID, at); err != nil {
+		t.Fatalf("RevokeAgent(%q) error = %v", a.ID, err)
+	}
+	a.RevokedAt = at
+	if got := getAgent(t, s, a.ID); !reflect.DeepEqual(got, a) {
+		t.Errorf("GetAgent(%q) after RevokeAgent = %+v, want %+v", a.ID, got, a)
+	}
+	if got := getDeployment(t, s, d.ID); got.Agent != nil {
+		t.Errorf("GetDeployment(%q).Agent after RevokeAgent = %+v, want none", d.ID, got.Agent)
+	}
+	if got := getDeployment(t, s, other.ID); !reflect.DeepEqual(got.Agent, &bystander) {
+		t.Errorf("GetDeployment(%q).Agent = %+v, want %+v", other.ID, got.Agent, bystander)
+	}
+	// A second revocation changes nothing, not even the time.
+	if err := s.RevokeAgent(t.Context(), a.ID, at.Add(time.Hour)); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("RevokeAgent(%q) again error = %v, want %v", a.ID, err, store.ErrConflict)
+	}
+	if got := getAgent(t, s, a.ID); !got.RevokedAt.Equal(at) {
+		t.Errorf("GetAgent(%q).RevokedAt after a second RevokeAgent = %v, want %v", a.ID, got.RevokedAt, at)
+	}
+	if err := s.RevokeAgent(t.Context(), "agent-nope", at); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RevokeAgent(%q) error = %v, want %v", "agent-nope", err, store.ErrNotFound)
+	}
+	// The deployment pairs again with a new token.
+	later := at.Add(time.Minute)
+	repaired := pair(t, s, addToken(t, s, d.ID, "after revocation", later), "agent-b", later)
+	if got := getDeployment(t, s, d.ID); !reflect.DeepEqual(got.Agent, &repaired) {
+		t.Errorf("GetDeployment(%q).Agent after re-pairing = %+v, want %+v", d.ID, got.Agent, repaired)
 	}
 }
 
