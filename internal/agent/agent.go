@@ -138,8 +138,11 @@ func New(cfg Config) (*Agent, error) {
 	if err := config.PrepareDir("state dir", cfg.StateDir); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), now: cfg.Now, nonces: make(map[string]time.Time), ready: make(chan struct{}), data: newDataPlane(cfg.Upstreams)}
-	var err error
+	revoked, err := loadRevocations(revocationsPath(cfg.StateDir))
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), now: cfg.Now, nonces: make(map[string]time.Time), ready: make(chan struct{}), data: newDataPlane(cfg.Upstreams, revoked)}
 	a.state, a.key, a.paired, err = loadState(cfg.StateDir)
 	if err != nil {
 		return nil, err

@@ -87,10 +87,10 @@ type dataPlane struct {
 	mu     sync.Mutex
 	active map[string]map[uint64]context.CancelCauseFunc // grant ID → running calls
 	sigs   *grant.SigCache                               // grants whose signature verified
-	revoke map[string]time.Time                          // revoked grant IDs → until when to remember
+	revoke *revocations                                  // revoked grants, kept in the state dir
 }
 
-func newDataPlane(up Upstreams) *dataPlane {
+func newDataPlane(up Upstreams, revoked *revocations) *dataPlane {
 	up.Limits.setDefaults()
 	return &dataPlane{
 		up: up,
@@ -101,35 +101,27 @@ func newDataPlane(up Upstreams) *dataPlane {
 		}},
 		active: map[string]map[uint64]context.CancelCauseFunc{},
 		sigs:   grant.NewSigCache(1024),
-		revoke: map[string]time.Time{},
+		revoke: revoked,
 	}
 }
 
 // isRevoked reports whether the broker revoked the grant.
-func (d *dataPlane) isRevoked(id string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	_, ok := d.revoke[id]
-	return ok
-}
+func (d *dataPlane) isRevoked(id string) bool { return d.revoke.has(id) }
 
-// Revoke marks a grant revoked and cancels its calls in flight. Revoked
-// grants past their expiry are forgotten: they fail verification anyway.
-func (d *dataPlane) Revoke(id string, until, now time.Time) int {
+// Revoke marks a grant revoked, cancels its calls in flight and returns
+// how many, once the revocation is on disk. Revoked grants past their
+// expiry are forgotten: they fail verification anyway. An error means the
+// revocation holds only until the agent restarts.
+func (d *dataPlane) Revoke(id string, until, now time.Time) (int, error) {
+	err := d.revoke.add(id, until, now)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for k, u := range d.revoke {
-		if !u.IsZero() && now.After(u.Add(time.Minute)) {
-			delete(d.revoke, k)
-		}
-	}
-	d.revoke[id] = until
 	n := 0
 	for _, cancel := range d.active[id] {
 		cancel(ErrGrantRevoked)
 		n++
 	}
-	return n
+	return n, err
 }
 
 // track registers a call under its grant so revocation can cancel it.
@@ -222,13 +214,20 @@ func (a *Agent) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		apiErr(w, http.StatusBadRequest, "bad_grant_id", "grant_id: want a grant ID (letters, digits and '-')")
 		return
 	}
-	n := a.data.Revoke(req.GrantID, req.Until, a.now())
+	n, serr := a.data.Revoke(req.GrantID, req.Until, a.now())
 	// Cutting the HTTP call off is not enough: ClickHouse may keep
 	// running a query whose client went away. Kill the grant's queries by
 	// their ID prefix, which the agent sets on every query.
 	killed, kerr := a.killQueries(r.Context(), req.GrantID)
 	if kerr != nil {
 		a.log.Warn("could not kill the revoked grant's queries", "grant", req.GrantID, "err", kerr)
+	}
+	if serr != nil {
+		// The grant is refused from now on, but a restart would forget
+		// it: say so, and the broker pushes the revocation again.
+		a.log.Error("could not save a revocation", "grant", req.GrantID, "err", serr)
+		apiErr(w, http.StatusServiceUnavailable, "revocation_not_saved", "the agent refuses the grant now but could not save the revocation to its state dir; the broker will retry")
+		return
 	}
 	writeJSON(w, http.StatusOK, agentapi.RevokeResponse{CutOff: n, Killed: killed})
 }
@@ -377,8 +376,11 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 		a.finishing.do(func() { a.record(context.WithoutCancel(r.Context()), e) })
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("cut off: %w", context.Cause(ctx))
+		}
 		finish(0, 0, err)
-		apiErr(w, http.StatusBadGateway, "clickhouse_unreachable", "ClickHouse did not answer: "+err.Error())
+		a.upstreamFailed(w, ctx, "ClickHouse", "clickhouse_unreachable", queryID, err)
 		return
 	}
 	defer res.Body.Close()
@@ -391,12 +393,56 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
 	w.Header().Set("Tether-Query-Id", queryID)
+	w.Header().Set("Trailer", agentapi.TrailerStopped)
 	w.WriteHeader(http.StatusOK)
 	rows, n, cerr := stream(w, res.Body)
 	if ctx.Err() != nil {
 		cerr = fmt.Errorf("cut off: %w", context.Cause(ctx))
 	}
+	if cerr != nil {
+		a.stoppedEarly(w, ctx, "ClickHouse", queryID, cerr)
+	}
 	finish(rows, n, cerr)
+}
+
+// stopReason says, in words for the engineer, why a call under a grant
+// was stopped by the agent: revoked, expired, or its caller went away.
+// ok is false while the call's context is live.
+func stopReason(ctx context.Context) (code, msg string, ok bool) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, ErrGrantRevoked):
+		return "grant_revoked", "stopped: the grant was revoked", true
+	case errors.Is(cause, ErrGrantExpired):
+		return "grant_expired", "stopped: the grant expired", true
+	case ctx.Err() != nil:
+		return "cancelled", "stopped: the caller went away", true
+	}
+	return "", "", false
+}
+
+// upstreamFailed answers a call whose upstream gave no answer. The
+// engineer is told what happened; the upstream's address, the limits the
+// agent forces on it and the transport's error go to the agent's log
+// only.
+func (a *Agent) upstreamFailed(w http.ResponseWriter, ctx context.Context, upstream, code, callID string, err error) {
+	if scode, msg, ok := stopReason(ctx); ok {
+		a.log.Info("call stopped before "+upstream+" answered", "call", callID, "reason", msg)
+		apiErr(w, http.StatusForbidden, scode, msg)
+		return
+	}
+	a.log.Warn(upstream+" did not answer", "call", callID, "err", err)
+	apiErr(w, http.StatusBadGateway, code, upstream+" is unreachable from the agent (the agent's log has the details)")
+}
+
+// stoppedEarly ends an answer that stopped mid-stream with a trailer
+// saying why; the detail goes to the agent's log.
+func (a *Agent) stoppedEarly(w http.ResponseWriter, ctx context.Context, upstream, callID string, err error) {
+	_, msg, ok := stopReason(ctx)
+	if !ok {
+		msg = "stopped: " + upstream + " stopped answering"
+	}
+	a.log.Info("answer stopped early", "call", callID, "reason", msg, "err", err)
+	w.Header().Set(agentapi.TrailerStopped, msg)
 }
 
 // stream copies src to w as it arrives and counts bytes and lines (rows,
@@ -526,13 +572,21 @@ func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
 		apiErr(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
+	callID := fmt.Sprintf("prom-%s-%d", g.ID, a.data.seq.Add(1))
 	res, err := a.data.hc.Do(up)
 	if err != nil {
-		apiErr(w, http.StatusBadGateway, "prometheus_unreachable", "Prometheus did not answer: "+err.Error())
+		a.upstreamFailed(w, ctx, "Prometheus", "prometheus_unreachable", callID, err)
 		return
 	}
 	defer res.Body.Close()
 	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
+	w.Header().Set("Trailer", agentapi.TrailerStopped)
 	w.WriteHeader(res.StatusCode)
-	stream(w, res.Body)
+	_, _, serr := stream(w, res.Body)
+	if ctx.Err() != nil {
+		serr = context.Cause(ctx)
+	}
+	if serr != nil {
+		a.stoppedEarly(w, ctx, "Prometheus", callID, serr)
+	}
 }

@@ -62,6 +62,11 @@ type RevokeResponse struct {
 // HeaderGrant carries the grant (a compact JWS) on data-plane calls.
 const HeaderGrant = "Tether-Grant"
 
+// TrailerStopped is the HTTP trailer of a data-plane answer that stopped
+// before its end, saying why in words the engineer may read ("stopped:
+// the grant was revoked"). An answer without it ended normally.
+const TrailerStopped = "Tether-Stopped"
+
 // ClickHouseQuery is the body of a data-plane SQL call.
 type ClickHouseQuery struct {
 	SQL    string `json:"sql"`
