@@ -97,7 +97,7 @@ func (d *dataPlane) grant(t testing.TB, mod func(*grant.Grant)) string {
 			ID: g.RequestID, DeploymentID: d.depID, Tenant: "acme", Name: "prod",
 			Requester: store.Person{Subject: g.Subject, Issuer: "https://idp.vendor.test"}, Scopes: g.Scopes,
 			Duration: g.Expiry.Sub(g.NotBefore), Reason: "test", State: store.StateActive, Decision: []byte("{}"),
-			Grant: &store.GrantRecord{ID: g.ID, Token: tok, Scopes: g.Scopes, AgentID: g.Agent, NotBefore: g.NotBefore, Expiry: g.Expiry, IssuedAt: g.IssuedAt},
+			Grant:     &store.GrantRecord{ID: g.ID, Token: tok, Scopes: g.Scopes, AgentID: g.Agent, NotBefore: g.NotBefore, Expiry: g.Expiry, IssuedAt: g.IssuedAt},
 			CreatedAt: now, UpdatedAt: now, Version: 1,
 		})
 		if err != nil {
