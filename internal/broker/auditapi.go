@@ -79,9 +79,9 @@ func (b *Broker) handleAuditSearch(w http.ResponseWriter, r *http.Request) error
 		}
 		f.Limit = n
 	}
-	recs, err := b.store.Records(r.Context(), f)
+	recs, err := b.auditLog.Records(r.Context(), f)
 	if err != nil {
-		return fmt.Errorf("search audit log: %w", err)
+		return auditReadError("search audit log", err)
 	}
 	out := brokerapi.AuditEvents{Events: make([]brokerapi.AuditEvent, 0, len(recs))}
 	for _, rec := range recs {
@@ -89,6 +89,19 @@ func (b *Broker) handleAuditSearch(w http.ResponseWriter, r *http.Request) error
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// auditReadError turns a failed read of the audit log into the API's
+// answer: a record that does not match what the log signed is refused
+// with a message naming it (the log has already logged, counted and
+// recorded it), anything else is an internal error.
+func auditReadError(what string, err error) error {
+	var te *audit.TamperError
+	if errors.As(err, &te) {
+		return errorf(http.StatusInternalServerError, "audit_tampered",
+			"%s: %v; nothing is shown until the store is restored: compare it with an export (broker audit verify)", what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 func (b *Broker) handleAuditCheckpoint(w http.ResponseWriter, r *http.Request) error {
@@ -138,9 +151,12 @@ func (b *Broker) handleInclusionProof(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return fmt.Errorf("inclusion proof: %w", err)
 	}
-	recs, err := b.store.Records(r.Context(), audit.Filter{FromIndex: index, ToIndex: index + 1})
-	if err != nil || len(recs) != 1 {
-		return fmt.Errorf("inclusion proof: event %d: %v", index, err)
+	recs, err := b.auditLog.Records(r.Context(), audit.Filter{FromIndex: index, ToIndex: index + 1})
+	if err != nil {
+		return auditReadError("inclusion proof", err)
+	}
+	if len(recs) != 1 {
+		return fmt.Errorf("inclusion proof: event %d is missing from the store", index)
 	}
 	writeJSON(w, http.StatusOK, brokerapi.InclusionProof{
 		Index: index, Size: size, LeafHash: hex.EncodeToString(recs[0].LeafHash[:]),

@@ -435,9 +435,22 @@ func (b *Broker) startAudit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("audit signer: %w", err)
 	}
+	// The log checks the stored events against the roots its own signed
+	// notes hold, at start (the newest events in full: a modified store
+	// does not open) and in the background while it runs (see
+	// audit.LogConfig.VerifyInterval).
+	vkey, err := audit.VerifierKey(signer.Name(), b.PublicKey())
+	if err != nil {
+		return fmt.Errorf("audit verifier: %w", err)
+	}
+	verifier, err := audit.NewVerifier(vkey)
+	if err != nil {
+		return fmt.Errorf("audit verifier: %w", err)
+	}
 	l, err := audit.OpenLog(ctx, audit.LogConfig{
 		Storage:    b.store,
 		Signer:     signer,
+		Verifier:   verifier,
 		Now:        b.now,
 		Logger:     b.cfg.Logger,
 		Registerer: b.reg,
