@@ -33,6 +33,7 @@ const (
 	DeploymentSettingsChanged Type = "deployment.settings_changed"
 	AgentPaired               Type = "agent.paired"
 	AgentPairFailed           Type = "agent.pair_failed"
+	AgentRevoked              Type = "agent.revoked" // an admin or the deployment's approver cut an agent off; reason says why
 	RequestCreated            Type = "request.created"
 	RequestCancelled          Type = "request.cancelled"
 	RequestTimedOut           Type = "request.timed_out"
@@ -63,7 +64,7 @@ const (
 
 // Types lists every known event type.
 var Types = []Type{
-	DeploymentCreated, PairingTokenIssued, DeploymentSettingsChanged, AgentPaired, AgentPairFailed,
+	DeploymentCreated, PairingTokenIssued, DeploymentSettingsChanged, AgentPaired, AgentPairFailed, AgentRevoked,
 	RequestCreated, RequestCancelled, RequestTimedOut, PolicyDecided, PolicyReloaded, ReviewApproved, ReviewDenied,
 	GrantIssued, GrantExpired, GrantRevoked,
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,

@@ -97,6 +97,7 @@ func Endpoints() []Endpoint {
 		{"POST /api/v1/deployments/{tenant}/{name}/pairing-tokens", adminOnly, ScopeTenant, h((*Broker).handleNewPairingToken)},
 		{"POST /api/v1/deployments/{id}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
 		{"PUT /api/v1/deployments/{tenant}/{name}/settings", adminOnly, ScopeTenant, h((*Broker).handleSetSettings)},
+		{"POST /api/v1/deployments/{tenant}/{name}/revoke-agent", []string{identity.RoleAdmin, identity.RoleApprover}, ScopeTenant, h((*Broker).handleRevokeAgent)},
 
 		{"POST /api/v1/requests", engineer, ScopeVendor, h((*Broker).handleCreateRequest)},
 		{"GET /api/v1/requests", anyRole, ScopeOwn, h((*Broker).handleListRequests)},

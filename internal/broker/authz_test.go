@@ -39,6 +39,7 @@ var allowed = map[string][]string{
 	"POST /api/v1/deployments/{tenant}/{name}/pairing-tokens":   {"admin"},
 	"POST /api/v1/deployments/{id}/ping":                        {"admin"},
 	"PUT /api/v1/deployments/{tenant}/{name}/settings":          {"admin"},
+	"POST /api/v1/deployments/{tenant}/{name}/revoke-agent":     {"admin", "acme"},
 	"POST /api/v1/requests":                                     {"engineer"},
 	"GET /api/v1/requests":                                      {"engineer", "reviewer", "admin", "acme", "globex"},
 	"GET /api/v1/requests/{id}":                                 {"engineer", "reviewer", "admin", "acme"},

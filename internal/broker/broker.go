@@ -274,6 +274,7 @@ type Broker struct {
 	unpushed  map[string]pendingRevocation // grant ID → a revocation the agent has not heard of
 	refusals  refusalLog                   // aggregated refusals and failed-authentication limits; see Broker.answer
 	backlog   auditBacklog                 // events of changes that stand although their audit write failed
+	agentCall agentCalls                   // data-plane calls in flight per agent, cut off when it is revoked
 
 	apiLn    net.Listener
 	agentLn  net.Listener

@@ -1,8 +1,11 @@
 package broker
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -50,9 +53,17 @@ func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 	if d.Agent == nil {
 		return errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent", d.Tenant, d.Name)
 	}
-	res, err := b.callAgent(r.Context(), *d.Agent, r.Method, target, body, h)
-	if err != nil {
-		return errorf(http.StatusBadGateway, "agent_unreachable", "agent of %s/%s did not answer: %v", d.Tenant, d.Name, err)
+	ctx, untrack := b.trackAgentCall(r.Context(), d.Agent.ID)
+	defer untrack()
+	res, err := b.callAgent(ctx, *d.Agent, r.Method, target, body, h)
+	switch {
+	case err != nil && errors.Is(context.Cause(ctx), errAgentRevoked):
+		return errorf(http.StatusConflict, "agent_revoked", "stopped: the agent of %s/%s was revoked", d.Tenant, d.Name)
+	case err != nil:
+		// The transport's error names the agent's tailnet address: it
+		// goes to the broker's log; the engineer is told what happened.
+		b.log.Warn("data-plane call to the agent failed", "deployment", d.Tenant+"/"+d.Name, "agent_id", d.Agent.ID, "err", err)
+		return errorf(http.StatusBadGateway, "agent_unreachable", "the agent of %s/%s did not answer: %s", d.Tenant, d.Name, transportReason(err))
 	}
 	defer res.Body.Close()
 	// Results stream for as long as the grant allows, past the server's
@@ -64,6 +75,9 @@ func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 			w.Header().Set(k, v)
 		}
 	}
+	// An answer the agent stopped early says why in a trailer, passed on
+	// so that the engineer reads it as incomplete, never as whole.
+	w.Header().Set("Trailer", agentapi.TrailerStopped)
 	w.WriteHeader(res.StatusCode)
 	buf := make([]byte, 64<<10)
 	for {
@@ -73,6 +87,12 @@ func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 				return nil
 			}
 			rc.Flush()
+		}
+		if rerr == io.EOF {
+			if msg := stoppedText(res.Trailer.Get(agentapi.TrailerStopped)); msg != "" {
+				w.Header().Set(agentapi.TrailerStopped, msg)
+			}
+			return nil
 		}
 		if rerr != nil {
 			return nil
@@ -113,6 +133,41 @@ func (b *Broker) dataTarget(r *http.Request, scope string) (store.DeploymentStat
 	b.dataCache[key] = dataEntry{d: d, g: g, at: now, gen: gen}
 	b.dataMu.Unlock()
 	return d, g, nil
+}
+
+// stoppedText is the agent's reason for stopping an answer early, made
+// safe to pass on: the agent is not trusted to write the broker's
+// headers, so anything but short printable ASCII becomes a generic reason.
+func stoppedText(s string) string {
+	if s == "" {
+		return ""
+	}
+	if len(s) > 200 {
+		return "stopped early"
+	}
+	for _, c := range s {
+		if c < 0x20 || c > 0x7e {
+			return "stopped early"
+		}
+	}
+	return s
+}
+
+// transportReason is what the engineer is told of a failed call to an
+// agent: the failure without the URL, which holds the agent's tailnet
+// address.
+func transportReason(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	case errors.Is(err, context.Canceled):
+		return "the call was cancelled"
+	}
+	return err.Error()
 }
 
 type dataEntry struct {

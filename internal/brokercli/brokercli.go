@@ -36,6 +36,7 @@ Commands:
   deployment list                list deployments and their agents
   deployment show ID|T/N         show one deployment
   deployment pairing-token ID|T/N  issue a new pairing token (to re-pair an agent)
+  deployment revoke-agent T/N    cut the deployment's agent off at once (--reason TEXT)
   deployment ping ID|T/N         call the deployment's agent over the tailnet
   deployment set T/N             change a deployment's settings: approval mode, labels, freeze and maintenance windows
   network configure|peering|ingress  VPC peering and private ingress, planned and approved (see 'broker network -h')
@@ -275,6 +276,8 @@ func deployment(ctx context.Context, args []string, stdout io.Writer) error {
 	switch sub {
 	case "set":
 		return deploymentSet(ctx, args, stdout)
+	case "revoke-agent":
+		return revokeAgent(ctx, args, stdout)
 	case "create":
 		tenant = fs.String("tenant", "", "tenant (customer) the deployment belongs to, a DNS label")
 		name = fs.String("name", "", "deployment name, a DNS label unique within the tenant")
@@ -290,7 +293,7 @@ func deployment(ctx context.Context, args []string, stdout io.Writer) error {
 		count = fs.Int("count", 3, "number of calls (1-100)")
 		subUsage = "Usage: broker deployment ping ID|TENANT/NAME [--count N] [--output table|json]"
 	default:
-		return cli.Usagef("unknown command 'deployment %s': want create, list, show, pairing-token or ping", sub)
+		return cli.Usagef("unknown command 'deployment %s': want create, list, show, set, pairing-token, revoke-agent or ping", sub)
 	}
 	pos, err := cli.Parse(fs, args, stdout, subUsage)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/cli"
 	"github.com/tetherhq/tether/internal/sqlguard"
@@ -127,6 +128,13 @@ func query(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 			rows, what = count.bytes, "bytes"
 		}
 	}
+	if qerr == nil && !truncated(note) {
+		// The agent stopped the answer early (the grant was revoked or
+		// expired, ClickHouse went away) and said why in a trailer.
+		if msg := res.Trailer.Get(agentapi.TrailerStopped); msg != "" {
+			return fmt.Errorf("query %s: incomplete result, %s after %d %s", orDash(qid), msg, rows, what)
+		}
+	}
 	if qerr != nil {
 		var ce *clickHouseError
 		if errors.As(qerr, &ce) {
@@ -140,6 +148,10 @@ func query(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	fmt.Fprintf(stderr, "query %s: %d %s in %s%s\n", orDash(qid), rows, what, time.Since(start).Round(time.Millisecond), note)
 	return nil
 }
+
+// truncated reports whether the table was cut at maxTableRows, in which
+// case the rest of the answer, trailer included, was never read.
+func truncated(note string) bool { return note != "" }
 
 // readSQL takes the statement from the one positional argument, or from
 // stdin when that is "-".
@@ -495,6 +507,9 @@ func prom(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if _, err := io.Copy(stdout, res.Body); err != nil {
 			return fmt.Errorf("the answer was cut off: %w", err)
 		}
+		if msg := res.Trailer.Get(agentapi.TrailerStopped); msg != "" {
+			return fmt.Errorf("incomplete answer: %s", msg)
+		}
 		return nil
 	}
 	b, err := io.ReadAll(io.LimitReader(res.Body, maxPromTable+1))
@@ -503,6 +518,9 @@ func prom(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(b) > maxPromTable {
 		return fmt.Errorf("the answer is over %d MiB: use --output json, or narrow the query", maxPromTable>>20)
+	}
+	if msg := res.Trailer.Get(agentapi.TrailerStopped); msg != "" {
+		return fmt.Errorf("incomplete answer: %s", msg)
 	}
 	notes, err := renderProm(stdout, b, time.Local)
 	for _, n := range notes {
