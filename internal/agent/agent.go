@@ -99,9 +99,9 @@ type Agent struct {
 
 	data *dataPlane
 
-	checkpointSize   uint64 // latest audit checkpoint the broker announced
-	historyRewritten bool   // set once: never cosign again
-	spool            *spool
+	checkpointSize uint64       // latest audit checkpoint the broker announced
+	witness        witnessGuard // the witness's refusal, see witness.go
+	spool          *spool
 }
 
 // New checks the configuration and the state directory. It does not touch
@@ -423,6 +423,8 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		Version:   a.cfg.Version,
 		UptimeMS:  a.now().Sub(a.start).Milliseconds(),
 		TailnetIP: a.node.IPv4().String(),
+		// Every heartbeat says why the witness refuses, if it does.
+		WitnessRefusal: a.WitnessRefusal(),
 	}
 	var res agentapi.HeartbeatResponse
 	err := a.call(ctx, agentapi.PathHeartbeat, tok, hb, &res)

@@ -179,6 +179,16 @@ func (a *Agent) verifyGrant(r *http.Request, scope string) (grant.Grant, error) 
 		})
 		return g, err
 	}
+	// A broker whose audit log was rewritten gets no access at all.
+	if err := a.checkWitness(); err != nil {
+		a.record(r.Context(), audit.Event{
+			Type: audit.AuthFailed, Outcome: audit.Failure,
+			Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID,
+			Reason:  err.Error(),
+			Details: map[string]any{"path": r.URL.Path, "scope": scope},
+		})
+		return g, err
+	}
 	return g, nil
 }
 

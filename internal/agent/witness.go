@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -19,21 +21,83 @@ import (
 // The agent is the customer's witness of the broker's audit log: it
 // cosigns a checkpoint only if it is consistent with the last one it
 // cosigned, so a broker that rewrites history can no longer get the
-// customer's signature.
+// customer's signature. A broker whose log is smaller than the one the
+// agent cosigned, or forks from it, has lost or rewritten history: the
+// agent then refuses every data-plane call (fail closed), says why in
+// every heartbeat, and keeps refusing across restarts (the refusal is in
+// witness.json) until the customer's operator decides otherwise.
 
 const witnessFile = "witness.json"
 
-// witnessState is the last checkpoint the agent cosigned.
+// witnessState is the last checkpoint the agent cosigned and, once the
+// broker's log was found rewritten, why the agent refuses.
 type witnessState struct {
 	Size uint64 `json:"size"`
 	Root string `json:"root"` // hex
+	// Refused, when set, is why the witness refuses the broker. It stays
+	// until the operator removes it (after the broker's log was restored)
+	// or pairs the agent again.
+	Refused string `json:"refused,omitempty"`
 }
 
 func (witnessState) Validate() error { return nil }
 
 // ErrHistoryRewritten reports a checkpoint inconsistent with one the agent
-// cosigned before. The agent refuses to cosign from then on.
+// cosigned before. The agent refuses to cosign, and to serve, from then on.
 var ErrHistoryRewritten = errors.New("the broker's audit history changed since this agent cosigned it")
+
+// ErrWitnessRefuses reports a data-plane call refused because the witness
+// found the broker's audit log rewritten.
+var ErrWitnessRefuses = errors.New("this agent refuses all access: the broker's audit log was rewritten after this agent cosigned it")
+
+// witnessGuard is the witness's verdict, read from witness.json at first
+// use and kept in memory.
+type witnessGuard struct {
+	mu        sync.Mutex
+	loaded    bool
+	refused   string // why the agent refuses; "" while it does not
+	confirmed string // the session token under which the cosigned checkpoint was seen again
+}
+
+// WitnessRefusal says why the agent refuses the broker ("log rewritten:
+// …"), or "" when it does not. A witness state that cannot be read is a
+// refusal too: the agent cannot tell what it cosigned.
+func (a *Agent) WitnessRefusal() string {
+	g := &a.witness
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.loaded {
+		w, _, err := a.loadWitness()
+		switch {
+		case err != nil:
+			return capReason("witness state unreadable: " + err.Error())
+		default:
+			g.refused, g.loaded = w.Refused, true
+		}
+	}
+	return g.refused
+}
+
+// capReason bounds a refusal's reason to what a heartbeat may carry.
+func capReason(s string) string {
+	n := agentapi.MaxWitnessRefusal - len("…")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// checkWitness refuses a data-plane call while the witness refuses the
+// broker.
+func (a *Agent) checkWitness() error {
+	if reason := a.WitnessRefusal(); reason != "" {
+		return fmt.Errorf("%w (witness refuses: %s)", ErrWitnessRefuses, reason)
+	}
+	return nil
+}
 
 func (a *Agent) loadWitness() (witnessState, [32]byte, error) {
 	var w witnessState
@@ -91,22 +155,36 @@ func WitnessKeyOf(stateDir string) (string, error) {
 // last one cosigned, checks it is signed by the pinned broker key and
 // consistent with the last cosigned one, then cosigns it and hands the
 // cosignature to the broker.
+//
+// It also asks when the broker announces a smaller checkpoint than the
+// one cosigned, and once per session when it announces the same size:
+// a smaller log, or another root at the same size, is history rewritten,
+// and the agent refuses from then on.
 func (a *Agent) Witness(ctx context.Context) error {
-	a.mu.Lock()
-	tok, latest, refused := a.token, a.checkpointSize, a.historyRewritten
-	a.mu.Unlock()
-	if refused {
+	if a.WitnessRefusal() != "" {
 		return ErrHistoryRewritten
 	}
+	a.mu.Lock()
+	tok, latest := a.token, a.checkpointSize
+	a.mu.Unlock()
 	w, prevRoot, err := a.loadWitness()
 	if err != nil {
 		return err
 	}
-	if latest <= w.Size || tok == "" {
+	a.witness.mu.Lock()
+	confirmed := a.witness.confirmed == tok
+	a.witness.mu.Unlock()
+	if tok == "" || (latest == w.Size && (w.Size == 0 || confirmed)) {
 		return nil
 	}
 	var res agentapi.CheckpointResponse
 	if err := a.call(ctx, agentapi.PathCheckpoint, tok, agentapi.CheckpointRequest{SinceSize: w.Size}, &res); err != nil {
+		var be *brokerError
+		if w.Size > 0 && errors.As(err, &be) && (be.code == "invalid_size" || be.code == "no_checkpoint") {
+			// The broker says its latest checkpoint is smaller than
+			// the one this agent cosigned, or that it has none.
+			return a.refuseHistory(w, fmt.Errorf("%w: the broker has no checkpoint of %d events, cosigned before (it said: %s)", ErrHistoryRewritten, w.Size, be.message))
+		}
 		return fmt.Errorf("fetch checkpoint: %w", err)
 	}
 	lv, err := a.logVerifier()
@@ -115,12 +193,15 @@ func (a *Agent) Witness(ctx context.Context) error {
 	}
 	cp, err := checkCheckpoint(w.Size, prevRoot, res, lv)
 	if errors.Is(err, ErrHistoryRewritten) {
-		return a.refuseHistory(err)
+		return a.refuseHistory(w, err)
 	}
 	if err != nil {
 		return err
 	}
 	if cp.Size == w.Size {
+		a.witness.mu.Lock()
+		a.witness.confirmed = tok
+		a.witness.mu.Unlock()
 		return nil
 	}
 	ws, err := audit.NewSigner(agentapi.WitnessName(a.state.AgentID), a.key)
@@ -177,13 +258,25 @@ func checkCheckpoint(prevSize uint64, prevRoot [32]byte, res agentapi.Checkpoint
 	return cp, nil
 }
 
-func (a *Agent) refuseHistory(err error) error {
-	a.mu.Lock()
-	first := !a.historyRewritten
-	a.historyRewritten = true
-	a.mu.Unlock()
-	if first {
-		a.log.Error("refusing to cosign the broker's audit log", "err", err)
+// refuseHistory makes the witness refuse the broker from now on, in
+// memory and in witness.json (w, the state last read), so that a restart
+// does not forget it.
+func (a *Agent) refuseHistory(w witnessState, err error) error {
+	reason := capReason("log rewritten: " + err.Error())
+	g := &a.witness
+	g.mu.Lock()
+	first := g.refused == ""
+	g.refused, g.loaded = reason, true
+	g.mu.Unlock()
+	if !first {
+		return err
+	}
+	a.log.Error("the broker's audit log was rewritten: refusing every data-plane call and every cosignature from now on; to serve again, restore the broker's log, or pair this agent again",
+		"err", err, "cosigned_size", w.Size)
+	w.Refused = reason
+	if werr := config.Write(filepath.Join(a.cfg.StateDir, witnessFile), w, 0o600); werr != nil {
+		// Refusing in memory still holds until a restart.
+		a.log.Error("could not record the witness's refusal in the state dir", "err", werr)
 	}
 	return err
 }

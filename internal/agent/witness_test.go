@@ -5,13 +5,18 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/config"
 )
 
 // TestCheckCheckpoint: the witness accepts only checkpoints that extend the
@@ -98,5 +103,60 @@ func TestCheckCheckpoint(t *testing.T) {
 		if tt.want != nil && !errors.Is(err, tt.want) {
 			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
 		}
+	}
+}
+
+// TestWitnessRefusalPersists: once the witness refuses, every data-plane
+// call is refused, the refusal is in witness.json and a restarted agent
+// refuses too; a witness state it cannot read is a refusal as well.
+func TestWitnessRefusalPersists(t *testing.T) {
+	good := config.Join{ControlURL: "http://127.0.0.1:1", AuthKey: "k", BrokerName: "b", BrokerKey: agentapi.EncodePublicKey(make([]byte, 32))}
+	tok, _ := agentapi.NewPairingToken()
+	dir := t.TempDir()
+	a, err := New(Config{StateDir: dir, Join: good, PairingToken: tok, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := a.WitnessRefusal(); r != "" {
+		t.Fatalf("WitnessRefusal() before anything was cosigned = %q, want none", r)
+	}
+	if err := a.checkWitness(); err != nil {
+		t.Fatalf("checkWitness() = %v, want nil", err)
+	}
+	cause := fmt.Errorf("%w: checkpoint size 5 is smaller than 12, cosigned before", ErrHistoryRewritten)
+	if err := a.refuseHistory(witnessState{Size: 12, Root: strings.Repeat("ab", 32)}, cause); !errors.Is(err, ErrHistoryRewritten) {
+		t.Fatalf("refuseHistory = %v", err)
+	}
+	if err := a.checkWitness(); !errors.Is(err, ErrWitnessRefuses) || !strings.Contains(err.Error(), "smaller than 12") {
+		t.Errorf("checkWitness() after the refusal = %v, want ErrWitnessRefuses with the reason", err)
+	}
+
+	// The agent restarts on the same state dir.
+	b, err := New(Config{StateDir: dir, Join: good, PairingToken: tok, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := b.WitnessRefusal(); !strings.HasPrefix(r, "log rewritten: ") || !strings.Contains(r, "smaller than 12") {
+		t.Errorf("WitnessRefusal() after a restart = %q, want the refusal kept", r)
+	}
+	w, _, err := b.loadWitness()
+	if err != nil || w.Size != 12 {
+		t.Errorf("witness state after the refusal = %+v, %v; want the cosigned size kept", w, err)
+	}
+
+	// A damaged witness state fails closed.
+	if err := os.WriteFile(filepath.Join(dir, witnessFile), []byte(`{"size":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{StateDir: dir, Join: good, PairingToken: tok, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.checkWitness(); !errors.Is(err, ErrWitnessRefuses) || !strings.Contains(err.Error(), "unreadable") {
+		t.Errorf("checkWitness() with a damaged witness.json = %v, want a refusal", err)
+	}
+	// A reason never exceeds what a heartbeat may carry.
+	if r := capReason(strings.Repeat("é", 2000)); len(r) > agentapi.MaxWitnessRefusal || !utf8.ValidString(r) {
+		t.Errorf("capReason(4000 bytes) = %d bytes, valid UTF-8 %v", len(r), utf8.ValidString(r))
 	}
 }

@@ -206,7 +206,14 @@ type Heartbeat struct {
 	UptimeMS  int64             `json:"uptime_ms"`
 	TailnetIP string            `json:"tailnet_ip"`
 	Upstreams map[string]string `json:"upstreams,omitempty"`
+	// WitnessRefusal, when set, says why the agent, as the customer's
+	// witness of the broker's audit log, refuses every data-plane call:
+	// the log is smaller than, or forks from, the one it cosigned.
+	WitnessRefusal string `json:"witness_refusal,omitempty"`
 }
+
+// MaxWitnessRefusal bounds [Heartbeat.WitnessRefusal], in bytes.
+const MaxWitnessRefusal = 1024
 
 // HeartbeatResponse acknowledges a heartbeat. CheckpointSize is the size
 // of the audit log's latest signed checkpoint: the agent, as the

@@ -285,7 +285,7 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	if err := decodeJSON(w, r, agentapi.MaxBody, &hb); err != nil {
 		return err
 	}
-	if len(hb.Upstreams) > 32 || len(hb.Version) > 64 || len(hb.TailnetIP) > 64 {
+	if len(hb.Upstreams) > 32 || len(hb.Version) > 64 || len(hb.TailnetIP) > 64 || len(hb.WitnessRefusal) > agentapi.MaxWitnessRefusal {
 		return errorf(http.StatusBadRequest, "bad_heartbeat", "heartbeat fields too large")
 	}
 	// A replaced agent's session ends at its next heartbeat.
@@ -306,10 +306,13 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	}
 	err = b.store.RecordHeartbeat(r.Context(), s.agentID, store.Heartbeat{
 		At: b.now(), Version: hb.Version, Uptime: time.Duration(hb.UptimeMS) * time.Millisecond,
-		TailnetIP: hb.TailnetIP, Upstreams: hb.Upstreams,
+		TailnetIP: hb.TailnetIP, Upstreams: hb.Upstreams, WitnessRefusal: hb.WitnessRefusal,
 	})
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)
+	}
+	if hb.WitnessRefusal != "" && a.Last.WitnessRefusal == "" {
+		b.witnessRefuses(r.Context(), a, hb.WitnessRefusal)
 	}
 	writeJSON(w, http.StatusOK, agentapi.HeartbeatResponse{
 		HeartbeatInterval: agentapi.Duration(b.cfg.HeartbeatInterval),

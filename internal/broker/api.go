@@ -240,9 +240,25 @@ func (b *Broker) view(d store.DeploymentStatus) brokerapi.Deployment {
 		v.Agent.Uptime = a.Last.Uptime.Round(time.Second).String()
 		v.Agent.TailnetIP = a.Last.TailnetIP
 		v.Agent.Upstreams = a.Last.Upstreams
+		v.Agent.WitnessRefusal = a.Last.WitnessRefusal
 		if b.now().Sub(a.Last.At) < 3*b.cfg.HeartbeatInterval {
 			v.AgentStatus = brokerapi.StatusOnline
 		}
 	}
 	return v
+}
+
+// witnessRefuses records that an agent, the customer's witness, found the
+// broker's audit log rewritten and refuses every data-plane call: the
+// first heartbeat saying so is logged as an error and audited.
+func (b *Broker) witnessRefuses(ctx context.Context, a store.Agent, reason string) {
+	b.log.Error("an agent refuses every data-plane call: as the customer's witness it found the audit log smaller than, or forking from, the one it cosigned; restore the store from a backup and compare it with an export",
+		"agent_id", a.ID, "deployment", a.DeploymentID, "reason", reason)
+	b.record(ctx, audit.Event{
+		Type: audit.VerifyFailed, Outcome: audit.Failure,
+		Actor:      audit.Actor{Subject: "agent:" + a.ID, Role: "agent"},
+		Deployment: a.DeploymentID, AgentID: a.ID,
+		Reason:  "witness refuses: " + reason,
+		Details: map[string]any{"found_by": "witness"},
+	})
 }

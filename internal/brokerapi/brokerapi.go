@@ -77,6 +77,11 @@ type Agent struct {
 	Uptime    string            `json:"uptime,omitempty"`
 	TailnetIP string            `json:"tailnet_ip,omitempty"`
 	Upstreams map[string]string `json:"upstreams,omitempty"`
+	// WitnessRefusal, when set, is why the agent refuses every data-plane
+	// call: as the customer's witness it found the broker's audit log
+	// smaller than, or forking from, the one it cosigned ("log
+	// rewritten: …").
+	WitnessRefusal string `json:"witness_refusal,omitempty"`
 }
 
 // ListDeploymentsResponse is the body of GET /api/v1/deployments.

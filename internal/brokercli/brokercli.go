@@ -455,7 +455,11 @@ func printTable(w io.Writer, ds []brokerapi.Deployment) {
 		if d.Agent != nil && d.Agent.Version != "" {
 			ver = d.Agent.Version
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Tenant, d.Name, orDash(d.Region), d.AgentStatus, lastSeen(d), ver, d.ID)
+		status := d.AgentStatus
+		if d.Agent != nil && d.Agent.WitnessRefusal != "" {
+			status += ", " + witnessRefuses(d.Agent.WitnessRefusal)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Tenant, d.Name, orDash(d.Region), status, lastSeen(d), ver, d.ID)
 	}
 	tw.Flush()
 }
@@ -475,8 +479,19 @@ func printDeployment(w io.Writer, d brokerapi.Deployment) {
 		fmt.Fprintf(tw, "  Last seen:\t%s\n", lastSeen(d))
 		fmt.Fprintf(tw, "  Version:\t%s\n", orDash(a.Version))
 		fmt.Fprintf(tw, "  Uptime:\t%s\n", orDash(a.Uptime))
+		if a.WitnessRefusal != "" {
+			fmt.Fprintf(tw, "  Witness:\t%s: the agent refuses every data-plane call\n", witnessRefuses(a.WitnessRefusal))
+			fmt.Fprintf(tw, "  Why:\t%s\n", a.WitnessRefusal)
+		}
 	}
 	tw.Flush()
+}
+
+// witnessRefuses is the short form of an agent's witness refusal,
+// "witness refuses: log rewritten": the reason up to its first colon.
+func witnessRefuses(reason string) string {
+	short, _, _ := strings.Cut(reason, ":")
+	return "witness refuses: " + short
 }
 
 func orDash(s string) string {

@@ -228,6 +228,10 @@ type Heartbeat struct {
 	Uptime    time.Duration     // agent process uptime
 	TailnetIP string            // the agent's tailnet IPv4 address
 	Upstreams map[string]string // upstream name → health ("ok" or an error); may be nil
+	// WitnessRefusal, when set, is why the agent refuses every data-plane
+	// call: as the customer's witness it found the broker's audit log
+	// smaller than, or forking from, the one it cosigned.
+	WitnessRefusal string
 }
 
 // DeploymentStatus is a deployment with its current (unrevoked) agent, if any.

@@ -142,7 +142,7 @@ func (s *Store) insertToken(ctx context.Context, e execer, tok store.PairingToke
 const deploymentStatusQuery = `
 SELECT d.id, d.tenant, d.name, d.region, d.created_at, d.settings,
 	a.id, a.deployment_id, a.public_key, a.node_id, a.node_name, a.paired_at, a.revoked_at,
-	a.last_seen_at, a.last_version, a.last_uptime_ms, a.last_tailnet_ip, a.last_upstreams
+	a.last_seen_at, a.last_version, a.last_uptime_ms, a.last_tailnet_ip, a.last_upstreams, a.last_witness_refusal
 FROM deployments d
 LEFT JOIN agents a ON a.deployment_id = d.id AND a.revoked_at IS NULL`
 
@@ -251,10 +251,11 @@ func (s *Store) RedeemPairingToken(ctx context.Context, hash []byte, now time.Ti
 
 		_, err = tx.ExecContext(ctx, `
 			INSERT INTO agents (id, deployment_id, public_key, node_id, node_name, paired_at,
-				last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+				last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams, last_witness_refusal)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
 			a.ID, a.DeploymentID, a.PublicKey, a.NodeID, a.NodeName, millis(a.PairedAt),
-			nullMillis(a.Last.At), a.Last.Version, a.Last.Uptime.Milliseconds(), a.Last.TailnetIP, upstreamsJSON(a.Last.Upstreams))
+			nullMillis(a.Last.At), a.Last.Version, a.Last.Uptime.Milliseconds(), a.Last.TailnetIP, upstreamsJSON(a.Last.Upstreams),
+			a.Last.WitnessRefusal)
 		if err != nil && s.d.IsUniqueViolation(err) {
 			return fmt.Errorf("store agent %s: %w", a.ID, store.ErrConflict)
 		}
@@ -292,7 +293,7 @@ func (s *Store) GetAgent(ctx context.Context, id string) (store.Agent, error) {
 	var r agentRow
 	err := s.db.QueryRowContext(ctx, `
 		SELECT id, deployment_id, public_key, node_id, node_name, paired_at, revoked_at,
-			last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams
+			last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams, last_witness_refusal
 		FROM agents WHERE id = $1`, id).Scan(r.dest()...)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("get agent %s: %w", id, notFound(err))
@@ -332,9 +333,9 @@ func (s *Store) RevokeAgent(ctx context.Context, id string, now time.Time) error
 func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb store.Heartbeat) error {
 	res, err := s.db.ExecContext(ctx, `
 		UPDATE agents SET last_seen_at = $1, last_version = $2, last_uptime_ms = $3,
-			last_tailnet_ip = $4, last_upstreams = $5
-		WHERE id = $6`,
-		nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams), agentID)
+			last_tailnet_ip = $4, last_upstreams = $5, last_witness_refusal = $6
+		WHERE id = $7`,
+		nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams), hb.WitnessRefusal, agentID)
 	if err != nil {
 		return fmt.Errorf("record heartbeat of agent %s: %w", agentID, err)
 	}
@@ -454,16 +455,18 @@ func scanDeploymentStatus(row rowScanner) (store.DeploymentStatus, error) {
 type agentRow struct {
 	id, deploymentID, nodeID, nodeName        sql.NullString
 	version, tailnetIP, upstreams             sql.NullString
+	witnessRefusal                            sql.NullString
 	publicKey                                 []byte
 	pairedAt, revokedAt, lastSeenAt, uptimeMS sql.NullInt64
 }
 
 // dest returns the scan destinations for the columns id, deployment_id,
 // public_key, node_id, node_name, paired_at, revoked_at, last_seen_at,
-// last_version, last_uptime_ms, last_tailnet_ip and last_upstreams.
+// last_version, last_uptime_ms, last_tailnet_ip, last_upstreams and
+// last_witness_refusal.
 func (r *agentRow) dest() []any {
 	return []any{&r.id, &r.deploymentID, &r.publicKey, &r.nodeID, &r.nodeName, &r.pairedAt, &r.revokedAt,
-		&r.lastSeenAt, &r.version, &r.uptimeMS, &r.tailnetIP, &r.upstreams}
+		&r.lastSeenAt, &r.version, &r.uptimeMS, &r.tailnetIP, &r.upstreams, &r.witnessRefusal}
 }
 
 // agent returns the agent scanned, or nil if there was none.
@@ -484,6 +487,8 @@ func (r *agentRow) agent() (*store.Agent, error) {
 			Version:   r.version.String,
 			Uptime:    time.Duration(r.uptimeMS.Int64) * time.Millisecond,
 			TailnetIP: r.tailnetIP.String,
+
+			WitnessRefusal: r.witnessRefusal.String,
 		},
 	}
 	if r.upstreams.Valid {

@@ -563,6 +563,17 @@ func testRecordHeartbeat(t *testing.T, s store.Store) {
 			TailnetIP: "100.64.0.8",
 			Upstreams: map[string]string{"postgres": "ok"},
 		}},
+		{"witness refuses", store.Heartbeat{
+			At:             t0.Add(16 * time.Second),
+			Version:        "v1.2.4",
+			TailnetIP:      "100.64.0.8",
+			WitnessRefusal: `log rewritten: checkpoint size 5 is smaller than 12, cosigned before "quoted" ✗`,
+		}},
+		{"witness refuses no more", store.Heartbeat{
+			At:        t0.Add(17 * time.Second),
+			Version:   "v1.2.4",
+			TailnetIP: "100.64.0.8",
+		}},
 	}
 	for _, tt := range tests {
 		if err := s.RecordHeartbeat(ctx, a.ID, tt.hb); err != nil {
