@@ -125,9 +125,22 @@ func loopbackURL(apiURL string) string {
 	return u.String()
 }
 
+// handleAuthConfig tells 'broker login' how to sign in: with
+// ?issuer=NAME the issuer the caller names, without it the vendor's. It
+// needs no credentials, so it lists nothing the caller did not name: who
+// the broker's customers are, and their identity providers, are not for
+// anyone to enumerate. A dev broker, whose identity provider logs anyone
+// in as anyone, also lists its dev users and their issuers.
 func (b *Broker) handleAuthConfig(w http.ResponseWriter, r *http.Request) error {
-	out := brokerapi.AuthConfig{Issuers: make([]brokerapi.AuthIssuer, 0, len(b.identity.Issuers))}
+	name := r.URL.Query().Get("issuer")
+	if len(name) > 64 {
+		return errorf(http.StatusBadRequest, "invalid_issuer", "issuer name: at most 64 characters")
+	}
+	out := brokerapi.AuthConfig{Issuers: []brokerapi.AuthIssuer{}}
 	for _, ic := range b.identity.Issuers {
+		if (name != "" && ic.Name != name) || (name == "" && ic.Tenant != "") {
+			continue
+		}
 		out.Issuers = append(out.Issuers, brokerapi.AuthIssuer{
 			Name: ic.Name, IssuerURL: ic.IssuerURL, ClientID: ic.CLIClient(), Tenant: ic.Tenant, Scopes: ic.LoginScopes(),
 		})
@@ -135,6 +148,9 @@ func (b *Broker) handleAuthConfig(w http.ResponseWriter, r *http.Request) error 
 	if b.devIdP != nil {
 		out.Dev = true
 		out.DevUsers = devUsers()
+	}
+	if name != "" && len(out.Issuers) == 0 {
+		return errorf(http.StatusNotFound, "unknown_issuer", "this broker has no identity provider named %q: ask the broker's operator which name to give to --issuer", name)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

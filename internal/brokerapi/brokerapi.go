@@ -106,8 +106,9 @@ type BrokerInfo struct {
 	ControlURL  string `json:"control_url"`
 }
 
-// AuthConfig is the body of GET /api/v1/auth/config (no credentials
-// needed): the identity providers 'broker login' may use.
+// AuthConfig is the body of GET /api/v1/auth/config[?issuer=NAME] (no
+// credentials needed): how 'broker login' signs in with the issuer named,
+// or the vendor's. It names no other issuer.
 type AuthConfig struct {
 	Issuers []AuthIssuer `json:"issuers"`
 	// Dev is true on a dev broker, whose embedded identity provider
@@ -151,11 +152,16 @@ type Whoami struct {
 	Expiry      time.Time `json:"expiry,omitzero"`
 }
 
-// AuthConfig fetches the identity providers the broker trusts; it needs
-// no credentials.
-func (c *Client) AuthConfig(ctx context.Context) (AuthConfig, error) {
+// AuthConfig fetches how to sign in with the broker's identity provider
+// named issuer, or with the vendor's when issuer is empty; it needs no
+// credentials. The broker lists no other issuer.
+func (c *Client) AuthConfig(ctx context.Context, issuer string) (AuthConfig, error) {
 	var out AuthConfig
-	err := c.do(ctx, http.MethodGet, "/api/v1/auth/config", nil, &out)
+	path := "/api/v1/auth/config"
+	if issuer != "" {
+		path += "?" + url.Values{"issuer": {issuer}}.Encode()
+	}
+	err := c.do(ctx, http.MethodGet, path, nil, &out)
 	return out, err
 }
 

@@ -79,9 +79,9 @@ func login(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ac, err := anon.AuthConfig(ctx)
+	ac, err := authConfig(ctx, anon, *issuerName, *devUser)
 	if err != nil {
-		return fmt.Errorf("ask the broker which identity providers it trusts: %w", err)
+		return err
 	}
 	is, err := pickIssuer(ac, *issuerName, *devUser, cfg.APIURL)
 	if err != nil {
@@ -139,6 +139,45 @@ func login(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// authConfig asks the broker how to sign in with the issuer named (the
+// vendor's when none is). The broker names no other issuer, so on a dev
+// broker a dev user's own issuer is asked for once the first answer says
+// which it is.
+func authConfig(ctx context.Context, anon *brokerapi.Client, issuer, devUser string) (brokerapi.AuthConfig, error) {
+	what := "the vendor's identity provider"
+	if issuer != "" {
+		what = "identity provider " + issuer
+	}
+	ac, err := anon.AuthConfig(ctx, issuer)
+	var ae *brokerapi.Error
+	if errors.As(err, &ae) && ae.Code == "unknown_issuer" {
+		return ac, cli.Usagef("--issuer %q: the broker has no identity provider by that name; ask the broker's operator which name to give", issuer)
+	}
+	if err != nil {
+		return ac, fmt.Errorf("ask the broker how to sign in with %s: %w", what, err)
+	}
+	if issuer != "" || devUser == "" || !ac.Dev {
+		return ac, nil
+	}
+	for _, u := range ac.DevUsers {
+		if !strings.EqualFold(u.Email, devUser) {
+			continue
+		}
+		for _, is := range ac.Issuers {
+			if is.Name == u.Issuer {
+				return ac, nil
+			}
+		}
+		more, err := anon.AuthConfig(ctx, u.Issuer)
+		if err != nil {
+			return ac, fmt.Errorf("ask the broker how to sign in with identity provider %s: %w", u.Issuer, err)
+		}
+		ac.Issuers = append(ac.Issuers, more.Issuers...)
+		return ac, nil
+	}
+	return ac, nil
+}
+
 func tenantText(t string) string {
 	if t == "" {
 		return "vendor"
@@ -176,9 +215,9 @@ func pickIssuer(ac brokerapi.AuthConfig, name, devUser, apiURL string) (brokerap
 		}
 	}
 	if name == "" {
-		return brokerapi.AuthIssuer{}, fmt.Errorf("the broker names no vendor issuer; pick one with --issuer (%s)", strings.Join(names, ", "))
+		return brokerapi.AuthIssuer{}, errors.New("the broker names no vendor identity provider: a customer's approver signs in with --issuer NAME (the broker's operator tells you the name)")
 	}
-	return brokerapi.AuthIssuer{}, cli.Usagef("--issuer %q: the broker trusts %s", name, strings.Join(names, ", "))
+	return brokerapi.AuthIssuer{}, cli.Usagef("--issuer %q: the broker does not offer it (it answered for %s)", name, strings.Join(names, ", "))
 }
 
 type endpoints struct {

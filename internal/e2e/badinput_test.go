@@ -70,7 +70,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"no config", []string{"TETHER_CONFIG=", "XDG_CONFIG_HOME=" + dir}, "broker", []string{"deployment", "list"}, 2, "no CLI config at " + filepath.Join(dir, "tether", "cli.json") + ": run 'broker login --api-url https://BROKER'"},
 		{"not logged in", nil, "broker", []string{"whoami", "--config", writeFile(t, dir, "anon.json", `{"api_url":"`+cli.APIURL+`"}`)}, 2, "not logged in: run 'broker login'"},
 		{"login unknown dev user", nil, "broker", []string{"login", "--config", b.cliJSON, "--dev-user", "nobody@vendor.test"}, 2, `--dev-user "nobody@vendor.test": no such dev user; the dev broker has engineer@vendor.test`},
-		{"login unknown issuer", nil, "broker", []string{"login", "--config", b.cliJSON, "--issuer", "initech"}, 2, `--issuer "initech": the broker trusts vendor, acme, globex`},
+		{"login unknown issuer", nil, "broker", []string{"login", "--config", b.cliJSON, "--issuer", "initech"}, 2, `--issuer "initech": the broker has no identity provider by that name`},
 		{"login dev user of another issuer", nil, "broker", []string{"login", "--config", b.cliJSON, "--issuer", "globex", "--dev-user", "approver@acme.test"}, 2, "--dev-user approver@acme.test belongs to issuer acme, not globex"},
 		{"login without config", []string{"TETHER_CONFIG="}, "broker", []string{"login", "--config", filepath.Join(dir, "new", "cli.json")}, 2, "no CLI config at " + filepath.Join(dir, "new", "cli.json") + ": give --api-url"},
 		{"missing config", nil, "broker", []string{"deployment", "list", "--config", filepath.Join(dir, "nope.json")}, 1, "nope.json: no such file or directory"},
