@@ -37,8 +37,10 @@ if [ ! -f "$dir/agent/state.json" ]; then
 	else
 		out=$(bin/broker deployment pairing-token acme/prod --output json)
 	fi
-	token=$(printf '%s' "$out" | sed -n 's/.*"token": "\(tpt_[A-Za-z0-9_-]*\)".*/\1/p')
-	token_args=(--pairing-token "$token")
+	# The token goes to the agent in a file (mode 0600), never on its
+	# command line, where any local user could read it in ps.
+	(umask 077 && printf '%s' "$out" | sed -n 's/.*"token": "\(tpt_[A-Za-z0-9_-]*\)".*/\1/p' >"$dir/pairing-token")
+	token_args=(--pairing-token "file:$dir/pairing-token")
 fi
 bin/agent run --join "$dir/broker/join.json" --state-dir "$dir/agent" "${token_args[@]}" "${upstream_args[@]}" 2>>"$dir/agent.log" &
 pids+=($!)
@@ -48,6 +50,7 @@ for _ in $(seq 1 600); do
 	kill -0 "${pids[1]}" 2>/dev/null || { echo "agent exited; last log lines:" >&2; tail -n 5 "$dir/agent.log" >&2; exit 1; }
 	sleep 0.2
 done
+rm -f "$dir/pairing-token" # used once: the agent has paired
 
 # One CLI config per role of the tour, logged in at the dev broker's
 # identity provider.
