@@ -167,6 +167,9 @@ func (c Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
 	}
+	if host, _, _ := net.SplitHostPort(c.Listen); c.Dev && !isLoopback(host) {
+		return fmt.Errorf("listen address %s is not loopback, and a dev broker's identity provider signs anyone in as any user, admin included: listen on 127.0.0.1 (--listen 127.0.0.1:8443), or run without --dev", c.Listen)
+	}
 	if host, _, _ := net.SplitHostPort(c.Listen); !c.Dev && c.TLSCert == "" && !isLoopback(host) {
 		return fmt.Errorf("listen address %s is not loopback and TLS is off: bearer tokens would cross the network in clear; give tls_cert and tls_key, or listen on 127.0.0.1 behind a TLS-terminating proxy", c.Listen)
 	}
