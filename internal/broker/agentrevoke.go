@@ -13,6 +13,12 @@ import (
 	"github.com/tetherhq/tether/internal/store"
 )
 
+// agentRevokedReason is what a revoked agent is told, and the audit log
+// records, when it calls: it was cut off by 'broker deployment
+// revoke-agent' or replaced by a later pairing (the store does not tell
+// the two apart; agent.revoked and agent.paired do).
+const agentRevokedReason = "agent was revoked ('broker deployment revoke-agent') or replaced by a later pairing of its deployment: pair a new agent with a new pairing token and an empty state dir"
+
 // errAgentRevoked is why a data-plane call in flight was cut off: its
 // agent was revoked.
 var errAgentRevoked = errors.New("the agent was revoked")

@@ -168,7 +168,7 @@ func (b *Broker) pairedAgent(r *http.Request, id tailnet.Identity, agentID strin
 		return a, fmt.Errorf("get agent: %w", err)
 	}
 	if !a.RevokedAt.IsZero() {
-		return refuse("agent was replaced by a later pairing of its deployment")
+		return refuse(agentRevokedReason)
 	}
 	if a.NodeID != string(id.NodeID) {
 		return refuse("agent calls from a tailnet node other than the one it paired from")
@@ -301,8 +301,8 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 			}
 		}
 		b.mu.Unlock()
-		b.authFailed(r.Context(), r, id, a.ID, "agent was replaced by a later pairing of its deployment")
-		return errorf(http.StatusForbidden, "agent_refused", "agent was replaced by a later pairing of its deployment")
+		b.authFailed(r.Context(), r, id, a.ID, agentRevokedReason)
+		return errorf(http.StatusForbidden, "agent_refused", "%s", agentRevokedReason)
 	}
 	err = b.store.RecordHeartbeat(r.Context(), s.agentID, store.Heartbeat{
 		At: b.now(), Version: hb.Version, Uptime: time.Duration(hb.UptimeMS) * time.Millisecond,
