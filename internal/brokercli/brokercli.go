@@ -437,7 +437,9 @@ func printJSON(w io.Writer, v any) error {
 
 func printToken(w io.Writer, t brokerapi.PairingToken) {
 	fmt.Fprintf(w, "Pairing token (single use, expires %s):\n\n    %s\n\n", t.ExpiresAt.Local().Format(time.RFC3339), t.Token)
-	fmt.Fprintf(w, "Pair the agent with:\n    agent run --join JOIN.json --pairing-token %s --state-dir DIR\n", t.Token)
+	// The hint keeps the token off the agent's command line, where any
+	// local user could read it in ps.
+	fmt.Fprint(w, "Pair the agent: put the token in a file only the agent can read (mode 0600), then run\n    agent run --join JOIN.json --pairing-token file:TOKEN_FILE --state-dir DIR\n")
 }
 
 func lastSeen(d brokerapi.Deployment) string {
