@@ -1,20 +1,16 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"strconv"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -22,7 +18,6 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
-	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
@@ -304,9 +299,12 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 		b.authFailed(r.Context(), r, id, a.ID, agentRevokedReason)
 		return errorf(http.StatusForbidden, "agent_refused", "%s", agentRevokedReason)
 	}
+	// The address shown is the one the tailnet gave the calling node (its
+	// connection's source, identified by WhoIs), never the one the agent
+	// reports about itself; the broker dials agents by node ID in any case.
 	err = b.store.RecordHeartbeat(r.Context(), s.agentID, store.Heartbeat{
 		At: b.now(), Version: hb.Version, Uptime: time.Duration(hb.UptimeMS) * time.Millisecond,
-		TailnetIP: hb.TailnetIP, Upstreams: hb.Upstreams, WitnessRefusal: hb.WitnessRefusal,
+		TailnetIP: remoteIP(r), Upstreams: hb.Upstreams, WitnessRefusal: hb.WitnessRefusal,
 	})
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)
@@ -321,82 +319,12 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	return nil
 }
 
-// pingAgent makes one signed call to the agent over the tailnet.
-func (b *Broker) pingAgent(ctx context.Context, a store.Agent) (agentapi.PingResponse, error) {
-	var out agentapi.PingResponse
-	res, err := b.callAgent(ctx, a, http.MethodGet, agentapi.PathAgentPing, nil, nil)
+// remoteIP is the IP of r's connection; on the tailnet listener, the
+// caller's tailnet address.
+func remoteIP(r *http.Request) string {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return out, err
+		return ""
 	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, agentapi.MaxBody))
-	if err != nil {
-		return out, err
-	}
-	if res.StatusCode != http.StatusOK {
-		var e agentapi.Error
-		json.Unmarshal(body, &e)
-		return out, fmt.Errorf("agent answered %s: %s", res.Status, e.Error.Message)
-	}
-	if err := json.Unmarshal(body, &out); err != nil {
-		return out, fmt.Errorf("agent answer: %w", err)
-	}
-	if out.AgentID != a.ID {
-		return out, fmt.Errorf("the node at %s is agent %s, not %s", a.Last.TailnetIP, out.AgentID, a.ID)
-	}
-	return out, nil
-}
-
-// CallAgent makes a signed call to the current agent of a deployment over
-// the tailnet and returns the agent's response for the caller to read and
-// close. requestURI is the path with its query.
-func (b *Broker) CallAgent(ctx context.Context, deploymentID, method, requestURI string, body []byte, header http.Header) (*http.Response, error) {
-	d, err := b.store.GetDeployment(ctx, deploymentID)
-	if err != nil {
-		return nil, fmt.Errorf("deployment %s: %w", deploymentID, err)
-	}
-	if d.Agent == nil {
-		return nil, fmt.Errorf("deployment %s/%s has no paired agent", d.Tenant, d.Name)
-	}
-	return b.callAgent(ctx, *d.Agent, method, requestURI, body, header)
-}
-
-func (b *Broker) callAgent(ctx context.Context, a store.Agent, method, requestURI string, body []byte, header http.Header) (*http.Response, error) {
-	if a.Last.TailnetIP == "" {
-		return nil, errors.New("the agent has not reported its tailnet address yet")
-	}
-	req, err := b.signedRequest(ctx, a.ID, method, "http://"+net.JoinHostPort(a.Last.TailnetIP, strconv.Itoa(agentapi.AgentPort))+requestURI, body)
-	if err != nil {
-		return nil, err
-	}
-	for k, vs := range header {
-		req.Header[k] = vs
-	}
-	return b.agentHTC.Do(req)
-}
-
-// IssueGrant signs a grant with the broker key: the key agents pinned at
-// pairing.
-func (b *Broker) IssueGrant(g grant.Grant) (string, error) {
-	if g.Issuer == "" {
-		g.Issuer = b.auditLog.Origin()
-	}
-	return grant.Issue(g, b.key)
-}
-
-// signedRequest builds a broker → agent request signed with the broker key.
-func (b *Broker) signedRequest(ctx context.Context, agentID, method, rawURL string, body []byte) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, rawURL, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	var n [16]byte
-	rand.Read(n[:])
-	nonce := hex.EncodeToString(n[:])
-	at := b.now()
-	sig := ed25519.Sign(b.key, agentapi.CallTranscript(agentID, method, req.URL.RequestURI(), at, nonce, body))
-	req.Header.Set(agentapi.HeaderBrokerTime, strconv.FormatInt(at.UnixMilli(), 10))
-	req.Header.Set(agentapi.HeaderBrokerNonce, nonce)
-	req.Header.Set(agentapi.HeaderBrokerSignature, base64.RawURLEncoding.EncodeToString(sig))
-	return req, nil
+	return ap.Addr().Unmap().String()
 }

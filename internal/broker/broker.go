@@ -111,6 +111,10 @@ type Config struct {
 	PairingTTL time.Duration
 	// StartTimeout bounds joining the tailnet; default 60s.
 	StartTimeout time.Duration
+	// MaxAgentAnswer bounds the bytes the broker relays from one agent
+	// answer, whatever the agent says its own limits are; default 4 GiB.
+	// A longer answer is cut off, reported as incomplete and audited.
+	MaxAgentAnswer int64
 	// Version is reported to clients.
 	Version string
 	// Logger receives the broker's logs; nil discards them.
@@ -137,6 +141,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 60 * time.Second
+	}
+	if c.MaxAgentAnswer <= 0 {
+		c.MaxAgentAnswer = 4 << 30
 	}
 	if c.PendingTimeout == 0 {
 		c.PendingTimeout = DefaultPendingTimeout
@@ -372,12 +379,12 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	b.self = tailnet.Identity{NodeID: st.Self.ID, Name: strings.TrimSuffix(st.Self.DNSName, ".")}
 	// No overall timeout: data-plane results stream for as long as their
 	// grant allows; callers bound each call with its context.
-	b.agentHTC = &http.Client{Transport: &http.Transport{
-		DialContext:           b.node.Dial,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 2 * time.Minute,
-	}}
+	// Agents are reached only at the address the netmap gives their
+	// node, through a dialer with no fallback to the host network, and
+	// no redirect is ever followed.
+	tr := b.node.HTTPTransport()
+	tr.ResponseHeaderTimeout = 2 * time.Minute
+	b.agentHTC = &http.Client{Transport: tr, CheckRedirect: tailnet.NoRedirects}
 
 	if b.agentLn, err = b.node.Listen(agentapi.BrokerPort); err != nil {
 		return nil, fmt.Errorf("listen on the tailnet: %w", err)

@@ -59,6 +59,10 @@ func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case err != nil && errors.Is(context.Cause(ctx), errAgentRevoked):
 		return errorf(http.StatusConflict, "agent_revoked", "stopped: the agent of %s/%s was revoked", d.Tenant, d.Name)
+	case errors.Is(err, errAgentOffTailnet):
+		return errorf(http.StatusServiceUnavailable, "agent_offline", "the agent of %s/%s is not on the tailnet: nothing was sent; retry once it is online ('broker deployment show %s/%s')", d.Tenant, d.Name, d.Tenant, d.Name)
+	case errors.Is(err, errAgentRedirect):
+		return errorf(http.StatusBadGateway, "agent_refused_answer", "the agent of %s/%s answered with a redirect; the broker follows none, and recorded it", d.Tenant, d.Name)
 	case err != nil:
 		// The transport's error names the agent's tailnet address: it
 		// goes to the broker's log; the engineer is told what happened.
@@ -95,7 +99,11 @@ func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		if rerr != nil {
-			return nil
+			// Cut off (the agent's answer passed the broker's bound, or
+			// the tailnet connection broke): abort the response, so the
+			// client sees an incomplete result, never a complete one.
+			b.log.Warn("agent answer cut off", "deployment", d.Tenant+"/"+d.Name, "err", rerr)
+			panic(http.ErrAbortHandler)
 		}
 	}
 }

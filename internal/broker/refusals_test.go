@@ -339,8 +339,8 @@ func TestEveryRefusalAudited(t *testing.T) {
 		{"no_grant", 403, call("engineer@vendor", "GET", "/api/v1/deployments/acme/prod/prometheus/api/v1/query?query=up", ""), "", ""},
 		{"grant_refused", 403, call("engineer@vendor", "POST", "/api/v1/deployments/acme/prod/clickhouse/query", "SELECT 1", "Tether-Grant", "made.up.grant"), "", ""},
 		{"agent_revoked", 409, nil, "needs a revoked agent: the revoke-agent tests provoke it; answered through the same edge", ""},
-		{"agent_offline", 503, nil, "the agent is not on the tailnet: a server-side failure", ""},
-		{"agent_refused_answer", 502, nil, "a hostile agent's redirect: recorded as agent.call_refused", ""},
+		{"agent_offline", 503, nil, "the agent is not on the tailnet: a server-side state; TestCallToAgentOffTailnetSendsNothing (e2e) provokes it", ""},
+		{"agent_refused_answer", 502, nil, "a hostile agent's redirect: TestHostileAgentCannotRedirectTheBroker provokes it and checks its agent.call_refused event", ""},
 		{"bad_path", 400, nil, "unreachable through the router (the prefix always matches); kept as a guard", ""},
 		// Settings (settings.go).
 		{"invalid_approval_mode", 400, settings(`{"approval_mode":"anyone"}`), "", ""},
