@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetherhq/tether/audit"
@@ -79,9 +80,11 @@ type Agent struct {
 	key    ed25519.PrivateKey
 	paired bool
 
-	node     *tailnet.Node
-	broker   tailnet.Peer
-	brokerHC *http.Client
+	// tl is the agent's current tailnet node, the broker peer on it and
+	// the client that reaches it. It is replaced when the agent joins the
+	// tailnet again (see heartbeatLoop).
+	tl      atomic.Pointer[tailnetLink]
+	rejoins int // rejoins since the last heartbeat that got through; heartbeatLoop only
 
 	ready     chan struct{} // closed at the first successful heartbeat
 	readyOnce sync.Once
@@ -188,21 +191,46 @@ func (a *Agent) Ready() <-chan struct{} { return a.ready }
 func (a *Agent) State() State { return a.state }
 
 // Run joins the tailnet, pairs if needed, and then serves the broker and
-// sends heartbeats until ctx ends.
+// sends heartbeats until ctx ends. When the broker stays unreachable (a
+// restarted control server, say), it joins the tailnet again by itself.
 func (a *Agent) Run(ctx context.Context) error {
 	a.start = a.now()
 	err := a.join(ctx)
 	if err != nil {
 		return err
 	}
-	defer a.node.Close()
+	defer func() { a.link().node.Close() }()
 	if a.spool, err = openSpool(filepath.Join(a.cfg.StateDir, "spool.jsonl"), a.now); err != nil {
 		return err
 	}
 	defer a.spool.close()
 	defer a.finishing.close()
 
-	ln, err := a.node.Listen(agentapi.AgentPort)
+	if a.cfg.HealthAddr != "" {
+		var lc net.ListenConfig
+		hln, err := lc.Listen(ctx, "tcp", a.cfg.HealthAddr)
+		if err != nil {
+			return fmt.Errorf("health listener: %w", err)
+		}
+		hs := &http.Server{Handler: http.HandlerFunc(a.serveHealth), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(hln)
+		defer hs.Close()
+	}
+	for {
+		err := a.serveTailnet(ctx)
+		if !errors.Is(err, errRejoin) {
+			return err
+		}
+		if err := a.rejoin(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// serveTailnet serves the agent API on the current tailnet node and runs
+// the heartbeat loop until ctx ends or the loop asks to join again.
+func (a *Agent) serveTailnet(ctx context.Context) error {
+	ln, err := a.link().node.Listen(agentapi.AgentPort)
 	if err != nil {
 		return fmt.Errorf("listen on the tailnet: %w", err)
 	}
@@ -218,17 +246,65 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	go srv.Serve(ln)
 	defer srv.Close()
-	if a.cfg.HealthAddr != "" {
-		var lc net.ListenConfig
-		hln, err := lc.Listen(ctx, "tcp", a.cfg.HealthAddr)
-		if err != nil {
-			return fmt.Errorf("health listener: %w", err)
-		}
-		hs := &http.Server{Handler: http.HandlerFunc(a.serveHealth), ReadHeaderTimeout: 5 * time.Second}
-		go hs.Serve(hln)
-		defer hs.Close()
-	}
 	return a.heartbeatLoop(ctx)
+}
+
+// callTimeout bounds one call to the broker: twice the heartbeat
+// interval, at least 2 s and at most 5 s (bodies are at most
+// agentapi.MaxBody).
+func (a *Agent) callTimeout() time.Duration {
+	a.mu.Lock()
+	d := a.interval
+	a.mu.Unlock()
+	if d <= 0 {
+		d = 5 * time.Second
+	}
+	return min(max(2*d, 2*time.Second), 5*time.Second)
+}
+
+// rejoinAfter is how long heartbeats may fail before the agent joins the
+// tailnet again, after n rejoins that brought no heartbeat through.
+func rejoinAfter(n int) time.Duration {
+	return min(3*time.Second<<min(n, 7), 5*time.Minute)
+}
+
+// errRejoin is heartbeatLoop's way of asking Run to join the tailnet
+// again.
+var errRejoin = errors.New("rejoin the tailnet")
+
+// rejoin replaces the agent's tailnet node with a new one on the same
+// state (same node key, same pairing), retrying until it is up or ctx
+// ends. A new node fetches the control server's key and DERP map again,
+// which a node that lost its control server does not do by itself.
+func (a *Agent) rejoin(ctx context.Context) error {
+	old := a.link()
+	a.log.Warn("the broker has been unreachable; joining the tailnet again", "node", old.node.IPv4())
+	old.node.Close()
+	retry := time.Second
+	for {
+		err := a.join(ctx)
+		if err == nil {
+			a.mu.Lock()
+			a.token = "" // a session belongs to the broker process that opened it
+			a.mu.Unlock()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrBrokerKeyMismatch) || errors.Is(err, errWrongBrokerNode) {
+			return err
+		}
+		a.log.Warn("joining the tailnet again failed; will retry", "err", err, "retry_in", retry)
+		t := time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		retry = min(2*retry, time.Minute)
+	}
 }
 
 // join brings the tailnet node up, finds the broker and pairs if needed,
@@ -269,7 +345,6 @@ func (a *Agent) join(ctx context.Context) error {
 		}
 		return err
 	}
-	a.node = node
 	peer, err := node.WaitPeer(ctx, j.BrokerName)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -278,13 +353,15 @@ func (a *Agent) join(ctx context.Context) error {
 		return err
 	}
 	if a.paired && string(peer.ID) != a.state.BrokerNodeID {
-		return fmt.Errorf("tailnet node %s is %s, not the broker node %s this agent paired with: refusing to talk to it", peer.Name, peer.ID, a.state.BrokerNodeID)
+		return fmt.Errorf("%w: tailnet node %s is %s, not the broker node %s this agent paired with: refusing to talk to it", errWrongBrokerNode, peer.Name, peer.ID, a.state.BrokerNodeID)
 	}
-	a.broker = peer
-	a.brokerHC = &http.Client{
-		Transport: &http.Transport{DialContext: node.Dial, MaxIdleConnsPerHost: 2, IdleConnTimeout: 5 * time.Minute},
-		Timeout:   30 * time.Second,
-	}
+	// The broker is reached only at the address the netmap gives its
+	// node, through a dialer with no fallback to the host network, and no
+	// redirect is ever followed.
+	tr := node.HTTPTransport()
+	tr.MaxIdleConnsPerHost = 2
+	tr.IdleConnTimeout = 5 * time.Minute
+	a.tl.Store(&tailnetLink{node: node, broker: peer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second, CheckRedirect: tailnet.NoRedirects}})
 	if !a.paired {
 		if err := a.pair(ctx); err != nil {
 			return err
@@ -294,8 +371,29 @@ func (a *Agent) join(ctx context.Context) error {
 	return nil
 }
 
-func (a *Agent) brokerURL(path string) string {
-	return "http://" + net.JoinHostPort(a.broker.IP.String(), strconv.Itoa(agentapi.BrokerPort)) + path
+// errWrongBrokerNode reports that the broker's name is held by a node
+// other than the one the agent paired with.
+var errWrongBrokerNode = errors.New("wrong broker node")
+
+// tailnetLink is the agent's tailnet node, the broker peer on it, and the
+// client that reaches the broker through it.
+type tailnetLink struct {
+	node   *tailnet.Node
+	broker tailnet.Peer
+	hc     *http.Client
+}
+
+// link returns the agent's current tailnet link.
+func (a *Agent) link() *tailnetLink { return a.tl.Load() }
+
+// brokerURL is path at the broker node's current tailnet address, as the
+// netmap gives it for the node this agent paired with.
+func (a *Agent) brokerURL(ctx context.Context, l *tailnetLink, path string) (string, error) {
+	ip, err := l.node.NodeAddr(ctx, l.broker.ID)
+	if err != nil {
+		return "", fmt.Errorf("the broker node %s: %w", l.broker.ID, err)
+	}
+	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(agentapi.BrokerPort)) + path, nil
 }
 
 // call posts in to the broker's agent API and decodes the answer into out.
@@ -304,7 +402,17 @@ func (a *Agent) call(ctx context.Context, path, bearer string, in, out any) erro
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.brokerURL(path), bytes.NewReader(b))
+	// A call over a connection the broker's side has lost would otherwise
+	// hang until the client's own timeout; bound it by the heartbeat
+	// interval, so that the heartbeat loop notices within seconds.
+	ctx, cancel := context.WithTimeout(ctx, a.callTimeout())
+	defer cancel()
+	l := a.link()
+	u, err := a.brokerURL(ctx, l, path)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -312,8 +420,9 @@ func (a *Agent) call(ctx context.Context, path, bearer string, in, out any) erro
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
-	res, err := a.brokerHC.Do(req)
+	res, err := l.hc.Do(req)
 	if err != nil {
+		l.node.ForgetPeers()
 		return err
 	}
 	defer res.Body.Close()
@@ -355,25 +464,25 @@ func (a *Agent) pair(ctx context.Context) error {
 		return fmt.Errorf("pairing refused: %s", be.message)
 	}
 	if err != nil {
-		return fmt.Errorf("pair with broker %s: %w", a.broker.Name, err)
+		return fmt.Errorf("pair with broker %s: %w", a.link().broker.Name, err)
 	}
 	brokerKey, _ := agentapi.ParsePublicKey(a.cfg.Join.BrokerKey)
 	if !ed25519.Verify(brokerKey, agentapi.PairTranscript(res, pub, nonce), res.Signature) {
-		return fmt.Errorf("%w: the broker at %s did not prove it holds key %s; check broker_key in the join file", ErrBrokerKeyMismatch, a.broker.Name, a.cfg.Join.BrokerKey)
+		return fmt.Errorf("%w: the broker at %s did not prove it holds key %s; check broker_key in the join file", ErrBrokerKeyMismatch, a.link().broker.Name, a.cfg.Join.BrokerKey)
 	}
-	if res.BrokerNodeID != string(a.broker.ID) {
-		return fmt.Errorf("broker at %s says it is node %s, but the tailnet says %s", a.broker.Name, res.BrokerNodeID, a.broker.ID)
+	if res.BrokerNodeID != string(a.link().broker.ID) {
+		return fmt.Errorf("broker at %s says it is node %s, but the tailnet says %s", a.link().broker.Name, res.BrokerNodeID, a.link().broker.ID)
 	}
 	a.state = State{
 		AgentID: res.AgentID, DeploymentID: res.DeploymentID, Tenant: res.Tenant, Name: res.Name,
-		ControlURL: a.cfg.Join.ControlURL, BrokerName: a.broker.Name, BrokerNodeID: string(a.broker.ID),
+		ControlURL: a.cfg.Join.ControlURL, BrokerName: a.link().broker.Name, BrokerNodeID: string(a.link().broker.ID),
 		BrokerKey: a.cfg.Join.BrokerKey, PairedAt: a.now().UTC(),
 	}
 	if err := saveState(a.cfg.StateDir, a.state, key); err != nil {
 		return fmt.Errorf("paired, but could not save the state (pair again with a new token): %w", err)
 	}
 	a.key, a.paired = key, true
-	a.log.Info("agent paired", "deployment", res.Tenant+"/"+res.Name, "agent_id", res.AgentID, "broker", a.broker.Name)
+	a.log.Info("agent paired", "deployment", res.Tenant+"/"+res.Name, "agent_id", res.AgentID, "broker", a.link().broker.Name)
 	return nil
 }
 
@@ -389,7 +498,7 @@ func (a *Agent) openSession(ctx context.Context) error {
 		return err
 	}
 	if !ed25519.Verify(brokerKey, agentapi.ChallengeTranscript(a.state.AgentID, ch.Challenge), ch.Signature) {
-		return fmt.Errorf("%w: the broker at %s signed its challenge with a key other than the pinned %s", ErrBrokerKeyMismatch, a.broker.Name, a.state.BrokerKey)
+		return fmt.Errorf("%w: the broker at %s signed its challenge with a key other than the pinned %s", ErrBrokerKeyMismatch, a.link().broker.Name, a.state.BrokerKey)
 	}
 	var s agentapi.SessionResponse
 	err = a.call(ctx, agentapi.PathSession, "", agentapi.SessionRequest{
@@ -422,7 +531,7 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 	hb := agentapi.Heartbeat{
 		Version:   a.cfg.Version,
 		UptimeMS:  a.now().Sub(a.start).Milliseconds(),
-		TailnetIP: a.node.IPv4().String(),
+		TailnetIP: a.link().node.IPv4().String(),
 		// Every heartbeat says why the witness refuses, if it does.
 		WitnessRefusal: a.WitnessRefusal(),
 	}
@@ -489,16 +598,32 @@ func (a *Agent) Deliver(ctx context.Context) (int, error) {
 	}
 }
 
+// heartbeatLoop sends heartbeats, delivers spooled events and witnesses
+// the audit log until ctx ends. While heartbeats fail it retries every
+// second, and it returns errRejoin when none got through for
+// rejoinAfter: the tailnet node may have lost its control server (a
+// restarted dev broker brings a new one), and only a new node finds it
+// again. Each rejoin that brings no heartbeat doubles the wait before the
+// next one, so a broker that is simply down causes no churn.
 func (a *Agent) heartbeatLoop(ctx context.Context) error {
 	online := false
+	lastOK := a.now()
 	for {
 		err := a.Heartbeat(ctx)
+		if err == nil {
+			lastOK = a.now()
+			a.rejoins = 0
+		} else if ctx.Err() == nil && a.now().Sub(lastOK) >= rejoinAfter(a.rejoins) {
+			a.log.Warn("heartbeat failed", "err", err)
+			a.rejoins++
+			return errRejoin
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err == nil && !online:
 			online = true
-			a.log.Info("agent online", "deployment", a.state.Tenant+"/"+a.state.Name, "agent_id", a.state.AgentID, "tailnet_ip", a.node.IPv4())
+			a.log.Info("agent online", "deployment", a.state.Tenant+"/"+a.state.Name, "agent_id", a.state.AgentID, "tailnet_ip", a.link().node.IPv4())
 		}
 		if err == nil {
 			if n, err := a.Deliver(ctx); err != nil {
@@ -530,6 +655,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		a.mu.Unlock()
 		if d <= 0 {
 			d = 5 * time.Second
+		}
+		if err != nil {
+			d = min(d, time.Second)
 		}
 		t := time.NewTimer(d)
 		select {

@@ -154,12 +154,12 @@ func withConnCaller(ctx context.Context, _ net.Conn) context.Context {
 func (a *Agent) callerOf(r *http.Request) (tailnet.Identity, error) {
 	cc, _ := r.Context().Value(connCallerKey{}).(*connCaller)
 	if cc == nil {
-		return a.node.WhoIs(r.Context(), r.RemoteAddr)
+		return a.link().node.WhoIs(r.Context(), r.RemoteAddr)
 	}
 	cc.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		defer cancel()
-		cc.id, cc.err = a.node.WhoIs(ctx, r.RemoteAddr)
+		cc.id, cc.err = a.link().node.WhoIs(ctx, r.RemoteAddr)
 	})
 	return cc.id, cc.err
 }

@@ -55,7 +55,6 @@ func TestVerifyBroker(t *testing.T) {
 		cfg:    Config{Version: "test"},
 		now:    func() time.Time { return now },
 		start:  now,
-		node:   agentNode,
 		nonces: map[string]time.Time{},
 		state: State{
 			AgentID:      "0190aaaa-0000-7000-8000-000000000001",
@@ -64,6 +63,7 @@ func TestVerifyBroker(t *testing.T) {
 		},
 	}
 	a.log = testLogger(t)
+	a.tl.Store(&tailnetLink{node: agentNode})
 	ln, err := agentNode.Listen(agentapi.AgentPort)
 	if err != nil {
 		t.Fatal(err)
