@@ -55,6 +55,41 @@ func listeners(t *testing.T, pid int) []netip.AddrPort {
 	return out
 }
 
+// udpSockets returns the local addresses of the UDP sockets process pid
+// owns.
+func udpSockets(t *testing.T, pid int) []netip.AddrPort {
+	t.Helper()
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatalf("read fds of %d: %v", pid, err)
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	var out []netip.AddrPort
+	for _, file := range []string{"udp", "udp6"} {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 10 || !inodes[fields[9]] {
+				continue
+			}
+			out = append(out, parseProcAddr(t, fields[1]))
+		}
+		f.Close()
+	}
+	return out
+}
+
 // parseProcAddr parses /proc/net/tcp's "0100007F:1F90" (little-endian
 // 32-bit words) form.
 func parseProcAddr(t *testing.T, s string) netip.AddrPort {
@@ -98,6 +133,37 @@ func TestAgentOpensNoListener(t *testing.T) {
 		if !l.Addr().IsLoopback() {
 			t.Errorf("agent listens on %v, want no listener outside loopback", l)
 		}
+	}
+	// Its only sockets on host interfaces are the tailnet's UDP sockets
+	// (WireGuard and disco, IPv4 and IPv6), and they answer nothing that
+	// does not come from the tailnet: junk, a WireGuard-sized datagram and
+	// a STUN binding request from outside all go unanswered.
+	udp := udpSockets(t, a.cmd.Process.Pid)
+	if len(udp) == 0 || len(udp) > 2 {
+		t.Errorf("agent UDP sockets = %v, want the tailnet's one or two (IPv4, IPv6)", udp)
+	}
+	probes := [][]byte{
+		[]byte("hello?"),
+		append([]byte{1, 0, 0, 0}, make([]byte, 144)...),                                        // a WireGuard handshake initiation's size and type
+		{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, // STUN binding request
+	}
+	for _, s := range udp {
+		if !s.Addr().Is4() && !s.Addr().Is4In6() && !s.Addr().IsUnspecified() {
+			continue
+		}
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), s.Port())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range probes {
+			c.Write(p)
+		}
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		buf := make([]byte, 2048)
+		if n, err := c.Read(buf); err == nil {
+			t.Errorf("agent UDP socket %v answered an unsolicited datagram from outside the tailnet with %d bytes", s, n)
+		}
+		c.Close()
 	}
 }
 
