@@ -34,10 +34,11 @@ func (b *Broker) agentHandler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(path string, h func(http.ResponseWriter, *http.Request, tailnet.Identity) error) {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+			r = withCall(r)
 			id, err := b.node.WhoIs(r.Context(), r.RemoteAddr)
 			if err != nil {
 				b.authFailed(r.Context(), r, tailnet.Identity{}, "", "caller is not a tailnet peer")
-				writeError(w, errorf(http.StatusForbidden, "not_a_peer", "the agent API answers tailnet peers only"))
+				b.answer(w, r, audit.Actor{Role: "agent"}, errorf(http.StatusForbidden, "not_a_peer", "the agent API answers tailnet peers only"))
 				return
 			}
 			if err := h(w, r, id); err != nil {
@@ -45,7 +46,10 @@ func (b *Broker) agentHandler() http.Handler {
 				if !errors.As(err, &ae) {
 					b.log.Error("agent API request failed", "path", path, "node", id.Name, "err", err)
 				}
-				writeError(w, err)
+				// Refusals go through the same edge as the user API's:
+				// each is recorded once (unless the handler recorded it),
+				// and repeats from one node are aggregated.
+				b.answer(w, r, nodeActor(id), err)
 			}
 		})
 	}
@@ -57,25 +61,42 @@ func (b *Broker) agentHandler() http.Handler {
 	handle(agentapi.PathCosign, b.handleCosign)
 	handle(agentapi.PathEvents, b.handleEvents)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errorf(http.StatusNotFound, "not_found", "no agent API endpoint %s %s", r.Method, r.URL.Path))
+		r = withCall(r)
+		b.answer(w, r, audit.Actor{Role: "agent"}, errorf(http.StatusNotFound, "not_found", "no agent API endpoint %s %s", truncate(r.Method, maxAuditMethod), truncate(r.URL.Path, maxAuditPath)))
 	})
 	return mux
 }
 
-// authFailed records a refused agent call. Its error is logged, not
-// returned: the call is refused either way.
+// nodeActor names a tailnet caller of the agent API before it proved
+// which agent it is.
+func nodeActor(id tailnet.Identity) audit.Actor {
+	return audit.Actor{Subject: "tailnet:" + truncate(id.Name, 253), Role: "agent"}
+}
+
+// authFailed records a refused agent call, as the call's record of its
+// refusal (the edge then records nothing more). Repeats from one node are
+// aggregated like every other refusal, so that no peer can flood the log.
+// Its error is logged, not returned: the call is refused either way.
 func (b *Broker) authFailed(ctx context.Context, r *http.Request, id tailnet.Identity, agentID, reason string) {
-	err := b.auditLog.Record(ctx, audit.Event{
+	ev := audit.Event{
 		Type:    audit.AuthFailed,
 		Actor:   audit.Actor{Subject: agentSubject(agentID), Role: "agent"},
 		AgentID: agentID,
-		Source:  audit.Source{TailnetNode: id.Name, IP: r.RemoteAddr},
+		Source:  audit.Source{TailnetNode: truncate(id.Name, 253), IP: r.RemoteAddr},
 		Outcome: audit.Failure,
 		Reason:  reason,
-		Details: map[string]any{"path": r.URL.Path},
-	})
-	if err != nil {
-		b.log.Error("audit write failed", "type", audit.AuthFailed, "err", err)
+		Details: map[string]any{"path": truncate(r.URL.Path, maxAuditPath)},
+	}
+	noteRecorded(ctx, ev)
+	source := "node:" + id.Name
+	if id.Name == "" {
+		source = "ip:" + hostOf(r.RemoteAddr)
+	}
+	now := b.now()
+	if es := b.refusals.admit(refusalKey{source: source, route: r.Pattern, typ: string(audit.AuthFailed), code: truncate(reason, 128)}, ev, now); len(es) > 0 {
+		if err := b.auditLog.RecordAll(context.WithoutCancel(ctx), es...); err != nil {
+			b.log.Error("audit write failed", "type", audit.AuthFailed, "err", err)
+		}
 	}
 	b.log.Warn("agent call refused", "node", id.Name, "agent_id", agentID, "reason", reason)
 }

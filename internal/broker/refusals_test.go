@@ -98,9 +98,7 @@ func sourceCodes(t *testing.T) map[answerKey]bool {
 // TestAnswersGoThroughTheEdge: API errors are answered only by the edge
 // that records refusals (Broker.answer), so no handler can forget to.
 func TestAnswersGoThroughTheEdge(t *testing.T) {
-	// The agent API (agentsrv.go) answers agents on the tailnet and
-	// records its refusals itself.
-	allowed := map[string]bool{"http.go": true, "agentsrv.go": true}
+	allowed := map[string]bool{"http.go": true}
 	files, _ := filepath.Glob("*.go")
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
@@ -264,7 +262,7 @@ func TestEveryRefusalAudited(t *testing.T) {
 	stranger := brokertest.NewIdP(t)
 
 	const (
-		agentAPI = "agent API (agentsrv.go and the agent handlers of auditapi.go): answered to agents on the tailnet, recorded there (auth.failed, agent.pair_failed)"
+		agentAPI = "agent API (agentsrv.go and the agent handlers of auditapi.go): answered to tailnet peers through the same edge; TestAgentAPIRefusalsAudited provokes them"
 		needsAWS = "needs a network configuration and AWS (moto): the network tests provoke it; answered through the same edge"
 		needsGH  = "needs a GitHub fake: TestGitHub and TestBreakGlass provoke it; answered through the same edge"
 	)

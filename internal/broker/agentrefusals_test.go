@@ -1,0 +1,87 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/brokertest"
+)
+
+// failureEvents returns the audit events with outcome failure.
+func failureEvents(t *testing.T, b *brokertest.Broker) []audit.Event {
+	t.Helper()
+	evs, err := b.Client.AuditSearch(context.Background(), brokerapi.AuditQuery{Limit: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []audit.Event
+	for _, ae := range evs {
+		var e audit.Event
+		if err := json.Unmarshal(ae.Event, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Outcome == audit.Failure {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestAgentAPIRefusalsAudited: every refusal the agent API answers a
+// tailnet peer writes exactly one event, the first time; repeats from one
+// node are aggregated, so a hostile peer cannot flood the log.
+func TestAgentAPIRefusalsAudited(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	a := b.Pair(t, "acme", "prod")
+	hc, base := intruder(t, b)
+	tests := []struct {
+		name       string
+		path       string
+		bearer     string
+		body       any
+		wantStatus int
+		wantCode   string
+	}{
+		{"unknown path", "/agent/v1/nope", "", struct{}{}, http.StatusNotFound, "not_found"},
+		{"unknown field", agentapi.PathChallenge, "", map[string]string{"agent": "x"}, http.StatusBadRequest, "bad_json"},
+		{"malformed token", agentapi.PathPair, "", agentapi.PairRequest{Token: "x"}, http.StatusBadRequest, "token_malformed"},
+		{"bad public key", agentapi.PathPair, "", agentapi.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: "nope", Nonce: make([]byte, 32)}, http.StatusBadRequest, "bad_public_key"},
+		{"bad nonce", agentapi.PathPair, "", agentapi.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: agentapi.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 3)}, http.StatusBadRequest, "bad_nonce"},
+		{"unknown token", agentapi.PathPair, "", agentapi.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: agentapi.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 32)}, http.StatusUnauthorized, "token_unknown"},
+		{"another node's agent", agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: a.State().AgentID}, http.StatusForbidden, "agent_refused"},
+		{"no session", agentapi.PathHeartbeat, "", agentapi.Heartbeat{}, http.StatusUnauthorized, "no_session"},
+		{"events without session", agentapi.PathEvents, "tas_made_up", agentapi.EventsRequest{}, http.StatusUnauthorized, "no_session"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(failureEvents(t, b))
+			status, e := post(t, hc, base+tt.path, tt.bearer, tt.body)
+			if status != tt.wantStatus || e.Error.Code != tt.wantCode {
+				t.Fatalf("POST %s = %d %q (%s), want %d %q", tt.path, status, e.Error.Code, e.Error.Message, tt.wantStatus, tt.wantCode)
+			}
+			if got := len(failureEvents(t, b)) - before; got != 1 {
+				t.Errorf("POST %s (%s) wrote %d failure events, want exactly 1", tt.path, tt.wantCode, got)
+			}
+		})
+	}
+
+	// A flood of the same refusal from one node is aggregated.
+	before := len(failureEvents(t, b))
+	for range 200 {
+		post(t, hc, base+agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: a.State().AgentID})
+		post(t, hc, base+"/agent/v1/nope", "", struct{}{})
+	}
+	if got := len(failureEvents(t, b)) - before; got > 4 {
+		t.Errorf("400 refused agent-API calls from one node wrote %d events, want them aggregated (at most 4)", got)
+	}
+	// The real agent is served all along.
+	if err := a.Heartbeat(context.Background()); err != nil {
+		t.Errorf("paired agent heartbeat during the flood: %v", err)
+	}
+}
