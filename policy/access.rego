@@ -26,6 +26,13 @@
 #   dev                  the broker runs in dev mode (no ticket needed)
 #   time                 evaluation time, RFC 3339 (also time.now_ns())
 #   action               "access" (default when empty) or "network:peering"
+#   network              null for access; for network:peering the change:
+#     kind                             "peering" or "ingress"
+#     account_id, region, vpc_id       the peer's AWS account, region and VPC
+#     role_arn                         the role Tether assumes there
+#     route_table_ids                  peer route tables; empty means all
+#     outside_maintenance_window       true to change it outside the
+#                                      deployment's maintenance windows
 #
 # Output:
 #
@@ -47,8 +54,10 @@
 # Rules, in short: only engineers ask for access (admins and engineers for
 # network peering); outside dev mode the ticket must exist, be verified and be
 # open; durations are capped at 4h (break-glass 1h, peering 24h); one customer
-# approver of the deployment's tenant approves, two during a freeze window, none
-# for prometheus:read alone on an auto_prometheus deployment outside a freeze;
+# approver of the deployment's tenant approves, two during a freeze window or
+# for a network change outside the maintenance windows, none for
+# prometheus:read alone on an auto_prometheus deployment outside a freeze;
+# a network:peering request must name its change (network.kind);
 # break-glass needs a ticket labelled sev1 and two internal reviewers instead
 # of any customer approval.
 #
@@ -185,6 +194,24 @@ duration_ok if {
 	duration_given
 }
 
+# A network change must say what it changes: the approvers and this policy
+# decide on the peer it names.
+network_ok if not peering
+
+network_ok if {
+	peering
+	input.network.kind in {"peering", "ingress"}
+}
+
+# A network change inside the maintenance windows says so explicitly;
+# anything else (true, missing, mistyped) is outside, the stricter case.
+in_window_change if input.network.outside_maintenance_window == false
+
+outside_window_change if {
+	peering
+	not in_window_change
+}
+
 break_glass_ok if not break_glass
 
 break_glass_ok if {
@@ -198,6 +225,7 @@ all_checks_pass if {
 	scopes_ok
 	duration_ok
 	break_glass_ok
+	network_ok
 	tenant
 }
 
@@ -345,13 +373,25 @@ problems contains "break-glass applies to access requests only: ask for network 
 }
 
 problems contains msg if {
+	not network_ok
+	not is_object(object.get(input, "network", null))
+	msg := "a network:peering request must name its change: give network.kind (peering or ingress) and the peer's account_id, region, vpc_id and role_arn"
+}
+
+problems contains msg if {
+	not network_ok
+	is_object(input.network)
+	msg := sprintf("network kind %v: want peering or ingress", [object.get(input.network, "kind", "(none)")])
+}
+
+problems contains msg if {
 	not tenant
 	msg := sprintf("deployment %s belongs to no tenant, so no customer can approve access to it: ask a Tether admin to fix its registration", [deployment_name])
 }
 
 # Reviews and limits.
 
-customer_approvals := 2 if frozen else := 1
+customer_approvals := 2 if frozen else := 2 if outside_window_change else := 1
 
 auto_approve if {
 	input.deployment.approval_mode == "auto_prometheus"
@@ -413,6 +453,11 @@ notes contains msg if {
 	some w in active_freezes
 	break_glass
 	msg := sprintf("freeze window %s is in effect; break-glass still asks no customer approval", [window_text(w)])
+}
+
+notes contains msg if {
+	outside_window_change
+	msg := sprintf("the network change is to be made outside the maintenance windows of deployment %s: %d customer approvals are required", [deployment_name, customer_approvals])
 }
 
 notes contains msg if {

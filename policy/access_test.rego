@@ -377,7 +377,17 @@ test_break_glass_still_needs_engineer if {
 
 # Network peering.
 
-peering := with_({"action": "network:peering", "scopes": [], "duration_seconds": 86400})
+network := {
+	"kind": "peering",
+	"account_id": "222222222222",
+	"region": "eu-west-1",
+	"vpc_id": "vpc-0a1b2c3d4e5f67890",
+	"role_arn": "arn:aws:iam::222222222222:role/tether-network",
+	"route_table_ids": ["rtb-0a1b2c3d4e5f67890"],
+	"outside_maintenance_window": false,
+}
+
+peering := with_({"action": "network:peering", "scopes": [], "duration_seconds": 86400, "network": network})
 
 test_peering_engineer if {
 	d := decide(peering)
@@ -426,6 +436,59 @@ test_peering_freeze if {
 	d := decide(object.union(peering, {"deployment": {"freeze_windows": [freeze]}}))
 	d.allow == true
 	d.required_reviews == two_approvers
+}
+
+test_peering_ingress if {
+	d := decide(object.union(peering, {"network": {"kind": "ingress"}}))
+	d.allow == true
+	d.required_reviews == one_approver
+}
+
+test_peering_outside_window_two_approvals if {
+	d := decide(object.union(peering, {"network": {"outside_maintenance_window": true}}))
+	d.allow == true
+	d.required_reviews == two_approvers
+	has_reason(d, "outside the maintenance windows of deployment acme-prod: 2 customer approvals are required")
+}
+
+test_peering_outside_window_unknown_is_outside if {
+	d := decide(json.remove(peering, ["network/outside_maintenance_window"]))
+	d.allow == true
+	d.required_reviews == two_approvers
+}
+
+test_peering_outside_window_mistyped_is_outside if {
+	d := decide(object.union(peering, {"network": {"outside_maintenance_window": "false"}}))
+	d.required_reviews == two_approvers
+}
+
+test_peering_outside_window_during_freeze_still_two if {
+	d := decide(object.union(peering, {"network": {"outside_maintenance_window": true}, "deployment": {"freeze_windows": [freeze]}}))
+	d.allow == true
+	d.required_reviews == two_approvers
+}
+
+test_peering_without_network_denied if {
+	d := decide(json.remove(peering, ["network"]))
+	denied_with(d, "a network:peering request must name its change")
+	count(d.reasons) == 1
+}
+
+test_peering_null_network_denied if {
+	d := decide(object.union(peering, {"network": null}))
+	denied_with(d, "a network:peering request must name its change")
+}
+
+test_peering_unknown_kind_denied if {
+	d := decide(object.union(peering, {"network": {"kind": "transit"}}))
+	denied_with(d, "network kind transit: want peering or ingress")
+	count(d.reasons) == 1
+}
+
+test_access_ignores_network_window if {
+	d := decide(with_({"network": {"outside_maintenance_window": true}}))
+	d.allow == true
+	d.required_reviews == one_approver
 }
 
 # Other actions and deployments.

@@ -24,6 +24,18 @@ func (in Input) value() ast.Value {
 			ast.Item(key["assignees"], stringsTerm(t.Assignees)),
 		)
 	}
+	network := ast.NullTerm()
+	if n := in.Network; n != nil {
+		network = ast.ObjectTerm(
+			ast.Item(key["kind"], ast.StringTerm(n.Kind)),
+			ast.Item(key["account_id"], ast.StringTerm(n.AccountID)),
+			ast.Item(key["region"], ast.StringTerm(n.Region)),
+			ast.Item(key["vpc_id"], ast.StringTerm(n.VPCID)),
+			ast.Item(key["role_arn"], ast.StringTerm(n.RoleARN)),
+			ast.Item(key["route_table_ids"], stringsTerm(n.RouteTableIDs)),
+			ast.Item(key["outside_maintenance_window"], ast.BooleanTerm(n.OutsideMaintenanceWindow)),
+		)
+	}
 	r, d := in.Requester, in.Deployment
 	return ast.NewObject(
 		ast.Item(key["requester"], ast.ObjectTerm(
@@ -53,6 +65,7 @@ func (in Input) value() ast.Value {
 		ast.Item(key["dev"], ast.BooleanTerm(in.Dev)),
 		ast.Item(key["time"], timeTerm(in.Time)),
 		ast.Item(key["action"], ast.StringTerm(in.Action)),
+		ast.Item(key["network"], network),
 	)
 }
 
@@ -98,12 +111,13 @@ func windowsTerm(ws []Window) *ast.Term {
 var key = func() map[string]*ast.Term {
 	m := map[string]*ast.Term{}
 	for _, k := range []string{
-		"action", "approval_mode", "assignees", "break_glass", "deployment",
-		"dev", "duration_seconds", "email", "end", "freeze_windows",
-		"github_login", "github_teams", "groups", "id", "issuer", "labels",
-		"maintenance_windows", "name", "reason", "ref", "region", "requester",
-		"roles", "scopes", "start", "state", "subject", "tenant", "ticket",
-		"time", "verified",
+		"account_id", "action", "approval_mode", "assignees", "break_glass",
+		"deployment", "dev", "duration_seconds", "email", "end",
+		"freeze_windows", "github_login", "github_teams", "groups", "id",
+		"issuer", "kind", "labels", "maintenance_windows", "name", "network",
+		"outside_maintenance_window", "reason", "ref", "region", "requester",
+		"role_arn", "roles", "route_table_ids", "scopes", "start", "state",
+		"subject", "tenant", "ticket", "time", "verified", "vpc_id",
 	} {
 		m[k] = ast.StringTerm(k)
 	}

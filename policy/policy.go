@@ -74,6 +74,35 @@ type Input struct {
 	Time time.Time `json:"time"`
 	// Action is ActionAccess (the default, when empty) or ActionPeering.
 	Action string `json:"action"`
+	// Network is the change an ActionPeering request asks for; nil for
+	// access. It never holds an external ID: those are secrets.
+	Network *Network `json:"network"`
+}
+
+// Network kinds of a [Network] change.
+const (
+	NetworkPeering = "peering"
+	NetworkIngress = "ingress"
+)
+
+// Network is the peer side of a network change, as the requester asked
+// for it.
+type Network struct {
+	// Kind is NetworkPeering (VPC peering with routes and security-group
+	// rules) or NetworkIngress (that, and a private hosted zone in the
+	// peer VPC for the deployment's private endpoint).
+	Kind      string `json:"kind"`
+	AccountID string `json:"account_id"` // the peer's AWS account
+	Region    string `json:"region"`
+	VPCID     string `json:"vpc_id"`
+	// RoleARN is the role Tether assumes in the peer account.
+	RoleARN string `json:"role_arn"`
+	// RouteTableIDs are the peer route tables to change; empty means
+	// every route table of the VPC.
+	RouteTableIDs []string `json:"route_table_ids"`
+	// OutsideMaintenanceWindow asks to make the change outside the
+	// deployment's maintenance windows.
+	OutsideMaintenanceWindow bool `json:"outside_maintenance_window"`
 }
 
 // Requester is the verified user asking.

@@ -63,6 +63,15 @@ func baseInput() Input {
 	}
 }
 
+// peerNetwork is the change of a network:peering request, inside the
+// maintenance windows.
+func peerNetwork() *Network {
+	return &Network{
+		Kind: NetworkPeering, AccountID: "222222222222", Region: "eu-west-1", VPCID: "vpc-0a1b2c3d4e5f67890",
+		RoleARN: "arn:aws:iam::222222222222:role/tether-network", RouteTableIDs: []string{"rtb-0a1b2c3d4e5f67890"},
+	}
+}
+
 func newEngine(t *testing.T, opts Options) *Engine {
 	t.Helper()
 	if opts.Logger == nil {
@@ -137,7 +146,16 @@ func TestDecide(t *testing.T) {
 		{name: "network peering", modify: func(in *Input) {
 			in.Action, in.Scopes, in.DurationSeconds = ActionPeering, nil, 86400
 			in.Requester.Roles = []string{"admin"}
+			in.Network = peerNetwork()
 		}, allow: true, reviews: approver(1), max: 24 * time.Hour, scopes: []string{"network:peering"}},
+		{name: "network peering outside the maintenance windows", modify: func(in *Input) {
+			in.Action, in.Scopes, in.DurationSeconds = ActionPeering, nil, 86400
+			in.Network = peerNetwork()
+			in.Network.OutsideMaintenanceWindow = true
+		}, allow: true, reviews: approver(2), reason: "outside the maintenance windows of deployment acme-prod: 2 customer approvals"},
+		{name: "network peering without the change", modify: func(in *Input) {
+			in.Action, in.Scopes, in.DurationSeconds = ActionPeering, nil, 86400
+		}, reason: "a network:peering request must name its change"},
 		{name: "network peering by a reviewer", modify: func(in *Input) {
 			in.Action, in.Scopes = ActionPeering, nil
 			in.Requester.Roles = []string{"reviewer"}
@@ -210,7 +228,18 @@ func TestInputJSON(t *testing.T) {
 			t.Errorf("JSON keys = %q, want %q", got, keys)
 		}
 	}
-	check(m, "requester", "deployment", "ticket", "scopes", "duration_seconds", "break_glass", "dev", "time", "action")
+	check(m, "requester", "deployment", "ticket", "scopes", "duration_seconds", "break_glass", "dev", "time", "action", "network")
+	if m["network"] != nil {
+		t.Errorf("JSON network = %v for an access request, want null", m["network"])
+	}
+	in.Network = peerNetwork()
+	if b, err = json.Marshal(in); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	check(m["network"], "kind", "account_id", "region", "vpc_id", "role_arn", "route_table_ids", "outside_maintenance_window")
 	check(m["requester"], "subject", "email", "issuer", "tenant", "roles", "groups", "github_login", "github_teams")
 	check(m["deployment"], "id", "tenant", "name", "region", "labels", "approval_mode", "freeze_windows", "maintenance_windows")
 	check(m["deployment"].(map[string]any)["freeze_windows"].([]any)[0], "start", "end", "reason")
@@ -483,7 +512,11 @@ func TestInputValue(t *testing.T) {
 	full.Deployment.Labels = map[string]string{"env": "prod", "tier": "1"}
 	full.Time = time.Date(2025, 6, 1, 12, 0, 0, 123456789, time.FixedZone("CEST", 2*3600))
 	full.BreakGlass, full.Dev, full.DurationSeconds = true, true, -5
-	for name, in := range map[string]Input{"zero": {}, "base": baseInput(), "full": full} {
+	full.Network = peerNetwork()
+	full.Network.OutsideMaintenanceWindow = true
+	noTables := baseInput()
+	noTables.Network = &Network{Kind: NetworkIngress}
+	for name, in := range map[string]Input{"zero": {}, "base": baseInput(), "full": full, "network without route tables": noTables} {
 		b, err := json.Marshal(in)
 		if err != nil {
 			t.Fatal(err)
