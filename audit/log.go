@@ -215,7 +215,7 @@ func (l *Log) load(ctx context.Context, size uint64, last StoredCheckpoint, have
 	if l.tree.Size() != size {
 		return fmt.Errorf("%w: refusing to start on a modified store", &TamperError{Index: l.tree.Size(), What: "the event is missing from the store"})
 	}
-	l.log.Info("audit log verified", "events", size, "checked_in_full", size-verifyFrom,
+	l.log.Debug("audit log verified", "events", size, "checked_in_full", size-verifyFrom,
 		"checkpoint", last.Size, "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }
