@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -81,6 +82,43 @@ func TestAuthConfigNamesOnlyTheAskedIssuer(t *testing.T) {
 			t.Errorf("GET auth/config%s = issuers %v dev %v, want %v only", tt.query, got, ac.Dev, tt.want)
 		}
 	}
+
+	// Nor does the signed-out web page, or the refusal of a token from
+	// an issuer the broker does not trust.
+	res, err := http.Get(b.APIURL() + "/ui/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(page), "issuer=vendor") || strings.Contains(string(page), "acme") || strings.Contains(string(page), "globex") {
+		t.Errorf("signed-out /ui/ = %s, want the vendor's sign-in only, naming no customer", page)
+	}
+	forged := forgedToken(t, "https://idp.initech.example")
+	req, _ := http.NewRequest(http.MethodGet, b.APIURL()+"/api/v1/deployments", nil)
+	req.Header.Set("Authorization", "Bearer "+forged)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "unknown_issuer") || strings.Contains(string(body), "acme") || strings.Contains(string(body), "globex") {
+		t.Errorf("a token of an unknown issuer = %d %s, want 401 unknown_issuer naming no customer", res.StatusCode, body)
+	}
+}
+
+// forgedToken is an unsigned-looking JWT naming issuer iss: enough for
+// the broker to route it by issuer and refuse it.
+func forgedToken(t *testing.T, iss string) string {
+	t.Helper()
+	enc := func(v any) string {
+		raw, _ := json.Marshal(v)
+		return base64.RawURLEncoding.EncodeToString(raw)
+	}
+	return enc(map[string]string{"alg": "RS256", "typ": "JWT", "kid": "x"}) + "." +
+		enc(map[string]any{"iss": iss, "sub": "mallory", "aud": "tether", "exp": time.Now().Add(time.Hour).Unix()}) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte("sig"))
 }
 
 // TestLoginAsCustomerApprover: 'broker login' still finds a customer's

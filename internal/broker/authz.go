@@ -70,8 +70,12 @@ var (
 	reviewers   = []string{identity.RoleApprover, identity.RoleReviewer, identity.RoleAdmin}
 	netPlanners = []string{identity.RoleEngineer, identity.RoleAdmin, identity.RoleApprover}
 	netActors   = []string{identity.RoleEngineer, identity.RoleAdmin}
-	auditRoles  = []string{identity.RoleReviewer, identity.RoleAdmin}
-	dataRoles   = []string{identity.RoleEngineer}
+	// registrars register a tenant's AWS accounts: its approvers, or an
+	// admin, whose registration waits for an approver's confirmation.
+	registrars   = []string{identity.RoleApprover, identity.RoleAdmin}
+	approverOnly = []string{identity.RoleApprover}
+	auditRoles   = []string{identity.RoleReviewer, identity.RoleAdmin}
+	dataRoles    = []string{identity.RoleEngineer}
 )
 
 // Endpoints is the broker API's authorization table, the one place that
@@ -112,6 +116,11 @@ func Endpoints() []Endpoint {
 		{"POST /api/v1/requests/{id}/network/teardown", netActors, ScopeRequest, func(b *Broker) func(http.ResponseWriter, *http.Request) error { return b.handleNetworkChange(true) }},
 		{"GET /api/v1/requests/{id}/network/status", anyRole, ScopeRequest, h((*Broker).handleNetworkStatus)},
 		{"POST /api/v1/deployments/{tenant}/{name}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
+
+		{"GET /api/v1/network/registrations", anyRole, ScopeOwn, h((*Broker).handleListRegistrations)},
+		{"POST /api/v1/tenants/{tenant}/network/registrations", registrars, ScopeTenant, h((*Broker).handleRegisterNetwork)},
+		{"POST /api/v1/tenants/{tenant}/network/registrations/{id}/confirm", approverOnly, ScopeTenant, h((*Broker).handleConfirmRegistration)},
+		{"DELETE /api/v1/tenants/{tenant}/network/registrations/{id}", registrars, ScopeTenant, h((*Broker).handleUnregister)},
 
 		{"GET /api/v1/audit/events", auditRoles, ScopeVendor, h((*Broker).handleAuditSearch)},
 		{"GET /api/v1/audit/checkpoint", auditRoles, ScopeVendor, h((*Broker).handleAuditCheckpoint)},
@@ -182,7 +191,9 @@ func (b *Broker) authenticate(r *http.Request) (identity.Principal, error) {
 	case err == nil:
 		return p, nil
 	case errors.Is(err, identity.ErrUnknownIssuer):
-		return p, errorf(http.StatusUnauthorized, "unknown_issuer", "%v: this broker trusts %s; run 'broker login' against one of them", err, b.issuerNames())
+		// The message names no issuer this broker trusts: that list would
+		// tell anyone with a forged token who Tether's customers are.
+		return p, errorf(http.StatusUnauthorized, "unknown_issuer", "%v: this broker does not trust that issuer; run 'broker login --issuer NAME' with the sign-in name your broker's operator gave you", err)
 	case errors.Is(err, identity.ErrNoRole):
 		return p, errorf(http.StatusForbidden, "no_role", "%v: ask your identity provider's admin to add you to a group this broker maps to a role", err)
 	case errors.Is(err, identity.ErrInvalidToken):
@@ -192,14 +203,6 @@ func (b *Broker) authenticate(r *http.Request) (identity.Principal, error) {
 		b.log.Warn("identity provider unreachable", "err", err)
 		return p, errorf(http.StatusServiceUnavailable, "idp_unavailable", "%v: the token could not be checked, so the call is refused; try again shortly", err)
 	}
-}
-
-func (b *Broker) issuerNames() string {
-	names := make([]string, 0, len(b.identity.Issuers))
-	for _, ic := range b.identity.Issuers {
-		names = append(names, ic.Name)
-	}
-	return strings.Join(names, ", ")
 }
 
 // authorize wraps an endpoint's handler: it authenticates the caller,

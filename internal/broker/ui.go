@@ -79,6 +79,7 @@ var uiPage = template.Must(template.New("ui").Parse(`<!doctype html>
 {{else}}
 <p>Sign in with:</p>
 <ul>{{range .Issuers}}<li><a href="/auth/login?issuer={{.Name}}&amp;next=/ui/">{{.Name}}</a>{{if .Tenant}} (approvers of {{.Tenant}}){{else}} (vendor staff){{end}}</li>{{end}}</ul>
+{{if not .Dev}}<form method="get" action="/auth/login"><label>Customer approvers: your organisation's sign-in name <input name="issuer" required maxlength="63" pattern="[a-z0-9-]+"></label><input type="hidden" name="next" value="/ui/"> <button>Sign in</button></form>{{end}}
 {{end}}
 </body></html>`))
 
@@ -91,7 +92,21 @@ func (b *Broker) handleUI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	p, ok := b.web.Principal(r)
-	data := map[string]any{"Signed": ok, "Issuers": b.identity.Issuers}
+	// Signed out, the page names the vendor's identity provider only:
+	// listing customers' would tell anyone who Tether's customers are. A
+	// customer's approver types their organisation's sign-in name (the
+	// broker's operator tells them; notification links carry it). A dev
+	// broker lists its dev issuers.
+	issuers := b.identity.Issuers
+	if !b.cfg.Dev {
+		issuers = nil
+		for _, ic := range b.identity.Issuers {
+			if ic.Tenant == "" {
+				issuers = append(issuers, ic)
+			}
+		}
+	}
+	data := map[string]any{"Signed": ok, "Issuers": issuers, "Dev": b.cfg.Dev}
 	if !ok {
 		uiPage.Execute(w, data)
 		return
