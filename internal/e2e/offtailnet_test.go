@@ -49,7 +49,10 @@ func sinkNamespace(t *testing.T) (ns string, counts func() (cgnat, tcp, all int)
 	sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
 	sh("ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", fmt.Sprintf("10.232.%d.1", n))
 	// The sink: in the host namespace, everything arriving from the veth
-	// is counted and dropped before routing, so it goes nowhere.
+	// is counted and dropped before routing, so it goes nowhere. ARP is
+	// answered, so that what the namespace routes out is really sent (a
+	// gateway that never answers ARP would hide an attempt as "no route
+	// to host").
 	nft := exec.Command("nft", "-f", "-")
 	nft.Stdin = strings.NewReader(fmt.Sprintf(`table netdev %[1]s {
 	counter sink_cgnat {}
@@ -57,6 +60,7 @@ func sinkNamespace(t *testing.T) (ns string, counts func() (cgnat, tcp, all int)
 	counter sink_all {}
 	chain sink {
 		type filter hook ingress device %[2]s priority 0; policy drop;
+		ether type arp accept
 		ip daddr 100.64.0.0/10 counter name sink_cgnat
 		meta l4proto tcp counter name sink_tcp
 		counter name sink_all
@@ -104,13 +108,20 @@ func sinkNamespace(t *testing.T) (ns string, counts func() (cgnat, tcp, all int)
 		}
 		return cgnat, tcp, all
 	}
-	// The sink counts: a packet sent towards a tailnet address through
+	// The sink counts: a datagram sent towards a tailnet address through
 	// the default route is seen.
-	exec.Command("ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", "100.64.0.250").Run()
-	if c, _, _ := counts(); c == 0 {
-		if _, err := exec.LookPath("ping"); err == nil {
-			t.Fatal("a ping to 100.64.0.250 from the namespace was not counted: the sink does not see what leaves")
+	if out, err := exec.Command("ip", "netns", "exec", ns, "bash", "-c", "echo probe > /dev/udp/100.64.0.250/9").CombinedOutput(); err != nil {
+		t.Fatalf("probe datagram: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c, _, _ := counts(); c > 0 {
+			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatal("a datagram to 100.64.0.250 from the namespace was not counted: the sink does not see what leaves")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a kernel counter
 	}
 	return ns, counts
 }
