@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs and is missing, via apt-get when root:
 # PostgreSQL (store tests), nftables and iproute2 (the no-inbound test),
-# ClickHouse and Prometheus (the guarded data plane).
+# ClickHouse and Prometheus (the guarded data plane); and cfn-lint, with pip.
 # Not root: prints what is missing; those tests skip (or fail under CI=true).
 set -euo pipefail
+
+# cfn-lint (PyPI) lints the CloudFormation templates in deploy/aws
+# (internal/netmgr's TestTemplatesLint). Tried with pip when root and
+# missing; a failure (no index reachable, no pip) is reported, not fatal.
+if ! command -v cfn-lint >/dev/null 2>&1; then
+	if [ "$(id -u)" -eq 0 ] && python3 -m pip --version >/dev/null 2>&1; then
+		echo "install-deps: installing cfn-lint with pip" >&2
+		# Debian's Python refuses a root pip install (PEP 668) unless told.
+		pipi() { python3 -m pip install -q --timeout 15 --retries 1 "$@" cfn-lint >/dev/null 2>&1; }
+		pipi || pipi --break-system-packages ||
+			echo "install-deps: could not pip install cfn-lint; the template lint will skip (or fail under CI=true)" >&2
+	else
+		echo "install-deps: cfn-lint is missing (pip install cfn-lint); the template lint will skip (or fail under CI=true)" >&2
+	fi
+fi
 
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)

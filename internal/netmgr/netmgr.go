@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,12 +93,27 @@ type Peer struct {
 	// RouteTableIDs are the peer route tables that need ClickHouse; empty
 	// means every route table of the VPC.
 	RouteTableIDs []string
+	// PublicCIDROK reports whether the customer registered a CIDR of the
+	// peer VPC that is not private address space (see [IsPrivateCIDR]);
+	// nil refuses every such CIDR.
+	PublicCIDROK func(netip.Prefix) bool
 }
 
 // Tags identify what Tether creates. They are written as tether:deployment
 // and tether:request, with tether:managed=true, on everything created.
 // Deployment is required: teardown finds Tether's resources by it.
-type Tags struct{ Deployment, Request string }
+//
+// Request and Engineer also name the session in each account, so that
+// CloudTrail shows who acted: the assumed role's session name is
+// "tether-" and the request ID, and its source identity
+// (sts:SourceIdentity) the engineer, each cut to AWS's character set and
+// 64 characters ([SessionName], [SourceIdentity]).
+type Tags struct {
+	Deployment, Request string
+	// Engineer is who asked for the operation (an email, else the
+	// subject); empty sets no source identity.
+	Engineer string
+}
 
 // Call is one AWS call that changes something, for the audit log.
 type Call struct {
@@ -116,7 +133,7 @@ type Config struct {
 	// EndpointURL, if set, overrides the endpoint of every service (for
 	// moto_server in tests).
 	EndpointURL string
-	// MaxAttempts bounds the attempts of each AWS call; default 8.
+	// MaxAttempts bounds the attempts of each AWS call; default 3.
 	MaxAttempts int
 	// WaitTimeout bounds each wait for a peering connection to exist,
 	// become active or be deleted; default 5 minutes.
@@ -124,6 +141,10 @@ type Config struct {
 	// Recorder is called after every call that changes AWS, success or
 	// failure; an error from it stops the operation. Nil records nothing.
 	Recorder func(ctx context.Context, c Call) error
+	// PrivateDomain is the vendor's DNS domain: private ingress makes
+	// hosted zones only for names under it (see [ValidatePrivateHostname]).
+	// Empty refuses every private ingress.
+	PrivateDomain string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Logger receives progress; default discards.
@@ -146,10 +167,15 @@ type Manager struct {
 // New returns a Manager.
 func New(cfg Config) (*Manager, error) {
 	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = 8
+		cfg.MaxAttempts = 3
 	}
 	if cfg.MaxAttempts < 1 {
 		return nil, fmt.Errorf("netmgr config: MaxAttempts %d, want at least 1: %w", cfg.MaxAttempts, ErrInvalid)
+	}
+	if cfg.PrivateDomain != "" {
+		if err := ValidatePrivateDomain(cfg.PrivateDomain); err != nil {
+			return nil, fmt.Errorf("netmgr config: %w", err)
+		}
 	}
 	if cfg.WaitTimeout == 0 {
 		cfg.WaitTimeout = 5 * time.Minute
@@ -231,7 +257,10 @@ var (
 )
 
 // sessionKey identifies a set of clients.
-type sessionKey struct{ account, region, role, externalID string }
+type sessionKey struct{ account, region, role, externalID, sessionName, sourceIdentity string }
+
+// maxSessions bounds the cached sessions: each request names its own.
+const maxSessions = 256
 
 // session holds the clients for one account and region, with the assumed
 // role's credentials.
@@ -243,10 +272,67 @@ type session struct {
 }
 
 // side is what a session needs to know of a Target or Peer.
-type side struct{ account, region, role, externalID string }
+type side struct{ account, region, role, externalID, sessionName, sourceIdentity string }
 
-func targetSide(t Target) side { return side{t.AccountID, t.Region, t.RoleARN, t.ExternalID} }
-func peerSide(p Peer) side     { return side{p.AccountID, p.Region, p.RoleARN, p.ExternalID} }
+func targetSide(t Target) side {
+	return side{account: t.AccountID, region: t.Region, role: t.RoleARN, externalID: t.ExternalID}
+}
+
+func peerSide(p Peer) side {
+	return side{account: p.AccountID, region: p.Region, role: p.RoleARN, externalID: p.ExternalID}
+}
+
+// actingFor names the session after the request and the engineer of
+// tags, if any.
+func (s side) actingFor(tags *Tags) side {
+	s.sessionName, s.sourceIdentity = SessionName(""), ""
+	if tags != nil {
+		s.sessionName, s.sourceIdentity = SessionName(tags.Request), SourceIdentity(tags.Engineer)
+	}
+	return s
+}
+
+// SessionName is the role session name of an operation for request:
+// "tether-" and the request ID, in the characters AWS allows
+// ([\w+=,.@-]; others become '-') and at most 64 of them;
+// "tether-netmgr" without a request.
+func SessionName(request string) string {
+	if request == "" {
+		return "tether-netmgr"
+	}
+	return awsSessionChars("tether-" + request)
+}
+
+// SourceIdentity is the source identity of an operation by engineer: the
+// engineer in the characters AWS allows ([\w+=,.@-]; others become '-'),
+// at most 64 of them and at least 2 (padded with '_'); "" without an
+// engineer.
+func SourceIdentity(engineer string) string {
+	if engineer == "" {
+		return ""
+	}
+	id := awsSessionChars(engineer)
+	for len(id) < 2 {
+		id += "_"
+	}
+	return id
+}
+
+// awsSessionChars maps s to the characters of an STS role session name
+// or source identity and cuts it to their limit of 64.
+func awsSessionChars(s string) string {
+	b := make([]byte, 0, min(len(s), 64))
+	for i := 0; i < len(s) && len(b) < 64; i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', strings.IndexByte("_+=,.@-", c) >= 0:
+			b = append(b, c)
+		default:
+			b = append(b, '-')
+		}
+	}
+	return string(b)
+}
 
 // session returns the cached clients for s, assuming its role (and so
 // checking the external ID) the first time.
@@ -267,7 +353,13 @@ func (m *Manager) session(ctx context.Context, s side) (*session, error) {
 		})
 		cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(stsClient, s.role, func(o *stscreds.AssumeRoleOptions) {
 			o.ExternalID = aws.String(s.externalID)
-			o.RoleSessionName = "tether-netmgr"
+			o.RoleSessionName = s.sessionName
+			if o.RoleSessionName == "" {
+				o.RoleSessionName = SessionName("")
+			}
+			if s.sourceIdentity != "" {
+				o.SourceIdentity = aws.String(s.sourceIdentity)
+			}
 		}))
 		if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
 			return nil, assumeRoleError(s, err)
@@ -282,6 +374,9 @@ func (m *Manager) session(ctx context.Context, s side) (*session, error) {
 		r53:     route53.NewFromConfig(cfg, func(o *route53.Options) { o.APIOptions = append(o.APIOptions, g) }),
 	}
 	m.mu.Lock()
+	if len(m.sessions) >= maxSessions {
+		clear(m.sessions) // each is one AssumeRole away
+	}
 	m.sessions[key] = sess
 	m.mu.Unlock()
 	return sess, nil

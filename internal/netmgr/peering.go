@@ -40,6 +40,9 @@ type Step struct {
 type Plan struct {
 	Steps    []Step
 	Warnings []string
+	// Intent is the state a plan or apply makes, for the approvers (nil
+	// for teardown and disable).
+	Intent *Intent
 }
 
 // Changes reports whether the plan changes anything.
@@ -114,7 +117,9 @@ const (
 )
 
 // observe validates t and p, then reads both sides. Nothing is changed.
-// deployment, if set, narrows Tether's peering connections to it.
+// tags, if set, narrows Tether's peering connections to those of its
+// deployment and, when tags.Request is set, of that request (see
+// [ownedBy]).
 func (m *Manager) observe(ctx context.Context, t Target, p Peer, tags *Tags, mode readMode) (*view, error) {
 	if err := validatePair(t, p, tags); err != nil {
 		return nil, err
@@ -122,10 +127,10 @@ func (m *Manager) observe(ctx context.Context, t Target, p Peer, tags *Tags, mod
 	t = withDefaults(t)
 	v := &view{t: t, p: p}
 	var err error
-	if v.byoc, err = m.session(ctx, targetSide(t)); err != nil {
+	if v.byoc, err = m.session(ctx, targetSide(t).actingFor(tags)); err != nil {
 		return nil, err
 	}
-	if v.peer, err = m.session(ctx, peerSide(p)); err != nil {
+	if v.peer, err = m.session(ctx, peerSide(p).actingFor(tags)); err != nil {
 		return nil, err
 	}
 
@@ -192,14 +197,22 @@ func (m *Manager) observe(ctx context.Context, t Target, p Peer, tags *Tags, mod
 	}
 	for i, c := range pcxs {
 		live := c.Status != nil && slices.Contains(livePeering, string(c.Status.Code))
-		ours := aws.ToString(c.RequesterVpcInfo.VpcId) == t.VPCID && aws.ToString(c.AccepterVpcInfo.VpcId) == p.VPCID &&
-			tagValue(c.Tags, TagManaged) == "true" && (tags == nil || tagValue(c.Tags, TagDeployment) == tags.Deployment)
+		req, acc := aws.ToString(c.RequesterVpcInfo.VpcId), aws.ToString(c.AccepterVpcInfo.VpcId)
+		samePair := (req == t.VPCID && acc == p.VPCID) || (req == p.VPCID && acc == t.VPCID)
+		ours := req == t.VPCID && acc == p.VPCID && ownedBy(c.Tags, tags)
 		switch {
 		case ours:
 			v.allPcx = append(v.allPcx, aws.ToString(c.VpcPeeringConnectionId))
 			if live && v.pcx == nil {
 				v.pcx = &pcxs[i]
 			}
+		case live && samePair && mode == forApply:
+			made := "not made by Tether"
+			if tagValue(c.Tags, TagManaged) == "true" {
+				made = "made by Tether for request " + orNone(tagValue(c.Tags, TagRequest))
+			}
+			return nil, fmt.Errorf("BYOC VPC %s and peer VPC %s are already peered by %s (%s, %s); Tether changes only what it created for this request: tear that peering down first: %w",
+				t.VPCID, p.VPCID, aws.ToString(c.VpcPeeringConnectionId), c.Status.Code, made, ErrConflict)
 		case live && mode == forApply:
 			other := c.AccepterVpcInfo
 			if aws.ToString(other.VpcId) == t.VPCID {
@@ -226,6 +239,12 @@ func (m *Manager) observe(ctx context.Context, t Target, p Peer, tags *Tags, mod
 	}
 
 	if mode == forApply {
+		if err := v.checkPeerCIDRs(); err != nil {
+			return nil, err
+		}
+		if err := v.routeConflicts(); err != nil {
+			return nil, err
+		}
 		warn, err := azOverlap(ctx, v.byoc, v.peer, t.VPCID, p.VPCID)
 		if err != nil {
 			return nil, err
@@ -449,4 +468,67 @@ func routeTarget(r ec2types.Route) string {
 		}
 	}
 	return "an unknown target"
+}
+
+// ownedBy reports whether a resource's tags make it Tether's for tags:
+// managed, of tags.Deployment and, when tags.Request is set, of that
+// request. Nil tags take any Tether resource.
+func ownedBy(have []ec2types.Tag, tags *Tags) bool {
+	if tagValue(have, TagManaged) != "true" {
+		return false
+	}
+	if tags == nil {
+		return true
+	}
+	return tagValue(have, TagDeployment) == tags.Deployment && (tags.Request == "" || tagValue(have, TagRequest) == tags.Request)
+}
+
+// checkPeerCIDRs refuses a peer CIDR outside private address space that
+// the customer has not registered: Tether would open the load balancer
+// to it.
+func (v *view) checkPeerCIDRs() error {
+	for _, c := range v.peerCIDRs {
+		if IsPrivateCIDR(c) || (v.p.PublicCIDROK != nil && v.p.PublicCIDROK(c)) {
+			continue
+		}
+		return fmt.Errorf("peer VPC %s CIDR %s is not private address space (RFC 1918 or 100.64.0.0/10) and the customer has not registered it; Tether opens the private endpoint only to private ranges or to ranges the customer registered: %w", v.p.VPCID, c, ErrPublicCIDR)
+	}
+	return nil
+}
+
+// routeConflicts refuses when a route table Tether would add a route to
+// already routes an overlapping destination through anything but this
+// request's peering connection (an internet gateway, a NAT, another
+// peering, a transit gateway): apply would replace it and teardown
+// delete it. The VPC's local routes (checked as overlap) and default
+// routes (less specific than any CIDR) are no conflict.
+func (v *view) routeConflicts() error {
+	var found []string
+	for _, side := range []struct {
+		account string
+		rts     []ec2types.RouteTable
+		cidrs   []netip.Prefix
+		what    string
+	}{{v.t.AccountID, v.byocRTs, v.peerCIDRs, "peer"}, {v.p.AccountID, v.peerRTs, v.byocCIDRs, "BYOC"}} {
+		for _, rt := range side.rts {
+			for _, r := range rt.Routes {
+				d, err := netip.ParsePrefix(aws.ToString(r.DestinationCidrBlock))
+				if err != nil || d.Bits() == 0 || aws.ToString(r.GatewayId) == "local" {
+					continue
+				}
+				if via := aws.ToString(r.VpcPeeringConnectionId); via != "" && slices.Contains(v.allPcx, via) {
+					continue
+				}
+				for _, c := range side.cidrs {
+					if d.Masked().Overlaps(c) {
+						found = append(found, fmt.Sprintf("route table %s (account %s) routes %s via %s, which overlaps %s CIDR %s", aws.ToString(rt.RouteTableId), side.account, d, routeTarget(r), side.what, c))
+					}
+				}
+			}
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s; Tether changes only routes it created: remove or narrow those routes, or peer a VPC with other ranges: %w", strings.Join(found, "; "), ErrConflict)
 }

@@ -57,7 +57,10 @@ var registry = []action{
 	{service: "route53", op: "ChangeTagsForResource", mutating: true},
 	{service: "route53", op: "ChangeResourceRecordSets", mutating: true},
 	{service: "route53", op: "DeleteHostedZone", mutating: true},
-	{service: "sts", op: "AssumeRole", broker: true},
+	// The session carries the engineer as its source identity: the
+	// broker's principal and the role's trust policy must both allow
+	// sts:SetSourceIdentity.
+	{service: "sts", op: "AssumeRole", broker: true, implies: []string{"sts:SetSourceIdentity"}},
 }
 
 // iamPrefix maps the SDK's service IDs to IAM service prefixes.
@@ -96,16 +99,19 @@ func Actions() []string {
 }
 
 // BrokerActions returns the IAM actions the broker's own principal needs:
-// sts:AssumeRole on the roles it is given.
+// sts:AssumeRole on the roles it is given, and sts:SetSourceIdentity to
+// name the engineer in the session. The role's trust policy must allow
+// the same two.
 func BrokerActions() []string {
 	var out []string
 	for _, a := range registry {
 		if a.broker {
 			out = append(out, a.name())
+			out = append(out, a.implies...)
 		}
 	}
 	sort.Strings(out)
-	return out
+	return slices.Compact(out)
 }
 
 // auditKey is the context key of the *audit a mutating call fills in.
