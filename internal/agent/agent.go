@@ -583,7 +583,7 @@ func (a *Agent) Deliver(ctx context.Context) (int, error) {
 		if tok == "" {
 			return total, errors.New("deliver spooled events: no session")
 		}
-		evs, err := a.spool.pending(agentapi.MaxEventsPerDelivery)
+		evs, err := a.spool.pending(agentapi.MaxEventsPerDelivery, maxDeliveryBytes)
 		if err != nil || len(evs) == 0 {
 			return total, err
 		}
@@ -591,12 +591,20 @@ func (a *Agent) Deliver(ctx context.Context) (int, error) {
 		if err := a.call(ctx, agentapi.PathEvents, tok, agentapi.EventsRequest{Events: evs}, &res); err != nil {
 			return total, fmt.Errorf("deliver spooled events: %w", err)
 		}
+		if res.Refused > 0 {
+			a.log.Warn("the broker refused spooled audit events; dropped (the broker recorded why)", "refused", res.Refused, "delivered", len(evs))
+		}
 		if err := a.spool.ack(len(evs)); err != nil {
 			return total, err
 		}
 		total += len(evs)
 	}
 }
+
+// maxDeliveryBytes bounds the spooled events of one delivery, so that it
+// stays under the broker's request body limit (brokerapi.MaxBody, 1 MiB)
+// with room for the envelope.
+const maxDeliveryBytes = 960 << 10
 
 // heartbeatLoop sends heartbeats, delivers spooled events and witnesses
 // the audit log until ctx ends. While heartbeats fail it retries every

@@ -85,7 +85,7 @@ var _ audit.Recorder = (*spool)(nil)
 // pending returns up to max spooled events, in order. A line that does not
 // parse (a torn last write after a crash) is skipped: it was never
 // acknowledged to anyone.
-func (s *spool) pending(max int) ([]json.RawMessage, error) {
+func (s *spool) pending(max, maxBytes int) ([]json.RawMessage, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f, err := os.Open(s.path)
@@ -94,10 +94,16 @@ func (s *spool) pending(max int) ([]json.RawMessage, error) {
 	}
 	defer f.Close()
 	var out []json.RawMessage
+	size := 0
 	r := bufio.NewReader(f)
 	for len(out) < max {
 		line, err := r.ReadBytes('\n')
 		if len(line) > 0 && line[len(line)-1] == '\n' && json.Valid(line) {
+			// A delivery stays under the broker's body limit; the first
+			// event always goes, so that the spool moves on.
+			if size += len(line) + 1; len(out) > 0 && size > maxBytes {
+				break
+			}
 			out = append(out, json.RawMessage(bytes.TrimSpace(line)))
 		}
 		if errors.Is(err, io.EOF) {
