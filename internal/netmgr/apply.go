@@ -14,11 +14,12 @@ import (
 )
 
 // PlanPeering validates t, p and tags, reads both sides and returns what
-// [Manager.ApplyPeering] would do. It changes nothing; on any error,
-// including an overlap, a too-small BYOC VPC or a missing load balancer
-// security group, it returns no plan.
+// [Manager.ApplyPeering] would do, with the [Intent] to approve. It
+// changes nothing; on any error, including an overlap, a conflict with a
+// route Tether did not make, a public peer CIDR, a too-small BYOC VPC or
+// a missing load balancer security group, it returns no plan.
 func (m *Manager) PlanPeering(ctx context.Context, t Target, p Peer, tags Tags) (Plan, error) {
-	return m.converge(ctx, t, p, tags, true)
+	return m.converge(ctx, t, p, tags, true, nil)
 }
 
 // ApplyPeering converges the peering of t and p: it creates the peering
@@ -26,19 +27,35 @@ func (m *Manager) PlanPeering(ctx context.Context, t Target, p Peer, tags Tags) 
 // both sides and opens the service ports on the load balancer's security
 // group to the peer. It returns the steps it took; on error, those up to
 // and including the failed one. Applying again after an error completes
-// the work; applying again after success changes nothing.
+// the work; applying again after success changes nothing. Everything it
+// creates carries tags.Request, which must be set.
 func (m *Manager) ApplyPeering(ctx context.Context, t Target, p Peer, tags Tags) (Plan, error) {
-	return m.converge(ctx, t, p, tags, false)
+	return m.converge(ctx, t, p, tags, false, nil)
+}
+
+// ApplyApprovedPeering is [Manager.ApplyPeering] for an approved change:
+// it first observes both sides and refuses, changing nothing, with a
+// [*PlanChangedError] when the intent it would make differs from
+// approved in any way.
+func (m *Manager) ApplyApprovedPeering(ctx context.Context, t Target, p Peer, tags Tags, approved Intent) (Plan, error) {
+	return m.converge(ctx, t, p, tags, false, &approved)
 }
 
 // converge plans (dry) or applies the peering; sharing the code keeps the
 // plan honest.
-func (m *Manager) converge(ctx context.Context, t Target, p Peer, tags Tags, dry bool) (Plan, error) {
+func (m *Manager) converge(ctx context.Context, t Target, p Peer, tags Tags, dry bool, approved *Intent) (Plan, error) {
+	if !dry && tags.Request == "" {
+		return Plan{}, invalid("request tag is empty: every resource Tether makes carries its request, so that teardown removes only that request's")
+	}
 	v, err := m.observe(ctx, t, p, &tags, forApply)
 	if err != nil {
 		return Plan{}, err
 	}
-	plan := Plan{Warnings: v.warnings}
+	in := v.intent("peering")
+	if err := checkApproved(approved, in); err != nil {
+		return Plan{}, err
+	}
+	plan := Plan{Warnings: v.warnings, Intent: &in}
 	add := func(s Step) { plan.Steps = append(plan.Steps, s) }
 	t, tagList := v.t, tetherTags(tags)
 
@@ -220,8 +237,20 @@ func (m *Manager) putRoute(ctx context.Context, s *session, rtb string, cidr net
 	return nil
 }
 
-// ruleDescription marks the security group rules of a deployment.
-func ruleDescription(deployment string) string { return "tether:" + deployment }
+// ruleDescription marks the security group rules of a request; the
+// rule's tags say the same where AWS keeps them.
+func ruleDescription(t Tags) string { return "tether:" + t.Deployment + ":" + t.Request }
+
+// ruleOwned reports whether a security group rule is the request's: by
+// its tags or, where tags were lost, by its description. Rules made for
+// another request of the same deployment (once all described
+// "tether:<deployment>") are not.
+func ruleOwned(r ec2types.SecurityGroupRule, t Tags) bool {
+	if t.Request == "" {
+		return false
+	}
+	return ownedBy(r.Tags, &t) || aws.ToString(r.Description) == ruleDescription(t)
+}
 
 // findRule returns the ID of an ingress rule that admits cidr on tcp/port.
 func findRule(rules []ec2types.SecurityGroupRule, cidr netip.Prefix, port int32) string {
@@ -249,7 +278,7 @@ func (m *Manager) authorize(ctx context.Context, s *session, sg string, cidr net
 				IpProtocol: aws.String("tcp"),
 				FromPort:   aws.Int32(port),
 				ToPort:     aws.Int32(port),
-				IpRanges:   []ec2types.IpRange{{CidrIp: aws.String(cidr.String()), Description: aws.String(ruleDescription(tags.Deployment))}},
+				IpRanges:   []ec2types.IpRange{{CidrIp: aws.String(cidr.String()), Description: aws.String(ruleDescription(tags))}},
 			}},
 			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeSecurityGroupRule, Tags: tetherTags(tags)}},
 		})
@@ -321,12 +350,16 @@ func (v *view) peeringStatus() Status {
 }
 
 // TeardownPeering removes what [Manager.ApplyPeering] created for
-// tags.Deployment, and nothing else: the routes to the other side's CIDRs
-// through Tether's peering connection, the security group rules described
-// "tether:<deployment>", and the peering connection tagged with the
-// deployment. Routes and rules go first, so an interrupted teardown can be
-// run again.
+// tags.Request, and nothing else: the routes to the other side's CIDRs
+// through the request's peering connection (tagged with the request),
+// the security group rules tagged (or described) with the request, and
+// that peering connection. Another request's peering and rules, and
+// routes through anything else, stay. Routes and rules go first, so an
+// interrupted teardown can be run again.
 func (m *Manager) TeardownPeering(ctx context.Context, t Target, p Peer, tags Tags) (Plan, error) {
+	if tags.Request == "" {
+		return Plan{}, invalid("request tag is empty: teardown removes only what one request made")
+	}
 	v, err := m.observe(ctx, t, p, &tags, forTeardown)
 	if err != nil {
 		return Plan{}, err
@@ -359,19 +392,8 @@ func (m *Manager) TeardownPeering(ctx context.Context, t Target, p Peer, tags Ta
 		}
 	}
 
-	for _, r := range v.sgRules {
-		if aws.ToString(r.Description) != ruleDescription(tags.Deployment) {
-			continue
-		}
-		id := aws.ToString(r.SecurityGroupRuleId)
-		add(Step{Action: "delete", Resource: fmt.Sprintf("ingress %s %s/%d on %s", aws.ToString(r.CidrIpv4), aws.ToString(r.IpProtocol), aws.ToInt32(r.FromPort), v.sg), Account: t.AccountID, ID: id})
-		err := m.mutate(ctx, v.byoc, []string{v.sg, id}, func(ctx context.Context) ([]string, error) {
-			_, err := v.byoc.ec2.RevokeSecurityGroupIngress(ctx, &ec2.RevokeSecurityGroupIngressInput{GroupId: aws.String(v.sg), SecurityGroupRuleIds: []string{id}})
-			return nil, err
-		})
-		if err != nil {
-			return plan, fmt.Errorf("revoke rule %s of security group %s (account %s): %w", id, v.sg, t.AccountID, err)
-		}
+	if err := m.revokeRules(ctx, v, tags, &plan); err != nil {
+		return plan, err
 	}
 
 	if v.pcx != nil {
@@ -419,4 +441,24 @@ func tagValue(tags []ec2types.Tag, key string) string {
 func isCode(err error, code string) bool {
 	var apiErr smithy.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode() == code
+}
+
+// revokeRules revokes the security group rules the request made, and no
+// other.
+func (m *Manager) revokeRules(ctx context.Context, v *view, tags Tags, plan *Plan) error {
+	for _, r := range v.sgRules {
+		if !ruleOwned(r, tags) {
+			continue
+		}
+		id := aws.ToString(r.SecurityGroupRuleId)
+		plan.Steps = append(plan.Steps, Step{Action: "delete", Resource: fmt.Sprintf("ingress %s %s/%d on %s", aws.ToString(r.CidrIpv4), aws.ToString(r.IpProtocol), aws.ToInt32(r.FromPort), v.sg), Account: v.t.AccountID, ID: id})
+		err := m.mutate(ctx, v.byoc, []string{v.sg, id}, func(ctx context.Context) ([]string, error) {
+			_, err := v.byoc.ec2.RevokeSecurityGroupIngress(ctx, &ec2.RevokeSecurityGroupIngressInput{GroupId: aws.String(v.sg), SecurityGroupRuleIds: []string{id}})
+			return nil, err
+		})
+		if err != nil {
+			return fmt.Errorf("revoke rule %s of security group %s (account %s): %w", id, v.sg, v.t.AccountID, err)
+		}
+	}
+	return nil
 }

@@ -81,9 +81,12 @@ func matches(have, want map[string]string) bool {
 type ingressView struct {
 	*view
 	lb     *elbtypes.LoadBalancer
-	zone   string // Tether's hosted zone ID, bare, or ""
+	zone   string // the request's hosted zone ID, bare, or ""
 	inVPC  bool   // the zone is associated with the peer VPC
 	tagged bool   // the zone carries Tether's tags
+	// other is a Tether zone for the same name and peer VPC made for
+	// another request, which this request must leave alone.
+	other  string
 	record *r53types.ResourceRecordSet
 	host   string // PrivateHostname, fully qualified with the dot
 }
@@ -109,18 +112,33 @@ func (iv *ingressView) recordOK() bool {
 		aws.ToString(r.AliasTarget.HostedZoneId) == aws.ToString(iv.lb.CanonicalHostedZoneId)
 }
 
-// zoneComment marks Tether's hosted zones; it is written with the zone,
-// so a zone whose tagging was interrupted is still found.
-func zoneComment(deployment string) string { return "tether:" + deployment }
+// intent is the state enabling makes.
+func (iv *ingressView) intent() Intent {
+	in := iv.view.intent("ingress")
+	in.PrivateHostname = strings.TrimSuffix(iv.host, ".")
+	in.LoadBalancer = strings.TrimSuffix(strings.ToLower(aws.ToString(iv.lb.DNSName)), ".")
+	return in
+}
+
+// zoneComment marks a request's hosted zone; it is written with the
+// zone, so a zone whose tagging was interrupted is still found.
+func zoneComment(t Tags) string { return "tether:" + t.Deployment + ":" + t.Request }
 
 // observeIngress reads the peering and what ingress adds. The hosted zone
 // lives in the peer account: AWS creates a private zone only with a VPC of
-// the same account.
+// the same account. With tags, the zone is the request's (by its tags or
+// comment); without, any Tether zone of the name.
 func (m *Manager) observeIngress(ctx context.Context, t Target, p Peer, tags *Tags) (*ingressView, error) {
 	if t.PrivateHostname == "" {
 		return nil, invalid("BYOC private hostname is empty: want the private endpoint, such as abc123-private.us-east-1.aws.example.com")
 	}
-	v, err := m.observe(ctx, t, p, tags, forStatus)
+	// The peering an ingress rides on may be any request's of the
+	// deployment.
+	var pcxTags *Tags
+	if tags != nil {
+		pcxTags = &Tags{Deployment: tags.Deployment}
+	}
+	v, err := m.observe(ctx, t, p, pcxTags, forStatus)
 	if err != nil {
 		return nil, err
 	}
@@ -150,23 +168,27 @@ func (m *Manager) observeIngress(ctx context.Context, t Target, p Peer, tags *Ta
 			}
 		}
 		comment := aws.ToString(z.Config.Comment)
+		tether := have[TagManaged] == "true" || strings.HasPrefix(comment, "tether:")
+		if !tether {
+			continue
+		}
 		var mine, tagged bool
 		if tags != nil {
-			tagged = have[TagManaged] == "true" && have[TagDeployment] == tags.Deployment
-			mine = tagged || comment == zoneComment(tags.Deployment)
+			tagged = have[TagManaged] == "true" && have[TagDeployment] == tags.Deployment && have[TagRequest] == tags.Request
+			mine = tags.Request != "" && (tagged || comment == zoneComment(*tags))
 		} else {
 			tagged = have[TagManaged] == "true"
-			mine = tagged || strings.HasPrefix(comment, "tether:")
-		}
-		if !mine {
-			continue
+			mine = true
 		}
 		gz, err := r53.GetHostedZone(ctx, &route53.GetHostedZoneInput{Id: aws.String(id)})
 		if err != nil {
 			return nil, fmt.Errorf("read hosted zone %s in account %s: %w", id, p.AccountID, err)
 		}
 		inVPC := slices.ContainsFunc(gz.VPCs, func(vpc r53types.VPC) bool { return aws.ToString(vpc.VPCId) == p.VPCID })
-		if iv.zone == "" || (inVPC && !iv.inVPC) {
+		switch {
+		case !mine && inVPC:
+			iv.other = id
+		case mine && (iv.zone == "" || (inVPC && !iv.inVPC)):
 			iv.zone, iv.inVPC, iv.tagged = id, inVPC, tagged
 		}
 	}
@@ -192,20 +214,55 @@ func (m *Manager) observeIngress(ctx context.Context, t Target, p Peer, tags *Ta
 
 func bareZoneID(id string) string { return strings.TrimPrefix(id, "/hostedzone/") }
 
+// PlanIngress validates and reads what [Manager.EnableIngress] needs and
+// returns what it would do, with the [Intent] to approve. It changes
+// nothing.
+func (m *Manager) PlanIngress(ctx context.Context, t Target, p Peer, tags Tags) (Plan, error) {
+	return m.enableIngress(ctx, t, p, tags, true, nil)
+}
+
 // EnableIngress makes t.PrivateHostname resolve, from the peer VPC, to the
 // private load balancer (found by t.LBTags): a private hosted zone for the
 // name itself, in the peer account and associated with the peer VPC, with
 // an alias A record at its apex; and opens the service ports to the peer
 // as [Manager.ApplyPeering] does. The zone is the name itself, not its
 // parent domain, so that the other names of the domain (the public
-// endpoint) still resolve publicly from the peer VPC. It converges like
-// ApplyPeering.
+// endpoint) still resolve publicly from the peer VPC. The name must be
+// under [Config.PrivateDomain]. It converges like ApplyPeering, and
+// everything it creates carries tags.Request, which must be set.
 func (m *Manager) EnableIngress(ctx context.Context, t Target, p Peer, tags Tags) (Plan, error) {
+	return m.enableIngress(ctx, t, p, tags, false, nil)
+}
+
+// EnableApprovedIngress is [Manager.EnableIngress] for an approved change:
+// it refuses, changing nothing, with a [*PlanChangedError] when the
+// intent it observes differs from approved.
+func (m *Manager) EnableApprovedIngress(ctx context.Context, t Target, p Peer, tags Tags, approved Intent) (Plan, error) {
+	return m.enableIngress(ctx, t, p, tags, false, &approved)
+}
+
+func (m *Manager) enableIngress(ctx context.Context, t Target, p Peer, tags Tags, dry bool, approved *Intent) (Plan, error) {
+	if !dry && tags.Request == "" {
+		return Plan{}, invalid("request tag is empty: every resource Tether makes carries its request, so that disable removes only that request's")
+	}
+	if err := ValidatePrivateHostname(t.PrivateHostname, m.cfg.PrivateDomain); err != nil {
+		return Plan{}, err
+	}
+	if err := validatePair(t, p, &tags); err != nil {
+		return Plan{}, err
+	}
 	iv, err := m.observeIngress(ctx, t, p, &tags)
 	if err != nil {
 		return Plan{}, err
 	}
-	var plan Plan
+	if err := iv.checkPeerCIDRs(); err != nil {
+		return Plan{}, err
+	}
+	in := iv.intent()
+	if err := checkApproved(approved, in); err != nil {
+		return Plan{}, err
+	}
+	plan := Plan{Intent: &in}
 	add := func(s Step) { plan.Steps = append(plan.Steps, s) }
 	if iv.pcx == nil || iv.pcx.Status.Code != "active" {
 		plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s is not active; the peer reaches the private endpoint only over it: apply the peering", iv.pairName()))
@@ -217,13 +274,18 @@ func (m *Manager) EnableIngress(ctx context.Context, t Target, p Peer, tags Tags
 	}
 
 	switch {
+	case iv.zone == "" && iv.other != "":
+		return Plan{}, fmt.Errorf("peer VPC %s already has Tether's %s (%s), made for another request; disable that request's ingress first: %w", p.VPCID, iv.zoneName(), iv.other, ErrConflict)
 	case iv.zone == "":
 		add(Step{Action: "create", Resource: iv.zoneName(), Account: p.AccountID})
+		if dry {
+			break
+		}
 		err := m.mutate(ctx, iv.peer, []string{p.VPCID}, func(ctx context.Context) ([]string, error) {
 			out, err := r53.CreateHostedZone(ctx, &route53.CreateHostedZoneInput{
 				Name:             aws.String(iv.host),
-				CallerReference:  aws.String(fmt.Sprintf("tether-%s-%d", tags.Deployment, m.cfg.Now().UnixNano())),
-				HostedZoneConfig: &r53types.HostedZoneConfig{PrivateZone: true, Comment: aws.String(zoneComment(tags.Deployment))},
+				CallerReference:  aws.String(fmt.Sprintf("tether-%s-%d", tags.Request, m.cfg.Now().UnixNano())),
+				HostedZoneConfig: &r53types.HostedZoneConfig{PrivateZone: true, Comment: aws.String(zoneComment(tags))},
 				VPC:              &r53types.VPC{VPCId: aws.String(p.VPCID), VPCRegion: r53types.VPCRegion(p.Region)},
 			})
 			if err != nil {
@@ -245,12 +307,14 @@ func (m *Manager) EnableIngress(ctx context.Context, t Target, p Peer, tags Tags
 	}
 	if !iv.tagged {
 		add(Step{Action: "modify", Resource: "tags of " + iv.zoneName(), Account: p.AccountID, ID: iv.zone})
-		err := m.mutate(ctx, iv.peer, []string{iv.zone}, func(ctx context.Context) ([]string, error) {
-			_, err := r53.ChangeTagsForResource(ctx, &route53.ChangeTagsForResourceInput{ResourceType: r53types.TagResourceTypeHostedzone, ResourceId: aws.String(iv.zone), AddTags: r53tags})
-			return nil, err
-		})
-		if err != nil {
-			return plan, fmt.Errorf("tag hosted zone %s in account %s: %w", iv.zone, p.AccountID, err)
+		if !dry {
+			err := m.mutate(ctx, iv.peer, []string{iv.zone}, func(ctx context.Context) ([]string, error) {
+				_, err := r53.ChangeTagsForResource(ctx, &route53.ChangeTagsForResourceInput{ResourceType: r53types.TagResourceTypeHostedzone, ResourceId: aws.String(iv.zone), AddTags: r53tags})
+				return nil, err
+			})
+			if err != nil {
+				return plan, fmt.Errorf("tag hosted zone %s in account %s: %w", iv.zone, p.AccountID, err)
+			}
 		}
 	}
 
@@ -262,11 +326,11 @@ func (m *Manager) EnableIngress(ctx context.Context, t Target, p Peer, tags Tags
 		step.Action = "modify"
 	}
 	add(step)
-	if step.Action != "none" {
+	if step.Action != "none" && !dry {
 		err := m.mutate(ctx, iv.peer, []string{iv.zone}, func(ctx context.Context) ([]string, error) {
 			_, err := r53.ChangeResourceRecordSets(ctx, &route53.ChangeResourceRecordSetsInput{
 				HostedZoneId: aws.String(iv.zone),
-				ChangeBatch: &r53types.ChangeBatch{Comment: aws.String(zoneComment(tags.Deployment)), Changes: []r53types.Change{{
+				ChangeBatch: &r53types.ChangeBatch{Comment: aws.String(zoneComment(tags)), Changes: []r53types.Change{{
 					Action: r53types.ChangeActionUpsert,
 					ResourceRecordSet: &r53types.ResourceRecordSet{
 						Name: aws.String(iv.host),
@@ -296,6 +360,9 @@ func (m *Manager) EnableIngress(ctx context.Context, t Target, p Peer, tags Tags
 			}
 			step.Action = "create"
 			add(step)
+			if dry {
+				continue
+			}
 			id, err := m.authorize(ctx, iv.byoc, iv.sg, cidr, port, tags)
 			if err != nil {
 				return plan, err
@@ -346,14 +413,22 @@ func (m *Manager) IngressStatus(ctx context.Context, t Target, p Peer) (Status, 
 }
 
 // DisableIngress deletes the alias record and the hosted zone Tether
-// created for tags.Deployment. The security group rules stay: they are
-// the peering's, and [Manager.TeardownPeering] removes them.
+// created for tags.Request (found by its tags or comment), and the
+// security group rules that request made, if any; another request's zone
+// (for another peer VPC, say) and the peering's rules stay:
+// [Manager.TeardownPeering] removes those.
 func (m *Manager) DisableIngress(ctx context.Context, t Target, p Peer, tags Tags) (Plan, error) {
+	if tags.Request == "" {
+		return Plan{}, invalid("request tag is empty: disable removes only what one request made")
+	}
 	iv, err := m.observeIngress(ctx, t, p, &tags)
 	if err != nil {
 		return Plan{}, err
 	}
 	var plan Plan
+	if err := m.revokeRules(ctx, iv.view, tags, &plan); err != nil {
+		return plan, err
+	}
 	if iv.zone == "" {
 		return plan, nil
 	}

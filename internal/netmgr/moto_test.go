@@ -155,11 +155,12 @@ func newFixture(t *testing.T, byoc, peer vpcSpec) *fixture {
 	}
 
 	m, err := New(Config{
-		AWS:         baseConfig(),
-		EndpointURL: endpoint,
-		Recorder:    f.rec.record,
-		Now:         func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) },
-		Logger:      testLogger(t),
+		AWS:           baseConfig(),
+		EndpointURL:   endpoint,
+		Recorder:      f.rec.record,
+		PrivateDomain: "aws.clickhouse.example",
+		Now:           func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) },
+		Logger:        testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -337,11 +338,23 @@ func TestPeeringLifecycle(t *testing.T) {
 		}
 	}
 
+	// The peer's route through an internet gateway is not Tether's:
+	// apply refuses to replace it, and changes nothing.
+	_, err = f.m.ApplyPeering(ctx, f.target, f.peer, f.tags)
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), aws.ToString(igw.InternetGateway.InternetGatewayId)) {
+		t.Fatalf("ApplyPeering over an internet gateway route = %v, want ErrConflict naming the gateway", err)
+	}
+	if calls := f.rec.take(); len(calls) != 0 {
+		t.Errorf("refused ApplyPeering made %d mutating calls", len(calls))
+	}
+	if _, err := f.peerEC2.DeleteRoute(ctx, &ec2.DeleteRouteInput{RouteTableId: aws.String(peerRT), DestinationCidrBlock: aws.String("10.0.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
 	repaired, err := f.m.ApplyPeering(ctx, f.target, f.peer, f.tags)
 	if err != nil {
 		t.Fatalf("ApplyPeering after drift: %v", err)
 	}
-	if got, want := actions(repaired.Steps), map[string]int{"none": 3, "create": 2, "modify": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if got, want := actions(repaired.Steps), map[string]int{"none": 3, "create": 3}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ApplyPeering after drift steps = %v, want %v", got, want)
 	}
 	f.rec.take()
@@ -544,7 +557,9 @@ func TestIngress(t *testing.T) {
 		t.Errorf("IngressStatus zone before enable = %+v, want missing", z)
 	}
 
-	plan, err := f.m.EnableIngress(ctx, f.target, f.peer, f.tags)
+	// Ingress is a request of its own, over the peering's connection.
+	itags := Tags{Deployment: f.tags.Deployment, Request: "req-ingress"}
+	plan, err := f.m.EnableIngress(ctx, f.target, f.peer, itags)
 	if err != nil {
 		t.Fatalf("EnableIngress: %v", err)
 	}
@@ -567,7 +582,7 @@ func TestIngress(t *testing.T) {
 		t.Errorf("IngressStatus items = %+v, want zone, record, two rules", st.Items)
 	}
 
-	again, err := f.m.EnableIngress(ctx, f.target, f.peer, f.tags)
+	again, err := f.m.EnableIngress(ctx, f.target, f.peer, itags)
 	if err != nil || again.Changes() {
 		t.Errorf("second EnableIngress = %+v, %v; want all none", again.Steps, err)
 	}
@@ -575,7 +590,7 @@ func TestIngress(t *testing.T) {
 		t.Errorf("second EnableIngress made %d mutating calls", len(calls))
 	}
 
-	down, err := f.m.DisableIngress(ctx, f.target, f.peer, f.tags)
+	down, err := f.m.DisableIngress(ctx, f.target, f.peer, itags)
 	if err != nil {
 		t.Fatalf("DisableIngress: %v", err)
 	}
