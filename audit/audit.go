@@ -28,38 +28,41 @@ type Type string
 
 // Event types.
 const (
-	DeploymentCreated         Type = "deployment.created"
-	PairingTokenIssued        Type = "deployment.pairing_token_issued"
-	DeploymentSettingsChanged Type = "deployment.settings_changed"
-	AgentPaired               Type = "agent.paired"
-	AgentPairFailed           Type = "agent.pair_failed"
-	AgentRevoked              Type = "agent.revoked" // an admin or the deployment's approver cut an agent off; reason says why
-	RequestCreated            Type = "request.created"
-	RequestCancelled          Type = "request.cancelled"
-	RequestTimedOut           Type = "request.timed_out"
-	PolicyReloaded            Type = "policy.reloaded" // outcome failure: a broken policy was kept out
-	PolicyDecided             Type = "policy.decided"
-	ReviewApproved            Type = "review.approved"
-	ReviewDenied              Type = "review.denied"
-	GrantIssued               Type = "grant.issued"
-	GrantExpired              Type = "grant.expired"
-	GrantRevoked              Type = "grant.revoked"
-	QueryAllowed              Type = "query.allowed"
-	QueryDenied               Type = "query.denied"
-	QueryFinished             Type = "query.finished" // details: rows, bytes, duration_ms
-	PromAllowed               Type = "prom.allowed"
-	PromDenied                Type = "prom.denied"
-	BreakglassUsed            Type = "breakglass.used"
-	AuthFailed                Type = "auth.failed"
-	APIRefused                Type = "api.refused"        // the broker API refused a call for a reason other than authentication or authorization (400, 404, 409, …)
-	NetworkPlanned            Type = "network.planned"    // a network change was planned (nothing changed)
-	NetworkApplied            Type = "network.applied"    // an approved network change was carried out
-	NetworkTornDown           Type = "network.torn_down"  // what Tether created for a network change was removed
-	NetworkDrift              Type = "network.drift"      // a status check found a piece missing or changed
-	AWSCall                   Type = "aws.call"           // one AWS call that changed something
-	AuthLogin                 Type = "auth.login"         // a web session began
-	AuthLogout                Type = "auth.logout"        // a web session ended
-	AgentCallRefused          Type = "agent.call_refused" // the broker refused what an agent answered (a redirect, an oversized answer) or could not reach it on the tailnet
+	DeploymentCreated            Type = "deployment.created"
+	PairingTokenIssued           Type = "deployment.pairing_token_issued"
+	DeploymentSettingsChanged    Type = "deployment.settings_changed"
+	AgentPaired                  Type = "agent.paired"
+	AgentPairFailed              Type = "agent.pair_failed"
+	AgentRevoked                 Type = "agent.revoked" // an admin or the deployment's approver cut an agent off; reason says why
+	RequestCreated               Type = "request.created"
+	RequestCancelled             Type = "request.cancelled"
+	RequestTimedOut              Type = "request.timed_out"
+	PolicyReloaded               Type = "policy.reloaded" // outcome failure: a broken policy was kept out
+	PolicyDecided                Type = "policy.decided"
+	ReviewApproved               Type = "review.approved"
+	ReviewDenied                 Type = "review.denied"
+	GrantIssued                  Type = "grant.issued"
+	GrantExpired                 Type = "grant.expired"
+	GrantRevoked                 Type = "grant.revoked"
+	QueryAllowed                 Type = "query.allowed"
+	QueryDenied                  Type = "query.denied"
+	QueryFinished                Type = "query.finished" // details: rows, bytes, duration_ms
+	PromAllowed                  Type = "prom.allowed"
+	PromDenied                   Type = "prom.denied"
+	BreakglassUsed               Type = "breakglass.used"
+	AuthFailed                   Type = "auth.failed"
+	APIRefused                   Type = "api.refused"                    // the broker API refused a call for a reason other than authentication or authorization (400, 404, 409, …)
+	NetworkPlanned               Type = "network.planned"                // a network change was planned (nothing changed)
+	NetworkApplied               Type = "network.applied"                // an approved network change was carried out
+	NetworkTornDown              Type = "network.torn_down"              // what Tether created for a network change was removed
+	NetworkDrift                 Type = "network.drift"                  // a status check found a piece missing or changed
+	AWSCall                      Type = "aws.call"                       // one AWS call that changed something
+	NetworkRegistered            Type = "network.registered"             // an AWS account was registered to a tenant (outcome failure: refused, e.g. registered to another tenant)
+	NetworkRegistrationConfirmed Type = "network.registration_confirmed" // a tenant's approver confirmed a vendor admin's registration
+	NetworkUnregistered          Type = "network.unregistered"           // an account's registration was removed
+	AuthLogin                    Type = "auth.login"                     // a web session began
+	AuthLogout                   Type = "auth.logout"                    // a web session ended
+	AgentCallRefused             Type = "agent.call_refused"             // the broker refused what an agent answered (a redirect, an oversized answer) or could not reach it on the tailnet
 )
 
 // Types lists every known event type.
@@ -70,6 +73,7 @@ var Types = []Type{
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,
 	BreakglassUsed, AuthFailed, APIRefused, AuthLogin, AuthLogout,
 	NetworkPlanned, NetworkApplied, NetworkTornDown, NetworkDrift, AWSCall,
+	NetworkRegistered, NetworkRegistrationConfirmed, NetworkUnregistered,
 	AgentCallRefused, VerifyFailed,
 }
 

@@ -70,8 +70,12 @@ var (
 	reviewers   = []string{identity.RoleApprover, identity.RoleReviewer, identity.RoleAdmin}
 	netPlanners = []string{identity.RoleEngineer, identity.RoleAdmin, identity.RoleApprover}
 	netActors   = []string{identity.RoleEngineer, identity.RoleAdmin}
-	auditRoles  = []string{identity.RoleReviewer, identity.RoleAdmin}
-	dataRoles   = []string{identity.RoleEngineer}
+	// registrars register a tenant's AWS accounts: its approvers, or an
+	// admin, whose registration waits for an approver's confirmation.
+	registrars   = []string{identity.RoleApprover, identity.RoleAdmin}
+	approverOnly = []string{identity.RoleApprover}
+	auditRoles   = []string{identity.RoleReviewer, identity.RoleAdmin}
+	dataRoles    = []string{identity.RoleEngineer}
 )
 
 // Endpoints is the broker API's authorization table, the one place that
@@ -112,6 +116,11 @@ func Endpoints() []Endpoint {
 		{"POST /api/v1/requests/{id}/network/teardown", netActors, ScopeRequest, func(b *Broker) func(http.ResponseWriter, *http.Request) error { return b.handleNetworkChange(true) }},
 		{"GET /api/v1/requests/{id}/network/status", anyRole, ScopeRequest, h((*Broker).handleNetworkStatus)},
 		{"POST /api/v1/deployments/{tenant}/{name}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
+
+		{"GET /api/v1/network/registrations", anyRole, ScopeOwn, h((*Broker).handleListRegistrations)},
+		{"POST /api/v1/tenants/{tenant}/network/registrations", registrars, ScopeTenant, h((*Broker).handleRegisterNetwork)},
+		{"POST /api/v1/tenants/{tenant}/network/registrations/{id}/confirm", approverOnly, ScopeTenant, h((*Broker).handleConfirmRegistration)},
+		{"DELETE /api/v1/tenants/{tenant}/network/registrations/{id}", registrars, ScopeTenant, h((*Broker).handleUnregister)},
 
 		{"GET /api/v1/audit/events", auditRoles, ScopeVendor, h((*Broker).handleAuditSearch)},
 		{"GET /api/v1/audit/checkpoint", auditRoles, ScopeVendor, h((*Broker).handleAuditCheckpoint)},

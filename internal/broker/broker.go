@@ -6,6 +6,7 @@ package broker
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -93,6 +94,11 @@ type Config struct {
 	// own AWS credentials come from the environment, as for any AWS SDK
 	// program.
 	AWSEndpointURL string
+	// NetworkSealKey is a file:PATH or env:NAME reference to the 32-byte
+	// key (hex or base64) that seals the external IDs of registered
+	// network roles. Brokers sharing a database need the same one. Empty
+	// means DataDir/network-seal.key, created (mode 0600) on first start.
+	NetworkSealKey string
 	// PendingTimeout is how long a request waits for its reviews; default
 	// 24h.
 	PendingTimeout time.Duration
@@ -274,6 +280,7 @@ type Broker struct {
 	policy   *policy.Engine
 	notifier *notify.Notifier // nil without webhooks
 	net      *netmgr.Manager
+	netSeal  cipher.AEAD // seals registered roles' external IDs; see netreg.go
 	metrics  brokerMetrics
 
 	changeMu  sync.Mutex
@@ -333,6 +340,9 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	if b.key, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key")); err != nil {
+		return nil, err
+	}
+	if b.netSeal, err = loadSealKey(cfg); err != nil {
 		return nil, err
 	}
 	if b.store, err = openStore(ctx, cfg); err != nil {

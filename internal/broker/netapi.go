@@ -15,17 +15,8 @@ import (
 	"github.com/tetherhq/tether/internal/store"
 )
 
-// netTarget is a deployment's BYOC side as netmgr sees it.
-func netTarget(n *store.NetworkConfig) netmgr.Target {
-	return netmgr.Target{
-		AccountID: n.AccountID, Region: n.Region, VPCID: n.VPCID, RoleARN: n.RoleARN, ExternalID: n.ExternalID,
-		RouteTableIDs: n.RouteTableIDs, LBTags: n.LBTags, PrivateHostname: n.PrivateHostname,
-	}
-}
-
-func netPeer(s *store.PeeringSpec) netmgr.Peer {
-	return netmgr.Peer{AccountID: s.AccountID, Region: s.Region, VPCID: s.VPCID, RoleARN: s.RoleARN, ExternalID: s.ExternalID, RouteTableIDs: s.RouteTableIDs}
-}
+// netTarget and netPeer, which check each side against the tenant's
+// registrations and look up the role's external ID, are in netreg.go.
 
 // netError maps a netmgr failure to an API error a person can act on.
 func netError(err error) error {
@@ -113,7 +104,11 @@ func (b *Broker) handleNetworkPlan(w http.ResponseWriter, r *http.Request) error
 	if d.Settings.Network == nil {
 		return errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration: an admin sets it first ('broker network configure')", d.Tenant, d.Name)
 	}
-	t, p := netTarget(d.Settings.Network), netPeer(spec)
+	// Only what is registered to the deployment's tenant, on both sides.
+	t, p, err := b.netSides(r.Context(), d.Tenant, d.Settings.Network, spec)
+	if err != nil {
+		return err
+	}
 	var plan netmgr.Plan
 	if spec.Kind == "ingress" {
 		// What enabling would do: every piece not already in place.
@@ -194,7 +189,11 @@ func (b *Broker) handleNetworkChange(teardown bool) func(http.ResponseWriter, *h
 		}
 		ctx := context.WithValue(r.Context(), netCallKey{}, netCall{ar: ar, actor: actorOf(r)})
 		mm := m
-		t, p, tags := netTarget(n), netPeer(ar.Network), netmgr.Tags{Deployment: ar.DeploymentID, Request: ar.ID}
+		t, p, err := b.netSides(ctx, ar.Tenant, n, ar.Network)
+		if err != nil {
+			return err
+		}
+		tags := netmgr.Tags{Deployment: ar.DeploymentID, Request: ar.ID}
 		var plan netmgr.Plan
 		switch {
 		case ar.Network.Kind == "ingress" && teardown:
@@ -241,11 +240,15 @@ func (b *Broker) handleNetworkStatus(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
+	t, p, err := b.netSides(r.Context(), ar.Tenant, n, ar.Network)
+	if err != nil {
+		return err
+	}
 	var st netmgr.Status
 	if ar.Network.Kind == "ingress" {
-		st, err = m.IngressStatus(r.Context(), netTarget(n), netPeer(ar.Network))
+		st, err = m.IngressStatus(r.Context(), t, p)
 	} else {
-		st, err = m.PeeringStatus(r.Context(), netTarget(n), netPeer(ar.Network))
+		st, err = m.PeeringStatus(r.Context(), t, p)
 	}
 	if err != nil {
 		return netError(err)

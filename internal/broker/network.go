@@ -16,7 +16,6 @@ var (
 	vpcRE        = regexp.MustCompile(`^vpc-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	rtbRE        = regexp.MustCompile(`^rtb-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	roleARNRE    = regexp.MustCompile(`^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$`)
-	externalIDRE = regexp.MustCompile(`^[A-Za-z0-9+=,.@:/_-]+$`)
 	hostnameRE   = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
 )
 
@@ -30,15 +29,6 @@ func checkAWS(field, value string, re *regexp.Regexp, want string) error {
 	return nil
 }
 
-// checkExternalID checks an external ID: AWS takes 2 to 1224 of its
-// characters.
-func checkExternalID(field, value, want string) error {
-	if len(value) < 2 || len(value) > 1224 {
-		return errorf(http.StatusBadRequest, "invalid_"+field, "%s %q: want %s", field, value, want)
-	}
-	return checkAWS(field, value, externalIDRE, want)
-}
-
 func networkFromAPI(in *brokerapi.NetworkConfig) (*store.NetworkConfig, error) {
 	if in == nil {
 		return nil, nil
@@ -47,7 +37,6 @@ func networkFromAPI(in *brokerapi.NetworkConfig) (*store.NetworkConfig, error) {
 		checkAWS("account_id", in.AccountID, accountRE, "a 12-digit AWS account ID"),
 		checkAWS("vpc_id", in.VPCID, vpcRE, "a VPC ID such as vpc-0a1b2c3d4e5f67890"),
 		checkAWS("role_arn", in.RoleARN, roleARNRE, "an IAM role ARN such as arn:aws:iam::111111111111:role/TetherNetwork (deploy/aws/tether-network-role.yaml creates it)"),
-		checkExternalID("external_id", in.ExternalID, "the external ID of the role's trust policy, 2 to 1224 characters"),
 	}
 	if !regionRE.MatchString(in.Region) {
 		checks = append(checks, errorf(http.StatusBadRequest, "invalid_region", "region %q: want an AWS region such as us-east-1", in.Region))
@@ -64,7 +53,7 @@ func networkFromAPI(in *brokerapi.NetworkConfig) (*store.NetworkConfig, error) {
 		}
 	}
 	return &store.NetworkConfig{
-		AccountID: in.AccountID, Region: in.Region, VPCID: in.VPCID, RoleARN: in.RoleARN, ExternalID: in.ExternalID,
+		AccountID: in.AccountID, Region: in.Region, VPCID: in.VPCID, RoleARN: in.RoleARN,
 		RouteTableIDs: slices.Clone(in.RouteTableIDs), LBTags: in.LBTags, PrivateHostname: in.PrivateHostname,
 	}, nil
 }
@@ -74,12 +63,15 @@ func networkView(n *store.NetworkConfig) *brokerapi.NetworkConfig {
 		return nil
 	}
 	return &brokerapi.NetworkConfig{
-		AccountID: n.AccountID, Region: n.Region, VPCID: n.VPCID, RoleARN: n.RoleARN, ExternalID: n.ExternalID,
+		AccountID: n.AccountID, Region: n.Region, VPCID: n.VPCID, RoleARN: n.RoleARN,
 		RouteTableIDs: n.RouteTableIDs, LBTags: n.LBTags, PrivateHostname: n.PrivateHostname,
 	}
 }
 
-// peeringFromAPI validates the peer side of a network change request.
+// peeringFromAPI validates the shape of the peer side of a network change
+// request; [Broker.checkNetworkRequest] then checks that it is registered
+// to the deployment's tenant. It carries no external ID: the broker holds
+// the registered role's.
 func peeringFromAPI(in *brokerapi.PeeringSpec) (*store.PeeringSpec, error) {
 	if in == nil {
 		return nil, errorf(http.StatusBadRequest, "network_spec_required", "a network:peering request needs the change: give network.kind (peering or ingress), account_id, region, vpc_id and role_arn of the peer")
@@ -91,9 +83,6 @@ func peeringFromAPI(in *brokerapi.PeeringSpec) (*store.PeeringSpec, error) {
 		checkAWS("peer account_id", in.AccountID, accountRE, "a 12-digit AWS account ID"),
 		checkAWS("peer vpc_id", in.VPCID, vpcRE, "a VPC ID such as vpc-0a1b2c3d4e5f67890"),
 		checkAWS("peer role_arn", in.RoleARN, roleARNRE, "an IAM role ARN in the peer account, such as arn:aws:iam::222222222222:role/TetherNetwork"),
-	}
-	if in.ExternalID != "" {
-		checks = append(checks, checkExternalID("peer external_id", in.ExternalID, "2 to 1224 characters"))
 	}
 	if !regionRE.MatchString(in.Region) {
 		checks = append(checks, errorf(http.StatusBadRequest, "invalid_region", "peer region %q: want an AWS region such as us-east-1", in.Region))
@@ -107,7 +96,7 @@ func peeringFromAPI(in *brokerapi.PeeringSpec) (*store.PeeringSpec, error) {
 		}
 	}
 	return &store.PeeringSpec{Kind: in.Kind, AccountID: in.AccountID, Region: in.Region, VPCID: in.VPCID,
-		RoleARN: in.RoleARN, ExternalID: in.ExternalID, RouteTableIDs: slices.Clone(in.RouteTableIDs), OutsideWindow: in.OutsideWindow}, nil
+		RoleARN: in.RoleARN, RouteTableIDs: slices.Clone(in.RouteTableIDs), OutsideWindow: in.OutsideWindow}, nil
 }
 
 func peeringView(s *store.PeeringSpec) *brokerapi.PeeringSpec {
@@ -115,7 +104,7 @@ func peeringView(s *store.PeeringSpec) *brokerapi.PeeringSpec {
 		return nil
 	}
 	return &brokerapi.PeeringSpec{Kind: s.Kind, AccountID: s.AccountID, Region: s.Region, VPCID: s.VPCID,
-		RoleARN: s.RoleARN, ExternalID: s.ExternalID, RouteTableIDs: s.RouteTableIDs, OutsideWindow: s.OutsideWindow}
+		RoleARN: s.RoleARN, RouteTableIDs: s.RouteTableIDs, OutsideWindow: s.OutsideWindow}
 }
 
 // inWindow reports whether now falls in one of the deployment's

@@ -26,14 +26,25 @@ func TestNetworkChangeRequest(t *testing.T) {
 	_, err := eng.CreateRequest(ctx, ask)
 	wantAPIErr(t, "peering without network config", err, 409, "no network configuration")
 
-	cfg := brokerapi.NetworkConfig{AccountID: "111111111111", Region: "us-east-1", VPCID: "vpc-0123456789abcdef0", RoleARN: "arn:aws:iam::111111111111:role/TetherNetwork", ExternalID: "tether-acme-prod"}
+	cfg := brokerapi.NetworkConfig{AccountID: "111111111111", Region: "us-east-1", VPCID: "vpc-0123456789abcdef0", RoleARN: "arn:aws:iam::111111111111:role/TetherNetwork"}
 	bad := cfg
 	bad.VPCID = "vpc-XYZ"
 	_, err = b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &bad})
 	wantAPIErr(t, "network config with vpc-XYZ", err, 400, `vpc_id "vpc-XYZ"`)
+	// The BYOC side, like the peer, must be registered to acme.
+	_, err = b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &cfg})
+	wantAPIErr(t, "network config of an unregistered account", err, 403, "BYOC account 111111111111 is not registered to tenant acme")
+	registerNetwork(t, b, "acme", "111111111111", "vpc-0123456789abcdef0")
+	other := cfg
+	other.VPCID = "vpc-0123456789abcdef1"
+	_, err = b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &other})
+	wantAPIErr(t, "network config of an unregistered VPC", err, 403, "BYOC VPC vpc-0123456789abcdef1 is not registered")
 	if _, err := b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &cfg}); err != nil {
 		t.Fatal(err)
 	}
+	_, err = eng.CreateRequest(ctx, ask)
+	wantAPIErr(t, "peering with an unregistered peer", err, 403, "peer account 222222222222 is not registered to tenant acme: its approvers register it with 'broker network register")
+	registerNetwork(t, b, "acme", "222222222222", "vpc-0a1b2c3d4e5f67890")
 
 	for _, tt := range []struct {
 		name string

@@ -116,6 +116,10 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 		if network, err = peeringFromAPI(req.Network); err != nil {
 			return err
 		}
+		// Only what is registered to the deployment's tenant.
+		if err := b.checkNetworkRequest(ctx, d.Tenant, d.Settings.Network, network); err != nil {
+			return err
+		}
 	} else if req.Network != nil {
 		return errorf(http.StatusBadRequest, "unexpected_network", "network is only for a network:peering request")
 	} else if d.Agent == nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"regexp"
 
 	"github.com/tetherhq/tether/audit"
@@ -27,6 +28,12 @@ func (b *Broker) handleSetSettings(w http.ResponseWriter, r *http.Request) error
 	d, err := b.lookup(r)
 	if err != nil {
 		return err
+	}
+	// A changed BYOC side must be registered to the deployment's tenant.
+	if s.Network != nil && !reflect.DeepEqual(s.Network, d.Settings.Network) {
+		if err := b.checkNetworkConfig(r.Context(), d.Tenant, s.Network); err != nil {
+			return err
+		}
 	}
 	if err := b.record(r.Context(), audit.Event{
 		Type: audit.DeploymentSettingsChanged, Actor: actorOf(r), Deployment: d.ID,

@@ -43,14 +43,15 @@ type CreateAccessRequest struct {
 	Network *PeeringSpec `json:"network,omitempty"`
 }
 
-// PeeringSpec is the peer side of a network change.
+// PeeringSpec is the peer side of a network change. Its account, VPC,
+// role and route tables must be registered to the deployment's tenant
+// ([NetworkRegistration]); the broker holds the role's external ID.
 type PeeringSpec struct {
 	Kind          string   `json:"kind"` // "peering" or "ingress"
 	AccountID     string   `json:"account_id"`
 	Region        string   `json:"region"`
 	VPCID         string   `json:"vpc_id"`
 	RoleARN       string   `json:"role_arn"`
-	ExternalID    string   `json:"external_id,omitempty"`
 	RouteTableIDs []string `json:"route_table_ids,omitempty"`
 	// OutsideWindow asks to make the change outside the deployment's
 	// maintenance windows.
@@ -58,13 +59,14 @@ type PeeringSpec struct {
 }
 
 // NetworkConfig is where a deployment's BYOC VPC is and how Tether
-// reaches its account.
+// reaches its account. The account, VPC and role must be registered to
+// the deployment's tenant ([NetworkRegistration]); the broker holds the
+// role's external ID.
 type NetworkConfig struct {
 	AccountID       string            `json:"account_id"`
 	Region          string            `json:"region"`
 	VPCID           string            `json:"vpc_id"`
 	RoleARN         string            `json:"role_arn"`
-	ExternalID      string            `json:"external_id,omitempty"`
 	RouteTableIDs   []string          `json:"route_table_ids,omitempty"`
 	LBTags          map[string]string `json:"lb_tags,omitempty"`
 	PrivateHostname string            `json:"private_hostname,omitempty"`

@@ -118,6 +118,7 @@ type serverFile struct {
 	Webhooks          []notify.Webhook `json:"webhooks,omitempty"` // secret as env:/file: reference
 	PendingTimeout    string           `json:"pending_timeout,omitempty"`
 	AWSEndpointURL    string           `json:"aws_endpoint_url,omitempty"`
+	NetworkSealKey    string           `json:"network_seal_key,omitempty"` // file:/env: reference; the same on every broker sharing a database
 	HeartbeatInterval string           `json:"heartbeat_interval,omitempty"`
 }
 
@@ -221,6 +222,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		PolicyDir:      pick(*policyDir, "TETHER_POLICY_DIR", f.PolicyDir),
 		Webhooks:       f.Webhooks,
 		AWSEndpointURL: pick(*awsEndpoint, "TETHER_AWS_ENDPOINT_URL", f.AWSEndpointURL),
+		NetworkSealKey: pick("", "TETHER_NETWORK_SEAL_KEY", f.NetworkSealKey),
 		DevAddr:        *devAddr,
 		PairingTTL:     *pairTTL,
 		Version:        version.Version,

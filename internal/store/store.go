@@ -60,30 +60,71 @@ type DeploymentSettings struct {
 }
 
 // NetworkConfig is where a deployment's BYOC VPC is and how Tether
-// reaches its account.
+// reaches its account. The account, VPC and role must be registered to the
+// deployment's tenant ([NetworkRegistration]), which holds the role's
+// external ID.
 type NetworkConfig struct {
 	AccountID       string            `json:"account_id"`
 	Region          string            `json:"region"`
 	VPCID           string            `json:"vpc_id"`
 	RoleARN         string            `json:"role_arn"`
-	ExternalID      string            `json:"external_id"`
 	RouteTableIDs   []string          `json:"route_table_ids,omitempty"`
 	LBTags          map[string]string `json:"lb_tags,omitempty"`
 	PrivateHostname string            `json:"private_hostname,omitempty"`
 }
 
-// PeeringSpec is the peer side of a network change request.
+// PeeringSpec is the peer side of a network change request. Its account,
+// VPC, role and route tables must be registered to the deployment's
+// tenant ([NetworkRegistration]), which holds the role's external ID.
 type PeeringSpec struct {
 	Kind          string   `json:"kind"` // "peering" or "ingress"
 	AccountID     string   `json:"account_id"`
 	Region        string   `json:"region"`
 	VPCID         string   `json:"vpc_id"`
 	RoleARN       string   `json:"role_arn"`
-	ExternalID    string   `json:"external_id"`
 	RouteTableIDs []string `json:"route_table_ids,omitempty"`
 	// OutsideWindow lets the change be made outside the deployment's
 	// maintenance windows; the approvers see it.
 	OutsideWindow bool `json:"outside_window,omitempty"`
+}
+
+// Network registration states.
+const (
+	// RegistrationPending is a vendor admin's registration that an
+	// approver of the tenant has not confirmed yet: nothing may use it.
+	RegistrationPending = "pending"
+	// RegistrationActive is a registration network changes may use.
+	RegistrationActive = "active"
+)
+
+// NetworkRegistration registers one AWS account to one tenant, with the
+// role Tether assumes there and the VPCs (and, optionally, route tables
+// and peer CIDRs) Tether may touch in it. An account is registered to at
+// most one tenant.
+type NetworkRegistration struct {
+	ID        string   `json:"id"` // UUID, assigned by the caller
+	Tenant    string   `json:"tenant"`
+	AccountID string   `json:"account_id"`
+	RoleARN   string   `json:"role_arn"`
+	VPCIDs    []string `json:"vpc_ids"`
+	// RouteTableIDs, when not empty, are the only route tables of those
+	// VPCs a network change may name.
+	RouteTableIDs []string `json:"route_table_ids,omitempty"`
+	// PeerCIDRs are address ranges in those VPCs the tenant declares its
+	// own, such as public space it uses privately.
+	PeerCIDRs    []string  `json:"peer_cidrs,omitempty"`
+	State        string    `json:"state"` // RegistrationPending or RegistrationActive
+	RegisteredBy Person    `json:"registered_by"`
+	CreatedAt    time.Time `json:"created_at"`
+	ConfirmedBy  *Person   `json:"confirmed_by,omitempty"`
+	ConfirmedAt  time.Time `json:"confirmed_at,omitzero"`
+	// SealedExternalID is the role's external ID, sealed with the
+	// broker's key; empty while pending. It is stored apart from the
+	// rest and never encoded with it.
+	SealedExternalID []byte `json:"-"`
+	// Version increases with every update; [Store.UpdateNetworkRegistration]
+	// compares it to detect a concurrent change.
+	Version int64 `json:"version"`
 }
 
 // Window is a span of time [Start, End).
@@ -301,6 +342,29 @@ type Store interface {
 	// ErrConflict: the caller reloads and decides again. An unknown ID is
 	// an error wrapping ErrNotFound.
 	UpdateRequest(ctx context.Context, r AccessRequest) error
+	// CreateNetworkRegistration stores a new registration (its Version as
+	// given, normally 1). It returns an error wrapping ErrConflict if its
+	// account is registered already, to any tenant, or its ID exists.
+	CreateNetworkRegistration(ctx context.Context, reg NetworkRegistration) error
+	// GetNetworkRegistration returns the registration with the given ID,
+	// or an error wrapping ErrNotFound.
+	GetNetworkRegistration(ctx context.Context, id string) (NetworkRegistration, error)
+	// GetNetworkRegistrationByAccount returns the registration of an AWS
+	// account, whatever its tenant, or an error wrapping ErrNotFound.
+	GetNetworkRegistrationByAccount(ctx context.Context, accountID string) (NetworkRegistration, error)
+	// ListNetworkRegistrations returns the tenant's registrations, or
+	// every tenant's for an empty tenant, ordered by tenant, then account.
+	ListNetworkRegistrations(ctx context.Context, tenant string) ([]NetworkRegistration, error)
+	// UpdateNetworkRegistration stores reg if the stored registration's
+	// Version is still reg.Version, with Version reg.Version+1; otherwise
+	// it changes nothing and returns an error wrapping ErrConflict. Its
+	// tenant and account never change (an error if they differ). An
+	// unknown ID is an error wrapping ErrNotFound.
+	UpdateNetworkRegistration(ctx context.Context, reg NetworkRegistration) error
+	// DeleteNetworkRegistration removes the registration with the given
+	// ID, or returns an error wrapping ErrNotFound.
+	DeleteNetworkRegistration(ctx context.Context, id string) error
+
 	// Close releases the store's resources.
 	Close() error
 }
