@@ -138,6 +138,7 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 		Dev:             b.cfg.Dev,
 		Time:            b.now().UTC(),
 		Action:          action,
+		Network:         policyNetwork(network),
 	}
 	// Policy input from GitHub: any failure refuses the request; a
 	// ticket or team that cannot be checked is never taken as fine.
@@ -189,7 +190,7 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 	if err := b.record(ctx, audit.Event{
 		Type: audit.RequestCreated, Actor: actorOf(r), Deployment: d.ID, RequestID: id,
 		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success, Reason: reason,
-		Details: map[string]any{"deployment": d.Tenant + "/" + d.Name, "scopes": scopes, "duration": dur.String(), "ticket": req.Ticket, "break_glass": req.BreakGlass},
+		Details: createdDetails(d.Tenant+"/"+d.Name, scopes, dur, req.Ticket, req.BreakGlass, network),
 	}); err != nil {
 		return err
 	}
@@ -330,6 +331,31 @@ func policyDeployment(d store.Deployment) policy.Deployment {
 		pd.MaintenanceWindows = append(pd.MaintenanceWindows, policy.Window{Start: w.Start, End: w.End, Reason: w.Reason})
 	}
 	return pd
+}
+
+// policyNetwork is the policy's view of a network change; nil for access.
+func policyNetwork(n *store.PeeringSpec) *policy.Network {
+	if n == nil {
+		return nil
+	}
+	return &policy.Network{
+		Kind: n.Kind, AccountID: n.AccountID, Region: n.Region, VPCID: n.VPCID, RoleARN: n.RoleARN,
+		RouteTableIDs: slices.Clone(n.RouteTableIDs), OutsideMaintenanceWindow: n.OutsideWindow,
+	}
+}
+
+// createdDetails are the details of a request.created event. A network
+// change is recorded as the policy saw it: what and where, never an
+// external ID.
+func createdDetails(deployment string, scopes []string, dur time.Duration, ticket string, breakGlass bool, n *store.PeeringSpec) map[string]any {
+	d := map[string]any{"deployment": deployment, "scopes": scopes, "duration": dur.String(), "ticket": ticket, "break_glass": breakGlass}
+	if n != nil {
+		d["network"] = map[string]any{
+			"kind": n.Kind, "account_id": n.AccountID, "region": n.Region, "vpc_id": n.VPCID, "role_arn": n.RoleARN,
+			"route_table_ids": slices.Clone(n.RouteTableIDs), "outside_maintenance_window": n.OutsideWindow,
+		}
+	}
+	return d
 }
 
 func short(hash string) string {
