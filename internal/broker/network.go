@@ -12,11 +12,11 @@ import (
 )
 
 var (
-	accountRE    = regexp.MustCompile(`^[0-9]{12}$`)
-	vpcRE        = regexp.MustCompile(`^vpc-([0-9a-f]{8}|[0-9a-f]{17})$`)
-	rtbRE        = regexp.MustCompile(`^rtb-([0-9a-f]{8}|[0-9a-f]{17})$`)
-	roleARNRE    = regexp.MustCompile(`^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$`)
-	hostnameRE   = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
+	accountRE  = regexp.MustCompile(`^[0-9]{12}$`)
+	vpcRE      = regexp.MustCompile(`^vpc-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	rtbRE      = regexp.MustCompile(`^rtb-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	roleARNRE  = regexp.MustCompile(`^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$`)
+	hostnameRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
 )
 
 // checkAWS validates the shape of AWS identifiers before anything is
