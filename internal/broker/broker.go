@@ -94,6 +94,11 @@ type Config struct {
 	// own AWS credentials come from the environment, as for any AWS SDK
 	// program.
 	AWSEndpointURL string
+	// NetworkPrivateDomain (network.private_domain in the config file) is
+	// the vendor's DNS domain: private ingress makes hosted zones in
+	// customers' VPCs only for names under it, never under an AWS domain.
+	// Empty refuses every private ingress.
+	NetworkPrivateDomain string
 	// NetworkSealKey is a file:PATH or env:NAME reference to the 32-byte
 	// key (hex or base64) that seals the external IDs of registered
 	// network roles. Brokers sharing a database need the same one. Empty
@@ -199,6 +204,11 @@ func (c Config) Validate() error {
 		u, err := url.Parse(c.AWSEndpointURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("AWS endpoint URL %q: want an http:// or https:// URL such as http://127.0.0.1:5000 (moto_server), or leave it unset for AWS itself", c.AWSEndpointURL)
+		}
+	}
+	if c.NetworkPrivateDomain != "" {
+		if err := netmgr.ValidatePrivateDomain(c.NetworkPrivateDomain); err != nil {
+			return fmt.Errorf("network.private_domain: %w", err)
 		}
 	}
 	if c.GitHub != nil {
@@ -601,6 +611,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 	wg.Go(func() { b.runLifecycle(bg) })
+	wg.Go(func() { b.runNetworkTeardowns(bg) })
 	if b.notifier != nil {
 		wg.Go(func() { b.notifier.Run(bg) })
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
@@ -25,6 +26,12 @@ func netError(err error) error {
 		return errorf(http.StatusBadRequest, "invalid_network", "%v", err)
 	case errors.Is(err, netmgr.ErrOverlap):
 		return errorf(http.StatusConflict, "cidr_overlap", "%v", err)
+	case errors.Is(err, netmgr.ErrPlanChanged):
+		return errorf(http.StatusConflict, "plan_changed", "%v", err)
+	case errors.Is(err, netmgr.ErrConflict):
+		return errorf(http.StatusConflict, "network_conflict", "%v", err)
+	case errors.Is(err, netmgr.ErrPublicCIDR):
+		return errorf(http.StatusForbidden, "public_cidr", "%v", err)
 	case errors.Is(err, netmgr.ErrNotFound):
 		return errorf(http.StatusNotFound, "aws_not_found", "%v", err)
 	case errors.Is(err, netmgr.ErrPermission), errors.Is(err, netmgr.ErrExternalID):
@@ -110,20 +117,11 @@ func (b *Broker) handleNetworkPlan(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	var plan netmgr.Plan
+	p = b.netPeerFor(d.Tenant, p)
 	if spec.Kind == "ingress" {
-		// What enabling would do: every piece not already in place.
-		var st netmgr.Status
-		if st, err = m.IngressStatus(r.Context(), t, p); err == nil {
-			for _, it := range st.Items {
-				action := "none"
-				if it.State != "ok" {
-					action = "create"
-				}
-				plan.Steps = append(plan.Steps, netmgr.Step{Action: action, Resource: it.Resource, ID: it.ID})
-			}
-		}
+		plan, err = m.PlanIngress(r.Context(), t, p, netmgr.Tags{Deployment: d.ID, Engineer: displayName(person(principalFrom(r.Context())))})
 	} else {
-		plan, err = m.PlanPeering(r.Context(), t, p, netmgr.Tags{Deployment: d.ID})
+		plan, err = m.PlanPeering(r.Context(), t, p, netmgr.Tags{Deployment: d.ID, Engineer: displayName(person(principalFrom(r.Context())))})
 	}
 	ev := audit.Event{Type: audit.NetworkPlanned, Actor: actorOf(r), Deployment: d.ID, Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
 		Details: map[string]any{"kind": spec.Kind, "peer_vpc": spec.VPCID, "peer_account": spec.AccountID, "steps": len(plan.Steps), "warnings": plan.Warnings}}
@@ -140,41 +138,64 @@ func (b *Broker) handleNetworkPlan(w http.ResponseWriter, r *http.Request) error
 	return nil
 }
 
-// networkRequest loads an active network change request the caller may
-// carry out, with its deployment's network configuration.
-func (b *Broker) networkRequest(r *http.Request, mustBeActive bool) (store.AccessRequest, *store.NetworkConfig, error) {
+// networkRequest loads a network change request the caller may carry
+// out, with its deployment. To apply, the request must be active, in its
+// change window, inside a maintenance window (unless approved for
+// outside) and in no freeze its approvals did not see. To tear down, an
+// apply must have begun (or the request be active): teardown only
+// removes access, so it is allowed in any state after that, at any time.
+// Either way only the requester or an admin acts.
+func (b *Broker) networkRequest(r *http.Request, op string) (store.AccessRequest, store.DeploymentStatus, error) {
+	var d store.DeploymentStatus
 	ar, err := b.loadRequest(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return ar, nil, err
+		return ar, d, err
 	}
 	if ar.Network == nil {
-		return ar, nil, errorf(http.StatusBadRequest, "not_a_network_request", "request %s is an access request, not a network change", ar.ID)
+		return ar, d, errorf(http.StatusBadRequest, "not_a_network_request", "request %s is an access request, not a network change", ar.ID)
 	}
-	if mustBeActive {
-		p := principalFrom(r.Context())
+	p := principalFrom(r.Context())
+	switch op {
+	case "apply":
 		if ar.State != store.StateActive {
-			return ar, nil, errorf(http.StatusConflict, "not_approved", "request %s is %s: a network change needs an approved, active request ('broker request show %s')", ar.ID, ar.State, ar.ID)
+			return ar, d, errorf(http.StatusConflict, "not_approved", "request %s is %s: a network change needs an approved, active request ('broker request show %s')", ar.ID, ar.State, ar.ID)
 		}
 		if ar.Grant != nil && !b.now().Before(ar.Grant.Expiry) {
-			return ar, nil, errorf(http.StatusConflict, "window_over", "request %s's change window ended at %s: ask again", ar.ID, ar.Grant.Expiry.UTC().Format("2006-01-02T15:04:05Z"))
+			return ar, d, errorf(http.StatusConflict, "window_over", "request %s's change window ended at %s: ask again", ar.ID, ar.Grant.Expiry.UTC().Format("2006-01-02T15:04:05Z"))
 		}
-		if !samePerson(p, ar.Requester) && !p.HasRole("admin") {
-			return ar, nil, errorf(http.StatusForbidden, "not_requester", "only the requester or an admin carries out request %s", ar.ID)
+	case "teardown":
+		applied := ar.NetworkPlan != nil && !ar.NetworkPlan.AppliedAt.IsZero()
+		if !applied && ar.State != store.StateActive {
+			return ar, d, errorf(http.StatusConflict, "not_applied", "request %s is %s and was never applied: there is nothing to tear down", ar.ID, ar.State)
 		}
 	}
-	d, err := b.store.GetDeployment(r.Context(), ar.DeploymentID)
+	if op != "status" && !samePerson(p, ar.Requester) && !p.HasRole("admin") {
+		return ar, d, errorf(http.StatusForbidden, "not_requester", "only the requester or an admin carries out request %s", ar.ID)
+	}
+	d, err = b.store.GetDeployment(r.Context(), ar.DeploymentID)
 	if err != nil {
-		return ar, nil, fmt.Errorf("get deployment: %w", err)
+		return ar, d, fmt.Errorf("get deployment: %w", err)
 	}
 	if d.Settings.Network == nil {
-		return ar, nil, errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration", d.Tenant, d.Name)
+		return ar, d, errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration", d.Tenant, d.Name)
 	}
-	if mustBeActive && !ar.Network.OutsideWindow {
-		if ok, next := inWindow(d.Settings.MaintenanceWindows, b.now()); !ok {
-			return ar, nil, errorf(http.StatusConflict, "outside_maintenance_window", "deployment %s/%s takes network changes only in its maintenance windows: %s (a request made with --outside-maintenance-window, approved as such, may change it now)", d.Tenant, d.Name, next)
+	if op != "apply" {
+		return ar, d, nil
+	}
+	now := b.now()
+	if w, frozen := freezeSinceApproval(ar, d.Deployment, now); frozen {
+		why := ""
+		if w.Reason != "" {
+			why = " (" + w.Reason + ")"
+		}
+		return ar, d, errorf(http.StatusConflict, "frozen", "deployment %s/%s is frozen%s from %s to %s, a freeze its approvers did not see: apply after it, or ask again (a request made during a freeze needs the approvals the policy asks for then)", d.Tenant, d.Name, why, w.Start.UTC().Format(time.RFC3339), w.End.UTC().Format(time.RFC3339))
+	}
+	if !ar.Network.OutsideWindow {
+		if ok, next := inWindow(d.Settings.MaintenanceWindows, now); !ok {
+			return ar, d, errorf(http.StatusConflict, "outside_maintenance_window", "deployment %s/%s takes network changes only in its maintenance windows: %s (a request made with --outside-maintenance-window, approved as such, may change it now)", d.Tenant, d.Name, next)
 		}
 	}
-	return ar, d.Settings.Network, nil
+	return ar, d, nil
 }
 
 func (b *Broker) handleNetworkChange(teardown bool) func(http.ResponseWriter, *http.Request) error {
@@ -183,47 +204,48 @@ func (b *Broker) handleNetworkChange(teardown bool) func(http.ResponseWriter, *h
 		if err != nil {
 			return err
 		}
-		ar, n, err := b.networkRequest(r, true)
+		op := "apply"
+		if teardown {
+			op = "teardown"
+		}
+		ar, d, err := b.networkRequest(r, op)
 		if err != nil {
 			return err
 		}
 		ctx := context.WithValue(r.Context(), netCallKey{}, netCall{ar: ar, actor: actorOf(r)})
-		mm := m
-		t, p, err := b.netSides(ctx, ar.Tenant, n, ar.Network)
-		if err != nil {
-			return err
-		}
-		tags := netmgr.Tags{Deployment: ar.DeploymentID, Request: ar.ID}
+		engineer := displayName(person(principalFrom(r.Context())))
 		var plan netmgr.Plan
-		switch {
-		case ar.Network.Kind == "ingress" && teardown:
-			plan, err = mm.DisableIngress(ctx, t, p, tags)
-		case ar.Network.Kind == "ingress":
-			plan, err = mm.EnableIngress(ctx, t, p, tags)
-		case teardown:
-			plan, err = mm.TeardownPeering(ctx, t, p, tags)
-		default:
-			plan, err = mm.ApplyPeering(ctx, t, p, tags)
+		if teardown {
+			plan, err = b.teardown(ctx, ar, d.Settings.Network, engineer)
+			b.markTornDown(ctx, ar.ID, err)
+		} else {
+			plan, err = b.apply(ctx, m, ar, d, engineer)
 		}
 		typ := audit.NetworkApplied
 		if teardown {
 			typ = audit.NetworkTornDown
 		}
-		changed := 0
-		for _, s := range plan.Steps {
-			if s.Action != "none" {
-				changed++
-			}
+		details := map[string]any{"kind": ar.Network.Kind, "peer_vpc": ar.Network.VPCID, "changed": changed(plan)}
+		if ar.NetworkPlan != nil {
+			details["plan_digest"] = ar.NetworkPlan.Digest
 		}
-		ev := audit.Event{Type: typ, Actor: actorOf(r), Deployment: ar.DeploymentID, RequestID: ar.ID, Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
-			Details: map[string]any{"kind": ar.Network.Kind, "peer_vpc": ar.Network.VPCID, "changed": changed}}
+		var pce *netmgr.PlanChangedError
+		if errors.As(err, &pce) {
+			details["plan_now"], details["differences"] = pce.Now, pce.Differences
+		}
+		ev := audit.Event{Type: typ, Actor: actorOf(r), Deployment: ar.DeploymentID, RequestID: ar.ID, Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success, Details: details}
 		if err != nil {
 			ev.Outcome, ev.Reason = audit.Failure, err.Error()
 		}
 		if rerr := b.record(ctx, ev); rerr != nil {
 			return rerr
 		}
+		b.changed()
 		if err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) {
+				return err
+			}
 			return netError(err)
 		}
 		writeJSON(w, http.StatusOK, planView(plan))
@@ -231,16 +253,37 @@ func (b *Broker) handleNetworkChange(teardown bool) func(http.ResponseWriter, *h
 	}
 }
 
+// apply carries out an approved request's change exactly as approved.
+func (b *Broker) apply(ctx context.Context, m *netmgr.Manager, ar store.AccessRequest, d store.DeploymentStatus, engineer string) (netmgr.Plan, error) {
+	approved, err := approvedIntent(ar)
+	if err != nil {
+		return netmgr.Plan{}, err
+	}
+	t, p, err := b.netSides(ctx, ar.Tenant, d.Settings.Network, ar.Network)
+	if err != nil {
+		return netmgr.Plan{}, err
+	}
+	p = b.netPeerFor(ar.Tenant, p)
+	if err := b.markApplied(ctx, ar.ID); err != nil {
+		return netmgr.Plan{}, fmt.Errorf("record the apply: %w", err)
+	}
+	tags := netmgr.Tags{Deployment: ar.DeploymentID, Request: ar.ID, Engineer: engineer}
+	if ar.Network.Kind == "ingress" {
+		return m.EnableApprovedIngress(ctx, t, p, tags, approved)
+	}
+	return m.ApplyApprovedPeering(ctx, t, p, tags, approved)
+}
+
 func (b *Broker) handleNetworkStatus(w http.ResponseWriter, r *http.Request) error {
 	m, err := b.netManager()
 	if err != nil {
 		return err
 	}
-	ar, n, err := b.networkRequest(r, false)
+	ar, d, err := b.networkRequest(r, "status")
 	if err != nil {
 		return err
 	}
-	t, p, err := b.netSides(r.Context(), ar.Tenant, n, ar.Network)
+	t, p, err := b.netSides(r.Context(), ar.Tenant, d.Settings.Network, ar.Network)
 	if err != nil {
 		return err
 	}
@@ -277,7 +320,7 @@ func (b *Broker) startNetwork(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("aws config: %w", err)
 	}
-	m, err := netmgr.New(netmgr.Config{AWS: cfg, EndpointURL: b.cfg.AWSEndpointURL, Recorder: b.recordAWSCall, Now: b.now, Logger: b.cfg.Logger})
+	m, err := netmgr.New(netmgr.Config{AWS: cfg, EndpointURL: b.cfg.AWSEndpointURL, Recorder: b.recordAWSCall, PrivateDomain: b.cfg.NetworkPrivateDomain, Now: b.now, Logger: b.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("network management: %w", err)
 	}

@@ -85,6 +85,7 @@ func TestNetworkPeeringThroughBroker(t *testing.T) {
 	var logs syncBuffer
 	b := brokertest.Start(t, func(c *broker.Config) {
 		c.AWSEndpointURL = endpoint
+		c.NetworkPrivateDomain = "aws.clickhouse.example"
 		c.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tLogWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	if _, err := b.Client.CreateDeployment(ctx, brokerapi.CreateDeploymentRequest{Tenant: "acme", Name: "prod"}); err != nil {

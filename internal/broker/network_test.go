@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
@@ -19,7 +18,7 @@ func TestNetworkChangeRequest(t *testing.T) {
 	if _, err := b.Client.CreateDeployment(ctx, brokerapi.CreateDeploymentRequest{Tenant: "acme", Name: "prod"}); err != nil {
 		t.Fatal(err)
 	}
-	eng, acme := asUser(t, b, "engineer@vendor.test"), asUser(t, b, "approver@acme.test")
+	eng := asUser(t, b, "engineer@vendor.test")
 	spec := &brokerapi.PeeringSpec{Kind: "peering", AccountID: "222222222222", Region: "us-east-1", VPCID: "vpc-0a1b2c3d4e5f67890", RoleARN: "arn:aws:iam::222222222222:role/TetherNetwork"}
 	ask := brokerapi.CreateAccessRequest{Deployment: "acme/prod", Scopes: []string{"network:peering"}, Duration: "2h", Reason: "peer the analytics VPC", Network: spec}
 
@@ -64,27 +63,13 @@ func TestNetworkChangeRequest(t *testing.T) {
 		}
 	}
 
-	ar, err := eng.CreateRequest(ctx, ask)
-	if err != nil {
-		t.Fatal(err)
+	// The change is planned as the request is made, for its approvers:
+	// a broker that cannot reach AWS (none here) refuses the request
+	// rather than ask for approval of a plan it could not make. The rest
+	// of the life of a network request runs on moto
+	// (TestNetworkMaintenanceWindow and the tests beside it).
+	_, err = eng.CreateRequest(ctx, ask)
+	if ae := apiErr(t, err); !strings.Contains(ae.Message, "plan the change for its approvers") {
+		t.Errorf("create without AWS = %v, want a refusal saying the change could not be planned", err)
 	}
-	if ar.Network == nil || ar.Network.VPCID != spec.VPCID || ar.State != brokerapi.StatePending {
-		t.Fatalf("network request = %+v, want pending carrying the peer VPC", ar)
-	}
-	ar, err = acme.Approve(ctx, ar.ID, "")
-	if err != nil || ar.State != brokerapi.StateActive || ar.Grant == nil {
-		t.Fatalf("approve network request = %+v, %v; want active", ar, err)
-	}
-
-	// Outside the customer's maintenance window the change waits, unless
-	// the approved request said otherwise.
-	tomorrow := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
-	if _, err := b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &cfg,
-		MaintenanceWindows: []brokerapi.Window{{Start: tomorrow, End: tomorrow.Add(2 * time.Hour)}}}); err != nil {
-		t.Fatal(err)
-	}
-	_, err = eng.ApplyNetwork(ctx, ar.ID)
-	wantAPIErr(t, "apply outside the maintenance window", err, 409, "the next maintenance window is "+tomorrow.Format(time.RFC3339))
-	_, err = acme.ApplyNetwork(ctx, ar.ID)
-	wantAPIErr(t, "apply by the customer's approver", err, 403, "needs the role")
 }

@@ -177,13 +177,21 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 	}
 	dec.RequiredReviews = reviews
 	dec.Scopes = granted
+	// A network change is planned now, for its approvers to see and
+	// approve exactly; apply refuses anything else.
+	var netPlan *store.NetworkPlan
+	if network != nil {
+		if netPlan, err = b.planNetworkChange(ctx, d, network, id, displayName(person(p))); err != nil {
+			return err
+		}
+	}
 	decJSON, _ := json.Marshal(dec)
 
 	now := b.now()
 	ar := store.AccessRequest{
 		ID: id, DeploymentID: d.ID, Tenant: d.Tenant, Name: d.Name,
 		Requester: person(p), Scopes: scopes, Duration: dur, Reason: reason, Ticket: req.Ticket,
-		BreakGlass: req.BreakGlass, Network: network, State: store.StatePending, Decision: decJSON,
+		BreakGlass: req.BreakGlass, Network: network, NetworkPlan: netPlan, State: store.StatePending, Decision: decJSON,
 		PendingUntil: now.Add(b.cfg.PendingTimeout), CreatedAt: now, UpdatedAt: now, Version: 1,
 	}
 	// The event first: an access that cannot be audited does not begin.
@@ -530,6 +538,9 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 			if approve && reviewRole(p, ar.Tenant, missingReviews(*ar)) == "" {
 				return errorf(http.StatusConflict, "review_not_needed", "request %s needs no more approvals of your kind; it is waiting for %s", ar.ID, waitingText(*ar))
 			}
+			if err := checkReviewDigest(*ar, body.PlanDigest); err != nil {
+				return err
+			}
 			before = *ar
 			before.Reviews = slices.Clone(ar.Reviews)
 			ar.Reviews = append(ar.Reviews, store.Review{Reviewer: person(p), Role: role, Approve: approve, Comment: comment, At: b.now()})
@@ -556,6 +567,9 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 			Type: typ, Actor: actor(p, roleName(role)), Deployment: ar.DeploymentID, RequestID: ar.ID,
 			Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success, Reason: comment,
 			Details: map[string]any{"counted_as": role, "state": ar.State},
+		}
+		if ar.NetworkPlan != nil {
+			review.Details["plan_digest"] = ar.NetworkPlan.Digest // what the review approved
 		}
 		switch ar.State {
 		case store.StateActive:
@@ -690,6 +704,7 @@ func (b *Broker) handleRevokeRequest(w http.ResponseWriter, r *http.Request) err
 			return errorf(http.StatusConflict, "not_active", "request %s is %s: only an approved or active request can be revoked", ar.ID, ar.State)
 		}
 		ar.State, ar.EndedAt, ar.EndedBy, ar.EndReason = store.StateRevoked, b.now(), displayName(person(p)), reason
+		b.teardownOnRevoke(ar) // an applied network change comes down by itself
 		return nil
 	})
 	if err != nil {
@@ -856,7 +871,7 @@ func (b *Broker) requestView(ar store.AccessRequest) brokerapi.AccessRequest {
 	v := brokerapi.AccessRequest{
 		ID: ar.ID, Deployment: ar.Tenant + "/" + ar.Name, DeploymentID: ar.DeploymentID, Tenant: ar.Tenant,
 		Requester: displayName(ar.Requester), Scopes: ar.Scopes, Duration: ar.Duration.String(), Reason: ar.Reason,
-		Ticket: ar.Ticket, BreakGlass: ar.BreakGlass, Network: peeringView(ar.Network), State: ar.State,
+		Ticket: ar.Ticket, BreakGlass: ar.BreakGlass, Network: peeringView(ar.Network), NetworkPlan: networkPlanView(ar.NetworkPlan), State: ar.State,
 		Decision: brokerapi.Decision{
 			Allow: dec.Allow, Reasons: dec.Reasons, MaxDuration: dec.MaxDuration.String(), Scopes: dec.Scopes, PolicyHash: dec.PolicyHash,
 		},

@@ -109,29 +109,30 @@ type Grant struct {
 
 // AccessRequest is a request as the API shows it.
 type AccessRequest struct {
-	ID           string       `json:"id"`
-	Deployment   string       `json:"deployment"` // TENANT/NAME
-	DeploymentID string       `json:"deployment_id"`
-	Tenant       string       `json:"tenant"`
-	Requester    string       `json:"requester"`
-	Scopes       []string     `json:"scopes"`
-	Duration     string       `json:"duration"`
-	Reason       string       `json:"reason"`
-	Ticket       string       `json:"ticket,omitempty"`
-	BreakGlass   bool         `json:"break_glass,omitempty"`
-	Network      *PeeringSpec `json:"network,omitempty"`
-	State        string       `json:"state"`
-	Decision     Decision     `json:"decision"`
-	Reviews      []Review     `json:"reviews,omitempty"`
-	Waiting      []string     `json:"waiting,omitempty"` // what a pending request still needs, in words
-	Grant        *Grant       `json:"grant,omitempty"`
-	PendingUntil time.Time    `json:"pending_until"`
-	CreatedAt    time.Time    `json:"created_at"`
-	UpdatedAt    time.Time    `json:"updated_at"`
-	EndedAt      time.Time    `json:"ended_at,omitzero"`
-	EndedBy      string       `json:"ended_by,omitempty"`
-	EndReason    string       `json:"end_reason,omitempty"`
-	Version      int64        `json:"version"`
+	ID           string               `json:"id"`
+	Deployment   string               `json:"deployment"` // TENANT/NAME
+	DeploymentID string               `json:"deployment_id"`
+	Tenant       string               `json:"tenant"`
+	Requester    string               `json:"requester"`
+	Scopes       []string             `json:"scopes"`
+	Duration     string               `json:"duration"`
+	Reason       string               `json:"reason"`
+	Ticket       string               `json:"ticket,omitempty"`
+	BreakGlass   bool                 `json:"break_glass,omitempty"`
+	Network      *PeeringSpec         `json:"network,omitempty"`
+	NetworkPlan  *ApprovedNetworkPlan `json:"network_plan,omitempty"`
+	State        string               `json:"state"`
+	Decision     Decision             `json:"decision"`
+	Reviews      []Review             `json:"reviews,omitempty"`
+	Waiting      []string             `json:"waiting,omitempty"` // what a pending request still needs, in words
+	Grant        *Grant               `json:"grant,omitempty"`
+	PendingUntil time.Time            `json:"pending_until"`
+	CreatedAt    time.Time            `json:"created_at"`
+	UpdatedAt    time.Time            `json:"updated_at"`
+	EndedAt      time.Time            `json:"ended_at,omitzero"`
+	EndedBy      string               `json:"ended_by,omitempty"`
+	EndReason    string               `json:"end_reason,omitempty"`
+	Version      int64                `json:"version"`
 }
 
 // ListAccessRequests is the body of GET /api/v1/requests.
@@ -142,6 +143,9 @@ type ListAccessRequests struct {
 // ReviewBody is the body of approve and deny.
 type ReviewBody struct {
 	Comment string `json:"comment,omitempty"`
+	// PlanDigest, when set, is the network plan digest the reviewer was
+	// shown; the review is refused if the request's differs.
+	PlanDigest string `json:"plan_digest,omitempty"`
 }
 
 // RevokeBody is the body of revoke.

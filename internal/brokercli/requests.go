@@ -639,6 +639,9 @@ func printRequest(w io.Writer, r brokerapi.AccessRequest) {
 		fmt.Fprintf(tw, "Break-glass:\tyes\n")
 	}
 	fmt.Fprintf(tw, "State:\t%s\n", r.State)
+	if np := r.NetworkPlan; np != nil {
+		printNetworkPlan(tw, np, t)
+	}
 	fmt.Fprintf(tw, "Created:\t%s\n", t(r.CreatedAt))
 	fmt.Fprintf(tw, "Updated:\t%s (version %d)\n", t(r.UpdatedAt), r.Version)
 	if r.State == brokerapi.StatePending {
@@ -1006,4 +1009,36 @@ func printDecision(w io.Writer, d policy.Decision) {
 	fmt.Fprintf(tw, "Scopes:\t%s\n", orDash(strings.Join(d.Scopes, ", ")))
 	fmt.Fprintf(tw, "Policy hash:\t%s\n", d.PolicyHash)
 	tw.Flush()
+}
+
+// printNetworkPlan shows the exact change a network request's approval
+// binds, and how far it got.
+func printNetworkPlan(tw io.Writer, np *brokerapi.ApprovedNetworkPlan, t func(time.Time) string) {
+	in := np.Intent
+	fmt.Fprintf(tw, "Network plan:\t%s (approving approves exactly this; apply refuses anything else)\n", np.Digest)
+	fmt.Fprintf(tw, "  kind:\t%s\n", in.Kind)
+	for _, s := range []struct {
+		name string
+		side brokerapi.NetworkIntentSide
+	}{{"BYOC", in.BYOC}, {"peer", in.Peer}} {
+		fmt.Fprintf(tw, "  %s:\tVPC %s (%s) in account %s, %s, role %s\n", s.name, s.side.VPC, strings.Join(s.side.CIDRs, ", "), s.side.Account, s.side.Region, orDash(s.side.Role))
+	}
+	for _, r := range in.Routes {
+		fmt.Fprintf(tw, "  route:\t%s in %s (account %s)\n", r.Destination, r.RouteTable, r.Account)
+	}
+	for _, r := range in.Rules {
+		fmt.Fprintf(tw, "  rule:\ttcp/%d from %s on %s\n", r.Port, r.CIDR, in.SecurityGroup)
+	}
+	if in.PrivateHostname != "" {
+		fmt.Fprintf(tw, "  private hostname:\t%s → %s\n", in.PrivateHostname, in.LoadBalancer)
+	}
+	if !np.AppliedAt.IsZero() {
+		fmt.Fprintf(tw, "  applied:\t%s\n", t(np.AppliedAt))
+	}
+	if !np.TornDownAt.IsZero() {
+		fmt.Fprintf(tw, "  torn down:\t%s\n", t(np.TornDownAt))
+	}
+	if !np.TeardownDue.IsZero() || np.TeardownError != "" {
+		fmt.Fprintf(tw, "  teardown:\tnext try %s after %d failed: %s\n", t(np.TeardownDue), np.TeardownAttempts, orDash(oneLine(np.TeardownError)))
+	}
 }

@@ -191,7 +191,9 @@ type AccessRequest struct {
 	BreakGlass   bool          `json:"break_glass,omitempty"`
 	// Network is the change a network:peering request asks for.
 	Network *PeeringSpec `json:"network,omitempty"`
-	State   string       `json:"state"`
+	// NetworkPlan is the plan its approvers approve, and its progress.
+	NetworkPlan *NetworkPlan `json:"network_plan,omitempty"`
+	State       string       `json:"state"`
 	// Decision is the policy's decision, as JSON.
 	Decision []byte       `json:"decision"`
 	Reviews  []Review     `json:"reviews,omitempty"`
@@ -211,8 +213,9 @@ type AccessRequest struct {
 }
 
 // DueAt is when the request needs the broker's attention without anyone
-// acting: a pending request's timeout, an active grant's expiry. Zero
-// for requests that are over.
+// acting: a pending request's timeout, an active grant's expiry, the next
+// try of a revoked network change's teardown. Zero for requests that are
+// over.
 func (r AccessRequest) DueAt() time.Time {
 	switch r.State {
 	case StatePending:
@@ -222,6 +225,11 @@ func (r AccessRequest) DueAt() time.Time {
 			return r.Grant.Expiry
 		}
 		return r.PendingUntil
+	case StateRevoked:
+		// An applied network change the broker still has to tear down.
+		if r.NetworkPlan != nil {
+			return r.NetworkPlan.TeardownDue
+		}
 	}
 	return time.Time{}
 }
