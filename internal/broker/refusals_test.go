@@ -241,6 +241,12 @@ func auditSize(t *testing.T, b *brokertest.Broker) uint64 {
 // for each it can provoke against a dev broker, checks that the refusal
 // writes exactly one audit event naming the code — and that a server
 // error (5xx) writes none.
+// regBody is a registration of account with its role and one VPC, plus
+// extra JSON fields.
+func regBody(account, extra string) string {
+	return `{"account_id":"` + account + `","role_arn":"arn:aws:iam::` + account + `:role/TetherNetwork","vpc_ids":["vpc-0a1b2c3d"]` + extra + `}`
+}
+
 func TestEveryRefusalAudited(t *testing.T) {
 	type provoke func(f *refusalFixture) (int, string)
 	call := func(who, method, path, body string, hdr ...string) provoke {
@@ -375,6 +381,39 @@ func TestEveryRefusalAudited(t *testing.T) {
 		{"not_a_network_request", 400, nil, needsAWS, ""},
 		{"window_over", 409, nil, needsAWS, ""},
 		{"outside_maintenance_window", 409, nil, needsAWS, ""},
+		// Network registrations (netreg.go).
+		{"unknown_tenant", 404, call("admin@vendor", "POST", "/api/v1/tenants/initech/network/registrations", regBody("444444444444", "")), "", ""},
+		{"invalid_route_table_ids", 400, call("approver@acme", "POST", "/api/v1/tenants/acme/network/registrations", regBody("444444444444", `,"route_table_ids":[`+strings.TrimSuffix(strings.Repeat(`"rtb-0a1b2c3d",`, 201), ",")+`]`)), "", ""},
+		{"registration_not_found", 404, call("approver@acme", "POST", "/api/v1/tenants/acme/network/registrations/0190aaaa-0000-7000-8000-000000000000/confirm", ""), "", ""},
+		{"account_registered", 409, func(f *refusalFixture) (int, string) {
+			if _, err := asUser(t, f.b, "approver@acme.test").RegisterNetwork(context.Background(), "acme", brokerapi.RegisterNetwork{AccountID: "555555555555", RoleARN: "arn:aws:iam::555555555555:role/TetherNetwork", VPCIDs: []string{"vpc-0a1b2c3d"}}); err != nil {
+				t.Fatal(err)
+			}
+			return f.do("approver@globex", "POST", "/api/v1/tenants/globex/network/registrations", regBody("555555555555", ""))
+		}, "", audit.NetworkRegistered},
+		{"already_confirmed", 409, func(f *refusalFixture) (int, string) {
+			res, err := asUser(t, f.b, "approver@acme.test").RegisterNetwork(context.Background(), "acme", brokerapi.RegisterNetwork{AccountID: "666666666666", RoleARN: "arn:aws:iam::666666666666:role/TetherNetwork", VPCIDs: []string{"vpc-0a1b2c3d"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f.do("approver@acme", "POST", "/api/v1/tenants/acme/network/registrations/"+res.Registration.ID+"/confirm", "")
+		}, "", ""},
+		{"invalid_role_arn", 400, call("approver@acme", "POST", "/api/v1/tenants/acme/network/registrations", `{"account_id":"444444444444","role_arn":"arn:aws:iam::999999999999:role/TetherNetwork","vpc_ids":["vpc-0a1b2c3d"]}`), "", ""},
+		{"invalid_vpc_ids", 400, call("approver@acme", "POST", "/api/v1/tenants/acme/network/registrations", `{"account_id":"444444444444","role_arn":"arn:aws:iam::444444444444:role/TetherNetwork","vpc_ids":[]}`), "", ""},
+		{"invalid_peer_cidrs", 400, call("approver@acme", "POST", "/api/v1/tenants/acme/network/registrations", regBody("444444444444", `,"peer_cidrs":["10.1.2.3/16"]`)), "", ""},
+		{"not_tenant_approver", 403, nil, "needs an admin's pending registration confirmed by a vendor user who passes the tenant scope (an admin): TestNetworkRegistration provokes it", ""},
+		{"not_registered", 403, nil, needsAWS, ""},
+		{"registration_pending", 403, nil, needsAWS, ""},
+		{"no_approved_plan", 409, nil, needsAWS, ""},
+		{"plan_digest_mismatch", 409, nil, needsAWS, ""},
+		{"plan_changed", 409, nil, needsAWS, ""},
+		{"plan_damaged", 500, nil, "a stored plan that no longer decodes: a server-side failure", ""},
+		{"frozen", 409, nil, needsAWS, ""},
+		{"network_conflict", 409, nil, needsAWS, ""},
+		{"public_cidr", 403, nil, needsAWS, ""},
+		{"not_applied", 409, nil, needsAWS, ""},
+		{"registration_changed", 409, nil, "needs a registration changed between a confirmation's read and write (a race); answered through the same edge", ""},
+		{"external_id_unreadable", 500, nil, "needs a seal key other than the one that sealed the ID: TestNetSidesUseSealedExternalID provokes it; a server-side failure", ""},
 		// The agent API.
 		{"not_a_peer", 403, nil, agentAPI, ""},
 		{"agent_refused", 403, nil, agentAPI, ""},
@@ -460,7 +499,7 @@ func TestEveryRefusalAudited(t *testing.T) {
 			if e.Type != wantType {
 				t.Errorf("event type = %s, want %s", e.Type, wantType)
 			}
-			if wantType != audit.PolicyDecided && e.Reason != code {
+			if (wantType == audit.APIRefused || wantType == audit.AuthFailed) && e.Reason != code {
 				t.Errorf("event reason = %q, want the code %q", e.Reason, code)
 			}
 			if path, _ := e.Details["path"].(string); len(path) > 300 {
