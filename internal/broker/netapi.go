@@ -117,7 +117,7 @@ func (b *Broker) handleNetworkPlan(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	var plan netmgr.Plan
-	p = b.netPeerFor(d.Tenant, p)
+	p = b.netPeerFor(r.Context(), d.Tenant, p)
 	if spec.Kind == "ingress" {
 		plan, err = m.PlanIngress(r.Context(), t, p, netmgr.Tags{Deployment: d.ID, Engineer: displayName(person(principalFrom(r.Context())))})
 	} else {
@@ -263,7 +263,7 @@ func (b *Broker) apply(ctx context.Context, m *netmgr.Manager, ar store.AccessRe
 	if err != nil {
 		return netmgr.Plan{}, err
 	}
-	p = b.netPeerFor(ar.Tenant, p)
+	p = b.netPeerFor(ctx, ar.Tenant, p)
 	if err := b.markApplied(ctx, ar.ID); err != nil {
 		return netmgr.Plan{}, fmt.Errorf("record the apply: %w", err)
 	}

@@ -33,19 +33,33 @@ const (
 	networkTeardownRetryMax = 10 * time.Minute
 )
 
-// registeredCIDR reports whether tenant registered prefix, a range outside
-// private address space, as a peer VPC range of its own. Until the
-// tenant registry holds CIDRs it reports false: every public peer CIDR is
-// refused.
-func (b *Broker) registeredCIDR(tenant string, prefix netip.Prefix) bool {
-	_, _ = tenant, prefix
-	return false
+// netPeerFor is p with the public CIDRs its account's registration lists
+// allowed: a peer VPC range outside private address space is accepted
+// only when the tenant registered it as its own (broker network register
+// --peer-cidr), inside an active registration of that account to that
+// tenant. Anything it cannot read allows nothing.
+func (b *Broker) netPeerFor(ctx context.Context, tenant string, p netmgr.Peer) netmgr.Peer {
+	var own []netip.Prefix
+	if reg, err := b.store.GetNetworkRegistrationByAccount(ctx, p.AccountID); err == nil && reg.Tenant == tenant && reg.State == store.RegistrationActive {
+		for _, c := range reg.PeerCIDRs {
+			if pfx, err := netip.ParsePrefix(c); err == nil {
+				own = append(own, pfx.Masked())
+			}
+		}
+	}
+	p.PublicCIDROK = func(c netip.Prefix) bool { return registeredCIDR(own, c) }
+	return p
 }
 
-// netPeerFor is p with the tenant's registered public CIDRs allowed.
-func (b *Broker) netPeerFor(tenant string, p netmgr.Peer) netmgr.Peer {
-	p.PublicCIDROK = func(c netip.Prefix) bool { return b.registeredCIDR(tenant, c) }
-	return p
+// registeredCIDR reports whether prefix lies inside one of the registered
+// ranges.
+func registeredCIDR(own []netip.Prefix, prefix netip.Prefix) bool {
+	for _, r := range own {
+		if prefix.Bits() >= r.Bits() && r.Contains(prefix.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // planNetworkChange plans a network request's change as it is created,
@@ -61,7 +75,7 @@ func (b *Broker) planNetworkChange(ctx context.Context, d store.DeploymentStatus
 	if err != nil {
 		return nil, err
 	}
-	p = b.netPeerFor(d.Tenant, p)
+	p = b.netPeerFor(ctx, d.Tenant, p)
 	tags := netmgr.Tags{Deployment: d.ID, Request: requestID, Engineer: engineer}
 	var plan netmgr.Plan
 	if spec.Kind == "ingress" {

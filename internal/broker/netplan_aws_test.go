@@ -300,6 +300,29 @@ func TestNetworkRequestRefusesEarly(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("refusing zz-nowhere-9 took %v, want no AWS call", d)
 	}
+
+	// Registered by the customer as a range of its own, the same public
+	// CIDR is accepted.
+	ctx := context.Background()
+	acme := asUser(t, w.b, "approver@acme.test")
+	regs, err := acme.ListNetworkRegistrations(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, reg := range regs {
+		if reg.AccountID != "222222222222" {
+			continue
+		}
+		if err := acme.UnregisterNetwork(ctx, "acme", reg.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := acme.RegisterNetwork(ctx, "acme", brokerapi.RegisterNetwork{AccountID: reg.AccountID, RoleARN: reg.RoleARN, VPCIDs: reg.VPCIDs, PeerCIDRs: []string{"52.94.0.0/16"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.request(t, w.spec("peering", "52.94.0.0/16")); err != nil {
+		t.Errorf("request for a public peer CIDR the customer registered: %v", err)
+	}
 }
 
 // TestNetworkMaintenanceWindow: outside the customer's maintenance window
