@@ -119,7 +119,15 @@ type serverFile struct {
 	PendingTimeout    string           `json:"pending_timeout,omitempty"`
 	AWSEndpointURL    string           `json:"aws_endpoint_url,omitempty"`
 	NetworkSealKey    string           `json:"network_seal_key,omitempty"` // file:/env: reference; the same on every broker sharing a database
+	Network           *networkFile     `json:"network,omitempty"`
 	HeartbeatInterval string           `json:"heartbeat_interval,omitempty"`
+}
+
+// networkFile is the broker config's "network" section.
+type networkFile struct {
+	// PrivateDomain is the vendor's domain for private ingress hostnames;
+	// private ingress is refused without it.
+	PrivateDomain string `json:"private_domain,omitempty"`
 }
 
 // githubFile is the broker config's "github" section.
@@ -178,6 +186,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		heartbeat   = fs.Duration("heartbeat-interval", 0, "how often agents report (default 5s)")
 		pairTTL     = fs.Duration("pairing-ttl", 0, "pairing token lifetime (default 15m)")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
+		privDomain  = fs.String("network-private-domain", "", "the vendor's domain for private ingress hostnames, such as aws.example.com; private ingress is refused without it (config network.private_domain; env TETHER_NETWORK_PRIVATE_DOMAIN)")
 		awsEndpoint = fs.String("aws-endpoint-url", "", "send network management's AWS calls here (a test endpoint such as moto_server; env TETHER_AWS_ENDPOINT_URL)")
 		policyDir   = fs.String("policy-dir", "", "directory of .rego files replacing the embedded access policy; reloaded on change (env TETHER_POLICY_DIR)")
 	)
@@ -223,10 +232,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Webhooks:       f.Webhooks,
 		AWSEndpointURL: pick(*awsEndpoint, "TETHER_AWS_ENDPOINT_URL", f.AWSEndpointURL),
 		NetworkSealKey: pick("", "TETHER_NETWORK_SEAL_KEY", f.NetworkSealKey),
-		DevAddr:        *devAddr,
-		PairingTTL:     *pairTTL,
-		Version:        version.Version,
-		Logger:         log,
+		NetworkPrivateDomain: pick(*privDomain, "TETHER_NETWORK_PRIVATE_DOMAIN", func() string {
+			if f.Network == nil {
+				return ""
+			}
+			return f.Network.PrivateDomain
+		}()),
+		DevAddr:    *devAddr,
+		PairingTTL: *pairTTL,
+		Version:    version.Version,
+		Logger:     log,
 	}
 	cfg.HeartbeatInterval = *heartbeat
 	if cfg.HeartbeatInterval == 0 && f.HeartbeatInterval != "" {

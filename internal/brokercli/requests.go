@@ -546,11 +546,13 @@ func requestOne(ctx context.Context, sub string, args []string, stdout io.Writer
 	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
 	output := fs.String("output", "table", "output format: table or json")
 	var text *string
+	planDigest := new(string)
 	usage := "Usage: broker request " + sub + " ID [--output table|json]"
 	switch sub {
 	case "approve":
 		text = fs.String("comment", "", "a comment for the requester and the audit log")
-		usage = "Usage: broker request approve ID [--comment C] [--output table|json]"
+		planDigest = fs.String("plan-digest", "", "for a network change: the plan digest 'request show' printed; the approval is refused if the plan is not that one")
+		usage = "Usage: broker request approve ID [--comment C] [--plan-digest D] [--output table|json]"
 	case "deny":
 		text = fs.String("comment", "", "why the request is denied (required)")
 		usage = "Usage: broker request deny ID --comment C [--output table|json]"
@@ -587,7 +589,11 @@ func requestOne(ctx context.Context, sub string, args []string, stdout io.Writer
 	case "show":
 		r, err = c.GetRequest(ctx, id)
 	case "approve":
-		r, err = c.Approve(ctx, id, *text)
+		if *planDigest != "" {
+			r, err = c.ApprovePlan(ctx, id, *text, *planDigest)
+		} else {
+			r, err = c.Approve(ctx, id, *text)
+		}
 	case "deny":
 		r, err = c.Deny(ctx, id, *text)
 	case "cancel":

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -389,5 +390,30 @@ func TestPrintRequests(t *testing.T) {
 		testID + "  acme/prod   engineer@vendor.test  clickhouse:system  30m0s     active   expires in 20m0s\n"
 	if out.String() != want {
 		t.Errorf("printRequests =\n%s\nwant\n%s", out.String(), want)
+	}
+}
+
+// TestApprovePlanDigest: 'request approve --plan-digest' sends the digest
+// the approver was shown, which the broker holds the approval to.
+func TestApprovePlanDigest(t *testing.T) {
+	var got []brokerapi.ReviewBody
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b brokerapi.ReviewBody
+		json.NewDecoder(r.Body).Decode(&b)
+		got = append(got, b)
+		json.NewEncoder(w).Encode(brokerapi.AccessRequest{ID: testID, State: brokerapi.StateActive})
+	}))
+	defer srv.Close()
+	cfg := testConfig(t, srv.URL)
+	for _, args := range [][]string{
+		{"request", "approve", "--config", cfg, "--plan-digest", "abc123", testID},
+		{"request", "approve", "--config", cfg, testID},
+	} {
+		if err := Run(context.Background(), args, io.Discard, io.Discard); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	if len(got) != 2 || got[0].PlanDigest != "abc123" || got[1].PlanDigest != "" {
+		t.Errorf("approve bodies = %+v, want the digest in the first only", got)
 	}
 }

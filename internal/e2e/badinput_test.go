@@ -94,6 +94,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"serve with a bad identity", []string{"TETHER_CONTROL_URL=http://127.0.0.1:1", "TETHER_AUTH_KEY=k"}, "broker", []string{"serve", "--data-dir", dir, "--config", writeFile(t, dir, "badidentity.json", `{"identity":{"issuers":[{"name":"vendor","issuer_url":"http://login.vendor.example","client_id":"tether","role_map":{"eng":"engineer"}}]}}`)}, 2, "use https"},
 		{"serve plain HTTP on a public address", []string{"TETHER_CONTROL_URL=http://127.0.0.1:1", "TETHER_AUTH_KEY=k"}, "broker", []string{"serve", "--data-dir", dir, "--listen", "0.0.0.0:8443"}, 2, "is not loopback and TLS is off"},
 		{"serve bad AWS endpoint", nil, "broker", []string{"serve", "--dev", "--data-dir", dir, "--aws-endpoint-url", "127.0.0.1:5000"}, 2, `AWS endpoint URL "127.0.0.1:5000": want an http:// or https:// URL`},
+		{"serve private domain of AWS", nil, "broker", []string{"serve", "--dev", "--data-dir", dir, "--network-private-domain", "amazonaws.com"}, 2, `network.private_domain`},
 		{"serve bad listen", nil, "broker", []string{"serve", "--dev", "--data-dir", dir, "--listen", "8443"}, 2, `listen address "8443": want HOST:PORT`},
 		{"serve unwritable data dir", nil, "broker", []string{"serve", "--dev", "--data-dir", filepath.Join(notDir, "d")}, 1, "data dir " + filepath.Join(notDir, "d") + ": not a directory"},
 
