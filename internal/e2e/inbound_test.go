@@ -21,6 +21,21 @@ import (
 // that process pid owns (not merely those in its network namespace).
 func listeners(t *testing.T, pid int) []netip.AddrPort {
 	t.Helper()
+	return sockets(t, pid, "0A", "tcp", "tcp6")
+}
+
+// udpSockets returns the local addresses of the UDP sockets process pid
+// owns.
+func udpSockets(t *testing.T, pid int) []netip.AddrPort {
+	t.Helper()
+	return sockets(t, pid, "", "udp", "udp6")
+}
+
+// sockets returns the local addresses of the sockets process pid owns
+// that /proc/PID/net/FILE lists for each of files, in the given state
+// (hex, as /proc shows it; empty for any).
+func sockets(t *testing.T, pid int, state string, files ...string) []netip.AddrPort {
+	t.Helper()
 	inodes := map[string]bool{}
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -36,7 +51,7 @@ func listeners(t *testing.T, pid int) []netip.AddrPort {
 		t.Fatalf("process %d has no sockets at all; the check would prove nothing", pid)
 	}
 	var out []netip.AddrPort
-	for _, file := range []string{"tcp", "tcp6"} {
+	for _, file := range files {
 		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, file))
 		if err != nil {
 			t.Fatal(err)
@@ -45,7 +60,7 @@ func listeners(t *testing.T, pid int) []netip.AddrPort {
 		sc.Scan() // header
 		for sc.Scan() {
 			fields := strings.Fields(sc.Text())
-			if len(fields) < 10 || fields[3] != "0A" || !inodes[fields[9]] {
+			if len(fields) < 10 || (state != "" && fields[3] != state) || !inodes[fields[9]] {
 				continue
 			}
 			out = append(out, parseProcAddr(t, fields[1]))
@@ -55,39 +70,43 @@ func listeners(t *testing.T, pid int) []netip.AddrPort {
 	return out
 }
 
-// udpSockets returns the local addresses of the UDP sockets process pid
-// owns.
-func udpSockets(t *testing.T, pid int) []netip.AddrPort {
+// vethNamespace is a network namespace joined to the host by a veth pair,
+// with its default route through the host's end.
+type vethNamespace struct {
+	ns, hostIf, hostIP, nsIP string
+}
+
+// newVethNamespace makes one, named after prefix and this process, with
+// the /30 10.OCTET.N.0 (N from the process ID) on the veth; it is removed
+// when the test ends.
+func newVethNamespace(t *testing.T, prefix, ifPrefix string, octet int) vethNamespace {
 	t.Helper()
-	inodes := map[string]bool{}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatalf("read fds of %d: %v", pid, err)
+	id, n := os.Getpid()%100000, os.Getpid()%250
+	v := vethNamespace{
+		ns:     fmt.Sprintf("%s-%d", prefix, id),
+		hostIf: fmt.Sprintf("%sA%d", ifPrefix, id),
+		hostIP: fmt.Sprintf("10.%d.%d.1", octet, n),
+		nsIP:   fmt.Sprintf("10.%d.%d.2", octet, n),
 	}
-	for _, fd := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
-		if err == nil && strings.HasPrefix(link, "socket:[") {
-			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+	peer := fmt.Sprintf("%sB%d", ifPrefix, id)
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	var out []netip.AddrPort
-	for _, file := range []string{"udp", "udp6"} {
-		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(f)
-		sc.Scan() // header
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 10 || !inodes[fields[9]] {
-				continue
-			}
-			out = append(out, parseProcAddr(t, fields[1]))
-		}
-		f.Close()
-	}
-	return out
+	sh("ip", "netns", "add", v.ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", v.ns).Run() })
+	sh("ip", "link", "add", v.hostIf, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", v.hostIf).Run() })
+	sh("ip", "link", "set", peer, "netns", v.ns)
+	sh("ip", "addr", "add", v.hostIP+"/30", "dev", v.hostIf)
+	sh("ip", "link", "set", v.hostIf, "up")
+	sh("ip", "netns", "exec", v.ns, "ip", "addr", "add", v.nsIP+"/30", "dev", peer)
+	sh("ip", "netns", "exec", v.ns, "ip", "link", "set", peer, "up")
+	sh("ip", "netns", "exec", v.ns, "ip", "link", "set", "lo", "up")
+	sh("ip", "netns", "exec", v.ns, "ip", "route", "add", "default", "via", v.hostIP)
+	return v
 }
 
 // parseProcAddr parses /proc/net/tcp's "0100007F:1F90" (little-endian
@@ -193,27 +212,8 @@ func TestAgentBehindInboundFirewall(t *testing.T) {
 	testenv.Require(t, os.Geteuid() == 0 && ipErr == nil && nftErr == nil,
 		"needs root, ip (iproute2) and nft (nftables) to build a firewalled network namespace (root=%v, ip=%v, nft=%v)", os.Geteuid() == 0, ipErr, nftErr)
 
-	n := os.Getpid() % 250
-	ns := fmt.Sprintf("tether-e2e-%d", os.Getpid())
-	host, peer := fmt.Sprintf("tthA%d", os.Getpid()%100000), fmt.Sprintf("tthB%d", os.Getpid()%100000)
-	hostIP, nsIP := fmt.Sprintf("10.231.%d.1", n), fmt.Sprintf("10.231.%d.2", n)
-	sh := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	sh("ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
-	sh("ip", "link", "set", peer, "netns", ns)
-	sh("ip", "addr", "add", hostIP+"/30", "dev", host)
-	sh("ip", "link", "set", host, "up")
-	sh("ip", "netns", "exec", ns, "ip", "addr", "add", nsIP+"/30", "dev", peer)
-	sh("ip", "netns", "exec", ns, "ip", "link", "set", peer, "up")
-	sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-	sh("ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", hostIP)
+	v := newVethNamespace(t, "tether-e2e", "tth", 231)
+	ns, hostIP, nsIP := v.ns, v.hostIP, v.nsIP
 	nft := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
 	nft.Stdin = strings.NewReader(`table inet tether_e2e {
 	chain input {

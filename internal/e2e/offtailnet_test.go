@@ -26,28 +26,9 @@ func sinkNamespace(t *testing.T) (ns string, counts func() (cgnat, tcp, all int)
 	_, nftErr := exec.LookPath("nft")
 	testenv.Require(t, os.Geteuid() == 0 && ipErr == nil && nftErr == nil,
 		"needs root, ip (iproute2) and nft (nftables) to build a network namespace with a counting sink (root=%v, ip=%v, nft=%v)", os.Geteuid() == 0, ipErr, nftErr)
-	id := os.Getpid() % 100000
-	n := os.Getpid() % 250
-	ns = fmt.Sprintf("tether-sink-%d", id)
-	host, peer := fmt.Sprintf("tsnkA%d", id), fmt.Sprintf("tsnkB%d", id)
-	table := fmt.Sprintf("tether_sink_%d", id)
-	sh := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	sh("ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
-	sh("ip", "link", "set", peer, "netns", ns)
-	sh("ip", "addr", "add", fmt.Sprintf("10.232.%d.1/30", n), "dev", host)
-	sh("ip", "link", "set", host, "up")
-	sh("ip", "netns", "exec", ns, "ip", "addr", "add", fmt.Sprintf("10.232.%d.2/30", n), "dev", peer)
-	sh("ip", "netns", "exec", ns, "ip", "link", "set", peer, "up")
-	sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-	sh("ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", fmt.Sprintf("10.232.%d.1", n))
+	v := newVethNamespace(t, "tether-sink", "tsnk", 232)
+	ns, host := v.ns, v.hostIf
+	table := fmt.Sprintf("tether_sink_%d", os.Getpid()%100000)
 	// The sink: in the host namespace, everything arriving from the veth
 	// is counted and dropped before routing, so it goes nowhere. ARP is
 	// answered, so that what the namespace routes out is really sent (a
