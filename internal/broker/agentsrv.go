@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -325,7 +324,7 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	// reports about itself; the broker dials agents by node ID in any case.
 	err = b.store.RecordHeartbeat(r.Context(), s.agentID, store.Heartbeat{
 		At: b.now(), Version: hb.Version, Uptime: time.Duration(hb.UptimeMS) * time.Millisecond,
-		TailnetIP: remoteIP(r), Upstreams: hb.Upstreams, WitnessRefusal: hb.WitnessRefusal,
+		TailnetIP: hostOf(r.RemoteAddr), Upstreams: hb.Upstreams, WitnessRefusal: hb.WitnessRefusal,
 	})
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)
@@ -338,14 +337,4 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 		CheckpointSize:    b.auditLog.LatestSize(),
 	})
 	return nil
-}
-
-// remoteIP is the IP of r's connection; on the tailnet listener, the
-// caller's tailnet address.
-func remoteIP(r *http.Request) string {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return ""
-	}
-	return ap.Addr().Unmap().String()
 }
