@@ -2,30 +2,20 @@ package broker_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
-	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
 )
 
 // failureEvents returns the audit events with outcome failure.
 func failureEvents(t *testing.T, b *brokertest.Broker) []audit.Event {
 	t.Helper()
-	evs, err := b.Client.AuditSearch(context.Background(), brokerapi.AuditQuery{Limit: 10000})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []audit.Event
-	for _, ae := range evs {
-		var e audit.Event
-		if err := json.Unmarshal(ae.Event, &e); err != nil {
-			t.Fatal(err)
-		}
+	for _, e := range auditEvents(t, b, 10000) {
 		if e.Outcome == audit.Failure {
 			out = append(out, e)
 		}

@@ -62,18 +62,28 @@ func post(t *testing.T, hc *http.Client, url, bearer string, body any) (int, age
 	return res.StatusCode, e
 }
 
-func auditTypes(t *testing.T, b *brokertest.Broker) []string {
+// auditEvents returns the broker's audit events, up to limit.
+func auditEvents(t *testing.T, b *brokertest.Broker, limit int) []audit.Event {
 	t.Helper()
-	evs, err := b.Client.AuditSearch(context.Background(), brokerapi.AuditQuery{Limit: 1000})
+	evs, err := b.Client.AuditSearch(context.Background(), brokerapi.AuditQuery{Limit: limit})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var types []string
+	out := make([]audit.Event, 0, len(evs))
 	for _, ae := range evs {
 		var e audit.Event
 		if err := json.Unmarshal(ae.Event, &e); err != nil {
 			t.Fatalf("audit event %s: %v", ae.Event, err)
 		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func auditTypes(t *testing.T, b *brokertest.Broker) []string {
+	t.Helper()
+	var types []string
+	for _, e := range auditEvents(t, b, 1000) {
 		types = append(types, string(e.Type)+": "+e.Reason)
 	}
 	return types
