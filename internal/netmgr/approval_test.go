@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tetherhq/tether/internal/testenv"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -325,9 +326,7 @@ func TestUnknownRegionRefusedFast(t *testing.T) {
 // the aws-sdk-go-v2 in go.mod (its partitions.json).
 func TestKnownRegionsMatchSDK(t *testing.T) {
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/aws/aws-sdk-go-v2").Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" {
-		t.Skipf("go list the SDK's module directory: %v", err)
-	}
+	testenv.Require(t, err == nil && strings.TrimSpace(string(out)) != "", "the go tool, to find the AWS SDK's module directory (go list: %v)", err)
 	raw, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "internal", "endpoints", "awsrulesfn", "partitions.json"))
 	if err != nil {
 		t.Fatal(err)
