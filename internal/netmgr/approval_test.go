@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tetherhq/tether/internal/testenv"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
+
+	"github.com/tetherhq/tether/internal/testenv"
 )
 
 // TestApprovedPlanBinds: an apply given the approved intent refuses,
