@@ -18,7 +18,6 @@ import (
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
-	"github.com/tetherhq/tether/internal/devnet"
 )
 
 // spooledIDs returns the IDs of auth.failed events the broker holds from
@@ -48,16 +47,11 @@ func spooledIDs(t *testing.T, c *brokerapi.Client, agentID string) []string {
 func TestSpoolExactlyOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dn, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dn.Close() })
+	onTailnet := externalTailnet(t, ctx)
 	dir := t.TempDir()
 	external := func(c *broker.Config) {
-		c.Dev = false
 		c.DataDir = dir
-		c.ControlURL, c.AuthKey = dn.ControlURL, dn.AuthKey
+		onTailnet(c)
 		c.HeartbeatInterval = 200 * time.Millisecond
 	}
 	b1 := brokertest.Start(t, external)

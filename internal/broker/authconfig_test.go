@@ -16,7 +16,6 @@ import (
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokercli"
 	"github.com/tetherhq/tether/internal/brokertest"
-	"github.com/tetherhq/tether/internal/devnet"
 )
 
 // TestAuthConfigNamesOnlyTheAskedIssuer: GET /api/v1/auth/config needs
@@ -26,14 +25,9 @@ import (
 func TestAuthConfigNamesOnlyTheAskedIssuer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dn, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dn.Close() })
+	onTailnet := externalTailnet(t, ctx)
 	b := brokertest.Start(t, func(c *broker.Config) {
-		c.Dev = false
-		c.ControlURL, c.AuthKey = dn.ControlURL, dn.AuthKey
+		onTailnet(c)
 	})
 	anon := func(query string) (int, string) {
 		t.Helper()

@@ -18,7 +18,6 @@ import (
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/config"
-	"github.com/tetherhq/tether/internal/devnet"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/ghub/ghubtest"
 )
@@ -74,17 +73,12 @@ var allowed = map[string][]string{
 func TestAuthorizationTable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dn, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dn.Close() })
+	onTailnet := externalTailnet(t, ctx)
 	gh := ghubtest.NewServer(t)
 	gh.AddToken("ghp_t")
 	gh.AddIssue(ghubtest.Issue{Owner: "acme", Repo: "incidents", Number: 1, Title: "slow merges"})
 	b := brokertest.Start(t, func(c *broker.Config) {
-		c.Dev = false
-		c.ControlURL, c.AuthKey = dn.ControlURL, dn.AuthKey
+		onTailnet(c)
 		c.GitHub = &ghub.Config{BaseURL: gh.URL(), Token: "ghp_t", Org: "vendor", Teams: []string{"sre"}}
 	})
 	b.Pair(t, "acme", "prod")

@@ -15,10 +15,29 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
+	"github.com/tetherhq/tether/internal/devnet"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
+
+// externalTailnet starts a dev tailnet apart from any broker, for brokers
+// outside dev mode (and for one restarted on the same data dir, which
+// finds the same tailnet). The returned function points a broker's
+// config at it.
+func externalTailnet(t *testing.T, ctx context.Context) func(*broker.Config) {
+	t.Helper()
+	dn, err := devnet.Start(ctx, devnet.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dn.Close() })
+	return func(c *broker.Config) {
+		c.Dev = false
+		c.ControlURL, c.AuthKey = dn.ControlURL, dn.AuthKey
+	}
+}
 
 // intruder joins the broker's tailnet as another node and returns an HTTP
 // client dialling through it and the broker's agent API base URL.

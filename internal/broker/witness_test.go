@@ -26,7 +26,6 @@ import (
 	"github.com/tetherhq/tether/internal/brokercli"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/config"
-	"github.com/tetherhq/tether/internal/devnet"
 	"github.com/tetherhq/tether/internal/grant"
 )
 
@@ -55,16 +54,11 @@ func TestWitnessRefusesTruncatedLog(t *testing.T) {
 func testWitnessRefuses(t *testing.T, regrow int, want string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dn, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dn.Close() })
+	onTailnet := externalTailnet(t, ctx)
 	dir := t.TempDir()
 	external := func(c *broker.Config) {
-		c.Dev = false
 		c.DataDir = dir
-		c.ControlURL, c.AuthKey = dn.ControlURL, dn.AuthKey
+		onTailnet(c)
 		c.HeartbeatInterval = 200 * time.Millisecond
 	}
 	b1 := brokertest.Start(t, external)
