@@ -244,14 +244,21 @@ func (c *call) finish() string {
 			return fmt.Sprintf("the range from start to end is %s, over the %s limit: narrow it", model.Duration(d), model.Duration(MaxRange))
 		}
 	}
+	evals := int64(1)
 	if c.ep.rangeQ {
 		step := c.step.Milliseconds()
-		if points := (c.end-c.start)/step + 1; points > MaxPoints {
+		evals = (c.end-c.start)/step + 1
+		if evals > MaxPoints {
 			return fmt.Sprintf("%d points per series (range / step + 1) is over the %d limit: raise step to at least %s",
-				points, MaxPoints, model.Duration(time.Duration((c.end-c.start)/MaxPoints+1)*time.Millisecond))
+				evals, MaxPoints, model.Duration(time.Duration((c.end-c.start)/MaxPoints+1)*time.Millisecond))
 		}
 		if t := c.expr.Type(); t != parser.ValueTypeVector && t != parser.ValueTypeScalar {
 			return fmt.Sprintf("a range query must give an instant vector or a scalar, and this one gives a %s: drop the [range] or query /api/v1/query", t)
+		}
+	}
+	if c.ep.query {
+		if reason := checkCost(c.expr, evals, c.ep.rangeQ); reason != "" {
+			return reason
 		}
 	}
 	if c.ep.query && len(c.values["timeout"]) == 0 {

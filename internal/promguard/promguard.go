@@ -12,6 +12,21 @@
 // ranges are bounded so that one call cannot ask Prometheus for more than a
 // month of data or more than [MaxPoints] points per series.
 //
+// # The work of a whole query
+//
+// Bounding each part of a query is not enough: nested subqueries
+// multiply. Three levels of month-long subqueries at a 5m step, each
+// within [MaxPoints], took 4.2 s of Prometheus CPU for one series. So
+// [Check] also estimates the work of the whole expression, per series,
+// and refuses a query over [MaxSamples]: the expression is evaluated at 1
+// timestamp (an instant query) or at (end−start)/step+1 (a range query);
+// at each evaluation a vector selector reads about one sample, a range
+// selector [r] reads r/[AssumedScrapeInterval] samples, and a subquery
+// [R:S] yields R/S points, at each of which its inner expression is
+// evaluated in turn, so the counts multiply down through nested
+// subqueries. The refusal names the estimate, the limit and the heaviest
+// part of the query, and says how to shrink it.
+//
 // Call [Check] with the request as the agent received it (the path relative
 // to the Prometheus API root), then [Request.NewHTTPRequest] to build the
 // upstream call.

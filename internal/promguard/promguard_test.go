@@ -88,6 +88,11 @@ const (
 	t31d    = "1702678400" // t0 + 31 days
 )
 
+// nested3 is the review's attack: three levels of month-long subqueries,
+// each within the per-subquery bound, 4.2 s of Prometheus CPU for one
+// series.
+const nested3 = "max_over_time(max_over_time(max_over_time(rate(up[5m])[31d:5m])[31d:5m])[31d:5m])"
+
 func bigQuery(n int) string {
 	return "up" + strings.Repeat("+up", (n-2)/3)
 }
@@ -139,6 +144,12 @@ var allowed = []call{
 	get("/api/v1/query_range", "query", "up", "start", "0", "end", "10999", "step", "1"),
 	get("/api/v1/query_range", "query", "up", "start", t0, "end", t0, "step", "1ms"),
 	get("/api/v1/query_range", "query", "1 + 1", "start", t0, "end", t1h, "step", "1m"),
+	// Whole-expression work within MaxSamples.
+	get("/api/v1/query_range", "query", "rate(x[5m])", "start", t0, "end", t1h, "step", "15s"),
+	get("/api/v1/query_range", "query", "max_over_time(rate(x[5m])[1h:1m])", "start", t0, "end", t1h, "step", "15s"),
+	get("/api/v1/query_range", "query", "rate(x[1d])", "start", t0, "end", t31d, "step", "5m"),
+	get("/api/v1/query", "query", "max_over_time(max_over_time(rate(x[5m])[31d:1h])[31d:1h])"),
+	get("/api/v1/query", "query", "max_over_time(rate(x[5m])[31d:5m])"),
 	get("/api/v1/query_range", "query", "up", "start", t0, "end", t1h, "step", "1m30s", "timeout", "1m", "stats", "all").wants("end=1700003600&query=up&start=1700000000&stats=all&step=1m30s&timeout=1m"),
 	post("/api/v1/query_range", "query", typical, "start", t0, "end", t1h, "step", "60"),
 
@@ -285,6 +296,14 @@ var denied = []call{
 	get("/api/v1/query", "query", "max_over_time(up[1y])").wants("range selector"),
 	get("/api/v1/query", "query", "max_over_time(up[32d:1h])").wants("subquery range"),
 	get("/api/v1/query", "query", "max_over_time(up[1d:1s])").wants("makes over 11000 points"),
+	// Whole-expression work over MaxSamples: nested subqueries multiply.
+	get("/api/v1/query", "query", nested3).wants("an estimated 1.5e+13 samples per series, over the limit of 100000000"),
+	get("/api/v1/query", "query", "max_over_time(max_over_time(max_over_time(rate(up[5m])[31d:1h])[31d:1h])[31d:1h])").wants("over the limit of 100000000"),
+	get("/api/v1/query", "query", "max_over_time(max_over_time(rate(up[5m])[31d:5m])[31d:5m])").wants("use fewer nested subqueries"),
+	get("/api/v1/query", "query", "sum(rate(up[5m])) + "+nested3).wants("the heaviest part, up[5m], is evaluated 7.1e+11 times"),
+	get("/api/v1/query_range", "query", "max_over_time(up[31d])", "start", t0, "end", t31d, "step", "5m").wants("raise step or narrow start to end"),
+	get("/api/v1/query_range", "query", "max_over_time(rate(up[5m])[1d:1m])", "start", t0, "end", t31d, "step", "5m").wants("over the limit of 100000000"),
+	post("/api/v1/query_range", "query", "max_over_time(up[7d])", "start", t0, "end", t31d, "step", "5m").wants("estimated 360017280 samples"),
 	get("/api/v1/query", "query", "rate(up[5m*2])").wants("computed ranges"),
 	get("/api/v1/query", "query", "up offset (1h+1m)").wants("computed offsets"),
 	get("/api/v1/query", "query", "max_over_time(up[1h:step()])").wants("computed subquery"),
@@ -559,6 +578,22 @@ func BenchmarkCheck(b *testing.B) {
 	for b.Loop() {
 		if _, v := promguard.Check(http.MethodGet, u, "", nil); !v.Allow {
 			b.Fatal(v.Reason)
+		}
+	}
+}
+
+// BenchmarkCheckNested measures Check on the nested-subquery attack: the
+// whole-expression estimate must stay cheap however large the work it
+// refuses.
+func BenchmarkCheckNested(b *testing.B) {
+	u, err := url.ParseRequestURI("/api/v1/query?" + q("query", nested3))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, v := promguard.Check(http.MethodGet, u, "", nil); v.Allow {
+			b.Fatal("allowed")
 		}
 	}
 }
