@@ -47,6 +47,11 @@ type Config struct {
 	Hostname string
 	// Upstreams are what the agent guards; empty URLs disable them.
 	Upstreams Upstreams
+	// MaxCallsPerGrant bounds the calls one grant may have in flight at
+	// once, ClickHouse and Prometheus together; a call beyond it is
+	// answered 429 and audited. Zero means DefaultMaxCallsPerGrant;
+	// negative is refused.
+	MaxCallsPerGrant int
 	// HealthAddr, if set, serves GET /healthz on this loopback address.
 	// Off by default: the agent opens no host listener otherwise.
 	HealthAddr string
@@ -100,7 +105,8 @@ type Agent struct {
 	token       string // session token
 	lastOK      time.Time
 
-	data *dataPlane
+	data  *dataPlane
+	calls callLimiter // calls in flight per grant, see limits.go
 
 	checkpointSize uint64       // latest audit checkpoint the broker announced
 	witness        witnessGuard // the witness's refusal, see witness.go
@@ -137,6 +143,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if err := cfg.Upstreams.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.MaxCallsPerGrant < 0 {
+		return nil, fmt.Errorf("max calls per grant %d: want a positive number, or 0 for the default %d (--max-calls-per-grant)", cfg.MaxCallsPerGrant, DefaultMaxCallsPerGrant)
 	}
 	if err := config.PrepareDir("state dir", cfg.StateDir); err != nil {
 		return nil, err

@@ -293,6 +293,11 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 		apiErr(w, http.StatusForbidden, "grant_refused", err.Error())
 		return
 	}
+	release, ok := a.admitCall(w, r, g, audit.QueryDenied)
+	if !ok {
+		return
+	}
+	defer release()
 	var q agentapi.ClickHouseQuery
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
@@ -542,6 +547,11 @@ func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
 		apiErr(w, http.StatusForbidden, "grant_refused", err.Error())
 		return
 	}
+	release, ok := a.admitCall(w, r, g, audit.PromDenied)
+	if !ok {
+		return
+	}
+	defer release()
 	body, err := io.ReadAll(io.LimitReader(r.Body, promguard.MaxBody+1))
 	if err != nil {
 		apiErr(w, http.StatusBadRequest, "bad_body", err.Error())

@@ -76,6 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		maxRows    = fs.Int64("max-result-rows", 10_000_000, "limit forced on every query (ClickHouse throws beyond it)")
 		maxBytes   = fs.Int64("max-result-bytes", 2_000_000_000, "limit forced on every query")
 		maxMem     = fs.Int64("max-memory-usage", 2_000_000_000, "limit forced on every query, in bytes")
+		maxCalls   = fs.Int("max-calls-per-grant", agent.DefaultMaxCallsPerGrant, "calls one grant may have in flight at once, ClickHouse and Prometheus together; more are answered 429 and audited")
 		memLimit   = fs.Int64("memory-limit", 96<<20, "soft memory limit of the agent process in bytes (Go GC target; 0 = none; GOMEMLIMIT overrides)")
 		timeout    = fs.Duration("timeout", 60*time.Second, "how long to try joining the tailnet and pairing")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
@@ -123,6 +124,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *maxExec <= 0 || *maxRows <= 0 || *maxBytes <= 0 || *maxMem <= 0 {
 		return cli.Usagef("agent run: --max-execution-time, --max-result-rows, --max-result-bytes and --max-memory-usage must be positive")
 	}
+	if *maxCalls <= 0 {
+		return cli.Usagef("agent run: --max-calls-per-grant %d: want a positive number of calls, such as %d", *maxCalls, agent.DefaultMaxCallsPerGrant)
+	}
 	up := agent.Upstreams{ClickHouseURL: *chURL, ClickHouseUser: *chUser, PrometheusURL: *promURL,
 		Limits: agent.QueryLimits{MaxExecutionTime: *maxExec, MaxResultRows: *maxRows, MaxResultBytes: *maxBytes, MaxMemoryUsage: *maxMem}}
 	if *chPassFile != "" {
@@ -131,15 +135,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	a, err := agent.New(agent.Config{
-		Upstreams:    up,
-		StateDir:     *stateDir,
-		Join:         j,
-		PairingToken: tok,
-		Hostname:     *hostname,
-		HealthAddr:   *healthAddr,
-		StartTimeout: *timeout,
-		Version:      version.Version,
-		Logger:       log,
+		Upstreams:        up,
+		MaxCallsPerGrant: *maxCalls,
+		StateDir:         *stateDir,
+		Join:             j,
+		PairingToken:     tok,
+		Hostname:         *hostname,
+		HealthAddr:       *healthAddr,
+		StartTimeout:     *timeout,
+		Version:          version.Version,
+		Logger:           log,
 	})
 	if err != nil {
 		return err
