@@ -6,9 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -428,4 +430,51 @@ func TestClickHouseUserLimits(t *testing.T) {
 	if out != want {
 		t.Errorf("the tether user's limits =\n%s\nwant\n%s", out, want)
 	}
+
+	// At the limit ClickHouse refuses the user's next query, but not
+	// KILL QUERY: a revocation still stops the grant's queries when the
+	// user is at its limit. The limit is lowered to 1 for these queries
+	// (readonly=2 lets the user lower it) to need one held query, not 8.
+	tether := func(ctx context.Context, sql string, settings url.Values) (string, error) {
+		settings.Set("user", "tether")
+		settings.Set("password", chtest.Password)
+		settings.Set("max_concurrent_queries_for_user", "1")
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ch.URL+"/?"+settings.Encode(), strings.NewReader(sql))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK {
+			return string(b), fmt.Errorf("clickhouse answered %s", res.Status)
+		}
+		return string(b), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	heldDone := make(chan error, 1)
+	go func() {
+		// Runs until killed (or the profile's max_execution_time).
+		_, err := tether(ctx, "SELECT count() FROM system.numbers", url.Values{"query_id": {"tether-limit-held"}})
+		heldDone <- err
+	}()
+	for strings.TrimSpace(ch.Exec(t, "SELECT count() FROM system.processes WHERE query_id = 'tether-limit-held'")) != "1" {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the held query never showed in system.processes")
+		case <-time.After(10 * time.Millisecond): // polling system.processes
+		}
+	}
+	if out, err := tether(ctx, "SELECT 1", url.Values{}); err == nil || !strings.Contains(out, "Code: 202") {
+		t.Errorf("a query beyond max_concurrent_queries_for_user = %q, %v; want refused with code 202", out, err)
+	}
+	start := time.Now()
+	if out, err := tether(ctx, "KILL QUERY WHERE query_id = 'tether-limit-held' SYNC FORMAT TabSeparated", url.Values{}); err != nil || !strings.Contains(out, "tether-limit-held") {
+		t.Fatalf("KILL QUERY at the limit = %q, %v; want it to kill the held query", out, err)
+	}
+	if err := <-heldDone; err == nil {
+		t.Error("the killed query answered as if it had finished")
+	}
+	t.Logf("KILL QUERY at the limit stopped the held query in %v", time.Since(start))
 }
