@@ -1,6 +1,7 @@
 package promguard
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
@@ -43,6 +44,9 @@ type endpoint struct {
 	required []string
 	query    bool // takes a timeout, given MaxTimeout when it sets none
 	rangeQ   bool // a range query: start, end and step are bounded together
+	// answer rewrites the data of a successful answer, for endpoints
+	// that echo configuration (see Rewrite); nil passes answers through.
+	answer func(json.RawMessage) (any, error)
 }
 
 var (
@@ -78,18 +82,18 @@ var endpoints = map[string]*endpoint{
 	"/api/v1/metadata": {params: map[string]paramSpec{
 		"limit": pCount, "limit_per_metric": pCount, "metric": pText,
 	}},
-	"/api/v1/targets": {params: map[string]paramSpec{
+	"/api/v1/targets": {answer: rewriteTargets, params: map[string]paramSpec{
 		"state": {kind: kindEnum, enum: []string{"active", "dropped", "any"}}, "scrapePool": pText,
 	}},
-	"/api/v1/targets/metadata": {params: map[string]paramSpec{
+	"/api/v1/targets/metadata": {answer: rewriteTargetsMetadata, params: map[string]paramSpec{
 		"match_target": {kind: kindSelector}, "metric": pText, "limit": pCount,
 	}},
-	"/api/v1/rules": {params: map[string]paramSpec{
+	"/api/v1/rules": {answer: rewriteRules, params: map[string]paramSpec{
 		"type": {kind: kindEnum, enum: []string{"alert", "record"}}, "rule_name[]": pTexts, "rule_group[]": pTexts, "file[]": pTexts,
 		"exclude_alerts": {kind: kindEnum, enum: []string{"true", "false"}}, "match[]": pMatch,
 		"group_limit": pCount, "group_next_token": pText,
 	}},
-	"/api/v1/alerts":             {},
+	"/api/v1/alerts":             {answer: rewriteAlerts},
 	"/api/v1/status/buildinfo":   {},
 	"/api/v1/status/runtimeinfo": {},
 	"/api/v1/status/tsdb":        {params: map[string]paramSpec{"limit": pCount}},

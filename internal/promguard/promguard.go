@@ -27,9 +27,56 @@
 // subqueries. The refusal names the estimate, the limit and the heaviest
 // part of the query, and says how to shrink it.
 //
+// # Answers that echo configuration
+//
+// A scrape configuration may hold secrets: a token in params: (the scrape
+// URL's query string), user-info in a target's address, credentials in an
+// Alertmanager URL, and rules are free text. /api/v1/status/config and
+// /api/v1/status/flags are refused for that reason, and so is
+// /api/v1/alertmanagers (it lists Alertmanager URLs). The endpoints below
+// are allowed, but their answers echo configuration, so [Check] sets
+// [Verdict.Rewrite] and the agent reads the answer whole (at most
+// [MaxAnswer] bytes; a longer one is refused, never streamed) and passes
+// on only what [Rewrite] makes of it. Rewrite keeps only the fields it
+// knows, by name, and refuses (with [ErrAnswer]) an answer that is not
+// the JSON Prometheus sends, rather than pass it through.
+//
+//   - /api/v1/targets: discoveredLabels is emptied ({}) for active and
+//     dropped targets, which drops __address__ (user-info) and every
+//     __param_* label; scrapeUrl and globalUrl lose their user-info, query
+//     string and fragment; lastError, which quotes URLs and responses, is
+//     replaced by [Withheld] when set; target labels whose name starts with
+//     __ are dropped, and label values lose user-info (user:pw@host:port)
+//     and, when they are URLs, user-info and query string. Fields the
+//     guard does not know (a later release's) are dropped.
+//   - /api/v1/targets/metadata: the target labels are cleaned as above;
+//     metric, type, help and unit are kept.
+//   - /api/v1/rules: every annotation value, of rules and of their alerts,
+//     is replaced by [Withheld] (the names are kept), and so is lastError;
+//     rule labels and alert labels are cleaned as above; names, queries,
+//     files, health and timings are kept.
+//   - /api/v1/alerts: annotation values are withheld and labels cleaned,
+//     as for the alerts of /api/v1/rules.
+//   - An error answer ("status":"error") keeps its errorType and error,
+//     which for these endpoints are about the call's parameters.
+//
+// Every other allowed endpoint answers with data, not configuration, and
+// is streamed as it comes: queries, series, labels and label values,
+// metric metadata, buildinfo, runtimeinfo (start time, working directory,
+// Go runtime settings, retention) and the TSDB statistics. A secret in a
+// target label is a label of every series that target produced, and the
+// queries return it like any label value: no rewriting of answers can
+// tell it from data. User-info in a target's address becomes its instance
+// label unless relabelling says otherwise (Prometheus 2.42 then fails to
+// scrape the target, so a working configuration rarely has it), and
+// relabelling can copy a __param_* value into a label. Keep secrets out of
+// target labels and out of metrics_path (which scrapeUrl keeps): use
+// basic_auth, authorization or a credentials file instead.
+//
 // Call [Check] with the request as the agent received it (the path relative
 // to the Prometheus API root), then [Request.NewHTTPRequest] to build the
-// upstream call.
+// upstream call, and [Rewrite] on the answer when [Verdict.Rewrite] says
+// so.
 package promguard
 
 import (
@@ -97,6 +144,10 @@ type Verdict struct {
 	// Endpoint is the endpoint the path matched, such as /api/v1/query or
 	// /api/v1/label/{name}/values; empty when it matched none.
 	Endpoint string
+	// Rewrite says that the answer echoes configuration and must not be
+	// passed on as it comes: read it whole (up to [MaxAnswer] bytes) and
+	// pass on what [Rewrite] makes of it, or nothing.
+	Rewrite bool
 }
 
 func deny(endpoint, format string, args ...any) (Request, Verdict) {
@@ -178,7 +229,7 @@ func Check(method string, u *url.URL, contentType string, body []byte) (Request,
 	} else {
 		req.Query = c.values
 	}
-	return req, Verdict{Allow: true, Endpoint: ep.pattern}
+	return req, Verdict{Allow: true, Endpoint: ep.pattern, Rewrite: ep.answer != nil}
 }
 
 // route matches the path of u against the endpoints, and says why not when
@@ -255,6 +306,8 @@ func deniedPath(p string) string {
 		return fmt.Sprintf("%s is federation, which is not allowed: query with /api/v1/query", p)
 	case under("/api/v1/status/config"), under("/api/v1/status/flags"):
 		return fmt.Sprintf("%s may expose secrets (configuration, flags) and is not allowed", p)
+	case under("/api/v1/alertmanagers"):
+		return fmt.Sprintf("%s lists Alertmanager URLs, which may hold credentials, and is not allowed: /api/v1/alerts lists the alerts", p)
 	case !strings.HasPrefix(p, "/api/"):
 		return fmt.Sprintf("%s is not part of the Prometheus HTTP API (the web UI and other pages are not served): use the API under /api/v1/, e.g. /api/v1/query", p)
 	}

@@ -223,6 +223,7 @@ var denied = []call{
 	get("/api/v1/status/config").wants("secrets"),
 	get("/api/v1/status/flags").wants("secrets"),
 	get("/api/v1/status/walreplay").wants("not an allowed Prometheus API endpoint"),
+	get("/api/v1/alertmanagers").wants("Alertmanager URLs, which may hold credentials"),
 	get("/api/v1/notifications").wants("not an allowed"),
 	get("/api/v2/query", "query", "up").wants("not an allowed"),
 	get("/api/v1").wants("not an allowed"),

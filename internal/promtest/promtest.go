@@ -44,7 +44,7 @@ func Start(t testing.TB) *Server {
 	}
 	bin, err := exec.LookPath("prometheus")
 	testenv.Require(t, err == nil, "prometheus is not installed (apt-get install --no-install-recommends prometheus; make test does it as root): %v", err)
-	s, err := start(bin)
+	s, err := start(bin, "")
 	if err != nil {
 		t.Fatalf("start prometheus: %v", err)
 	}
@@ -57,14 +57,40 @@ func Stop() {
 	mu.Lock()
 	defer mu.Unlock()
 	if shared != nil {
-		shared.cmd.Process.Kill()
-		<-shared.exited
-		os.RemoveAll(shared.dir)
+		shared.stop()
 		shared = nil
 	}
 }
 
-func start(bin string) (*Server, error) {
+func (s *Server) stop() {
+	s.cmd.Process.Kill()
+	<-s.exited
+	os.RemoveAll(s.dir)
+}
+
+// Options configure a Prometheus of a test's own.
+type Options struct {
+	// ScrapeConfigs is YAML appended to the scrape_configs list, after
+	// the job that scrapes Prometheus itself: list items indented by
+	// two spaces, such as "  - job_name: x\n    static_configs: …".
+	ScrapeConfigs string
+}
+
+// StartOwn starts a Prometheus for the calling test alone, configured by
+// opts, and stops it when the test ends.
+func StartOwn(t testing.TB, opts Options) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	testenv.Require(t, err == nil, "prometheus is not installed (apt-get install --no-install-recommends prometheus; make test does it as root): %v", err)
+	s, err := start(bin, opts.ScrapeConfigs)
+	if err != nil {
+		t.Fatalf("start prometheus: %v", err)
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func start(bin, scrapeConfigs string) (*Server, error) {
 	dir, err := os.MkdirTemp("", "tether-promtest-")
 	if err != nil {
 		return nil, err
@@ -76,7 +102,7 @@ func start(bin string) (*Server, error) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['%s']\n", addr)
+	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['%s']\n", addr) + scrapeConfigs
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
