@@ -88,6 +88,7 @@ type dataPlane struct {
 	active map[string]map[uint64]context.CancelCauseFunc // grant ID → running calls
 	sigs   *grant.SigCache                               // grants whose signature verified
 	revoke *revocations                                  // revoked grants, kept in the state dir
+	schema schemaCache                                   // the SQL guard for this server
 }
 
 func newDataPlane(up Upstreams, revoked *revocations) *dataPlane {
@@ -306,7 +307,16 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := audit.Event{Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID, Source: audit.Source{IP: r.RemoteAddr}}
-	v, err := sqlguard.Check(q.SQL)
+	guard, err := a.sqlGuard(r.Context())
+	if err != nil {
+		e := base
+		e.Type, e.Outcome, e.Reason = audit.QueryDenied, audit.Failure, err.Error()
+		e.Details = map[string]any{"sql": q.SQL}
+		a.record(r.Context(), e)
+		apiErr(w, http.StatusBadGateway, "clickhouse_unreachable", err.Error())
+		return
+	}
+	v, err := guard.Check(q.SQL)
 	if err == nil && !v.Allow {
 		err = errors.New(v.Reason)
 	}
@@ -599,6 +609,12 @@ func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer res.Body.Close()
+	if v.Rewrite {
+		// The answer echoes configuration that may hold secrets: read it
+		// whole, rewrite it, and pass on the rewritten answer or none.
+		a.rewritePrometheus(w, r, ctx, base, req, v, callID, res)
+		return
+	}
 	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
 	w.Header().Set("Trailer", agentapi.TrailerStopped)
 	w.WriteHeader(res.StatusCode)
@@ -609,4 +625,35 @@ func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
 	if serr != nil {
 		a.stoppedEarly(w, ctx, "Prometheus", callID, serr)
 	}
+}
+
+// rewritePrometheus answers a call whose answer must go through
+// promguard.Rewrite: read whole up to promguard.MaxAnswer bytes, rewritten,
+// then sent. An answer too large or not the JSON Prometheus sends is
+// withheld, audited as prom.denied, and answered 502
+// prom_answer_withheld.
+func (a *Agent) rewritePrometheus(w http.ResponseWriter, r *http.Request, ctx context.Context, base audit.Event, req promguard.Request, v promguard.Verdict, callID string, res *http.Response) {
+	body, err := io.ReadAll(io.LimitReader(res.Body, promguard.MaxAnswer+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		a.upstreamFailed(w, ctx, "Prometheus", "prometheus_unreachable", callID, err)
+		return
+	}
+	out, err := promguard.Rewrite(v.Endpoint, body)
+	if err != nil {
+		// The reason names the endpoint and what was wrong with the
+		// answer, never the answer itself.
+		e := base
+		e.Type, e.Outcome, e.Reason = audit.PromDenied, audit.Failure, err.Error()
+		e.Details = map[string]any{"method": req.Method, "endpoint": v.Endpoint, "call": callID, "stage": "answer", "status": res.StatusCode}
+		a.record(context.WithoutCancel(r.Context()), e)
+		a.log.Warn("withheld a Prometheus answer", "call", callID, "endpoint", v.Endpoint, "err", err)
+		apiErr(w, http.StatusBadGateway, "prom_answer_withheld", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(res.StatusCode)
+	w.Write(out)
 }

@@ -68,8 +68,8 @@ func query(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 		if outputSet {
 			return cli.Usagef("broker query: give --output or --format, not both")
 		}
-		if !slices.ContainsFunc(sqlguard.AllowedFormats, func(f string) bool { return strings.EqualFold(f, *format) }) {
-			return cli.Usagef("--format %q: not a format the agent allows; want one of %s", *format, strings.Join(sqlguard.AllowedFormats, ", "))
+		if !slices.ContainsFunc(sqlguard.Formats(), func(f string) bool { return strings.EqualFold(f, *format) }) {
+			return cli.Usagef("--format %q: not a format the agent allows; want one of %s", *format, strings.Join(sqlguard.Formats(), ", "))
 		}
 	}
 	sql, err := readSQL(pos, stdin)

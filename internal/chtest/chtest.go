@@ -31,10 +31,12 @@ const Password = "tether-test"
 // Server is a running ClickHouse.
 type Server struct {
 	// URL is the HTTP interface, e.g. http://127.0.0.1:PORT.
-	URL    string
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once the process is reaped
-	out    *bytes.Buffer
+	URL string
+	// TCPPort is the native protocol's port on 127.0.0.1.
+	TCPPort int
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the process is reaped
+	out     *bytes.Buffer
 }
 
 var (
@@ -101,7 +103,7 @@ func start(bin string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"data", "tmp", "user_files", "users.d"} {
+	for _, d := range []string{"data", "tmp", "user_files", "users.d", "dictionaries"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err
 		}
@@ -141,10 +143,11 @@ func start(bin string) (*Server, error) {
   <tmp_path>%s/tmp/</tmp_path>
   <user_files_path>%s/user_files/</user_files_path>
   <users_config>%s/users.xml</users_config>
+  <dictionaries_config>%s/dictionaries/*.xml</dictionaries_config>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
-</yandex>`, httpPort, tcpPort, dir, dir, dir, dir)
+</yandex>`, httpPort, tcpPort, dir, dir, dir, dir, dir)
 		cfgPath := filepath.Join(dir, "config.xml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return nil, err
@@ -158,7 +161,7 @@ func start(bin string) (*Server, error) {
 		}
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
-		s := &Server{URL: "http://127.0.0.1:" + strconv.Itoa(httpPort), cmd: cmd, exited: exited, out: &out}
+		s := &Server{URL: "http://127.0.0.1:" + strconv.Itoa(httpPort), TCPPort: tcpPort, cmd: cmd, exited: exited, out: &out}
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			res, err := http.Get(s.URL + "/ping")
@@ -191,6 +194,20 @@ func tail(s string) string {
 	return s
 }
 
+// AddDictionary writes the definition of an external dictionary (the
+// <dictionary> element of ClickHouse's dictionaries configuration) and
+// reloads the server's dictionaries as the admin user. A dictionary that
+// fails to load is not an error: its failure is in system.dictionaries.
+func (s *Server) AddDictionary(t testing.TB, name, definition string) {
+	t.Helper()
+	dir := filepath.Join(filepath.Dir(s.cmd.Args[1][len("--config-file="):]), "dictionaries")
+	xml := "<yandex>\n" + definition + "\n</yandex>\n"
+	if err := os.WriteFile(filepath.Join(dir, name+".xml"), []byte(xml), 0o644); err != nil {
+		t.Fatalf("write dictionary %s: %v", name, err)
+	}
+	s.Query("default", "", "SYSTEM RELOAD DICTIONARIES")
+}
+
 // Exec runs a statement as the default (admin) user and returns the body.
 func (s *Server) Exec(t testing.TB, sql string) string {
 	t.Helper()
@@ -204,7 +221,18 @@ func (s *Server) Exec(t testing.TB, sql string) string {
 // Query runs sql as user over HTTP and returns the body, or an error with
 // ClickHouse's message.
 func (s *Server) Query(user, password, sql string) (string, error) {
-	req, err := http.NewRequest(http.MethodPost, s.URL+"/?"+url.Values{"user": {user}, "password": {password}}.Encode(), strings.NewReader(sql))
+	return s.QueryWith(user, password, sql, nil)
+}
+
+// QueryWith is Query with settings given as URL parameters, the way the
+// agent gives them (SETTINGS in the statement come too late for some, such
+// as log_queries on 18.16).
+func (s *Server) QueryWith(user, password, sql string, settings url.Values) (string, error) {
+	params := url.Values{"user": {user}, "password": {password}}
+	for k, v := range settings {
+		params[k] = v
+	}
+	req, err := http.NewRequest(http.MethodPost, s.URL+"/?"+params.Encode(), strings.NewReader(sql))
 	if err != nil {
 		return "", err
 	}

@@ -76,6 +76,7 @@ type selectQuery struct {
 // withItem is a common table expression (sub set) or an expression alias.
 type withItem struct {
 	name string
+	cols []string // WITH name (a, b) AS (…): the columns it declares
 	sub  *selectUnion
 	expr *node
 }

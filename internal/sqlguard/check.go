@@ -30,10 +30,20 @@ type Verdict struct {
 	Format string
 }
 
-// Check decides whether sql may run. A denial is a Verdict with Allow false
-// and a Reason, and a nil error; the error is only for internal failures,
-// and then the verdict denies too.
-func Check(sql string) (v Verdict, err error) {
+// Check decides whether sql may run, assuming the server has exactly the
+// catalog's columns (see [Guard] for a guard that knows the server). A
+// denial is a Verdict with Allow false and a Reason, and a nil error; the
+// error is only for internal failures, and then the verdict denies too.
+func Check(sql string) (Verdict, error) { return offline.Check(sql) }
+
+// offline is the guard for the catalog's columns; set once the catalog is
+// loaded.
+var offline *Guard
+
+// Check decides whether sql may run against the server g knows. A denial
+// is a Verdict with Allow false and a Reason, and a nil error; the error is
+// only for internal failures, and then the verdict denies too.
+func (g *Guard) Check(sql string) (v Verdict, err error) {
 	defer func() {
 		r := recover()
 		if r == nil {
@@ -58,6 +68,7 @@ func Check(sql string) (v Verdict, err error) {
 	st := parseStatement(toks)
 	v.Kind = st.kind
 	a := &analyzer{
+		g:          g,
 		tables:     map[string]bool{},
 		columns:    map[string]bool{},
 		clusterPos: -1,
@@ -93,6 +104,7 @@ func sortedKeys(m map[string]bool) []string {
 // identifier. Denied columns are checked at the end, by name, against every
 // system table the statement reads: see the package documentation.
 type analyzer struct {
+	g        *Guard
 	tables   map[string]bool
 	columns  map[string]bool
 	settings map[string]string
@@ -251,6 +263,9 @@ func (a *analyzer) systemTable(parts []string, pos int) string {
 	if t == "" {
 		panic(deny("empty table name (offset %d)", pos))
 	}
+	if lookupTable("system."+t) == nil {
+		panic(deny("table system.%s is not in the guard's catalog, which covers the system tables of ClickHouse 18.16 to 25.x: a table it has not reviewed is refused (offset %d)", t, pos))
+	}
 	return "system." + t
 }
 
@@ -274,6 +289,9 @@ func (a *analyzer) selectQuery(q *selectQuery, parent *scope) []string {
 	for i, w := range q.with {
 		if w.sub != nil {
 			cols := a.union(w.sub, s)
+			if w.cols != nil {
+				cols = w.cols
+			}
 			if s.ctes == nil {
 				s.ctes = map[string]*cte{}
 			}
@@ -519,14 +537,29 @@ func (a *analyzer) inRight(n *node, s *scope) {
 }
 
 func (a *analyzer) function(n *node, s *scope) {
-	if r := functionDenied(n.val); r != "" {
-		panic(deny("%s (offset %d)", r, n.pos))
-	}
 	if tableFuncNames[strings.ToLower(n.val)] {
 		panic(deny("%s is a table function and cannot be called in an expression (offset %d)", n.val, n.pos))
 	}
+	if r := functionRefused(n.val); r != "" {
+		panic(deny("%s (offset %d)", r, n.pos))
+	}
 	if strings.EqualFold(n.val, "exists") && (len(n.args) != 1 || n.args[0].kind != nSubquery) {
 		panic(deny("exists(…) takes a subquery (offset %d)", n.pos))
+	}
+	switch strings.ToLower(n.val) {
+	case "arrayreduce", "arrayreduceinranges", "initializeaggregation":
+		// The aggregate function is named by a string: it passes the
+		// same catalog as a call.
+		if len(n.args) == 0 || n.args[0].kind != nLiteral || isNumberText(n.args[0].val) {
+			panic(deny("%s takes the name of an aggregate function as a string literal first (offset %d)", n.val, n.pos))
+		}
+		agg := n.args[0].val
+		if i := strings.IndexByte(agg, '('); i > 0 {
+			agg = agg[:i] // quantile(0.9): the parameters are literals
+		}
+		if r := aggregateRefused(agg); r != "" {
+			panic(deny("%s('%s', …): %s (offset %d)", n.val, n.args[0].val, r, n.pos))
+		}
 	}
 	for _, c := range n.params {
 		a.expr(c, s)
@@ -548,16 +581,22 @@ func (a *analyzer) function(n *node, s *scope) {
 func (a *analyzer) ident(n *node, s *scope) {
 	a.idents = append(a.idents, identUse{parts: n.parts, pos: n.pos})
 	if len(n.parts) <= 2 {
-		// A name that is a whole table with denied columns.
-		// An expression alias of the same name does not exempt it: which
-		// of the two ClickHouse picks depends on version and scope.
-		if src := s.lookupSource(n.parts); src != nil && src.table != "" && (len(n.parts) == 2 || !a.isLambda(n.parts[0])) {
-			if d, reviewed := tablePolicy(src.table); len(d) > 0 || !reviewed {
+		// A name that is a whole table with columns that are not safe. An
+		// expression alias of the same SELECT exempts the implicit name of
+		// a table read without AS (count() AS parts FROM system.parts …
+		// ORDER BY parts), which ClickHouse resolves to the alias. It does
+		// not exempt a table alias written out (FROM system.query_log AS q
+		// beside 1 AS q): that ambiguity is deliberate, and which of the
+		// two ClickHouse picks has changed between versions.
+		lambda := len(n.parts) == 1 && a.isLambda(n.parts[0])
+		alias := len(n.parts) == 1 && s.aliases[n.parts[0]] && !contains(a.inAlias, n.parts[0])
+		if src := s.lookupSource(n.parts); src != nil && src.table != "" && !lambda && (!alias || src.alias != "") {
+			if unsafe, _ := a.g.unsafeOf(src.table); len(unsafe) > 0 || !a.g.serverKnows(src.table) {
 				panic(deny("%s names the whole table %s, whose columns may hold customer data (offset %d)", strings.Join(n.parts, "."), src.table, n.pos))
 			}
 		}
 	}
-	if col := a.resolve(n.parts, s); col != "" {
+	if col := a.resolve(n.parts, n.pos, s); col != "" {
 		a.columns[col] = true
 	}
 }
@@ -571,49 +610,91 @@ func (a *analyzer) isLambda(name string) bool {
 	return false
 }
 
-// resolve names the column an identifier reads for Verdict.Columns: "" for
-// aliases, lambda parameters and columns of subqueries.
-func (a *analyzer) resolve(parts []string, s *scope) string {
+// resolve finds what an identifier reads and denies it unless it is a safe
+// catalog column of a system table in scope, an alias, a lambda parameter
+// or a column of a subquery, CTE or table function (whose own columns are
+// checked where they are defined). It returns the name Verdict.Columns
+// records: "" for what is not a system table's column.
+func (a *analyzer) resolve(parts []string, pos int, s *scope) string {
 	if len(parts) >= 2 {
 		if src := s.lookupSource(parts[:1]); src != nil {
 			if src.table == "" {
 				return ""
 			}
-			return src.table + "." + strings.Join(parts[1:], ".")
+			return a.column(src.table, parts[1:], pos)
 		}
 		if len(parts) >= 3 {
 			if src := s.lookupSource(parts[:2]); src != nil && src.table != "" {
-				return src.table + "." + strings.Join(parts[2:], ".")
+				return a.column(src.table, parts[2:], pos)
 			}
 		}
 	}
 	name := parts[0]
-	if a.isLambda(name) || (s.isAlias(name) && !contains(a.inAlias, name)) {
+	if a.isLambda(name) || (s.aliases[name] && !contains(a.inAlias, name)) || s.lookupCTE(name) != nil {
 		return ""
 	}
-	full := strings.Join(parts, ".")
-	var system *source
-	for _, src := range s.sources {
-		if src.table == "" {
-			if src.cols == nil || contains(src.cols, name) {
-				return ""
-			}
-			continue
+	// Innermost scope first, as ClickHouse resolves names. Where a scope
+	// reads system tables, the name must be a safe column of one of them,
+	// or certainly not a column of any: then it may be an alias or a
+	// column of an enclosing scope.
+	for sc := s; sc != nil; sc = sc.parent {
+		if sc != s && sc.aliases[name] {
+			return ""
 		}
-		if system != nil {
-			// More than one system table: ambiguous, kept as written unless
-			// it would look like a resolved system.x.col.
-			if parts[0] == "system" {
-				return ""
+		var systems []*source
+		unknownSub := false
+		for _, src := range sc.sources {
+			if src.table == "" {
+				if src.cols == nil || contains(src.cols, "") {
+					unknownSub = true
+				} else if contains(src.cols, name) {
+					return ""
+				}
+				continue
 			}
-			return full
+			systems = append(systems, src)
 		}
-		system = src
+		for _, src := range systems {
+			if t := lookupTable(src.table); t != nil {
+				if _, safe := t.safeColumn(parts); safe && a.g.serverHas(src.table, parts) {
+					if len(systems) > 1 {
+						return strings.Join(parts, ".")
+					}
+					return src.table + "." + strings.Join(parts, ".")
+				}
+			}
+		}
+		for _, src := range systems {
+			if a.g.serverHas(src.table, parts) {
+				a.column(src.table, parts, pos) // denies with the reason
+			}
+		}
+		if unknownSub {
+			return ""
+		}
 	}
-	if system == nil {
+	if s.isAlias(name) {
 		return ""
 	}
-	return system.table + "." + full
+	a.checkIdent(identUse{parts: parts, pos: pos}) // names a sensitive column, if it does
+	panic(deny("%s is not a column of any table the query reads, nor an alias (offset %d)", strings.Join(parts, "."), pos))
+}
+
+// column checks a column of a system table named by its parts and returns
+// system.x.col, or denies.
+func (a *analyzer) column(table string, parts []string, pos int) string {
+	name := strings.Join(parts, ".")
+	t := lookupTable(table)
+	c, safe := t.safeColumn(parts)
+	switch {
+	case c != nil && !safe:
+		panic(deny("column %s of %s is sensitive: %s (offset %d)", c.Name, table, c.Reason, pos))
+	case c == nil:
+		panic(deny("column %s of %s is not in the guard's catalog: a column it has not reviewed is refused (offset %d)", name, table, pos))
+	case !a.g.serverHas(table, parts):
+		panic(deny("column %s of %s does not exist on this server (offset %d)", name, table, pos))
+	}
+	return table + "." + name
 }
 
 func contains(list []string, s string) bool {
@@ -631,11 +712,11 @@ func (a *analyzer) star(n *node, s *scope) {
 		a.expr(c, s)
 	}
 	for _, f := range st.applyFuncs {
-		if r := functionDenied(f); r != "" {
-			panic(deny("APPLY %s: %s (offset %d)", f, r, n.pos))
-		}
 		if tableFuncNames[strings.ToLower(f)] {
 			panic(deny("APPLY %s: %s is a table function (offset %d)", f, f, n.pos))
+		}
+		if r := functionRefused(f); r != "" {
+			panic(deny("APPLY %s: %s (offset %d)", f, r, n.pos))
 		}
 	}
 	for _, c := range st.exprs {
@@ -674,18 +755,24 @@ func (a *analyzer) star(n *node, s *scope) {
 }
 
 // starOver checks that expanding every column of table (minus EXCEPT) reads
-// no denied column.
+// only safe columns.
 func (a *analyzer) starOver(table string, st *starInfo, canExcept bool, nsources, pos int, what string) {
-	denied, reviewed := tablePolicy(table)
-	if !reviewed {
-		panic(deny("%s over %s is not allowed: its columns have not been reviewed; list the columns you need (offset %d)", what, table, pos))
+	if !a.g.serverKnows(table) {
+		panic(deny("%s over %s is not allowed: the agent does not know this server's columns of %s yet; list the columns you need (offset %d)", what, table, table, pos))
 	}
-	if len(denied) == 0 {
+	names, _ := a.g.unsafeOf(table)
+	if len(names) == 0 {
 		return
 	}
-	names := deniedNames(table, denied)
+	hint := ""
+	if safe := a.g.safeNames(table); len(safe) > 0 {
+		if len(safe) > 40 {
+			safe = append(safe[:40:40], "…")
+		}
+		hint = "; its safe columns are " + strings.Join(safe, ", ")
+	}
 	if !canExcept {
-		panic(deny("%s reads every column of %s, including %s, which may hold customer data (offset %d)", what, table, strings.Join(names, ", "), pos))
+		panic(deny("%s reads every column of %s, including %s, which may hold customer data or are not in the guard's catalog (offset %d)", what, table, strings.Join(names, ", "), pos))
 	}
 	var missing []string
 	for _, d := range names {
@@ -694,80 +781,58 @@ func (a *analyzer) starOver(table string, st *starInfo, canExcept bool, nsources
 		}
 	}
 	if len(missing) > 0 && st.regex {
-		panic(deny("%s over %s is not allowed: a regular expression could match %s, which may hold customer data; list the columns or add EXCEPT (%s) (offset %d)", what, table, strings.Join(missing, ", "), strings.Join(names, ", "), pos))
+		panic(deny("%s over %s is not allowed: a regular expression could match %s, which may hold customer data or are not in the guard's catalog; list the columns or add EXCEPT (%s)%s (offset %d)", what, table, strings.Join(missing, ", "), strings.Join(names, ", "), hint, pos))
 	}
 	if len(missing) > 0 {
-		panic(deny("%s over %s would read %s, which may hold customer data; list the columns or add EXCEPT (%s) (offset %d)", what, table, strings.Join(missing, ", "), strings.Join(names, ", "), pos))
+		panic(deny("%s over %s would read %s, which may hold customer data or are not in the guard's catalog; list the columns or add EXCEPT (%s)%s (offset %d)", what, table, strings.Join(missing, ", "), strings.Join(names, ", "), hint, pos))
 	}
 	if nsources > 1 {
 		panic(deny("%s over %s in a join: joined column names may be qualified and escape EXCEPT; select from a subquery (SELECT * EXCEPT (…) FROM %s) instead (offset %d)", what, table, table, pos))
 	}
 }
 
-// deniedNames lists the denied columns of table in the order the policy
-// declares them.
-func deniedNames(table string, denied map[string]string) []string {
-	if i := strings.LastIndexByte(table, '_'); deniedOrder[table] == nil && i > 0 && allDigits(table[i+1:]) {
-		table = table[:i]
+// checkIdents denies every identifier with a part that is a column of a
+// table the statement reads that is not safe: sensitive in the catalog,
+// or on the server and not in the catalog.
+func (a *analyzer) checkIdents() {
+	for _, id := range a.idents {
+		a.checkIdent(id)
 	}
-	if names := deniedOrder[table]; names != nil {
-		return names
-	}
-	out := make([]string, 0, len(denied))
-	for _, v := range denied {
-		out = append(out, v)
-	}
-	sort.Strings(out)
-	return out
 }
 
-// checkIdents denies every identifier with a part that is a denied column of
-// a table the statement reads.
-func (a *analyzer) checkIdents() {
-	if len(a.idents) == 0 {
-		return
-	}
-	type owner struct{ table, col string }
-	denied := map[string]owner{}
-	for _, t := range a.order {
-		d, _ := tablePolicy(t)
-		for l, c := range d {
-			if _, ok := denied[l]; !ok {
-				denied[l] = owner{t, c}
-			}
-		}
-	}
-	if len(denied) == 0 {
-		return
-	}
+func (a *analyzer) checkIdent(id identUse) {
 	var buf [64]byte
-	for _, id := range a.idents {
-		for _, part := range id.parts {
-			// A quoted part may hold dots ("ProfileEvents.Names"): check
-			// each piece, lowercased in a stack buffer.
-			for part != "" {
-				piece := part
-				if i := strings.IndexByte(part, '.'); i >= 0 {
-					piece, part = part[:i], part[i+1:]
-				} else {
-					part = ""
-				}
-				var o owner
-				var ok bool
-				if len(piece) <= len(buf) {
-					for i := 0; i < len(piece); i++ {
-						c := piece[i]
-						if 'A' <= c && c <= 'Z' {
-							c += 'a' - 'A'
-						}
-						buf[i] = c
+	for _, part := range id.parts {
+		// A quoted part may hold dots ("ProfileEvents.Names"): check each
+		// piece, lowercased in a stack buffer.
+		for part != "" {
+			piece := part
+			if i := strings.IndexByte(part, '.'); i >= 0 {
+				piece, part = part[:i], part[i+1:]
+			} else {
+				part = ""
+			}
+			low := piece
+			if len(piece) <= len(buf) {
+				for i := 0; i < len(piece); i++ {
+					c := piece[i]
+					if 'A' <= c && c <= 'Z' {
+						c += 'a' - 'A'
 					}
-					o, ok = denied[string(buf[:len(piece)])]
-				} else {
-					o, ok = denied[strings.ToLower(piece)]
+					buf[i] = c
 				}
-				if ok {
-					panic(deny("column %s of %s may hold customer data (offset %d)", o.col, o.table, id.pos))
+				low = string(buf[:len(piece)])
+			} else {
+				low = strings.ToLower(piece)
+			}
+			for _, t := range a.order {
+				_, d := a.g.unsafeOf(t)
+				c, ok := d[low]
+				switch {
+				case ok && c.reason != "":
+					panic(deny("column %s of %s is sensitive: %s (offset %d)", c.name, t, c.reason, id.pos))
+				case ok:
+					panic(deny("column %s of %s is not in the guard's catalog: a column it has not reviewed is refused, here also under another name (offset %d)", c.name, t, id.pos))
 				}
 			}
 		}
@@ -778,7 +843,7 @@ func (a *analyzer) setting(s setting) {
 	if forcedSettings[s.name] {
 		panic(deny("setting %s is forced by the agent and cannot be changed (offset %d)", s.name, s.pos))
 	}
-	rule, ok := settingRules[s.name]
+	rule, ok := allowedSettings[s.name]
 	if !ok {
 		panic(deny("setting %s is not allowed; allowed settings are output formatting, date and time rendering, max_threads and max_block_size (offset %d)", s.name, s.pos))
 	}

@@ -2,6 +2,7 @@ package sqlguard
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,7 +26,15 @@ const (
 	tableCanary    = "canary-table-4b1d"
 	queryCanary    = "canary-query-9c2e"
 	mutationCanary = "canary-mutation-77aa"
+	// dictCanary is a value a dictionary failed to load on: ClickHouse
+	// quotes it in system.dictionaries.last_exception (and the source).
+	dictCanary = "canary-dict-5e10"
+	// castCanary is a value in a customer table that a failed cast quoted:
+	// the error is in system.query_log.exception and stack traces.
+	castCanary = "canary-cast-31c7"
 )
+
+var canaries = []string{tableCanary, queryCanary, mutationCanary, dictCanary, castCanary}
 
 func plantCanaries(t testing.TB) *chtest.Server {
 	t.Helper()
@@ -38,16 +47,30 @@ func plantCanaries(t testing.TB) *chtest.Server {
 	if _, err := s.Query("tether", chtest.Password, "SELECT '"+queryCanary+"'"); err != nil {
 		t.Fatalf("logging the query canary: %v", err)
 	}
+	s.Exec(t, "CREATE TABLE IF NOT EXISTS default.amounts (x String) ENGINE = Memory")
+	s.Exec(t, "INSERT INTO default.amounts VALUES ('"+castCanary+"')")
+	if _, err := s.QueryWith("default", "", "SELECT toUInt64(x) FROM default.amounts", url.Values{"log_queries": {"1"}}); err == nil || !strings.Contains(err.Error(), castCanary) {
+		t.Fatalf("the failed cast did not quote the canary: %v", err)
+	}
+	s.AddDictionary(t, "cards", fmt.Sprintf(`<dictionary>
+  <name>cards</name>
+  <source><clickhouse><host>127.0.0.1</host><port>%d</port><user>default</user><password></password>
+    <db>default</db><table>mt</table><where>toUInt64('%s') = 1</where></clickhouse></source>
+  <lifetime>0</lifetime>
+  <layout><flat/></layout>
+  <structure><id><name>k</name></id><attribute><name>x</name><type>String</type><null_value></null_value></attribute></structure>
+</dictionary>`, s.TCPPort, dictCanary))
+	s.Query("default", "", "SYSTEM RELOAD DICTIONARY cards")
 	// The query is logged when it finishes, which can be just after its
 	// answer reached us: flush until the log has it.
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		s.Exec(t, "SYSTEM FLUSH LOGS")
-		out, _ := s.Query("default", "", "SELECT count() FROM system.query_log WHERE query LIKE '%"+queryCanary+"%' AND type = 2")
-		if n := strings.TrimSpace(out); n != "" && n != "0" {
+		out, _ := s.Query("default", "", "SELECT countIf(query LIKE '%"+queryCanary+"%' AND type = 2), countIf(exception LIKE '%"+castCanary+"%') FROM system.query_log")
+		if f := strings.Fields(out); len(f) == 2 && f[0] != "0" && f[1] != "0" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("ClickHouse did not log the canary query within 20s")
+			t.Fatal("ClickHouse did not log the canary queries within 20s")
 		}
 		time.Sleep(100 * time.Millisecond) // polling the query log
 	}
@@ -57,6 +80,8 @@ func plantCanaries(t testing.TB) *chtest.Server {
 		{"default", "SELECT x FROM default.secret", tableCanary},
 		{"tether", "SELECT query FROM system.query_log WHERE query LIKE '%canary-query%'", queryCanary},
 		{"default", "SELECT command FROM system.mutations", mutationCanary},
+		{"default", "SELECT last_exception FROM system.dictionaries", dictCanary},
+		{"default", "SELECT exception FROM system.query_log", castCanary},
 	} {
 		password := ""
 		if c.user == "tether" {
@@ -85,7 +110,7 @@ func runAllowed(t testing.TB, s *chtest.Server, sql string) bool {
 	}
 	adminOut, adminErr := s.Query("default", "", sql)
 	got := out + fmt.Sprint(err) + adminOut + fmt.Sprint(adminErr)
-	for _, c := range []string{tableCanary, queryCanary, mutationCanary} {
+	for _, c := range canaries {
 		if strings.Contains(got, c) {
 			t.Errorf("allowed %q returned canary %s", sql, c)
 		}

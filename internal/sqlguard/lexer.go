@@ -341,6 +341,18 @@ func lexPunct(src string, i int) (string, bool) {
 	switch c {
 	case '(', ')', '[', ']', ',', ';', '+', '*', '%', '?', '/':
 		return src[i : i+1], true
+	case '{':
+		// A map literal ({'a': 1}, {}) starts with a string or is empty;
+		// a query parameter ({name:Type}) starts with a name.
+		j := i + 1
+		for j < len(src) && (src[j] == ' ' || src[j] == '\t' || src[j] == '\n' || src[j] == '\r') {
+			j++
+		}
+		if j < len(src) && (src[j] == '\'' || src[j] == '}') {
+			return "{", true
+		}
+	case '}':
+		return "}", true
 	case '-':
 		if next == '>' {
 			return "->", true
@@ -383,7 +395,7 @@ func lexPunct(src string, i int) (string, bool) {
 
 func punctDenial(src string, i int) *denial {
 	switch src[i] {
-	case '{', '}':
+	case '{':
 		return deny("query parameters ({name:Type}) are not supported (offset %d)", i)
 	case '$':
 		return deny("'$' at offset %d: heredocs ($$…$$) and '$' in identifiers are not accepted", i)

@@ -534,9 +534,14 @@ func (p *parser) withList(q *selectQuery) {
 			p.pos += 2
 			q.with = append(q.with, withItem{name: t.val, sub: p.parenSelect()})
 		case isName && isPunct(p.peekAt(1), "(") && p.cteColumns() > 0:
-			p.pos += p.cteColumns()
+			n := p.cteColumns()
+			var cols []string
+			for k := 2; k < n; k += 2 {
+				cols = append(cols, p.peekAt(k).val)
+			}
+			p.pos += n
 			p.expectKw("AS")
-			q.with = append(q.with, withItem{name: t.val, sub: p.parenSelect()})
+			q.with = append(q.with, withItem{name: t.val, cols: cols, sub: p.parenSelect()})
 		default:
 			e := p.expr()
 			if !p.acceptKw("AS") {
@@ -1125,6 +1130,15 @@ func (p *parser) primary() *node {
 		case "*":
 			p.next()
 			return p.starMods(&node{kind: nStar, star: &starInfo{}, pos: t.pos})
+		case ".":
+			// .5 where an operand starts: ClickHouse's lexer gives a '.'
+			// after a keyword, and no operand precedes it to access.
+			if d := p.peekAt(1); d.kind == tNumber && d.pos == t.end && allDigits(d.val) {
+				p.pos += 2
+				return &node{kind: nLiteral, val: "0." + d.val, pos: t.pos}
+			}
+		case "{":
+			return p.mapLiteral()
 		case "?":
 			panic(deny("'?' placeholders are not supported (offset %d)", t.pos))
 		}
@@ -1154,6 +1168,24 @@ func (p *parser) primary() *node {
 	}
 	p.fail("an expression")
 	return nil
+}
+
+// mapLiteral reads {'key': value, …} and {}.
+func (p *parser) mapLiteral() *node {
+	open := p.next()
+	p.push()
+	defer p.pop()
+	n := &node{kind: nArray, pos: open.pos}
+	for !p.isPunct("}") {
+		if len(n.args) > 0 {
+			p.expectPunct(",")
+		}
+		n.args = append(n.args, p.expr())
+		p.expectPunct(":")
+		n.args = append(n.args, p.expr())
+	}
+	p.next()
+	return n
 }
 
 func (p *parser) paren() *node {
