@@ -611,8 +611,30 @@ func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
 	defer res.Body.Close()
 	if v.Rewrite {
 		// The answer echoes configuration that may hold secrets: read it
-		// whole, rewrite it, and pass on the rewritten answer or none.
-		a.rewritePrometheus(w, r, ctx, base, req, v, callID, res)
+		// whole (bounded), rewrite it, and pass on the rewritten answer
+		// or none, never a byte of it unrewritten.
+		raw, err := io.ReadAll(io.LimitReader(res.Body, promguard.MaxAnswer+1))
+		if err != nil {
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
+			a.upstreamFailed(w, ctx, "Prometheus", "prometheus_unreachable", callID, err)
+			return
+		}
+		out, err := promguard.Rewrite(v.Endpoint, raw)
+		if err != nil {
+			// The reason names the endpoint and what is wrong with the
+			// answer, never the answer itself.
+			e := base
+			e.Type, e.Outcome, e.Reason = audit.PromDenied, audit.Failure, err.Error()
+			e.Details = map[string]any{"method": req.Method, "endpoint": v.Endpoint, "call": callID, "stage": "answer", "status": res.StatusCode}
+			a.record(context.WithoutCancel(r.Context()), e)
+			apiErr(w, http.StatusBadGateway, "prom_answer_withheld", err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(res.StatusCode)
+		w.Write(out)
 		return
 	}
 	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
@@ -625,35 +647,4 @@ func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
 	if serr != nil {
 		a.stoppedEarly(w, ctx, "Prometheus", callID, serr)
 	}
-}
-
-// rewritePrometheus answers a call whose answer must go through
-// promguard.Rewrite: read whole up to promguard.MaxAnswer bytes, rewritten,
-// then sent. An answer too large or not the JSON Prometheus sends is
-// withheld, audited as prom.denied, and answered 502
-// prom_answer_withheld.
-func (a *Agent) rewritePrometheus(w http.ResponseWriter, r *http.Request, ctx context.Context, base audit.Event, req promguard.Request, v promguard.Verdict, callID string, res *http.Response) {
-	body, err := io.ReadAll(io.LimitReader(res.Body, promguard.MaxAnswer+1))
-	if err != nil {
-		if ctx.Err() != nil {
-			err = context.Cause(ctx)
-		}
-		a.upstreamFailed(w, ctx, "Prometheus", "prometheus_unreachable", callID, err)
-		return
-	}
-	out, err := promguard.Rewrite(v.Endpoint, body)
-	if err != nil {
-		// The reason names the endpoint and what was wrong with the
-		// answer, never the answer itself.
-		e := base
-		e.Type, e.Outcome, e.Reason = audit.PromDenied, audit.Failure, err.Error()
-		e.Details = map[string]any{"method": req.Method, "endpoint": v.Endpoint, "call": callID, "stage": "answer", "status": res.StatusCode}
-		a.record(context.WithoutCancel(r.Context()), e)
-		a.log.Warn("withheld a Prometheus answer", "call", callID, "endpoint", v.Endpoint, "err", err)
-		apiErr(w, http.StatusBadGateway, "prom_answer_withheld", err.Error())
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(res.StatusCode)
-	w.Write(out)
 }
