@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/tetherhq/tether/internal/cli"
 	"github.com/tetherhq/tether/internal/promguard"
@@ -17,12 +18,22 @@ import (
 
 const guardUsage = `Usage: agent guard sql ['SQL']
        agent guard prom ['PROMQL' | '/api/v1/…?…']
+       agent guard catalog [system.TABLE]
+       agent guard functions [SUBSTRING]
 
-With an argument, prints the guard's verdict for it (exit 0 allowed, 1 denied).
-Without, reads JSON lines from stdin — {"sql": "…"} for sql, {"method": "…",
-"url": "…", "body": "…"} for prom — and writes one line per input, in order:
-{"allow": true|false, "reason": "…"}. A malformed line is denied with
-"bad input: …" and the rest go on.`
+sql and prom: with an argument, prints the guard's verdict for it and why
+(exit 0 allowed, 1 denied). Without, reads JSON lines from stdin —
+{"sql": "…"} for sql, {"method": "…", "url": "…", "body": "…"} for prom —
+and writes one line per input, in order: {"allow": true|false, "reason": "…"}.
+A malformed line is denied with "bad input: …" and the rest go on. Offline,
+the SQL guard assumes the server has exactly the catalog's columns; the
+running agent also refuses every column its ClickHouse has that the catalog
+does not cover.
+
+catalog: lists the system tables the SQL guard's catalog covers, or one
+table's columns, each safe or sensitive with the reason. functions: lists
+the functions the catalog allows and refuses (with the reason), optionally
+only those whose name contains SUBSTRING, case-insensitively.`
 
 // verdictLine is one output line of 'agent guard'.
 type verdictLine struct {
@@ -34,12 +45,29 @@ type verdictLine struct {
 const maxGuardLine = 1 << 20
 
 func guard(args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) > 0 && (args[0] == "catalog" || args[0] == "functions") {
+		if len(args) > 2 {
+			return cli.Usagef("agent guard %s: want at most one argument", args[0])
+		}
+		arg := ""
+		if len(args) == 2 {
+			arg = args[1]
+		}
+		if arg == "-h" || arg == "--help" {
+			fmt.Fprintln(stdout, guardUsage)
+			return nil
+		}
+		if args[0] == "catalog" {
+			return printCatalog(stdout, arg)
+		}
+		return printFunctions(stdout, arg)
+	}
 	if len(args) == 0 || (args[0] != "sql" && args[0] != "prom") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Fprintln(stdout, guardUsage)
 			return nil
 		}
-		return cli.Usagef("agent guard: want sql or prom (run 'agent guard -h')")
+		return cli.Usagef("agent guard: want sql, prom, catalog or functions (run 'agent guard -h')")
 	}
 	kind, rest := args[0], args[1:]
 	var check func(line []byte) verdictLine
@@ -137,7 +165,80 @@ func sqlVerdict(q string) verdictLine {
 	if len(v.Tables) > 0 {
 		reason += " reading " + strings.Join(v.Tables, ", ")
 	}
+	if len(v.Columns) > 0 {
+		reason += "; columns " + strings.Join(v.Columns, ", ") + ": each safe in the guard's catalog (* only where every column it expands to is)"
+	}
 	return verdictLine{Allow: true, Reason: reason}
+}
+
+// printCatalog lists the catalog's tables, or one table's columns.
+func printCatalog(w io.Writer, table string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if table == "" {
+		fmt.Fprintln(tw, "TABLE\tSAFE\tSENSITIVE")
+		for _, t := range sqlguard.CatalogTables() {
+			safe, sens := 0, 0
+			for _, c := range sqlguard.CatalogColumns(t) {
+				if c.Safe {
+					safe++
+				} else {
+					sens++
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\n", t, safe, sens)
+		}
+		return tw.Flush()
+	}
+	if !strings.HasPrefix(table, "system.") {
+		table = "system." + table
+	}
+	cols := sqlguard.CatalogColumns(table)
+	if cols == nil {
+		return cli.Usagef("agent guard catalog: %s is not in the guard's catalog, so the guard refuses it (run 'agent guard catalog' for the list)", table)
+	}
+	fmt.Fprintln(tw, "COLUMN\tCLASS\tREASON")
+	for _, c := range cols {
+		class := "sensitive"
+		if c.Safe {
+			class = "safe"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, class, c.Reason)
+	}
+	return tw.Flush()
+}
+
+// printFunctions lists the catalog's functions whose name contains sub.
+func printFunctions(w io.Writer, sub string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FUNCTION\tCLASS\tCATEGORY\tNOTE")
+	n := 0
+	for _, f := range sqlguard.CatalogFunctions() {
+		if sub != "" && !strings.Contains(strings.ToLower(f.Name), strings.ToLower(sub)) {
+			continue
+		}
+		class := "refuse"
+		if f.Allowed {
+			class = "allow"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Name, class, f.Category, f.Reason)
+		n++
+	}
+	if sub == "" {
+		for _, c := range sqlguard.CatalogCombinators() {
+			class := "refuse"
+			if c.Allowed {
+				class = "allow"
+			}
+			fmt.Fprintf(tw, "-%s\t%s\tcombinator\t%s\n", c.Suffix, class, c.Reason)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if n == 0 {
+		return cli.Usagef("agent guard functions: no function in the catalog contains %q; a function not in the catalog is refused", sub)
+	}
+	return nil
 }
 
 func checkSQLLine(line []byte) verdictLine {
