@@ -217,7 +217,7 @@ func TestPrometheusAnswerWithheld(t *testing.T) {
 		pool, want string
 	}{
 		{"html", "not Prometheus's JSON"},
-		{"big", "over 16777216 bytes"},
+		{"big", "over 8388608 bytes"},
 		{"object", "want a string, number"},
 	}
 	for _, tt := range tests {

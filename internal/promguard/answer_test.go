@@ -129,7 +129,7 @@ func TestRewriteRefusesMalformed(t *testing.T) {
 		{"URL not a string", "/api/v1/targets", active(`"scrapeUrl":["http://x"]`), "cannot unmarshal"},
 		{"annotations not strings", "/api/v1/alerts", `{"status":"success","data":{"alerts":[{"annotations":{"a":{"b":1}}}]}}`, "cannot unmarshal"},
 		{"metadata not a list", "/api/v1/targets/metadata", `{"status":"success","data":{}}`, "cannot unmarshal"},
-		{"too large", "/api/v1/rules", `{"status":"success","data":{"groups":[]},"x":"` + strings.Repeat("x", promguard.MaxAnswer) + `"}`, "over 16777216 bytes"},
+		{"too large", "/api/v1/rules", `{"status":"success","data":{"groups":[]},"x":"` + strings.Repeat("x", promguard.MaxAnswer) + `"}`, "over 8388608 bytes"},
 	}
 	for _, tt := range tests {
 		got, err := promguard.Rewrite(tt.endpoint, []byte(tt.body))
@@ -177,4 +177,20 @@ func FuzzRewrite(f *testing.F) {
 
 func mustURL(path string) *url.URL {
 	return &url.URL{Path: path}
+}
+
+// BenchmarkRewriteTargets rewrites a /api/v1/targets answer of 1,000
+// targets, each shaped like Prometheus 2.42's.
+func BenchmarkRewriteTargets(b *testing.B) {
+	one := `{"discoveredLabels":{"__address__":"u:pw@10.0.0.1:9100","__metrics_path__":"/metrics","__param_token":"t","__scheme__":"http","job":"node"},` +
+		`"labels":{"instance":"10.0.0.1:9100","job":"node"},"scrapePool":"node","scrapeUrl":"http://u:pw%4010.0.0.1:9100/metrics?token=t","globalUrl":"http://u:pw%4010.0.0.1:9100/metrics?token=t",` +
+		`"lastError":"","lastScrape":"2026-12-03T09:32:14.519718797Z","lastScrapeDuration":0.0035,"health":"up","scrapeInterval":"15s","scrapeTimeout":"10s"}`
+	body := []byte(`{"status":"success","data":{"activeTargets":[` + strings.TrimSuffix(strings.Repeat(one+",", 1000), ",") + `],"droppedTargets":[]}}`)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := promguard.Rewrite("/api/v1/targets", body); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
