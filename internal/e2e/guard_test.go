@@ -104,7 +104,7 @@ func TestAgentGuardCLI(t *testing.T) {
 	if out, code := runGuard(t, "", "prom", "/api/v1/status/config"); code != 1 || !strings.HasPrefix(out, "DENY: ") {
 		t.Errorf("guard prom (denied) = %d %q", code, out)
 	}
-	if out, code := runGuard(t, "", "frob"); code != 2 || !strings.Contains(out, "want sql or prom") {
+	if out, code := runGuard(t, "", "frob"); code != 2 || !strings.Contains(out, "want sql, prom, catalog or functions") {
 		t.Errorf("guard frob = %d %q", code, out)
 	}
 }
