@@ -52,3 +52,34 @@ func BenchmarkCheckLarge(b *testing.B) {
 func BenchmarkCheckNumberList(b *testing.B) {
 	benchmarkCheck(b, "SELECT 1 IN ("+strings.TrimSuffix(strings.Repeat("1,", MaxQueryBytes/2-20), ",")+")")
 }
+
+// BenchmarkCheckWithSchema is the agent's case: a typical troubleshooting
+// query checked against the server's column list and the catalog. The
+// target is 20 µs.
+func BenchmarkCheckWithSchema(b *testing.B) {
+	schema := Schema{}
+	for _, t := range CatalogTables() {
+		schema[t] = catalogNames(t)
+	}
+	g := NewGuard(schema)
+	sql := "SELECT database, table, count() AS parts, sum(rows) AS rows, formatReadableSize(sum(bytes_on_disk)) AS size, max(modification_time) AS last FROM system.parts WHERE active AND database != 'system' GROUP BY database, table ORDER BY sum(bytes_on_disk) DESC LIMIT 20"
+	b.ReportAllocs()
+	for b.Loop() {
+		if v, err := g.Check(sql); err != nil || !v.Allow {
+			b.Fatalf("Check(%q) = %+v, %v", sql, v, err)
+		}
+	}
+}
+
+// BenchmarkNewGuard is the cost of taking in a server's column list (once
+// per schemaTTL at the agent).
+func BenchmarkNewGuard(b *testing.B) {
+	schema := Schema{}
+	for _, t := range CatalogTables() {
+		schema[t] = catalogNames(t)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		NewGuard(schema)
+	}
+}

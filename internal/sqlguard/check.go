@@ -110,8 +110,9 @@ type analyzer struct {
 	settings map[string]string
 	idents   []identUse
 	// order lists the tables read in order of first read, so that reasons
-	// are stable.
-	order []string
+	// are stable; unsafe holds their unsafe columns by lowercased name.
+	order  []string
+	unsafe []map[string]unsafeCol
 	// clusterPos and ctePos are the offsets of the first cluster() table
 	// function and the first CTE reference, or -1: the two are not combined.
 	clusterPos, ctePos int
@@ -235,6 +236,8 @@ func (a *analyzer) readTable(table string) {
 	if !a.tables[table] {
 		a.tables[table] = true
 		a.order = append(a.order, table)
+		_, d := a.g.unsafeOf(table)
+		a.unsafe = append(a.unsafe, d)
 	}
 }
 
@@ -812,7 +815,7 @@ func (a *analyzer) checkIdent(id identUse) {
 			} else {
 				part = ""
 			}
-			low := piece
+			var low []byte
 			if len(piece) <= len(buf) {
 				for i := 0; i < len(piece); i++ {
 					c := piece[i]
@@ -821,13 +824,13 @@ func (a *analyzer) checkIdent(id identUse) {
 					}
 					buf[i] = c
 				}
-				low = string(buf[:len(piece)])
+				low = buf[:len(piece)]
 			} else {
-				low = strings.ToLower(piece)
+				low = []byte(strings.ToLower(piece))
 			}
-			for _, t := range a.order {
-				_, d := a.g.unsafeOf(t)
-				c, ok := d[low]
+			for i, d := range a.unsafe {
+				t := a.order[i]
+				c, ok := d[string(low)] // no allocation: the key is only looked up
 				switch {
 				case ok && c.reason != "":
 					panic(deny("column %s of %s is sensitive: %s (offset %d)", c.name, t, c.reason, id.pos))
