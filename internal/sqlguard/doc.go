@@ -50,17 +50,46 @@
 //     $-identifiers); query parameters ({name:Type}); '?' placeholders; '@';
 //     '\G'; pipe syntax (|>); INTO OUTFILE.
 //
+// # The catalog: deny by default
+//
+// The guard allows only what it has reviewed. Three embedded data files
+// under catalog/ hold the review:
+//
+//   - catalog/columns.tsv lists every system table and every column of
+//     ClickHouse 18.16 (the Debian package the tests run) through the
+//     24.x and 25.x releases, built from ClickHouse's own source
+//     (src/Storages/System/StorageSystem*.cpp, src/Interpreters/*Log.cpp)
+//     and documentation, each column "safe" or "sensitive" with a
+//     one-line reason. Safe: counters, sizes, timings, names of schema and
+//     system objects, identifiers, settings names and values. Sensitive:
+//     query text, exception and error messages, log lines, paths, URLs,
+//     partition and key values, DDL and SQL expressions, dictionary
+//     sources, anything that can quote a value or hold a secret. A column
+//     name ending in * stands for every column with that prefix
+//     (system.metric_log's ProfileEvent_*).
+//   - catalog/functions.tsv lists the functions a statement may call
+//     (allow, with a category) and the ones it may not (refuse, with the
+//     reason); catalog/combinators.tsv the aggregate function combinators.
+//
+// [CatalogTables], [CatalogColumns], [CatalogFunctions] and
+// [CatalogCombinators] return copies; `agent guard catalog` and `agent
+// guard functions` print them.
+//
 // # Tables
 //
 // Every table read at any depth (FROM, JOIN, subqueries in any expression,
 // WITH, ARRAY JOIN, set operations, IN table) must be system.<name> with
-// the database written out. Database names are case-sensitive, so
-// SYSTEM.tables is denied, and system table names must be lowercase ASCII.
-// A bare name is denied ("the current database is unknown") unless it names
-// a common table expression (WITH t AS (SELECT …)) visible at that point. A
-// CTE is visible in the SELECT that defines it, after its definition, and
-// in that SELECT's subqueries. It is not visible in the other branches of
-// a UNION, where some ClickHouse versions read the name as a table.
+// the database written out, and in the catalog: a table the catalog does
+// not cover (added by a newer ClickHouse, or a log table renamed in the
+// server's configuration) is refused, naming it. A log table renamed by a
+// schema upgrade (system.query_log_0) gets the entry of its base name.
+// Database names are case-sensitive, so SYSTEM.tables is denied, and
+// system table names must be lowercase ASCII. A bare name is denied ("the
+// current database is unknown") unless it names a common table expression
+// (WITH t AS (SELECT …)) visible at that point. A CTE is visible in the
+// SELECT that defines it, after its definition, and in that SELECT's
+// subqueries. It is not visible in the other branches of a UNION, where
+// some ClickHouse versions read the name as a table.
 //
 // "x IN name" reads table name unless name is such a CTE. Parentheses and
 // aliases do not change that: x IN (name AS n) is the same. A WITH
@@ -68,7 +97,8 @@
 // ClickHouse and is denied. "x IN system.t" compares against every column
 // of system.t, so it follows the rules for *.
 //
-// Table functions: only [AllowedTableFunctions], with exact names. numbers,
+// Table functions: only numbers, numbers_mt, zeros, zeros_mt, cluster and
+// clusterAllReplicas ([TableFunctions]), with exact names. numbers,
 // numbers_mt, zeros and zeros_mt take integer literals. cluster and
 // clusterAllReplicas take a cluster name (a word or a string) and a system
 // table (system.t or 'system', 't'), then follow the column rules of that
@@ -80,74 +110,104 @@
 //
 // # Columns
 //
-// [DeniedColumns] lists, per system table, the columns that can hold
-// customer data or secrets: query text, exception and log messages (they
-// quote values), DDL (it can carry credentials), mutation commands
-// (literals), ZooKeeper node data, trace attributes. Beyond the issue's
-// list it adds:
-//   - query_thread_log.{exception, stack_trace, log_comment};
-//   - query_views_log.{view_query, exception, stack_trace};
-//   - part_log.exception and replication_queue.last_exception;
-//   - text_log.value1…value10, the arguments of the log message;
-//   - databases.engine_full and functions.create_query;
-//   - zookeeper.value and zookeeper_log.data (Keeper holds DDL and mutation
-//     text);
-//   - distributed_ddl_queue.{query, exception_text};
-//   - the query text of asynchronous inserts and the query cache;
-//   - opentelemetry_span_log.attribute (it carries db.statement);
-//   - named_collections.collection, users.auth_params and
-//     row_policies.select_filter;
-//   - the errors of backups, view refreshes, Kafka consumers and part moves.
+// Every identifier must be one of:
+//   - a safe catalog column of a system table the SELECT reads (or a
+//     subcolumn of one: ProfileEvents.keys, a tuple's element);
+//   - an alias of the same SELECT, a lambda parameter, a CTE, or a column
+//     of a subquery, CTE or table function, whose own columns are checked
+//     where they are defined;
+//   - an alias or column of an enclosing SELECT, only when no system table
+//     of the inner SELECT may have a column of that name.
 //
-// A log table renamed by a schema upgrade (system.query_log_0) gets the
-// rules of its base name. A table not in [ReviewedTables] or DeniedColumns
-// (added by a newer ClickHouse, or a log table renamed in the server's
-// configuration) is unreviewed: the names in [UnreviewedDeniedColumns] are
-// denied for it, and * over it is denied.
+// Anything else is refused: a sensitive column with its reason, a column
+// the catalog does not cover "not in the guard's catalog", an unknown name
+// "not a column of any table the query reads".
 //
-// A denied column may not be read anywhere. The check is by name and is
-// deliberately wider than ClickHouse's name resolution. An identifier in
-// any expression of the statement is denied if any of its dot-separated
-// parts, compared case-insensitively, is a denied column of any system
+// On top of that a check by name, deliberately wider than ClickHouse's
+// name resolution, refuses every identifier with a dot-separated part
+// that, compared case-insensitively, is an unsafe column of any system
 // table read anywhere in the statement. That covers the select list,
 // WHERE, JOIN ON, USING, ORDER BY, LIMIT BY, window specs, function and
 // lambda arguments, and WITH expressions, which ClickHouse substitutes into
 // subqueries. So SELECT x FROM (SELECT query AS x FROM system.query_log) is
 // denied, and so is a lambda parameter named query used in a statement that
 // reads system.query_log. An identifier that names a whole table with
-// denied columns (SELECT q FROM system.query_log AS q) is denied.
+// unsafe columns (SELECT q FROM system.query_log AS q) is denied; an
+// expression alias of the same SELECT exempts the implicit name of a table
+// read without AS (count() AS parts FROM system.parts … ORDER BY parts).
 //
-// *, t.* and COLUMNS(…) over a table with denied columns are allowed only
-// when all of these hold:
-//   - an EXCEPT that comes before any APPLY (APPLY renames the columns)
-//     names every denied column of that table, exactly;
-//   - the table is the only one in its FROM, because joined column names get
-//     qualified and may escape EXCEPT (use a subquery instead).
+// # The server's columns
 //
-// COLUMNS('regex') is allowed only when such an EXCEPT covers every denied
-// column. REPLACE does not count as removing a column. * over an
-// unreviewed table is denied. count(*) reads no column.
+// [Check] assumes the server has exactly the catalog's columns. The agent
+// uses a [Guard] made with [NewGuard] from the server's own list
+// (system.columns, re-read every 30 s): then a column the server has and
+// the catalog does not cover is unsafe too, so neither * nor a name nor an
+// alias can reach it, and * over a table whose server columns the agent
+// has not read yet is refused.
+//
+// # *
+//
+// *, t.* and COLUMNS(…) expand to every column the server has, so they are
+// allowed only when all of these hold, and refused otherwise with the list
+// of the columns to drop and of the safe columns to name instead:
+//   - every unsafe column of the table (sensitive in the catalog, or on the
+//     server and not in it; ALIAS columns, which * does not expand to,
+//     excepted) is named, exactly, by an EXCEPT that comes before any APPLY
+//     (APPLY renames the columns);
+//   - the table is the only one in its FROM, because joined column names
+//     get qualified and may escape EXCEPT (use a subquery instead).
+//
+// COLUMNS('regex') is allowed only when such an EXCEPT covers every unsafe
+// column. REPLACE does not count as removing a column. count(*) reads no
+// column. ClickHouse 18.16 has no EXCEPT: there, name the columns.
 //
 // # Functions
 //
-// [DeniedFunctions] and [DeniedFunctionPrefixes] are matched
-// case-insensitively against every function call, including quoted names,
-// parametric aggregates, window functions and APPLY(f). exists(…) must
-// take a subquery.
+// Every function call, including quoted names, parametric aggregates,
+// window functions and APPLY(f), must name an allowed function of the
+// catalog: exactly, or in any case for the ones ClickHouse matches
+// case-insensitively. An aggregate function followed by allowed
+// combinators (countIf, sumArrayIf, uniqExactState) is allowed when its
+// base is. Refused, with the catalog's reason: dictionaries and Join
+// tables (dict*, joinGet*), settings (getSetting, getServerSetting),
+// files, URLs, models and the network, introspection, side effects and
+// stalls (sleep, logTrace), the functional forms of IN, internal functions
+// (names starting with '_'). Any other name is refused as not in the
+// catalog. exists(…) must take a subquery. arrayReduce,
+// arrayReduceInRanges and initializeAggregation must name their aggregate
+// function with a string literal that passes the same catalog.
+//
+// # Extending the catalog for a new ClickHouse release
+//
+//  1. Run TestCatalogAgainstClickHouse against the new server (it reads
+//     the running server's system.columns; point internal/chtest at the
+//     new clickhouse-server binary). It logs every table and column the
+//     catalog does not cover; the guard refuses them until reviewed.
+//  2. For each, read its definition in ClickHouse's source for that
+//     release (getColumnsDescription of the StorageSystem class or the log
+//     element) and add a line to catalog/columns.tsv: safe only if it
+//     cannot quote a value from customer rows and holds no secret; when in
+//     doubt, sensitive. TestCatalogWellFormed refuses a safe column whose
+//     name looks like text, a path or an expression unless it is added to
+//     reviewedSafe with why.
+//  3. New functions: add them to catalog/functions.tsv as allow (with a
+//     category) only if they compute from their arguments alone; refuse
+//     with a reason anything that reads outside the query's own tables.
+//  4. Add the statements engineers will run to the allowed corpus, and the
+//     new columns' leaks to the denied corpus.
 //
 // # Settings and formats
 //
 // SETTINGS, wherever they appear (any SELECT, after FORMAT, after
-// DESCRIBE), must be in [AllowedSettings] with a literal value within its
+// DESCRIBE), must be in [Settings] with a literal value within its
 // limits. The settings the agent forces ([ForcedSettings]) are denied with
 // their own reason, and so is everything else (readonly, log_queries,
 // allow_introspection_functions, send_logs_level, max_rows_to_read,
 // format_display_secrets_in_show_and_select, output_format_schema, …).
-// Setting names are case-sensitive. FORMAT must be in [AllowedFormats],
+// Setting names are case-sensitive. FORMAT must be in [Formats],
 // compared case-insensitively. Formats that read schema or template files
 // (Template, CustomSeparated, Protobuf, CapnProto, Regexp, …) are denied.
 //
-// The policy variables are documentation and a read-only view: Check uses
-// copies taken when the package is initialised, so changing them has no
-// effect.
+// [Settings], [Formats] and [ForcedSettings], like the catalog functions,
+// return copies: the guard's rules cannot be changed at run time.
 package sqlguard
