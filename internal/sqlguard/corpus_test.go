@@ -376,7 +376,6 @@ var allowedCorpus = []string{
 	`SELECT countIf(exception_code != 0), uniqExactIf(user, type = 'ExceptionWhileProcessing') FROM system.query_log`,
 	`SELECT arrayReduce('maxIf', [1, 2, 3], [1, 0, 1])`,
 	`SELECT database, name, status, element_count, bytes_allocated, loading_duration FROM system.dictionaries`,
-
 }
 
 // denied holds a statement that must be denied and a substring of the
@@ -1037,5 +1036,4 @@ var deniedCorpus = []denied{
 	{`SELECT sumNoSuchCombinator(1)`, "not in the guard's catalog"},
 	{`SELECT {x:UInt8}`, "query parameters"},
 	{`SELECT {'a' 1}`, "cannot parse"},
-
 }
