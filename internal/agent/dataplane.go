@@ -576,7 +576,7 @@ func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
 	)
 	u, perr := url.ParseRequestURI(target)
 	if perr != nil || !strings.HasPrefix(r.RequestURI, agentapi.PathPrometheus) {
-		v = promguard.Verdict{Reason: "request target is not an origin-form Prometheus API path"}
+		v = promguard.Verdict{Reason: "request target is not an origin-form Prometheus API path such as /api/v1/query?query=up (an absolute URL such as http://host/api/v1/… is refused)"}
 	} else {
 		req, v = promguard.Check(r.Method, u, r.Header.Get("Content-Type"), body)
 	}

@@ -276,6 +276,9 @@ func promVerdict(method, target, body string) verdictLine {
 	if q := req.Params().Get("query"); q != "" {
 		reason += " query " + q
 	}
+	if v.Rewrite {
+		reason += "; the answer is rewritten at the agent so that it echoes no configuration (go doc ./internal/promguard)"
+	}
 	return verdictLine{Allow: true, Reason: reason}
 }
 
