@@ -62,7 +62,7 @@ func BenchmarkCheckWithSchema(b *testing.B) {
 		schema[t] = catalogNames(t)
 	}
 	g := NewGuard(schema)
-	sql := "SELECT database, table, count() AS parts, sum(rows) AS rows, formatReadableSize(sum(bytes_on_disk)) AS size, max(modification_time) AS last FROM system.parts WHERE active AND database != 'system' GROUP BY database, table ORDER BY sum(bytes_on_disk) DESC LIMIT 20"
+	sql := "SELECT database, table, count() AS parts, sum(rows) FROM system.parts WHERE active GROUP BY database, table ORDER BY parts DESC LIMIT 10"
 	b.ReportAllocs()
 	for b.Loop() {
 		if v, err := g.Check(sql); err != nil || !v.Allow {
