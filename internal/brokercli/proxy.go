@@ -28,8 +28,9 @@ the broker under your active grant, until interrupted (Ctrl-C):
 
   clickhouse  ClickHouse's HTTP interface, for curl and HTTP drivers:
               GET /ping, GET /?query=SQL, POST / with the SQL as the body;
-              default_format is honoured, other URL settings are not passed
-              on (the agent sets its own limits). Default port 8123.
+              answers as ClickHouse does: TabSeparated unless the SQL says
+              FORMAT or the URL default_format; other URL settings are not
+              passed on (the agent sets its own limits). Default port 8123.
   prometheus  Prometheus's /api/v1/ API, GET and POST: add it to Grafana as
               a Prometheus data source at http://127.0.0.1:PORT. Default
               port 9090.
@@ -269,10 +270,15 @@ func (p *proxy) clickhouse(w http.ResponseWriter, r *http.Request) {
 		chError(w, http.StatusBadRequest, "Empty query: give it as ?query=SQL or as the POST body")
 		return
 	}
-	in := map[string]string{"sql": sql}
-	if f := q.Get("default_format"); f != "" {
-		in["format"] = f
+	// As ClickHouse's HTTP interface: a FORMAT in the SQL wins (the agent
+	// passes the format on as default_format), then default_format, then
+	// TabSeparated. The agent's own default, TabSeparatedWithNames, is
+	// for 'broker query' and never applies to the proxy.
+	format := q.Get("default_format")
+	if format == "" {
+		format = "TabSeparated"
 	}
+	in := map[string]string{"sql": sql, "format": format}
 	b, _ := json.Marshal(in)
 	res, ok := p.forward(w, r, http.MethodPost, "clickhouse/query", bytes.NewReader(b), http.Header{"Content-Type": {"application/json"}})
 	if !ok {

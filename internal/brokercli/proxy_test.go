@@ -6,18 +6,28 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/cli"
 	"github.com/tetherhq/tether/internal/config"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	chtest.Stop()
+	os.Exit(code)
+}
 
 // brokerCall is what the fake broker saw of one data-plane call.
 type brokerCall struct {
@@ -135,7 +145,7 @@ func TestClickHouseProxy(t *testing.T) {
 
 	// POST: the query parameter, a newline, then the body.
 	post(t, local.URL+"/?query="+url.QueryEscape("SELECT name FROM system.tables"), "text/plain", "LIMIT 1 FORMAT CSV")
-	if c := fb.last(t); c.sql != "SELECT name FROM system.tables\nLIMIT 1 FORMAT CSV" || c.format != "" {
+	if c := fb.last(t); c.sql != "SELECT name FROM system.tables\nLIMIT 1 FORMAT CSV" || c.format != "TabSeparated" {
 		t.Errorf("POST with query and body: broker saw sql %q format %q", c.sql, c.format)
 	}
 	post(t, local.URL+"/", "", "SELECT 2")
@@ -299,5 +309,74 @@ func TestServeProxyStops(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "proxy stopped") {
 		t.Errorf("log = %q", log.String())
+	}
+}
+
+// TestClickHouseProxyAnswersAsClickHouse sends the same calls to a real
+// ClickHouse and to the proxy in front of it, and wants the same answers:
+// TabSeparated by default (no header line), default_format honoured, a
+// FORMAT in the SQL winning over default_format. The broker and the agent
+// are stood in for by what the agent does with a query: the format it is
+// given goes to ClickHouse as default_format, TabSeparatedWithNames when
+// none is given (agentapi.ClickHouseQuery).
+func TestClickHouseProxyAnswersAsClickHouse(t *testing.T) {
+	ch := chtest.Start(t)
+	query := func(params url.Values, body string) (*http.Response, string) {
+		params.Set("user", "tether")
+		params.Set("password", chtest.Password)
+		method := http.MethodGet
+		if body != "" {
+			method = http.MethodPost
+		}
+		req, err := http.NewRequest(method, ch.URL+"/?"+params.Encode(), strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res, string(b)
+	}
+	_, local, _ := startProxy(t, "clickhouse", func(w http.ResponseWriter, c brokerCall) {
+		format := c.format
+		if format == "" {
+			format = "TabSeparatedWithNames" // the agent's default
+		}
+		var q agentapi.ClickHouseQuery
+		if err := json.Unmarshal(c.body, &q); err != nil || q.SQL != c.sql {
+			t.Errorf("the proxy sent %q, want an agentapi.ClickHouseQuery", c.body)
+		}
+		res, body := query(url.Values{"default_format": {format}}, c.sql)
+		w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
+		w.WriteHeader(res.StatusCode)
+		io.WriteString(w, body)
+	})
+	for _, tc := range []struct {
+		name   string
+		params url.Values
+		body   string
+	}{
+		{"no format", url.Values{"query": {"SELECT version()"}}, ""},
+		{"two columns, no format", url.Values{"query": {"SELECT name, is_aggregate FROM system.functions WHERE name IN ('sum', 'abs') ORDER BY name"}}, ""},
+		{"default_format", url.Values{"query": {"SELECT 1 AS x, 'a' AS y"}, "default_format": {"CSVWithNames"}}, ""},
+		{"FORMAT in the SQL", url.Values{"query": {"SELECT 1 AS x FORMAT JSONEachRow"}}, ""},
+		{"FORMAT wins over default_format", url.Values{"default_format": {"JSON"}}, "SELECT 1 AS x, 'a' AS y FORMAT TSVWithNames"},
+		{"query and body", url.Values{"query": {"SELECT 2 AS z"}}, "FORMAT Vertical"},
+	} {
+		_, want := query(url.Values(maps.Clone(tc.params)), tc.body)
+		var res *http.Response
+		var got string
+		u := local.URL + "/?" + tc.params.Encode()
+		if tc.body != "" {
+			res, got = post(t, u, "text/plain", tc.body)
+		} else {
+			res, got = get(t, u)
+		}
+		if res.StatusCode != http.StatusOK || got != want {
+			t.Errorf("%s: the proxy answered %d %q, ClickHouse answers %q", tc.name, res.StatusCode, got, want)
+		}
 	}
 }
