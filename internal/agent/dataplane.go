@@ -387,10 +387,24 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 		apiErr(w, http.StatusServiceUnavailable, "audit_unavailable", "the agent could not record the query, so it did not answer it")
 		return
 	}
-	finish := func(rows, bytes int64, ferr error) {
+	// finish reports the end of the query: the bytes streamed, the rows
+	// of the result when the answer tells them (rc, nil when nothing
+	// was streamed), and what ClickHouse's summary header said it read.
+	finish := func(rc *resultCounter, bytes int64, summary map[string]int64, ferr error) {
 		e := base
 		e.Type, e.Outcome = audit.QueryFinished, audit.Success
-		e.Details = map[string]any{"query_id": queryID, "rows": rows, "bytes": bytes, "duration_ms": time.Since(start).Milliseconds()}
+		e.Details = map[string]any{"query_id": queryID, "bytes": bytes, "duration_ms": time.Since(start).Milliseconds()}
+		if rc != nil {
+			if n, ok := rc.rows(); ok && ferr == nil {
+				e.Details["result_rows"] = n
+			}
+			if code, ok := rc.exception(); ok && ferr == nil {
+				ferr = fmt.Errorf("ClickHouse stopped the answer with an error (code %s) after it began", code)
+			}
+		}
+		for k, v := range summary {
+			e.Details[k] = v
+		}
 		if ferr != nil {
 			e.Outcome, e.Reason = audit.Failure, ferr.Error()
 		}
@@ -404,7 +418,7 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("cut off: %w", context.Cause(ctx))
 		}
-		finish(0, 0, err)
+		finish(nil, 0, nil, err)
 		a.upstreamFailed(w, ctx, "ClickHouse", "clickhouse_unreachable", queryID, err)
 		return
 	}
@@ -412,7 +426,7 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 	if res.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 16<<10))
 		ferr := fmt.Errorf("ClickHouse answered %s: %s", res.Status, strings.TrimSpace(string(msg)))
-		finish(0, 0, ferr)
+		finish(nil, 0, nil, ferr)
 		apiErr(w, http.StatusBadGateway, "clickhouse_error", ferr.Error())
 		return
 	}
@@ -420,14 +434,18 @@ func (a *Agent) handleClickHouse(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Tether-Query-Id", queryID)
 	w.Header().Set("Trailer", agentapi.TrailerStopped)
 	w.WriteHeader(http.StatusOK)
-	rows, n, cerr := stream(w, res.Body)
+	if v.Format != "" {
+		format = v.Format // ClickHouse answers in the statement's FORMAT
+	}
+	rc := newResultCounter(format)
+	n, cerr := stream(w, res.Body, rc)
 	if ctx.Err() != nil {
 		cerr = fmt.Errorf("cut off: %w", context.Cause(ctx))
 	}
 	if cerr != nil {
 		a.stoppedEarly(w, ctx, "ClickHouse", queryID, cerr)
 	}
-	finish(rows, n, cerr)
+	finish(rc, n, clickHouseSummary(res.Header.Get("X-ClickHouse-Summary")), cerr)
 }
 
 // stopReason says, in words for the engineer, why a call under a grant
@@ -470,12 +488,12 @@ func (a *Agent) stoppedEarly(w http.ResponseWriter, ctx context.Context, upstrea
 	w.Header().Set(agentapi.TrailerStopped, msg)
 }
 
-// stream copies src to w as it arrives and counts bytes and lines (rows,
-// for the line-per-row formats). Data is flushed once the source has been
+// stream copies src to w as it arrives, shows each piece to observe (if
+// not nil) and counts the bytes. Data is flushed once the source has been
 // quiet for flushDelay, not after every read: a small answer then leaves
 // in one packet with the end of the response, while a slow stream still
 // reaches the engineer within milliseconds of each chunk.
-func stream(w http.ResponseWriter, src io.Reader) (rows, n int64, err error) {
+func stream(w http.ResponseWriter, src io.Reader, observe io.Writer) (n int64, err error) {
 	rc := http.NewResponseController(w)
 	type chunk struct {
 		buf []byte
@@ -516,13 +534,11 @@ func stream(w http.ResponseWriter, src io.Reader) (rows, n int64, err error) {
 			continue
 		case c := <-chunks:
 			if c.k > 0 {
-				for _, b := range c.buf[:c.k] {
-					if b == '\n' {
-						rows++
-					}
+				if observe != nil {
+					observe.Write(c.buf[:c.k])
 				}
 				if _, werr := w.Write(c.buf[:c.k]); werr != nil {
-					return rows, n, werr
+					return n, werr
 				}
 				n += int64(c.k)
 				if flush == nil {
@@ -531,10 +547,10 @@ func stream(w http.ResponseWriter, src io.Reader) (rows, n int64, err error) {
 			}
 			free <- c.buf
 			if errors.Is(c.err, io.EOF) {
-				return rows, n, nil
+				return n, nil
 			}
 			if c.err != nil {
-				return rows, n, c.err
+				return n, c.err
 			}
 		}
 	}
@@ -640,7 +656,7 @@ func (a *Agent) handlePrometheus(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
 	w.Header().Set("Trailer", agentapi.TrailerStopped)
 	w.WriteHeader(res.StatusCode)
-	_, _, serr := stream(w, res.Body)
+	_, serr := stream(w, res.Body, nil)
 	if ctx.Err() != nil {
 		serr = context.Cause(ctx)
 	}

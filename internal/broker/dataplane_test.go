@@ -186,8 +186,8 @@ func TestDataPlaneClickHouse(t *testing.T) {
 		if e.Actor.Subject != "engineer@vendor.test" || e.Deployment != d.depID {
 			t.Errorf("event %s has actor %q deployment %q", e.Type, e.Actor.Subject, e.Deployment)
 		}
-		if e.Type == audit.QueryFinished && e.Details["rows"].(float64) != 4 {
-			t.Errorf("query.finished rows = %v, want 4 (header + 3)", e.Details["rows"])
+		if e.Type == audit.QueryFinished && e.Details["result_rows"] != float64(3) {
+			t.Errorf("query.finished result_rows = %v, want 3 (the rows, not the header line)", e.Details["result_rows"])
 		}
 	}
 	if count[audit.QueryAllowed] != 1 || count[audit.QueryFinished] != 1 || count[audit.QueryDenied] != 5 {
