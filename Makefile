@@ -10,11 +10,11 @@ export TS_NO_LOGS_NO_SUPPORT := true
 
 .PHONY: build run test deps lint bench fuzz clean
 
-## build: bin/broker and bin/agent (no PeerAPI listener in either)
+## build: bin/broker and bin/agent (production: no PeerAPI listener, no dev or test code) and bin/broker-dev (the dev build: adds serve --dev)
 build:
-	$(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o bin/ ./cmd/broker ./cmd/agent
+	$(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o bin/ ./cmd/broker ./cmd/broker-dev ./cmd/agent
 
-## run: dev broker + one paired agent, state under ./.tether-dev/
+## run: dev broker (bin/broker-dev) + one paired agent, state under ./.tether-dev/
 run: build
 	scripts/dev-run.sh
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: a dev broker with its own private tailnet, plus one agent
+# `make run`: a dev broker (bin/broker-dev) with its own private tailnet, plus one agent
 # paired to deployment acme/prod, all state under ./.tether-dev/.
 set -euo pipefail
 
@@ -19,7 +19,7 @@ trap cleanup EXIT INT TERM
 echo "Starting ClickHouse and Prometheus for the agent to guard..."
 read -r -a upstream_args <<<"$(scripts/dev-upstreams.sh "$dir")"
 
-bin/broker serve --dev --data-dir "$dir/broker" --listen "$listen" 2>>"$dir/broker.log" &
+bin/broker-dev serve --dev --data-dir "$dir/broker" --listen "$listen" 2>>"$dir/broker.log" &
 pids+=($!)
 echo "Starting the dev broker (log: $dir/broker.log)..."
 for _ in $(seq 1 600); do

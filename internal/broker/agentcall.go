@@ -65,10 +65,10 @@ func (b *Broker) pingAgent(ctx context.Context, a store.Agent) (agentapi.PingRes
 	return out, nil
 }
 
-// CallAgent makes a signed call to the current agent of a deployment over
-// the tailnet and returns the agent's response for the caller to read and
-// close. requestURI is the path with its query.
-func (b *Broker) CallAgent(ctx context.Context, deploymentID, method, requestURI string, body []byte, header http.Header) (*http.Response, error) {
+// callDeploymentAgent makes a signed call to the current agent of a
+// deployment over the tailnet and returns the agent's response for the
+// caller to read and close. requestURI is the path with its query.
+func (b *Broker) callDeploymentAgent(ctx context.Context, deploymentID, method, requestURI string, body []byte, header http.Header) (*http.Response, error) {
 	d, err := b.store.GetDeployment(ctx, deploymentID)
 	if err != nil {
 		return nil, fmt.Errorf("deployment %s: %w", deploymentID, err)
@@ -187,9 +187,11 @@ func (r *boundedBody) Read(p []byte) (int, error) {
 
 func (r *boundedBody) Close() error { return r.rc.Close() }
 
-// IssueGrant signs a grant with the broker key: the key agents pinned at
-// pairing.
-func (b *Broker) IssueGrant(g grant.Grant) (string, error) {
+// issueGrant signs a grant with the broker key: the key agents pinned at
+// pairing. It checks nothing and records nothing: only the grant workflow,
+// once a request's reviews and policy allow it, may call it (tests reach
+// it through export_test.go).
+func (b *Broker) issueGrant(g grant.Grant) (string, error) {
 	if g.Issuer == "" {
 		g.Issuer = b.auditLog.Origin()
 	}

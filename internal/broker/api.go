@@ -31,7 +31,7 @@ func (b *Broker) apiHandler() http.Handler {
 		mux.Handle(e.Pattern, b.authorize(e))
 	}
 	if b.devIdP != nil {
-		mux.Handle(devIdPPath+"/", b.devIdP.Handler())
+		mux.Handle(devIdPPath+"/", b.devIdP)
 	}
 	b.web.Register(mux)
 	mux.HandleFunc("GET /ui/", b.handleUI)

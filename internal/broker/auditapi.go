@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -52,20 +53,55 @@ func parseUintParam(r *http.Request, name string, required bool) (uint64, error)
 	return v, nil
 }
 
+// deploymentParam finds the deployment a query parameter names, by ID (a
+// UUID) or by TENANT/NAME. A name that matches no deployment is refused
+// rather than searched for: the log records deployments by ID, so a
+// filter on a name would silently match nothing.
+func (b *Broker) deploymentParam(ctx context.Context, param, ref string) (store.DeploymentStatus, error) {
+	var (
+		d   store.DeploymentStatus
+		err error
+	)
+	if tenant, name, ok := strings.Cut(ref, "/"); ok {
+		if validateDeploymentName(tenant, name, "") != nil {
+			return d, errorf(http.StatusBadRequest, "invalid_deployment", "%s %q: want TENANT/NAME such as acme/prod, or a deployment ID (a UUID)", param, ref)
+		}
+		d, err = b.store.GetDeploymentByName(ctx, tenant, name)
+	} else {
+		if _, perr := uuid.Parse(ref); perr != nil || len(ref) != 36 {
+			return d, errorf(http.StatusBadRequest, "invalid_deployment", "%s %q: want TENANT/NAME such as acme/prod, or a deployment ID (a UUID)", param, ref)
+		}
+		d, err = b.store.GetDeployment(ctx, strings.ToLower(ref))
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return d, errorf(http.StatusNotFound, "deployment_not_found", "no deployment %s: 'broker deployment list' shows them", ref)
+	}
+	if err != nil {
+		return d, fmt.Errorf("get deployment %s: %w", ref, err)
+	}
+	return d, nil
+}
+
 func (b *Broker) handleAuditSearch(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := audit.Filter{
-		Subject:    q.Get("actor"),
-		Deployment: q.Get("deployment"),
-		Type:       audit.Type(q.Get("type")),
-		GrantID:    q.Get("grant"),
-		RequestID:  q.Get("request"),
-		Limit:      1000,
+		Subject:   q.Get("actor"),
+		Type:      audit.Type(q.Get("type")),
+		GrantID:   q.Get("grant"),
+		RequestID: q.Get("request"),
+		Limit:     1000,
 	}
 	if f.Type != "" && !f.Type.Known() {
 		return errorf(http.StatusBadRequest, "invalid_type", "event type %q is not known: see docs/audit.md for the list", f.Type)
 	}
 	var err error
+	if ref := q.Get("deployment"); ref != "" {
+		d, err := b.deploymentParam(r.Context(), "deployment", ref)
+		if err != nil {
+			return err
+		}
+		f.Deployment = d.ID
+	}
 	if f.Since, err = parseTimeParam(r, "since"); err != nil {
 		return err
 	}

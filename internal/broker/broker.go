@@ -1,7 +1,8 @@
 // Package broker is Tether's control-plane server: the HTTP JSON API that
 // operators and engineers use, the agent API it serves on its own tailnet
-// node, pairing, agent sessions and heartbeats. In dev mode it also runs a
-// private tailnet in-process (see package devnet).
+// node, pairing, agent sessions and heartbeats. Dev mode (a private
+// tailnet and identity provider in-process) is plugged in through
+// [DevEnv] by the dev build only (package devbroker, cmd/broker-dev).
 package broker
 
 import (
@@ -9,8 +10,6 @@ import (
 	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,9 +30,8 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/config"
-	"github.com/tetherhq/tether/internal/devidp"
-	"github.com/tetherhq/tether/internal/devnet"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/netmgr"
@@ -50,11 +47,12 @@ import (
 // Config configures a broker. The zero value plus DataDir and Dev is a
 // working dev broker.
 type Config struct {
-	// Dev runs the dev preset: an in-process tailnet on DevAddr, SQLite in
-	// DataDir, an embedded OpenID Connect provider with dev users (see
-	// [DevIdentity]), a bootstrap admin token written to DataDir/cli.json
-	// and a join file for agents in DataDir/join.json.
-	Dev bool
+	// Dev, when set, runs the dev preset it provides: an in-process
+	// tailnet, an embedded OpenID Connect provider with dev users, SQLite
+	// in DataDir, a bootstrap admin token written to DataDir/cli.json and
+	// a join file for agents in DataDir/join.json. Only the dev build sets
+	// it (package devbroker); nil in production.
+	Dev DevEnv
 	// DataDir holds the broker's key, SQLite database, tailnet state and
 	// audit log. Required.
 	DataDir string
@@ -113,8 +111,6 @@ type Config struct {
 	// PublicURL is the API's address as browsers reach it (behind a proxy,
 	// say), for the web login's redirect; default the bound address.
 	PublicURL string
-	// DevAddr is the address the dev tailnet binds to; default 127.0.0.1.
-	DevAddr string
 	// HeartbeatInterval is how often agents report; default 5s. An agent
 	// is offline after three missed beats.
 	HeartbeatInterval time.Duration
@@ -185,10 +181,10 @@ func (c Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
 	}
-	if host, _, _ := net.SplitHostPort(c.Listen); c.Dev && !isLoopback(host) {
+	if host, _, _ := net.SplitHostPort(c.Listen); c.Dev != nil && !isLoopback(host) {
 		return fmt.Errorf("listen address %s is not loopback, and a dev broker's identity provider signs anyone in as any user, admin included: listen on 127.0.0.1 (--listen 127.0.0.1:8443), or run without --dev", c.Listen)
 	}
-	if host, _, _ := net.SplitHostPort(c.Listen); !c.Dev && c.TLSCert == "" && !isLoopback(host) {
+	if host, _, _ := net.SplitHostPort(c.Listen); c.Dev == nil && c.TLSCert == "" && !isLoopback(host) {
 		return fmt.Errorf("listen address %s is not loopback and TLS is off: bearer tokens would cross the network in clear; give tls_cert and tls_key, or listen on 127.0.0.1 behind a TLS-terminating proxy", c.Listen)
 	}
 	switch c.StoreDriver {
@@ -237,7 +233,7 @@ func (c Config) Validate() error {
 	if c.PairingTTL < time.Second || c.PairingTTL > 24*time.Hour {
 		return fmt.Errorf("pairing token lifetime %v: want between 1s and 24h", c.PairingTTL)
 	}
-	if !c.Dev {
+	if c.Dev == nil {
 		u, err := url.Parse(c.ControlURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("control URL %q: outside dev mode the broker needs the tailnet's control server (control_url or TETHER_CONTROL_URL), e.g. https://controlplane.tailscale.com or your Headscale URL", c.ControlURL)
@@ -273,7 +269,6 @@ type Broker struct {
 	auditLog  *audit.Log
 	auditStop context.CancelFunc
 	auditDone chan struct{}
-	dev       *devnet.Tailnet
 	node      *tailnet.Node
 	self      tailnet.Identity
 
@@ -284,7 +279,8 @@ type Broker struct {
 
 	identity identity.Config
 	verifier *identity.Verifier
-	devIdP   *devidp.IdP // dev mode only
+	devIdP   http.Handler        // dev mode only: the embedded identity provider
+	devUsers []brokerapi.DevUser // dev mode only: its users, for the auth config
 	web      *weblogin.Manager
 	github   *ghub.Client // nil when not configured
 	policy   *policy.Engine
@@ -362,7 +358,7 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 
-	if cfg.Dev {
+	if cfg.Dev != nil {
 		if err := b.startDev(ctx); err != nil {
 			return nil, err
 		}
@@ -419,10 +415,8 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	}
 	b.apiURL = scheme + "://" + b.apiLn.Addr().String()
 
-	if cfg.Dev {
-		base := loopbackURL(b.apiURL)
-		b.devIdP, b.identity, err = DevIdentity(base+devIdPPath, b.now, base+"/auth/callback")
-		if err != nil {
+	if cfg.Dev != nil {
+		if err := b.startDevIdentity(); err != nil {
 			return nil, err
 		}
 	}
@@ -495,36 +489,6 @@ func (b *Broker) startAudit(ctx context.Context) error {
 		defer close(b.auditDone)
 		l.Run(runCtx)
 	}()
-	return nil
-}
-
-// startDev starts the in-process tailnet, reusing the control port and
-// auth key of the previous run so that paired agents keep working.
-func (b *Broker) startDev(ctx context.Context) error {
-	var prev config.Join
-	port := 0
-	if err := config.Load(filepath.Join(b.cfg.DataDir, "join.json"), &prev); err == nil {
-		if u, err := url.Parse(prev.ControlURL); err == nil {
-			port, _ = strconv.Atoi(u.Port())
-		}
-	} else {
-		prev = config.Join{}
-	}
-	dn, err := devnet.Start(ctx, devnet.Config{
-		Addr:        b.cfg.DevAddr,
-		ControlPort: port,
-		AuthKey:     prev.AuthKey,
-		Logger:      b.cfg.Logger,
-	})
-	if err != nil {
-		return err
-	}
-	b.dev = dn
-	b.controlURL, b.authKey = dn.ControlURL, dn.AuthKey
-	var tok [32]byte
-	rand.Read(tok[:])
-	b.devAdminToken = "tat_" + base64.RawURLEncoding.EncodeToString(tok[:])
-	b.adminHash = sha256.Sum256([]byte(b.devAdminToken))
 	return nil
 }
 
@@ -619,13 +583,13 @@ func (b *Broker) Run(ctx context.Context) error {
 		wg.Go(func() { b.policy.Watch(bg, 2*time.Second) })
 	}
 
-	if b.cfg.Dev {
+	if b.cfg.Dev != nil {
 		if err := b.writeDevFiles(); err != nil {
 			return err
 		}
 	}
 	b.log.Info("broker ready", "api", b.apiURL, "tailnet_name", b.self.Name,
-		"broker_key", agentapi.EncodePublicKey(b.PublicKey()), "dev", b.cfg.Dev)
+		"broker_key", agentapi.EncodePublicKey(b.PublicKey()), "dev", b.cfg.Dev != nil)
 
 	var err error
 	select {
@@ -642,22 +606,6 @@ func (b *Broker) Run(ctx context.Context) error {
 	return nil
 }
 
-// writeDevFiles writes join.json for agents and cli.json (0600) for the CLI.
-func (b *Broker) writeDevFiles() error {
-	if err := config.Write(filepath.Join(b.cfg.DataDir, "join.json"), b.Join(), 0o600); err != nil {
-		return err
-	}
-	// A login made with 'broker login' stays: after a restart it fails
-	// with a clear 401 rather than silently turning into the bootstrap
-	// admin.
-	path := filepath.Join(b.cfg.DataDir, "cli.json")
-	var prev config.CLI
-	if config.Load(path, &prev) != nil {
-		prev = config.CLI{}
-	}
-	return config.Write(path, config.CLI{APIURL: loopbackURL(b.apiURL), Token: b.devAdminToken, Login: prev.Login}, 0o600)
-}
-
 func (b *Broker) close() {
 	if b.apiLn != nil {
 		b.apiLn.Close()
@@ -665,8 +613,10 @@ func (b *Broker) close() {
 	if b.node != nil {
 		b.node.Close()
 	}
-	if b.dev != nil {
-		b.dev.Close()
+	if b.cfg.Dev != nil {
+		if err := b.cfg.Dev.Close(); err != nil {
+			b.log.Warn("dev preset did not stop cleanly", "err", err)
+		}
 	}
 	if b.auditStop != nil {
 		b.auditStop()
@@ -707,6 +657,3 @@ func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	}
 	return ed25519.NewKeyFromSeed(seed), nil
 }
-
-// Store is the broker's store, for tools and tests that inspect it.
-func (b *Broker) Store() store.Store { return b.store }

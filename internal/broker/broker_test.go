@@ -34,7 +34,7 @@ func externalTailnet(t *testing.T, ctx context.Context) func(*broker.Config) {
 	}
 	t.Cleanup(func() { dn.Close() })
 	return func(c *broker.Config) {
-		c.Dev = false
+		c.Dev = nil
 		c.ControlURL, c.AuthKey = dn.ControlURL, dn.AuthKey
 	}
 }

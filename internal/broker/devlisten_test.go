@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tetherhq/tether/internal/broker"
+	"github.com/tetherhq/tether/internal/devbroker"
 )
 
 // TestDevListensOnLoopbackOnly: a dev broker's identity provider signs
@@ -27,7 +28,7 @@ func TestDevListensOnLoopbackOnly(t *testing.T) {
 		{"10.0.0.5:8443", "", false},
 		{"example.com:8443", "", false},
 	} {
-		err := broker.Config{Dev: true, DataDir: t.TempDir(), Listen: tt.listen, DevAddr: tt.devAddr}.Validate()
+		err := broker.Config{Dev: devbroker.New(devbroker.Config{Addr: tt.devAddr}), DataDir: t.TempDir(), Listen: tt.listen}.Validate()
 		if tt.ok && err != nil {
 			t.Errorf("dev Validate() with --listen %s = %v, want nil", tt.listen, err)
 		}

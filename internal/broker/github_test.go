@@ -13,6 +13,7 @@ import (
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/devbroker"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/ghub/ghubtest"
 )
@@ -86,7 +87,7 @@ func TestGitHub(t *testing.T) {
 // 'broker login --dev-user'.
 func asUser(t testing.TB, b *brokertest.Broker, email string) *brokerapi.Client {
 	t.Helper()
-	tok, err := b.DevIdP().Token(brokertest.IssuerOf(email), email, broker.DevClientID, "")
+	tok, err := b.DevIdP().Token(brokertest.IssuerOf(email), email, devbroker.ClientID, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func (b *Broker) newGrant(ar store.AccessRequest, d store.DeploymentStatus) (*st
 		Subject: displayName(ar.Requester), Scopes: dec.Scopes,
 		NotBefore: now, Expiry: now.Add(ar.Duration), IssuedAt: now, PolicyHash: dec.PolicyHash,
 	}
-	tok, err := b.IssueGrant(g)
+	tok, err := b.issueGrant(g)
 	if err != nil {
 		return nil, fmt.Errorf("issue grant: %w", err)
 	}
@@ -140,7 +140,7 @@ func (b *Broker) sendRevocation(ctx context.Context, g store.GrantRecord, deploy
 	body, _ := json.Marshal(agentapi.RevokeRequest{GrantID: g.ID, Until: g.Expiry})
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	res, err := b.CallAgent(ctx, deploymentID, http.MethodPost, agentapi.PathRevoke, body, http.Header{"Content-Type": {"application/json"}})
+	res, err := b.callDeploymentAgent(ctx, deploymentID, http.MethodPost, agentapi.PathRevoke, body, http.Header{"Content-Type": {"application/json"}})
 	if err != nil {
 		return revokeResult{}, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
+	"github.com/tetherhq/tether/internal/devbroker"
 )
 
 // registerNetwork registers account, with its TetherNetwork role and the
@@ -186,11 +187,11 @@ func TestNetworkSealKey(t *testing.T) {
 
 	t.Setenv("TETHER_TEST_SEAL_KEY", "not a key")
 	dir := t.TempDir()
-	_, err = broker.New(t.Context(), broker.Config{Dev: true, DataDir: dir, Listen: "127.0.0.1:0", NetworkSealKey: "env:TETHER_TEST_SEAL_KEY"})
+	_, err = broker.New(t.Context(), broker.Config{Dev: devbroker.New(devbroker.Config{}), DataDir: dir, Listen: "127.0.0.1:0", NetworkSealKey: "env:TETHER_TEST_SEAL_KEY"})
 	if err == nil || !strings.Contains(err.Error(), "want 32 random bytes") {
 		t.Errorf("broker.New with a bad seal key: error = %v, want it refused", err)
 	}
-	_, err = broker.New(t.Context(), broker.Config{Dev: true, DataDir: dir, Listen: "127.0.0.1:0", NetworkSealKey: strings.Repeat("ab", 32)})
+	_, err = broker.New(t.Context(), broker.Config{Dev: devbroker.New(devbroker.Config{}), DataDir: dir, Listen: "127.0.0.1:0", NetworkSealKey: strings.Repeat("ab", 32)})
 	if err == nil || !strings.Contains(err.Error(), "file:PATH or env:NAME") {
 		t.Errorf("broker.New with a literal seal key: error = %v, want it refused", err)
 	}

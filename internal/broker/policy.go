@@ -65,14 +65,5 @@ func (b *Broker) startNotifier() error {
 	return nil
 }
 
-// ReloadPolicy reloads the policy directory now (it is also watched). A
-// broken policy is refused, audited and the last good one kept.
-func (b *Broker) ReloadPolicy(ctx context.Context) error {
-	if b.cfg.PolicyDir == "" {
-		return fmt.Errorf("the broker uses its embedded policy: there is no policy directory to reload")
-	}
-	return b.policy.Reload(ctx)
-}
-
 // PolicyHash is the hash of the policy deciding now.
 func (b *Broker) PolicyHash() string { return b.policy.Hash() }

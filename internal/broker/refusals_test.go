@@ -21,6 +21,7 @@ import (
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
+	"github.com/tetherhq/tether/internal/devbroker"
 )
 
 // statusByName maps the net/http constants the broker answers with.
@@ -137,7 +138,7 @@ func newRefusalFixture(t *testing.T) *refusalFixture {
 	}
 	f := &refusalFixture{t: t, b: b, tokens: map[string]string{}}
 	for _, u := range []string{"engineer@vendor.test", "lead@vendor.test", "reviewer@vendor.test", "admin@vendor.test", "approver@acme.test", "approver@globex.test"} {
-		tok, err := b.DevIdP().Token(brokertest.IssuerOf(u), u, broker.DevClientID, "")
+		tok, err := b.DevIdP().Token(brokertest.IssuerOf(u), u, devbroker.ClientID, "")
 		if err != nil {
 			t.Fatal(err)
 		}

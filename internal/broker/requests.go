@@ -135,7 +135,7 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 		Scopes:          scopes,
 		DurationSeconds: int64(dur / time.Second),
 		BreakGlass:      req.BreakGlass,
-		Dev:             b.cfg.Dev,
+		Dev:             b.cfg.Dev != nil,
 		Time:            b.now().UTC(),
 		Action:          action,
 		Network:         policyNetwork(network),

@@ -14,12 +14,12 @@ import (
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agent"
 	"github.com/tetherhq/tether/internal/agentapi"
-	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokercli"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/devbroker"
 )
 
 // TestRevocationSurvivesAgentRestart: a revoked grant, still inside its
@@ -87,7 +87,7 @@ func TestRevokedQueryMessage(t *testing.T) {
 		t.Fatalf("approve: %+v %v", ar, err)
 	}
 	// The engineer's CLI, with their own login.
-	tok, err := d.b.DevIdP().Token(brokertest.IssuerOf("engineer@vendor.test"), "engineer@vendor.test", broker.DevClientID, "")
+	tok, err := d.b.DevIdP().Token(brokertest.IssuerOf("engineer@vendor.test"), "engineer@vendor.test", devbroker.ClientID, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func (b *Broker) handleUI(w http.ResponseWriter, r *http.Request) {
 	// broker's operator tells them; notification links carry it). A dev
 	// broker lists its dev issuers.
 	issuers := b.identity.Issuers
-	if !b.cfg.Dev {
+	if b.cfg.Dev == nil {
 		issuers = nil
 		for _, ic := range b.identity.Issuers {
 			if ic.Tenant == "" {
@@ -106,7 +106,7 @@ func (b *Broker) handleUI(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	data := map[string]any{"Signed": ok, "Issuers": issuers, "Dev": b.cfg.Dev}
+	data := map[string]any{"Signed": ok, "Issuers": issuers, "Dev": b.cfg.Dev != nil}
 	if !ok {
 		uiPage.Execute(w, data)
 		return

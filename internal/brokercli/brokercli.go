@@ -28,7 +28,7 @@ const usage = `Usage: broker COMMAND [flags]
 Tether broker: just-in-time, customer-approved access to BYOC deployments.
 
 Commands:
-  serve                          run the broker (--dev for a self-contained dev setup)
+  serve                          run the broker (--dev, in bin/broker-dev only, for a self-contained dev setup)
   login [--issuer NAME]          sign in with your identity provider (--dev-user EMAIL on a dev broker)
   logout                         remove your login's tokens from the CLI config
   whoami                         show who the broker takes you for: subject, issuer, tenant, roles
@@ -54,14 +54,28 @@ Client commands read the CLI config from --config FILE, $TETHER_CONFIG or
 ~/.config/tether/cli.json (a dev broker writes DATA_DIR/cli.json, holding its
 bootstrap admin token; 'broker login' adds your own login to it).`
 
-// Run runs the broker command line.
+// Options are what a build of the broker binary plugs into its command
+// line.
+type Options struct {
+	// Dev, when set, enables 'serve --dev': it returns a new dev preset
+	// whose tailnet binds to addr (--dev-addr; empty means loopback). Only
+	// cmd/broker-dev sets it; the production broker refuses --dev.
+	Dev func(addr string) broker.DevEnv
+}
+
+// Run runs the production broker's command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return RunWith(ctx, args, stdout, stderr, Options{})
+}
+
+// RunWith runs the broker command line of a build with opts.
+func RunWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts Options) error {
 	if len(args) == 0 {
 		return cli.Usagef("no command given: want serve, login, whoami, deployment, audit, info or version (run 'broker help')")
 	}
 	switch args[0] {
 	case "serve":
-		return serve(ctx, args[1:], stdout, stderr)
+		return serve(ctx, args[1:], stdout, stderr, opts)
 	case "deployment", "deployments":
 		return deployment(ctx, args[1:], stdout)
 	case "info":
@@ -164,8 +178,10 @@ func (serverFile) Validate() error { return nil } // broker.Config.Validate chec
 
 const serveUsage = `Usage: broker serve [--dev] [--data-dir DIR] [--listen HOST:PORT] [--config FILE]
 
-Runs the broker. With --dev it starts a private tailnet in-process on
-loopback and writes DIR/join.json (for agents) and DIR/cli.json (for the CLI).
+Runs the broker. --dev is in the dev build only (bin/broker-dev, which
+'make build' writes beside bin/broker). With --dev it starts a private
+tailnet in-process on loopback and writes DIR/join.json (for agents) and
+DIR/cli.json (for the CLI).
 With --dev it also serves an OpenID Connect provider with dev users at
 /dev/idp ('broker login --dev-user engineer@vendor.test').
 Without --dev it joins a real tailnet and trusts real identity providers:
@@ -173,16 +189,16 @@ set control_url, auth_key and identity in the config file (control_url and
 auth_key also as TETHER_CONTROL_URL and TETHER_AUTH_KEY; secrets as env:NAME
 or file:PATH). See deploy/broker.example.json.`
 
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, opts Options) error {
 	fs := cli.NewFlagSet("broker serve")
 	var (
-		dev         = fs.Bool("dev", false, "dev mode: in-process tailnet, SQLite, bootstrap admin token")
+		dev         = fs.Bool("dev", false, "dev mode, in bin/broker-dev only: in-process tailnet, SQLite, bootstrap admin token")
 		dataDir     = fs.String("data-dir", "", "directory for the broker's key, database and state (env TETHER_DATA_DIR)")
 		listen      = fs.String("listen", "", "API address (default 127.0.0.1:8443; env TETHER_LISTEN)")
 		cfgFile     = fs.String("config", "", "server configuration file (JSON)")
 		tlsCert     = fs.String("tls-cert", "", "TLS certificate (PEM) for the API")
 		tlsKey      = fs.String("tls-key", "", "TLS private key (PEM) for the API")
-		devAddr     = fs.String("dev-addr", "", "dev mode: IPv4 address the dev tailnet binds to (default 127.0.0.1)")
+		devAddr     = fs.String("dev-addr", "", "dev mode, in bin/broker-dev only: IPv4 address the dev tailnet binds to (default 127.0.0.1)")
 		heartbeat   = fs.Duration("heartbeat-interval", 0, "how often agents report (default 5s)")
 		pairTTL     = fs.Duration("pairing-ttl", 0, "pairing token lifetime (default 15m)")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
@@ -196,6 +212,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(pos) > 0 {
 		return cli.Usagef("broker serve: unexpected argument %q", pos[0])
+	}
+	if (*dev || *devAddr != "") && opts.Dev == nil {
+		return cli.Usagef("broker serve: --dev is not in this build: the production broker links no dev tailnet or dev identity provider; run bin/broker-dev serve --dev (make build writes it; make run starts it)")
 	}
 	log, err := cli.NewLogger(stderr, *logLevel)
 	if err != nil {
@@ -217,7 +236,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fileVal
 	}
 	cfg := broker.Config{
-		Dev:            *dev,
 		DataDir:        pick(*dataDir, "TETHER_DATA_DIR", f.DataDir),
 		Listen:         pick(*listen, "TETHER_LISTEN", f.Listen),
 		TLSCert:        pick(*tlsCert, "TETHER_TLS_CERT", f.TLSCert),
@@ -238,10 +256,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			return f.Network.PrivateDomain
 		}()),
-		DevAddr:    *devAddr,
 		PairingTTL: *pairTTL,
 		Version:    version.Version,
 		Logger:     log,
+	}
+	if *dev {
+		cfg.Dev = opts.Dev(*devAddr)
 	}
 	cfg.HeartbeatInterval = *heartbeat
 	if cfg.HeartbeatInterval == 0 && f.HeartbeatInterval != "" {

@@ -1,7 +1,9 @@
-// Package brokertest starts a dev broker and paired agents inside a test
-// process — real tsnet nodes over the broker's in-process dev tailnet — for
-// tests and benchmarks that need to reach into either side. End-to-end
-// tests of the binaries live in package e2e.
+// Package brokertest starts a dev broker (with the dev preset of package
+// devbroker) and paired agents inside a test process — real tsnet nodes
+// over the broker's in-process dev tailnet — for tests and benchmarks that
+// need to reach into either side. Only tests import it (internal/guardrails
+// checks that no binary links it). End-to-end tests of the binaries live
+// in package e2e.
 package brokertest
 
 import (
@@ -16,6 +18,8 @@ import (
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/devbroker"
+	"github.com/tetherhq/tether/internal/devidp"
 )
 
 // Logger returns a logger that writes to t.Log at level.
@@ -38,18 +42,20 @@ type Broker struct {
 	// IdP is the identity provider a broker outside dev mode trusts, when
 	// Start started one.
 	IdP *IdP
+	// Dev is the dev preset of a dev broker; nil outside dev mode.
+	Dev *devbroker.Env
 	// Stop stops the broker now (it also stops when the test ends).
 	Stop func()
 }
 
 // Start starts a dev broker in t.TempDir(); modify adjusts its config (for
-// a broker on an external tailnet: Dev false, ControlURL, AuthKey). A
+// a broker on an external tailnet: Dev nil, ControlURL, AuthKey). A
 // broker outside dev mode with no identity configured trusts a new [IdP].
 // It stops when the test ends.
 func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 	t.Helper()
 	cfg := broker.Config{
-		Dev:               true,
+		Dev:               devbroker.New(devbroker.Config{}),
 		DataDir:           t.TempDir(),
 		Listen:            "127.0.0.1:0",
 		HeartbeatInterval: time.Second,
@@ -59,7 +65,8 @@ func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 		modify(&cfg)
 	}
 	var idp *IdP
-	if !cfg.Dev && len(cfg.Identity.Issuers) == 0 {
+	dev, _ := cfg.Dev.(*devbroker.Env)
+	if cfg.Dev == nil && len(cfg.Identity.Issuers) == 0 {
 		idp = NewIdP(t)
 		cfg.Identity = idp.Config
 	}
@@ -74,7 +81,7 @@ func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 	// The API listener is bound before Run: requests queue until it
 	// serves. Only the client's credentials differ between modes.
 	var cli config.CLI
-	if cfg.Dev {
+	if cfg.Dev != nil {
 		// Run writes cli.json, with the bootstrap token, once it serves.
 		deadline := time.Now().Add(30 * time.Second)
 		for config.Load(filepath.Join(cfg.DataDir, "cli.json"), &cli) != nil {
@@ -101,7 +108,16 @@ func Start(t testing.TB, modify func(*broker.Config)) *Broker {
 		}
 	}
 	t.Cleanup(stop)
-	return &Broker{Broker: b, Dir: cfg.DataDir, Client: c, IdP: idp, Stop: stop}
+	return &Broker{Broker: b, Dir: cfg.DataDir, Client: c, IdP: idp, Dev: dev, Stop: stop}
+}
+
+// DevIdP is a dev broker's embedded identity provider, to mint its dev
+// users' ID tokens; nil outside dev mode.
+func (b *Broker) DevIdP() *devidp.IdP {
+	if b.Dev == nil {
+		return nil
+	}
+	return b.Dev.IdP()
 }
 
 // Pair creates tenant/name, pairs a new agent with it, runs the agent until

@@ -8,14 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherhq/tether/internal/broker"
+	"github.com/tetherhq/tether/internal/devbroker"
 	"github.com/tetherhq/tether/internal/devidp"
 	"github.com/tetherhq/tether/internal/identity"
 )
 
 // IdP is an OpenID Connect provider run by the test, standing in for the
 // vendor's and two customers' identity providers: issuers vendor, acme
-// and globex with the dev users of [broker.DevIdentity]. Each issuer has
+// and globex with the dev users of [devbroker.Identity]. Each issuer has
 // its own signing key.
 type IdP struct {
 	*devidp.IdP
@@ -34,7 +34,7 @@ func NewIdP(t testing.TB) *IdP {
 	var h http.Handler
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	t.Cleanup(srv.Close)
-	idp, cfg, err := broker.DevIdentity(srv.URL+"/idp", p.clock)
+	idp, cfg, err := devbroker.Identity(srv.URL+"/idp", p.clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func IssuerOf(email string) string {
 // a login.
 func (p *IdP) Token(t testing.TB, email string) string {
 	t.Helper()
-	tok, err := p.IdP.Token(IssuerOf(email), email, broker.DevClientID, "")
+	tok, err := p.IdP.Token(IssuerOf(email), email, devbroker.ClientID, "")
 	if err != nil {
 		t.Fatalf("mint ID token for %s: %v", email, err)
 	}

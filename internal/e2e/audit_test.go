@@ -164,7 +164,7 @@ func TestAuditCrash(t *testing.T) {
 
 	// Restart on the same data dir.
 	os.Remove(b.cliJSON)
-	p := start(t, "broker", nil, "serve", "--dev", "--data-dir", b.dir, "--listen", "127.0.0.1:0")
+	p := start(t, "broker-dev", nil, "serve", "--dev", "--data-dir", b.dir, "--listen", "127.0.0.1:0")
 	p.waitLine(t, `msg="broker ready"`, 90*time.Second)
 	b2 := &devBroker{proc: p, dir: b.dir, cliJSON: b.cliJSON, join: b.join}
 	out, errOut, code := b2.cli(t, "audit", "search", "--type", "deployment.created", "--limit", "100000", "--output", "json")

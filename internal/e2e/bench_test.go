@@ -10,13 +10,13 @@ import (
 	"time"
 )
 
-// BenchmarkBrokerStart measures `broker serve --dev` from process start to
+// BenchmarkBrokerStart measures `broker-dev serve --dev` from process start to
 // its "broker ready" line (dev tailnet up, broker node joined, API bound).
 func BenchmarkBrokerStart(b *testing.B) {
 	for b.Loop() {
 		dir := b.TempDir()
 		t0 := time.Now()
-		p := start(b, "broker", nil, "serve", "--dev", "--data-dir", dir, "--listen", "127.0.0.1:0")
+		p := start(b, "broker-dev", nil, "serve", "--dev", "--data-dir", dir, "--listen", "127.0.0.1:0")
 		p.waitLine(b, `msg="broker ready"`, 90*time.Second)
 		b.ReportMetric(float64(time.Since(t0).Milliseconds()), "ms-to-ready")
 		p.stop()
@@ -28,7 +28,7 @@ func BenchmarkBrokerStart(b *testing.B) {
 // accepted), and reports the agent's idle RSS after a few heartbeats.
 func BenchmarkAgentStartToPaired(b *testing.B) {
 	dir := b.TempDir()
-	br := start(b, "broker", nil, "serve", "--dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--heartbeat-interval", "1s")
+	br := start(b, "broker-dev", nil, "serve", "--dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--heartbeat-interval", "1s")
 	br.waitLine(b, `msg="broker ready"`, 90*time.Second)
 	cliEnv := []string{"TETHER_CONFIG=" + filepath.Join(dir, "cli.json")}
 	var paired, online time.Duration

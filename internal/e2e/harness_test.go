@@ -41,7 +41,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cmd := exec.Command("go", "build", "-trimpath", "-tags", "ts_omit_peerapiserver", "-o", dir+"/", "./cmd/broker", "./cmd/agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "ts_omit_peerapiserver", "-o", dir+"/", "./cmd/broker", "./cmd/broker-dev", "./cmd/agent")
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -196,7 +196,8 @@ func (p *proc) stop() {
 	}
 }
 
-// devBroker is a running `broker serve --dev`.
+// devBroker is a running `broker-dev serve --dev`; its CLI commands run
+// with the production broker binary, whose commands are the same.
 type devBroker struct {
 	*proc
 	dir     string // data dir
@@ -208,7 +209,7 @@ func startBroker(t testing.TB, extra ...string) *devBroker {
 	t.Helper()
 	dir := t.TempDir()
 	args := append([]string{"serve", "--dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"}, extra...)
-	p := start(t, "broker", nil, args...)
+	p := start(t, "broker-dev", nil, args...)
 	p.waitLine(t, `msg="broker ready"`, 90*time.Second)
 	return &devBroker{proc: p, dir: dir, cliJSON: filepath.Join(dir, "cli.json"), join: filepath.Join(dir, "join.json")}
 }

@@ -116,7 +116,7 @@ type nsBroker struct {
 
 func startNSBroker(t *testing.T, ns, dir string) *nsBroker {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, filepath.Join(binDir, "broker"),
+	cmd := exec.Command("ip", "netns", "exec", ns, filepath.Join(binDir, "broker-dev"),
 		"serve", "--dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms")
 	p := startCmd(t, "broker", cmd, nil)
 	p.waitLine(t, `msg="broker ready"`, 90*time.Second)
@@ -194,7 +194,7 @@ func TestCallToAgentOffTailnetSendsNothing(t *testing.T) {
 func TestAgentReconnectsAfterBrokerRestart(t *testing.T) {
 	dir := t.TempDir()
 	args := []string{"serve", "--dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms"}
-	p := start(t, "broker", nil, args...)
+	p := start(t, "broker-dev", nil, args...)
 	p.waitLine(t, `msg="broker ready"`, 90*time.Second)
 	b := &devBroker{proc: p, dir: dir, cliJSON: filepath.Join(dir, "cli.json"), join: filepath.Join(dir, "join.json")}
 	res := b.createDeployment(t, "acme", "prod")
@@ -202,7 +202,7 @@ func TestAgentReconnectsAfterBrokerRestart(t *testing.T) {
 	a.waitLine(t, `msg="agent online"`, 90*time.Second)
 
 	b.stop()
-	p = start(t, "broker", nil, args...)
+	p = start(t, "broker-dev", nil, args...)
 	p.waitLine(t, `msg="broker ready"`, 90*time.Second)
 	back := time.Now()
 	b.proc = p
