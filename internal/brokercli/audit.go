@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -28,7 +29,7 @@ const auditUsage = `Usage: broker audit COMMAND [flags]
 For security reviewers: search, replay, export and verify the audit log.
 
 Commands:
-  search        [--actor S] [--deployment ID] [--type T] [--since T] [--until T] [--limit N]
+  search        [--actor S] [--deployment TENANT/NAME] [--type T] [--since T] [--until T] [--limit N]
   show-session  GRANT_ID                 every event of one grant, in order
   export        --out FILE | --s3 s3://bucket/prefix [--since T] [--until T]
   public-key    --out FILE               the log's verifier key, for verify
@@ -81,12 +82,12 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 	usage := "Usage: broker audit show-session REQUEST_ID|GRANT_ID [--output table|json]\n\nLists every event of one access, in the order they happened: the request, the policy's\ndecision, the reviews, the grant, each query and Prometheus call with its\nverdict, and how it ended."
 	if sub == "search" {
 		fs.StringVar(&q.Actor, "actor", "", "actor subject, e.g. alice@vendor.test or agent:<id>")
-		fs.StringVar(&q.Deployment, "deployment", "", "deployment ID")
+		fs.StringVar(&q.Deployment, "deployment", "", "deployment as TENANT/NAME (e.g. acme/prod) or its ID")
 		fs.StringVar(&q.Type, "type", "", "event type, e.g. agent.paired (see docs/audit.md)")
 		fs.StringVar(&since, "since", "", "events at or after this time (RFC 3339 or e.g. 24h)")
 		fs.StringVar(&until, "until", "", "events before this time")
 		fs.IntVar(&q.Limit, "limit", 1000, "at most this many events (1-100000)")
-		usage = "Usage: broker audit search [--actor S] [--deployment ID] [--type T] [--since T] [--until T] [--limit N] [--output table|json]"
+		usage = "Usage: broker audit search [--actor S] [--deployment TENANT/NAME] [--type T] [--since T] [--until T] [--limit N] [--output table|json]"
 	}
 	pos, err := cli.Parse(fs, args, stdout, usage)
 	if err != nil {
@@ -128,18 +129,31 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 	if *output == "json" {
 		return printJSON(stdout, brokerapi.AuditEvents{Events: evs})
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INDEX\tTIME\tTYPE\tOUTCOME\tSOURCE\tACTOR\tDEPLOYMENT\tREASON")
-	for _, ae := range evs {
-		var e audit.Event
-		if err := json.Unmarshal(ae.Event, &e); err != nil {
+	events := make([]audit.Event, len(evs))
+	for i, ae := range evs {
+		if err := json.Unmarshal(ae.Event, &events[i]); err != nil {
 			return fmt.Errorf("event %d: %w", ae.Index, err)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ae.Index, e.Time.Local().Format(time.RFC3339), e.Type, e.Outcome,
-			sourceOf(e), orDash(e.Actor.Subject), orDash(e.Deployment), orDash(e.Reason))
+	}
+	names, err := deploymentNames(ctx, c, events)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INDEX\tTIME\tTYPE\tOUTCOME\tSOURCE\tACTOR\tDEPLOYMENT\tSTATEMENT\tREASON")
+	for i, e := range events {
+		dep := e.Deployment
+		if n, ok := names[dep]; ok {
+			dep = n
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", evs[i].Index, e.Time.Local().Format(time.RFC3339), e.Type, e.Outcome,
+			sourceOf(e), orDash(e.Actor.Subject), orDash(dep), orDash(oneLineCut(statementOf(e), maxStatementCell)), orDash(e.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if slices.ContainsFunc(events, func(e audit.Event) bool { return len([]rune(collapseSpace(statementOf(e)))) > maxStatementCell }) {
+		fmt.Fprintln(stdout, "\nSTATEMENT is cut short at", maxStatementCell, "characters; --output json has it in full (details.sql, details.params).")
 	}
 	for _, ae := range evs {
 		var e audit.Event
@@ -149,6 +163,66 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 		}
 	}
 	return nil
+}
+
+// maxStatementCell is how much of a statement the table shows.
+const maxStatementCell = 80
+
+// deploymentNames maps the IDs of the deployments events name to
+// TENANT/NAME, asking the broker only when an event names one.
+func deploymentNames(ctx context.Context, c *brokerapi.Client, events []audit.Event) (map[string]string, error) {
+	if !slices.ContainsFunc(events, func(e audit.Event) bool { return e.Deployment != "" }) {
+		return nil, nil
+	}
+	ds, err := c.ListDeployments(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list deployments, to name the events' deployments: %w", err)
+	}
+	out := make(map[string]string, len(ds))
+	for _, d := range ds {
+		out[d.ID] = d.Tenant + "/" + d.Name
+	}
+	return out, nil
+}
+
+// statementOf is the SQL or PromQL an event records: the query of a
+// guard's verdict, or the request target of a refused Prometheus call.
+func statementOf(e audit.Event) string {
+	str := func(k string) string { s, _ := e.Details[k].(string); return s }
+	switch e.Type {
+	case audit.QueryAllowed, audit.QueryDenied:
+		return str("sql")
+	case audit.PromAllowed:
+		params, _ := e.Details["params"].(map[string]any)
+		var qs []string
+		for _, k := range []string{"query", "match[]"} {
+			vs, _ := params[k].([]any)
+			for _, v := range vs {
+				if s, ok := v.(string); ok {
+					qs = append(qs, s)
+				}
+			}
+		}
+		return strings.TrimSpace(str("endpoint") + " " + strings.Join(qs, " "))
+	case audit.PromDenied:
+		if t := str("target"); t != "" {
+			return t
+		}
+		return str("endpoint")
+	}
+	return ""
+}
+
+// collapseSpace puts s on one line, each run of white space one blank.
+func collapseSpace(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// oneLineCut is s on one line, cut to at most n characters with "…".
+func oneLineCut(s string, n int) string {
+	s = collapseSpace(s)
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 // sourceOf says who wrote an event into the log: the broker, or the agent
