@@ -645,8 +645,13 @@ func printRequest(w io.Writer, r brokerapi.AccessRequest) {
 		fmt.Fprintf(tw, "Break-glass:\tyes\n")
 	}
 	fmt.Fprintf(tw, "State:\t%s\n", r.State)
+	if n := r.Network; n != nil {
+		printNetworkAsk(tw, n)
+	}
 	if np := r.NetworkPlan; np != nil {
 		printNetworkPlan(tw, np, t)
+	} else if r.Network != nil {
+		fmt.Fprintf(tw, "Network plan:\tnone stored (the request predates plans bound to approvals): do not approve it; ask for the change again\n")
 	}
 	fmt.Fprintf(tw, "Created:\t%s\n", t(r.CreatedAt))
 	fmt.Fprintf(tw, "Updated:\t%s (version %d)\n", t(r.UpdatedAt), r.Version)
@@ -1019,15 +1024,31 @@ func printDecision(w io.Writer, d policy.Decision) {
 
 // printNetworkPlan shows the exact change a network request's approval
 // binds, and how far it got.
+// printNetworkAsk shows the network change a request asks for, as the
+// engineer gave it; the plan below is what the broker will make of it.
+func printNetworkAsk(tw io.Writer, n *brokerapi.PeeringSpec) {
+	fmt.Fprintf(tw, "Network change:\t%s with VPC %s in account %s, %s, role %s\n", n.Kind, n.VPCID, n.AccountID, n.Region, orDash(n.RoleARN))
+	if len(n.RouteTableIDs) > 0 {
+		fmt.Fprintf(tw, "  peer route tables:\t%s\n", strings.Join(n.RouteTableIDs, ", "))
+	}
+	if n.OutsideWindow {
+		fmt.Fprintf(tw, "  when:\toutside the deployment's maintenance windows, as asked\n")
+	}
+}
+
 func printNetworkPlan(tw io.Writer, np *brokerapi.ApprovedNetworkPlan, t func(time.Time) string) {
 	in := np.Intent
 	fmt.Fprintf(tw, "Network plan:\t%s (approving approves exactly this; apply refuses anything else)\n", np.Digest)
+	fmt.Fprintf(tw, "  planned:\t%s\n", t(np.PlannedAt))
 	fmt.Fprintf(tw, "  kind:\t%s\n", in.Kind)
 	for _, s := range []struct {
 		name string
 		side brokerapi.NetworkIntentSide
 	}{{"BYOC", in.BYOC}, {"peer", in.Peer}} {
 		fmt.Fprintf(tw, "  %s:\tVPC %s (%s) in account %s, %s, role %s\n", s.name, s.side.VPC, strings.Join(s.side.CIDRs, ", "), s.side.Account, s.side.Region, orDash(s.side.Role))
+		if len(s.side.RouteTables) > 0 {
+			fmt.Fprintf(tw, "  %s route tables:\t%s\n", s.name, strings.Join(s.side.RouteTables, ", "))
+		}
 	}
 	for _, r := range in.Routes {
 		fmt.Fprintf(tw, "  route:\t%s in %s (account %s)\n", r.Destination, r.RouteTable, r.Account)

@@ -417,3 +417,50 @@ func TestApprovePlanDigest(t *testing.T) {
 		t.Errorf("approve bodies = %+v, want the digest in the first only", got)
 	}
 }
+
+// TestShowNetworkRequest: 'request show' of a network change shows the
+// approver the change: what was asked (peer VPC, account, route tables,
+// outside the windows), and the plan they approve (digest, both VPCs,
+// routes, security-group rules); a request without a plan says not to
+// approve it.
+func TestShowNetworkRequest(t *testing.T) {
+	r := pendingRequest(2)
+	r.Scopes = []string{brokerapi.ScopePeering}
+	r.Network = &brokerapi.PeeringSpec{Kind: "peering", AccountID: "222233334444", Region: "eu-west-1", VPCID: "vpc-0peer",
+		RoleARN: "arn:aws:iam::222233334444:role/TetherNetwork", RouteTableIDs: []string{"rtb-0peer"}, OutsideWindow: true}
+	r.NetworkPlan = &brokerapi.ApprovedNetworkPlan{
+		Digest: "sha256:0123abcd", PlannedAt: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
+		Intent: brokerapi.NetworkIntent{
+			Kind: "peering",
+			BYOC: brokerapi.NetworkIntentSide{Account: "111122223333", Region: "eu-west-1", VPC: "vpc-0byoc", CIDRs: []string{"10.0.0.0/16"}, RouteTables: []string{"rtb-0byoc"}},
+			Peer: brokerapi.NetworkIntentSide{Account: "222233334444", Region: "eu-west-1", VPC: "vpc-0peer", CIDRs: []string{"10.9.0.0/16"}, RouteTables: []string{"rtb-0peer"}},
+			Routes: []brokerapi.NetworkRoute{
+				{Account: "111122223333", RouteTable: "rtb-0byoc", Destination: "10.9.0.0/16"},
+				{Account: "222233334444", RouteTable: "rtb-0peer", Destination: "10.0.0.0/16"},
+			},
+			SecurityGroup: "sg-0lb",
+			Rules:         []brokerapi.NetworkRuleEntry{{CIDR: "10.9.0.0/16", Port: 8123}},
+		},
+	}
+	var out bytes.Buffer
+	printRequest(&out, r)
+	got := out.String()
+	for _, want := range []string{
+		"Network change:", "peering with VPC vpc-0peer in account 222233334444, eu-west-1, role arn:aws:iam::222233334444:role/TetherNetwork",
+		"peer route tables:", "rtb-0peer", "outside the deployment's maintenance windows",
+		"Network plan:", "sha256:0123abcd", "peer:", "VPC vpc-0peer (10.9.0.0/16) in account 222233334444",
+		"BYOC route tables:", "rtb-0byoc",
+		"10.9.0.0/16 in rtb-0byoc (account 111122223333)", "10.0.0.0/16 in rtb-0peer (account 222233334444)",
+		"tcp/8123 from 10.9.0.0/16 on sg-0lb",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("request show lacks %q:\n%s", want, got)
+		}
+	}
+	r.NetworkPlan = nil
+	out.Reset()
+	printRequest(&out, r)
+	if !strings.Contains(out.String(), "none stored") || !strings.Contains(out.String(), "do not approve it") {
+		t.Errorf("request show of a network request without a plan does not say so:\n%s", out.String())
+	}
+}
