@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/access"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/config"
@@ -283,7 +284,9 @@ type Broker struct {
 	devUsers []brokerapi.DevUser // dev mode only: its users, for the auth config
 	web      *weblogin.Manager
 	github   *ghub.Client // nil when not configured
+	tickets  TicketSource // without GitHub: the dev preset's, if it has one (see ticketSource)
 	policy   *policy.Engine
+	access   *access.Service  // the request lifecycle
 	notifier *notify.Notifier // nil without webhooks
 	net      *netmgr.Manager
 	netSeal  cipher.AEAD // seals registered roles' external IDs; see netreg.go
@@ -441,6 +444,10 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	if err := b.startPolicy(ctx); err != nil {
 		return nil, err
 	}
+	if ts, ok := cfg.Dev.(TicketSource); ok {
+		b.tickets = ts
+	}
+	b.access = b.newAccess()
 	if err := b.startNotifier(); err != nil {
 		return nil, err
 	}

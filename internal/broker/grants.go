@@ -18,92 +18,9 @@ import (
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/ghub"
-	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/notify"
 	"github.com/tetherhq/tether/internal/store"
 )
-
-// newGrant signs the grant of an approved request for the deployment's
-// current agent.
-func (b *Broker) newGrant(ar store.AccessRequest, d store.DeploymentStatus) (*store.GrantRecord, error) {
-	if ar.Network != nil {
-		// A network change is carried out by the broker itself, within
-		// the approved window; no agent grant is signed.
-		now := b.now().Truncate(time.Second)
-		return &store.GrantRecord{ID: uuid.NewString(), Scopes: decision(ar).Scopes, NotBefore: now, Expiry: now.Add(ar.Duration), IssuedAt: now}, nil
-	}
-	if d.Agent == nil {
-		return nil, errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent, so no grant can be issued", d.Tenant, d.Name)
-	}
-	dec := decision(ar)
-	now := b.now().Truncate(time.Second)
-	g := grant.Grant{
-		ID: uuid.NewString(), RequestID: ar.ID, Deployment: ar.DeploymentID, Agent: d.Agent.ID,
-		Subject: displayName(ar.Requester), Scopes: dec.Scopes,
-		NotBefore: now, Expiry: now.Add(ar.Duration), IssuedAt: now, PolicyHash: dec.PolicyHash,
-	}
-	tok, err := b.issueGrant(g)
-	if err != nil {
-		return nil, fmt.Errorf("issue grant: %w", err)
-	}
-	return &store.GrantRecord{ID: g.ID, Token: tok, Scopes: g.Scopes, AgentID: g.Agent, NotBefore: g.NotBefore, Expiry: g.Expiry, IssuedAt: g.IssuedAt}, nil
-}
-
-// grantIssued is the audit event of a grant.
-func grantIssued(ar store.AccessRequest, why string) audit.Event {
-	g := ar.Grant
-	return audit.Event{
-		Type: audit.GrantIssued, Actor: audit.Actor{Subject: "broker", Role: "broker"}, Deployment: ar.DeploymentID,
-		RequestID: ar.ID, GrantID: g.ID, AgentID: g.AgentID, Outcome: audit.Success, Reason: why,
-		Details: map[string]any{"scopes": g.Scopes, "not_before": g.NotBefore, "expiry": g.Expiry, "policy_hash": decision(ar).PolicyHash, "subject": displayName(ar.Requester)},
-	}
-}
-
-// activate issues the grant of a request that needs no (more) reviews
-// and makes it active.
-func (b *Broker) activate(ctx context.Context, ar store.AccessRequest, why string) (store.AccessRequest, error) {
-	d, err := b.store.GetDeployment(ctx, ar.DeploymentID)
-	if err != nil {
-		return ar, fmt.Errorf("get deployment: %w", err)
-	}
-	ar, err = b.update(ctx, ar.ID, func(cur *store.AccessRequest) error {
-		if cur.State != store.StateApproved && cur.State != store.StatePending {
-			return errorf(http.StatusConflict, "not_approved", "request %s became %s before its grant was issued", cur.ID, cur.State)
-		}
-		rec, err := b.newGrant(*cur, d)
-		if err != nil {
-			return err
-		}
-		cur.State, cur.Grant = store.StateActive, rec
-		return nil
-	})
-	if err != nil {
-		return ar, err
-	}
-	if err := b.granted(ctx, ar, why); err != nil {
-		return ar, err
-	}
-	return ar, nil
-}
-
-// granted audits a grant just stored, with the events that led to it, in
-// one commit, then tells the customer and the ticket. A grant that cannot
-// be audited is revoked at once and the call fails.
-func (b *Broker) granted(ctx context.Context, ar store.AccessRequest, why string, before ...audit.Event) error {
-	if err := b.auditLog.RecordAll(ctx, append(before, grantIssued(ar, why))...); err != nil {
-		b.log.Error("audit write failed; revoking the grant it would have recorded", "request", ar.ID, "err", err)
-		b.update(context.WithoutCancel(ctx), ar.ID, func(cur *store.AccessRequest) error {
-			cur.State, cur.EndedAt, cur.EndedBy, cur.EndReason = store.StateRevoked, b.now(), "broker", "the grant could not be audited"
-			return nil
-		})
-		return errorf(http.StatusInternalServerError, "audit_unavailable", "the audit log could not be written, so no grant was issued")
-	}
-	g := ar.Grant
-	b.metrics.grants.Inc()
-	b.notifyRequest(ar, notify.RequestApproved, why, fmt.Sprintf("%s's access to %s/%s (%s) is granted until %s: %s", displayName(ar.Requester), ar.Tenant, ar.Name, strings.Join(g.Scopes, ", "), g.Expiry.UTC().Format(time.RFC3339), why))
-	b.commentTicket(ar, fmt.Sprintf("Tether: %s was **granted** %s on %s/%s until %s (%s).", displayName(ar.Requester), strings.Join(g.Scopes, ", "), ar.Tenant, ar.Name, g.Expiry.UTC().Format(time.RFC3339), why))
-	return nil
-}
 
 // revokeResult is what pushing a revocation to the agent achieved.
 type revokeResult struct {
@@ -177,55 +94,13 @@ func (b *Broker) runLifecycle(ctx context.Context) {
 	}
 }
 
+// lifecycleOnce times out and expires what is due
+// ([access.Service.ExpireDue]) and retries the revocations agents missed.
 func (b *Broker) lifecycleOnce(ctx context.Context) error {
-	now := b.now()
-	due, err := b.store.ListRequests(ctx, store.RequestFilter{
-		States:    []string{store.StatePending, store.StateApproved, store.StateActive},
-		DueBefore: now.Add(time.Millisecond),
-	})
-	if err != nil {
+	if err := b.access.ExpireDue(ctx); err != nil {
 		return err
 	}
-	for _, ar := range due {
-		var typ audit.Type
-		var before store.AccessRequest
-		ar, err := b.update(ctx, ar.ID, func(cur *store.AccessRequest) error {
-			if due := cur.DueAt(); due.IsZero() || due.After(now) {
-				return errNotDue
-			}
-			before = *cur
-			switch cur.State {
-			case store.StatePending:
-				cur.State, typ, cur.EndReason = store.StateTimedOut, audit.RequestTimedOut, "nobody reviewed it in time"
-			default:
-				cur.State, typ, cur.EndReason = store.StateExpired, audit.GrantExpired, "the grant ran its course"
-			}
-			cur.EndedAt, cur.EndedBy = now, "broker"
-			return nil
-		})
-		if errors.Is(err, errNotDue) {
-			continue
-		}
-		if err != nil {
-			b.log.Error("request lifecycle", "request", ar.ID, "err", err)
-			continue
-		}
-		if err := b.record(ctx, audit.Event{
-			Type: typ, Actor: audit.Actor{Subject: "broker", Role: "broker"}, Deployment: ar.DeploymentID,
-			RequestID: ar.ID, GrantID: grantID(ar), Outcome: audit.Success, Reason: ar.EndReason,
-		}); err != nil {
-			// Undone, and tried again at the next tick: an expired grant
-			// is refused by its own expiry meanwhile, by broker and agent.
-			b.log.Error("audit a request's end; undone until the audit log takes writes", "request", ar.ID, "err", err)
-			b.undo(ctx, before, ar.Version)
-			continue
-		}
-		b.changed()
-		if typ == audit.GrantExpired {
-			b.notifyRequest(ar, notify.RequestExpired, "broker", fmt.Sprintf("%s's access to %s/%s expired", displayName(ar.Requester), ar.Tenant, ar.Name))
-			b.commentTicket(ar, fmt.Sprintf("Tether: access of %s to %s/%s **expired**.", displayName(ar.Requester), ar.Tenant, ar.Name))
-		}
-	}
+	now := b.now()
 	b.mu.Lock()
 	retry := make([]pendingRevocation, 0, len(b.unpushed))
 	for id, p := range b.unpushed {
@@ -246,6 +121,8 @@ func (b *Broker) lifecycleOnce(ctx context.Context) error {
 	return nil
 }
 
+// errNotDue is a change function's answer for a request that needs
+// nothing yet.
 var errNotDue = errors.New("not due")
 
 // maxBacklog bounds the events waiting in an [auditBacklog].

@@ -278,19 +278,3 @@ func networkPlanView(np *store.NetworkPlan) *brokerapi.ApprovedNetworkPlan {
 	json.Unmarshal(np.Intent, &v.Intent) // the same JSON shape; a damaged plan shows empty and is refused at apply
 	return v
 }
-
-// checkReviewDigest refuses an approval that names a plan digest other
-// than the request's.
-func checkReviewDigest(ar store.AccessRequest, digest string) error {
-	if digest == "" {
-		return nil
-	}
-	if ar.NetworkPlan == nil || ar.NetworkPlan.Digest != digest {
-		have := "none"
-		if ar.NetworkPlan != nil {
-			have = ar.NetworkPlan.Digest
-		}
-		return errorf(http.StatusConflict, "plan_digest_mismatch", "you were shown plan %s but request %s's plan is %s: look at the request again ('broker request show %s') before you review it", digest, ar.ID, have, ar.ID)
-	}
-	return nil
-}

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/access"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
@@ -21,28 +21,17 @@ import (
 	"github.com/tetherhq/tether/policy"
 )
 
-// Hard limits no policy can lift.
+// The access-request API: each handler decodes, authorizes, calls the
+// lifecycle (package access) and encodes. The rules live in package
+// access; this file maps its refusals to the API's answers.
+
 const (
-	// MaxGrantDuration caps every grant, whatever the policy allows.
-	MaxGrantDuration = 12 * time.Hour
-	// MaxBreakGlassDuration caps a break-glass grant.
-	MaxBreakGlassDuration = time.Hour
-	// breakGlassReviews is how many distinct internal reviewers a
-	// break-glass request needs at least.
-	breakGlassReviews = 2
 	// DefaultPendingTimeout is how long a request waits for its reviews.
-	DefaultPendingTimeout = 24 * time.Hour
-	minDuration           = time.Minute
-	maxReasonLen          = 1000
-	maxCommentLen         = 2000
+	DefaultPendingTimeout = access.DefaultPendingTimeout
+	// maxCommentLen bounds a comment or a reason given for a change.
+	maxCommentLen = access.MaxCommentLen
 	// maxWait bounds a long poll of GET /api/v1/requests/{id}.
 	maxWait = 60 * time.Second
-)
-
-// Review roles of [brokerapi.RequiredReview].
-const (
-	reviewApprover = "approver" // a customer approver of the request's tenant
-	reviewInternal = "internal" // a vendor reviewer or admin
 )
 
 var knownScopes = []string{brokerapi.ScopeClickHouse, brokerapi.ScopePrometheus, brokerapi.ScopePeering}
@@ -54,15 +43,148 @@ func person(p identity.Principal) store.Person {
 
 // samePerson reports whether a principal is the person: same subject at
 // the same issuer.
-func samePerson(p identity.Principal, q store.Person) bool {
-	return p.Subject == q.Subject && p.Issuer == q.Issuer
+func samePerson(p identity.Principal, q store.Person) bool { return access.SamePerson(person(p), q) }
+
+func displayName(q store.Person) string { return access.DisplayName(q) }
+
+// caller is who calls r, for the lifecycle.
+func caller(r *http.Request) access.Caller {
+	return access.Caller{Person: person(principalFrom(r.Context())), Actor: actorOf(r), Source: audit.Source{IP: r.RemoteAddr}}
 }
 
-func displayName(q store.Person) string {
-	if q.Email != "" {
-		return q.Email
+// newAccess is the broker's request lifecycle: over its store, audited in
+// its log, signed with its key, telling its long polls, data-plane cache,
+// webhooks, tickets, metrics and agents.
+func (b *Broker) newAccess() *access.Service {
+	return access.New(access.Config{
+		Store:          b.store,
+		Audit:          accessAudit{b},
+		Policy:         b.policy,
+		Sign:           b.issueGrant,
+		Now:            b.now,
+		PendingTimeout: b.cfg.PendingTimeout,
+		Logger:         b.cfg.Logger,
+		Hooks: access.Hooks{
+			Stored:   func() { b.changeGen.Add(1) }, // cached data-plane lookups go at once
+			Changed:  b.changed,
+			Notify:   b.notifyRequest,
+			Comment:  b.commentTicket,
+			Granted:  b.metrics.grants.Inc,
+			Revoking: b.teardownOnRevoke,
+			Revoked: func(ctx context.Context, ar store.AccessRequest) map[string]any {
+				cut := b.pushRevocation(ctx, ar)
+				return map[string]any{"cut_off": cut.CutOff, "killed": cut.Killed, "pushed": cut.Pushed}
+			},
+		},
+	})
+}
+
+// accessAudit records the lifecycle's events in the broker's audit log,
+// telling the API's edge of each refusal recorded ([noteRecorded]); events
+// of changes that stand without them wait in the broker's backlog.
+type accessAudit struct{ b *Broker }
+
+func (a accessAudit) RecordAll(ctx context.Context, es ...audit.Event) error {
+	if err := a.b.auditLog.RecordAll(ctx, es...); err != nil {
+		return err
 	}
-	return q.Subject
+	for _, e := range es {
+		noteRecorded(ctx, e)
+	}
+	return nil
+}
+
+func (a accessAudit) Defer(e audit.Event) bool { return a.b.backlog.add(e) }
+
+// accessError is the API's answer to a refusal of the lifecycle; any other
+// error passes unchanged.
+func accessError(err error) error {
+	var e *access.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	switch e.Code {
+	case access.CodePolicyDenied:
+		return errorf(http.StatusForbidden, "policy_denied", "%s", e.Message)
+	case access.CodePolicyError:
+		return errorf(http.StatusInternalServerError, "policy_error", "%s", e.Message)
+	case access.CodeBreakGlassNeedSev1:
+		return errorf(http.StatusForbidden, "breakglass_needs_sev1", "%s", e.Message)
+	case access.CodeDurationTooLong:
+		return errorf(http.StatusForbidden, "duration_too_long", "%s", e.Message)
+	case access.CodeNoScope:
+		return errorf(http.StatusForbidden, "no_scope", "%s", e.Message)
+	case access.CodeNotPending:
+		return errorf(http.StatusConflict, "not_pending", "%s", e.Message)
+	case access.CodeAlreadyReviewed:
+		return errorf(http.StatusConflict, "already_reviewed", "%s", e.Message)
+	case access.CodeReviewNotNeeded:
+		return errorf(http.StatusConflict, "review_not_needed", "%s", e.Message)
+	case access.CodePlanDigestMismatch:
+		return errorf(http.StatusConflict, "plan_digest_mismatch", "%s", e.Message)
+	case access.CodeNotRequester:
+		return errorf(http.StatusForbidden, "not_requester", "%s", e.Message)
+	case access.CodeNotAllowedToRevoke:
+		return errorf(http.StatusForbidden, "not_allowed_to_revoke", "%s", e.Message)
+	case access.CodeNotActive:
+		return errorf(http.StatusConflict, "not_active", "%s", e.Message)
+	case access.CodeNotApproved:
+		return errorf(http.StatusConflict, "not_approved", "%s", e.Message)
+	case access.CodeAgentUnpaired:
+		return errorf(http.StatusConflict, "agent_unpaired", "%s", e.Message)
+	case access.CodeRequestNotFound:
+		return errorf(http.StatusNotFound, "request_not_found", "%s", e.Message)
+	case access.CodeBusy:
+		return errorf(http.StatusConflict, "busy", "%s", e.Message)
+	case access.CodeAuditUnavailable:
+		return errorf(http.StatusInternalServerError, "audit_unavailable", "%s", e.Message)
+	}
+	return fmt.Errorf("access: %w", err) // a code this table lacks: a 500
+}
+
+// TicketSource verifies the tickets requests cite, for the policy.
+type TicketSource interface {
+	// Ticket returns ref as the policy is to see it. A ticket the source
+	// cannot vouch for comes back unverified, with why; an error refuses
+	// the request (a ticket that cannot be checked is never taken as fine).
+	Ticket(ctx context.Context, ref string) (t policy.Ticket, unverified string, err error)
+}
+
+// githubTickets verifies tickets at GitHub.
+type githubTickets struct{ gh *ghub.Client }
+
+func (g githubTickets) Ticket(ctx context.Context, ref string) (policy.Ticket, string, error) {
+	t, err := g.gh.Ticket(ctx, ref)
+	if err != nil {
+		return policy.Ticket{}, "", ticketError(ref, err)
+	}
+	return policy.Ticket{Ref: t.Ref, Verified: true, State: t.State, Labels: t.Labels, Assignees: t.Assignees}, "", nil
+}
+
+// noTicketSource is why a ticket goes unverified on a broker without one.
+const noTicketSource = `no ticket source is configured: this broker has no "github" configuration, so it cannot read the ticket's state or labels (an operator sets "github" in the broker config)`
+
+// tickets is where the tickets requests cite are verified: GitHub when
+// configured, else what the dev wiring set (b.tickets), else nothing.
+func (b *Broker) ticketSource() TicketSource {
+	if b.github != nil {
+		return githubTickets{b.github}
+	}
+	return b.tickets
+}
+
+// policyTicket is what the policy is told of a cited ticket, and why it
+// is unverified if it is.
+func (b *Broker) policyTicket(ctx context.Context, ref string) (*policy.Ticket, string, error) {
+	src := b.ticketSource()
+	if src == nil {
+		return &policy.Ticket{Ref: ref}, noTicketSource, nil
+	}
+	t, unverified, err := src.Ticket(ctx, ref)
+	if err != nil {
+		return nil, "", err
+	}
+	return &t, unverified, nil
 }
 
 func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) error {
@@ -84,12 +206,12 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	dur, err := time.ParseDuration(req.Duration)
-	if err != nil || dur < minDuration || dur > MaxGrantDuration {
-		return errorf(http.StatusBadRequest, "invalid_duration", "duration %q: want a duration from 1m to %v, such as 30m or 2h", req.Duration, MaxGrantDuration)
+	if err != nil || dur < access.MinDuration || dur > access.MaxGrantDuration {
+		return errorf(http.StatusBadRequest, "invalid_duration", "duration %q: want a duration from 1m to %v, such as 30m or 2h", req.Duration, access.MaxGrantDuration)
 	}
 	reason := strings.TrimSpace(req.Reason)
-	if reason == "" || len(reason) > maxReasonLen {
-		return errorf(http.StatusBadRequest, "invalid_reason", "reason: want why you need access, 1 to %d characters", maxReasonLen)
+	if reason == "" || len(reason) > access.MaxReasonLen {
+		return errorf(http.StatusBadRequest, "invalid_reason", "reason: want why you need access, 1 to %d characters", access.MaxReasonLen)
 	}
 	if req.Ticket != "" {
 		if _, err := ghub.ParseTicketRef(req.Ticket); err != nil {
@@ -106,19 +228,25 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 	if !p.CanActOnTenant(d.Tenant) {
 		return errorf(http.StatusForbidden, "wrong_tenant", "you may not act on tenant %s", d.Tenant)
 	}
+	c := access.Create{
+		Caller: caller(r), Deployment: d, Scopes: scopes, Duration: dur, Reason: reason,
+		Ticket: req.Ticket, BreakGlass: req.BreakGlass,
+	}
 	action := policy.ActionAccess
-	var network *store.PeeringSpec
 	if slices.Contains(scopes, brokerapi.ScopePeering) {
 		action = policy.ActionPeering
 		if d.Settings.Network == nil {
 			return errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration: an admin sets it first ('broker network configure --deployment %s/%s …')", d.Tenant, d.Name, d.Tenant, d.Name)
 		}
-		if network, err = peeringFromAPI(req.Network); err != nil {
+		if c.Network, err = peeringFromAPI(req.Network); err != nil {
 			return err
 		}
 		// Only what is registered to the deployment's tenant.
-		if err := b.checkNetworkRequest(ctx, d.Tenant, d.Settings.Network, network); err != nil {
+		if err := b.checkNetworkRequest(ctx, d.Tenant, d.Settings.Network, c.Network); err != nil {
 			return err
+		}
+		c.Plan = func(ctx context.Context, id string) (*store.NetworkPlan, error) {
+			return b.planNetworkChange(ctx, d, c.Network, id, displayName(c.Person))
 		}
 	} else if req.Network != nil {
 		return errorf(http.StatusBadRequest, "unexpected_network", "network is only for a network:peering request")
@@ -126,7 +254,7 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 		return errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent, so no access to it is possible yet", d.Tenant, d.Name)
 	}
 
-	in := policy.Input{
+	c.Input = policy.Input{
 		Requester: policy.Requester{
 			Subject: p.Subject, Email: p.Email, Issuer: p.Issuer, Tenant: p.Tenant,
 			Roles: p.Roles, Groups: p.Groups, GitHubLogin: p.GitHubLogin,
@@ -138,18 +266,19 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 		Dev:             b.cfg.Dev != nil,
 		Time:            b.now().UTC(),
 		Action:          action,
-		Network:         policyNetwork(network),
+		Network:         policyNetwork(c.Network),
 	}
 	// Policy input from GitHub: any failure refuses the request; a
 	// ticket or team that cannot be checked is never taken as fine.
 	if req.Ticket != "" {
-		in.Ticket = &policy.Ticket{Ref: req.Ticket}
-		if b.github != nil {
-			t, err := b.github.Ticket(ctx, req.Ticket)
-			if err != nil {
-				return ticketError(req.Ticket, err)
+		var unverified string
+		if c.Input.Ticket, unverified, err = b.policyTicket(ctx, req.Ticket); err != nil {
+			return err
+		}
+		if req.BreakGlass {
+			if err := access.BreakGlassTicket(req.Ticket, unverified); err != nil {
+				return accessError(err)
 			}
-			in.Ticket = &policy.Ticket{Ref: t.Ref, Verified: true, State: t.State, Labels: t.Labels, Assignees: t.Assignees}
 		}
 	}
 	if b.github != nil && p.GitHubLogin != "" {
@@ -157,154 +286,14 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 		if err != nil {
 			return errorf(http.StatusBadGateway, "github_unavailable", "could not look up your GitHub teams, which the policy reads: %v", err)
 		}
-		in.Requester.GitHubTeams = teams
+		c.Input.Requester.GitHubTeams = teams
 	}
-
-	id := uuid.NewString()
-	dec, err := b.decide(ctx, r, in, id, d.ID)
+	ar, err := b.access.Create(ctx, c)
 	if err != nil {
-		return err
+		return accessError(err)
 	}
-	if !dec.Allow {
-		return errorf(http.StatusForbidden, "policy_denied", "policy (%s) denies the request: %s", short(dec.PolicyHash), strings.Join(dec.Reasons, "; "))
-	}
-	reviews, granted, maxDur, err := b.hardRules(d.Tenant, req.BreakGlass, in.Ticket, scopes, dec)
-	if err != nil {
-		return err
-	}
-	if dur > maxDur {
-		return errorf(http.StatusForbidden, "duration_too_long", "duration %v is longer than the %v allowed for this request", dur, maxDur)
-	}
-	dec.RequiredReviews = reviews
-	dec.Scopes = granted
-	// A network change is planned now, for its approvers to see and
-	// approve exactly; apply refuses anything else.
-	var netPlan *store.NetworkPlan
-	if network != nil {
-		if netPlan, err = b.planNetworkChange(ctx, d, network, id, displayName(person(p))); err != nil {
-			return err
-		}
-	}
-	decJSON, _ := json.Marshal(dec)
-
-	now := b.now()
-	ar := store.AccessRequest{
-		ID: id, DeploymentID: d.ID, Tenant: d.Tenant, Name: d.Name,
-		Requester: person(p), Scopes: scopes, Duration: dur, Reason: reason, Ticket: req.Ticket,
-		BreakGlass: req.BreakGlass, Network: network, NetworkPlan: netPlan, State: store.StatePending, Decision: decJSON,
-		PendingUntil: now.Add(b.cfg.PendingTimeout), CreatedAt: now, UpdatedAt: now, Version: 1,
-	}
-	// The event first: an access that cannot be audited does not begin.
-	if err := b.record(ctx, audit.Event{
-		Type: audit.RequestCreated, Actor: actorOf(r), Deployment: d.ID, RequestID: id,
-		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success, Reason: reason,
-		Details: createdDetails(d.Tenant+"/"+d.Name, scopes, dur, req.Ticket, req.BreakGlass, network),
-	}); err != nil {
-		return err
-	}
-	if err := b.store.CreateRequest(ctx, ar); err != nil {
-		return fmt.Errorf("create request: %w", err)
-	}
-	b.notifyRequest(ar, "request.created", displayName(ar.Requester), fmt.Sprintf("%s asks for %s on %s/%s for %v: %s", displayName(ar.Requester), strings.Join(scopes, ", "), d.Tenant, d.Name, dur, reason))
-	if req.BreakGlass {
-		if err := b.record(ctx, audit.Event{
-			Type: audit.BreakglassUsed, Actor: actorOf(r), Deployment: d.ID, RequestID: id,
-			Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success, Reason: reason,
-			Details: map[string]any{"ticket": req.Ticket},
-		}); err != nil {
-			return err
-		}
-		b.notifyRequest(ar, "breakglass.used", displayName(ar.Requester), fmt.Sprintf("BREAK-GLASS: %s invoked emergency access to %s/%s citing %s, without customer approval: %s", displayName(ar.Requester), d.Tenant, d.Name, req.Ticket, reason))
-	}
-	if len(reviews) == 0 {
-		if ar, err = b.activate(ctx, ar, "auto-approved by policy"); err != nil {
-			return err
-		}
-	}
-	b.changed()
 	writeJSON(w, http.StatusCreated, b.requestView(ar))
 	return nil
-}
-
-// decide asks the policy and audits its answer. A policy error refuses.
-func (b *Broker) decide(ctx context.Context, r *http.Request, in policy.Input, requestID, deploymentID string) (policy.Decision, error) {
-	dec, err := b.policy.Decide(ctx, in)
-	ev := audit.Event{
-		Type: audit.PolicyDecided, Actor: actorOf(r), Deployment: deploymentID, RequestID: requestID,
-		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
-	}
-	if err != nil {
-		ev.Outcome, ev.Reason = audit.Failure, "policy error: "+err.Error()
-		ev.Details = map[string]any{"policy_hash": b.policy.Hash()}
-		if rerr := b.record(ctx, ev); rerr != nil {
-			return dec, rerr
-		}
-		b.log.Error("policy evaluation failed", "err", err)
-		return dec, errorf(http.StatusInternalServerError, "policy_error", "the policy could not decide (%v), so the request is refused", err)
-	}
-	if !dec.Allow {
-		ev.Outcome = audit.Failure
-	}
-	ev.Reason = strings.Join(dec.Reasons, "; ")
-	ev.Details = map[string]any{
-		"policy_hash": dec.PolicyHash, "allow": dec.Allow, "required_reviews": dec.RequiredReviews,
-		"max_duration": dec.MaxDuration.String(), "scopes": dec.Scopes,
-	}
-	if err := b.record(ctx, ev); err != nil {
-		return dec, err
-	}
-	return dec, nil
-}
-
-// hardRules applies what no policy can lift: reviews count only within
-// the deployment's own tenant, break-glass needs a sev1 ticket and two
-// internal reviewers for at most an hour, every grant is capped, and the
-// granted scopes are what was asked and what the policy allows.
-func (b *Broker) hardRules(tenant string, breakGlass bool, ticket *policy.Ticket, requested []string, dec policy.Decision) ([]policy.Review, []string, time.Duration, error) {
-	var reviews []policy.Review
-	for _, rv := range dec.RequiredReviews {
-		switch rv.Role {
-		case reviewApprover:
-			// Only the deployment's own tenant approves it, whatever the
-			// policy named.
-			rv.Tenant = tenant
-		case reviewInternal:
-			rv.Tenant = ""
-		default:
-			return nil, nil, 0, errorf(http.StatusInternalServerError, "policy_error", "the policy asked for reviews by %q, which the broker does not know, so the request is refused", rv.Role)
-		}
-		if rv.Count < 1 {
-			return nil, nil, 0, errorf(http.StatusInternalServerError, "policy_error", "the policy asked for %d reviews, so the request is refused", rv.Count)
-		}
-		reviews = append(reviews, rv)
-	}
-	maxDur := min(dec.MaxDuration, MaxGrantDuration)
-	if breakGlass {
-		if ticket == nil || !ticket.Verified || !slices.Contains(ticket.Labels, "sev1") {
-			return nil, nil, 0, errorf(http.StatusForbidden, "breakglass_needs_sev1", "break-glass needs a verified GitHub ticket labelled sev1 (--ticket owner/repo#N)")
-		}
-		internal := 0
-		for _, rv := range reviews {
-			if rv.Role == reviewApprover {
-				return nil, nil, 0, errorf(http.StatusInternalServerError, "policy_error", "the policy asked for customer reviews of a break-glass request, which skips them by definition")
-			}
-			internal += rv.Count
-		}
-		if internal < breakGlassReviews {
-			reviews = []policy.Review{{Role: reviewInternal, Count: breakGlassReviews}}
-		}
-		maxDur = min(maxDur, MaxBreakGlassDuration)
-	}
-	var granted []string
-	for _, s := range requested {
-		if slices.Contains(dec.Scopes, s) {
-			granted = append(granted, s)
-		}
-	}
-	if len(granted) == 0 {
-		return nil, nil, 0, errorf(http.StatusForbidden, "no_scope", "the policy grants none of the scopes asked for (%s)", strings.Join(requested, ", "))
-	}
-	return reviews, granted, maxDur, nil
 }
 
 func checkScopes(in []string) ([]string, error) {
@@ -352,129 +341,11 @@ func policyNetwork(n *store.PeeringSpec) *policy.Network {
 	}
 }
 
-// createdDetails are the details of a request.created event. A network
-// change is recorded as the policy saw it: what and where, never an
-// external ID.
-func createdDetails(deployment string, scopes []string, dur time.Duration, ticket string, breakGlass bool, n *store.PeeringSpec) map[string]any {
-	d := map[string]any{"deployment": deployment, "scopes": scopes, "duration": dur.String(), "ticket": ticket, "break_glass": breakGlass}
-	if n != nil {
-		d["network"] = map[string]any{
-			"kind": n.Kind, "account_id": n.AccountID, "region": n.Region, "vpc_id": n.VPCID, "role_arn": n.RoleARN,
-			"route_table_ids": slices.Clone(n.RouteTableIDs), "outside_maintenance_window": n.OutsideWindow,
-		}
-	}
-	return d
-}
-
-func short(hash string) string {
-	if len(hash) > 12 {
-		return hash[:12]
-	}
-	return hash
-}
-
-// decision reads a request's stored policy decision.
-func decision(ar store.AccessRequest) policy.Decision {
-	var d policy.Decision
-	json.Unmarshal(ar.Decision, &d)
-	d.MaxDuration = time.Duration(d.MaxDurationSeconds) * time.Second
-	return d
-}
-
-// missingReviews says, per required review, how many more it needs.
-func missingReviews(ar store.AccessRequest) []policy.Review {
-	var out []policy.Review
-	for _, rv := range decision(ar).RequiredReviews {
-		got := 0
-		for _, x := range ar.Reviews {
-			if x.Approve && x.Role == rv.Role && (rv.Role != reviewApprover || x.Reviewer.Tenant == rv.Tenant) {
-				got++
-			}
-		}
-		if got < rv.Count {
-			out = append(out, policy.Review{Tenant: rv.Tenant, Role: rv.Role, Count: rv.Count - got})
-		}
-	}
-	return out
-}
-
-func describeReview(rv policy.Review) string {
-	who := "vendor reviewers or admins"
-	if rv.Role == reviewApprover {
-		who = "approvers of tenant " + rv.Tenant
-		if rv.Count == 1 {
-			who = "approver of tenant " + rv.Tenant
-		}
-	} else if rv.Count == 1 {
-		who = "vendor reviewer or admin"
-	}
-	return fmt.Sprintf("%d more approval%s from %s %s", rv.Count, plural(rv.Count), article(rv.Count), who)
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
-func article(n int) string {
-	if n == 1 {
-		return "an"
-	}
-	return ""
-}
-
-// reviewRole is the role of reviews a principal's review fills, for a
-// request of tenant needing reviews, or "" when it fills none.
-func reviewRole(p identity.Principal, tenant string, reviews []policy.Review) string {
-	for _, rv := range reviews {
-		switch {
-		case rv.Role == reviewApprover && p.Tenant == tenant && p.HasRole(identity.RoleApprover):
-			return reviewApprover
-		case rv.Role == reviewInternal && isInternal(p):
-			return reviewInternal
-		}
-	}
-	return ""
-}
-
-// isInternal reports whether p is vendor staff who may review internally:
-// a reviewer or an admin of the vendor's issuer.
-func isInternal(p identity.Principal) bool {
-	return p.Tenant == "" && (p.HasRole(identity.RoleReviewer) || p.HasRole(identity.RoleAdmin))
-}
-
 // update applies change to the stored request, retrying when another
-// broker or request changed it first; change decides again on the fresh
-// copy each time.
+// broker or request changed it first ([access.Service.Update]).
 func (b *Broker) update(ctx context.Context, id string, change func(*store.AccessRequest) error) (store.AccessRequest, error) {
-	for range 5 {
-		ar, err := b.store.GetRequest(ctx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return ar, errorf(http.StatusNotFound, "request_not_found", "no request %s: 'broker request list' shows them", id)
-		}
-		if err != nil {
-			return ar, fmt.Errorf("get request: %w", err)
-		}
-		if err := change(&ar); err != nil {
-			return ar, err
-		}
-		ar.UpdatedAt = b.now()
-		err = b.store.UpdateRequest(ctx, ar)
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return ar, fmt.Errorf("update request: %w", err)
-		}
-		ar.Version++
-		// Cached data-plane lookups go at once; callers wake long polls
-		// (b.changed) once the change is audited.
-		b.changeGen.Add(1)
-		return ar, nil
-	}
-	return store.AccessRequest{}, errorf(http.StatusConflict, "busy", "request %s is changing under heavy contention; try again", id)
+	ar, err := b.access.Update(ctx, id, change)
+	return ar, accessError(err)
 }
 
 func (b *Broker) loadRequest(ctx context.Context, id string) (store.AccessRequest, error) {
@@ -494,7 +365,6 @@ func (b *Broker) loadRequest(ctx context.Context, id string) (store.AccessReques
 func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		ctx := r.Context()
-		p := principalFrom(ctx)
 		var body brokerapi.ReviewBody
 		if err := decodeJSON(w, r, brokerapi.MaxBody, &body); err != nil {
 			return err
@@ -506,120 +376,29 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 		if !approve && comment == "" {
 			return errorf(http.StatusBadRequest, "comment_required", "a denial needs a comment saying why (--comment)")
 		}
-		id := r.PathValue("id")
 		cur, err := b.requestOf(r)
 		if err != nil {
 			return err
 		}
-		d, err := b.store.GetDeployment(ctx, cur.DeploymentID)
+		ar, err := b.access.Review(ctx, cur, caller(r), access.Review{Approve: approve, Comment: comment, PlanDigest: body.PlanDigest})
+		// A review refused for who reviews is an authorization failure,
+		// audited as one.
+		var ae *access.Error
+		if errors.As(err, &ae) {
+			switch ae.Code {
+			case access.CodeSelfReview:
+				return b.refuseReview(ctx, r, cur, "self_review", ae.Message)
+			case access.CodeNotAReviewer:
+				return b.refuseReview(ctx, r, cur, "not_a_reviewer", ae.Message)
+			}
+		}
 		if err != nil {
-			return fmt.Errorf("get deployment: %w", err)
+			return accessError(err)
 		}
-		var role string
-		var before store.AccessRequest
-		ar, err := b.update(ctx, id, func(ar *store.AccessRequest) error {
-			if ar.State != store.StatePending {
-				return errorf(http.StatusConflict, "not_pending", "request %s is %s, not pending: it takes no more reviews", ar.ID, ar.State)
-			}
-			if samePerson(p, ar.Requester) {
-				return b.refuseReview(ctx, r, *ar, "self_review", "nobody reviews their own request")
-			}
-			for _, x := range ar.Reviews {
-				if x.Reviewer.Subject == p.Subject && x.Reviewer.Issuer == p.Issuer {
-					return errorf(http.StatusConflict, "already_reviewed", "you reviewed request %s already; a reviewer counts once", ar.ID)
-				}
-			}
-			// Any required review may be reviewed (a denial counts even
-			// when no approval of that kind is still missing).
-			role = reviewRole(p, ar.Tenant, decision(*ar).RequiredReviews)
-			if role == "" {
-				return b.refuseReview(ctx, r, *ar, "not_a_reviewer", fmt.Sprintf("your review does not count for request %s: it needs %s", ar.ID, waitingText(*ar)))
-			}
-			if approve && reviewRole(p, ar.Tenant, missingReviews(*ar)) == "" {
-				return errorf(http.StatusConflict, "review_not_needed", "request %s needs no more approvals of your kind; it is waiting for %s", ar.ID, waitingText(*ar))
-			}
-			if err := checkReviewDigest(*ar, body.PlanDigest); err != nil {
-				return err
-			}
-			before = *ar
-			before.Reviews = slices.Clone(ar.Reviews)
-			ar.Reviews = append(ar.Reviews, store.Review{Reviewer: person(p), Role: role, Approve: approve, Comment: comment, At: b.now()})
-			if !approve {
-				ar.State, ar.EndedAt, ar.EndedBy, ar.EndReason = store.StateDenied, b.now(), displayName(person(p)), comment
-			} else if len(missingReviews(*ar)) == 0 {
-				// The last approval issues the grant in the same write.
-				rec, err := b.newGrant(*ar, d)
-				if err != nil {
-					return err
-				}
-				ar.State, ar.Grant = store.StateActive, rec
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		typ := audit.ReviewApproved
-		if !approve {
-			typ = audit.ReviewDenied
-		}
-		review := audit.Event{
-			Type: typ, Actor: actor(p, roleName(role)), Deployment: ar.DeploymentID, RequestID: ar.ID,
-			Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success, Reason: comment,
-			Details: map[string]any{"counted_as": role, "state": ar.State},
-		}
-		if ar.NetworkPlan != nil {
-			review.Details["plan_digest"] = ar.NetworkPlan.Digest // what the review approved
-		}
-		switch ar.State {
-		case store.StateActive:
-			if err := b.granted(ctx, ar, "approved by "+displayName(person(p)), review); err != nil {
-				return err
-			}
-		default:
-			// A review that cannot be audited does not count.
-			if err := b.record(ctx, review); err != nil {
-				b.undo(ctx, before, ar.Version)
-				return err
-			}
-			if ar.State == store.StateDenied {
-				b.notifyRequest(ar, "request.denied", displayName(person(p)), fmt.Sprintf("%s denied %s's request for %s/%s: %s", displayName(person(p)), displayName(ar.Requester), ar.Tenant, ar.Name, comment))
-			}
-		}
-		b.changed()
 		writeJSON(w, http.StatusOK, b.requestView(ar))
 		return nil
 	}
 }
-
-func roleName(role string) string {
-	if role == reviewInternal {
-		return "reviewer"
-	}
-	return role
-}
-
-// undo puts a request back as it was before a change stored as version
-// ver, unless it changed since: a change whose audit event could not be
-// written does not stand. Only changes that take no access away are
-// undone (a review, a cancellation, a timeout, an expiry whose grant is
-// past its own expiry anyway); a revocation stands.
-func (b *Broker) undo(ctx context.Context, before store.AccessRequest, ver int64) {
-	_, err := b.update(context.WithoutCancel(ctx), before.ID, func(cur *store.AccessRequest) error {
-		if cur.Version != ver {
-			return errChangedSince
-		}
-		v := cur.Version
-		*cur = before
-		cur.Version = v
-		return nil
-	})
-	if err != nil {
-		b.log.Error("could not undo a request change whose audit event was not written", "request", before.ID, "err", err)
-	}
-}
-
-var errChangedSince = errors.New("the request changed since")
 
 // refuseReview records a refused review and returns its 403.
 func (b *Broker) refuseReview(ctx context.Context, r *http.Request, ar store.AccessRequest, code, msg string) error {
@@ -633,54 +412,20 @@ func (b *Broker) refuseReview(ctx context.Context, r *http.Request, ar store.Acc
 	return errorf(http.StatusForbidden, code, "%s", msg)
 }
 
-func waitingText(ar store.AccessRequest) string {
-	var parts []string
-	for _, rv := range missingReviews(ar) {
-		parts = append(parts, describeReview(rv))
-	}
-	if len(parts) == 0 {
-		return "nothing"
-	}
-	return strings.Join(parts, " and ")
-}
-
 func (b *Broker) handleCancelRequest(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	p := principalFrom(ctx)
-	id := r.PathValue("id")
-	if _, err := b.requestOf(r); err != nil {
-		return err
-	}
-	var before store.AccessRequest
-	ar, err := b.update(ctx, id, func(ar *store.AccessRequest) error {
-		if !samePerson(p, ar.Requester) {
-			return errorf(http.StatusForbidden, "not_requester", "only the requester may cancel request %s (a reviewer denies it instead)", ar.ID)
-		}
-		if ar.State != store.StatePending {
-			return errorf(http.StatusConflict, "not_pending", "request %s is %s: only a pending request can be cancelled (revoke an active one)", ar.ID, ar.State)
-		}
-		before = *ar
-		ar.State, ar.EndedAt, ar.EndedBy, ar.EndReason = store.StateCancelled, b.now(), displayName(person(p)), "cancelled by the requester"
-		return nil
-	})
+	cur, err := b.requestOf(r)
 	if err != nil {
 		return err
 	}
-	if err := b.record(ctx, audit.Event{
-		Type: audit.RequestCancelled, Actor: actorOf(r), Deployment: ar.DeploymentID, RequestID: ar.ID,
-		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
-	}); err != nil {
-		b.undo(ctx, before, ar.Version)
-		return err
+	ar, err := b.access.Cancel(r.Context(), cur.ID, caller(r))
+	if err != nil {
+		return accessError(err)
 	}
-	b.changed()
 	writeJSON(w, http.StatusOK, b.requestView(ar))
 	return nil
 }
 
 func (b *Broker) handleRevokeRequest(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	p := principalFrom(ctx)
 	var body brokerapi.RevokeBody
 	if err := decodeJSON(w, r, brokerapi.MaxBody, &body); err != nil {
 		return err
@@ -689,59 +434,16 @@ func (b *Broker) handleRevokeRequest(w http.ResponseWriter, r *http.Request) err
 	if reason == "" || len(reason) > maxCommentLen {
 		return errorf(http.StatusBadRequest, "reason_required", "a revocation needs a reason (--reason), at most %d characters", maxCommentLen)
 	}
-	id := r.PathValue("id")
-	if _, err := b.requestOf(r); err != nil {
-		return err
-	}
-	ar, err := b.update(ctx, id, func(ar *store.AccessRequest) error {
-		mayRevoke := samePerson(p, ar.Requester) ||
-			(p.Tenant == ar.Tenant && p.HasRole(identity.RoleApprover)) ||
-			isInternal(p)
-		if !mayRevoke {
-			return errorf(http.StatusForbidden, "not_allowed_to_revoke", "only the requester, an approver of tenant %s, a reviewer or an admin may revoke request %s", ar.Tenant, ar.ID)
-		}
-		if ar.State != store.StateActive && ar.State != store.StateApproved {
-			return errorf(http.StatusConflict, "not_active", "request %s is %s: only an approved or active request can be revoked", ar.ID, ar.State)
-		}
-		ar.State, ar.EndedAt, ar.EndedBy, ar.EndReason = store.StateRevoked, b.now(), displayName(person(p)), reason
-		b.teardownOnRevoke(ar) // an applied network change comes down by itself
-		return nil
-	})
+	cur, err := b.requestOf(r)
 	if err != nil {
 		return err
 	}
-	cut := b.pushRevocation(ctx, ar)
-	details := map[string]any{"cut_off": cut.CutOff, "killed": cut.Killed, "pushed": cut.Pushed}
-	ev := audit.Event{
-		Type: audit.GrantRevoked, Actor: actorOf(r), Deployment: ar.DeploymentID, RequestID: ar.ID, GrantID: grantID(ar),
-		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success, Reason: reason, Details: details,
+	ar, err := b.access.Revoke(r.Context(), cur.ID, caller(r), reason)
+	if err != nil {
+		return accessError(err)
 	}
-	if err := audit.Stamp(&ev, b.now()); err != nil {
-		return err
-	}
-	if err := b.record(ctx, ev); err != nil {
-		// Unlike every other change, a revocation is never undone for
-		// want of its event: the grant stays revoked (fail closed), the
-		// call is not answered as done, and the event is written as soon
-		// as the log takes writes again.
-		if !b.backlog.add(ev) {
-			b.log.Error("audit backlog full: a revocation's event is lost", "request", ar.ID)
-		}
-		b.changed()
-		return errorf(http.StatusInternalServerError, "audit_unavailable", "request %s is revoked and its grant refused, but the audit log could not be written: the broker records the revocation as soon as it can; tell the broker's operator", ar.ID)
-	}
-	b.changed()
-	b.notifyRequest(ar, "request.revoked", displayName(person(p)), fmt.Sprintf("%s revoked %s's access to %s/%s: %s", displayName(person(p)), displayName(ar.Requester), ar.Tenant, ar.Name, reason))
-	b.commentTicket(ar, fmt.Sprintf("Tether: access of %s to %s/%s was **revoked** by %s: %s", displayName(ar.Requester), ar.Tenant, ar.Name, displayName(person(p)), reason))
 	writeJSON(w, http.StatusOK, b.requestView(ar))
 	return nil
-}
-
-func grantID(ar store.AccessRequest) string {
-	if ar.Grant == nil {
-		return ""
-	}
-	return ar.Grant.ID
 }
 
 func (b *Broker) handleListRequests(w http.ResponseWriter, r *http.Request) error {
@@ -867,7 +569,7 @@ func (b *Broker) changes() <-chan struct{} {
 
 // requestView is a request as the API shows it (never the grant token).
 func (b *Broker) requestView(ar store.AccessRequest) brokerapi.AccessRequest {
-	dec := decision(ar)
+	dec := access.Decision(ar)
 	v := brokerapi.AccessRequest{
 		ID: ar.ID, Deployment: ar.Tenant + "/" + ar.Name, DeploymentID: ar.DeploymentID, Tenant: ar.Tenant,
 		Requester: displayName(ar.Requester), Scopes: ar.Scopes, Duration: ar.Duration.String(), Reason: ar.Reason,
@@ -888,8 +590,8 @@ func (b *Broker) requestView(ar store.AccessRequest) brokerapi.AccessRequest {
 		v.Reviews = append(v.Reviews, brokerapi.Review{Reviewer: displayName(x.Reviewer), Tenant: x.Reviewer.Tenant, Role: x.Role, Approve: x.Approve, Comment: x.Comment, At: x.At.UTC()})
 	}
 	if ar.State == store.StatePending {
-		for _, rv := range missingReviews(ar) {
-			v.Waiting = append(v.Waiting, describeReview(rv))
+		for _, rv := range access.Missing(ar) {
+			v.Waiting = append(v.Waiting, access.Describe(rv))
 		}
 	}
 	if g := ar.Grant; g != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/devidp"
 	"github.com/tetherhq/tether/internal/devnet"
+	"github.com/tetherhq/tether/internal/devtickets"
 )
 
 // Config configures the dev preset.
@@ -36,13 +37,19 @@ type Config struct {
 // (broker.Config.Dev); the broker starts it and closes it.
 type Env struct {
 	cfg Config
+	// The dev ticket fixture, so that a dev broker without GitHub can show
+	// break-glass: Env is a broker.TicketSource.
+	devtickets.Source
 
 	mu  sync.Mutex
 	net *devnet.Tailnet
 	idp *devidp.IdP
 }
 
-var _ broker.DevEnv = (*Env)(nil)
+var (
+	_ broker.DevEnv       = (*Env)(nil)
+	_ broker.TicketSource = (*Env)(nil)
+)
 
 // New returns the dev preset; nothing runs until the broker starts it.
 func New(cfg Config) *Env { return &Env{cfg: cfg} }

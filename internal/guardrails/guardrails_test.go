@@ -122,7 +122,7 @@ var (
 		module + "/internal/chtest", module + "/internal/promtest", module + "/internal/ghub/ghubtest",
 		"tailscale.com/tstest", "tailscale.com/net/stun/stuntest"}
 	devOnly = []string{module + "/internal/devbroker", module + "/internal/devnet", module + "/internal/devidp",
-		"tailscale.com/tstest/integration/testcontrol", "tailscale.com/derp/derpserver", "net/http/httptest"}
+		module + "/internal/devtickets", "tailscale.com/tstest/integration/testcontrol", "tailscale.com/derp/derpserver", "net/http/httptest"}
 )
 
 // TestBinariesLinkNoTestCode: no production binary (bin/broker, bin/agent)
