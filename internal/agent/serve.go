@@ -16,6 +16,7 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/source/registry"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
 
@@ -28,8 +29,9 @@ func (a *Agent) handler() http.Handler {
 			AgentID: a.state.AgentID, Version: a.cfg.Version, UptimeMS: a.now().Sub(a.start).Milliseconds(),
 		})
 	})
-	mux.HandleFunc("POST "+agentapi.PathClickHouseQuery, a.handleClickHouse)
-	mux.HandleFunc(agentapi.PathPrometheus, a.handlePrometheus)
+	for _, src := range registry.All() {
+		mux.HandleFunc(src.AgentPattern(), a.serveSource(src))
+	}
 	mux.HandleFunc("POST "+agentapi.PathRevoke, a.handleRevoke)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := a.verifyBroker(r); err != nil {

@@ -87,7 +87,7 @@ func Endpoints() []Endpoint {
 			return func(w http.ResponseWriter, r *http.Request) error { return f(b, w, r) }
 		}
 	}
-	return []Endpoint{
+	eps := []Endpoint{
 		{"GET /api/v1/auth/config", nil, ScopePublic, h((*Broker).handleAuthConfig)},
 		{"GET /api/v1/whoami", anyRole, ScopeOwn, h((*Broker).handleWhoami)},
 		{"GET /api/v1/broker", vendorRole, ScopeVendor, h((*Broker).handleBrokerInfo)},
@@ -128,10 +128,8 @@ func Endpoints() []Endpoint {
 		{"GET /api/v1/audit/proof/consistency", auditRoles, ScopeVendor, h((*Broker).handleConsistencyProof)},
 		{"GET /api/v1/audit/export", auditRoles, ScopeVendor, h((*Broker).handleAuditExport)},
 		{"GET /api/v1/audit/public-key", auditRoles, ScopeVendor, h((*Broker).handleAuditPublicKey)},
-
-		{"POST /api/v1/deployments/{tenant}/{name}/clickhouse/query", dataRoles, ScopeTenant, h((*Broker).handleDataPlane)},
-		{"/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}", dataRoles, ScopeTenant, h((*Broker).handleDataPlane)},
 	}
+	return append(eps, dataEndpoints()...) // one row per data source
 }
 
 type principalKey struct{}

@@ -10,20 +10,30 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/internal/agentapi"
-	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/source"
+	"github.com/tetherhq/tether/internal/source/registry"
 	"github.com/tetherhq/tether/internal/store"
 )
 
-// handleDataPlane is the data-plane passthrough: a call carrying a grant
-// goes to the deployment's agent over the tailnet, where the grant is
-// verified against the broker's key and the call guarded; the answer
-// streams back.
-func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
-	scope := grant.ScopeClickHouse
-	if strings.HasSuffix(r.Pattern, "{rest...}") {
-		scope = grant.ScopePrometheus
+// dataEndpoints are the authorization table's rows of the data plane:
+// one per registered data source, for engineers, on a deployment named
+// by TENANT/NAME.
+func dataEndpoints() []Endpoint {
+	var eps []Endpoint
+	for _, src := range registry.All() {
+		eps = append(eps, Endpoint{src.BrokerPattern(), dataRoles, ScopeTenant, func(b *Broker) func(http.ResponseWriter, *http.Request) error {
+			return func(w http.ResponseWriter, r *http.Request) error { return b.handleDataPlane(src, w, r) }
+		}})
 	}
-	d, g, err := b.dataTarget(r, scope)
+	return eps
+}
+
+// handleDataPlane is the data-plane passthrough of one data source: a
+// call carrying a grant for the source's scope goes to the deployment's
+// agent over the tailnet, where the grant is verified against the
+// broker's key and the call guarded; the answer streams back.
+func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *http.Request) error {
+	d, g, err := b.dataTarget(r, src.Scope)
 	if err != nil {
 		return err
 	}
@@ -32,19 +42,12 @@ func (b *Broker) handleDataPlane(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", agentapi.MaxBody)
 	}
-	target := agentapi.PathClickHouseQuery
-	if strings.HasSuffix(r.Pattern, "{rest...}") {
-		// The agent's guard decides on the target exactly as the caller
-		// wrote it: pass the escaped path and query through unchanged.
-		raw := r.URL.EscapedPath()
-		prefix := "/api/v1/deployments/" + r.PathValue("tenant") + "/" + r.PathValue("name") + "/prometheus/"
-		if len(raw) < len(prefix) {
-			return errorf(http.StatusBadRequest, "bad_path", "want /api/v1/deployments/TENANT/NAME/prometheus/api/v1/…")
-		}
-		target = agentapi.PathPrometheus + raw[len(prefix):]
-		if r.URL.RawQuery != "" {
-			target += "?" + r.URL.RawQuery
-		}
+	// A source that takes the rest of the path has the agent's guard
+	// decide on the target exactly as the caller wrote it: it is passed
+	// through unchanged, escaped, with its query.
+	target, err := src.AgentTarget(r)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "bad_path", "want %s", src.Usage())
 	}
 	h := http.Header{agentapi.HeaderGrant: {tok}}
 	if ct := r.Header.Get("Content-Type"); ct != "" {

@@ -17,6 +17,7 @@ import (
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
+	"github.com/tetherhq/tether/internal/source/registry"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/policy"
 )
@@ -34,7 +35,8 @@ const (
 	maxWait = 60 * time.Second
 )
 
-var knownScopes = []string{brokerapi.ScopeClickHouse, brokerapi.ScopePrometheus, brokerapi.ScopePeering}
+// knownScopes are the data sources' scopes and the network change's.
+var knownScopes = append(registry.Scopes(), brokerapi.ScopePeering)
 
 // person is how the store keeps who acted.
 func person(p identity.Principal) store.Person {

@@ -26,16 +26,16 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/tetherhq/tether/internal/source/registry"
 )
 
-// Scopes a grant may give.
+// Scopes of the two first data sources. A grant may give the scope of
+// any registered data source ([registry.Scopes]).
 const (
 	ScopeClickHouse = "clickhouse:system" // read-only SQL on ClickHouse's system tables
 	ScopePrometheus = "prometheus:read"   // the read-only Prometheus HTTP API
 )
-
-// scopes lists every known scope.
-var scopes = []string{ScopeClickHouse, ScopePrometheus}
 
 const (
 	// Type is the JWS typ header of a grant, which keeps other tokens
@@ -138,6 +138,7 @@ func Issue(g Grant, key ed25519.PrivateKey) (string, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return "", fmt.Errorf("issue grant: the signing key is %d bytes, want an Ed25519 private key of %d", len(key), ed25519.PrivateKeySize)
 	}
+	scopes := registry.Scopes()
 	for i, s := range g.Scopes {
 		if !slices.Contains(scopes, s) {
 			return "", fmt.Errorf("issue grant: unknown scope %q: want one of %s", s, strings.Join(scopes, ", "))

@@ -1,4 +1,4 @@
-package agent
+package clickhouse
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package agent
+package clickhouse
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tetherhq/tether/internal/source"
 	"github.com/tetherhq/tether/internal/sqlguard"
 )
 
@@ -36,31 +37,30 @@ type schemaCache struct {
 // sqlGuard returns the guard for the server, reading the server's system
 // columns when the copy is older than schemaTTL. It fails closed: without
 // the server's columns no statement is checked.
-func (a *Agent) sqlGuard(ctx context.Context) (*sqlguard.Guard, error) {
-	c := &a.data.schema
+func (e *engine) sqlGuard(ctx context.Context, env source.Env) (*sqlguard.Guard, error) {
+	c := &e.schema
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.guard != nil && a.now().Sub(c.at) < schemaTTL {
+	if c.guard != nil && env.Now().Sub(c.at) < schemaTTL {
 		return c.guard, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	s, err := a.readSchema(ctx)
+	s, err := e.readSchema(ctx, env)
 	if err != nil {
 		return nil, fmt.Errorf("read ClickHouse's system columns to check the query: %w", err)
 	}
-	c.guard, c.at = sqlguard.NewGuard(s), a.now()
+	c.guard, c.at = sqlguard.NewGuard(s), env.Now()
 	return c.guard, nil
 }
 
-func (a *Agent) readSchema(ctx context.Context) (sqlguard.Schema, error) {
+func (e *engine) readSchema(ctx context.Context, env source.Env) (sqlguard.Schema, error) {
 	const q = "SELECT table, name, default_kind FROM system.columns WHERE database = 'system' FORMAT TabSeparated"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(a.data.up.ClickHouseURL, "/")+"/", strings.NewReader(q))
+	req, err := e.newRequest(ctx, "/", q)
 	if err != nil {
 		return nil, err
 	}
-	req.SetBasicAuth(a.data.up.ClickHouseUser, a.data.up.ClickHousePassword)
-	res, err := a.data.hc.Do(req)
+	res, err := env.Client().Do(req)
 	if err != nil {
 		return nil, err
 	}
