@@ -68,23 +68,21 @@ cat <<MSG
 
 Tether dev is running: a broker with its own tailnet and identity provider, and
 $data.
-The three-role tour (README "A tour of the access workflow"), in another terminal:
+The tour (README "The tour"), in another terminal; each role has its own config:
 
+    ENG=$dir/engineer-vendor.test.json ACME=$dir/approver-acme.test.json REV=$dir/reviewer-vendor.test.json
   The engineer asks:
-    export TETHER_CONFIG=$dir/engineer-vendor.test.json
-    bin/broker request create --deployment acme/prod --scope clickhouse:system,prometheus:read \\
+    bin/broker request create --config \$ENG --deployment acme/prod --scope clickhouse:system,prometheus:read \\
         --duration 30m --reason "merges are slow" --wait
-  acme's approver approves (a third terminal):
-    export TETHER_CONFIG=$dir/approver-acme.test.json
-    bin/broker request list --state pending
-    bin/broker request approve <ID> --comment "go ahead"
+  acme's approver approves (a third terminal, with the same variables):
+    bin/broker request list --config \$ACME --state pending
+    bin/broker request approve --config \$ACME <ID> --comment "go ahead"
   The engineer troubleshoots:
-    bin/broker query --deployment acme/prod "SELECT metric, value FROM system.metrics LIMIT 5"
-    bin/broker query --deployment acme/prod "SELECT * FROM default.secret"     # denied
-    bin/broker prom --deployment acme/prod 'up'
+    bin/broker query --config \$ENG --deployment acme/prod "SELECT metric, value FROM system.metrics LIMIT 5"
+    bin/broker query --config \$ENG --deployment acme/prod "SELECT * FROM default.secret"     # denied
+    bin/broker prom --config \$ENG --deployment acme/prod 'up'
   The security reviewer replays it:
-    export TETHER_CONFIG=$dir/reviewer-vendor.test.json
-    bin/broker audit show-session <GRANT_ID>
+    bin/broker audit show-session --config \$REV <GRANT_ID>
 
 The admin's config (bootstrap token) is $dir/broker/cli.json. Ctrl-C stops everything.
 MSG
