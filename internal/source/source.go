@@ -96,6 +96,10 @@ func (s Source) AgentPattern() string {
 	return s.Route.Method + " " + s.AgentPath()
 }
 
+// brokerPrefixSegments is the number of slashes in a broker prefix,
+// /api/v1/deployments/{tenant}/{name}/<Name>/.
+const brokerPrefixSegments = 7
+
 // ErrBadPath is why [Source.AgentTarget] refused a broker request.
 var ErrBadPath = errors.New("not a path of the source")
 
@@ -107,12 +111,20 @@ func (s Source) AgentTarget(r *http.Request) (string, error) {
 	if !s.Route.Rest {
 		return s.AgentPath(), nil
 	}
+	// The prefix /api/v1/deployments/TENANT/NAME/<Name>/ is cut by its
+	// segments, as the mux matched them, not by the length of the
+	// unescaped values: a tenant written %61cme is acme.
 	raw := r.URL.EscapedPath()
-	prefix := s.brokerPrefix(r.PathValue("tenant"), r.PathValue("name"))
-	if len(raw) < len(prefix) {
+	i, n := 0, 0
+	for ; i < len(raw) && n < brokerPrefixSegments; i++ {
+		if raw[i] == '/' {
+			n++
+		}
+	}
+	if n < brokerPrefixSegments {
 		return "", ErrBadPath
 	}
-	target := s.AgentPath() + raw[len(prefix):]
+	target := s.AgentPath() + raw[i:]
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}

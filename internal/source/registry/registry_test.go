@@ -105,6 +105,10 @@ func TestAgentTarget(t *testing.T) {
 		{"prometheus", "GET", "/api/v1/deployments/acme/prod/prometheus/api/v1/label/job%2Fx/values", "/v1/prometheus/api/v1/label/job%2Fx/values"},
 		{"prometheus", "POST", "/api/v1/deployments/acme/prod/prometheus/api/v1/query_range", "/v1/prometheus/api/v1/query_range"},
 		{"prometheus", "GET", "/api/v1/deployments/acme/prod/prometheus/", "/v1/prometheus/"},
+		// The deployment's segments escaped: the prefix is cut by segments,
+		// not by the length of the unescaped names.
+		{"prometheus", "GET", "/api/v1/deployments/%61cme/pr%6Fd/prometheus/api/v1/query?query=up", "/v1/prometheus/api/v1/query?query=up"},
+		{"prometheus", "GET", "/api/v1/deployments/ac%2Fme/prod/%70rometheus/api/v1/query", "/v1/prometheus/api/v1/query"},
 	} {
 		s, _ := registry.Lookup(tc.source)
 		var got string
