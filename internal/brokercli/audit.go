@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"slices"
@@ -24,39 +23,19 @@ import (
 	"github.com/tetherhq/tether/internal/s3export"
 )
 
-const auditUsage = `Usage: broker audit COMMAND [flags]
+// auditCmd is 'broker audit'.
+type auditCmd struct {
+	Search      auditSearchCmd    `cmd:"" help:"search the audit log"`
+	ShowSession auditSessionCmd   `cmd:"" help:"every event of one access, in order"`
+	Export      auditExportCmd    `cmd:"" help:"export the log, to a file or to S3"`
+	PublicKey   auditPublicKeyCmd `cmd:"" help:"the log's verifier key, for verify"`
+	Verify      auditVerifyCmd    `cmd:"" help:"verify an export offline; needs no broker"`
+	HelpCmd     cli.HelpCmd       `cmd:"" name:"help" hidden:""`
+}
 
-For security reviewers: search, replay, export and verify the audit log.
-
-Commands:
-  search        [--actor S] [--deployment TENANT/NAME] [--type T] [--since T] [--until T] [--limit N]
-  show-session  GRANT_ID                 every event of one grant, in order
-  export        --out FILE | --s3 s3://bucket/prefix [--since T] [--until T]
-  public-key    --out FILE               the log's verifier key, for verify
-  verify        --log FILE --key FILE [--witness-key FILE ...]   offline, needs no broker
-
+func (auditCmd) Help() string {
+	return `For security reviewers: search, replay, export and verify the audit log.
 Times are RFC 3339 (2026-11-25T10:00:00Z) or durations back from now (24h).`
-
-func auditCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return cli.Usagef("audit: want a subcommand: search, show-session, export, public-key or verify (run 'broker audit -h')")
-	}
-	sub, args := args[0], args[1:]
-	switch sub {
-	case "-h", "--help", "help":
-		fmt.Fprintln(stdout, auditUsage)
-		return nil
-	case "search", "show-session":
-		return auditSearch(ctx, sub, args, stdout)
-	case "export":
-		return auditExport(ctx, args, stdout)
-	case "public-key":
-		return auditPublicKey(ctx, args, stdout)
-	case "verify":
-		return auditVerify(args, stdout)
-	default:
-		return cli.Usagef("unknown command 'audit %s': want search, show-session, export, public-key or verify", sub)
-	}
 }
 
 // parseWhen accepts an RFC 3339 time or a duration back from now.
@@ -73,37 +52,48 @@ func parseWhen(flag, s string) (time.Time, error) {
 	return time.Time{}, cli.Usagef("--%s %q: want an RFC 3339 time such as 2026-11-25T10:00:00Z, or a duration back from now such as 24h", flag, s)
 }
 
-func auditSearch(ctx context.Context, sub string, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker audit " + sub)
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	var q brokerapi.AuditQuery
-	var since, until string
-	usage := "Usage: broker audit show-session REQUEST_ID|GRANT_ID [--output table|json]\n\nLists every event of one access, in the order they happened: the request, the policy's\ndecision, the reviews, the grant, each query and Prometheus call with its\nverdict, and how it ended."
-	if sub == "search" {
-		fs.StringVar(&q.Actor, "actor", "", "actor subject, e.g. alice@vendor.test or agent:<id>")
-		fs.StringVar(&q.Deployment, "deployment", "", "deployment as TENANT/NAME (e.g. acme/prod) or its ID")
-		fs.StringVar(&q.Type, "type", "", "event type, e.g. agent.paired (see docs/audit.md)")
-		fs.StringVar(&since, "since", "", "events at or after this time (RFC 3339 or e.g. 24h)")
-		fs.StringVar(&until, "until", "", "events before this time")
-		fs.IntVar(&q.Limit, "limit", 1000, "at most this many events (1-100000)")
-		usage = "Usage: broker audit search [--actor S] [--deployment TENANT/NAME] [--type T] [--since T] [--until T] [--limit N] [--output table|json]"
-	}
-	pos, err := cli.Parse(fs, args, stdout, usage)
-	if err != nil {
+type auditSearchCmd struct {
+	Actor      string `placeholder:"S" help:"actor subject, e.g. alice@vendor.test or agent:<id>"`
+	Deployment string `placeholder:"TENANT/NAME" help:"deployment as TENANT/NAME (e.g. acme/prod) or its ID"`
+	Type       string `placeholder:"T" help:"event type, e.g. agent.paired (see docs/audit.md)"`
+	Since      string `placeholder:"T" help:"events at or after this time (RFC 3339 or e.g. 24h)"`
+	Until      string `placeholder:"T" help:"events before this time"`
+	Limit      int    `default:"1000" placeholder:"N" help:"at most this many events (1-100000)"`
+	clientFlags
+	outputFlag
+}
+
+func (c *auditSearchCmd) Run(e *env) error {
+	return auditSearch(e, "search", brokerapi.AuditQuery{Actor: c.Actor, Deployment: c.Deployment, Type: c.Type, Limit: c.Limit}, c.Since, c.Until, c.clientFlags, c.outputFlag)
+}
+
+type auditSessionCmd struct {
+	ID string `arg:"" placeholder:"REQUEST_ID|GRANT_ID" help:"the access: its request's or its grant's ID"`
+	clientFlags
+	outputFlag
+}
+
+func (auditSessionCmd) Help() string {
+	return `Lists every event of one access, in the order they happened: the request, the policy's
+decision, the reviews, the grant, each query and Prometheus call with its
+verdict, and how it ended.`
+}
+
+func (auditSessionCmd) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want exactly one request or grant ID", cmd)
+}
+
+func (c *auditSessionCmd) Run(e *env) error {
+	return auditSearch(e, "show-session", brokerapi.AuditQuery{Grant: c.ID, Limit: 100000}, "", "", c.clientFlags, c.outputFlag)
+}
+
+// auditSearch runs 'audit search' or 'audit show-session' (sub) for q.
+func auditSearch(e *env, sub string, q brokerapi.AuditQuery, since, until string, cf clientFlags, out outputFlag) error {
+	ctx, stdout := e.ctx, e.stdout
+	if err := out.check(); err != nil {
 		return err
 	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
-		return err
-	}
-	if sub == "show-session" {
-		if len(pos) != 1 {
-			return cli.Usagef("broker audit show-session: want exactly one request or grant ID")
-		}
-		q.Grant, q.Limit = pos[0], 100000
-	} else if len(pos) > 0 {
-		return cli.Usagef("broker audit search: unexpected argument %q", pos[0])
-	}
+	var err error
 	if q.Since, err = parseWhen("since", since); err != nil {
 		return err
 	}
@@ -113,7 +103,7 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 	if q.Type != "" && !audit.Type(q.Type).Known() {
 		return cli.Usagef("--type %q is not an event type: want one of %s", q.Type, typeList())
 	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cf.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -126,7 +116,7 @@ func auditSearch(ctx context.Context, sub string, args []string, stdout io.Write
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if out.json() {
 		return printJSON(stdout, brokerapi.AuditEvents{Events: evs})
 	}
 	events := make([]audit.Event, len(evs))
@@ -273,22 +263,24 @@ func typeList() string {
 	return strings.Join(ts, ", ")
 }
 
-func auditExport(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker audit export")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	out := fs.String("out", "", "write the export to this file")
-	s3URL := fs.String("s3", "", "upload the export to s3://bucket/prefix (AWS credentials from the environment)")
-	s3Endpoint := fs.String("s3-endpoint", "", "S3 endpoint URL (for S3-compatible stores and tests)")
-	retention := fs.Duration("s3-retention", 0, "Object Lock retention when the bucket has Object Lock but no default rule, e.g. 2160h")
-	since := fs.String("since", "", "events at or after this time (RFC 3339 or e.g. 24h)")
-	until := fs.String("until", "", "events before this time")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker audit export --out FILE | --s3 s3://bucket/prefix [--since T] [--until T]")
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker audit export: unexpected argument %q", pos[0])
-	}
+type auditExportCmd struct {
+	Out         string        `placeholder:"FILE" help:"write the export to this file"`
+	S3          string        `name:"s3" placeholder:"s3://BUCKET/PREFIX" help:"upload the export to S3 (AWS credentials from the environment)"`
+	S3Endpoint  string        `name:"s3-endpoint" placeholder:"URL" help:"S3 endpoint URL (for S3-compatible stores and tests)"`
+	S3Retention time.Duration `name:"s3-retention" placeholder:"DURATION" help:"Object Lock retention when the bucket has Object Lock but no default rule, e.g. 2160h"`
+	Since       string        `placeholder:"T" help:"events at or after this time (RFC 3339 or e.g. 24h)"`
+	Until       string        `placeholder:"T" help:"events before this time"`
+	clientFlags
+}
+
+func (auditExportCmd) Help() string {
+	return "Exports the log, with its signed checkpoints, for 'broker audit verify': give exactly one of --out FILE or --s3 s3://bucket/prefix."
+}
+
+func (cmd *auditExportCmd) Run(e *env) error {
+	ctx, stdout := e.ctx, e.stdout
+	out, s3URL, s3Endpoint, retention, since, until := &cmd.Out, &cmd.S3, &cmd.S3Endpoint, &cmd.S3Retention, &cmd.Since, &cmd.Until
+	var err error
 	if (*out == "") == (*s3URL == "") {
 		return cli.Usagef("broker audit export: give exactly one of --out FILE or --s3 s3://bucket/prefix")
 	}
@@ -306,7 +298,7 @@ func auditExport(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -339,18 +331,14 @@ func auditExport(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-func auditPublicKey(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker audit public-key")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	out := fs.String("out", "", "write the key to this file (default: print it)")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker audit public-key [--out FILE]")
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker audit public-key: unexpected argument %q", pos[0])
-	}
-	c, err := client(ctx, *cfgPath)
+type auditPublicKeyCmd struct {
+	Out string `placeholder:"FILE" help:"write the key to this file (default: print it)"`
+	clientFlags
+}
+
+func (cmd *auditPublicKeyCmd) Run(e *env) error {
+	ctx, stdout, out := e.ctx, e.stdout, &cmd.Out
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -372,12 +360,6 @@ func auditPublicKey(ctx context.Context, args []string, stdout io.Writer) error 
 	return nil
 }
 
-// stringList is a repeatable flag.
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
 func readVerifier(flag, file string) (note.Verifier, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -390,22 +372,22 @@ func readVerifier(flag, file string) (note.Verifier, error) {
 	return v, nil
 }
 
-func auditVerify(args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker audit verify")
-	logPath := fs.String("log", "", "the export to verify (from 'broker audit export')")
-	keyPath := fs.String("key", "", "the log's verifier key (from 'broker audit public-key')")
-	var witnessKeys stringList
-	fs.Var(&witnessKeys, "witness-key", "a witness's verifier key (from 'agent witness-key'); repeatable")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker audit verify --log FILE --key FILE [--witness-key FILE ...]\n\nNeeds nothing but those files: no broker, no network.")
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker audit verify: unexpected argument %q", pos[0])
-	}
+type auditVerifyCmd struct {
+	Log        string   `placeholder:"FILE" help:"the export to verify, from 'broker audit export' (required)"`
+	Key        string   `placeholder:"FILE" help:"the log's verifier key, from 'broker audit public-key' (required)"`
+	WitnessKey []string `name:"witness-key" sep:"none" placeholder:"FILE" help:"a witness's verifier key (from 'agent witness-key'); repeatable"`
+}
+
+func (auditVerifyCmd) Help() string {
+	return "Needs nothing but those files: no broker, no network."
+}
+
+func (cmd *auditVerifyCmd) Run(e *env) error {
+	stdout, logPath, keyPath, witnessKeys := e.stdout, &cmd.Log, &cmd.Key, cmd.WitnessKey
 	if *logPath == "" || *keyPath == "" {
 		return cli.Usagef("broker audit verify: --log and --key are required")
 	}
+	var err error
 	opts := audit.VerifyOptions{}
 	if opts.Log, err = readVerifier("key", *keyPath); err != nil {
 		return err

@@ -4,14 +4,18 @@ package brokercli
 
 import (
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
@@ -23,36 +27,60 @@ import (
 	"github.com/tetherhq/tether/internal/version"
 )
 
-const usage = `Usage: broker COMMAND [flags]
+// brokerCLI is the broker's command line: one struct per command, its
+// flags and arguments in kong's tags. Aliases are the plurals people type.
+type brokerCLI struct {
+	Serve      serveCmd      `cmd:"" help:"run the broker (--dev, in bin/broker-dev only, for a self-contained dev setup)"`
+	Login      loginCmd      `cmd:"" help:"sign in with your identity provider (--dev-user EMAIL on a dev broker)"`
+	Logout     logoutCmd     `cmd:"" help:"remove your login's tokens from the CLI config"`
+	Whoami     whoamiCmd     `cmd:"" help:"show who the broker takes you for: subject, issuer, tenant, roles"`
+	Deployment deploymentCmd `cmd:"" aliases:"deployments" help:"create, list, show, configure and pair deployments"`
+	Network    networkCmd    `cmd:"" help:"VPC peering and private ingress, planned and approved"`
+	Ticket     ticketCmd     `cmd:"" help:"verify a GitHub ticket as a request would"`
+	Request    requestCmd    `cmd:"" aliases:"requests" help:"ask for, review and end access"`
+	Query      queryCmd      `cmd:"" help:"run SQL on the deployment's ClickHouse system tables under your grant"`
+	Prom       promCmd       `cmd:"" help:"query the deployment's Prometheus under your grant (--range for a range query)"`
+	Proxy      proxyCmd      `cmd:"" help:"serve the deployment's ClickHouse or Prometheus on a loopback port (for curl, Grafana)"`
+	Policy     policyCmd     `cmd:"" help:"evaluate the access policy locally"`
+	Info       infoCmd       `cmd:"" help:"print what an agent needs to join: control URL, broker name and key"`
+	Audit      auditCmd      `cmd:"" help:"search, replay, export and verify the audit log (for security reviewers)"`
+	Version    versionCmd    `cmd:"" help:"print the version"`
+	HelpCmd    cli.HelpCmd   `cmd:"" name:"help" help:"show the help of a command, such as 'broker help request create'"`
+}
 
-Tether broker: just-in-time, customer-approved access to BYOC deployments.
-
-Commands:
-  serve                          run the broker (--dev, in bin/broker-dev only, for a self-contained dev setup)
-  login [--issuer NAME]          sign in with your identity provider (--dev-user EMAIL on a dev broker)
-  logout                         remove your login's tokens from the CLI config
-  whoami                         show who the broker takes you for: subject, issuer, tenant, roles
-  deployment create              create a deployment and print its one-time pairing token
-  deployment list                list deployments and their agents
-  deployment show ID|T/N         show one deployment
-  deployment pairing-token ID|T/N  issue a new pairing token (to re-pair an agent)
-  deployment revoke-agent T/N    cut the deployment's agent off at once (--reason TEXT)
-  deployment ping ID|T/N         call the deployment's agent over the tailnet
-  deployment set T/N             change a deployment's settings: approval mode, labels, freeze and maintenance windows
-  network configure|peering|ingress  VPC peering and private ingress, planned and approved (see 'broker network -h')
-  ticket check OWNER/REPO#N      verify a GitHub ticket as a request would: exists, an issue, open
-  request create|list|show|approve|deny|cancel|revoke   ask for, review and end access (see 'broker request help')
-  query --deployment T/N "SQL"   run SQL on the deployment's ClickHouse system tables under your grant
-  prom --deployment T/N 'PROMQL' query the deployment's Prometheus under your grant (--range for a range query)
-  proxy clickhouse|prometheus    serve the deployment's ClickHouse or Prometheus on a loopback port (for curl, Grafana)
-  policy eval --input FILE       evaluate the access policy locally on a policy input
-  info                           print what an agent needs to join: control URL, broker name and key
-  audit search|show-session|export|public-key|verify   for security reviewers (see 'broker audit -h')
-  version                        print the version
+const description = `Tether broker: just-in-time, customer-approved access to BYOC deployments.
 
 Client commands read the CLI config from --config FILE, $TETHER_CONFIG or
 ~/.config/tether/cli.json (a dev broker writes DATA_DIR/cli.json, holding its
-bootstrap admin token; 'broker login' adds your own login to it).`
+bootstrap admin token; 'broker login' adds your own login to it). Commands
+that print take --output table|json (-o).`
+
+// env is what every command runs with.
+type env struct {
+	ctx            context.Context
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	opts           Options
+}
+
+// clientFlags is the flag of every command that calls the broker.
+type clientFlags struct {
+	Config string `placeholder:"FILE" help:"CLI config file (default $TETHER_CONFIG, else ~/.config/tether/cli.json)"`
+}
+
+// client returns a client of the broker the CLI config names.
+func (f clientFlags) client(ctx context.Context) (*brokerapi.Client, error) {
+	return client(ctx, f.Config)
+}
+
+// outputFlag is the flag of every command that prints a result.
+type outputFlag struct {
+	Output string `short:"o" default:"table" placeholder:"FORMAT" help:"output format: table or json"`
+}
+
+func (f outputFlag) check() error { return cli.CheckOutput(f.Output, "table", "json") }
+
+func (f outputFlag) json() bool { return f.Output == "json" }
 
 // Options are what a build of the broker binary plugs into its command
 // line.
@@ -70,78 +98,127 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // RunWith runs the broker command line of a build with opts.
 func RunWith(ctx context.Context, args []string, stdout, stderr io.Writer, opts Options) error {
-	if len(args) == 0 {
-		return cli.Usagef("no command given: want serve, login, whoami, deployment, audit, info or version (run 'broker help')")
-	}
-	switch args[0] {
-	case "serve":
-		return serve(ctx, args[1:], stdout, stderr, opts)
-	case "deployment", "deployments":
-		return deployment(ctx, args[1:], stdout)
-	case "info":
-		return info(ctx, args[1:], stdout)
-	case "login":
-		return login(ctx, args[1:], stdout, stderr)
-	case "logout":
-		return logout(args[1:], stdout)
-	case "whoami":
-		return whoami(ctx, args[1:], stdout)
-	case "ticket":
-		return ticket(ctx, args[1:], stdout)
-	case "network":
-		return network(ctx, args[1:], stdout, stderr)
-	case "audit":
-		return auditCmd(ctx, args[1:], stdout)
-	case "request", "requests":
-		return request(ctx, args[1:], stdout, stderr)
-	case "query":
-		return query(ctx, args[1:], os.Stdin, stdout, stderr)
-	case "prom":
-		return prom(ctx, args[1:], stdout, stderr)
-	case "proxy":
-		return proxyCmd(ctx, args[1:], stdout, stderr)
-	case "policy":
-		return policyCmd(ctx, args[1:], os.Stdin, stdout)
-	case "version":
-		fmt.Fprintln(stdout, "broker", version.Version)
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, usage)
-		return nil
-	default:
-		return cli.Usagef("unknown command %q: want serve, login, whoami, deployment, audit, info or version (run 'broker help')", args[0])
-	}
+	return run(ctx, args, os.Stdin, stdout, stderr, opts)
 }
 
-// serverFile is the broker's server configuration file (JSON).
-type serverFile struct {
-	DataDir           string           `json:"data_dir,omitempty"`
-	Listen            string           `json:"listen,omitempty"`
-	TLSCert           string           `json:"tls_cert,omitempty"`
-	TLSKey            string           `json:"tls_key,omitempty"`
-	StoreDriver       string           `json:"store_driver,omitempty"`
-	StoreDSN          string           `json:"store_dsn,omitempty"`
-	ControlURL        string           `json:"control_url,omitempty"`
-	AuthKey           string           `json:"auth_key,omitempty"`
-	Hostname          string           `json:"hostname,omitempty"`
-	AdminToken        string           `json:"admin_token,omitempty"` // gone; refused with a pointer to identity
-	Identity          *identity.Config `json:"identity,omitempty"`
-	PublicURL         string           `json:"public_url,omitempty"`
-	GitHub            *githubFile      `json:"github,omitempty"`
-	PolicyDir         string           `json:"policy_dir,omitempty"`
-	Webhooks          []notify.Webhook `json:"webhooks,omitempty"` // secret as env:/file: reference
-	PendingTimeout    string           `json:"pending_timeout,omitempty"`
-	AWSEndpointURL    string           `json:"aws_endpoint_url,omitempty"`
-	NetworkSealKey    string           `json:"network_seal_key,omitempty"` // file:/env: reference; the same on every broker sharing a database
-	Network           *networkFile     `json:"network,omitempty"`
-	HeartbeatInterval string           `json:"heartbeat_interval,omitempty"`
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, opts Options) error {
+	k, err := newParser(&brokerCLI{}, stdout, stderr, &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, opts: opts})
+	if err != nil {
+		return err
+	}
+	return cli.Run(k, args)
 }
 
-// networkFile is the broker config's "network" section.
-type networkFile struct {
+// newParser builds the broker's command line, parsing into g; e is bound
+// to each command's Run.
+func newParser(g *brokerCLI, stdout, stderr io.Writer, e *env) (*kong.Kong, error) {
+	return cli.New("broker", description, g, stdout, stderr, kong.Bind(e),
+		kong.Vars{"states": strings.Join(knownStates, ", ")})
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run(e *env) error {
+	fmt.Fprintln(e.stdout, "broker", version.Version)
+	return nil
+}
+
+// serverConfig is the broker server's configuration, declared once: the
+// json tag names a setting in the config file (serve --config), env its
+// environment variable, and each field kong does not skip is also a flag
+// of 'broker serve'. A flag wins over the environment and the
+// environment over the file; [serverConfig.overlay] is the one place
+// that order is applied. Secrets are in the file or the environment
+// only, as env:NAME or file:PATH references, never flags.
+type serverConfig struct {
+	DataDir           string        `json:"data_dir,omitempty" env:"TETHER_DATA_DIR" placeholder:"DIR" help:"directory for the broker's key, database and state"`
+	Listen            string        `json:"listen,omitempty" env:"TETHER_LISTEN" placeholder:"HOST:PORT" help:"API address (default 127.0.0.1:8443)"`
+	TLSCert           string        `json:"tls_cert,omitempty" env:"TETHER_TLS_CERT" name:"tls-cert" placeholder:"FILE" help:"TLS certificate (PEM) for the API"`
+	TLSKey            string        `json:"tls_key,omitempty" env:"TETHER_TLS_KEY" name:"tls-key" placeholder:"FILE" help:"TLS private key (PEM) for the API"`
+	HeartbeatInterval duration      `json:"heartbeat_interval,omitempty" name:"heartbeat-interval" placeholder:"DURATION" help:"how often agents report (default 5s)"`
+	PolicyDir         string        `json:"policy_dir,omitempty" env:"TETHER_POLICY_DIR" name:"policy-dir" placeholder:"DIR" help:"directory of .rego files replacing the embedded access policy; reloaded on change"`
+	AWSEndpointURL    string        `json:"aws_endpoint_url,omitempty" env:"TETHER_AWS_ENDPOINT_URL" name:"aws-endpoint-url" placeholder:"URL" help:"send network management's AWS calls here (a test endpoint such as moto_server)"`
+	Network           networkConfig `json:"network,omitempty" embed:"" prefix:"network-"`
+
+	// The file and the environment only.
+	StoreDriver    string           `json:"store_driver,omitempty" env:"TETHER_STORE_DRIVER" kong:"-"`
+	StoreDSN       string           `json:"store_dsn,omitempty" env:"TETHER_STORE_DSN" kong:"-"`
+	ControlURL     string           `json:"control_url,omitempty" env:"TETHER_CONTROL_URL" kong:"-"`
+	AuthKey        string           `json:"auth_key,omitempty" env:"TETHER_AUTH_KEY" kong:"-"`
+	Hostname       string           `json:"hostname,omitempty" env:"TETHER_HOSTNAME" kong:"-"`
+	PublicURL      string           `json:"public_url,omitempty" env:"TETHER_PUBLIC_URL" kong:"-"`
+	NetworkSealKey string           `json:"network_seal_key,omitempty" env:"TETHER_NETWORK_SEAL_KEY" kong:"-"` // the same on every broker sharing a database
+	AdminToken     string           `json:"admin_token,omitempty" env:"TETHER_ADMIN_TOKEN" kong:"-"`           // gone; refused with a pointer to identity
+	Identity       *identity.Config `json:"identity,omitempty" kong:"-"`
+	GitHub         *githubFile      `json:"github,omitempty" kong:"-"`
+	Webhooks       []notify.Webhook `json:"webhooks,omitempty" kong:"-"` // secret as env:/file: reference
+	PendingTimeout duration         `json:"pending_timeout,omitempty" kong:"-"`
+}
+
+// networkConfig is the broker config's "network" section.
+type networkConfig struct {
 	// PrivateDomain is the vendor's domain for private ingress hostnames;
 	// private ingress is refused without it.
-	PrivateDomain string `json:"private_domain,omitempty"`
+	PrivateDomain string `json:"private_domain,omitempty" env:"TETHER_NETWORK_PRIVATE_DOMAIN" name:"private-domain" placeholder:"DOMAIN" help:"the vendor's domain for private ingress hostnames, such as aws.example.com; private ingress is refused without it (config network.private_domain)"`
+}
+
+func (serverConfig) Validate() error { return nil } // broker.Config.Validate checks the merged result
+
+// duration is a time.Duration written as "30s" in the config file, the
+// environment and flags alike.
+type duration time.Duration
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q: want a duration such as 30s", b)
+	}
+	*d = duration(v)
+	return nil
+}
+
+func (d duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+// overlay sets on c, read from the config file, the settings given in
+// the environment and then those given as flags (in flags, which kong
+// filled): flag > env > file. A setting counts as given when it is not
+// empty.
+func (c *serverConfig) overlay(flags *serverConfig, getenv func(string) string) error {
+	return overlay(reflect.ValueOf(c).Elem(), reflect.ValueOf(flags).Elem(), getenv)
+}
+
+func overlay(dst, flags reflect.Value, getenv func(string) string) error {
+	t := dst.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		d, fl := dst.Field(i), flags.Field(i)
+		if f.Type.Kind() == reflect.Struct {
+			if err := overlay(d, fl, getenv); err != nil {
+				return err
+			}
+			continue
+		}
+		if name := f.Tag.Get("env"); name != "" {
+			if v := getenv(name); v != "" {
+				switch {
+				case reflect.PointerTo(f.Type).Implements(textUnmarshaler):
+					if err := d.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(v)); err != nil {
+						return fmt.Errorf("$%s: %w", name, err)
+					}
+				case f.Type.Kind() == reflect.String:
+					d.SetString(v)
+				default:
+					return fmt.Errorf("$%s: %s is not a setting the environment can hold", name, f.Name)
+				}
+			}
+		}
+		if f.Tag.Get("kong") != "-" && !fl.IsZero() {
+			d.Set(fl)
+		}
+	}
+	return nil
 }
 
 // githubFile is the broker config's "github" section.
@@ -174,270 +251,280 @@ func (g githubFile) config() (ghub.Config, error) {
 	return c, nil
 }
 
-func (serverFile) Validate() error { return nil } // broker.Config.Validate checks the merged result
+type serveCmd struct {
+	Config       string        `placeholder:"FILE" help:"server configuration file (JSON); see deploy/broker.example.json"`
+	Dev          bool          `help:"dev mode, in bin/broker-dev only: in-process tailnet, SQLite, bootstrap admin token"`
+	DevAddr      string        `name:"dev-addr" placeholder:"IP" help:"dev mode, in bin/broker-dev only: IPv4 address the dev tailnet binds to (default 127.0.0.1)"`
+	PairingTTL   time.Duration `name:"pairing-ttl" placeholder:"DURATION" help:"pairing token lifetime (default 15m)"`
+	LogLevel     string        `default:"info" placeholder:"LEVEL" help:"debug, info, warn or error"`
+	serverConfig `embed:""`
+}
 
-const serveUsage = `Usage: broker serve [--dev] [--data-dir DIR] [--listen HOST:PORT] [--config FILE]
-
-Runs the broker. --dev is in the dev build only (bin/broker-dev, which
+func (serveCmd) Help() string {
+	return `Runs the broker. --dev is in the dev build only (bin/broker-dev, which
 'make build' writes beside bin/broker). With --dev it starts a private
 tailnet in-process on loopback and writes DIR/join.json (for agents) and
-DIR/cli.json (for the CLI).
-With --dev it also serves an OpenID Connect provider with dev users at
-/dev/idp ('broker login --dev-user engineer@vendor.test').
+DIR/cli.json (for the CLI). With --dev it also serves an OpenID Connect
+provider with dev users at /dev/idp ('broker login --dev-user
+engineer@vendor.test').
+
 Without --dev it joins a real tailnet and trusts real identity providers:
 set control_url, auth_key and identity in the config file (control_url and
 auth_key also as TETHER_CONTROL_URL and TETHER_AUTH_KEY; secrets as env:NAME
-or file:PATH). See deploy/broker.example.json.`
+or file:PATH). See deploy/broker.example.json.
 
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer, opts Options) error {
-	fs := cli.NewFlagSet("broker serve")
-	var (
-		dev         = fs.Bool("dev", false, "dev mode, in bin/broker-dev only: in-process tailnet, SQLite, bootstrap admin token")
-		dataDir     = fs.String("data-dir", "", "directory for the broker's key, database and state (env TETHER_DATA_DIR)")
-		listen      = fs.String("listen", "", "API address (default 127.0.0.1:8443; env TETHER_LISTEN)")
-		cfgFile     = fs.String("config", "", "server configuration file (JSON)")
-		tlsCert     = fs.String("tls-cert", "", "TLS certificate (PEM) for the API")
-		tlsKey      = fs.String("tls-key", "", "TLS private key (PEM) for the API")
-		devAddr     = fs.String("dev-addr", "", "dev mode, in bin/broker-dev only: IPv4 address the dev tailnet binds to (default 127.0.0.1)")
-		heartbeat   = fs.Duration("heartbeat-interval", 0, "how often agents report (default 5s)")
-		pairTTL     = fs.Duration("pairing-ttl", 0, "pairing token lifetime (default 15m)")
-		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
-		privDomain  = fs.String("network-private-domain", "", "the vendor's domain for private ingress hostnames, such as aws.example.com; private ingress is refused without it (config network.private_domain; env TETHER_NETWORK_PRIVATE_DOMAIN)")
-		awsEndpoint = fs.String("aws-endpoint-url", "", "send network management's AWS calls here (a test endpoint such as moto_server; env TETHER_AWS_ENDPOINT_URL)")
-		policyDir   = fs.String("policy-dir", "", "directory of .rego files replacing the embedded access policy; reloaded on change (env TETHER_POLICY_DIR)")
-	)
-	pos, err := cli.Parse(fs, args, stdout, serveUsage)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker serve: unexpected argument %q", pos[0])
-	}
-	if (*dev || *devAddr != "") && opts.Dev == nil {
-		return cli.Usagef("broker serve: --dev is not in this build: the production broker links no dev tailnet or dev identity provider; run bin/broker-dev serve --dev (make build writes it; make run starts it)")
-	}
-	log, err := cli.NewLogger(stderr, *logLevel)
-	if err != nil {
-		return err
-	}
-	var f serverFile
-	if *cfgFile != "" {
-		if err := config.Load(*cfgFile, &f); err != nil {
-			return err
+Every setting is taken from its flag, else its TETHER_* environment
+variable, else the config file (docs/cli.md lists them).`
+}
+
+// brokerConfig merges the flags, the environment and the config file
+// into the broker's configuration.
+func (c *serveCmd) brokerConfig(getenv func(string) string) (broker.Config, error) {
+	var f serverConfig
+	if c.Config != "" {
+		if err := config.Load(c.Config, &f); err != nil {
+			return broker.Config{}, err
 		}
 	}
-	pick := func(flagVal, env, fileVal string) string {
-		if flagVal != "" {
-			return flagVal
-		}
-		if v := os.Getenv(env); v != "" {
-			return v
-		}
-		return fileVal
+	if err := f.overlay(&c.serverConfig, getenv); err != nil {
+		return broker.Config{}, cli.Usagef("broker serve: %v", err)
+	}
+	if f.AdminToken != "" {
+		return broker.Config{}, cli.Usagef("broker serve: admin_token (TETHER_ADMIN_TOKEN) is no longer accepted: people sign in with OpenID Connect; name admins by subject in identity.issuers[vendor].admins (see deploy/broker.example.json)")
 	}
 	cfg := broker.Config{
-		DataDir:        pick(*dataDir, "TETHER_DATA_DIR", f.DataDir),
-		Listen:         pick(*listen, "TETHER_LISTEN", f.Listen),
-		TLSCert:        pick(*tlsCert, "TETHER_TLS_CERT", f.TLSCert),
-		TLSKey:         pick(*tlsKey, "TETHER_TLS_KEY", f.TLSKey),
-		StoreDriver:    pick("", "TETHER_STORE_DRIVER", f.StoreDriver),
-		StoreDSN:       pick("", "TETHER_STORE_DSN", f.StoreDSN),
-		ControlURL:     pick("", "TETHER_CONTROL_URL", f.ControlURL),
-		AuthKey:        pick("", "TETHER_AUTH_KEY", f.AuthKey),
-		Hostname:       pick("", "TETHER_HOSTNAME", f.Hostname),
-		PublicURL:      pick("", "TETHER_PUBLIC_URL", f.PublicURL),
-		PolicyDir:      pick(*policyDir, "TETHER_POLICY_DIR", f.PolicyDir),
-		Webhooks:       f.Webhooks,
-		AWSEndpointURL: pick(*awsEndpoint, "TETHER_AWS_ENDPOINT_URL", f.AWSEndpointURL),
-		NetworkSealKey: pick("", "TETHER_NETWORK_SEAL_KEY", f.NetworkSealKey),
-		NetworkPrivateDomain: pick(*privDomain, "TETHER_NETWORK_PRIVATE_DOMAIN", func() string {
-			if f.Network == nil {
-				return ""
-			}
-			return f.Network.PrivateDomain
-		}()),
-		PairingTTL: *pairTTL,
-		Version:    version.Version,
-		Logger:     log,
-	}
-	if *dev {
-		cfg.Dev = opts.Dev(*devAddr)
-	}
-	cfg.HeartbeatInterval = *heartbeat
-	if cfg.HeartbeatInterval == 0 && f.HeartbeatInterval != "" {
-		if cfg.HeartbeatInterval, err = time.ParseDuration(f.HeartbeatInterval); err != nil {
-			return fmt.Errorf("%s: heartbeat_interval %q: want a duration such as 5s", *cfgFile, f.HeartbeatInterval)
-		}
-	}
-	if f.AdminToken != "" || os.Getenv("TETHER_ADMIN_TOKEN") != "" {
-		return cli.Usagef("broker serve: admin_token (TETHER_ADMIN_TOKEN) is no longer accepted: people sign in with OpenID Connect; name admins by subject in identity.issuers[vendor].admins (see deploy/broker.example.json)")
+		DataDir:              f.DataDir,
+		Listen:               f.Listen,
+		TLSCert:              f.TLSCert,
+		TLSKey:               f.TLSKey,
+		StoreDriver:          f.StoreDriver,
+		StoreDSN:             f.StoreDSN,
+		ControlURL:           f.ControlURL,
+		AuthKey:              f.AuthKey,
+		Hostname:             f.Hostname,
+		PublicURL:            f.PublicURL,
+		PolicyDir:            f.PolicyDir,
+		Webhooks:             f.Webhooks,
+		AWSEndpointURL:       f.AWSEndpointURL,
+		NetworkSealKey:       f.NetworkSealKey,
+		NetworkPrivateDomain: f.Network.PrivateDomain,
+		HeartbeatInterval:    time.Duration(f.HeartbeatInterval),
+		PendingTimeout:       time.Duration(f.PendingTimeout),
+		PairingTTL:           c.PairingTTL,
+		Version:              version.Version,
 	}
 	if f.Identity != nil {
 		cfg.Identity = *f.Identity
 	}
-	if f.PendingTimeout != "" {
-		if cfg.PendingTimeout, err = time.ParseDuration(f.PendingTimeout); err != nil {
-			return cli.Usagef("broker serve: %s: pending_timeout %q: want a duration such as 24h", *cfgFile, f.PendingTimeout)
-		}
-	}
 	if f.GitHub != nil {
 		gc, err := f.GitHub.config()
 		if err != nil {
-			return cli.Usagef("broker serve: %s: %v", *cfgFile, err)
+			return cfg, cli.Usagef("broker serve: %s: %v", c.Config, err)
 		}
 		cfg.GitHub = &gc
+	}
+	return cfg, nil
+}
+
+func (c *serveCmd) Run(e *env) error {
+	if (c.Dev || c.DevAddr != "") && e.opts.Dev == nil {
+		return cli.Usagef("broker serve: --dev is not in this build: the production broker links no dev tailnet or dev identity provider; run bin/broker-dev serve --dev (make build writes it; make run starts it)")
+	}
+	log, err := cli.NewLogger(e.stderr, c.LogLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := c.brokerConfig(os.Getenv)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	if c.Dev {
+		cfg.Dev = e.opts.Dev(c.DevAddr)
 	}
 	if err := cfg.Validate(); err != nil {
 		return cli.Usagef("broker serve: %v", err)
 	}
-	b, err := broker.New(ctx, cfg)
+	b, err := broker.New(e.ctx, cfg)
 	if err != nil {
 		return err
 	}
-	return b.Run(ctx)
+	return b.Run(e.ctx)
 }
 
-func deployment(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return cli.Usagef("deployment: want a subcommand: create, list, show, pairing-token or ping")
-	}
-	sub, args := args[0], args[1:]
-	fs := cli.NewFlagSet("broker deployment " + sub)
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	var (
-		tenant, name, region *string
-		count                *int
-	)
-	var subUsage string
-	switch sub {
-	case "set":
-		return deploymentSet(ctx, args, stdout)
-	case "revoke-agent":
-		return revokeAgent(ctx, args, stdout)
-	case "create":
-		tenant = fs.String("tenant", "", "tenant (customer) the deployment belongs to, a DNS label")
-		name = fs.String("name", "", "deployment name, a DNS label unique within the tenant")
-		region = fs.String("region", "", "cloud region, e.g. us-east-1 (optional)")
-		subUsage = "Usage: broker deployment create --tenant T --name N [--region R] [--output table|json]"
-	case "list":
-		subUsage = "Usage: broker deployment list [--output table|json]"
-	case "show":
-		subUsage = "Usage: broker deployment show ID|TENANT/NAME [--output table|json]"
-	case "pairing-token":
-		subUsage = "Usage: broker deployment pairing-token ID|TENANT/NAME [--output table|json]"
-	case "ping":
-		count = fs.Int("count", 3, "number of calls (1-100)")
-		subUsage = "Usage: broker deployment ping ID|TENANT/NAME [--count N] [--output table|json]"
-	default:
-		return cli.Usagef("unknown command 'deployment %s': want create, list, show, set, pairing-token, revoke-agent or ping", sub)
-	}
-	pos, err := cli.Parse(fs, args, stdout, subUsage)
-	if err != nil {
-		return err
-	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
-		return err
-	}
-	wantArgs := 0
-	if sub == "show" || sub == "pairing-token" || sub == "ping" {
-		wantArgs = 1
-	}
-	if len(pos) != wantArgs {
-		if wantArgs == 0 {
-			return cli.Usagef("broker deployment %s: unexpected argument %q", sub, pos[0])
-		}
-		return cli.Usagef("broker deployment %s: want exactly one deployment, as an ID or TENANT/NAME", sub)
-	}
-	c, err := client(ctx, *cfgPath)
-	if err != nil {
-		return err
-	}
-	asJSON := *output == "json"
-	switch sub {
-	case "create":
-		if *tenant == "" || *name == "" {
-			return cli.Usagef("broker deployment create: --tenant and --name are required")
-		}
-		res, err := c.CreateDeployment(ctx, brokerapi.CreateDeploymentRequest{Tenant: *tenant, Name: *name, Region: *region})
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return printJSON(stdout, res)
-		}
-		fmt.Fprintf(stdout, "Created deployment %s/%s (id %s).\n", res.Deployment.Tenant, res.Deployment.Name, res.Deployment.ID)
-		printToken(stdout, res.Pairing)
-		return nil
-	case "list":
-		ds, err := c.ListDeployments(ctx)
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return printJSON(stdout, brokerapi.ListDeploymentsResponse{Deployments: ds})
-		}
-		printTable(stdout, ds)
-		return nil
-	case "show":
-		d, err := c.GetDeployment(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return printJSON(stdout, d)
-		}
-		printDeployment(stdout, d)
-		return nil
-	case "pairing-token":
-		t, err := c.NewPairingToken(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return printJSON(stdout, t)
-		}
-		printToken(stdout, t)
-		return nil
-	default: // ping
-		res, err := c.Ping(ctx, pos[0], *count)
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return printJSON(stdout, res)
-		}
-		fmt.Fprintf(stdout, "agent %s (version %s) answered %d signed calls over the tailnet: %s\n", res.AgentID, res.Version, len(res.RTTs), strings.Join(res.RTTs, " "))
-		return nil
-	}
+// deploymentCmd is 'broker deployment'.
+type deploymentCmd struct {
+	Create       deploymentCreateCmd `cmd:"" help:"create a deployment and print its one-time pairing token"`
+	List         deploymentListCmd   `cmd:"" help:"list deployments and their agents"`
+	Show         deploymentShowCmd   `cmd:"" help:"show one deployment"`
+	Set          deploymentSetCmd    `cmd:"" help:"change a deployment's settings: approval mode, labels, freeze and maintenance windows"`
+	PairingToken deploymentTokenCmd  `cmd:"" help:"issue a new pairing token (to re-pair an agent)"`
+	RevokeAgent  revokeAgentCmd      `cmd:"" help:"cut the deployment's agent off at once"`
+	Ping         deploymentPingCmd   `cmd:"" help:"call the deployment's agent over the tailnet"`
+	HelpCmd      cli.HelpCmd         `cmd:"" name:"help" hidden:""`
 }
 
-func info(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker info")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker info [--output table|json]")
+type deploymentCreateCmd struct {
+	Tenant string `placeholder:"T" help:"tenant (customer) the deployment belongs to, a DNS label (required)"`
+	Name   string `placeholder:"N" help:"deployment name, a DNS label unique within the tenant (required)"`
+	Region string `placeholder:"R" help:"cloud region, e.g. us-east-1 (optional)"`
+	clientFlags
+	outputFlag
+}
+
+func (c *deploymentCreateCmd) Run(e *env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	if c.Tenant == "" || c.Name == "" {
+		return cli.Usagef("broker deployment create: --tenant and --name are required")
+	}
+	cl, err := c.client(e.ctx)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker info: unexpected argument %q", pos[0])
-	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
-		return err
-	}
-	c, err := client(ctx, *cfgPath)
+	res, err := cl.CreateDeployment(e.ctx, brokerapi.CreateDeploymentRequest{Tenant: c.Tenant, Name: c.Name, Region: c.Region})
 	if err != nil {
 		return err
 	}
-	bi, err := c.Broker(ctx)
+	if c.json() {
+		return printJSON(e.stdout, res)
+	}
+	fmt.Fprintf(e.stdout, "Created deployment %s/%s (id %s).\n", res.Deployment.Tenant, res.Deployment.Name, res.Deployment.ID)
+	printToken(e.stdout, res.Pairing)
+	return nil
+}
+
+type deploymentListCmd struct {
+	clientFlags
+	outputFlag
+}
+
+func (c *deploymentListCmd) Run(e *env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	cl, err := c.client(e.ctx)
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
-		return printJSON(stdout, bi)
+	ds, err := cl.ListDeployments(e.ctx)
+	if err != nil {
+		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	if c.json() {
+		return printJSON(e.stdout, brokerapi.ListDeploymentsResponse{Deployments: ds})
+	}
+	printTable(e.stdout, ds)
+	return nil
+}
+
+// deploymentArg is the one deployment a command acts on.
+type deploymentArg struct {
+	Deployment string `arg:"" name:"deployment" placeholder:"ID|TENANT/NAME" help:"the deployment, as its ID or TENANT/NAME"`
+}
+
+func (deploymentArg) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want exactly one deployment, as an ID or TENANT/NAME", cmd)
+}
+
+type deploymentShowCmd struct {
+	deploymentArg
+	clientFlags
+	outputFlag
+}
+
+func (c *deploymentShowCmd) Run(e *env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	cl, err := c.client(e.ctx)
+	if err != nil {
+		return err
+	}
+	d, err := cl.GetDeployment(e.ctx, c.Deployment)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return printJSON(e.stdout, d)
+	}
+	printDeployment(e.stdout, d)
+	return nil
+}
+
+type deploymentTokenCmd struct {
+	deploymentArg
+	clientFlags
+	outputFlag
+}
+
+func (c *deploymentTokenCmd) Run(e *env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	cl, err := c.client(e.ctx)
+	if err != nil {
+		return err
+	}
+	t, err := cl.NewPairingToken(e.ctx, c.Deployment)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return printJSON(e.stdout, t)
+	}
+	printToken(e.stdout, t)
+	return nil
+}
+
+type deploymentPingCmd struct {
+	deploymentArg
+	Count int `default:"3" placeholder:"N" help:"number of calls (1-100)"`
+	clientFlags
+	outputFlag
+}
+
+func (c *deploymentPingCmd) Run(e *env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	cl, err := c.client(e.ctx)
+	if err != nil {
+		return err
+	}
+	res, err := cl.Ping(e.ctx, c.Deployment, c.Count)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return printJSON(e.stdout, res)
+	}
+	fmt.Fprintf(e.stdout, "agent %s (version %s) answered %d signed calls over the tailnet: %s\n", res.AgentID, res.Version, len(res.RTTs), strings.Join(res.RTTs, " "))
+	return nil
+}
+
+type infoCmd struct {
+	clientFlags
+	outputFlag
+}
+
+func (c *infoCmd) Run(e *env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	cl, err := c.client(e.ctx)
+	if err != nil {
+		return err
+	}
+	bi, err := cl.Broker(e.ctx)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return printJSON(e.stdout, bi)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Version:\t%s\n", bi.Version)
 	fmt.Fprintf(tw, "Control URL:\t%s\n", bi.ControlURL)
 	fmt.Fprintf(tw, "Broker name:\t%s\n", bi.TailnetName)
@@ -540,38 +627,46 @@ func orDash(s string) string {
 	return s
 }
 
-func ticket(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] != "check" {
-		return cli.Usagef("ticket: want 'broker ticket check OWNER/REPO#N'")
-	}
-	fs := cli.NewFlagSet("broker ticket check")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG, else ~/.config/tether/cli.json)")
-	output := fs.String("output", "table", "output format: table or json")
-	pos, err := cli.Parse(fs, args[1:], stdout, "Usage: broker ticket check OWNER/REPO#N [--output table|json]\n\nAsks the broker to verify a ticket at GitHub: it must exist, be an issue (not a pull\nrequest) and be open. Prints its labels and assignees, which policy sees.")
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return cli.Usagef("broker ticket check: want exactly one ticket, as OWNER/REPO#N")
-	}
-	if _, err := ghub.ParseTicketRef(pos[0]); err != nil {
+// ticketCmd is 'broker ticket'.
+type ticketCmd struct {
+	Check   ticketCheckCmd `cmd:"" help:"verify a GitHub ticket as a request would: exists, an issue, open"`
+	HelpCmd cli.HelpCmd    `cmd:"" name:"help" hidden:""`
+}
+
+type ticketCheckCmd struct {
+	Ticket string `arg:"" placeholder:"OWNER/REPO#N" help:"the ticket, a GitHub issue"`
+	clientFlags
+	outputFlag
+}
+
+func (ticketCheckCmd) Help() string {
+	return `Asks the broker to verify a ticket at GitHub: it must exist, be an issue (not a pull
+request) and be open. Prints its labels and assignees, which policy sees.`
+}
+
+func (ticketCheckCmd) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want exactly one ticket, as OWNER/REPO#N", cmd)
+}
+
+func (c *ticketCheckCmd) Run(e *env) error {
+	if _, err := ghub.ParseTicketRef(c.Ticket); err != nil {
 		return cli.Usagef("broker ticket check: %v", err)
 	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+	if err := c.check(); err != nil {
 		return err
 	}
-	c, err := client(ctx, *cfgPath)
+	cl, err := c.client(e.ctx)
 	if err != nil {
 		return err
 	}
-	t, err := c.Ticket(ctx, pos[0])
+	t, err := cl.Ticket(e.ctx, c.Ticket)
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
-		return printJSON(stdout, t)
+	if c.json() {
+		return printJSON(e.stdout, t)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Ticket:\t%s (%s)\n", t.Ref, t.State)
 	fmt.Fprintf(tw, "Title:\t%s\n", t.Title)
 	fmt.Fprintf(tw, "URL:\t%s\n", t.URL)

@@ -9,7 +9,7 @@ import (
 // TestExampleServerConfig: the example config an operator starts from
 // loads and its identity section is valid.
 func TestExampleServerConfig(t *testing.T) {
-	var f serverFile
+	var f serverConfig
 	if err := config.Load("../../deploy/broker.example.json", &f); err != nil {
 		t.Fatalf("load example: %v", err)
 	}

@@ -26,9 +26,16 @@ import (
 	"github.com/tetherhq/tether/internal/config"
 )
 
-const loginUsage = `Usage: broker login [--issuer NAME] [--dev-user EMAIL] [--api-url URL] [--config FILE]
+type loginCmd struct {
+	clientFlags
+	APIURL  string        `name:"api-url" placeholder:"URL" help:"broker API URL, when the CLI config does not exist yet"`
+	Issuer  string        `placeholder:"NAME" help:"identity provider to sign in with, as the broker names it (default: the vendor's)"`
+	DevUser string        `name:"dev-user" placeholder:"EMAIL" help:"dev brokers only: log in as this built-in user, e.g. approver@acme.test"`
+	Timeout time.Duration `default:"10m" help:"how long to wait for you to finish signing in"`
+}
 
-Signs you in with an identity provider the broker trusts and keeps your
+func (loginCmd) Help() string {
+	return `Signs you in with an identity provider the broker trusts and keeps your
 tokens in the CLI config (mode 0600). Vendor staff use the vendor issuer
 (the default); a customer's approvers pick their company's issuer with
 --issuer. Where the provider offers the device flow (RFC 8628) you get a
@@ -40,25 +47,15 @@ only); its tokens are checked exactly like any other.
 
 Without an existing CLI config, give --api-url; the config is written to
 --config, $TETHER_CONFIG or ~/.config/tether/cli.json.`
+}
 
 // idpTimeout bounds each request to an identity provider.
 const idpTimeout = 15 * time.Second
 
-func login(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("broker login")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG, else ~/.config/tether/cli.json)")
-	apiURL := fs.String("api-url", "", "broker API URL, when the CLI config does not exist yet")
-	issuerName := fs.String("issuer", "", "identity provider to sign in with, as the broker names it (default: the vendor's)")
-	devUser := fs.String("dev-user", "", "dev brokers only: log in as this built-in user, e.g. approver@acme.test")
-	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for you to finish signing in")
-	pos, err := cli.Parse(fs, args, stdout, loginUsage)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker login: unexpected argument %q", pos[0])
-	}
-	path := configPath(*cfgPath)
+func (cmd *loginCmd) Run(e *env) error {
+	ctx, stdout, stderr := e.ctx, e.stdout, e.stderr
+	apiURL, issuerName, devUser := &cmd.APIURL, &cmd.Issuer, &cmd.DevUser
+	path := configPath(cmd.Config)
 	var cfg config.CLI
 	switch err := loadCLIConfigFile(path, &cfg); {
 	case err == nil:
@@ -72,7 +69,7 @@ func login(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, cmd.Timeout)
 	defer cancel()
 
 	anon, err := brokerapi.NewAnonymousClient(cfg.APIURL, cfg.CAFile)
@@ -478,22 +475,18 @@ func refreshLogin(ctx context.Context, path string, cfg *config.CLI) error {
 	return saveCLIConfig(path, *cfg)
 }
 
-const logoutUsage = `Usage: broker logout [--config FILE]
+type logoutCmd struct {
+	clientFlags
+}
 
-Removes your login's tokens from the CLI config. (On a dev broker the CLI
+func (logoutCmd) Help() string {
+	return `Removes your login's tokens from the CLI config. (On a dev broker the CLI
 then falls back to the bootstrap admin token in the same file.)`
+}
 
-func logout(args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker logout")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG, else ~/.config/tether/cli.json)")
-	pos, err := cli.Parse(fs, args, stdout, logoutUsage)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker logout: unexpected argument %q", pos[0])
-	}
-	path := configPath(*cfgPath)
+func (c *logoutCmd) Run(e *env) error {
+	stdout := e.stdout
+	path := configPath(c.Config)
 	var cfg config.CLI
 	if err := loadCLIConfigFile(path, &cfg); err != nil {
 		return err
@@ -514,21 +507,21 @@ func logout(args []string, stdout io.Writer) error {
 	return nil
 }
 
-func whoami(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker whoami")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG, else ~/.config/tether/cli.json)")
-	output := fs.String("output", "table", "output format: table or json")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker whoami [--output table|json]\n\nShows who the broker takes you for: subject, issuer, tenant and roles.")
-	if err != nil {
+type whoamiCmd struct {
+	clientFlags
+	outputFlag
+}
+
+func (whoamiCmd) Help() string {
+	return "Shows who the broker takes you for: subject, issuer, tenant and roles."
+}
+
+func (cmd *whoamiCmd) Run(e *env) error {
+	ctx, stdout := e.ctx, e.stdout
+	if err := cmd.check(); err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker whoami: unexpected argument %q", pos[0])
-	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
-		return err
-	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -536,7 +529,7 @@ func whoami(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if cmd.json() {
 		return printJSON(stdout, w)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

@@ -1,44 +1,59 @@
 package brokercli
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/cli"
 )
 
-const networkUsage = `Usage: broker network COMMAND [flags]
+// networkCmd is 'broker network'.
+type networkCmd struct {
+	Register      networkRegisterCmd      `cmd:"" help:"register an AWS account, its role and VPCs to a tenant"`
+	Registrations networkRegistrationsCmd `cmd:"" help:"list registrations"`
+	Confirm       networkRegistrationCmd  `cmd:"" help:"confirm an admin's registration (approvers)"`
+	Unregister    networkRegistrationCmd  `cmd:"" help:"remove a registration"`
+	Configure     networkConfigureCmd     `cmd:"" help:"set a deployment's BYOC network: account, region, VPC, role (admins)"`
+	Peering       networkChangeCmd        `cmd:"" help:"VPC peering with a registered VPC: plan, request, apply, status, teardown"`
+	Ingress       ingressCmd              `cmd:"" help:"the private ingress endpoint: plan, request, enable, status, disable"`
+	HelpCmd       cli.HelpCmd             `cmd:"" name:"help" hidden:""`
+}
 
-Manages a BYOC deployment's network: VPC peering with a customer's VPC and
+func (networkCmd) Help() string {
+	return `Manages a BYOC deployment's network: VPC peering with a customer's VPC and
 the private ingress endpoint, planned, approved and applied like access.
 Tether touches only AWS accounts registered to the deployment's tenant.
 
-  register --tenant T --account ID --role-arn ARN --vpc vpc-… [--vpc …]...
-           [--route-table rtb-…]... [--peer-cidr CIDR]...
-           registers an account, its role and VPCs to a tenant (its approvers;
-           an admin's registration waits for an approver's 'confirm'). The
-           answer shows the role's external ID once, for its CloudFormation
-           stack (ExternalId parameter); the broker never shows it again.
-  registrations [--tenant T]                   lists registrations
-  confirm ID                                   confirms an admin's registration (approvers)
-  unregister ID                                removes a registration
-  configure --deployment T/N --account ID --region R --vpc vpc-… --role-arn ARN
-            [--route-table rtb-…]... [--lb-tag k=v]... [--private-hostname H]  (admins)
-  peering plan    --deployment T/N PEER       what an apply would do (nothing changes)
-  peering request --deployment T/N PEER --duration 2h --reason TEXT [--ticket O/R#N]
-                  [--outside-maintenance-window] [--wait]
-  peering apply|status|teardown --request ID  carry out, check (ok/missing/drifted), remove
-  ingress plan|request ...                    as for peering, for the private endpoint
-  ingress enable|status|disable --request ID
+A peer is given as --peer-account ID --peer-vpc vpc-… --peer-region R
+--peer-role-arn ARN [--peer-route-table rtb-…]..., all registered to the
+deployment's tenant.`
+}
 
-PEER is --peer-account ID --peer-vpc vpc-… --peer-region R --peer-role-arn ARN
-[--peer-route-table rtb-…]..., all registered to the deployment's tenant.`
+// networkChangeCmd is 'broker network peering'.
+type networkChangeCmd struct {
+	Plan     networkPlanCmd    `cmd:"" help:"what an apply would do (nothing changes)"`
+	Request  networkRequestCmd `cmd:"" help:"ask for the change, to be approved like access"`
+	Apply    networkActCmd     `cmd:"" help:"carry out an approved change"`
+	Status   networkActCmd     `cmd:"" help:"check an applied change: ok, missing or drifted"`
+	Teardown networkActCmd     `cmd:"" help:"remove an applied change"`
+	HelpCmd  cli.HelpCmd       `cmd:"" name:"help" hidden:""`
+}
+
+// ingressCmd is 'broker network ingress'.
+type ingressCmd struct {
+	Plan    networkPlanCmd    `cmd:"" help:"what an enable would do (nothing changes)"`
+	Request networkRequestCmd `cmd:"" help:"ask for the endpoint, to be approved like access"`
+	Enable  networkActCmd     `cmd:"" help:"carry out an approved change"`
+	Status  networkActCmd     `cmd:"" help:"check an enabled endpoint: ok, missing or drifted"`
+	Disable networkActCmd     `cmd:"" help:"remove an enabled endpoint"`
+	HelpCmd cli.HelpCmd       `cmd:"" name:"help" hidden:""`
+}
 
 // noExternalID refuses an external ID given on the command line: the
 // broker makes each registered role's, and holds it.
@@ -46,107 +61,58 @@ func noExternalID(flagName string) error {
 	return cli.Usagef("--%s is no longer accepted: the broker makes each role's external ID when its account is registered ('broker network register'), shows it once for the role's CloudFormation stack, and uses it itself", flagName)
 }
 
-type multi []string
-
-func (m *multi) String() string     { return strings.Join(*m, ",") }
-func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
-
+// peerFlags name the peer VPC of a network change.
 type peerFlags struct {
-	account, vpc, region, roleARN, externalID string
-	routeTables                               multi
-}
-
-// externalIDFlag is a refused flag: set at all, it is an error.
-type externalIDFlag struct{ set *bool }
-
-func (f externalIDFlag) String() string   { return "" }
-func (f externalIDFlag) Set(string) error { *f.set = true; return nil }
-
-func (p *peerFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&p.account, "peer-account", "", "the peer's 12-digit AWS account ID")
-	fs.StringVar(&p.vpc, "peer-vpc", "", "the peer VPC, vpc-…")
-	fs.StringVar(&p.region, "peer-region", "", "the peer VPC's region, e.g. us-east-1")
-	fs.StringVar(&p.roleARN, "peer-role-arn", "", "the role Tether assumes in the peer account (deploy/aws/tether-network-role.yaml)")
-	fs.StringVar(&p.externalID, "peer-external-id", "", "no longer accepted: the broker holds the registered role's external ID")
-	fs.Var(&p.routeTables, "peer-route-table", "a peer route table that needs ClickHouse (repeat; default all of the VPC's)")
-	fs.Func("peer-route-tables", "peer route tables that need ClickHouse, comma-separated", func(v string) error {
-		for _, rt := range strings.Split(v, ",") {
-			if rt = strings.TrimSpace(rt); rt != "" {
-				p.routeTables = append(p.routeTables, rt)
-			}
-		}
-		return nil
-	})
+	Account     string   `name:"peer-account" placeholder:"ID" help:"the peer's 12-digit AWS account ID"`
+	VPC         string   `name:"peer-vpc" placeholder:"vpc-…" help:"the peer VPC"`
+	Region      string   `name:"peer-region" placeholder:"R" help:"the peer VPC's region, e.g. us-east-1"`
+	RoleARN     string   `name:"peer-role-arn" placeholder:"ARN" help:"the role Tether assumes in the peer account (deploy/aws/tether-network-role.yaml)"`
+	ExternalID  string   `name:"peer-external-id" hidden:"" help:"no longer accepted: the broker holds the registered role's external ID"`
+	RouteTable  []string `name:"peer-route-table" sep:"none" placeholder:"rtb-…" help:"a peer route table that needs ClickHouse (repeat; default all of the VPC's)"`
+	RouteTables []string `name:"peer-route-tables" placeholder:"rtb-…,…" help:"peer route tables that need ClickHouse, comma-separated"`
 }
 
 func (p *peerFlags) spec(kind string) (brokerapi.PeeringSpec, error) {
-	if p.externalID != "" {
+	if p.ExternalID != "" {
 		return brokerapi.PeeringSpec{}, noExternalID("peer-external-id")
 	}
-	if p.account == "" || p.vpc == "" || p.region == "" || p.roleARN == "" {
+	if p.Account == "" || p.VPC == "" || p.Region == "" || p.RoleARN == "" {
 		return brokerapi.PeeringSpec{}, cli.Usagef("--peer-account, --peer-vpc, --peer-region and --peer-role-arn are required (of a VPC registered to the deployment's tenant: 'broker network registrations')")
 	}
-	return brokerapi.PeeringSpec{Kind: kind, AccountID: p.account, Region: p.region, VPCID: p.vpc, RoleARN: p.roleARN,
-		RouteTableIDs: p.routeTables}, nil
+	var rts []string
+	for _, rt := range append(p.RouteTable, p.RouteTables...) {
+		if rt = strings.TrimSpace(rt); rt != "" {
+			rts = append(rts, rt)
+		}
+	}
+	return brokerapi.PeeringSpec{Kind: kind, AccountID: p.Account, Region: p.Region, VPCID: p.VPC, RoleARN: p.RoleARN,
+		RouteTableIDs: rts}, nil
 }
 
-func network(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stdout, networkUsage)
-		return nil
-	}
-	switch args[0] {
-	case "configure":
-		return networkConfigure(ctx, args[1:], stdout)
-	case "register":
-		return networkRegister(ctx, args[1:], stdout)
-	case "registrations":
-		return networkRegistrations(ctx, args[1:], stdout)
-	case "confirm", "unregister":
-		return networkRegistrationAct(ctx, args[0], args[1:], stdout)
-	}
-	if len(args) < 2 || (args[0] != "peering" && args[0] != "ingress") {
-		return cli.Usagef("network: want register, registrations, confirm, unregister, configure, peering or ingress (run 'broker network -h')")
-	}
-	kind, sub := args[0], args[1]
-	switch kind + " " + sub {
-	case "peering plan", "ingress plan":
-		return networkPlan(ctx, kind, args[2:], stdout)
-	case "peering request", "ingress request":
-		return networkRequest(ctx, kind, args[2:], stdout, stderr)
-	case "peering apply", "ingress enable":
-		return networkAct(ctx, "apply", kind+" "+sub, args[2:], stdout)
-	case "peering teardown", "ingress disable":
-		return networkAct(ctx, "teardown", kind+" "+sub, args[2:], stdout)
-	case "peering status", "ingress status":
-		return networkAct(ctx, "status", kind+" "+sub, args[2:], stdout)
-	}
-	return cli.Usagef("unknown command 'network %s %s' (run 'broker network -h')", kind, sub)
+type networkConfigureCmd struct {
+	Deployment      string   `placeholder:"TENANT/NAME" help:"the deployment (required)"`
+	Account         string   `placeholder:"ID" help:"the BYOC AWS account ID"`
+	Region          string   `placeholder:"R" help:"the BYOC VPC's region"`
+	VPC             string   `name:"vpc" placeholder:"vpc-…" help:"the BYOC VPC"`
+	RoleARN         string   `name:"role-arn" placeholder:"ARN" help:"the role Tether assumes in the BYOC account"`
+	ExternalID      string   `name:"external-id" hidden:"" help:"no longer accepted: the broker holds the registered role's external ID"`
+	PrivateHostname string   `name:"private-hostname" placeholder:"H" help:"the private endpoint's name, for ingress"`
+	RouteTable      []string `name:"route-table" sep:"none" placeholder:"rtb-…" help:"a BYOC route table that gets the route back (repeat; default all of the VPC's)"`
+	LBTag           []string `name:"lb-tag" sep:"none" placeholder:"K=V" help:"a tag k=v that finds the private load balancer (repeat)"`
+	clientFlags
 }
 
-func networkConfigure(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker network configure")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	dep := fs.String("deployment", "", "deployment as TENANT/NAME")
-	var n brokerapi.NetworkConfig
-	fs.StringVar(&n.AccountID, "account", "", "the BYOC AWS account ID")
-	fs.StringVar(&n.Region, "region", "", "the BYOC VPC's region")
-	fs.StringVar(&n.VPCID, "vpc", "", "the BYOC VPC, vpc-…")
-	fs.StringVar(&n.RoleARN, "role-arn", "", "the role Tether assumes in the BYOC account")
-	var externalID bool
-	fs.Var(externalIDFlag{&externalID}, "external-id", "no longer accepted: the broker holds the registered role's external ID")
-	fs.StringVar(&n.PrivateHostname, "private-hostname", "", "the private endpoint's name, for ingress")
-	var rts, tags multi
-	fs.Var(&rts, "route-table", "a BYOC route table that gets the route back (repeat; default all of the VPC's)")
-	fs.Var(&tags, "lb-tag", "a tag k=v that finds the private load balancer (repeat)")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network configure --deployment T/N --account ID --region R --vpc vpc-… --role-arn ARN [--route-table rtb-…]... [--lb-tag k=v]... [--private-hostname H]\n\nThe account, role and VPC must be registered to the deployment's tenant ('broker network register').")
-	if err != nil {
-		return err
-	}
-	if externalID {
+func (networkConfigureCmd) Help() string {
+	return "The account, role and VPC must be registered to the deployment's tenant ('broker network register')."
+}
+
+func (cmd *networkConfigureCmd) Run(e *env) error {
+	ctx, stdout, dep, rts, tags := e.ctx, e.stdout, &cmd.Deployment, cmd.RouteTable, cmd.LBTag
+	n := brokerapi.NetworkConfig{AccountID: cmd.Account, Region: cmd.Region, VPCID: cmd.VPC, RoleARN: cmd.RoleARN, PrivateHostname: cmd.PrivateHostname}
+	if cmd.ExternalID != "" {
 		return noExternalID("external-id")
 	}
-	if len(pos) > 0 || *dep == "" {
+	if *dep == "" {
 		return cli.Usagef("broker network configure: want --deployment TENANT/NAME and the flags, no arguments")
 	}
 	n.RouteTableIDs = rts
@@ -160,7 +126,7 @@ func networkConfigure(ctx context.Context, args []string, stdout io.Writer) erro
 		}
 		n.LBTags[k] = v
 	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -177,28 +143,26 @@ func networkConfigure(ctx context.Context, args []string, stdout io.Writer) erro
 	return nil
 }
 
-func networkPlan(ctx context.Context, kind string, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker network " + kind + " plan")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	dep := fs.String("deployment", "", "deployment as TENANT/NAME")
-	var p peerFlags
-	p.register(fs)
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network "+kind+" plan --deployment T/N --peer-account ID --peer-vpc vpc-… --peer-region R --peer-role-arn ARN [--peer-route-table rtb-…]...")
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 || *dep == "" {
+type networkPlanCmd struct {
+	Deployment string `placeholder:"TENANT/NAME" help:"the deployment (required)"`
+	peerFlags
+	clientFlags
+	outputFlag
+}
+
+func (cmd *networkPlanCmd) Run(kctx *kong.Context, e *env) error {
+	ctx, stdout, dep, p, kind := e.ctx, e.stdout, &cmd.Deployment, &cmd.peerFlags, kctx.Selected().Parent.Name
+	if *dep == "" {
 		return cli.Usagef("broker network %s plan: want --deployment TENANT/NAME and the peer flags", kind)
 	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+	if err := cmd.check(); err != nil {
 		return err
 	}
 	spec, err := p.spec(kind)
 	if err != nil {
 		return err
 	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -206,7 +170,7 @@ func networkPlan(ctx context.Context, kind string, args []string, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if cmd.json() {
 		return printJSON(stdout, plan)
 	}
 	printPlan(stdout, plan)
@@ -215,29 +179,28 @@ func networkPlan(ctx context.Context, kind string, args []string, stdout io.Writ
 	return nil
 }
 
-func networkRequest(ctx context.Context, kind string, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("broker network " + kind + " request")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	dep := fs.String("deployment", "", "deployment as TENANT/NAME")
-	duration := fs.String("duration", "2h", "how long the change window lasts")
-	reason := fs.String("reason", "", "why; the approvers read it")
-	ticket := fs.String("ticket", "", "the GitHub issue the change is for, OWNER/REPO#N")
-	wait := fs.Bool("wait", false, "wait for the decision")
-	outside := fs.Bool("outside-maintenance-window", false, "ask to make the change outside the deployment's maintenance windows (the approvers see it)")
-	var p peerFlags
-	p.register(fs)
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network "+kind+" request --deployment T/N PEER --duration 2h --reason TEXT [--ticket OWNER/REPO#N] [--wait]")
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 || *dep == "" || strings.TrimSpace(*reason) == "" {
+type networkRequestCmd struct {
+	Deployment string `placeholder:"TENANT/NAME" help:"the deployment (required)"`
+	peerFlags
+	Duration string `default:"2h" placeholder:"DURATION" help:"how long the change window lasts"`
+	Reason   string `placeholder:"TEXT" help:"why; the approvers read it (required)"`
+	Ticket   string `placeholder:"OWNER/REPO#N" help:"the GitHub issue the change is for"`
+	Wait     bool   `help:"wait for the decision"`
+	Outside  bool   `name:"outside-maintenance-window" help:"ask to make the change outside the deployment's maintenance windows (the approvers see it)"`
+	clientFlags
+	outputFlag
+}
+
+func (cmd *networkRequestCmd) Run(kctx *kong.Context, e *env) error {
+	ctx, stdout, stderr, kind := e.ctx, e.stdout, e.stderr, kctx.Selected().Parent.Name
+	dep, duration, reason, ticket, wait, outside, p := &cmd.Deployment, &cmd.Duration, &cmd.Reason, &cmd.Ticket, &cmd.Wait, &cmd.Outside, &cmd.peerFlags
+	if *dep == "" || strings.TrimSpace(*reason) == "" {
 		return cli.Usagef("broker network %s request: want --deployment TENANT/NAME, the peer flags and --reason", kind)
 	}
 	if _, err := time.ParseDuration(*duration); err != nil {
 		return cli.Usagef("--duration %q: want a duration such as 2h", *duration)
 	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+	if err := cmd.check(); err != nil {
 		return err
 	}
 	spec, err := p.spec(kind)
@@ -245,7 +208,7 @@ func networkRequest(ctx context.Context, kind string, args []string, stdout, std
 		return err
 	}
 	spec.OutsideWindow = *outside
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -260,7 +223,7 @@ func networkRequest(ctx context.Context, kind string, args []string, stdout, std
 			return err
 		}
 	}
-	if *output == "json" {
+	if cmd.json() {
 		return printJSON(stdout, r)
 	}
 	fmt.Fprintf(stdout, "Network change request %s (%s of %s with %s): %s.\n", r.ID, kind, r.Deployment, spec.VPCID, r.State)
@@ -270,22 +233,24 @@ func networkRequest(ctx context.Context, kind string, args []string, stdout, std
 	return nil
 }
 
-func networkAct(ctx context.Context, what, cmd string, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker network " + cmd)
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	id := fs.String("request", "", "the network change request's ID")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network "+cmd+" --request ID [--output table|json]")
-	if err != nil {
+type networkActCmd struct {
+	Request string `placeholder:"ID" help:"the network change request's ID (required)"`
+	clientFlags
+	outputFlag
+}
+
+func (cmd *networkActCmd) Run(kctx *kong.Context, e *env) error {
+	ctx, stdout, id := e.ctx, e.stdout, &cmd.Request
+	sub := kctx.Selected().Name
+	what := map[string]string{"apply": "apply", "enable": "apply", "teardown": "teardown", "disable": "teardown", "status": "status"}[sub]
+	name := kctx.Selected().Parent.Name + " " + sub
+	if *id == "" {
+		return cli.Usagef("broker network %s: want --request ID (from 'broker network … request')", name)
+	}
+	if err := cmd.check(); err != nil {
 		return err
 	}
-	if len(pos) > 0 || *id == "" {
-		return cli.Usagef("broker network %s: want --request ID (from 'broker network … request')", cmd)
-	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
-		return err
-	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -294,7 +259,7 @@ func networkAct(ctx context.Context, what, cmd string, args []string, stdout io.
 		if err != nil {
 			return err
 		}
-		if *output == "json" {
+		if cmd.json() {
 			return printJSON(stdout, st)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -313,7 +278,7 @@ func networkAct(ctx context.Context, what, cmd string, args []string, stdout io.
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if cmd.json() {
 		return printJSON(stdout, plan)
 	}
 	printPlan(stdout, plan)
@@ -332,35 +297,39 @@ func printPlan(w io.Writer, p brokerapi.NetworkPlan) {
 	}
 }
 
-func networkRegister(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker network register")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	tenant := fs.String("tenant", "", "the tenant the account belongs to")
-	var in brokerapi.RegisterNetwork
-	fs.StringVar(&in.AccountID, "account", "", "the 12-digit AWS account ID")
-	fs.StringVar(&in.RoleARN, "role-arn", "", "the role Tether assumes there (deploy/aws/tether-network-role.yaml creates it)")
-	var vpcs, rts, cidrs multi
-	fs.Var(&vpcs, "vpc", "a VPC of the account Tether may peer or reach (repeat)")
-	fs.Var(&rts, "route-table", "a route table Tether may change (repeat; none means any of the registered VPCs')")
-	fs.Var(&cidrs, "peer-cidr", "an address range of those VPCs the tenant declares its own (repeat)")
-	var externalID bool
-	fs.Var(externalIDFlag{&externalID}, "external-id", "not accepted: the broker makes the external ID")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network register --tenant T --account ID --role-arn ARN --vpc vpc-… [--vpc …]... [--route-table rtb-…]... [--peer-cidr CIDR]...\n\nRegisters an AWS account to a tenant: its approvers' registration is active at\nonce; an admin's waits for an approver to confirm it ('broker network confirm ID').\nThe answer that makes it active shows the role's external ID, once.")
-	if err != nil {
-		return err
-	}
-	if externalID {
+type networkRegisterCmd struct {
+	Tenant     string   `placeholder:"T" help:"the tenant the account belongs to (required)"`
+	Account    string   `placeholder:"ID" help:"the 12-digit AWS account ID (required)"`
+	RoleARN    string   `name:"role-arn" placeholder:"ARN" help:"the role Tether assumes there (deploy/aws/tether-network-role.yaml creates it; required)"`
+	VPC        []string `name:"vpc" sep:"none" placeholder:"vpc-…" help:"a VPC of the account Tether may peer or reach (repeat; at least one)"`
+	RouteTable []string `name:"route-table" sep:"none" placeholder:"rtb-…" help:"a route table Tether may change (repeat; none means any of the registered VPCs')"`
+	PeerCIDR   []string `name:"peer-cidr" sep:"none" placeholder:"CIDR" help:"an address range of those VPCs the tenant declares its own (repeat)"`
+	ExternalID string   `name:"external-id" hidden:"" help:"not accepted: the broker makes the external ID"`
+	clientFlags
+	outputFlag
+}
+
+func (networkRegisterCmd) Help() string {
+	return `Registers an AWS account to a tenant: its approvers' registration is active at
+once; an admin's waits for an approver to confirm it ('broker network confirm ID').
+The answer that makes it active shows the role's external ID, once, for the
+role's CloudFormation stack (ExternalId parameter); the broker never shows it again.`
+}
+
+func (cmd *networkRegisterCmd) Run(e *env) error {
+	ctx, stdout, tenant, vpcs, rts, cidrs := e.ctx, e.stdout, &cmd.Tenant, cmd.VPC, cmd.RouteTable, cmd.PeerCIDR
+	in := brokerapi.RegisterNetwork{AccountID: cmd.Account, RoleARN: cmd.RoleARN}
+	if cmd.ExternalID != "" {
 		return noExternalID("external-id")
 	}
-	if len(pos) > 0 || *tenant == "" || in.AccountID == "" || in.RoleARN == "" || len(vpcs) == 0 {
+	if *tenant == "" || in.AccountID == "" || in.RoleARN == "" || len(vpcs) == 0 {
 		return cli.Usagef("broker network register: want --tenant T, --account ID, --role-arn ARN and at least one --vpc, no arguments")
 	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+	if err := cmd.check(); err != nil {
 		return err
 	}
 	in.VPCIDs, in.RouteTableIDs, in.PeerCIDRs = vpcs, rts, cidrs
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -368,7 +337,7 @@ func networkRegister(ctx context.Context, args []string, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if cmd.json() {
 		return printJSON(stdout, res)
 	}
 	printRegistrationResult(stdout, res)
@@ -388,22 +357,18 @@ func printRegistrationResult(w io.Writer, res brokerapi.RegistrationResult) {
 	}
 }
 
-func networkRegistrations(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker network registrations")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	tenant := fs.String("tenant", "", "only this tenant's (default: every tenant you may act on)")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network registrations [--tenant T] [--output table|json]")
-	if err != nil {
+type networkRegistrationsCmd struct {
+	Tenant string `placeholder:"T" help:"only this tenant's (default: every tenant you may act on)"`
+	clientFlags
+	outputFlag
+}
+
+func (cmd *networkRegistrationsCmd) Run(e *env) error {
+	ctx, stdout, tenant := e.ctx, e.stdout, &cmd.Tenant
+	if err := cmd.check(); err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker network registrations: unexpected argument %q", pos[0])
-	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
-		return err
-	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -411,7 +376,7 @@ func networkRegistrations(ctx context.Context, args []string, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if cmd.json() {
 		return printJSON(stdout, regs)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -424,21 +389,27 @@ func networkRegistrations(ctx context.Context, args []string, stdout io.Writer) 
 
 // networkRegistrationAct confirms or removes the registration ID, found
 // among those the caller may see.
-func networkRegistrationAct(ctx context.Context, what string, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker network " + what)
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker network "+what+" ID [--output table|json]")
-	if err != nil {
+type networkRegistrationCmd struct {
+	ID string `arg:"" placeholder:"ID" help:"the registration's ID ('broker network registrations' lists them)"`
+	clientFlags
+	outputFlag
+}
+
+func (networkRegistrationCmd) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want the registration's ID ('broker network registrations' lists them)", cmd)
+}
+
+// Run confirms or removes the registration ID, found among those the
+// caller may see.
+func (cmd *networkRegistrationCmd) Run(kctx *kong.Context, e *env) error {
+	ctx, stdout, what, pos := e.ctx, e.stdout, kctx.Selected().Name, []string{cmd.ID}
+	if cmd.ID == "" {
+		return cmd.ArgsError("broker network " + what)
+	}
+	if err := cmd.check(); err != nil {
 		return err
 	}
-	if len(pos) != 1 || pos[0] == "" {
-		return cli.Usagef("broker network %s: want the registration's ID ('broker network registrations' lists them)", what)
-	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
-		return err
-	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -459,7 +430,7 @@ func networkRegistrationAct(ctx context.Context, what string, args []string, std
 		if err := c.UnregisterNetwork(ctx, reg.Tenant, reg.ID); err != nil {
 			return err
 		}
-		if *output == "json" {
+		if cmd.json() {
 			return printJSON(stdout, reg)
 		}
 		fmt.Fprintf(stdout, "Unregistered account %s from tenant %s: network changes may no longer name it, and the broker forgot its role's external ID. Delete the role's stack if nothing else uses it.\n", reg.AccountID, reg.Tenant)
@@ -469,7 +440,7 @@ func networkRegistrationAct(ctx context.Context, what string, args []string, std
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if cmd.json() {
 		return printJSON(stdout, res)
 	}
 	printRegistrationResult(stdout, res)

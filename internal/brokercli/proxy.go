@@ -17,54 +17,55 @@ import (
 	"sync"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/cli"
+	"github.com/tetherhq/tether/internal/source/registry"
 )
 
-const proxyUsage = `Usage: broker proxy clickhouse|prometheus --deployment TENANT/NAME [--listen 127.0.0.1:PORT]
+// proxyCmd is 'broker proxy'.
+type proxyCmd struct {
+	ClickHouse proxyServeCmd `cmd:"" name:"clickhouse" help:"ClickHouse's HTTP interface on a loopback port (default 127.0.0.1:8123)"`
+	Prometheus proxyServeCmd `cmd:"" name:"prometheus" help:"Prometheus's /api/v1/ API on a loopback port (default 127.0.0.1:9090)"`
+	HelpCmd    cli.HelpCmd   `cmd:"" name:"help" hidden:""`
+}
 
-Serves the deployment's ClickHouse or Prometheus on a local port, through
+func (proxyCmd) Help() string {
+	return `Serves the deployment's ClickHouse or Prometheus on a local port, through
 the broker under your active grant, until interrupted (Ctrl-C):
 
-  clickhouse  ClickHouse's HTTP interface, for curl and HTTP drivers:
-              GET /ping, GET /?query=SQL, POST / with the SQL as the body;
-              answers as ClickHouse does: TabSeparated unless the SQL says
-              FORMAT or the URL default_format; other URL settings are not
-              passed on (the agent sets its own limits). Default port 8123.
-  prometheus  Prometheus's /api/v1/ API, GET and POST: add it to Grafana as
-              a Prometheus data source at http://127.0.0.1:PORT. Default
-              port 9090.
+clickhouse: ClickHouse's HTTP interface, for curl and HTTP drivers: GET
+/ping, GET /?query=SQL, POST / with the SQL as the body; answers as
+ClickHouse does: TabSeparated unless the SQL says FORMAT or the URL
+default_format; other URL settings are not passed on (the agent sets its
+own limits). Default port 8123.
+
+prometheus: Prometheus's /api/v1/ API, GET and POST: add it to Grafana as
+a Prometheus data source at http://127.0.0.1:PORT. Default port 9090.
 
 Whoever can connect to the port uses your access, so the proxy listens on
 a loopback address only and refuses calls from web pages. Every call is
 logged to stderr. The CLI login is renewed as needed while it runs.`
+}
+
+type proxyServeCmd struct {
+	Deployment string `placeholder:"TENANT/NAME" help:"deployment as TENANT/NAME, e.g. acme/prod (required)"`
+	Listen     string `placeholder:"HOST:PORT" help:"loopback address to serve on, 127.0.0.1:PORT or [::1]:PORT (port 0 picks one; default the service's own port)"`
+	clientFlags
+}
+
+func (proxyServeCmd) Help() string { return proxyCmd{}.Help() }
 
 // maxProxyBody bounds the body of a call to a local proxy.
 const maxProxyBody = 1 << 20
 
-func proxyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "clickhouse" && args[0] != "prometheus") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprintln(stdout, proxyUsage)
-			return nil
-		}
-		return cli.Usagef("proxy: want 'broker proxy clickhouse' or 'broker proxy prometheus' (run 'broker proxy -h')")
-	}
-	kind := args[0]
-	fs := cli.NewFlagSet("broker proxy " + kind)
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	dep := fs.String("deployment", "", "deployment as TENANT/NAME, e.g. acme/prod")
-	defaultListen := "127.0.0.1:8123"
-	if kind == "prometheus" {
-		defaultListen = "127.0.0.1:9090"
-	}
-	listen := fs.String("listen", defaultListen, "loopback address to serve on, 127.0.0.1:PORT or [::1]:PORT (port 0 picks one)")
-	pos, err := cli.Parse(fs, args[1:], stdout, proxyUsage)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker proxy %s: unexpected argument %q", kind, pos[0])
+func (cmd *proxyServeCmd) Run(kctx *kong.Context, e *env) error {
+	ctx, stderr, kind, dep := e.ctx, e.stderr, kctx.Selected().Name, &cmd.Deployment
+	src, _ := registry.Lookup(kind)
+	listen := &cmd.Listen
+	if *listen == "" {
+		*listen = src.Proxy.DefaultListen
 	}
 	ref, err := parseDeploymentRef("--deployment", *dep)
 	if err != nil {
@@ -73,19 +74,14 @@ func proxyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkLoopback(*listen); err != nil {
 		return err
 	}
-	p := &proxy{kind: kind, ref: ref, log: stderr, client: func(ctx context.Context) (*brokerapi.Client, error) {
-		return client(ctx, *cfgPath)
-	}}
+	p := &proxy{kind: kind, ref: ref, log: stderr, client: cmd.client}
 	// Fail now, not on the first call, when there is no login; warn when
 	// there is no grant yet, which calls will need.
 	c, err := p.brokerClient(ctx)
 	if err != nil {
 		return err
 	}
-	scope := brokerapi.ScopeClickHouse
-	if kind == "prometheus" {
-		scope = brokerapi.ScopePrometheus
-	}
+	scope := src.Scope
 	if rs, err := c.ListRequests(ctx, brokerapi.RequestQuery{State: brokerapi.StateActive, Mine: true, Deployment: ref}); err == nil &&
 		!slices.ContainsFunc(rs, func(r brokerapi.AccessRequest) bool { return r.Grant != nil && slices.Contains(r.Grant.Scopes, scope) }) {
 		fmt.Fprintf(stderr, "note: you have no active grant with scope %s on %s yet; calls fail until one is approved ('broker request create --deployment %s --scope %s ...')\n", scope, ref, ref, scope)

@@ -3,10 +3,10 @@ package brokercli
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -26,9 +26,16 @@ import (
 	"github.com/tetherhq/tether/internal/sqlguard"
 )
 
-const queryUsage = `Usage: broker query --deployment TENANT/NAME "SQL" [--output table|json|csv] [--format F]
+type queryCmd struct {
+	SQL        string `arg:"" placeholder:"SQL" help:"one read-only statement (quote it), or - to read it from stdin"`
+	Deployment string `placeholder:"TENANT/NAME" help:"deployment as TENANT/NAME, e.g. acme/prod (required)"`
+	Output     string `short:"o" placeholder:"FORMAT" help:"output: table (the default), json (JSONEachRow) or csv (CSVWithNames)"`
+	Format     string `placeholder:"F" help:"any ClickHouse output format the agent allows, passed through raw (e.g. PrettyCompact, Vertical)"`
+	clientFlags
+}
 
-Runs one read-only SQL statement on the deployment's ClickHouse under your
+func (queryCmd) Help() string {
+	return `Runs one read-only SQL statement on the deployment's ClickHouse under your
 active grant (scope clickhouse:system); the agent lets it read ClickHouse's
 system tables only. SQL "-" reads the statement from stdin.
 
@@ -38,6 +45,11 @@ row (JSONEachRow); csv prints CSV with a header row. --format F, or a
 FORMAT clause in the SQL, passes that ClickHouse format through as is,
 such as PrettyCompact or Vertical. The query ID and the row count go to
 stderr at the end.`
+}
+
+func (queryCmd) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want the SQL as exactly one argument (quote it), or - to read it from stdin", cmd)
+}
 
 // maxTableRows bounds what --output table holds in memory to align.
 const maxTableRows = 10000
@@ -45,25 +57,17 @@ const maxTableRows = 10000
 // maxTSVLine bounds one row of a table result.
 const maxTSVLine = 16 << 20
 
-func query(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("broker query")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	dep := fs.String("deployment", "", "deployment as TENANT/NAME, e.g. acme/prod")
-	output := fs.String("output", "table", "output: table, json (JSONEachRow) or csv (CSVWithNames)")
-	format := fs.String("format", "", "any ClickHouse output format, passed through raw (e.g. PrettyCompact, Vertical)")
-	pos, err := cli.Parse(fs, args, stdout, queryUsage)
+func (cmd *queryCmd) Run(e *env) error {
+	ctx, stdout, stderr, format := e.ctx, e.stdout, e.stderr, &cmd.Format
+	ref, err := parseDeploymentRef("--deployment", cmd.Deployment)
 	if err != nil {
 		return err
 	}
-	ref, err := parseDeploymentRef("--deployment", *dep)
-	if err != nil {
+	outputSet := cmd.Output != ""
+	output := cmp.Or(cmd.Output, "table")
+	if err := cli.CheckOutput(output, "table", "json", "csv"); err != nil {
 		return err
 	}
-	if err := cli.CheckOutput(*output, "table", "json", "csv"); err != nil {
-		return err
-	}
-	outputSet := false
-	fs.Visit(func(f *flag.Flag) { outputSet = outputSet || f.Name == "output" })
 	if *format != "" {
 		if outputSet {
 			return cli.Usagef("broker query: give --output or --format, not both")
@@ -72,11 +76,11 @@ func query(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 			return cli.Usagef("--format %q: not a format the agent allows; want one of %s", *format, strings.Join(sqlguard.Formats(), ", "))
 		}
 	}
-	sql, err := readSQL(pos, stdin)
+	sql, err := readSQL(cmd.SQL, e.stdin)
 	if err != nil {
 		return err
 	}
-	mode := *output
+	mode := output
 	wire := map[string]string{"table": "TabSeparatedWithNames", "json": "JSONEachRow", "csv": "CSVWithNames"}[mode]
 	if *format != "" {
 		mode, wire = "raw", *format
@@ -85,7 +89,7 @@ func query(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 		// pass it through rather than misread it.
 		mode, wire = "raw", ""
 	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -153,13 +157,9 @@ func query(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 // case the rest of the answer, trailer included, was never read.
 func truncated(note string) bool { return note != "" }
 
-// readSQL takes the statement from the one positional argument, or from
+// readSQL takes the statement from the positional argument, or from
 // stdin when that is "-".
-func readSQL(pos []string, stdin io.Reader) (string, error) {
-	if len(pos) != 1 {
-		return "", cli.Usagef("broker query: want the SQL as exactly one argument (quote it), or - to read it from stdin")
-	}
-	sql := pos[0]
+func readSQL(sql string, stdin io.Reader) (string, error) {
 	if sql == "-" {
 		b, err := io.ReadAll(io.LimitReader(stdin, sqlguard.MaxQueryBytes+1))
 		if err != nil {
@@ -450,13 +450,27 @@ func renderTable(w io.Writer, header []string, rows [][]string) error {
 	return bw.Flush()
 }
 
-const promUsage = `Usage: broker prom --deployment TENANT/NAME 'PROMQL' [--range 1h [--step 1m]] [--time T] [--output table|json]
+type promCmd struct {
+	Query      string        `arg:"" placeholder:"PROMQL" help:"the PromQL query (quote it)"`
+	Deployment string        `placeholder:"TENANT/NAME" help:"deployment as TENANT/NAME, e.g. acme/prod (required)"`
+	Range      time.Duration `placeholder:"DURATION" help:"run a range query over this long, e.g. 1h"`
+	Step       time.Duration `placeholder:"DURATION" help:"resolution of a range query (default range/250)"`
+	Time       string        `placeholder:"T" help:"evaluation time (the end, with --range): RFC 3339 or Unix seconds (default now)"`
+	clientFlags
+	outputFlag
+}
 
-Runs a PromQL query on the deployment's Prometheus under your active grant
+func (promCmd) Help() string {
+	return `Runs a PromQL query on the deployment's Prometheus under your active grant
 (scope prometheus:read): an instant query, or with --range a range query
 ending at --time (default now). --step defaults to range/250. --time is an
 RFC 3339 time or Unix seconds. --output json prints Prometheus's answer as
 it came.`
+}
+
+func (promCmd) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want the PromQL query as exactly one argument (quote it)", cmd)
+}
 
 // maxPromPoints is Prometheus's limit on the points of one range query.
 const maxPromPoints = 11000
@@ -464,33 +478,23 @@ const maxPromPoints = 11000
 // maxPromTable bounds the answer --output table reads to print.
 const maxPromTable = 64 << 20
 
-func prom(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("broker prom")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	dep := fs.String("deployment", "", "deployment as TENANT/NAME, e.g. acme/prod")
-	output := fs.String("output", "table", "output format: table or json")
-	rng := fs.Duration("range", 0, "run a range query over this long, e.g. 1h")
-	step := fs.Duration("step", 0, "resolution of a range query (default range/250)")
-	at := fs.String("time", "", "evaluation time (the end, with --range): RFC 3339 or Unix seconds (default now)")
-	pos, err := cli.Parse(fs, args, stdout, promUsage)
+func (cmd *promCmd) Run(e *env) error {
+	ctx, stdout, stderr := e.ctx, e.stdout, e.stderr
+	ref, err := parseDeploymentRef("--deployment", cmd.Deployment)
 	if err != nil {
 		return err
 	}
-	ref, err := parseDeploymentRef("--deployment", *dep)
+	if strings.TrimSpace(cmd.Query) == "" {
+		return cmd.ArgsError("broker prom")
+	}
+	if err := cmd.check(); err != nil {
+		return err
+	}
+	path, params, err := promParams(cmd.Query, cmd.Range, cmd.Step, cmd.Time, time.Now())
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || strings.TrimSpace(pos[0]) == "" {
-		return cli.Usagef("broker prom: want the PromQL query as exactly one argument (quote it)")
-	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
-		return err
-	}
-	path, params, err := promParams(pos[0], *rng, *step, *at, time.Now())
-	if err != nil {
-		return err
-	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -503,7 +507,7 @@ func prom(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		b, _ := io.ReadAll(io.LimitReader(res.Body, brokerapi.MaxBody))
 		return promError(res.StatusCode, b)
 	}
-	if *output == "json" {
+	if cmd.json() {
 		if _, err := io.Copy(stdout, res.Body); err != nil {
 			return fmt.Errorf("the answer was cut off: %w", err)
 		}

@@ -159,7 +159,7 @@ func TestQueryCommand(t *testing.T) {
 	// SQL from stdin, a FORMAT of its own: passed through raw.
 	out.Reset()
 	errOut.Reset()
-	err := query(context.Background(), []string{"--config", cfg, "--deployment", "acme/prod", "-"}, strings.NewReader("SELECT 1 FORMAT CSV"), &out, &errOut)
+	err := run(context.Background(), []string{"query", "--config", cfg, "--deployment", "acme/prod", "-"}, strings.NewReader("SELECT 1 FORMAT CSV"), &out, &errOut, Options{})
 	if err != nil || (*seen)["format"] != "" || (*seen)["sql"] != "SELECT 1 FORMAT CSV" || out.String() != "name\tvalue\nuptime\t42\n" || !strings.Contains(errOut.String(), "bytes") {
 		t.Errorf("query with FORMAT from stdin = %v; broker saw %v; out %q, stderr %q", err, *seen, out.String(), errOut.String())
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -24,22 +23,22 @@ import (
 	"github.com/tetherhq/tether/policy"
 )
 
-const requestUsage = `Usage: broker request COMMAND [flags]
+// requestCmd is 'broker request'.
+type requestCmd struct {
+	Create  requestCreateCmd  `cmd:"" help:"ask for access to a deployment"`
+	List    requestListCmd    `cmd:"" help:"list requests"`
+	Show    requestShowCmd    `cmd:"" help:"show one request: policy decision, reviews, grant, network change"`
+	Approve requestApproveCmd `cmd:"" help:"approve a request"`
+	Deny    requestDenyCmd    `cmd:"" help:"deny a request"`
+	Cancel  requestCancelCmd  `cmd:"" help:"withdraw your own request"`
+	Revoke  requestRevokeCmd  `cmd:"" help:"end access now"`
+	HelpCmd cli.HelpCmd       `cmd:"" name:"help" hidden:""`
+}
 
-Just-in-time access to a customer deployment: ask, have it approved, use it.
-
-Commands:
-  create --deployment T/N --scope S[,S] --duration D --reason TEXT [--ticket OWNER/REPO#N] [--break-glass] [--wait]
-  list [--state S] [--mine] [--deployment T/N]
-  show ID
-  approve ID [--comment C]
-  deny ID --comment C
-  cancel ID
-  revoke ID --reason R
-
-Scopes are clickhouse:system (ClickHouse's system tables) and prometheus:read.
-Every command takes --output table|json and --config FILE; run
-'broker request COMMAND -h' for its flags.`
+func (requestCmd) Help() string {
+	return `Just-in-time access to a customer deployment: ask, have it approved, use it.
+Scopes are clickhouse:system (ClickHouse's system tables) and prometheus:read.`
+}
 
 // Local limits, the same the broker applies, so that a mistake is caught
 // before anything is sent.
@@ -59,26 +58,6 @@ var (
 		brokerapi.StateRevoked, brokerapi.StateDenied, brokerapi.StateCancelled, brokerapi.StateTimedOut,
 	}
 )
-
-func request(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return cli.Usagef("request: want a subcommand: create, list, show, approve, deny, cancel or revoke (run 'broker request help')")
-	}
-	sub, args := args[0], args[1:]
-	switch sub {
-	case "create":
-		return requestCreate(ctx, args, stdout, stderr)
-	case "list":
-		return requestList(ctx, args, stdout)
-	case "show", "approve", "deny", "cancel", "revoke":
-		return requestOne(ctx, sub, args, stdout)
-	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, requestUsage)
-		return nil
-	default:
-		return cli.Usagef("unknown command 'request %s': want create, list, show, approve, deny, cancel or revoke", sub)
-	}
-}
 
 // parseDeploymentRef checks a TENANT/NAME reference.
 func parseDeploymentRef(flagName, s string) (string, error) {
@@ -169,67 +148,61 @@ func isUUID(s string) bool {
 
 // createFlags are the flags of 'request create' as given.
 type createFlags struct {
-	deployment, scope, duration, reason, ticket string
-	breakGlass                                  bool
+	Deployment string `placeholder:"TENANT/NAME" help:"deployment as TENANT/NAME, e.g. acme/prod (required)"`
+	Scope      string `placeholder:"S[,S]" help:"scopes, comma-separated: clickhouse:system, prometheus:read (required)"`
+	Duration   string `placeholder:"DURATION" help:"how long access should last, 1m to 12h, e.g. 30m (required)"`
+	Reason     string `placeholder:"TEXT" help:"why you need access; the approvers read it, at most 1000 bytes (required)"`
+	Ticket     string `placeholder:"OWNER/REPO#N" help:"the GitHub issue the work is for"`
+	BreakGlass bool   `name:"break-glass" help:"emergency access without customer approval (needs a sev1 --ticket; everyone is told)"`
 }
 
 // request checks the flags and returns the request to send.
 func (f createFlags) request() (brokerapi.CreateAccessRequest, error) {
 	var r brokerapi.CreateAccessRequest
 	var err error
-	if r.Deployment, err = parseDeploymentRef("--deployment", f.deployment); err != nil {
+	if r.Deployment, err = parseDeploymentRef("--deployment", f.Deployment); err != nil {
 		return r, err
 	}
-	if r.Scopes, err = parseScopes(f.scope); err != nil {
+	if r.Scopes, err = parseScopes(f.Scope); err != nil {
 		return r, err
 	}
-	if _, err = parseAccessDuration(f.duration); err != nil {
+	if _, err = parseAccessDuration(f.Duration); err != nil {
 		return r, err
 	}
-	r.Duration = f.duration
-	if r.Reason, err = checkReason(f.reason); err != nil {
+	r.Duration = f.Duration
+	if r.Reason, err = checkReason(f.Reason); err != nil {
 		return r, err
 	}
-	if f.ticket != "" {
-		if _, err := ghub.ParseTicketRef(f.ticket); err != nil {
+	if f.Ticket != "" {
+		if _, err := ghub.ParseTicketRef(f.Ticket); err != nil {
 			return r, cli.Usagef("--ticket: %v", err)
 		}
-		r.Ticket = f.ticket
+		r.Ticket = f.Ticket
 	}
-	if f.breakGlass && f.ticket == "" {
+	if f.BreakGlass && f.Ticket == "" {
 		return r, cli.Usagef("--break-glass needs --ticket OWNER/REPO#N: emergency access must cite the incident's GitHub issue")
 	}
-	r.BreakGlass = f.breakGlass
+	r.BreakGlass = f.BreakGlass
 	return r, nil
 }
 
-func requestCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("broker request create")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	var f createFlags
-	fs.StringVar(&f.deployment, "deployment", "", "deployment as TENANT/NAME, e.g. acme/prod")
-	fs.StringVar(&f.scope, "scope", "", "scopes, comma-separated: clickhouse:system, prometheus:read")
-	fs.StringVar(&f.duration, "duration", "", "how long access should last, 1m to 12h, e.g. 30m")
-	fs.StringVar(&f.reason, "reason", "", "why you need access; the approvers read it (at most 1000 bytes)")
-	fs.StringVar(&f.ticket, "ticket", "", "the GitHub issue the work is for, OWNER/REPO#N")
-	fs.BoolVar(&f.breakGlass, "break-glass", false, "emergency access without customer approval (needs a sev1 --ticket; everyone is told)")
-	wait := fs.Bool("wait", false, "wait for the decision, showing progress on stderr")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker request create --deployment TENANT/NAME --scope clickhouse:system[,prometheus:read] --duration 30m --reason TEXT [--ticket OWNER/REPO#N] [--break-glass] [--wait] [--output table|json]")
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker request create: unexpected argument %q (quote the --reason text)", pos[0])
-	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+type requestCreateCmd struct {
+	createFlags
+	Wait bool `help:"wait for the decision, showing progress on stderr"`
+	clientFlags
+	outputFlag
+}
+
+func (cmd *requestCreateCmd) Run(e *env) error {
+	ctx, stdout, stderr, f := e.ctx, e.stdout, e.stderr, cmd.createFlags
+	if err := cmd.check(); err != nil {
 		return err
 	}
 	body, err := f.request()
 	if err != nil {
 		return err
 	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -237,8 +210,8 @@ func requestCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	asJSON := *output == "json"
-	if !*wait {
+	asJSON := cmd.json()
+	if !cmd.Wait {
 		if asJSON {
 			return printJSON(stdout, r)
 		}
@@ -485,21 +458,18 @@ func roundDur(d time.Duration) string {
 	}
 }
 
-func requestList(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker request list")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	state := fs.String("state", "", "only requests in this state: "+strings.Join(knownStates, ", "))
-	mine := fs.Bool("mine", false, "only your own requests")
-	dep := fs.String("deployment", "", "only requests for this deployment, TENANT/NAME")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: broker request list [--state S] [--mine] [--deployment TENANT/NAME] [--output table|json]")
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker request list: unexpected argument %q", pos[0])
-	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+type requestListCmd struct {
+	State      string `placeholder:"S" help:"only requests in this state: ${states}"`
+	Mine       bool   `help:"only your own requests"`
+	Deployment string `placeholder:"TENANT/NAME" help:"only requests for this deployment"`
+	clientFlags
+	outputFlag
+}
+
+func (cmd *requestListCmd) Run(e *env) error {
+	ctx, stdout := e.ctx, e.stdout
+	state, mine, dep := &cmd.State, &cmd.Mine, &cmd.Deployment
+	if err := cmd.check(); err != nil {
 		return err
 	}
 	if *state != "" && !slices.Contains(knownStates, *state) {
@@ -510,7 +480,7 @@ func requestList(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -518,7 +488,7 @@ func requestList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if cmd.json() {
 		if rs == nil {
 			rs = []brokerapi.AccessRequest{}
 		}
@@ -541,46 +511,85 @@ func printRequests(w io.Writer, rs []brokerapi.AccessRequest, now time.Time) {
 	tw.Flush()
 }
 
-func requestOne(ctx context.Context, sub string, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker request " + sub)
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	var text *string
-	planDigest := new(string)
-	usage := "Usage: broker request " + sub + " ID [--output table|json]"
-	switch sub {
-	case "approve":
-		text = fs.String("comment", "", "a comment for the requester and the audit log")
-		planDigest = fs.String("plan-digest", "", "for a network change: the plan digest 'request show' printed; the approval is refused if the plan is not that one")
-		usage = "Usage: broker request approve ID [--comment C] [--plan-digest D] [--output table|json]"
-	case "deny":
-		text = fs.String("comment", "", "why the request is denied (required)")
-		usage = "Usage: broker request deny ID --comment C [--output table|json]"
-	case "revoke":
-		text = fs.String("reason", "", "why access ends now (required)")
-		usage = "Usage: broker request revoke ID --reason R [--output table|json]"
-	}
-	pos, err := cli.Parse(fs, args, stdout, usage)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return cli.Usagef("broker request %s: want exactly one request ID (see 'broker request list')", sub)
-	}
-	id := pos[0]
+// requestArg is the one request a command acts on.
+type requestArg struct {
+	ID string `arg:"" name:"id" placeholder:"ID" help:"the request's ID (see 'broker request list')"`
+}
+
+func (requestArg) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want exactly one request ID (see 'broker request list')", cmd)
+}
+
+type requestShowCmd struct {
+	requestArg
+	clientFlags
+	outputFlag
+}
+
+func (c *requestShowCmd) Run(e *env) error {
+	return requestOne(e, "show", c.ID, "", "", c.clientFlags, c.outputFlag)
+}
+
+type requestApproveCmd struct {
+	requestArg
+	Comment    string `placeholder:"C" help:"a comment for the requester and the audit log"`
+	PlanDigest string `name:"plan-digest" placeholder:"D" help:"for a network change: the plan digest 'request show' printed; the approval is refused if the plan is not that one"`
+	clientFlags
+	outputFlag
+}
+
+func (c *requestApproveCmd) Run(e *env) error {
+	return requestOne(e, "approve", c.ID, c.Comment, c.PlanDigest, c.clientFlags, c.outputFlag)
+}
+
+type requestDenyCmd struct {
+	requestArg
+	Comment string `placeholder:"C" help:"why the request is denied (required)"`
+	clientFlags
+	outputFlag
+}
+
+func (c *requestDenyCmd) Run(e *env) error {
+	return requestOne(e, "deny", c.ID, c.Comment, "", c.clientFlags, c.outputFlag)
+}
+
+type requestCancelCmd struct {
+	requestArg
+	clientFlags
+	outputFlag
+}
+
+func (c *requestCancelCmd) Run(e *env) error {
+	return requestOne(e, "cancel", c.ID, "", "", c.clientFlags, c.outputFlag)
+}
+
+type requestRevokeCmd struct {
+	requestArg
+	Reason string `placeholder:"R" help:"why access ends now (required)"`
+	clientFlags
+	outputFlag
+}
+
+func (c *requestRevokeCmd) Run(e *env) error {
+	return requestOne(e, "revoke", c.ID, c.Reason, "", c.clientFlags, c.outputFlag)
+}
+
+// requestOne runs 'request sub ID' with text, the comment or reason.
+func requestOne(e *env, sub, id, text, planDigest string, cf clientFlags, out outputFlag) error {
+	ctx, stdout := e.ctx, e.stdout
 	if err := checkRequestID(sub, id); err != nil {
 		return err
 	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+	if err := out.check(); err != nil {
 		return err
 	}
 	switch {
-	case sub == "deny" && strings.TrimSpace(*text) == "":
+	case sub == "deny" && strings.TrimSpace(text) == "":
 		return cli.Usagef("broker request deny: --comment is required: say why, the requester reads it")
-	case sub == "revoke" && strings.TrimSpace(*text) == "":
+	case sub == "revoke" && strings.TrimSpace(text) == "":
 		return cli.Usagef("broker request revoke: --reason is required: say why access ends, the audit log keeps it")
 	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cf.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -589,22 +598,22 @@ func requestOne(ctx context.Context, sub string, args []string, stdout io.Writer
 	case "show":
 		r, err = c.GetRequest(ctx, id)
 	case "approve":
-		if *planDigest != "" {
-			r, err = c.ApprovePlan(ctx, id, *text, *planDigest)
+		if planDigest != "" {
+			r, err = c.ApprovePlan(ctx, id, text, planDigest)
 		} else {
-			r, err = c.Approve(ctx, id, *text)
+			r, err = c.Approve(ctx, id, text)
 		}
 	case "deny":
-		r, err = c.Deny(ctx, id, *text)
+		r, err = c.Deny(ctx, id, text)
 	case "cancel":
 		r, err = c.Cancel(ctx, id)
 	default: // revoke
-		r, err = c.Revoke(ctx, id, *text)
+		r, err = c.Revoke(ctx, id, text)
 	}
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if out.json() {
 		return printJSON(stdout, r)
 	}
 	switch sub {
@@ -732,31 +741,8 @@ func short(hash string) string {
 	return hash
 }
 
-// deploymentSetUsage is the help of 'broker deployment set'.
-const deploymentSetUsage = `Usage: broker deployment set TENANT/NAME [--approval-mode customer|auto_prometheus] [--label K=V]... [--freeze START/END[/REASON]]... [--maintenance START/END[/REASON]]... [--clear-labels] [--clear-freeze] [--clear-maintenance] [--output table|json]
-
-Changes a deployment's settings, which the access policy reads. The current
-settings are read first and only what the flags name changes: --label K=V
-sets a label (K= removes it), --freeze and --maintenance add a window,
---clear-* empty a setting before the others apply. Times are RFC 3339,
-such as 2026-12-20T00:00:00Z.`
-
 // labelKeyRE is the shape of a label key, as the broker checks it.
 var labelKeyRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$`)
-
-// windowList is a repeatable START/END[/REASON] flag.
-type windowList struct{ ws []brokerapi.Window }
-
-func (l *windowList) String() string { return "" }
-
-func (l *windowList) Set(v string) error {
-	w, err := parseWindow(v)
-	if err != nil {
-		return err
-	}
-	l.ws = append(l.ws, w)
-	return nil
-}
 
 // parseWindow parses START/END[/REASON] with RFC 3339 times (which hold
 // no slash, so the reason may).
@@ -784,41 +770,60 @@ func parseWindow(v string) (brokerapi.Window, error) {
 	return w, nil
 }
 
-func deploymentSet(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("broker deployment set")
-	cfgPath := fs.String("config", "", "CLI config file (default $TETHER_CONFIG)")
-	output := fs.String("output", "table", "output format: table or json")
-	mode := fs.String("approval-mode", "", "customer (every request needs the customer's approval) or auto_prometheus (prometheus:read alone needs none)")
-	var labels stringList
-	fs.Var(&labels, "label", "set label K=V, or remove it with K=; repeatable")
-	freeze := &windowList{}
-	fs.Var(freeze, "freeze", "add a change-freeze window START/END[/REASON]; repeatable")
-	maint := &windowList{}
-	fs.Var(maint, "maintenance", "add a maintenance window START/END[/REASON]; repeatable")
-	clearLabels := fs.Bool("clear-labels", false, "remove every label first")
-	clearFreeze := fs.Bool("clear-freeze", false, "remove every freeze window first")
-	clearMaint := fs.Bool("clear-maintenance", false, "remove every maintenance window first")
-	pos, err := cli.Parse(fs, args, stdout, deploymentSetUsage)
+type deploymentSetCmd struct {
+	Deployment       string   `arg:"" placeholder:"TENANT/NAME" help:"the deployment"`
+	ApprovalMode     string   `name:"approval-mode" placeholder:"MODE" help:"customer (every request needs the customer's approval) or auto_prometheus (prometheus:read alone needs none)"`
+	Label            []string `sep:"none" placeholder:"K=V" help:"set label K=V, or remove it with K=; repeatable"`
+	Freeze           []string `sep:"none" placeholder:"START/END[/REASON]" help:"add a change-freeze window; repeatable"`
+	Maintenance      []string `sep:"none" placeholder:"START/END[/REASON]" help:"add a maintenance window; repeatable"`
+	ClearLabels      bool     `name:"clear-labels" help:"remove every label first"`
+	ClearFreeze      bool     `name:"clear-freeze" help:"remove every freeze window first"`
+	ClearMaintenance bool     `name:"clear-maintenance" help:"remove every maintenance window first"`
+	clientFlags
+	outputFlag
+}
+
+func (deploymentSetCmd) Help() string {
+	return `Changes a deployment's settings, which the access policy reads. The current
+settings are read first and only what the flags name changes: --label K=V
+sets a label (K= removes it), --freeze and --maintenance add a window,
+--clear-* empty a setting before the others apply. Times are RFC 3339,
+such as 2026-12-20T00:00:00Z.`
+}
+
+func (deploymentSetCmd) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want exactly one deployment, as TENANT/NAME", cmd)
+}
+
+func (cmd *deploymentSetCmd) Run(e *env) error {
+	ctx, stdout, mode := e.ctx, e.stdout, &cmd.ApprovalMode
+	ref, err := parseDeploymentRef("deployment", cmd.Deployment)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cli.Usagef("broker deployment set: want exactly one deployment, as TENANT/NAME")
-	}
-	ref, err := parseDeploymentRef("deployment", pos[0])
-	if err != nil {
+	if err := cmd.check(); err != nil {
 		return err
 	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
-		return err
-	}
-	changed := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name != "config" && f.Name != "output" {
-			changed = true
+	windows := func(flag string, vs []string) ([]brokerapi.Window, error) {
+		var ws []brokerapi.Window
+		for _, v := range vs {
+			w, err := parseWindow(v)
+			if err != nil {
+				return nil, cli.Usagef("--%s: %v", flag, err)
+			}
+			ws = append(ws, w)
 		}
-	})
-	if !changed {
+		return ws, nil
+	}
+	freeze, err := windows("freeze", cmd.Freeze)
+	if err != nil {
+		return err
+	}
+	maint, err := windows("maintenance", cmd.Maintenance)
+	if err != nil {
+		return err
+	}
+	if *mode == "" && len(cmd.Label) == 0 && len(freeze) == 0 && len(maint) == 0 && !cmd.ClearLabels && !cmd.ClearFreeze && !cmd.ClearMaintenance {
 		return cli.Usagef("broker deployment set: nothing to change: give --approval-mode, --label, --freeze, --maintenance or a --clear-* flag")
 	}
 	if *mode != "" && *mode != policy.ApprovalCustomer && *mode != policy.ApprovalAutoPrometheus {
@@ -826,14 +831,14 @@ func deploymentSet(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	type kv struct{ k, v string }
 	var sets []kv
-	for _, l := range labels {
+	for _, l := range cmd.Label {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || !labelKeyRE.MatchString(k) || len(v) > 256 {
 			return cli.Usagef("--label %q: want KEY=VALUE (KEY= removes the label): a key of a-z, 0-9, '.', '_', '/', '-' (at most 63, starting and ending with a letter or digit) and a value of at most 256 bytes", l)
 		}
 		sets = append(sets, kv{k, v})
 	}
-	c, err := client(ctx, *cfgPath)
+	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -845,7 +850,7 @@ func deploymentSet(ctx context.Context, args []string, stdout io.Writer) error {
 	if *mode != "" {
 		s.ApprovalMode = *mode
 	}
-	if *clearLabels {
+	if cmd.ClearLabels {
 		s.Labels = nil
 	}
 	for _, l := range sets {
@@ -858,19 +863,19 @@ func deploymentSet(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		s.Labels[l.k] = l.v
 	}
-	if *clearFreeze {
+	if cmd.ClearFreeze {
 		s.FreezeWindows = nil
 	}
-	s.FreezeWindows = append(s.FreezeWindows, freeze.ws...)
-	if *clearMaint {
+	s.FreezeWindows = append(s.FreezeWindows, freeze...)
+	if cmd.ClearMaintenance {
 		s.MaintenanceWindows = nil
 	}
-	s.MaintenanceWindows = append(s.MaintenanceWindows, maint.ws...)
+	s.MaintenanceWindows = append(s.MaintenanceWindows, maint...)
 	d, err = c.SetDeploymentSettings(ctx, ref, s)
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if cmd.json() {
 		return printJSON(stdout, d)
 	}
 	fmt.Fprintf(stdout, "Updated the settings of %s/%s.\n", d.Tenant, d.Name)
@@ -917,36 +922,38 @@ func printSettings(w io.Writer, s brokerapi.DeploymentSettings) {
 	tw.Flush()
 }
 
-const policyEvalUsage = `Usage: broker policy eval --input FILE [--policy-dir DIR] [--output table|json]
+// policyCmd is 'broker policy'.
+type policyCmd struct {
+	Eval    policyEvalCmd `cmd:"" help:"evaluate the access policy locally on a policy input"`
+	HelpCmd cli.HelpCmd   `cmd:"" name:"help" hidden:""`
+}
 
-Evaluates the access policy locally, as the broker would on a request:
+type policyEvalCmd struct {
+	Input     string `placeholder:"FILE" help:"policy input as JSON ('-' for stdin; required)"`
+	PolicyDir string `name:"policy-dir" placeholder:"DIR" help:"directory of .rego files (default: the embedded policy)"`
+	outputFlag
+}
+
+func (policyEvalCmd) Help() string {
+	return `Evaluates the access policy locally, as the broker would on a request:
 the embedded default policy, or the .rego files of --policy-dir. The input
 file is the policy input as JSON (see policy.Input: requester, deployment,
 ticket, scopes, duration_seconds, break_glass, dev, time, action); '-'
 reads it from stdin. Unknown fields are an error. No broker is needed.`
+}
 
-func policyCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
-	if len(args) == 0 || args[0] != "eval" {
-		return cli.Usagef("policy: want 'broker policy eval --input FILE [--policy-dir DIR]'")
-	}
-	fs := cli.NewFlagSet("broker policy eval")
-	input := fs.String("input", "", "policy input as JSON ('-' for stdin)")
-	dir := fs.String("policy-dir", "", "directory of .rego files (default: the embedded policy)")
-	output := fs.String("output", "table", "output format: table or json")
-	pos, err := cli.Parse(fs, args[1:], stdout, policyEvalUsage)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return cli.Usagef("broker policy eval: unexpected argument %q", pos[0])
-	}
+func (cmd *policyEvalCmd) Run(e *env) error {
+	ctx, stdin, stdout, input, dir := e.ctx, e.stdin, e.stdout, &cmd.Input, &cmd.PolicyDir
 	if *input == "" {
 		return cli.Usagef("broker policy eval: --input FILE is required (the policy input as JSON, '-' for stdin)")
 	}
-	if err := cli.CheckOutput(*output, "table", "json"); err != nil {
+	if err := cmd.check(); err != nil {
 		return err
 	}
-	var b []byte
+	var (
+		b   []byte
+		err error
+	)
 	if *input == "-" {
 		b, err = io.ReadAll(io.LimitReader(stdin, brokerapi.MaxBody+1))
 	} else {
@@ -959,15 +966,15 @@ func policyCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 	if err != nil {
 		return cli.Usagef("--input %s: %v", *input, err)
 	}
-	e, err := policy.New(ctx, policy.Options{Dir: *dir})
+	pe, err := policy.New(ctx, policy.Options{Dir: *dir})
 	if err != nil {
 		return err
 	}
-	d, err := e.Decide(ctx, in)
+	d, err := pe.Decide(ctx, in)
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if cmd.json() {
 		return printJSON(stdout, d)
 	}
 	printDecision(stdout, d)

@@ -120,7 +120,7 @@ func TestLocalValidation(t *testing.T) {
 		{"proxy no host", []string{"proxy", "prometheus", "--config", cfg, "--deployment", "acme/prod", "--listen", ":9090"}, "loopback address only"},
 		{"proxy LAN address", []string{"proxy", "clickhouse", "--config", cfg, "--deployment", "acme/prod", "--listen", "192.168.1.10:8123"}, "loopback address only"},
 		{"proxy no port", []string{"proxy", "clickhouse", "--config", cfg, "--deployment", "acme/prod", "--listen", "127.0.0.1"}, "want 127.0.0.1:PORT"},
-		{"proxy unknown service", []string{"proxy", "postgres"}, "want 'broker proxy clickhouse'"},
+		{"proxy unknown service", []string{"proxy", "postgres"}, "unknown command 'proxy postgres': want clickhouse or prometheus"},
 		{"set nothing", []string{"deployment", "set", "--config", cfg, "acme/prod"}, "nothing to change"},
 		{"set bad label", []string{"deployment", "set", "--config", cfg, "acme/prod", "--label", "Env=prod"}, `--label "Env=prod": want KEY=VALUE`},
 		{"set bad freeze", []string{"deployment", "set", "--config", cfg, "acme/prod", "--freeze", "2026-12-20/2027-01-05"}, "not an RFC 3339 time"},
@@ -144,7 +144,7 @@ func TestLocalValidation(t *testing.T) {
 }
 
 func TestCreateFlagsValid(t *testing.T) {
-	f := createFlags{deployment: "acme/prod", scope: "clickhouse:system, prometheus:read", duration: "90m", reason: "  disk full  ", ticket: "acme/incidents#42", breakGlass: true}
+	f := createFlags{Deployment: "acme/prod", Scope: "clickhouse:system, prometheus:read", Duration: "90m", Reason: "  disk full  ", Ticket: "acme/incidents#42", BreakGlass: true}
 	r, err := f.request()
 	if err != nil {
 		t.Fatal(err)

@@ -3,37 +3,24 @@ package cli
 import (
 	"errors"
 	"io"
-	"reflect"
 	"strings"
 	"testing"
 )
 
-func TestParse(t *testing.T) {
-	fs := NewFlagSet("x")
-	out := fs.String("output", "table", "")
-	pos, err := Parse(fs, []string{"a", "--output", "json", "b", "--", "--c"}, io.Discard, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"a", "b", "--c"}; !reflect.DeepEqual(pos, want) || *out != "json" {
-		t.Errorf("Parse = %q, output %q; want %q, json", pos, *out, want)
-	}
-
-	fs = NewFlagSet("x")
-	_, err = Parse(fs, []string{"--nope"}, io.Discard, "")
-	var ue *UsageError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "flag provided but not defined: -nope") || ExitCode(err) != 2 {
-		t.Errorf("Parse(--nope) = %v (exit %d), want a usage error exiting 2", err, ExitCode(err))
-	}
-
-	var help strings.Builder
-	fs = NewFlagSet("x")
-	fs.String("output", "table", "output format")
-	if _, err := Parse(fs, []string{"-h"}, &help, "Usage: x"); !errors.Is(err, ErrHelp) || !strings.Contains(help.String(), "output format") {
-		t.Errorf("Parse(-h) = %v, printed %q", err, help.String())
-	}
-	if ExitCode(errors.New("x")) != 1 || ExitCode(nil) != 0 {
-		t.Error("ExitCode: want 1 for errors, 0 for nil")
+func TestExitCode(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want int
+	}{
+		{nil, 0},
+		{ErrHelp, 0},
+		{errors.New("x"), 1},
+		{Usagef("x"), 2},
+		{Exit(3), 3},
+	} {
+		if got := ExitCode(tt.err); got != tt.want {
+			t.Errorf("ExitCode(%v) = %d, want %d", tt.err, got, tt.want)
+		}
 	}
 }
 
