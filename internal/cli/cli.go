@@ -72,6 +72,9 @@ func New(name, description string, grammar any, stdout, stderr io.Writer, opts .
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true, WrapUpperBound: 100}),
+		// A flag's value may begin with "-" (--name -prod is the
+		// command's to judge, as the flag package let it).
+		kong.WithHyphenPrefixedParameters(true),
 	}, opts...)
 	return kong.New(grammar, opts...)
 }
