@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tetherhq/tether/internal/names"
 )
 
 // maxDurationSeconds bounds max_duration_seconds so that it converts to a
@@ -96,12 +98,12 @@ func parseReview(i int, v any) (Review, error) {
 		return Review{}, malformed("required_reviews[%d].role is %s, not a string", i, kind(obj["role"]))
 	}
 	switch {
-	case r.Role == RoleApprover && r.Tenant == "":
+	case r.Role == names.ReviewApprover && r.Tenant == "":
 		return Review{}, malformed("required_reviews[%d] asks for approvers of no tenant; name the deployment's tenant", i)
-	case r.Role == RoleInternal && r.Tenant != "":
+	case r.Role == names.ReviewInternal && r.Tenant != "":
 		return Review{}, malformed("required_reviews[%d] asks for internal reviewers of tenant %q; internal reviews have tenant \"\"", i, r.Tenant)
-	case r.Role != RoleApprover && r.Role != RoleInternal:
-		return Review{}, malformed("required_reviews[%d].role is %q, want %q or %q", i, r.Role, RoleApprover, RoleInternal)
+	case r.Role != names.ReviewApprover && r.Role != names.ReviewInternal:
+		return Review{}, malformed("required_reviews[%d].role is %q, want %q or %q", i, r.Role, names.ReviewApprover, names.ReviewInternal)
 	}
 	n, err := integer(fmt.Sprintf("required_reviews[%d].count", i), obj["count"])
 	if err != nil {

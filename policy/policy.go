@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -39,19 +41,13 @@ var ErrMalformed = errors.New("malformed policy decision")
 // Actions a request may name in [Input.Action].
 const (
 	ActionAccess  = "access"
-	ActionPeering = "network:peering"
+	ActionPeering = names.ScopePeering
 )
 
 // Approval modes of a [Deployment].
 const (
 	ApprovalCustomer       = "customer"
 	ApprovalAutoPrometheus = "auto_prometheus"
-)
-
-// Review roles of a [Review].
-const (
-	RoleApprover = "approver"
-	RoleInternal = "internal"
 )
 
 // Input is the documented policy input (JSON names in snake_case).
@@ -153,9 +149,9 @@ type Ticket struct {
 // Review is a set of approvals a request needs before it is granted.
 type Review struct {
 	// Tenant is the customer whose approvers must approve; empty for
-	// RoleInternal.
+	// names.ReviewInternal.
 	Tenant string `json:"tenant"`
-	// Role is RoleApprover (a customer approver of Tenant) or RoleInternal
+	// Role is names.ReviewApprover (a customer approver of Tenant) or names.ReviewInternal
 	// (a vendor reviewer or admin).
 	Role string `json:"role"`
 	// Count is how many distinct people of Role must approve, at least 1.

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -91,8 +93,8 @@ func TestDecide(t *testing.T) {
 	if !hexHash.MatchString(e.Hash()) {
 		t.Fatalf("Hash() = %q, want 64 hex digits", e.Hash())
 	}
-	approver := func(n int) []Review { return []Review{{Tenant: "acme", Role: RoleApprover, Count: n}} }
-	internal2 := []Review{{Role: RoleInternal, Count: 2}}
+	approver := func(n int) []Review { return []Review{{Tenant: "acme", Role: names.ReviewApprover, Count: n}} }
+	internal2 := []Review{{Role: names.ReviewInternal, Count: 2}}
 	freeze := Window{Start: noon.Add(-time.Hour), End: noon.Add(time.Hour), Reason: "quarter close"}
 
 	tests := []struct {
@@ -245,7 +247,7 @@ func TestInputJSON(t *testing.T) {
 	check(m["deployment"].(map[string]any)["freeze_windows"].([]any)[0], "start", "end", "reason")
 	check(m["ticket"], "ref", "verified", "state", "labels", "assignees")
 
-	d, err := json.Marshal(Decision{Reasons: []string{}, RequiredReviews: []Review{{Role: RoleInternal, Count: 2}}})
+	d, err := json.Marshal(Decision{Reasons: []string{}, RequiredReviews: []Review{{Role: names.ReviewInternal, Count: 2}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,9 +30,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/grant"
-	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/policy"
 )
@@ -54,12 +55,6 @@ const (
 	MaxReasonLen = 1000
 	// MaxCommentLen bounds a review's comment and a revocation's reason.
 	MaxCommentLen = 2000
-)
-
-// Review roles: the Role of a [policy.Review] and of a [store.Review].
-const (
-	RoleApprover = "approver" // a customer approver of the request's tenant
-	RoleInternal = "internal" // a vendor reviewer or admin
 )
 
 // Error is a refusal by the lifecycle. Code is stable (the broker's API
@@ -108,7 +103,7 @@ func SamePerson(p, q store.Person) bool {
 // IsInternal reports whether p is vendor staff who may review internally:
 // a reviewer or an admin of the vendor's issuer.
 func IsInternal(p store.Person) bool {
-	return p.Tenant == "" && (slices.Contains(p.Roles, identity.RoleReviewer) || slices.Contains(p.Roles, identity.RoleAdmin))
+	return p.Tenant == "" && (slices.Contains(p.Roles, names.RoleReviewer) || slices.Contains(p.Roles, names.RoleAdmin))
 }
 
 // DisplayName is how a person is named in events, messages and grants.
@@ -147,11 +142,11 @@ func Terms(tenant string, breakGlass bool, ticket *policy.Ticket, requested []st
 	var t GrantTerms
 	for _, rv := range dec.RequiredReviews {
 		switch rv.Role {
-		case RoleApprover:
+		case names.ReviewApprover:
 			// Only the deployment's own tenant approves it, whatever the
 			// policy named.
 			rv.Tenant = tenant
-		case RoleInternal:
+		case names.ReviewInternal:
 			rv.Tenant = ""
 		default:
 			return GrantTerms{}, refuse(CodePolicyError, "the policy asked for reviews by %q, which the broker does not know, so the request is refused", rv.Role)
@@ -168,13 +163,13 @@ func Terms(tenant string, breakGlass bool, ticket *policy.Ticket, requested []st
 		}
 		internal := 0
 		for _, rv := range t.Reviews {
-			if rv.Role == RoleApprover {
+			if rv.Role == names.ReviewApprover {
 				return GrantTerms{}, refuse(CodePolicyError, "the policy asked for customer reviews of a break-glass request, which skips them by definition")
 			}
 			internal += rv.Count
 		}
 		if internal < BreakGlassReviews {
-			t.Reviews = []policy.Review{{Role: RoleInternal, Count: BreakGlassReviews}}
+			t.Reviews = []policy.Review{{Role: names.ReviewInternal, Count: BreakGlassReviews}}
 		}
 		t.MaxDuration = min(t.MaxDuration, MaxBreakGlassDuration)
 	}
@@ -207,7 +202,7 @@ func Missing(ar store.AccessRequest) []policy.Review {
 	for _, rv := range Decision(ar).RequiredReviews {
 		got := 0
 		for _, x := range ar.Reviews {
-			if x.Approve && x.Role == rv.Role && (rv.Role != RoleApprover || x.Reviewer.Tenant == rv.Tenant) {
+			if x.Approve && x.Role == rv.Role && (rv.Role != names.ReviewApprover || x.Reviewer.Tenant == rv.Tenant) {
 				got++
 			}
 		}
@@ -223,10 +218,10 @@ func Missing(ar store.AccessRequest) []policy.Review {
 func ReviewRole(p store.Person, tenant string, reviews []policy.Review) string {
 	for _, rv := range reviews {
 		switch {
-		case rv.Role == RoleApprover && p.Tenant == tenant && slices.Contains(p.Roles, identity.RoleApprover):
-			return RoleApprover
-		case rv.Role == RoleInternal && IsInternal(p):
-			return RoleInternal
+		case rv.Role == names.ReviewApprover && p.Tenant == tenant && slices.Contains(p.Roles, names.RoleApprover):
+			return names.ReviewApprover
+		case rv.Role == names.ReviewInternal && IsInternal(p):
+			return names.ReviewInternal
 		}
 	}
 	return ""
@@ -235,7 +230,7 @@ func ReviewRole(p store.Person, tenant string, reviews []policy.Review) string {
 // Describe says what a missing review still needs, for people.
 func Describe(rv policy.Review) string {
 	who := "vendor reviewers or admins"
-	if rv.Role == RoleApprover {
+	if rv.Role == names.ReviewApprover {
 		who = "approvers of tenant " + rv.Tenant
 		if rv.Count == 1 {
 			who = "approver of tenant " + rv.Tenant
@@ -343,7 +338,7 @@ func Cancel(ar store.AccessRequest, by store.Person, now time.Time) (store.Acces
 // request's tenant, or vendor staff, of an approved or active request.
 func Revoke(ar store.AccessRequest, by store.Person, reason string, now time.Time) (store.AccessRequest, error) {
 	mayRevoke := SamePerson(by, ar.Requester) ||
-		(by.Tenant == ar.Tenant && slices.Contains(by.Roles, identity.RoleApprover)) ||
+		(by.Tenant == ar.Tenant && slices.Contains(by.Roles, names.RoleApprover)) ||
 		IsInternal(by)
 	if !mayRevoke {
 		return ar, refuse(CodeNotAllowedToRevoke, "only the requester, an approver of tenant %s, a reviewer or an admin may revoke request %s", ar.Tenant, ar.ID)

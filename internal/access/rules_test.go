@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/policy"
@@ -39,9 +41,9 @@ func pending(reviews ...policy.Review) store.AccessRequest {
 }
 
 func customer(n int) policy.Review {
-	return policy.Review{Tenant: "acme", Role: RoleApprover, Count: n}
+	return policy.Review{Tenant: "acme", Role: names.ReviewApprover, Count: n}
 }
-func internal(n int) policy.Review { return policy.Review{Role: RoleInternal, Count: n} }
+func internal(n int) policy.Review { return policy.Review{Role: names.ReviewInternal, Count: n} }
 
 // code is the lifecycle code of err, "" for none.
 func code(err error) string {
@@ -72,27 +74,27 @@ func TestApplyReview(t *testing.T) {
 		wantState string
 		wantRole  string
 	}{
-		{"one customer approval of one", pending(customer(1)), approve(acme1), "", store.StateApproved, RoleApprover},
-		{"first of two customer approvals", pending(customer(2)), approve(acme1), "", store.StatePending, RoleApprover},
-		{"second of two: exactly enough", with(pending(customer(2)), approved(acme1, RoleApprover)), approve(acme2), "", store.StateApproved, RoleApprover},
-		{"a denial ends it", pending(customer(2)), Review{Reviewer: acme1, Comment: "not now"}, "", store.StateDenied, RoleApprover},
+		{"one customer approval of one", pending(customer(1)), approve(acme1), "", store.StateApproved, names.ReviewApprover},
+		{"first of two customer approvals", pending(customer(2)), approve(acme1), "", store.StatePending, names.ReviewApprover},
+		{"second of two: exactly enough", with(pending(customer(2)), approved(acme1, names.ReviewApprover)), approve(acme2), "", store.StateApproved, names.ReviewApprover},
+		{"a denial ends it", pending(customer(2)), Review{Reviewer: acme1, Comment: "not now"}, "", store.StateDenied, names.ReviewApprover},
 		{"self-review", pending(internal(1)), approve(engineer), CodeSelfReview, "", ""},
 		{"self-review by a lead who reviews", func() store.AccessRequest { ar := pending(internal(2)); ar.Requester = lead; return ar }(), approve(lead), CodeSelfReview, "", ""},
-		{"same subject, other issuer, is someone else", pending(customer(1)), approve(sameSubject), "", store.StateApproved, RoleApprover},
+		{"same subject, other issuer, is someone else", pending(customer(1)), approve(sameSubject), "", store.StateApproved, names.ReviewApprover},
 		{"another tenant's approver", pending(customer(1)), approve(globex), CodeNotAReviewer, "", ""},
 		{"a vendor reviewer for a customer review", pending(customer(1)), approve(reviewer), CodeNotAReviewer, "", ""},
 		{"a customer for an internal review", pending(internal(2)), approve(acme1), CodeNotAReviewer, "", ""},
 		{"the engineer role reviews nothing", func() store.AccessRequest { ar := pending(customer(1)); ar.Requester = lead; return ar }(), approve(engineer), CodeNotAReviewer, "", ""},
-		{"internal approvals by a reviewer and an admin", with(pending(internal(2)), approved(reviewer, RoleInternal)), approve(admin), "", store.StateApproved, RoleInternal},
-		{"duplicate review", with(pending(customer(2)), approved(acme1, RoleApprover)), approve(acme1), CodeAlreadyReviewed, "", ""},
-		{"duplicate, as a denial", with(pending(customer(2)), approved(acme1, RoleApprover)), Review{Reviewer: acme1, Comment: "changed my mind"}, CodeAlreadyReviewed, "", ""},
-		{"an approval no longer needed", with(pending(customer(1), internal(1)), approved(acme1, RoleApprover)), approve(acme2), CodeReviewNotNeeded, "", ""},
-		{"a denial counts even then", with(pending(customer(1), internal(1)), approved(acme1, RoleApprover)), Review{Reviewer: acme2, Comment: "no"}, "", store.StateDenied, RoleApprover},
+		{"internal approvals by a reviewer and an admin", with(pending(internal(2)), approved(reviewer, names.ReviewInternal)), approve(admin), "", store.StateApproved, names.ReviewInternal},
+		{"duplicate review", with(pending(customer(2)), approved(acme1, names.ReviewApprover)), approve(acme1), CodeAlreadyReviewed, "", ""},
+		{"duplicate, as a denial", with(pending(customer(2)), approved(acme1, names.ReviewApprover)), Review{Reviewer: acme1, Comment: "changed my mind"}, CodeAlreadyReviewed, "", ""},
+		{"an approval no longer needed", with(pending(customer(1), internal(1)), approved(acme1, names.ReviewApprover)), approve(acme2), CodeReviewNotNeeded, "", ""},
+		{"a denial counts even then", with(pending(customer(1), internal(1)), approved(acme1, names.ReviewApprover)), Review{Reviewer: acme2, Comment: "no"}, "", store.StateDenied, names.ReviewApprover},
 		{"review after the timeout", in(pending(customer(1)), store.StateTimedOut), approve(acme1), CodeNotPending, "", ""},
 		{"approve after cancel", in(pending(customer(1)), store.StateCancelled), approve(acme1), CodeNotPending, "", ""},
 		{"approve after a denial", in(pending(customer(1)), store.StateDenied), approve(acme1), CodeNotPending, "", ""},
 		{"approve an active request", in(pending(customer(1)), store.StateActive), approve(acme1), CodeNotPending, "", ""},
-		{"the plan the reviewer saw", planned, Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:aaa"}, "", store.StateApproved, RoleApprover},
+		{"the plan the reviewer saw", planned, Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:aaa"}, "", store.StateApproved, names.ReviewApprover},
 		{"another plan than the reviewer saw", planned, Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:bbb"}, CodePlanDigestMismatch, "", ""},
 		{"a plan digest for a request without one", pending(customer(1)), Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:bbb"}, CodePlanDigestMismatch, "", ""},
 	} {
@@ -126,9 +128,9 @@ func TestMissingCountsOnlyTheRequiredTenant(t *testing.T) {
 	// A stored review from another tenant (say, counted under an older
 	// rule) never fills acme's requirement.
 	ar.Reviews = []store.Review{
-		{Reviewer: globex, Role: RoleApprover, Approve: true},
-		{Reviewer: acme1, Role: RoleApprover, Approve: false},
-		{Reviewer: acme2, Role: RoleApprover, Approve: true},
+		{Reviewer: globex, Role: names.ReviewApprover, Approve: true},
+		{Reviewer: acme1, Role: names.ReviewApprover, Approve: false},
+		{Reviewer: acme2, Role: names.ReviewApprover, Approve: true},
 	}
 	if got := Missing(ar); len(got) != 1 || got[0].Count != 1 || got[0].Tenant != "acme" {
 		t.Errorf("Missing = %+v, want 1 more approval from acme", got)
@@ -156,10 +158,10 @@ func TestTerms(t *testing.T) {
 		wantCode   string
 	}{
 		{"customer reviews go to the deployment's tenant", false, nil, []string{ch},
-			allow(4*time.Hour, []string{ch}, policy.Review{Tenant: "globex", Role: RoleApprover, Count: 1}),
+			allow(4*time.Hour, []string{ch}, policy.Review{Tenant: "globex", Role: names.ReviewApprover, Count: 1}),
 			GrantTerms{Reviews: []policy.Review{customer(1)}, Scopes: []string{ch}, MaxDuration: 4 * time.Hour}, ""},
 		{"internal reviews name no tenant", false, nil, []string{ch},
-			allow(4*time.Hour, []string{ch}, policy.Review{Tenant: "acme", Role: RoleInternal, Count: 1}),
+			allow(4*time.Hour, []string{ch}, policy.Review{Tenant: "acme", Role: names.ReviewInternal, Count: 1}),
 			GrantTerms{Reviews: []policy.Review{internal(1)}, Scopes: []string{ch}, MaxDuration: 4 * time.Hour}, ""},
 		{"no review: approved at once", false, nil, []string{prom}, allow(time.Hour, []string{prom}),
 			GrantTerms{Scopes: []string{prom}, MaxDuration: time.Hour}, ""},

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether/audit"
@@ -409,8 +411,8 @@ func (s *Service) Review(ctx context.Context, cur store.AccessRequest, by Caller
 
 // roleName is the audit role of a review counted as role.
 func roleName(role string) string {
-	if role == RoleInternal {
-		return "reviewer"
+	if role == names.ReviewInternal {
+		return names.RoleReviewer
 	}
 	return role
 }

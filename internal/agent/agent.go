@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
@@ -122,7 +124,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Hostname == "" {
 		cfg.Hostname = "tether-agent"
 	}
-	if !tailnet.IsDNSLabel(cfg.Hostname) {
+	if !names.IsLabel(cfg.Hostname) {
 		return nil, fmt.Errorf("hostname %q: want a DNS label (a-z, 0-9, '-')", cfg.Hostname)
 	}
 	if cfg.StartTimeout == 0 {

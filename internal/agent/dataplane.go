@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/grant"
@@ -230,7 +232,7 @@ func (a *Agent) record(ctx context.Context, e audit.Event) error {
 }
 
 func grantActor(g grant.Grant) audit.Actor {
-	return audit.Actor{Subject: g.Subject, Role: "engineer"}
+	return audit.Actor{Subject: g.Subject, Role: names.RoleEngineer}
 }
 
 func apiErr(w http.ResponseWriter, status int, code, msg string) {

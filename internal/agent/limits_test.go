@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/chtest"
@@ -133,7 +135,7 @@ func (la *limitsAgent) grant(t *testing.T, id string) string {
 	now := time.Now()
 	tok, err := grant.Issue(grant.Grant{
 		ID: id, RequestID: "req-" + id, Deployment: la.a.state.DeploymentID, Agent: la.a.state.AgentID,
-		Subject: "eng@vendor.example", Scopes: []string{grant.ScopeClickHouse, grant.ScopePrometheus},
+		Subject: "eng@vendor.example", Scopes: []string{names.ScopeClickHouse, names.ScopePrometheus},
 		NotBefore: now.Add(-time.Minute), Expiry: now.Add(time.Hour), IssuedAt: now.Add(-time.Minute),
 	}, la.key)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether/audit"
@@ -39,7 +41,7 @@ func issueStored(t *testing.T, b *brokertest.Broker, depID, tenant, name, agentI
 	now := time.Now()
 	g := grant.Grant{
 		ID: uuid.NewString(), RequestID: uuid.NewString(), Deployment: depID, Agent: agentID, Subject: subject,
-		Scopes: []string{grant.ScopeClickHouse}, NotBefore: notBefore, Expiry: expiry, IssuedAt: now,
+		Scopes: []string{names.ScopeClickHouse}, NotBefore: notBefore, Expiry: expiry, IssuedAt: now,
 	}
 	tok, err := b.IssueGrant(g)
 	if err != nil {

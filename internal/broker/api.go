@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -16,7 +18,6 @@ import (
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/store"
-	"github.com/tetherhq/tether/internal/tailnet"
 )
 
 // apiHandler routes the API: every route of the authorization table
@@ -68,10 +69,10 @@ func (b *Broker) handleBrokerInfo(w http.ResponseWriter, r *http.Request) error 
 var regionRE = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
 
 func validateDeploymentName(tenant, name, region string) error {
-	if !tailnet.IsDNSLabel(tenant) {
+	if !names.IsLabel(tenant) {
 		return errorf(http.StatusBadRequest, "invalid_tenant", "tenant %q is not a DNS label: want 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'", tenant)
 	}
-	if !tailnet.IsDNSLabel(name) {
+	if !names.IsLabel(name) {
 		return errorf(http.StatusBadRequest, "invalid_name", "name %q is not a DNS label: want 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'", name)
 	}
 	if region != "" && (len(region) > 32 || !regionRE.MatchString(region)) {

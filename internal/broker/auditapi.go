@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/google/uuid"
 
 	"golang.org/x/mod/sumdb/note"
@@ -478,14 +480,14 @@ func (d agentDelivery) check(e audit.Event) (audit.Event, error) {
 			return e, err
 		}
 		g, who := ar.Grant, ar.Requester
-		if e.Actor.Subject != displayName(who) || e.Actor.Issuer != "" && e.Actor.Issuer != who.Issuer || e.Actor.Role != "" && e.Actor.Role != "engineer" {
+		if e.Actor.Subject != displayName(who) || e.Actor.Issuer != "" && e.Actor.Issuer != who.Issuer || e.Actor.Role != "" && e.Actor.Role != names.RoleEngineer {
 			return e, refused("actor %s (%s) is not grant %s's engineer", claim(e.Actor.Subject), claim(e.Actor.Role), g.ID)
 		}
 		if e.Time.Before(g.NotBefore.Add(-agentEventSkew)) || e.Time.After(g.Expiry.Add(agentEventSkew)) {
 			return e, refused("time %s is outside grant %s's window %s..%s (give or take %s)", e.Time.UTC().Format(time.RFC3339), g.ID,
 				g.NotBefore.UTC().Format(time.RFC3339), g.Expiry.UTC().Format(time.RFC3339), agentEventSkew)
 		}
-		e.Actor = audit.Actor{Subject: displayName(who), Issuer: who.Issuer, Tenant: who.Tenant, Role: "engineer"}
+		e.Actor = audit.Actor{Subject: displayName(who), Issuer: who.Issuer, Tenant: who.Tenant, Role: names.RoleEngineer}
 	case agentRefusal:
 		claimed := map[string]any{}
 		if s := e.Actor.Subject; s != "" && s != agentSubject(d.agent.ID) {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/store"
@@ -63,19 +65,19 @@ type Endpoint struct {
 }
 
 var (
-	anyRole     = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin, identity.RoleApprover}
-	vendorRole  = []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin}
-	adminOnly   = []string{identity.RoleAdmin}
-	engineer    = []string{identity.RoleEngineer}
-	reviewers   = []string{identity.RoleApprover, identity.RoleReviewer, identity.RoleAdmin}
-	netPlanners = []string{identity.RoleEngineer, identity.RoleAdmin, identity.RoleApprover}
-	netActors   = []string{identity.RoleEngineer, identity.RoleAdmin}
+	anyRole     = []string{names.RoleEngineer, names.RoleReviewer, names.RoleAdmin, names.RoleApprover}
+	vendorRole  = []string{names.RoleEngineer, names.RoleReviewer, names.RoleAdmin}
+	adminOnly   = []string{names.RoleAdmin}
+	engineer    = []string{names.RoleEngineer}
+	reviewers   = []string{names.RoleApprover, names.RoleReviewer, names.RoleAdmin}
+	netPlanners = []string{names.RoleEngineer, names.RoleAdmin, names.RoleApprover}
+	netActors   = []string{names.RoleEngineer, names.RoleAdmin}
 	// registrars register a tenant's AWS accounts: its approvers, or an
 	// admin, whose registration waits for an approver's confirmation.
-	registrars   = []string{identity.RoleApprover, identity.RoleAdmin}
-	approverOnly = []string{identity.RoleApprover}
-	auditRoles   = []string{identity.RoleReviewer, identity.RoleAdmin}
-	dataRoles    = []string{identity.RoleEngineer}
+	registrars   = []string{names.RoleApprover, names.RoleAdmin}
+	approverOnly = []string{names.RoleApprover}
+	auditRoles   = []string{names.RoleReviewer, names.RoleAdmin}
+	dataRoles    = []string{names.RoleEngineer}
 )
 
 // Endpoints is the broker API's authorization table, the one place that
@@ -101,7 +103,7 @@ func Endpoints() []Endpoint {
 		{"POST /api/v1/deployments/{tenant}/{name}/pairing-tokens", adminOnly, ScopeTenant, h((*Broker).handleNewPairingToken)},
 		{"POST /api/v1/deployments/{id}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
 		{"PUT /api/v1/deployments/{tenant}/{name}/settings", adminOnly, ScopeTenant, h((*Broker).handleSetSettings)},
-		{"POST /api/v1/deployments/{tenant}/{name}/revoke-agent", []string{identity.RoleAdmin, identity.RoleApprover}, ScopeTenant, h((*Broker).handleRevokeAgent)},
+		{"POST /api/v1/deployments/{tenant}/{name}/revoke-agent", []string{names.RoleAdmin, names.RoleApprover}, ScopeTenant, h((*Broker).handleRevokeAgent)},
 
 		{"POST /api/v1/requests", engineer, ScopeVendor, h((*Broker).handleCreateRequest)},
 		{"GET /api/v1/requests", anyRole, ScopeOwn, h((*Broker).handleListRequests)},
@@ -165,7 +167,7 @@ func actingRole(r *http.Request) string {
 
 // bootstrapPrincipal is the dev broker's bootstrap token holder.
 var bootstrapPrincipal = identity.Principal{
-	Subject: "admin:bootstrap", IssuerName: "bootstrap", Roles: []string{identity.RoleAdmin},
+	Subject: "admin:bootstrap", IssuerName: "bootstrap", Roles: []string{names.RoleAdmin},
 }
 
 // authenticate finds who is calling: the dev bootstrap token (dev mode

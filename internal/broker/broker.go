@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -219,7 +221,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("public URL %q: want the https:// address browsers reach the broker at, such as https://tether.example.com", c.PublicURL)
 		}
 	}
-	if !tailnet.IsDNSLabel(c.Hostname) {
+	if !names.IsLabel(c.Hostname) {
 		return fmt.Errorf("tailnet hostname %q: want a DNS label (a-z, 0-9, '-')", c.Hostname)
 	}
 	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > 5*time.Minute {

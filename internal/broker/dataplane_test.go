@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether/audit"
@@ -81,7 +83,7 @@ func (d *dataPlane) grant(t testing.TB, mod func(*grant.Grant)) string {
 	now := time.Now()
 	g := grant.Grant{
 		ID: uuid.NewString(), RequestID: uuid.NewString(), Deployment: d.depID, Agent: d.a.State().AgentID,
-		Subject: "engineer@vendor.test", Scopes: []string{grant.ScopeClickHouse, grant.ScopePrometheus},
+		Subject: "engineer@vendor.test", Scopes: []string{names.ScopeClickHouse, names.ScopePrometheus},
 		NotBefore: now.Add(-time.Minute), Expiry: now.Add(10 * time.Minute), IssuedAt: now, PolicyHash: "test",
 	}
 	if mod != nil {
@@ -203,7 +205,7 @@ func TestGrantAttacks(t *testing.T) {
 	forged := func() string {
 		now := time.Now()
 		tok, err := grant.Issue(grant.Grant{ID: uuid.NewString(), RequestID: "r", Deployment: d.depID, Agent: d.a.State().AgentID,
-			Subject: "mallory", Scopes: []string{grant.ScopeClickHouse}, NotBefore: now.Add(-time.Minute), Expiry: now.Add(time.Hour), IssuedAt: now}, otherKey)
+			Subject: "mallory", Scopes: []string{names.ScopeClickHouse}, NotBefore: now.Add(-time.Minute), Expiry: now.Add(time.Hour), IssuedAt: now}, otherKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -227,7 +229,7 @@ func TestGrantAttacks(t *testing.T) {
 		{"not yet valid", d.grant(t, func(g *grant.Grant) { g.NotBefore, g.Expiry = time.Now().Add(time.Hour), time.Now().Add(2*time.Hour) })},
 		{"other deployment", d.grant(t, func(g *grant.Grant) { g.Deployment = uuid.NewString() })},
 		{"other agent", d.grant(t, func(g *grant.Grant) { g.Agent = uuid.NewString() })},
-		{"wrong scope", d.grant(t, func(g *grant.Grant) { g.Scopes = []string{grant.ScopePrometheus} })},
+		{"wrong scope", d.grant(t, func(g *grant.Grant) { g.Scopes = []string{names.ScopePrometheus} })},
 		{"revoked", revoked},
 		{"forged signature", forged()},
 		{"alg none", unsigned("none")},
@@ -350,7 +352,7 @@ func TestDataPlanePrometheus(t *testing.T) {
 		t.Errorf("Prometheus counted requests to denied handlers: %s", b)
 	}
 	// A grant for SQL only does not open Prometheus.
-	sqlOnly := d.grant(t, func(g *grant.Grant) { g.Scopes = []string{grant.ScopeClickHouse} })
+	sqlOnly := d.grant(t, func(g *grant.Grant) { g.Scopes = []string{names.ScopeClickHouse} })
 	if status, _ := d.promCall(t, sqlOnly, http.MethodGet, "/api/v1/query?query=up"); status != http.StatusForbidden {
 		t.Errorf("SQL-only grant on Prometheus = %d, want 403", status)
 	}

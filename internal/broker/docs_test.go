@@ -9,8 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/internal/broker"
-	"github.com/tetherhq/tether/internal/identity"
 )
 
 // mdTable is one markdown table: its header cells and rows of cells, each
@@ -109,7 +110,7 @@ var readmeActions = map[string][]string{
 func effectiveRoles(e broker.Endpoint) []string {
 	var out []string
 	for _, r := range e.Roles {
-		if r == identity.RoleApprover && e.Scope == broker.ScopeVendor {
+		if r == names.RoleApprover && e.Scope == broker.ScopeVendor {
 			continue
 		}
 		out = append(out, r)
@@ -125,7 +126,7 @@ func effectiveRoles(e broker.Endpoint) []string {
 func TestREADMEPermissionTable(t *testing.T) {
 	path := filepath.Join("..", "..", "README.md")
 	tab := readTable(t, path, "action")
-	roles := []string{identity.RoleEngineer, identity.RoleReviewer, identity.RoleAdmin, identity.RoleApprover}
+	roles := []string{names.RoleEngineer, names.RoleReviewer, names.RoleAdmin, names.RoleApprover}
 	col := map[string]int{}
 	for i, h := range tab.header[1:] {
 		col[strings.Fields(h)[0]] = i + 1

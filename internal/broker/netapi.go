@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/tetherhq/tether/audit"
@@ -169,7 +171,7 @@ func (b *Broker) networkRequest(r *http.Request, op string) (store.AccessRequest
 			return ar, d, errorf(http.StatusConflict, "not_applied", "request %s is %s and was never applied: there is nothing to tear down", ar.ID, ar.State)
 		}
 	}
-	if op != "status" && !samePerson(p, ar.Requester) && !p.HasRole("admin") {
+	if op != "status" && !samePerson(p, ar.Requester) && !p.HasRole(names.RoleAdmin) {
 		return ar, d, errorf(http.StatusForbidden, "not_requester", "only the requester or an admin carries out request %s", ar.ID)
 	}
 	d, err = b.store.GetDeployment(r.Context(), ar.DeploymentID)

@@ -31,6 +31,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether/audit"
@@ -39,7 +41,6 @@ import (
 	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/netmgr"
 	"github.com/tetherhq/tether/internal/store"
-	"github.com/tetherhq/tether/internal/tailnet"
 )
 
 // SealKeyFile is the file in the data dir holding the key that seals
@@ -235,7 +236,7 @@ func (b *Broker) knownTenant(tenant string) bool {
 // isTenantApprover reports whether p is a customer approver of tenant
 // (not vendor staff holding the role name).
 func isTenantApprover(p identity.Principal, tenant string) bool {
-	return p.Tenant != "" && p.Tenant == tenant && p.HasRole(identity.RoleApprover)
+	return p.Tenant != "" && p.Tenant == tenant && p.HasRole(names.RoleApprover)
 }
 
 // handleRegisterNetwork registers an AWS account to the tenant: active at
@@ -243,7 +244,7 @@ func isTenantApprover(p identity.Principal, tenant string) bool {
 // pending for a vendor admin.
 func (b *Broker) handleRegisterNetwork(w http.ResponseWriter, r *http.Request) error {
 	ctx, p, tenant := r.Context(), principalFrom(r.Context()), r.PathValue("tenant")
-	if !tailnet.IsDNSLabel(tenant) {
+	if !names.IsLabel(tenant) {
 		return errorf(http.StatusBadRequest, "invalid_tenant", "tenant %q is not a DNS label", truncate(tenant, 64))
 	}
 	if _, err := b.netSealer(); err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether/audit"
@@ -36,7 +38,7 @@ const (
 )
 
 // knownScopes are the data sources' scopes and the network change's.
-var knownScopes = append(registry.Scopes(), brokerapi.ScopePeering)
+var knownScopes = append(registry.Scopes(), names.ScopePeering)
 
 // person is how the store keeps who acted.
 func person(p identity.Principal) store.Person {
@@ -235,7 +237,7 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 		Ticket: req.Ticket, BreakGlass: req.BreakGlass,
 	}
 	action := policy.ActionAccess
-	if slices.Contains(scopes, brokerapi.ScopePeering) {
+	if slices.Contains(scopes, names.ScopePeering) {
 		action = policy.ActionPeering
 		if d.Settings.Network == nil {
 			return errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration: an admin sets it first ('broker network configure --deployment %s/%s …')", d.Tenant, d.Name, d.Tenant, d.Name)

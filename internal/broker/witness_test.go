@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/google/uuid"
 	_ "modernc.org/sqlite"
 
@@ -145,7 +147,7 @@ func testWitnessRefuses(t *testing.T, regrow int, want string) {
 
 	tok, err := b2.IssueGrant(grant.Grant{
 		ID: uuid.NewString(), RequestID: uuid.NewString(), Deployment: res.Deployment.ID, Agent: agentID,
-		Subject: "engineer@vendor.test", Scopes: []string{grant.ScopeClickHouse},
+		Subject: "engineer@vendor.test", Scopes: []string{names.ScopeClickHouse},
 		NotBefore: time.Now().Add(-time.Minute), Expiry: time.Now().Add(10 * time.Minute), IssuedAt: time.Now(), PolicyHash: "test",
 	})
 	if err != nil {

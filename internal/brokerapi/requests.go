@@ -23,13 +23,6 @@ const (
 	StateTimedOut  = "timed_out"
 )
 
-// Scopes a request may ask for.
-const (
-	ScopeClickHouse = "clickhouse:system"
-	ScopePrometheus = "prometheus:read"
-	ScopePeering    = "network:peering"
-)
-
 // CreateAccessRequest is the body of POST /api/v1/requests.
 type CreateAccessRequest struct {
 	Deployment string   `json:"deployment"` // TENANT/NAME

@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/alecthomas/kong"
 
 	"github.com/tetherhq/tether/internal/brokerapi"
@@ -212,7 +214,7 @@ func (cmd *networkRequestCmd) Run(kctx *kong.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	r, err := c.CreateRequest(ctx, brokerapi.CreateAccessRequest{Deployment: *dep, Scopes: []string{brokerapi.ScopePeering},
+	r, err := c.CreateRequest(ctx, brokerapi.CreateAccessRequest{Deployment: *dep, Scopes: []string{names.ScopePeering},
 		Duration: *duration, Reason: *reason, Ticket: *ticket, Network: &spec})
 	if err != nil {
 		return err

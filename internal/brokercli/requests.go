@@ -16,10 +16,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/cli"
 	"github.com/tetherhq/tether/internal/ghub"
-	"github.com/tetherhq/tether/internal/tailnet"
 	"github.com/tetherhq/tether/policy"
 )
 
@@ -52,7 +53,7 @@ const (
 )
 
 var (
-	knownScopes = []string{brokerapi.ScopeClickHouse, brokerapi.ScopePrometheus}
+	knownScopes = []string{names.ScopeClickHouse, names.ScopePrometheus}
 	knownStates = []string{
 		brokerapi.StatePending, brokerapi.StateApproved, brokerapi.StateActive, brokerapi.StateExpired,
 		brokerapi.StateRevoked, brokerapi.StateDenied, brokerapi.StateCancelled, brokerapi.StateTimedOut,
@@ -65,7 +66,7 @@ func parseDeploymentRef(flagName, s string) (string, error) {
 		return "", cli.Usagef("%s is required: give the deployment as TENANT/NAME, such as acme/prod (see 'broker deployment list')", flagName)
 	}
 	tenant, name, ok := strings.Cut(s, "/")
-	if !ok || !tailnet.IsDNSLabel(tenant) || !tailnet.IsDNSLabel(name) {
+	if !ok || !names.IsLabel(tenant) || !names.IsLabel(name) {
 		return "", cli.Usagef("%s %q: want TENANT/NAME, two lowercase DNS labels such as acme/prod (see 'broker deployment list')", flagName, s)
 	}
 	return s, nil
@@ -264,11 +265,11 @@ func printGranted(w io.Writer, r brokerapi.AccessRequest) {
 	fmt.Fprintf(tw, "  Expires:\t%s (in %s)\n", g.Expiry.Local().Format(time.RFC3339), roundDur(time.Until(g.Expiry)))
 	tw.Flush()
 	fmt.Fprintln(w, "Next:")
-	if slices.Contains(g.Scopes, brokerapi.ScopeClickHouse) {
+	if slices.Contains(g.Scopes, names.ScopeClickHouse) {
 		fmt.Fprintf(w, "  broker query --deployment %s \"SELECT name, value FROM system.metrics LIMIT 10\"\n", r.Deployment)
 		fmt.Fprintf(w, "  broker proxy clickhouse --deployment %s --listen 127.0.0.1:8123\n", r.Deployment)
 	}
-	if slices.Contains(g.Scopes, brokerapi.ScopePrometheus) {
+	if slices.Contains(g.Scopes, names.ScopePrometheus) {
 		fmt.Fprintf(w, "  broker prom --deployment %s 'up'\n", r.Deployment)
 		fmt.Fprintf(w, "  broker proxy prometheus --deployment %s --listen 127.0.0.1:9090\n", r.Deployment)
 	}
@@ -723,9 +724,9 @@ func printRequest(w io.Writer, r brokerapi.AccessRequest) {
 // describeRequired says in words who must approve.
 func describeRequired(tenant, role string, count int) string {
 	switch {
-	case role == policy.RoleApprover && count == 1:
+	case role == names.ReviewApprover && count == 1:
 		return "1 approver of tenant " + tenant
-	case role == policy.RoleApprover:
+	case role == names.ReviewApprover:
 		return fmt.Sprintf("%d approvers of tenant %s", count, tenant)
 	case count == 1:
 		return "1 vendor reviewer or admin"

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/cli"
 )
@@ -425,7 +427,7 @@ func TestApprovePlanDigest(t *testing.T) {
 // approve it.
 func TestShowNetworkRequest(t *testing.T) {
 	r := pendingRequest(2)
-	r.Scopes = []string{brokerapi.ScopePeering}
+	r.Scopes = []string{names.ScopePeering}
 	r.Network = &brokerapi.PeeringSpec{Kind: "peering", AccountID: "222233334444", Region: "eu-west-1", VPCID: "vpc-0peer",
 		RoleARN: "arn:aws:iam::222233334444:role/TetherNetwork", RouteTableIDs: []string{"rtb-0peer"}, OutsideWindow: true}
 	r.NetworkPlan = &brokerapi.ApprovedNetworkPlan{

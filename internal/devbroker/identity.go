@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/devidp"
 	"github.com/tetherhq/tether/internal/identity"
@@ -28,9 +30,9 @@ var devIssuers = []devIssuer{
 	{
 		name: "vendor",
 		roleMap: map[string]string{
-			"engineers":       identity.RoleEngineer,
-			"security":        identity.RoleReviewer,
-			"platform-admins": identity.RoleAdmin,
+			"engineers":       names.RoleEngineer,
+			"security":        names.RoleReviewer,
+			"platform-admins": names.RoleAdmin,
 		},
 		users: []devidp.User{
 			{Email: "engineer@vendor.test", Name: "Dev Engineer", Groups: []string{"engineers"}, Claims: map[string]any{"github_login": "dev-engineer"}},
@@ -43,12 +45,12 @@ var devIssuers = []devIssuer{
 	},
 	{
 		name: "acme", tenant: "acme",
-		roleMap: map[string]string{"acme-approvers": identity.RoleApprover},
+		roleMap: map[string]string{"acme-approvers": names.RoleApprover},
 		users:   []devidp.User{{Email: "approver@acme.test", Name: "Acme Approver", Groups: []string{"acme-approvers"}}},
 	},
 	{
 		name: "globex", tenant: "globex",
-		roleMap: map[string]string{"globex-approvers": identity.RoleApprover},
+		roleMap: map[string]string{"globex-approvers": names.RoleApprover},
 		users:   []devidp.User{{Email: "approver@globex.test", Name: "Globex Approver", Groups: []string{"globex-approvers"}}},
 	},
 }

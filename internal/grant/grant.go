@@ -30,13 +30,6 @@ import (
 	"github.com/tetherhq/tether/internal/source/registry"
 )
 
-// Scopes of the two first data sources. A grant may give the scope of
-// any registered data source ([registry.Scopes]).
-const (
-	ScopeClickHouse = "clickhouse:system" // read-only SQL on ClickHouse's system tables
-	ScopePrometheus = "prometheus:read"   // the read-only Prometheus HTTP API
-)
-
 const (
 	// Type is the JWS typ header of a grant, which keeps other tokens
 	// signed with the broker key from passing as grants.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/tetherhq/tether/internal/grant"
@@ -33,7 +35,7 @@ var (
 func sample() grant.Grant {
 	return grant.Grant{
 		ID: "g-1", RequestID: "r-1", Deployment: "dep-1", Agent: "agt-1", Subject: "alice@vendor.test",
-		Scopes:    []string{grant.ScopePrometheus, grant.ScopeClickHouse},
+		Scopes:    []string{names.ScopePrometheus, names.ScopeClickHouse},
 		NotBefore: nbf, Expiry: nbf.Add(time.Hour), IssuedAt: nbf.Add(-time.Second),
 		PolicyHash: "sha256:abc", Issuer: "https://broker.example",
 	}
@@ -83,14 +85,14 @@ func TestRoundTrip(t *testing.T) {
 	if len(tok) > 1024 {
 		t.Errorf("token is %d bytes", len(tok))
 	}
-	got, err := verifier(nbf.Add(time.Minute)).Verify(tok, grant.ScopePrometheus)
+	got, err := verifier(nbf.Add(time.Minute)).Verify(tok, names.ScopePrometheus)
 	if err != nil {
 		t.Fatalf("Verify = %v", err)
 	}
 	if !reflect.DeepEqual(got, g) {
 		t.Errorf("Verify = %+v, want %+v", got, g)
 	}
-	if _, err := verifier(nbf.Add(time.Minute)).Verify(tok, grant.ScopeClickHouse); err != nil {
+	if _, err := verifier(nbf.Add(time.Minute)).Verify(tok, names.ScopeClickHouse); err != nil {
 		t.Errorf("Verify(second scope) = %v", err)
 	}
 	// The header is exactly the one the verifier allows.
@@ -100,7 +102,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	// Sub-second times are truncated.
 	g.NotBefore, g.Expiry = nbf.Add(400*time.Millisecond), nbf.Add(time.Hour+900*time.Millisecond)
-	got, err = verifier(nbf.Add(time.Minute)).Verify(issue(t, g, priv), grant.ScopePrometheus)
+	got, err = verifier(nbf.Add(time.Minute)).Verify(issue(t, g, priv), names.ScopePrometheus)
 	if err != nil || !got.NotBefore.Equal(nbf) || !got.Expiry.Equal(nbf.Add(time.Hour)) {
 		t.Errorf("Verify = %v, %v, %v; want %v, %v", got.NotBefore, got.Expiry, err, nbf, nbf.Add(time.Hour))
 	}
@@ -119,7 +121,7 @@ func TestIssueRefuses(t *testing.T) {
 		{"no subject", func(g *grant.Grant) { g.Subject = "" }, "no subject"},
 		{"no scopes", func(g *grant.Grant) { g.Scopes = nil }, "no scopes"},
 		{"unknown scope", func(g *grant.Grant) { g.Scopes = []string{"clickhouse:admin"} }, "unknown scope"},
-		{"scope twice", func(g *grant.Grant) { g.Scopes = []string{grant.ScopePrometheus, grant.ScopePrometheus} }, "twice"},
+		{"scope twice", func(g *grant.Grant) { g.Scopes = []string{names.ScopePrometheus, names.ScopePrometheus} }, "twice"},
 		{"no not-before", func(g *grant.Grant) { g.NotBefore = time.Time{} }, "no not-before"},
 		{"no expiry", func(g *grant.Grant) { g.Expiry = time.Time{} }, "no expiry"},
 		{"no issue time", func(g *grant.Grant) { g.IssuedAt = time.Time{} }, "no issue time"},
@@ -227,7 +229,7 @@ func TestVerifyRefuses(t *testing.T) {
 		{"far future", with(func(g *grant.Grant) { g.NotBefore, g.Expiry = nbf.Add(time.Hour), nbf.Add(2*time.Hour) }), "", now, grant.ErrNotYetValid},
 		{"other deployment", with(func(g *grant.Grant) { g.Deployment = "dep-2" }), "", now, grant.ErrWrongDeployment},
 		{"other agent", with(func(g *grant.Grant) { g.Agent = "agt-2" }), "", now, grant.ErrWrongAgent},
-		{"wrong scope", with(func(g *grant.Grant) { g.Scopes = []string{grant.ScopeClickHouse} }), grant.ScopePrometheus, now, grant.ErrScope},
+		{"wrong scope", with(func(g *grant.Grant) { g.Scopes = []string{names.ScopeClickHouse} }), names.ScopePrometheus, now, grant.ErrScope},
 		{"no scope asked", good, "-", now, grant.ErrScope},
 		{"unknown scope asked", good, "clickhouse:admin", now, grant.ErrScope},
 		{"revoked", with(func(g *grant.Grant) { g.ID = revoked }), "", now, grant.ErrRevoked},
@@ -288,7 +290,7 @@ func TestVerifyRefuses(t *testing.T) {
 		scope := tt.scope
 		switch scope {
 		case "":
-			scope = grant.ScopePrometheus
+			scope = names.ScopePrometheus
 		case "-":
 			scope = ""
 		}
@@ -324,7 +326,7 @@ func TestVerifySkew(t *testing.T) {
 	for _, tt := range tests {
 		v := verifier(tt.now)
 		v.Skew = tt.skew
-		if _, err := v.Verify(tok, grant.ScopePrometheus); !errors.Is(err, tt.want) {
+		if _, err := v.Verify(tok, names.ScopePrometheus); !errors.Is(err, tt.want) {
 			t.Errorf("Verify at %v with skew %v = %v, want %v", tt.now, tt.skew, err, tt.want)
 		}
 	}
@@ -334,11 +336,11 @@ func TestVerifySkew(t *testing.T) {
 // refusal, for the audit record; a token that is not is returned as nothing.
 func TestVerifyReturns(t *testing.T) {
 	v := verifier(nbf.Add(2 * time.Hour))
-	g, err := v.Verify(issue(t, sample(), priv), grant.ScopePrometheus)
+	g, err := v.Verify(issue(t, sample(), priv), names.ScopePrometheus)
 	if !errors.Is(err, grant.ErrExpired) || g.ID != "g-1" || g.Subject != "alice@vendor.test" {
 		t.Errorf("Verify(expired) = %+v, %v; want the grant and ErrExpired", g, err)
 	}
-	g, err = v.Verify(issue(t, sample(), other), grant.ScopePrometheus)
+	g, err = v.Verify(issue(t, sample(), other), names.ScopePrometheus)
 	if !errors.Is(err, grant.ErrSignature) || !reflect.DeepEqual(g, grant.Grant{}) {
 		t.Errorf("Verify(forged) = %+v, %v; want the zero Grant and ErrSignature", g, err)
 	}
@@ -349,7 +351,7 @@ func TestVerifierDefaults(t *testing.T) {
 	g.NotBefore, g.Expiry = time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
 	tok := issue(t, g, priv)
 	v := grant.Verifier{Key: pub, Deployment: "dep-1", Agent: "agt-1"} // the real clock, no revocation list
-	if _, err := v.Verify(tok, grant.ScopeClickHouse); err != nil {
+	if _, err := v.Verify(tok, names.ScopeClickHouse); err != nil {
 		t.Errorf("Verify with defaults = %v", err)
 	}
 	for _, bad := range []grant.Verifier{
@@ -358,7 +360,7 @@ func TestVerifierDefaults(t *testing.T) {
 		{Key: pub, Agent: "agt-1"},
 		{Key: pub, Deployment: "dep-1"},
 	} {
-		if _, err := bad.Verify(tok, grant.ScopeClickHouse); err == nil {
+		if _, err := bad.Verify(tok, names.ScopeClickHouse); err == nil {
 			t.Errorf("Verify with %+v succeeded, want an error", bad)
 		}
 	}
@@ -379,7 +381,7 @@ func FuzzVerify(f *testing.F) {
 	sentinels := []error{grant.ErrMalformed, grant.ErrAlgorithm, grant.ErrSignature, grant.ErrExpired, grant.ErrNotYetValid,
 		grant.ErrWrongDeployment, grant.ErrWrongAgent, grant.ErrScope, grant.ErrRevoked}
 	f.Fuzz(func(t *testing.T, tok string) {
-		g, err := v.Verify(tok, grant.ScopePrometheus)
+		g, err := v.Verify(tok, names.ScopePrometheus)
 		if err == nil {
 			// Nothing but the broker key's signature gets here.
 			if tok != good {
@@ -401,7 +403,7 @@ func BenchmarkVerify(b *testing.B) {
 	v := verifier(nbf.Add(time.Minute))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := v.Verify(tok, grant.ScopePrometheus); err != nil {
+		if _, err := v.Verify(tok, names.ScopePrometheus); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -422,7 +424,7 @@ func BenchmarkIssue(b *testing.B) {
 func TestSigCache(t *testing.T) {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	now := time.Now()
-	g := grant.Grant{ID: "g1", RequestID: "r1", Deployment: "d1", Agent: "a1", Subject: "eng", Scopes: []string{grant.ScopeClickHouse},
+	g := grant.Grant{ID: "g1", RequestID: "r1", Deployment: "d1", Agent: "a1", Subject: "eng", Scopes: []string{names.ScopeClickHouse},
 		NotBefore: now.Add(-time.Minute), Expiry: now.Add(time.Minute), IssuedAt: now}
 	tok, err := grant.Issue(g, priv)
 	if err != nil {
@@ -433,29 +435,29 @@ func TestSigCache(t *testing.T) {
 	v := grant.Verifier{Key: pub, Deployment: "d1", Agent: "a1", Now: func() time.Time { return clock }, Skew: -1,
 		Revoked: func(string) bool { return revoked }, Cache: grant.NewSigCache(2)}
 	for i := range 2 {
-		if _, err := v.Verify(tok, grant.ScopeClickHouse); err != nil {
+		if _, err := v.Verify(tok, names.ScopeClickHouse); err != nil {
 			t.Fatalf("Verify #%d = %v, want nil", i, err)
 		}
 	}
-	if _, err := v.Verify(tok, grant.ScopePrometheus); !errors.Is(err, grant.ErrScope) {
+	if _, err := v.Verify(tok, names.ScopePrometheus); !errors.Is(err, grant.ErrScope) {
 		t.Errorf("Verify(cached, other scope) = %v, want grant.ErrScope", err)
 	}
 	revoked = true
-	if _, err := v.Verify(tok, grant.ScopeClickHouse); !errors.Is(err, grant.ErrRevoked) {
+	if _, err := v.Verify(tok, names.ScopeClickHouse); !errors.Is(err, grant.ErrRevoked) {
 		t.Errorf("Verify(cached, revoked) = %v, want grant.ErrRevoked", err)
 	}
 	revoked, clock = false, now.Add(2*time.Minute)
-	if _, err := v.Verify(tok, grant.ScopeClickHouse); !errors.Is(err, grant.ErrExpired) {
+	if _, err := v.Verify(tok, names.ScopeClickHouse); !errors.Is(err, grant.ErrExpired) {
 		t.Errorf("Verify(cached, expired) = %v, want grant.ErrExpired", err)
 	}
 	clock = now
 	tampered := tok[:len(tok)-2] + "AA"
-	if _, err := v.Verify(tampered, grant.ScopeClickHouse); err == nil {
+	if _, err := v.Verify(tampered, names.ScopeClickHouse); err == nil {
 		t.Error("Verify(tampered after caching) = nil, want a signature error")
 	}
 	_, otherPriv, _ := ed25519.GenerateKey(nil)
 	other, _ := grant.Issue(g, otherPriv)
-	if _, err := v.Verify(other, grant.ScopeClickHouse); err == nil {
+	if _, err := v.Verify(other, names.ScopeClickHouse); err == nil {
 		t.Error("Verify(signed by another key) = nil")
 	}
 }

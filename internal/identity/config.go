@@ -7,16 +7,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
-)
 
-// Roles a [Principal] may hold. Engineer, reviewer and admin are vendor
-// roles, granted only by the vendor issuer; approver is a customer role,
-// granted only by a customer issuer and bound to that issuer's tenant.
-const (
-	RoleEngineer = "engineer"
-	RoleReviewer = "reviewer"
-	RoleAdmin    = "admin"
-	RoleApprover = "approver"
+	"github.com/tetherhq/tether/internal/names"
 )
 
 // DefaultGroupsClaim is the ID token claim read for group membership when
@@ -119,7 +111,7 @@ func (c Config) Validate() error {
 		return errors.New("identity config: no issuers; add the vendor issuer (an entry with no tenant)")
 	}
 	var errs []error
-	names := map[string]int{}
+	issuerNames := map[string]int{}
 	urls := map[string]int{}
 	var vendors []string
 	for i, ic := range c.Issuers {
@@ -133,10 +125,10 @@ func (c Config) Validate() error {
 
 		if ic.Name == "" {
 			fail("name is empty; give each issuer a unique name")
-		} else if j, dup := names[ic.Name]; dup {
+		} else if j, dup := issuerNames[ic.Name]; dup {
 			fail("name is already used by issuers[%d]; names must be unique", j)
 		} else {
-			names[ic.Name] = i
+			issuerNames[ic.Name] = i
 		}
 
 		if err := checkIssuerURL(ic.IssuerURL); err != nil {
@@ -185,11 +177,11 @@ func (c Config) Validate() error {
 			switch {
 			case g == "":
 				fail("role_map has an empty group name")
-			case role == RoleApprover && ic.Tenant == "":
+			case role == names.RoleApprover && ic.Tenant == "":
 				fail("role_map[%q] = %q: approver is a customer role; set tenant on this issuer or map the group to engineer, reviewer or admin", g, role)
-			case (role == RoleEngineer || role == RoleReviewer || role == RoleAdmin) && ic.Tenant != "":
+			case (role == names.RoleEngineer || role == names.RoleReviewer || role == names.RoleAdmin) && ic.Tenant != "":
 				fail("role_map[%q] = %q: %s is a vendor role and this issuer belongs to tenant %q; only approver may be granted here", g, role, role, ic.Tenant)
-			case role != RoleEngineer && role != RoleReviewer && role != RoleAdmin && role != RoleApprover:
+			case role != names.RoleEngineer && role != names.RoleReviewer && role != names.RoleAdmin && role != names.RoleApprover:
 				fail("role_map[%q] = %q: unknown role; use one of engineer, reviewer, admin (vendor issuer) or approver (customer issuer)", g, role)
 			}
 		}

@@ -7,14 +7,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherhq/tether/internal/names"
 )
 
 func validConfig() Config {
 	return Config{Issuers: []IssuerConfig{
 		{Name: "vendor", IssuerURL: "https://login.vendor.example", ClientID: "broker",
-			RoleMap: map[string]string{"eng": RoleEngineer, "rev": RoleReviewer, "ops": RoleAdmin}},
+			RoleMap: map[string]string{"eng": names.RoleEngineer, "rev": names.RoleReviewer, "ops": names.RoleAdmin}},
 		{Name: "acme", IssuerURL: "https://acme.okta.example/oauth2/default", ClientID: "broker-acme", Tenant: "acme",
-			RoleMap: map[string]string{"approvers": RoleApprover}},
+			RoleMap: map[string]string{"approvers": names.RoleApprover}},
 	}}
 }
 
@@ -41,14 +43,14 @@ func TestConfigValidate(t *testing.T) {
 		{"empty audience", func(c *Config) { c.Issuers[0].Audiences = []string{""} }, "audiences[0] is empty"},
 		{"empty role map", func(c *Config) { c.Issuers[0].RoleMap = nil }, "role_map is empty"},
 		{"unknown role", func(c *Config) { c.Issuers[0].RoleMap["eng"] = "superuser" }, `unknown role`},
-		{"empty group", func(c *Config) { c.Issuers[0].RoleMap[""] = RoleEngineer }, "empty group name"},
-		{"approver on vendor", func(c *Config) { c.Issuers[0].RoleMap["x"] = RoleApprover }, "approver is a customer role"},
-		{"engineer on customer", func(c *Config) { c.Issuers[1].RoleMap["x"] = RoleEngineer }, "engineer is a vendor role"},
-		{"admin on customer", func(c *Config) { c.Issuers[1].RoleMap["x"] = RoleAdmin }, "admin is a vendor role"},
+		{"empty group", func(c *Config) { c.Issuers[0].RoleMap[""] = names.RoleEngineer }, "empty group name"},
+		{"approver on vendor", func(c *Config) { c.Issuers[0].RoleMap["x"] = names.RoleApprover }, "approver is a customer role"},
+		{"engineer on customer", func(c *Config) { c.Issuers[1].RoleMap["x"] = names.RoleEngineer }, "engineer is a vendor role"},
+		{"admin on customer", func(c *Config) { c.Issuers[1].RoleMap["x"] = names.RoleAdmin }, "admin is a vendor role"},
 		{"no vendor issuer", func(c *Config) { c.Issuers = c.Issuers[1:] }, "no vendor issuer"},
 		{"two vendor issuers", func(c *Config) {
 			c.Issuers = append(c.Issuers, IssuerConfig{Name: "vendor2", IssuerURL: "https://b.example", ClientID: "x",
-				RoleMap: map[string]string{"eng": RoleEngineer}})
+				RoleMap: map[string]string{"eng": names.RoleEngineer}})
 		}, "2 vendor issuers"},
 		{"admins only", func(c *Config) { c.Issuers[0].RoleMap = nil; c.Issuers[0].Admins = []string{"root"} }, ""},
 		{"admins on customer", func(c *Config) { c.Issuers[1].Admins = []string{"x"} }, "only the vendor issuer may name admins"},

@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/coreos/go-oidc/v3/oidc"
 )
 
@@ -100,9 +102,9 @@ func (p Principal) CanActOnTenant(tenant string) bool {
 		return false
 	}
 	if p.Tenant == "" {
-		return p.HasRole(RoleEngineer) || p.HasRole(RoleReviewer) || p.HasRole(RoleAdmin)
+		return p.HasRole(names.RoleEngineer) || p.HasRole(names.RoleReviewer) || p.HasRole(names.RoleAdmin)
 	}
-	return p.Tenant == tenant && p.HasRole(RoleApprover)
+	return p.Tenant == tenant && p.HasRole(names.RoleApprover)
 }
 
 // Verifier verifies ID tokens from the issuers of a [Config]. It is safe
@@ -301,8 +303,8 @@ func (v *Verifier) verify(ctx context.Context, rawIDToken string) (Principal, er
 			roles = append(roles, r)
 		}
 	}
-	if slices.Contains(is.cfg.Admins, tok.Subject) && !slices.Contains(roles, RoleAdmin) {
-		roles = append(roles, RoleAdmin)
+	if slices.Contains(is.cfg.Admins, tok.Subject) && !slices.Contains(roles, names.RoleAdmin) {
+		roles = append(roles, names.RoleAdmin)
 	}
 	var ghLogin string
 	if c := is.cfg.GitHubLoginClaim; c != "" {

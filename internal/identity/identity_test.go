@@ -14,6 +14,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-jose/go-jose/v4"
 )
@@ -41,7 +43,7 @@ func newFixture(t testing.TB) *fixture {
 			IssuerURL: f.vendor.URL,
 			ClientID:  "tether-broker",
 			Audiences: []string{"tether-cli"},
-			RoleMap:   map[string]string{"eng": RoleEngineer, "rev": RoleReviewer, "ops": RoleAdmin},
+			RoleMap:   map[string]string{"eng": names.RoleEngineer, "rev": names.RoleReviewer, "ops": names.RoleAdmin},
 		},
 		{
 			Name:        "acme",
@@ -49,7 +51,7 @@ func newFixture(t testing.TB) *fixture {
 			ClientID:    "tether-acme",
 			GroupsClaim: "roles",
 			Tenant:      "acme",
-			RoleMap:     map[string]string{"acme-approvers": RoleApprover},
+			RoleMap:     map[string]string{"acme-approvers": names.RoleApprover},
 		},
 	}}
 	return f
@@ -113,42 +115,42 @@ func TestVerify(t *testing.T) {
 		{
 			name:       "vendor engineer RS256",
 			token:      ven.token("v1", claims(ven.URL, "tether-broker", "ada", eng)),
-			wantRoles:  []string{RoleEngineer},
+			wantRoles:  []string{names.RoleEngineer},
 			wantGroups: []string{"eng"},
 			wantIssuer: "vendor",
 		},
 		{
 			name:       "vendor engineer ES256",
 			token:      ven.token("v-es", claims(ven.URL, "tether-broker", "ada", eng)),
-			wantRoles:  []string{RoleEngineer},
+			wantRoles:  []string{names.RoleEngineer},
 			wantGroups: []string{"eng"},
 			wantIssuer: "vendor",
 		},
 		{
 			name:       "extra audience accepted",
 			token:      ven.token("v1", claims(ven.URL, "tether-cli", "ada", eng)),
-			wantRoles:  []string{RoleEngineer},
+			wantRoles:  []string{names.RoleEngineer},
 			wantGroups: []string{"eng"},
 			wantIssuer: "vendor",
 		},
 		{
 			name:       "audience list holding client id",
 			token:      ven.token("v1", claims(ven.URL, "", "ada", with(eng, "aud", []string{"other", "tether-broker"}))),
-			wantRoles:  []string{RoleEngineer},
+			wantRoles:  []string{names.RoleEngineer},
 			wantGroups: []string{"eng"},
 			wantIssuer: "vendor",
 		},
 		{
 			name:       "groups map to several roles",
 			token:      ven.token("v1", claims(ven.URL, "tether-broker", "ada", map[string]any{"groups": []string{"rev", "unrelated", "eng", "ops"}})),
-			wantRoles:  []string{RoleAdmin, RoleEngineer, RoleReviewer},
+			wantRoles:  []string{names.RoleAdmin, names.RoleEngineer, names.RoleReviewer},
 			wantGroups: []string{"rev", "unrelated", "eng", "ops"},
 			wantIssuer: "vendor",
 		},
 		{
 			name:       "customer approver EdDSA",
 			token:      acme.token("a1", claims(acme.URL, "tether-acme", "bob", approver)),
-			wantRoles:  []string{RoleApprover},
+			wantRoles:  []string{names.RoleApprover},
 			wantGroups: []string{"acme-approvers"},
 			wantTenant: "acme",
 			wantIssuer: "acme",
@@ -156,7 +158,7 @@ func TestVerify(t *testing.T) {
 		{
 			name:       "tenant claim in token ignored",
 			token:      acme.token("a1", claims(acme.URL, "tether-acme", "bob", with(approver, "tenant", "globex"))),
-			wantRoles:  []string{RoleApprover},
+			wantRoles:  []string{names.RoleApprover},
 			wantGroups: []string{"acme-approvers"},
 			wantTenant: "acme",
 			wantIssuer: "acme",
@@ -164,7 +166,7 @@ func TestVerify(t *testing.T) {
 		{
 			name:       "expired within skew",
 			token:      ven.token("v1", claims(ven.URL, "tether-broker", "ada", with(eng, "exp", testNow.Add(-30*time.Second).Unix()))),
-			wantRoles:  []string{RoleEngineer},
+			wantRoles:  []string{names.RoleEngineer},
 			wantGroups: []string{"eng"},
 			wantIssuer: "vendor",
 		},
@@ -285,7 +287,7 @@ func TestVerifyPrincipalFields(t *testing.T) {
 		t.Fatalf("Verify(vendor engineer) = %v, want nil", err)
 	}
 	want := Principal{Subject: "ada", Email: "ada@vendor.example", Issuer: f.vendor.URL, IssuerName: "vendor",
-		Roles: []string{RoleEngineer}, Groups: []string{"eng"}, Expiry: exp}
+		Roles: []string{names.RoleEngineer}, Groups: []string{"eng"}, Expiry: exp}
 	if p.Subject != want.Subject || p.Email != want.Email || p.Issuer != want.Issuer || p.IssuerName != want.IssuerName ||
 		p.Tenant != "" || !slices.Equal(p.Roles, want.Roles) || !p.Expiry.Equal(want.Expiry) {
 		t.Errorf("Verify(vendor engineer) = %+v, want %+v", p, want)
@@ -305,7 +307,7 @@ func TestVerifyAdminsAndGitHubLogin(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Verify(admin by subject) = %v, want nil", err)
 	}
-	if !slices.Equal(p.Roles, []string{RoleAdmin}) || p.GitHubLogin != "root-gh" {
+	if !slices.Equal(p.Roles, []string{names.RoleAdmin}) || p.GitHubLogin != "root-gh" {
 		t.Errorf("Verify(admin by subject) = roles %q, github %q; want [admin], root-gh", p.Roles, p.GitHubLogin)
 	}
 	// Another subject without groups is still refused.
@@ -315,7 +317,7 @@ func TestVerifyAdminsAndGitHubLogin(t *testing.T) {
 	}
 	// An engineer named as admin holds both roles, once each.
 	tok = f.vendor.token("v1", claims(f.vendor.URL, "tether-broker", "root", map[string]any{"groups": []string{"eng", "ops"}}))
-	if p, err := v.Verify(context.Background(), tok); err != nil || !slices.Equal(p.Roles, []string{RoleAdmin, RoleEngineer}) {
+	if p, err := v.Verify(context.Background(), tok); err != nil || !slices.Equal(p.Roles, []string{names.RoleAdmin, names.RoleEngineer}) {
 		t.Errorf("Verify(admin engineer) = %q, %v; want [admin engineer]", p.Roles, err)
 	}
 }
@@ -334,8 +336,8 @@ func TestVerifyCacheHonoursExpiry(t *testing.T) {
 		}
 	}
 	p, _ := v.Verify(context.Background(), tok)
-	p.Roles[0] = RoleAdmin // callers cannot poison the cache
-	if p, _ := v.Verify(context.Background(), tok); !slices.Equal(p.Roles, []string{RoleEngineer}) {
+	p.Roles[0] = names.RoleAdmin // callers cannot poison the cache
+	if p, _ := v.Verify(context.Background(), tok); !slices.Equal(p.Roles, []string{names.RoleEngineer}) {
 		t.Errorf("Verify after caller edit = %q, want [engineer]", p.Roles)
 	}
 	now = testNow.Add(11 * time.Minute) // past exp
@@ -492,15 +494,15 @@ func TestCanActOnTenant(t *testing.T) {
 		tenant string
 		want   bool
 	}{
-		{"vendor engineer on acme", Principal{Roles: []string{RoleEngineer}}, "acme", true},
-		{"vendor reviewer on globex", Principal{Roles: []string{RoleReviewer}}, "globex", true},
-		{"vendor admin on acme", Principal{Roles: []string{RoleAdmin}}, "acme", true},
+		{"vendor engineer on acme", Principal{Roles: []string{names.RoleEngineer}}, "acme", true},
+		{"vendor reviewer on globex", Principal{Roles: []string{names.RoleReviewer}}, "globex", true},
+		{"vendor admin on acme", Principal{Roles: []string{names.RoleAdmin}}, "acme", true},
 		{"vendor without role", Principal{}, "acme", false},
-		{"vendor approver role (impossible by config)", Principal{Roles: []string{RoleApprover}}, "acme", false},
-		{"acme approver on acme", Principal{Tenant: "acme", Roles: []string{RoleApprover}}, "acme", true},
-		{"acme approver on globex", Principal{Tenant: "acme", Roles: []string{RoleApprover}}, "globex", false},
-		{"acme principal with vendor role", Principal{Tenant: "acme", Roles: []string{RoleEngineer}}, "acme", false},
-		{"empty tenant", Principal{Roles: []string{RoleEngineer}}, "", false},
+		{"vendor approver role (impossible by config)", Principal{Roles: []string{names.RoleApprover}}, "acme", false},
+		{"acme approver on acme", Principal{Tenant: "acme", Roles: []string{names.RoleApprover}}, "acme", true},
+		{"acme approver on globex", Principal{Tenant: "acme", Roles: []string{names.RoleApprover}}, "globex", false},
+		{"acme principal with vendor role", Principal{Tenant: "acme", Roles: []string{names.RoleEngineer}}, "acme", false},
+		{"empty tenant", Principal{Roles: []string{names.RoleEngineer}}, "", false},
 	}
 	for _, tt := range tests {
 		if got := tt.p.CanActOnTenant(tt.tenant); got != tt.want {

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"tailscale.com/client/local"
 	"tailscale.com/envknob"
 	"tailscale.com/ipn/ipnstate"
@@ -49,7 +51,7 @@ type Config struct {
 
 // Validate reports the first problem with c, in words a person can act on.
 func (c Config) Validate() error {
-	if !IsDNSLabel(c.Hostname) {
+	if !names.IsLabel(c.Hostname) {
 		return fmt.Errorf("hostname %q: want a DNS label (1-63 of a-z, 0-9, '-', not starting or ending with '-')", c.Hostname)
 	}
 	u, err := url.Parse(c.ControlURL)
@@ -479,18 +481,4 @@ func (n *Node) Close() error {
 		os.RemoveAll(n.tmpDir)
 	}
 	return err
-}
-
-// IsDNSLabel reports whether s is a lowercase RFC 1123 DNS label.
-func IsDNSLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/internal/devidp"
 	"github.com/tetherhq/tether/internal/identity"
 )
@@ -195,8 +197,8 @@ func newEnv(t *testing.T, edit func(*Config)) *env {
 	client := &http.Client{Transport: e.transport, Timeout: 10 * time.Second}
 	ver, err := identity.New(context.Background(), identity.Config{Issuers: []identity.IssuerConfig{
 		// The verifier also accepts the CLI's tokens; a web login must not.
-		{Name: "vendor", IssuerURL: idp.IssuerURL("vendor"), ClientID: clientID, Audiences: []string{cliClientID}, RoleMap: map[string]string{"eng": identity.RoleEngineer}},
-		{Name: "acme", IssuerURL: idp.IssuerURL("acme"), ClientID: clientID, Tenant: "acme", RoleMap: map[string]string{"approvers": identity.RoleApprover}},
+		{Name: "vendor", IssuerURL: idp.IssuerURL("vendor"), ClientID: clientID, Audiences: []string{cliClientID}, RoleMap: map[string]string{"eng": names.RoleEngineer}},
+		{Name: "acme", IssuerURL: idp.IssuerURL("acme"), ClientID: clientID, Tenant: "acme", RoleMap: map[string]string{"approvers": names.RoleApprover}},
 	}}, identity.WithClock(e.clock.Now), identity.WithHTTPClient(client))
 	if err != nil {
 		t.Fatalf("identity.New: %v", err)
@@ -484,7 +486,7 @@ func TestLoginLogout(t *testing.T) {
 	req := httptest.NewRequest(http.MethodGet, "/ui/", nil)
 	req.AddCookie(&http.Cookie{Name: SessionCookie, Value: b.cookie(e.host(), SessionCookie)})
 	p, ok := e.m.Principal(req)
-	if !ok || p.Subject != "eve" || p.IssuerName != "vendor" || p.Issuer != e.idp.IssuerURL("vendor") || !p.HasRole(identity.RoleEngineer) {
+	if !ok || p.Subject != "eve" || p.IssuerName != "vendor" || p.Issuer != e.idp.IssuerURL("vendor") || !p.HasRole(names.RoleEngineer) {
 		t.Fatalf("Principal = %+v, %v; want eve, engineer, vendor", p, ok)
 	}
 	if ev := e.lastEvent(); ev.Kind != EventLogin || ev.Principal.Subject != "eve" || ev.Provider != "vendor" || ev.RemoteAddr == "" {

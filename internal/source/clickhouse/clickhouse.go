@@ -20,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/source"
@@ -27,7 +29,7 @@ import (
 )
 
 // Scope is the grant scope of ClickHouse's system tables.
-const Scope = "clickhouse:system"
+const Scope = names.ScopeClickHouse
 
 // Source is the ClickHouse data source.
 var Source = source.Source{

@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/promguard"
@@ -22,7 +24,7 @@ import (
 )
 
 // Scope is the grant scope of the Prometheus read API.
-const Scope = "prometheus:read"
+const Scope = names.ScopePrometheus
 
 // Source is the Prometheus data source.
 var Source = source.Source{

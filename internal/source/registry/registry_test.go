@@ -6,9 +6,9 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/tetherhq/tether/internal/names"
+
 	"github.com/tetherhq/tether/internal/agentapi"
-	"github.com/tetherhq/tether/internal/brokerapi"
-	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/source/registry"
 )
 
@@ -55,8 +55,8 @@ func TestFirstSources(t *testing.T) {
 		name, scope, broker, agent string
 		agentPath                  string
 	}{
-		{"clickhouse", grant.ScopeClickHouse, "POST /api/v1/deployments/{tenant}/{name}/clickhouse/query", "POST " + agentapi.PathClickHouseQuery, agentapi.PathClickHouseQuery},
-		{"prometheus", grant.ScopePrometheus, "/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}", agentapi.PathPrometheus, agentapi.PathPrometheus},
+		{"clickhouse", names.ScopeClickHouse, "POST /api/v1/deployments/{tenant}/{name}/clickhouse/query", "POST " + agentapi.PathClickHouseQuery, agentapi.PathClickHouseQuery},
+		{"prometheus", names.ScopePrometheus, "/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}", agentapi.PathPrometheus, agentapi.PathPrometheus},
 	} {
 		s, ok := registry.Lookup(tc.name)
 		if !ok {
@@ -75,7 +75,7 @@ func TestFirstSources(t *testing.T) {
 			t.Errorf("%s: AgentPath() = %q, want %q", tc.name, got, tc.agentPath)
 		}
 	}
-	if want := []string{brokerapi.ScopeClickHouse, brokerapi.ScopePrometheus}; !equal(registry.Scopes(), want) {
+	if want := []string{names.ScopeClickHouse, names.ScopePrometheus}; !equal(registry.Scopes(), want) {
 		t.Errorf("Scopes() = %v, want %v", registry.Scopes(), want)
 	}
 }
