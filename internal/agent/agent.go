@@ -25,11 +25,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhq/tether/internal/brokerapi"
+
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
 
@@ -182,13 +184,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.PairingToken == "" {
 		return nil, errors.New("not paired yet: give --pairing-token (from 'broker deployment create') with --join FILE or --control-url/--auth-key/--broker-name/--broker-key")
 	}
-	if _, err := agentapi.HashPairingToken(cfg.PairingToken); err != nil {
+	if _, err := protocol.HashPairingToken(cfg.PairingToken); err != nil {
 		return nil, err
 	}
 	if err := j.Validate(); err != nil {
 		return nil, fmt.Errorf("to pair, the agent needs the broker's tailnet details: %w", err)
 	}
-	if _, err := agentapi.ParsePublicKey(j.BrokerKey); err != nil {
+	if _, err := protocol.ParsePublicKey(j.BrokerKey); err != nil {
 		return nil, fmt.Errorf("broker key: %w", err)
 	}
 	return a, nil
@@ -241,7 +243,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // serveTailnet serves the agent API on the current tailnet node and runs
 // the heartbeat loop until ctx ends or the loop asks to join again.
 func (a *Agent) serveTailnet(ctx context.Context) error {
-	ln, err := a.link().node.Listen(agentapi.AgentPort)
+	ln, err := a.link().node.Listen(protocol.AgentPort)
 	if err != nil {
 		return fmt.Errorf("listen on the tailnet: %w", err)
 	}
@@ -262,7 +264,7 @@ func (a *Agent) serveTailnet(ctx context.Context) error {
 
 // callTimeout bounds one call to the broker: twice the heartbeat
 // interval, at least 2 s and at most 5 s (bodies are at most
-// agentapi.MaxBody).
+// protocol.MaxBody).
 func (a *Agent) callTimeout() time.Duration {
 	a.mu.Lock()
 	d := a.interval
@@ -404,7 +406,7 @@ func (a *Agent) brokerURL(ctx context.Context, l *tailnetLink, path string) (str
 	if err != nil {
 		return "", fmt.Errorf("the broker node %s: %w", l.broker.ID, err)
 	}
-	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(agentapi.BrokerPort)) + path, nil
+	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(protocol.BrokerPort)) + path, nil
 }
 
 // call posts in to the broker's agent API and decodes the answer into out.
@@ -437,14 +439,14 @@ func (a *Agent) call(ctx context.Context, path, bearer string, in, out any) erro
 		return err
 	}
 	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, agentapi.MaxBody))
+	body, err := io.ReadAll(io.LimitReader(res.Body, protocol.MaxBody))
 	if err != nil {
 		return err
 	}
 	if res.StatusCode != http.StatusOK {
-		var e agentapi.Error
+		var e brokerapi.ErrorEnvelope
 		if json.Unmarshal(body, &e) != nil || e.Error.Message == "" {
-			e.Error = agentapi.ErrorBody{Code: "http", Message: res.Status}
+			e.Error = brokerapi.ErrorBody{Code: "http", Message: res.Status}
 		}
 		return &brokerError{status: res.StatusCode, code: e.Error.Code, message: e.Error.Message}
 	}
@@ -463,11 +465,11 @@ func (e *brokerError) Error() string { return e.message }
 // stores the state.
 func (a *Agent) pair(ctx context.Context) error {
 	key := newKey()
-	pub := agentapi.EncodePublicKey(key.Public().(ed25519.PublicKey))
+	pub := protocol.EncodePublicKey(key.Public().(ed25519.PublicKey))
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
-	var res agentapi.PairResponse
-	err := a.call(ctx, agentapi.PathPair, "", agentapi.PairRequest{
+	var res protocol.PairResponse
+	err := a.call(ctx, protocol.PathPair, "", protocol.PairRequest{
 		Token: a.cfg.PairingToken, PublicKey: pub, Nonce: nonce, Version: a.cfg.Version,
 	}, &res)
 	var be *brokerError
@@ -477,8 +479,8 @@ func (a *Agent) pair(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pair with broker %s: %w", a.link().broker.Name, err)
 	}
-	brokerKey, _ := agentapi.ParsePublicKey(a.cfg.Join.BrokerKey)
-	if !ed25519.Verify(brokerKey, agentapi.PairTranscript(res, pub, nonce), res.Signature) {
+	brokerKey, _ := protocol.ParsePublicKey(a.cfg.Join.BrokerKey)
+	if !ed25519.Verify(brokerKey, protocol.PairTranscript(res, pub, nonce), res.Signature) {
 		return fmt.Errorf("%w: the broker at %s did not prove it holds key %s; check broker_key in the join file", ErrBrokerKeyMismatch, a.link().broker.Name, a.cfg.Join.BrokerKey)
 	}
 	if res.BrokerNodeID != string(a.link().broker.ID) {
@@ -500,21 +502,21 @@ func (a *Agent) pair(ctx context.Context) error {
 // openSession answers a broker challenge, after checking the broker
 // signed it with the pinned key.
 func (a *Agent) openSession(ctx context.Context) error {
-	var ch agentapi.ChallengeResponse
-	if err := a.call(ctx, agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: a.state.AgentID}, &ch); err != nil {
+	var ch protocol.ChallengeResponse
+	if err := a.call(ctx, protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.state.AgentID}, &ch); err != nil {
 		return fmt.Errorf("challenge: %w", err)
 	}
-	brokerKey, err := agentapi.ParsePublicKey(a.state.BrokerKey)
+	brokerKey, err := protocol.ParsePublicKey(a.state.BrokerKey)
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(brokerKey, agentapi.ChallengeTranscript(a.state.AgentID, ch.Challenge), ch.Signature) {
+	if !ed25519.Verify(brokerKey, protocol.ChallengeTranscript(a.state.AgentID, ch.Challenge), ch.Signature) {
 		return fmt.Errorf("%w: the broker at %s signed its challenge with a key other than the pinned %s", ErrBrokerKeyMismatch, a.link().broker.Name, a.state.BrokerKey)
 	}
-	var s agentapi.SessionResponse
-	err = a.call(ctx, agentapi.PathSession, "", agentapi.SessionRequest{
+	var s protocol.SessionResponse
+	err = a.call(ctx, protocol.PathSession, "", protocol.SessionRequest{
 		AgentID: a.state.AgentID, Challenge: ch.Challenge,
-		Signature: ed25519.Sign(a.key, agentapi.SessionTranscript(a.state.AgentID, ch.Challenge)),
+		Signature: ed25519.Sign(a.key, protocol.SessionTranscript(a.state.AgentID, ch.Challenge)),
 	}, &s)
 	if err != nil {
 		return fmt.Errorf("session: %w", err)
@@ -539,15 +541,15 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		tok = a.token
 		a.mu.Unlock()
 	}
-	hb := agentapi.Heartbeat{
+	hb := protocol.Heartbeat{
 		Version:   a.cfg.Version,
 		UptimeMS:  a.now().Sub(a.start).Milliseconds(),
 		TailnetIP: a.link().node.IPv4().String(),
 		// Every heartbeat says why the witness refuses, if it does.
 		WitnessRefusal: a.WitnessRefusal(),
 	}
-	var res agentapi.HeartbeatResponse
-	err := a.call(ctx, agentapi.PathHeartbeat, tok, hb, &res)
+	var res protocol.HeartbeatResponse
+	err := a.call(ctx, protocol.PathHeartbeat, tok, hb, &res)
 	var be *brokerError
 	if errors.As(err, &be) && be.status == http.StatusUnauthorized {
 		a.mu.Lock()
@@ -594,12 +596,12 @@ func (a *Agent) Deliver(ctx context.Context) (int, error) {
 		if tok == "" {
 			return total, errors.New("deliver spooled events: no session")
 		}
-		evs, err := a.spool.pending(agentapi.MaxEventsPerDelivery, maxDeliveryBytes)
+		evs, err := a.spool.pending(protocol.MaxEventsPerDelivery, maxDeliveryBytes)
 		if err != nil || len(evs) == 0 {
 			return total, err
 		}
-		var res agentapi.EventsResponse
-		if err := a.call(ctx, agentapi.PathEvents, tok, agentapi.EventsRequest{Events: evs}, &res); err != nil {
+		var res protocol.EventsResponse
+		if err := a.call(ctx, protocol.PathEvents, tok, protocol.EventsRequest{Events: evs}, &res); err != nil {
 			return total, fmt.Errorf("deliver spooled events: %w", err)
 		}
 		if res.Refused > 0 {

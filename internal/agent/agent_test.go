@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 type tWriter struct{ t *testing.T }
@@ -23,8 +23,8 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 func TestNewRejects(t *testing.T) {
-	good := config.Join{ControlURL: "http://127.0.0.1:1", AuthKey: "k", BrokerName: "b", BrokerKey: agentapi.EncodePublicKey(make([]byte, 32))}
-	tok, _ := agentapi.NewPairingToken()
+	good := config.Join{ControlURL: "http://127.0.0.1:1", AuthKey: "k", BrokerName: "b", BrokerKey: protocol.EncodePublicKey(make([]byte, 32))}
+	tok, _ := protocol.NewPairingToken()
 	damaged := t.TempDir()
 	os.WriteFile(filepath.Join(damaged, stateFile), []byte(`{"agent_id":`), 0o600)
 	noKey := t.TempDir()

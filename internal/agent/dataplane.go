@@ -14,11 +14,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhq/tether/internal/brokerapi"
+
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source"
 	"github.com/tetherhq/tether/internal/source/clickhouse"
 	"github.com/tetherhq/tether/internal/source/prometheus"
@@ -189,7 +191,7 @@ func (d *dataPlane) callContext(ctx context.Context, grantID string, expiry time
 // agent and deployment, the scope, time and revocation; a refusal is
 // audited.
 func (a *Agent) verifyGrant(r *http.Request, scope string) (grant.Grant, error) {
-	pub, err := agentapi.ParsePublicKey(a.state.BrokerKey)
+	pub, err := protocol.ParsePublicKey(a.state.BrokerKey)
 	if err != nil {
 		return grant.Grant{}, err
 	}
@@ -197,7 +199,7 @@ func (a *Agent) verifyGrant(r *http.Request, scope string) (grant.Grant, error) 
 		Key: pub, Deployment: a.state.DeploymentID, Agent: a.state.AgentID,
 		Now: a.now, Revoked: a.data.isRevoked, Cache: a.data.sigs,
 	}
-	g, err := v.Verify(r.Header.Get(agentapi.HeaderGrant), scope)
+	g, err := v.Verify(r.Header.Get(protocol.HeaderGrant), scope)
 	if err != nil {
 		a.record(r.Context(), audit.Event{
 			Type: audit.AuthFailed, Outcome: audit.Failure,
@@ -236,13 +238,13 @@ func grantActor(g grant.Grant) audit.Actor {
 }
 
 func apiErr(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, agentapi.Error{Error: agentapi.ErrorBody{Code: code, Message: msg}})
+	writeJSON(w, status, brokerapi.ErrorEnvelope{Error: brokerapi.ErrorBody{Code: code, Message: msg}})
 }
 
 // handleRevoke is the broker's instant revocation: the grant is refused
 // from now on and its calls in flight are cut off.
 func (a *Agent) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	var req agentapi.RevokeRequest
+	var req protocol.RevokeRequest
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || req.GrantID == "" {
@@ -269,7 +271,7 @@ func (a *Agent) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		apiErr(w, http.StatusServiceUnavailable, "revocation_not_saved", "the agent refuses the grant now but could not save the revocation to its state dir; the broker will retry")
 		return
 	}
-	writeJSON(w, http.StatusOK, agentapi.RevokeResponse{CutOff: n, Killed: killed})
+	writeJSON(w, http.StatusOK, protocol.RevokeResponse{CutOff: n, Killed: killed})
 }
 
 var grantIDRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)

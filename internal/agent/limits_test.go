@@ -20,12 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/brokerapi"
+
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 func TestMain(m *testing.M) {
@@ -91,7 +93,7 @@ func newLimitsAgent(t *testing.T, up Upstreams, maxCalls int) *limitsAgent {
 		nonces: map[string]time.Time{}, ready: make(chan struct{}),
 		state: State{
 			AgentID: "0190aaaa-0000-7000-8000-00000000000a", DeploymentID: "0190aaaa-0000-7000-8000-00000000000d",
-			Tenant: "acme", Name: "prod", BrokerKey: agentapi.EncodePublicKey(pub),
+			Tenant: "acme", Name: "prod", BrokerKey: protocol.EncodePublicKey(pub),
 		},
 		data: newDataPlane(up, rev),
 	}
@@ -100,8 +102,8 @@ func newLimitsAgent(t *testing.T, up Upstreams, maxCalls int) *limitsAgent {
 	}
 	la := &limitsAgent{a: a, key: key, ended: map[string]chan struct{}{}}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+agentapi.PathClickHouseQuery, a.handleClickHouse)
-	mux.HandleFunc(agentapi.PathPrometheus, a.handlePrometheus)
+	mux.HandleFunc("POST "+protocol.PathClickHouseQuery, a.handleClickHouse)
+	mux.HandleFunc(protocol.PathPrometheus, a.handlePrometheus)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		la.mu.Lock()
 		ended := la.ended[r.Header.Get("Test-Call")]
@@ -168,12 +170,12 @@ func (la *limitsAgent) do(ctx context.Context, t *testing.T, c call) answer {
 	la.mu.Unlock()
 	var req *http.Request
 	if c.prom != "" {
-		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, la.url+agentapi.PathPrometheus+"api/v1/query?query="+c.prom, nil)
+		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, la.url+protocol.PathPrometheus+"api/v1/query?query="+c.prom, nil)
 	} else {
-		b, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: c.sql})
-		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, la.url+agentapi.PathClickHouseQuery, bytes.NewReader(b))
+		b, _ := json.Marshal(protocol.ClickHouseQuery{SQL: c.sql})
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, la.url+protocol.PathClickHouseQuery, bytes.NewReader(b))
 	}
-	req.Header.Set(agentapi.HeaderGrant, c.tok)
+	req.Header.Set(protocol.HeaderGrant, c.tok)
 	req.Header.Set("Test-Call", id)
 	if c.abort {
 		req.Header.Set("Test-Abort", "1")
@@ -186,7 +188,7 @@ func (la *limitsAgent) do(ctx context.Context, t *testing.T, c call) answer {
 		b, rerr := io.ReadAll(res.Body)
 		res.Body.Close()
 		ans.status, ans.body, ans.err = res.StatusCode, string(b), rerr
-		var e agentapi.Error
+		var e brokerapi.ErrorEnvelope
 		if json.Unmarshal(b, &e) == nil {
 			ans.code, ans.msg = e.Error.Code, e.Error.Message
 		}

@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/brokerapi"
+
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/promguard"
 	"github.com/tetherhq/tether/internal/promtest"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // promGet makes a GET of the agent's Prometheus API, origin-form, with
@@ -25,11 +27,11 @@ import (
 // the body.
 func promGet(t *testing.T, la *limitsAgent, tok, target string) (int, string, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, la.url+strings.TrimSuffix(agentapi.PathPrometheus, "/")+target, nil)
+	req, err := http.NewRequest(http.MethodGet, la.url+strings.TrimSuffix(protocol.PathPrometheus, "/")+target, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set(agentapi.HeaderGrant, tok)
+	req.Header.Set(protocol.HeaderGrant, tok)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +41,7 @@ func promGet(t *testing.T, la *limitsAgent, tok, target string) (int, string, []
 	if err != nil {
 		t.Fatalf("GET %s: reading the answer: %v", target, err)
 	}
-	var e agentapi.Error
+	var e brokerapi.ErrorEnvelope
 	if res.StatusCode != http.StatusOK && json.Unmarshal(body, &e) == nil {
 		return res.StatusCode, e.Error.Code, body
 	}
@@ -62,7 +64,7 @@ func TestPrometheusAbsoluteFormRefused(t *testing.T) {
 	tok := la.grant(t, "g-absolute")
 	host := strings.TrimPrefix(la.url, "http://")
 
-	raw := func(target string) (int, agentapi.Error) {
+	raw := func(target string) (int, brokerapi.ErrorEnvelope) {
 		t.Helper()
 		conn, err := net.Dial("tcp", host)
 		if err != nil {
@@ -70,7 +72,7 @@ func TestPrometheusAbsoluteFormRefused(t *testing.T) {
 		}
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(30 * time.Second))
-		if _, err := io.WriteString(conn, "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\n"+agentapi.HeaderGrant+": "+tok+"\r\nConnection: close\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(conn, "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\n"+protocol.HeaderGrant+": "+tok+"\r\nConnection: close\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -78,17 +80,17 @@ func TestPrometheusAbsoluteFormRefused(t *testing.T) {
 			t.Fatalf("GET %s: %v", target, err)
 		}
 		defer res.Body.Close()
-		var e agentapi.Error
+		var e brokerapi.ErrorEnvelope
 		b, _ := io.ReadAll(res.Body)
 		json.Unmarshal(b, &e)
 		return res.StatusCode, e
 	}
 
 	for _, target := range []string{
-		"http://" + host + agentapi.PathPrometheus + "api/v1/query?query=up",
-		"http://prometheus.internal:9090" + agentapi.PathPrometheus + "api/v1/query?query=up",
-		"http://user:pw@" + host + agentapi.PathPrometheus + "api/v1/targets",
-		"HTTP://" + host + agentapi.PathPrometheus + "api/v1/query?query=up",
+		"http://" + host + protocol.PathPrometheus + "api/v1/query?query=up",
+		"http://prometheus.internal:9090" + protocol.PathPrometheus + "api/v1/query?query=up",
+		"http://user:pw@" + host + protocol.PathPrometheus + "api/v1/targets",
+		"HTTP://" + host + protocol.PathPrometheus + "api/v1/query?query=up",
 	} {
 		status, e := raw(target)
 		if status != http.StatusForbidden || e.Error.Code != "prom_denied" || !strings.Contains(e.Error.Message, "origin-form") {
@@ -108,7 +110,7 @@ func TestPrometheusAbsoluteFormRefused(t *testing.T) {
 		t.Errorf("%d prom.denied events for the absolute-form calls, want 4", denied)
 	}
 
-	if status, e := raw(agentapi.PathPrometheus + "api/v1/query?query=up"); status != http.StatusOK || hits.Load() != 1 {
+	if status, e := raw(protocol.PathPrometheus + "api/v1/query?query=up"); status != http.StatusOK || hits.Load() != 1 {
 		t.Errorf("the same call in origin form = %d %+v, %d upstream calls; want 200 and 1", status, e.Error, hits.Load())
 	}
 }

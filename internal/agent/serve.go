@@ -14,8 +14,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tetherhq/tether/internal/brokerapi"
+
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source/registry"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
@@ -24,15 +26,15 @@ import (
 // pinned broker node and carry a fresh signature by the pinned broker key.
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+agentapi.PathAgentPing, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, agentapi.PingResponse{
+	mux.HandleFunc("GET "+protocol.PathAgentPing, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, protocol.PingResponse{
 			AgentID: a.state.AgentID, Version: a.cfg.Version, UptimeMS: a.now().Sub(a.start).Milliseconds(),
 		})
 	})
 	for _, src := range registry.All() {
 		mux.HandleFunc(src.AgentPattern(), a.serveSource(src))
 	}
-	mux.HandleFunc("POST "+agentapi.PathRevoke, a.handleRevoke)
+	mux.HandleFunc("POST "+protocol.PathRevoke, a.handleRevoke)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := a.verifyBroker(r); err != nil {
 			a.log.Warn("refused a call", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", err)
@@ -45,7 +47,7 @@ func (a *Agent) handler() http.Handler {
 			}); aerr != nil {
 				a.log.Error("could not spool an audit event", "err", aerr)
 			}
-			writeJSON(w, http.StatusForbidden, agentapi.Error{Error: agentapi.ErrorBody{Code: "forbidden", Message: err.Error()}})
+			writeJSON(w, http.StatusForbidden, brokerapi.ErrorEnvelope{Error: brokerapi.ErrorBody{Code: "forbidden", Message: err.Error()}})
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -63,7 +65,7 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	if string(id.NodeID) != a.state.BrokerNodeID {
 		return errors.New("caller is not the broker node this agent paired with")
 	}
-	ms, err := strconv.ParseInt(r.Header.Get(agentapi.HeaderBrokerTime), 10, 64)
+	ms, err := strconv.ParseInt(r.Header.Get(protocol.HeaderBrokerTime), 10, 64)
 	if err != nil {
 		return errors.New("missing or malformed signature time")
 	}
@@ -72,25 +74,25 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	if d := now.Sub(at); d > maxSkew || d < -maxSkew {
 		return errors.New("signature time too far from the agent's clock")
 	}
-	nonce := r.Header.Get(agentapi.HeaderBrokerNonce)
+	nonce := r.Header.Get(protocol.HeaderBrokerNonce)
 	if len(nonce) < 16 || len(nonce) > 64 {
 		return errors.New("missing or malformed nonce")
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(r.Header.Get(agentapi.HeaderBrokerSignature))
+	sig, err := base64.RawURLEncoding.DecodeString(r.Header.Get(protocol.HeaderBrokerSignature))
 	if err != nil {
 		return errors.New("malformed signature")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, agentapi.MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, protocol.MaxBody))
 	if err != nil {
 		return errors.New("request body too large")
 	}
 	// The handler reads the body the signature covered.
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	key, err := agentapi.ParsePublicKey(a.state.BrokerKey)
+	key, err := protocol.ParsePublicKey(a.state.BrokerKey)
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(key, agentapi.CallTranscript(a.state.AgentID, r.Method, r.URL.RequestURI(), at, nonce, body), sig) {
+	if !ed25519.Verify(key, protocol.CallTranscript(a.state.AgentID, r.Method, r.URL.RequestURI(), at, nonce, body), sig) {
 		return errors.New("signature does not verify with the pinned broker key")
 	}
 	a.mu.Lock()

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/devnet"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
 
@@ -59,19 +59,19 @@ func TestVerifyBroker(t *testing.T) {
 		state: State{
 			AgentID:      "0190aaaa-0000-7000-8000-000000000001",
 			BrokerNodeID: string(brokerPeer.ID),
-			BrokerKey:    agentapi.EncodePublicKey(brokerPub),
+			BrokerKey:    protocol.EncodePublicKey(brokerPub),
 		},
 	}
 	a.log = testLogger(t)
 	a.tl.Store(&tailnetLink{node: agentNode})
-	ln, err := agentNode.Listen(agentapi.AgentPort)
+	ln, err := agentNode.Listen(protocol.AgentPort)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: a.handler()}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	url := "http://" + net.JoinHostPort(agentNode.IPv4().String(), strconv.Itoa(agentapi.AgentPort)) + agentapi.PathAgentPing
+	url := "http://" + net.JoinHostPort(agentNode.IPv4().String(), strconv.Itoa(protocol.AgentPort)) + protocol.PathAgentPing
 
 	type call struct {
 		from     *tailnet.Node
@@ -95,10 +95,10 @@ func TestVerifyBroker(t *testing.T) {
 			if aud == "" {
 				aud = a.state.AgentID
 			}
-			sig := ed25519.Sign(c.key, agentapi.CallTranscript(aud, http.MethodGet, agentapi.PathAgentPing, c.at, c.nonce, nil))
-			req.Header.Set(agentapi.HeaderBrokerTime, strconv.FormatInt(c.at.UnixMilli(), 10))
-			req.Header.Set(agentapi.HeaderBrokerNonce, c.nonce)
-			req.Header.Set(agentapi.HeaderBrokerSignature, base64.RawURLEncoding.EncodeToString(sig))
+			sig := ed25519.Sign(c.key, protocol.CallTranscript(aud, http.MethodGet, protocol.PathAgentPing, c.at, c.nonce, nil))
+			req.Header.Set(protocol.HeaderBrokerTime, strconv.FormatInt(c.at.UnixMilli(), 10))
+			req.Header.Set(protocol.HeaderBrokerNonce, c.nonce)
+			req.Header.Set(protocol.HeaderBrokerSignature, base64.RawURLEncoding.EncodeToString(sig))
 		}
 		res, err := hc.Do(req)
 		if err != nil {

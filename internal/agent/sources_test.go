@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/brokerapi"
+
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source"
 	"github.com/tetherhq/tether/internal/source/clickhouse"
 	"github.com/tetherhq/tether/internal/source/prometheus"
@@ -54,15 +56,15 @@ func TestUpstreamsValidate(t *testing.T) {
 func TestUnconfiguredSource(t *testing.T) {
 	la := newLimitsAgent(t, Upstreams{}, 0)
 	for _, tc := range []struct{ method, path, code, msg string }{
-		{"POST", agentapi.PathClickHouseQuery, "no_clickhouse", "this agent has no ClickHouse configured (--clickhouse-url)"},
-		{"GET", agentapi.PathPrometheus + "api/v1/query?query=up", "no_prometheus", "this agent has no Prometheus configured (--prometheus-url)"},
+		{"POST", protocol.PathClickHouseQuery, "no_clickhouse", "this agent has no ClickHouse configured (--clickhouse-url)"},
+		{"GET", protocol.PathPrometheus + "api/v1/query?query=up", "no_prometheus", "this agent has no Prometheus configured (--prometheus-url)"},
 	} {
 		req, _ := http.NewRequest(tc.method, la.url+tc.path, strings.NewReader(`{"sql":"SELECT 1"}`))
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var e agentapi.Error
+		var e brokerapi.ErrorEnvelope
 		json.NewDecoder(res.Body).Decode(&e)
 		res.Body.Close()
 		if res.StatusCode != http.StatusNotImplemented || e.Error.Code != tc.code || e.Error.Message != tc.msg {

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // State is what the agent keeps in its state directory after pairing:
@@ -40,7 +40,7 @@ func (s State) Validate() error {
 	case s.ControlURL == "":
 		return errors.New("control_url is missing")
 	}
-	if _, err := agentapi.ParsePublicKey(s.BrokerKey); err != nil {
+	if _, err := protocol.ParsePublicKey(s.BrokerKey); err != nil {
 		return fmt.Errorf("broker_key: %w", err)
 	}
 	return nil

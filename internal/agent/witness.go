@@ -14,8 +14,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // The agent is the customer's witness of the broker's audit log: it
@@ -80,7 +80,7 @@ func (a *Agent) WitnessRefusal() string {
 
 // capReason bounds a refusal's reason to what a heartbeat may carry.
 func capReason(s string) string {
-	n := agentapi.MaxWitnessRefusal - len("…")
+	n := protocol.MaxWitnessRefusal - len("…")
 	if len(s) <= n {
 		return s
 	}
@@ -119,7 +119,7 @@ func (a *Agent) loadWitness() (witnessState, [32]byte, error) {
 
 // logVerifier verifies the broker's checkpoints with the pinned broker key.
 func (a *Agent) logVerifier() (note.Verifier, error) {
-	pub, err := agentapi.ParsePublicKey(a.state.BrokerKey)
+	pub, err := protocol.ParsePublicKey(a.state.BrokerKey)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func (a *Agent) logVerifier() (note.Verifier, error) {
 // WitnessKey returns the note verifier key of this agent's cosignatures,
 // for `broker audit verify --witness-key`.
 func (a *Agent) WitnessKey() (string, error) {
-	return audit.VerifierKey(agentapi.WitnessName(a.state.AgentID), a.key.Public().(ed25519.PublicKey))
+	return audit.VerifierKey(protocol.WitnessName(a.state.AgentID), a.key.Public().(ed25519.PublicKey))
 }
 
 // WitnessKeyOf returns the witness key of the agent paired in stateDir.
@@ -148,7 +148,7 @@ func WitnessKeyOf(stateDir string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("no paired agent in %s", stateDir)
 	}
-	return audit.VerifierKey(agentapi.WitnessName(st.AgentID), key.Public().(ed25519.PublicKey))
+	return audit.VerifierKey(protocol.WitnessName(st.AgentID), key.Public().(ed25519.PublicKey))
 }
 
 // Witness fetches the broker's latest checkpoint if it is larger than the
@@ -177,8 +177,8 @@ func (a *Agent) Witness(ctx context.Context) error {
 	if tok == "" || (latest == w.Size && (w.Size == 0 || confirmed)) {
 		return nil
 	}
-	var res agentapi.CheckpointResponse
-	if err := a.call(ctx, agentapi.PathCheckpoint, tok, agentapi.CheckpointRequest{SinceSize: w.Size}, &res); err != nil {
+	var res protocol.CheckpointResponse
+	if err := a.call(ctx, protocol.PathCheckpoint, tok, protocol.CheckpointRequest{SinceSize: w.Size}, &res); err != nil {
 		var be *brokerError
 		if w.Size > 0 && errors.As(err, &be) && (be.code == "invalid_size" || be.code == "no_checkpoint") {
 			// The broker says its latest checkpoint is smaller than
@@ -204,7 +204,7 @@ func (a *Agent) Witness(ctx context.Context) error {
 		a.witness.mu.Unlock()
 		return nil
 	}
-	ws, err := audit.NewSigner(agentapi.WitnessName(a.state.AgentID), a.key)
+	ws, err := audit.NewSigner(protocol.WitnessName(a.state.AgentID), a.key)
 	if err != nil {
 		return err
 	}
@@ -218,7 +218,7 @@ func (a *Agent) Witness(ctx context.Context) error {
 		return err
 	}
 	var ack struct{}
-	if err := a.call(ctx, agentapi.PathCosign, tok, agentapi.CosignRequest{Size: cp.Size, Note: cosigned}, &ack); err != nil {
+	if err := a.call(ctx, protocol.PathCosign, tok, protocol.CosignRequest{Size: cp.Size, Note: cosigned}, &ack); err != nil {
 		return fmt.Errorf("deliver cosignature: %w", err)
 	}
 	a.log.Debug("cosigned audit checkpoint", "size", cp.Size)
@@ -229,7 +229,7 @@ func (a *Agent) Witness(ctx context.Context) error {
 // this agent cosigned (size prevSize, root prevRoot): signed by the log
 // key, not smaller, and proven consistent. A failure of consistency is
 // ErrHistoryRewritten.
-func checkCheckpoint(prevSize uint64, prevRoot [32]byte, res agentapi.CheckpointResponse, lv note.Verifier) (audit.Checkpoint, error) {
+func checkCheckpoint(prevSize uint64, prevRoot [32]byte, res protocol.CheckpointResponse, lv note.Verifier) (audit.Checkpoint, error) {
 	cp, err := audit.OpenCheckpoint(res.Note, lv)
 	if err != nil {
 		return cp, fmt.Errorf("checkpoint from the broker: %w", err)

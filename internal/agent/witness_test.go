@@ -15,8 +15,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // TestCheckCheckpoint: the witness accepts only checkpoints that extend the
@@ -59,8 +59,8 @@ func TestCheckCheckpoint(t *testing.T) {
 		}
 		return text
 	}
-	resp := func(text string, all [][32]byte, from uint64) agentapi.CheckpointResponse {
-		r := agentapi.CheckpointResponse{Note: text, Size: uint64(len(all))}
+	resp := func(text string, all [][32]byte, from uint64) protocol.CheckpointResponse {
+		r := protocol.CheckpointResponse{Note: text, Size: uint64(len(all))}
 		if from > 0 && from < uint64(len(all)) {
 			p, err := audit.ConsistencyProof(all, from, uint64(len(all)))
 			if err != nil {
@@ -85,7 +85,7 @@ func TestCheckCheckpoint(t *testing.T) {
 	rewritten := leaves(20, 3)
 	tests := []struct {
 		name string
-		res  agentapi.CheckpointResponse
+		res  protocol.CheckpointResponse
 		want error
 	}{
 		{"rewritten history, its own proof", resp(sign(signer, rewritten), rewritten, 10), ErrHistoryRewritten},
@@ -110,8 +110,8 @@ func TestCheckCheckpoint(t *testing.T) {
 // call is refused, the refusal is in witness.json and a restarted agent
 // refuses too; a witness state it cannot read is a refusal as well.
 func TestWitnessRefusalPersists(t *testing.T) {
-	good := config.Join{ControlURL: "http://127.0.0.1:1", AuthKey: "k", BrokerName: "b", BrokerKey: agentapi.EncodePublicKey(make([]byte, 32))}
-	tok, _ := agentapi.NewPairingToken()
+	good := config.Join{ControlURL: "http://127.0.0.1:1", AuthKey: "k", BrokerName: "b", BrokerKey: protocol.EncodePublicKey(make([]byte, 32))}
+	tok, _ := protocol.NewPairingToken()
 	dir := t.TempDir()
 	a, err := New(Config{StateDir: dir, Join: good, PairingToken: tok, Logger: testLogger(t)})
 	if err != nil {
@@ -156,7 +156,7 @@ func TestWitnessRefusalPersists(t *testing.T) {
 		t.Errorf("checkWitness() with a damaged witness.json = %v, want a refusal", err)
 	}
 	// A reason never exceeds what a heartbeat may carry.
-	if r := capReason(strings.Repeat("é", 2000)); len(r) > agentapi.MaxWitnessRefusal || !utf8.ValidString(r) {
+	if r := capReason(strings.Repeat("é", 2000)); len(r) > protocol.MaxWitnessRefusal || !utf8.ValidString(r) {
 		t.Errorf("capReason(4000 bytes) = %d bytes, valid UTF-8 %v", len(r), utf8.ValidString(r))
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // TestRunPairingTokenReference: the pairing token may be given as
@@ -17,7 +17,7 @@ import (
 // run here stops before the network, at the missing tailnet details that
 // come after the token's check.
 func TestRunPairingTokenReference(t *testing.T) {
-	token, _ := agentapi.NewPairingToken()
+	token, _ := protocol.NewPairingToken()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "pairing-token")
 	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // accessBench is a data plane with the dev users' clients.
@@ -95,9 +95,9 @@ func BenchmarkGrantPlusFirstQuery(b *testing.B) {
 // queryWithGrant runs sql under the grant of request id.
 func queryWithGrant(ctx context.Context, ab *accessBench, id, sql string) (io.ReadCloser, error) {
 	tok := ab.tokenOf(id)
-	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: sql})
+	body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: sql})
 	res, err := ab.eng.DataPlane(ctx, http.MethodPost, "acme/prod", "clickhouse/query", strings.NewReader(string(body)),
-		http.Header{"Content-Type": {"application/json"}, agentapi.HeaderGrant: {tok}})
+		http.Header{"Content-Type": {"application/json"}, protocol.HeaderGrant: {tok}})
 	if err != nil {
 		return nil, err
 	}

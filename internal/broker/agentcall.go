@@ -17,11 +17,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tetherhq/tether/internal/brokerapi"
+
 	"tailscale.com/tailcfg"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
@@ -40,19 +42,19 @@ var (
 )
 
 // pingAgent makes one signed call to the agent over the tailnet.
-func (b *Broker) pingAgent(ctx context.Context, a store.Agent) (agentapi.PingResponse, error) {
-	var out agentapi.PingResponse
-	res, err := b.callAgent(ctx, a, http.MethodGet, agentapi.PathAgentPing, nil, nil)
+func (b *Broker) pingAgent(ctx context.Context, a store.Agent) (protocol.PingResponse, error) {
+	var out protocol.PingResponse
+	res, err := b.callAgent(ctx, a, http.MethodGet, protocol.PathAgentPing, nil, nil)
 	if err != nil {
 		return out, err
 	}
 	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, agentapi.MaxBody))
+	body, err := io.ReadAll(io.LimitReader(res.Body, protocol.MaxBody))
 	if err != nil {
 		return out, err
 	}
 	if res.StatusCode != http.StatusOK {
-		var e agentapi.Error
+		var e brokerapi.ErrorEnvelope
 		json.Unmarshal(body, &e)
 		return out, fmt.Errorf("agent answered %s: %s", res.Status, e.Error.Message)
 	}
@@ -92,7 +94,7 @@ func (b *Broker) callAgent(ctx context.Context, a store.Agent, method, requestUR
 	if err != nil {
 		return nil, fmt.Errorf("find the agent on the tailnet: %w", err)
 	}
-	req, err := b.signedRequest(ctx, a.ID, method, "http://"+net.JoinHostPort(ip.String(), strconv.Itoa(agentapi.AgentPort))+requestURI, body)
+	req, err := b.signedRequest(ctx, a.ID, method, "http://"+net.JoinHostPort(ip.String(), strconv.Itoa(protocol.AgentPort))+requestURI, body)
 	if err != nil {
 		return nil, err
 	}
@@ -208,9 +210,9 @@ func (b *Broker) signedRequest(ctx context.Context, agentID, method, rawURL stri
 	rand.Read(n[:])
 	nonce := hex.EncodeToString(n[:])
 	at := b.now()
-	sig := ed25519.Sign(b.key, agentapi.CallTranscript(agentID, method, req.URL.RequestURI(), at, nonce, body))
-	req.Header.Set(agentapi.HeaderBrokerTime, strconv.FormatInt(at.UnixMilli(), 10))
-	req.Header.Set(agentapi.HeaderBrokerNonce, nonce)
-	req.Header.Set(agentapi.HeaderBrokerSignature, base64.RawURLEncoding.EncodeToString(sig))
+	sig := ed25519.Sign(b.key, protocol.CallTranscript(agentID, method, req.URL.RequestURI(), at, nonce, body))
+	req.Header.Set(protocol.HeaderBrokerTime, strconv.FormatInt(at.UnixMilli(), 10))
+	req.Header.Set(protocol.HeaderBrokerNonce, nonce)
+	req.Header.Set(protocol.HeaderBrokerSignature, base64.RawURLEncoding.EncodeToString(sig))
 	return req, nil
 }

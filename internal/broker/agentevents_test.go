@@ -16,10 +16,10 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agent"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 )
 
@@ -83,7 +83,7 @@ func allEvents(t *testing.T, c *brokerapi.Client) []audit.Event {
 func deliveryRefusals(evs []audit.Event, agentID string) []audit.Event {
 	var out []audit.Event
 	for _, e := range evs {
-		if e.Type == audit.AuthFailed && e.Source.Kind == "" && e.Actor.Subject == "agent:"+agentID && e.Details["path"] == agentapi.PathEvents {
+		if e.Type == audit.AuthFailed && e.Source.Kind == "" && e.Actor.Subject == "agent:"+agentID && e.Details["path"] == protocol.PathEvents {
 			out = append(out, e)
 		}
 	}

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokertest"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // failureEvents returns the audit events with outcome failure.
@@ -39,14 +39,14 @@ func TestAgentAPIRefusalsAudited(t *testing.T) {
 		wantCode   string
 	}{
 		{"unknown path", "/agent/v1/nope", "", struct{}{}, http.StatusNotFound, "not_found"},
-		{"unknown field", agentapi.PathChallenge, "", map[string]string{"agent": "x"}, http.StatusBadRequest, "bad_json"},
-		{"malformed token", agentapi.PathPair, "", agentapi.PairRequest{Token: "x"}, http.StatusBadRequest, "token_malformed"},
-		{"bad public key", agentapi.PathPair, "", agentapi.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: "nope", Nonce: make([]byte, 32)}, http.StatusBadRequest, "bad_public_key"},
-		{"bad nonce", agentapi.PathPair, "", agentapi.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: agentapi.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 3)}, http.StatusBadRequest, "bad_nonce"},
-		{"unknown token", agentapi.PathPair, "", agentapi.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: agentapi.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 32)}, http.StatusUnauthorized, "token_unknown"},
-		{"another node's agent", agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: a.State().AgentID}, http.StatusForbidden, "agent_refused"},
-		{"no session", agentapi.PathHeartbeat, "", agentapi.Heartbeat{}, http.StatusUnauthorized, "no_session"},
-		{"events without session", agentapi.PathEvents, "tas_made_up", agentapi.EventsRequest{}, http.StatusUnauthorized, "no_session"},
+		{"unknown field", protocol.PathChallenge, "", map[string]string{"agent": "x"}, http.StatusBadRequest, "bad_json"},
+		{"malformed token", protocol.PathPair, "", protocol.PairRequest{Token: "x"}, http.StatusBadRequest, "token_malformed"},
+		{"bad public key", protocol.PathPair, "", protocol.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: "nope", Nonce: make([]byte, 32)}, http.StatusBadRequest, "bad_public_key"},
+		{"bad nonce", protocol.PathPair, "", protocol.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: protocol.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 3)}, http.StatusBadRequest, "bad_nonce"},
+		{"unknown token", protocol.PathPair, "", protocol.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: protocol.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 32)}, http.StatusUnauthorized, "token_unknown"},
+		{"another node's agent", protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.State().AgentID}, http.StatusForbidden, "agent_refused"},
+		{"no session", protocol.PathHeartbeat, "", protocol.Heartbeat{}, http.StatusUnauthorized, "no_session"},
+		{"events without session", protocol.PathEvents, "tas_made_up", protocol.EventsRequest{}, http.StatusUnauthorized, "no_session"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,7 +64,7 @@ func TestAgentAPIRefusalsAudited(t *testing.T) {
 	// A flood of the same refusal from one node is aggregated.
 	before := len(failureEvents(t, b))
 	for range 200 {
-		post(t, hc, base+agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: a.State().AgentID})
+		post(t, hc, base+protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.State().AgentID})
 		post(t, hc, base+"/agent/v1/nope", "", struct{}{})
 	}
 	if got := len(failureEvents(t, b)) - before; got > 4 {

@@ -16,7 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
@@ -52,13 +52,13 @@ func (b *Broker) agentHandler() http.Handler {
 			}
 		})
 	}
-	handle(agentapi.PathPair, b.handlePair)
-	handle(agentapi.PathChallenge, b.handleChallenge)
-	handle(agentapi.PathSession, b.handleSession)
-	handle(agentapi.PathHeartbeat, b.handleHeartbeat)
-	handle(agentapi.PathCheckpoint, b.handleCheckpointForWitness)
-	handle(agentapi.PathCosign, b.handleCosign)
-	handle(agentapi.PathEvents, b.handleEvents)
+	handle(protocol.PathPair, b.handlePair)
+	handle(protocol.PathChallenge, b.handleChallenge)
+	handle(protocol.PathSession, b.handleSession)
+	handle(protocol.PathHeartbeat, b.handleHeartbeat)
+	handle(protocol.PathCheckpoint, b.handleCheckpointForWitness)
+	handle(protocol.PathCosign, b.handleCosign)
+	handle(protocol.PathEvents, b.handleEvents)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		r = withCall(r)
 		b.answer(w, r, audit.Actor{Role: "agent"}, errorf(http.StatusNotFound, "not_found", "no agent API endpoint %s %s", truncate(r.Method, maxAuditMethod), truncate(r.URL.Path, maxAuditPath)))
@@ -108,8 +108,8 @@ func agentSubject(id string) string {
 }
 
 func (b *Broker) handlePair(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
-	var req agentapi.PairRequest
-	if err := decodeJSON(w, r, agentapi.MaxBody, &req); err != nil {
+	var req protocol.PairRequest
+	if err := decodeJSON(w, r, protocol.MaxBody, &req); err != nil {
 		return err
 	}
 	fail := func(deployment, reason string, apiErr *apiError) error {
@@ -122,11 +122,11 @@ func (b *Broker) handlePair(w http.ResponseWriter, r *http.Request, id tailnet.I
 		b.log.Warn("pairing refused", "node", id.Name, "reason", reason)
 		return apiErr
 	}
-	hash, err := agentapi.HashPairingToken(req.Token)
+	hash, err := protocol.HashPairingToken(req.Token)
 	if err != nil {
 		return fail("", "malformed token", errorf(http.StatusBadRequest, "token_malformed", "%v", err))
 	}
-	pub, err := agentapi.ParsePublicKey(req.PublicKey)
+	pub, err := protocol.ParsePublicKey(req.PublicKey)
 	if err != nil {
 		return errorf(http.StatusBadRequest, "bad_public_key", "%v", err)
 	}
@@ -157,8 +157,8 @@ func (b *Broker) handlePair(w http.ResponseWriter, r *http.Request, id tailnet.I
 	}); err != nil {
 		return err
 	}
-	res := agentapi.PairResponse{AgentID: a.ID, DeploymentID: d.ID, Tenant: d.Tenant, Name: d.Name, BrokerNodeID: string(b.self.NodeID)}
-	res.Signature = ed25519.Sign(b.key, agentapi.PairTranscript(res, req.PublicKey, req.Nonce))
+	res := protocol.PairResponse{AgentID: a.ID, DeploymentID: d.ID, Tenant: d.Tenant, Name: d.Name, BrokerNodeID: string(b.self.NodeID)}
+	res.Signature = ed25519.Sign(b.key, protocol.PairTranscript(res, req.PublicKey, req.Nonce))
 	b.log.Info("agent paired", "deployment", d.Tenant+"/"+d.Name, "agent_id", a.ID, "node", id.Name)
 	writeJSON(w, http.StatusOK, res)
 	return nil
@@ -192,8 +192,8 @@ func (b *Broker) pairedAgent(r *http.Request, id tailnet.Identity, agentID strin
 }
 
 func (b *Broker) handleChallenge(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
-	var req agentapi.ChallengeRequest
-	if err := decodeJSON(w, r, agentapi.MaxBody, &req); err != nil {
+	var req protocol.ChallengeRequest
+	if err := decodeJSON(w, r, protocol.MaxBody, &req); err != nil {
 		return err
 	}
 	a, err := b.pairedAgent(r, id, req.AgentID)
@@ -219,17 +219,17 @@ func (b *Broker) handleChallenge(w http.ResponseWriter, r *http.Request, id tail
 	if full {
 		return errorf(http.StatusServiceUnavailable, "busy", "too many outstanding challenges; retry shortly")
 	}
-	writeJSON(w, http.StatusOK, agentapi.ChallengeResponse{
+	writeJSON(w, http.StatusOK, protocol.ChallengeResponse{
 		Challenge: c,
 		ExpiresAt: now.Add(challengeTTL).UTC(),
-		Signature: ed25519.Sign(b.key, agentapi.ChallengeTranscript(a.ID, c)),
+		Signature: ed25519.Sign(b.key, protocol.ChallengeTranscript(a.ID, c)),
 	})
 	return nil
 }
 
 func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
-	var req agentapi.SessionRequest
-	if err := decodeJSON(w, r, agentapi.MaxBody, &req); err != nil {
+	var req protocol.SessionRequest
+	if err := decodeJSON(w, r, protocol.MaxBody, &req); err != nil {
 		return err
 	}
 	a, err := b.pairedAgent(r, id, req.AgentID)
@@ -246,7 +246,7 @@ func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailne
 		b.authFailed(r.Context(), r, id, a.ID, "unknown, expired or reused challenge")
 		return errorf(http.StatusForbidden, "bad_challenge", "challenge unknown, expired or already used: ask for a new one")
 	}
-	if !ed25519.Verify(ed25519.PublicKey(a.PublicKey), agentapi.SessionTranscript(a.ID, req.Challenge), req.Signature) {
+	if !ed25519.Verify(ed25519.PublicKey(a.PublicKey), protocol.SessionTranscript(a.ID, req.Challenge), req.Signature) {
 		b.authFailed(r.Context(), r, id, a.ID, "challenge signature does not verify with the paired agent key")
 		return errorf(http.StatusForbidden, "bad_signature", "challenge signature does not verify with the key this agent paired with")
 	}
@@ -262,8 +262,8 @@ func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailne
 	}
 	b.sessions[h] = session{agentID: a.ID, nodeID: a.NodeID, expires: now.Add(sessionTTL)}
 	b.mu.Unlock()
-	writeJSON(w, http.StatusOK, agentapi.SessionResponse{
-		Token: token, ExpiresAt: now.Add(sessionTTL).UTC(), HeartbeatInterval: agentapi.Duration(b.cfg.HeartbeatInterval),
+	writeJSON(w, http.StatusOK, protocol.SessionResponse{
+		Token: token, ExpiresAt: now.Add(sessionTTL).UTC(), HeartbeatInterval: protocol.Duration(b.cfg.HeartbeatInterval),
 	})
 	return nil
 }
@@ -296,11 +296,11 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	if err != nil {
 		return err
 	}
-	var hb agentapi.Heartbeat
-	if err := decodeJSON(w, r, agentapi.MaxBody, &hb); err != nil {
+	var hb protocol.Heartbeat
+	if err := decodeJSON(w, r, protocol.MaxBody, &hb); err != nil {
 		return err
 	}
-	if len(hb.Upstreams) > 32 || len(hb.Version) > 64 || len(hb.TailnetIP) > 64 || len(hb.WitnessRefusal) > agentapi.MaxWitnessRefusal {
+	if len(hb.Upstreams) > 32 || len(hb.Version) > 64 || len(hb.TailnetIP) > 64 || len(hb.WitnessRefusal) > protocol.MaxWitnessRefusal {
 		return errorf(http.StatusBadRequest, "bad_heartbeat", "heartbeat fields too large")
 	}
 	// A replaced agent's session ends at its next heartbeat.
@@ -332,8 +332,8 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	if hb.WitnessRefusal != "" && a.Last.WitnessRefusal == "" {
 		b.witnessRefuses(r.Context(), a, hb.WitnessRefusal)
 	}
-	writeJSON(w, http.StatusOK, agentapi.HeartbeatResponse{
-		HeartbeatInterval: agentapi.Duration(b.cfg.HeartbeatInterval),
+	writeJSON(w, http.StatusOK, protocol.HeartbeatResponse{
+		HeartbeatInterval: protocol.Duration(b.cfg.HeartbeatInterval),
 		CheckpointSize:    b.auditLog.LatestSize(),
 	})
 	return nil

@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 )
 
@@ -60,7 +60,7 @@ func (b *Broker) handleBrokerInfo(w http.ResponseWriter, r *http.Request) error 
 	writeJSON(w, http.StatusOK, brokerapi.BrokerInfo{
 		Version:     b.cfg.Version,
 		TailnetName: b.self.Name,
-		BrokerKey:   agentapi.EncodePublicKey(b.PublicKey()),
+		BrokerKey:   protocol.EncodePublicKey(b.PublicKey()),
 		ControlURL:  b.controlURL,
 	})
 	return nil
@@ -113,7 +113,7 @@ func (b *Broker) handleCreateDeployment(w http.ResponseWriter, r *http.Request) 
 }
 
 func (b *Broker) newPairingToken(deploymentID string, now time.Time) (string, store.PairingToken) {
-	token, hash := agentapi.NewPairingToken()
+	token, hash := protocol.NewPairingToken()
 	return token, store.PairingToken{Hash: hash, DeploymentID: deploymentID, CreatedAt: now, ExpiresAt: now.Add(b.cfg.PairingTTL)}
 }
 

@@ -22,8 +22,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
@@ -276,8 +276,8 @@ func (b *Broker) handleCheckpointForWitness(w http.ResponseWriter, r *http.Reque
 	if err != nil {
 		return err
 	}
-	var req agentapi.CheckpointRequest
-	if err := decodeJSON(w, r, agentapi.MaxBody, &req); err != nil {
+	var req protocol.CheckpointRequest
+	if err := decodeJSON(w, r, protocol.MaxBody, &req); err != nil {
 		return err
 	}
 	c, ok, err := b.auditLog.Latest(r.Context())
@@ -287,7 +287,7 @@ func (b *Broker) handleCheckpointForWitness(w http.ResponseWriter, r *http.Reque
 	if !ok {
 		return errorf(http.StatusNotFound, "no_checkpoint", "the audit log has no checkpoint yet")
 	}
-	res := agentapi.CheckpointResponse{Note: c.Note, Size: c.Size}
+	res := protocol.CheckpointResponse{Note: c.Note, Size: c.Size}
 	if req.SinceSize > c.Size {
 		return errorf(http.StatusBadRequest, "invalid_size", "since_size %d is beyond the latest checkpoint %d", req.SinceSize, c.Size)
 	}
@@ -309,8 +309,8 @@ func (b *Broker) handleCosign(w http.ResponseWriter, r *http.Request, id tailnet
 	if err != nil {
 		return err
 	}
-	var req agentapi.CosignRequest
-	if err := decodeJSON(w, r, agentapi.MaxBody, &req); err != nil {
+	var req protocol.CosignRequest
+	if err := decodeJSON(w, r, protocol.MaxBody, &req); err != nil {
 		return err
 	}
 	a, err := b.store.GetAgent(r.Context(), s.agentID)
@@ -321,7 +321,7 @@ func (b *Broker) handleCosign(w http.ResponseWriter, r *http.Request, id tailnet
 	if err != nil {
 		return err
 	}
-	name := agentapi.WitnessName(a.ID)
+	name := protocol.WitnessName(a.ID)
 	wkey, err := audit.VerifierKey(name, a.PublicKey)
 	if err != nil {
 		return err
@@ -555,14 +555,14 @@ func (b *Broker) handleEvents(w http.ResponseWriter, r *http.Request, id tailnet
 	if err != nil {
 		return fmt.Errorf("get deployment: %w", err)
 	}
-	var req agentapi.EventsRequest
+	var req protocol.EventsRequest
 	if err := decodeJSON(w, r, brokerapi.MaxBody, &req); err != nil {
 		b.refuseDelivery(ctx, r, id, a, dep.Tenant, "delivery refused: "+err.Error(), nil)
 		return err
 	}
-	if len(req.Events) > agentapi.MaxEventsPerDelivery {
-		b.refuseDelivery(ctx, r, id, a, dep.Tenant, fmt.Sprintf("delivery refused: %d events, more than %d", len(req.Events), agentapi.MaxEventsPerDelivery), nil)
-		return errorf(http.StatusRequestEntityTooLarge, "too_many_events", "at most %d events per delivery", agentapi.MaxEventsPerDelivery)
+	if len(req.Events) > protocol.MaxEventsPerDelivery {
+		b.refuseDelivery(ctx, r, id, a, dep.Tenant, fmt.Sprintf("delivery refused: %d events, more than %d", len(req.Events), protocol.MaxEventsPerDelivery), nil)
+		return errorf(http.StatusRequestEntityTooLarge, "too_many_events", "at most %d events per delivery", protocol.MaxEventsPerDelivery)
 	}
 	now := b.now()
 	requests := map[string]*store.AccessRequest{}
@@ -619,7 +619,7 @@ func (b *Broker) handleEvents(w http.ResponseWriter, r *http.Request, id tailnet
 			return errorf(http.StatusServiceUnavailable, "audit_unavailable", "the broker could not record the refused events, so it did not take the delivery: deliver again")
 		}
 	}
-	writeJSON(w, http.StatusOK, agentapi.EventsResponse{Received: len(req.Events), Stored: n, Refused: len(bad)})
+	writeJSON(w, http.StatusOK, protocol.EventsResponse{Received: len(req.Events), Stored: n, Refused: len(bad)})
 	return nil
 }
 
@@ -645,7 +645,7 @@ func (b *Broker) refuseDelivery(ctx context.Context, r *http.Request, id tailnet
 		Source:     audit.Source{TailnetNode: id.Name, IP: r.RemoteAddr},
 		Outcome:    audit.Failure,
 		Reason:     truncate(reason, maxAuditMessage),
-		Details:    map[string]any{"path": agentapi.PathEvents, "refused": len(bad), "refusals": named},
+		Details:    map[string]any{"path": protocol.PathEvents, "refused": len(bad), "refusals": named},
 	}
 	b.log.Warn("refused audit events an agent delivered", "agent_id", a.ID, "node", id.Name, "refused", len(bad), "first", truncate(reason, maxAuditMessage))
 	es := b.refusals.admit(refusalKey{source: agentSubject(a.ID), typ: string(audit.AuthFailed), code: "events_refused"}, ev, b.now())

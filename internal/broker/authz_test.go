@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
@@ -210,7 +209,7 @@ func TestAuthorizationTable(t *testing.T) {
 // call of the table comes from its own address (127.0.0.0/8 is loopback).
 var callSource atomic.Int32
 
-func call(t *testing.T, base, method, path, token string) (int, agentapi.Error) {
+func call(t *testing.T, base, method, path, token string) (int, brokerapi.ErrorEnvelope) {
 	t.Helper()
 	n := callSource.Add(1)
 	hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
@@ -237,7 +236,7 @@ func call(t *testing.T, base, method, path, token string) (int, agentapi.Error) 
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
-	var e agentapi.Error
+	var e brokerapi.ErrorEnvelope
 	json.Unmarshal(raw, &e)
 	return res.StatusCode, e
 }

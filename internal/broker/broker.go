@@ -32,13 +32,13 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/access"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/netmgr"
 	"github.com/tetherhq/tether/internal/notify"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/store/pgstore"
 	"github.com/tetherhq/tether/internal/store/sqlitestore"
@@ -407,7 +407,7 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	tr.ResponseHeaderTimeout = 2 * time.Minute
 	b.agentHTC = &http.Client{Transport: tr, CheckRedirect: tailnet.NoRedirects}
 
-	if b.agentLn, err = b.node.Listen(agentapi.BrokerPort); err != nil {
+	if b.agentLn, err = b.node.Listen(protocol.BrokerPort); err != nil {
 		return nil, fmt.Errorf("listen on the tailnet: %w", err)
 	}
 	var lc net.ListenConfig
@@ -541,7 +541,7 @@ func (b *Broker) Join() config.Join {
 		ControlURL: b.controlURL,
 		AuthKey:    b.authKey,
 		BrokerName: b.self.Name,
-		BrokerKey:  agentapi.EncodePublicKey(b.PublicKey()),
+		BrokerKey:  protocol.EncodePublicKey(b.PublicKey()),
 	}
 }
 
@@ -598,7 +598,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		}
 	}
 	b.log.Info("broker ready", "api", b.apiURL, "tailnet_name", b.self.Name,
-		"broker_key", agentapi.EncodePublicKey(b.PublicKey()), "dev", b.cfg.Dev != nil)
+		"broker_key", protocol.EncodePublicKey(b.PublicKey()), "dev", b.cfg.Dev != nil)
 
 	var err error
 	select {

@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/devnet"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
 
@@ -59,10 +59,10 @@ func intruder(t *testing.T, b *brokertest.Broker) (*http.Client, string) {
 		t.Fatal(err)
 	}
 	hc := &http.Client{Transport: &http.Transport{DialContext: n.Dial}, Timeout: 30 * time.Second}
-	return hc, "http://" + net.JoinHostPort(p.IP.String(), strconv.Itoa(agentapi.BrokerPort))
+	return hc, "http://" + net.JoinHostPort(p.IP.String(), strconv.Itoa(protocol.BrokerPort))
 }
 
-func post(t *testing.T, hc *http.Client, url, bearer string, body any) (int, agentapi.Error) {
+func post(t *testing.T, hc *http.Client, url, bearer string, body any) (int, brokerapi.ErrorEnvelope) {
 	t.Helper()
 	b, _ := json.Marshal(body)
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
@@ -75,7 +75,7 @@ func post(t *testing.T, hc *http.Client, url, bearer string, body any) (int, age
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var e agentapi.Error
+	var e brokerapi.ErrorEnvelope
 	raw, _ := io.ReadAll(res.Body)
 	json.Unmarshal(raw, &e)
 	return res.StatusCode, e
@@ -124,13 +124,13 @@ func TestAgentAPIRefusesOtherNodes(t *testing.T) {
 		wantStatus int
 		wantCode   string
 	}{
-		{"challenge for another node's agent", agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: a.State().AgentID}, http.StatusForbidden, "agent_refused"},
-		{"challenge for unknown agent", agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: "0190aaaa-0000-7000-8000-000000000000"}, http.StatusForbidden, "agent_refused"},
-		{"session without challenge", agentapi.PathSession, "", agentapi.SessionRequest{AgentID: a.State().AgentID, Challenge: make([]byte, 32), Signature: make([]byte, 64)}, http.StatusForbidden, "agent_refused"},
-		{"heartbeat without session", agentapi.PathHeartbeat, "", agentapi.Heartbeat{}, http.StatusUnauthorized, "no_session"},
-		{"heartbeat with made-up session", agentapi.PathHeartbeat, "tas_made_up", agentapi.Heartbeat{}, http.StatusUnauthorized, "no_session"},
-		{"pair with unknown token", agentapi.PathPair, "", agentapi.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: agentapi.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 32)}, http.StatusUnauthorized, "token_unknown"},
-		{"unknown field", agentapi.PathChallenge, "", map[string]string{"agent": "x"}, http.StatusBadRequest, "bad_json"},
+		{"challenge for another node's agent", protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.State().AgentID}, http.StatusForbidden, "agent_refused"},
+		{"challenge for unknown agent", protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: "0190aaaa-0000-7000-8000-000000000000"}, http.StatusForbidden, "agent_refused"},
+		{"session without challenge", protocol.PathSession, "", protocol.SessionRequest{AgentID: a.State().AgentID, Challenge: make([]byte, 32), Signature: make([]byte, 64)}, http.StatusForbidden, "agent_refused"},
+		{"heartbeat without session", protocol.PathHeartbeat, "", protocol.Heartbeat{}, http.StatusUnauthorized, "no_session"},
+		{"heartbeat with made-up session", protocol.PathHeartbeat, "tas_made_up", protocol.Heartbeat{}, http.StatusUnauthorized, "no_session"},
+		{"pair with unknown token", protocol.PathPair, "", protocol.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: protocol.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 32)}, http.StatusUnauthorized, "token_unknown"},
+		{"unknown field", protocol.PathChallenge, "", map[string]string{"agent": "x"}, http.StatusBadRequest, "bad_json"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

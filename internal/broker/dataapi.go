@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source"
 	"github.com/tetherhq/tether/internal/source/registry"
 	"github.com/tetherhq/tether/internal/store"
@@ -38,9 +38,9 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 		return err
 	}
 	tok := g.Token
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, agentapi.MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, protocol.MaxBody))
 	if err != nil {
-		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", agentapi.MaxBody)
+		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", protocol.MaxBody)
 	}
 	// A source that takes the rest of the path has the agent's guard
 	// decide on the target exactly as the caller wrote it: it is passed
@@ -49,7 +49,7 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 	if err != nil {
 		return errorf(http.StatusBadRequest, "bad_path", "want %s", src.Usage())
 	}
-	h := http.Header{agentapi.HeaderGrant: {tok}}
+	h := http.Header{protocol.HeaderGrant: {tok}}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		h.Set("Content-Type", ct)
 	}
@@ -84,7 +84,7 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 	}
 	// An answer the agent stopped early says why in a trailer, passed on
 	// so that the engineer reads it as incomplete, never as whole.
-	w.Header().Set("Trailer", agentapi.TrailerStopped)
+	w.Header().Set("Trailer", protocol.TrailerStopped)
 	w.WriteHeader(res.StatusCode)
 	buf := make([]byte, 64<<10)
 	for {
@@ -96,8 +96,8 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 			rc.Flush()
 		}
 		if rerr == io.EOF {
-			if msg := stoppedText(res.Trailer.Get(agentapi.TrailerStopped)); msg != "" {
-				w.Header().Set(agentapi.TrailerStopped, msg)
+			if msg := stoppedText(res.Trailer.Get(protocol.TrailerStopped)); msg != "" {
+				w.Header().Set(protocol.TrailerStopped, msg)
 			}
 			return nil
 		}
@@ -118,7 +118,7 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 // which refuses the grant by itself).
 func (b *Broker) dataTarget(r *http.Request, scope string) (store.DeploymentStatus, store.GrantRecord, error) {
 	p := principalFrom(r.Context())
-	key := strings.Join([]string{p.Issuer, p.Subject, r.PathValue("tenant"), r.PathValue("name"), scope, r.Header.Get(agentapi.HeaderGrant)}, "\x00")
+	key := strings.Join([]string{p.Issuer, p.Subject, r.PathValue("tenant"), r.PathValue("name"), scope, r.Header.Get(protocol.HeaderGrant)}, "\x00")
 	now := b.now()
 	gen := b.changeGen.Load()
 	b.dataMu.Lock()

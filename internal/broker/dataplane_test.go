@@ -22,13 +22,13 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agent"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/promtest"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 )
 
@@ -111,8 +111,8 @@ func (d *dataPlane) grant(t testing.TB, mod func(*grant.Grant)) string {
 
 func (d *dataPlane) sql(t testing.TB, tok, sql string) (int, string) {
 	t.Helper()
-	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: sql})
-	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, agentapi.PathClickHouseQuery, body, http.Header{agentapi.HeaderGrant: {tok}})
+	body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: sql})
+	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, protocol.PathClickHouseQuery, body, http.Header{protocol.HeaderGrant: {tok}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestGrantAttacks(t *testing.T) {
 		return h + "." + p + "."
 	}
 	revoked := d.grant(t, nil)
-	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, agentapi.PathRevoke, []byte(`{"grant_id":"`+grantID(t, revoked)+`"}`), nil)
+	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, protocol.PathRevoke, []byte(`{"grant_id":"`+grantID(t, revoked)+`"}`), nil)
 	if err != nil || res.StatusCode != http.StatusOK {
 		t.Fatalf("revoke: %v %v", res, err)
 	}
@@ -269,10 +269,10 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func BenchmarkStreamClickHouse(b *testing.B) {
 	d := startDataPlane(b)
 	tok := d.grant(b, nil)
-	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: "SELECT number FROM system.numbers LIMIT 12500000", Format: "RowBinary"})
+	body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: "SELECT number FROM system.numbers LIMIT 12500000", Format: "RowBinary"})
 	b.SetBytes(100_000_000)
 	for b.Loop() {
-		res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, agentapi.PathClickHouseQuery, body, http.Header{agentapi.HeaderGrant: {tok}})
+		res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, protocol.PathClickHouseQuery, body, http.Header{protocol.HeaderGrant: {tok}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -301,7 +301,7 @@ func peakRSSMB(b *testing.B) float64 {
 
 func (d *dataPlane) promCall(t *testing.T, tok, method, target string) (int, string) {
 	t.Helper()
-	res, err := d.b.CallAgent(context.Background(), d.depID, method, "/v1/prometheus"+target, nil, http.Header{agentapi.HeaderGrant: {tok}})
+	res, err := d.b.CallAgent(context.Background(), d.depID, method, "/v1/prometheus"+target, nil, http.Header{protocol.HeaderGrant: {tok}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,8 +366,8 @@ func urlQuery(s string) string {
 func TestRevokeCutsOffStream(t *testing.T) {
 	d := startDataPlane(t)
 	tok := d.grant(t, nil)
-	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: "SELECT number FROM system.numbers LIMIT 9000000", Format: "TabSeparated"})
-	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, agentapi.PathClickHouseQuery, body, http.Header{agentapi.HeaderGrant: {tok}})
+	body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: "SELECT number FROM system.numbers LIMIT 9000000", Format: "TabSeparated"})
+	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, protocol.PathClickHouseQuery, body, http.Header{protocol.HeaderGrant: {tok}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,11 +376,11 @@ func TestRevokeCutsOffStream(t *testing.T) {
 	if _, err := io.ReadFull(res.Body, first); err != nil || res.StatusCode != http.StatusOK {
 		t.Fatalf("stream start: %d %v", res.StatusCode, err)
 	}
-	rv, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, agentapi.PathRevoke, []byte(`{"grant_id":"`+grantID(t, tok)+`"}`), nil)
+	rv, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, protocol.PathRevoke, []byte(`{"grant_id":"`+grantID(t, tok)+`"}`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rr agentapi.RevokeResponse
+	var rr protocol.RevokeResponse
 	json.NewDecoder(rv.Body).Decode(&rr)
 	rv.Body.Close()
 	if rr.CutOff != 1 {
@@ -411,9 +411,9 @@ func TestRevokeCutsOffStream(t *testing.T) {
 func TestExpiryEndsQueryAtAgent(t *testing.T) {
 	d := startDataPlane(t)
 	tok := d.grant(t, func(g *grant.Grant) { g.Expiry = time.Now().Add(2 * time.Second) })
-	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: "SELECT count() FROM system.numbers"})
+	body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: "SELECT count() FROM system.numbers"})
 	start := time.Now()
-	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, agentapi.PathClickHouseQuery, body, http.Header{agentapi.HeaderGrant: {tok}})
+	res, err := d.b.CallAgent(context.Background(), d.depID, http.MethodPost, protocol.PathClickHouseQuery, body, http.Header{protocol.HeaderGrant: {tok}})
 	if err == nil {
 		io.Copy(io.Discard, res.Body)
 		res.Body.Close()

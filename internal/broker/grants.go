@@ -16,9 +16,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/notify"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 )
 
@@ -54,19 +54,19 @@ type pendingRevocation struct {
 }
 
 func (b *Broker) sendRevocation(ctx context.Context, g store.GrantRecord, deploymentID string) (revokeResult, error) {
-	body, _ := json.Marshal(agentapi.RevokeRequest{GrantID: g.ID, Until: g.Expiry})
+	body, _ := json.Marshal(protocol.RevokeRequest{GrantID: g.ID, Until: g.Expiry})
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	res, err := b.callDeploymentAgent(ctx, deploymentID, http.MethodPost, agentapi.PathRevoke, body, http.Header{"Content-Type": {"application/json"}})
+	res, err := b.callDeploymentAgent(ctx, deploymentID, http.MethodPost, protocol.PathRevoke, body, http.Header{"Content-Type": {"application/json"}})
 	if err != nil {
 		return revokeResult{}, err
 	}
 	defer res.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(res.Body, agentapi.MaxBody))
+	raw, _ := io.ReadAll(io.LimitReader(res.Body, protocol.MaxBody))
 	if res.StatusCode != http.StatusOK {
 		return revokeResult{}, fmt.Errorf("agent answered %s: %s", res.Status, strings.TrimSpace(string(raw)))
 	}
-	var rr agentapi.RevokeResponse
+	var rr protocol.RevokeResponse
 	json.Unmarshal(raw, &rr)
 	return revokeResult{Pushed: true, CutOff: rr.CutOff, Killed: rr.Killed}, nil
 }
@@ -203,7 +203,7 @@ func (b *Broker) commentTicket(ar store.AccessRequest, body string) {
 // theirs and live; otherwise the newest live one is used.
 func (b *Broker) liveGrant(ctx context.Context, r *http.Request, deploymentID, scope string) (store.GrantRecord, error) {
 	p := principalFrom(ctx)
-	named := r.Header.Get(agentapi.HeaderGrant)
+	named := r.Header.Get(protocol.HeaderGrant)
 	var ars []store.AccessRequest
 	if rid := grantRequestID(named); rid != "" {
 		// A named grant leads straight to its request; the token is then
@@ -231,7 +231,7 @@ func (b *Broker) liveGrant(ctx context.Context, r *http.Request, deploymentID, s
 		return *g, nil
 	}
 	if named != "" {
-		return store.GrantRecord{}, errorf(http.StatusForbidden, "grant_refused", "the grant in %s is not a live grant of yours for this deployment", agentapi.HeaderGrant)
+		return store.GrantRecord{}, errorf(http.StatusForbidden, "grant_refused", "the grant in %s is not a live grant of yours for this deployment", protocol.HeaderGrant)
 	}
 	return store.GrantRecord{}, errorf(http.StatusForbidden, "no_grant", "you have no active grant covering %s on this deployment: ask with 'broker request create --deployment TENANT/NAME --scope %s …'", scope, scope)
 }

@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/tailnet"
 )
 
@@ -83,7 +83,7 @@ func startHostileAgent(t *testing.T, b *brokertest.Broker, token, redirectTo str
 	}
 	h := &hostileAgent{node: n}
 	h.mode.Store("redirect")
-	ln, err := n.Listen(agentapi.AgentPort)
+	ln, err := n.Listen(protocol.AgentPort)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func startHostileAgent(t *testing.T, b *brokertest.Broker, token, redirectTo str
 	t.Cleanup(func() { srv.Close() })
 
 	hc := &http.Client{Transport: n.HTTPTransport(), Timeout: 30 * time.Second}
-	base := "http://" + net.JoinHostPort(peer.IP.String(), strconv.Itoa(agentapi.BrokerPort))
+	base := "http://" + net.JoinHostPort(peer.IP.String(), strconv.Itoa(protocol.BrokerPort))
 	call := func(path, bearer string, in, out any) {
 		t.Helper()
 		raw, _ := json.Marshal(in)
@@ -132,15 +132,15 @@ func startHostileAgent(t *testing.T, b *brokertest.Broker, token, redirectTo str
 	key := func() ed25519.PrivateKey { _, k, _ := ed25519.GenerateKey(rand.Reader); return k }()
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
-	var pair agentapi.PairResponse
-	call(agentapi.PathPair, "", agentapi.PairRequest{Token: token, PublicKey: agentapi.EncodePublicKey(key.Public().(ed25519.PublicKey)), Nonce: nonce, Version: "evil"}, &pair)
-	var ch agentapi.ChallengeResponse
-	call(agentapi.PathChallenge, "", agentapi.ChallengeRequest{AgentID: pair.AgentID}, &ch)
-	var sess agentapi.SessionResponse
-	call(agentapi.PathSession, "", agentapi.SessionRequest{AgentID: pair.AgentID, Challenge: ch.Challenge,
-		Signature: ed25519.Sign(key, agentapi.SessionTranscript(pair.AgentID, ch.Challenge))}, &sess)
-	var hb agentapi.HeartbeatResponse
-	call(agentapi.PathHeartbeat, sess.Token, agentapi.Heartbeat{Version: "evil", TailnetIP: "127.0.0.1"}, &hb)
+	var pair protocol.PairResponse
+	call(protocol.PathPair, "", protocol.PairRequest{Token: token, PublicKey: protocol.EncodePublicKey(key.Public().(ed25519.PublicKey)), Nonce: nonce, Version: "evil"}, &pair)
+	var ch protocol.ChallengeResponse
+	call(protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: pair.AgentID}, &ch)
+	var sess protocol.SessionResponse
+	call(protocol.PathSession, "", protocol.SessionRequest{AgentID: pair.AgentID, Challenge: ch.Challenge,
+		Signature: ed25519.Sign(key, protocol.SessionTranscript(pair.AgentID, ch.Challenge))}, &sess)
+	var hb protocol.HeartbeatResponse
+	call(protocol.PathHeartbeat, sess.Token, protocol.Heartbeat{Version: "evil", TailnetIP: "127.0.0.1"}, &hb)
 	return h
 }
 

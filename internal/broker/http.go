@@ -11,8 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhq/tether/internal/brokerapi"
+
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 )
 
 // apiError is an error with the HTTP status and stable code it maps to.
@@ -47,7 +48,7 @@ func writeError(w http.ResponseWriter, err error) {
 	if ae.retry > 0 {
 		w.Header().Set("Retry-After", retryAfter(ae.retry))
 	}
-	writeJSON(w, ae.status, agentapi.Error{Error: agentapi.ErrorBody{Code: ae.code, Message: ae.message}})
+	writeJSON(w, ae.status, brokerapi.ErrorEnvelope{Error: brokerapi.ErrorBody{Code: ae.code, Message: ae.message}})
 }
 
 type callKey struct{}

@@ -13,13 +13,13 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agent"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokercli"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/devbroker"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // TestRevocationSurvivesAgentRestart: a revoked grant, still inside its
@@ -39,7 +39,7 @@ func TestRevocationSurvivesAgentRestart(t *testing.T) {
 	a, stop := brokertest.RunAgent(t, cfg, true)
 	d := &dataPlane{b: b, a: a, ch: ch, depID: res.Deployment.ID}
 	revoked, kept := d.grant(t, nil), d.grant(t, nil)
-	rv, err := b.CallAgent(context.Background(), d.depID, http.MethodPost, agentapi.PathRevoke, []byte(`{"grant_id":"`+grantID(t, revoked)+`","until":"`+time.Now().Add(10*time.Minute).UTC().Format(time.RFC3339)+`"}`), nil)
+	rv, err := b.CallAgent(context.Background(), d.depID, http.MethodPost, protocol.PathRevoke, []byte(`{"grant_id":"`+grantID(t, revoked)+`","until":"`+time.Now().Add(10*time.Minute).UTC().Format(time.RFC3339)+`"}`), nil)
 	if err != nil || rv.StatusCode != http.StatusOK {
 		t.Fatalf("revoke: %v %v", rv, err)
 	}
@@ -186,7 +186,7 @@ func TestRevokeAgent(t *testing.T) {
 		t.Errorf("deployment after revoke-agent = %+v %v, want no agent online", dep, err)
 	}
 	// The broker calls it no more.
-	if _, err := b.CallAgent(ctx, res.Deployment.ID, http.MethodGet, agentapi.PathAgentPing, nil, nil); err == nil {
+	if _, err := b.CallAgent(ctx, res.Deployment.ID, http.MethodGet, protocol.PathAgentPing, nil, nil); err == nil {
 		t.Error("the broker still calls the revoked agent")
 	}
 	_, err = b.Client.Ping(ctx, "acme/prod", 1)

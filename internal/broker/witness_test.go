@@ -22,13 +22,13 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agent"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokercli"
 	"github.com/tetherhq/tether/internal/brokertest"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // TestWitnessRefusesTruncatedLog: someone with the broker's database
@@ -153,8 +153,8 @@ func testWitnessRefuses(t *testing.T, regrow int, want string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: "SELECT 1"})
-	resp, err := b2.CallAgent(ctx, res.Deployment.ID, http.MethodPost, agentapi.PathClickHouseQuery, body, http.Header{agentapi.HeaderGrant: {tok}})
+	body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: "SELECT 1"})
+	resp, err := b2.CallAgent(ctx, res.Deployment.ID, http.MethodPost, protocol.PathClickHouseQuery, body, http.Header{protocol.HeaderGrant: {tok}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
 )
+
+// ErrorEnvelope is the JSON error body of the broker's API. An agent
+// answers its refusals in the same envelope, which the broker passes on to
+// the engineer unchanged.
+type ErrorEnvelope struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody says what went wrong: Code is stable for programs, Message is
+// for people.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
 
 // MaxBody bounds request and response bodies of the API.
 const MaxBody = 1 << 20
@@ -482,7 +495,7 @@ func (c *Client) stream(ctx context.Context, path string, w io.Writer) error {
 // responseError turns an error response and its body into an *Error,
 // with the API's own message when the body carries one.
 func responseError(res *http.Response, body []byte) error {
-	var e agentapi.Error
+	var e ErrorEnvelope
 	if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
 		return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 	}

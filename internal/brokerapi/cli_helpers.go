@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-
-	"github.com/tetherhq/tether/internal/agentapi"
 )
 
 // ErrorFromResponse reads a failed answer from [Client.DataPlane] (its
@@ -22,7 +20,7 @@ func ErrorFromResponse(res *http.Response) error {
 // else, such as Prometheus's own error JSON. The local proxies use it to
 // translate the broker's errors into what their clients understand.
 func DecodeError(status int, body []byte) (*Error, bool) {
-	var e agentapi.Error
+	var e ErrorEnvelope
 	if json.Unmarshal(body, &e) != nil || e.Error.Message == "" {
 		return nil, false
 	}

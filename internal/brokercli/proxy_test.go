@@ -16,11 +16,11 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/cli"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 func TestMain(m *testing.M) {
@@ -318,7 +318,7 @@ func TestServeProxyStops(t *testing.T) {
 // FORMAT in the SQL winning over default_format. The broker and the agent
 // are stood in for by what the agent does with a query: the format it is
 // given goes to ClickHouse as default_format, TabSeparatedWithNames when
-// none is given (agentapi.ClickHouseQuery).
+// none is given (protocol.ClickHouseQuery).
 func TestClickHouseProxyAnswersAsClickHouse(t *testing.T) {
 	ch := chtest.Start(t)
 	query := func(params url.Values, body string) (*http.Response, string) {
@@ -345,9 +345,9 @@ func TestClickHouseProxyAnswersAsClickHouse(t *testing.T) {
 		if format == "" {
 			format = "TabSeparatedWithNames" // the agent's default
 		}
-		var q agentapi.ClickHouseQuery
+		var q protocol.ClickHouseQuery
 		if err := json.Unmarshal(c.body, &q); err != nil || q.SQL != c.sql {
-			t.Errorf("the proxy sent %q, want an agentapi.ClickHouseQuery", c.body)
+			t.Errorf("the proxy sent %q, want an protocol.ClickHouseQuery", c.body)
 		}
 		res, body := query(url.Values{"default_format": {format}}, c.sql)
 		w.Header().Set("Content-Type", res.Header.Get("Content-Type"))

@@ -20,9 +20,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/cli"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/sqlguard"
 )
 
@@ -135,7 +135,7 @@ func (cmd *queryCmd) Run(e *env) error {
 	if qerr == nil && !truncated(note) {
 		// The agent stopped the answer early (the grant was revoked or
 		// expired, ClickHouse went away) and said why in a trailer.
-		if msg := res.Trailer.Get(agentapi.TrailerStopped); msg != "" {
+		if msg := res.Trailer.Get(protocol.TrailerStopped); msg != "" {
 			return fmt.Errorf("query %s: incomplete result, %s after %d %s", orDash(qid), msg, rows, what)
 		}
 	}
@@ -511,7 +511,7 @@ func (cmd *promCmd) Run(e *env) error {
 		if _, err := io.Copy(stdout, res.Body); err != nil {
 			return fmt.Errorf("the answer was cut off: %w", err)
 		}
-		if msg := res.Trailer.Get(agentapi.TrailerStopped); msg != "" {
+		if msg := res.Trailer.Get(protocol.TrailerStopped); msg != "" {
 			return fmt.Errorf("incomplete answer: %s", msg)
 		}
 		return nil
@@ -523,7 +523,7 @@ func (cmd *promCmd) Run(e *env) error {
 	if len(b) > maxPromTable {
 		return fmt.Errorf("the answer is over %d MiB: use --output json, or narrow the query", maxPromTable>>20)
 	}
-	if msg := res.Trailer.Get(agentapi.TrailerStopped); msg != "" {
+	if msg := res.Trailer.Get(protocol.TrailerStopped); msg != "" {
 		return fmt.Errorf("incomplete answer: %s", msg)
 	}
 	notes, err := renderProm(stdout, b, time.Local)

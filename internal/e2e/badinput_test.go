@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/internal/agent"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // checkOneLineError asserts a failed command printed one clear line, no
@@ -141,7 +141,7 @@ func TestAgentUnreachableControl(t *testing.T) {
 	start := time.Now()
 	_, stderr, code := runBin(t, nil, "agent", "run", "--state-dir", t.TempDir(),
 		"--control-url", "http://127.0.0.1:1", "--auth-key", "tskey-x", "--broker-name", "tether-broker",
-		"--broker-key", agentapi.EncodePublicKey(make([]byte, 32)), "--pairing-token", "tpt_"+strings.Repeat("A", 43))
+		"--broker-key", protocol.EncodePublicKey(make([]byte, 32)), "--pairing-token", "tpt_"+strings.Repeat("A", 43))
 	checkOneLineError(t, stderr, code, 1, "cannot reach the tailnet control server at http://127.0.0.1:1")
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("took %v to report an unreachable control server, want under 15s", d)
@@ -159,7 +159,7 @@ func TestWrongBrokerKey(t *testing.T) {
 	a.waitLine(t, `msg="agent online"`, 90*time.Second)
 	a.stop()
 
-	other := agentapi.EncodePublicKey(make([]byte, 32))
+	other := protocol.EncodePublicKey(make([]byte, 32))
 	var j config.Join
 	if err := config.Load(b.join, &j); err != nil {
 		t.Fatal(err)

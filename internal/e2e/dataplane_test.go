@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // guarded is a dev broker and an agent process guarding a real ClickHouse.
@@ -88,7 +88,7 @@ func (g *guarded) query(t testing.TB, cfgPath, sql, format string) *http.Respons
 	if err := config.Load(cfgPath, &cli); err != nil {
 		t.Fatal(err)
 	}
-	body, _ := json.Marshal(agentapi.ClickHouseQuery{SQL: sql, Format: format})
+	body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: sql, Format: format})
 	req, _ := http.NewRequest(http.MethodPost, cli.APIURL+"/api/v1/deployments/acme/prod/clickhouse/query", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+cli.Login.IDToken)
 	res, err := http.DefaultClient.Do(req)

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/brokerapi"
+
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // ErrGrantRevoked is why a call in flight was cut off by a revocation.
@@ -22,7 +24,7 @@ var ErrGrantExpired = errors.New("grant expired")
 func Error(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(agentapi.Error{Error: agentapi.ErrorBody{Code: code, Message: msg}})
+	json.NewEncoder(w).Encode(brokerapi.ErrorEnvelope{Error: brokerapi.ErrorBody{Code: code, Message: msg}})
 }
 
 // StopReason says, in words for the engineer, why a call under a grant
@@ -55,7 +57,7 @@ func UpstreamFailed(w http.ResponseWriter, ctx context.Context, log *slog.Logger
 }
 
 // StoppedEarly ends an answer that stopped mid-stream with the
-// [agentapi.TrailerStopped] trailer saying why, so that it is read as
+// [protocol.TrailerStopped] trailer saying why, so that it is read as
 // incomplete; the detail goes to the agent's log. The answer must have
 // announced the trailer.
 func StoppedEarly(w http.ResponseWriter, ctx context.Context, log *slog.Logger, upstream, callID string, err error) {
@@ -64,7 +66,7 @@ func StoppedEarly(w http.ResponseWriter, ctx context.Context, log *slog.Logger, 
 		msg = "stopped: " + upstream + " stopped answering"
 	}
 	log.Info("answer stopped early", "call", callID, "reason", msg, "err", err)
-	w.Header().Set(agentapi.TrailerStopped, msg)
+	w.Header().Set(protocol.TrailerStopped, msg)
 }
 
 // Stream copies src to w as it arrives, shows each piece to observe (if

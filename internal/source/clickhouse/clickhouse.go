@@ -23,7 +23,7 @@ import (
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source"
 	"github.com/tetherhq/tether/internal/sqlguard"
 )
@@ -113,7 +113,7 @@ func (e *engine) kill(ctx context.Context, env source.Env, cond string) (int, er
 // Serve runs one guarded query: guard, audit, forced limits, then the
 // result streamed back without buffering.
 func (e *engine) Serve(env source.Env, c source.Call, w http.ResponseWriter, r *http.Request) {
-	var q agentapi.ClickHouseQuery
+	var q protocol.ClickHouseQuery
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&q); err != nil {
@@ -246,7 +246,7 @@ func (e *engine) Serve(env source.Env, c source.Call, w http.ResponseWriter, r *
 	}
 	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
 	w.Header().Set("Tether-Query-Id", queryID)
-	w.Header().Set("Trailer", agentapi.TrailerStopped)
+	w.Header().Set("Trailer", protocol.TrailerStopped)
 	w.WriteHeader(http.StatusOK)
 	if v.Format != "" {
 		format = v.Format // ClickHouse answers in the statement's FORMAT

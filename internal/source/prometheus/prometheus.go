@@ -18,8 +18,8 @@ import (
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/tetherhq/tether/audit"
-	"github.com/tetherhq/tether/internal/agentapi"
 	"github.com/tetherhq/tether/internal/promguard"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source"
 )
 
@@ -126,7 +126,7 @@ func (e *engine) Serve(env source.Env, c source.Call, w http.ResponseWriter, r *
 		return
 	}
 	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
-	w.Header().Set("Trailer", agentapi.TrailerStopped)
+	w.Header().Set("Trailer", protocol.TrailerStopped)
 	w.WriteHeader(res.StatusCode)
 	_, serr := source.Stream(w, res.Body, nil)
 	if ctx.Err() != nil {

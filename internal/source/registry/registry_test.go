@@ -8,7 +8,7 @@ import (
 
 	"github.com/tetherhq/tether/internal/names"
 
-	"github.com/tetherhq/tether/internal/agentapi"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source/registry"
 )
 
@@ -55,8 +55,8 @@ func TestFirstSources(t *testing.T) {
 		name, scope, broker, agent string
 		agentPath                  string
 	}{
-		{"clickhouse", names.ScopeClickHouse, "POST /api/v1/deployments/{tenant}/{name}/clickhouse/query", "POST " + agentapi.PathClickHouseQuery, agentapi.PathClickHouseQuery},
-		{"prometheus", names.ScopePrometheus, "/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}", agentapi.PathPrometheus, agentapi.PathPrometheus},
+		{"clickhouse", names.ScopeClickHouse, "POST /api/v1/deployments/{tenant}/{name}/clickhouse/query", "POST " + protocol.PathClickHouseQuery, protocol.PathClickHouseQuery},
+		{"prometheus", names.ScopePrometheus, "/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}", protocol.PathPrometheus, protocol.PathPrometheus},
 	} {
 		s, ok := registry.Lookup(tc.name)
 		if !ok {

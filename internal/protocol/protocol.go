@@ -1,4 +1,4 @@
-// Package agentapi is the protocol between the broker and its agents over
+// Package protocol is the protocol between the broker and its agents over
 // the tailnet: the messages, the ports, and the exact byte strings each side
 // signs with its Ed25519 key.
 //
@@ -7,7 +7,7 @@
 // agent paired from holding the agent's key. The agent answers broker calls
 // only from the broker's pinned tailnet node and only when signed with the
 // broker's pinned key.
-package agentapi
+package protocol
 
 import (
 	"crypto/ed25519"
@@ -298,18 +298,6 @@ func transcript(kind string, fields ...string) []byte {
 		b.WriteString(f)
 	}
 	return []byte(b.String())
-}
-
-// Error is the JSON error body of both APIs.
-type Error struct {
-	Error ErrorBody `json:"error"`
-}
-
-// ErrorBody says what went wrong: Code is stable for programs, Message is
-// for people.
-type ErrorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
 }
 
 // Duration is a time.Duration that marshals as a Go duration string.
