@@ -2,8 +2,6 @@ package agentcli
 
 import (
 	"bytes"
-	"context"
-	"io"
 	"strings"
 	"testing"
 )
@@ -27,7 +25,7 @@ func TestGuardCatalogAndFunctions(t *testing.T) {
 		{[]string{"sql", "SELECT last_exception FROM system.dictionaries"}, true, []string{"DENY", "sensitive"}},
 	} {
 		var out bytes.Buffer
-		err := run(context.Background(), append([]string{"guard"}, c.args...), strings.NewReader(""), &out, io.Discard)
+		err := guard(c.args, strings.NewReader(""), &out)
 		got := out.String()
 		if err != nil {
 			got += err.Error()
