@@ -83,13 +83,6 @@ HEAD
 	printf '### `broker-dev serve`\n\n```text\n'
 	"$bin/broker-dev" serve -h
 	printf '```\n\n## agent\n\n'
-	# The agent parses with the flag package (see internal/cli/flags.go):
-	# its commands are listed here.
-	for c in "" run witness-key guard "guard sql" "guard prom" "guard catalog" "guard functions"; do
-		printf '### `%s`\n\n```text\n' "$(echo "agent $c" | sed 's/ *$//')"
-		# shellcheck disable=SC2086
-		"$bin/agent" $c -h
-		printf '```\n\n'
-	done
+	section agent
 } > docs/cli.md
 echo "wrote docs/cli.md"

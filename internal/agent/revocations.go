@@ -80,7 +80,7 @@ func loadRevocations(path string) (*revocations, error) {
 		return r, nil
 	}
 	var f revocationFile
-	if err := config.Load(path, &f); err != nil {
+	if err := config.LoadWith(path, &f, (*revocationFile).Validate); err != nil {
 		return nil, fmt.Errorf("revoked grants list is damaged, so the agent could serve a grant the broker revoked: %w (restore the file; or, once 13 h have passed since the last revocation, when every grant it names has expired, move it aside)", err)
 	}
 	for id, until := range f.Revoked {

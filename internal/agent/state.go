@@ -58,7 +58,7 @@ func loadState(dir string) (s State, key ed25519.PrivateKey, ok bool, err error)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return s, nil, false, nil
 	}
-	if err := config.Load(path, &s); err != nil {
+	if err := config.LoadWith(path, &s, (*State).Validate); err != nil {
 		return s, nil, false, fmt.Errorf("agent state is damaged: %w (move the state dir aside and pair again with a new pairing token)", err)
 	}
 	kb, err := os.ReadFile(filepath.Join(dir, keyFile))

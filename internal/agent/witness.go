@@ -106,7 +106,7 @@ func (a *Agent) loadWitness() (witnessState, [32]byte, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return w, root, nil
 	}
-	if err := config.Load(path, &w); err != nil {
+	if err := config.LoadWith(path, &w, (*witnessState).Validate); err != nil {
 		return w, root, fmt.Errorf("witness state: %w", err)
 	}
 	b, err := hex.DecodeString(w.Root)

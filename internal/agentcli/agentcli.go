@@ -7,7 +7,10 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	"github.com/tetherhq/tether/internal/agent"
 	"github.com/tetherhq/tether/internal/cli"
@@ -15,161 +18,185 @@ import (
 	"github.com/tetherhq/tether/internal/version"
 )
 
-const usage = `Usage: agent COMMAND [flags]
+// agentCLI is the agent's command line: one struct per command, its
+// flags and arguments in kong's tags.
+type agentCLI struct {
+	Run        runCmd        `cmd:"" help:"pair (first run) and serve the broker"`
+	WitnessKey witnessKeyCmd `cmd:"" help:"print the key this agent cosigns audit checkpoints with"`
+	Guard      guardCmd      `cmd:"" help:"run the SQL or PromQL guard on a query, or on JSON lines from stdin; list its catalog"`
+	Version    versionCmd    `cmd:"" help:"print the version"`
+	HelpCmd    cli.HelpCmd   `cmd:"" name:"help" help:"show the help of a command, such as 'agent help guard sql'"`
+}
 
-Tether agent: runs in the customer's VPC, dials out to the broker's tailnet,
-and opens no inbound port.
+// env is what every command runs with.
+type env struct {
+	ctx            context.Context
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	command        string // the selected command's name, such as "sql"
+}
 
-Commands:
-  run           pair (first run) and serve the broker
-  witness-key   print the key this agent cosigns audit checkpoints with
-  guard sql|prom   run the SQL or PromQL guard on a query, or on JSON lines from stdin
-  version       print the version`
+// command is what each command struct of agentCLI implements. The agent
+// calls it itself, never kong's Run: see cli.Parse for why.
+type command interface {
+	run(e *env) error
+}
 
-const runUsage = `Usage: agent run --state-dir DIR [--join FILE] [--pairing-token TOKEN]
-       agent run --state-dir DIR --control-url URL --auth-key KEY --broker-name NAME --broker-key ed25519:… --pairing-token TOKEN
-
-The first run pairs the agent with the broker using a one-time token; later
-runs need only --state-dir. Secrets (--pairing-token, --auth-key) may be given
-as env:NAME or file:PATH so they stay off the command line.`
+const description = `Tether agent: runs in the customer's VPC, dials out to the broker's tailnet,
+and opens no inbound port.`
 
 // Run runs the agent command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return cli.Usagef("no command given: want run, guard, witness-key or version (run 'agent help')")
-	}
-	switch args[0] {
-	case "run":
-		return run(ctx, args[1:], stdout, stderr)
-	case "witness-key":
-		return witnessKey(args[1:], stdout)
-	case "guard":
-		return guard(args[1:], os.Stdin, stdout)
-	case "version":
-		fmt.Fprintln(stdout, "agent", version.Version)
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, usage)
-		return nil
-	default:
-		return cli.Usagef("unknown command %q: want run, guard, witness-key or version (run 'agent help')", args[0])
-	}
+	return run(ctx, args, os.Stdin, stdout, stderr)
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("agent run")
-	var (
-		join       = fs.String("join", "", "join file written by the broker (DATA_DIR/join.json in dev mode)")
-		token      = fs.String("pairing-token", "", "one-time pairing token (or env:NAME / file:PATH)")
-		stateDir   = fs.String("state-dir", "", "directory for the agent's key and state (required)")
-		controlURL = fs.String("control-url", "", "tailnet control server URL (instead of --join)")
-		authKey    = fs.String("auth-key", "", "tailnet pre-auth key, as env:NAME or file:PATH (instead of --join)")
-		brokerName = fs.String("broker-name", "", "the broker's tailnet name (instead of --join)")
-		brokerKey  = fs.String("broker-key", "", "the broker's public key, ed25519:… (instead of --join)")
-		hostname   = fs.String("hostname", "tether-agent", "the agent's tailnet hostname")
-		healthAddr = fs.String("health-addr", "", "optional loopback address for GET /healthz, e.g. 127.0.0.1:9090 (off by default)")
-		chURL      = fs.String("clickhouse-url", "", "ClickHouse HTTP interface to guard, e.g. http://clickhouse:8123")
-		chUser     = fs.String("clickhouse-user", "tether", "read-only ClickHouse user (deploy/clickhouse/users.d/tether.xml)")
-		chPassFile = fs.String("clickhouse-password-file", "", "file holding that user's password")
-		promURL    = fs.String("prometheus-url", "", "Prometheus to guard, e.g. http://prometheus:9090")
-		maxExec    = fs.Duration("max-execution-time", 60*time.Second, "limit forced on every query")
-		maxRows    = fs.Int64("max-result-rows", 10_000_000, "limit forced on every query (ClickHouse throws beyond it)")
-		maxBytes   = fs.Int64("max-result-bytes", 2_000_000_000, "limit forced on every query")
-		maxMem     = fs.Int64("max-memory-usage", 2_000_000_000, "limit forced on every query, in bytes")
-		maxCalls   = fs.Int("max-calls-per-grant", agent.DefaultMaxCallsPerGrant, "calls one grant may have in flight at once, ClickHouse and Prometheus together; more are answered 429 and audited")
-		memLimit   = fs.Int64("memory-limit", 96<<20, "soft memory limit of the agent process in bytes (Go GC target; 0 = none; GOMEMLIMIT overrides)")
-		timeout    = fs.Duration("timeout", 60*time.Second, "how long to try joining the tailnet and pairing")
-		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
-	)
-	pos, err := cli.Parse(fs, args, stdout, runUsage)
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	k, err := newParser(stdout, stderr)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return cli.Usagef("agent run: unexpected argument %q", pos[0])
+	kctx, err := cli.Parse(k, args)
+	if err != nil {
+		return err
 	}
-	log, err := cli.NewLogger(stderr, *logLevel)
+	node := kctx.Selected()
+	if node == nil || !node.Target.CanAddr() {
+		return fmt.Errorf("agent: no command selected by %q", args)
+	}
+	cmd, ok := node.Target.Addr().Interface().(command)
+	if !ok {
+		return fmt.Errorf("agent %s: the command has nothing to run", node.Path())
+	}
+	return cmd.run(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, command: node.Name})
+}
+
+// newParser builds the agent's command line.
+func newParser(stdout, stderr io.Writer) (*kong.Kong, error) {
+	return cli.New("agent", description, &agentCLI{}, stdout, stderr,
+		kong.Vars{"max_calls": strconv.Itoa(agent.DefaultMaxCallsPerGrant)})
+}
+
+type versionCmd struct{}
+
+func (versionCmd) run(e *env) error {
+	fmt.Fprintln(e.stdout, "agent", version.Version)
+	return nil
+}
+
+type runCmd struct {
+	Join       string        `placeholder:"FILE" help:"join file written by the broker (DATA_DIR/join.json in dev mode)"`
+	Token      string        `name:"pairing-token" placeholder:"TOKEN" help:"one-time pairing token, as env:NAME or file:PATH to keep it off the command line"`
+	StateDir   string        `placeholder:"DIR" help:"directory for the agent's key and state (required)"`
+	ControlURL string        `name:"control-url" placeholder:"URL" help:"tailnet control server URL (instead of --join)"`
+	AuthKey    string        `name:"auth-key" placeholder:"KEY" help:"tailnet pre-auth key, as env:NAME or file:PATH (instead of --join)"`
+	BrokerName string        `placeholder:"NAME" help:"the broker's tailnet name (instead of --join)"`
+	BrokerKey  string        `placeholder:"ed25519:…" help:"the broker's public key (instead of --join)"`
+	Hostname   string        `default:"tether-agent" help:"the agent's tailnet hostname"`
+	HealthAddr string        `placeholder:"HOST:PORT" help:"optional loopback address for GET /healthz, e.g. 127.0.0.1:9090 (off by default)"`
+	CHURL      string        `name:"clickhouse-url" placeholder:"URL" help:"ClickHouse HTTP interface to guard, e.g. http://clickhouse:8123"`
+	CHUser     string        `name:"clickhouse-user" default:"tether" help:"read-only ClickHouse user (deploy/clickhouse/users.d/tether.xml)"`
+	CHPassFile string        `name:"clickhouse-password-file" placeholder:"FILE" help:"file holding that user's password"`
+	PromURL    string        `name:"prometheus-url" placeholder:"URL" help:"Prometheus to guard, e.g. http://prometheus:9090"`
+	MaxExec    time.Duration `name:"max-execution-time" default:"60s" help:"limit forced on every query"`
+	MaxRows    int64         `name:"max-result-rows" default:"10000000" help:"limit forced on every query (ClickHouse throws beyond it)"`
+	MaxBytes   int64         `name:"max-result-bytes" default:"2000000000" help:"limit forced on every query"`
+	MaxMem     int64         `name:"max-memory-usage" default:"2000000000" help:"limit forced on every query, in bytes"`
+	MaxCalls   int           `name:"max-calls-per-grant" default:"${max_calls}" help:"calls one grant may have in flight at once, ClickHouse and Prometheus together; more are answered 429 and audited"`
+	MemLimit   int64         `name:"memory-limit" default:"100663296" help:"soft memory limit of the agent process in bytes (Go GC target; 0 = none; GOMEMLIMIT overrides)"`
+	Timeout    time.Duration `default:"60s" help:"how long to try joining the tailnet and pairing"`
+	LogLevel   string        `default:"info" placeholder:"LEVEL" help:"debug, info, warn or error"`
+}
+
+func (runCmd) Help() string {
+	return `The first run pairs the agent with the broker using a one-time token; later
+runs need only --state-dir. Give the broker's tailnet details either as --join
+FILE or as --control-url, --auth-key, --broker-name and --broker-key. Secrets
+(--pairing-token, --auth-key) may be given as env:NAME or file:PATH so they
+stay off the command line.`
+}
+
+func (c *runCmd) run(e *env) error {
+	log, err := cli.NewLogger(e.stderr, c.LogLevel)
 	if err != nil {
 		return err
 	}
 	var j config.Join
-	if *join != "" {
-		if *controlURL != "" || *authKey != "" || *brokerName != "" || *brokerKey != "" {
+	if c.Join != "" {
+		if c.ControlURL != "" || c.AuthKey != "" || c.BrokerName != "" || c.BrokerKey != "" {
 			return cli.Usagef("agent run: give either --join FILE or --control-url/--auth-key/--broker-name/--broker-key, not both")
 		}
-		if err := config.Load(*join, &j); err != nil {
+		if err := config.LoadWith(c.Join, &j, (*config.Join).Validate); err != nil {
 			return err
 		}
 	} else {
-		j = config.Join{ControlURL: *controlURL, AuthKey: *authKey, BrokerName: *brokerName, BrokerKey: *brokerKey}
+		j = config.Join{ControlURL: c.ControlURL, AuthKey: c.AuthKey, BrokerName: c.BrokerName, BrokerKey: c.BrokerKey}
 	}
-	tok := *token
+	tok := c.Token
 	if tok != "" {
 		if tok, err = config.Secret(tok); err != nil {
 			return fmt.Errorf("pairing token: %w", err)
 		}
 	}
-	if *timeout <= 0 {
-		return cli.Usagef("--timeout %v: want a positive duration such as 60s", *timeout)
+	if c.Timeout <= 0 {
+		return cli.Usagef("--timeout %v: want a positive duration such as 60s", c.Timeout)
 	}
-	if *memLimit < 0 {
+	if c.MemLimit < 0 {
 		return cli.Usagef("agent run: --memory-limit must be 0 (none) or a positive number of bytes")
 	}
 	// The agent shares a host in the customer's VPC: keep its memory
 	// bounded. Streaming results through the tailnet stack churns short-lived
 	// buffers; a soft limit makes the GC collect them before the heap grows.
-	if *memLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(*memLimit)
+	if c.MemLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(c.MemLimit)
 	}
-	if *maxExec <= 0 || *maxRows <= 0 || *maxBytes <= 0 || *maxMem <= 0 {
+	if c.MaxExec <= 0 || c.MaxRows <= 0 || c.MaxBytes <= 0 || c.MaxMem <= 0 {
 		return cli.Usagef("agent run: --max-execution-time, --max-result-rows, --max-result-bytes and --max-memory-usage must be positive")
 	}
-	if *maxCalls <= 0 {
-		return cli.Usagef("agent run: --max-calls-per-grant %d: want a positive number of calls, such as %d", *maxCalls, agent.DefaultMaxCallsPerGrant)
+	if c.MaxCalls <= 0 {
+		return cli.Usagef("agent run: --max-calls-per-grant %d: want a positive number of calls, such as %d", c.MaxCalls, agent.DefaultMaxCallsPerGrant)
 	}
-	up := agent.Upstreams{ClickHouseURL: *chURL, ClickHouseUser: *chUser, PrometheusURL: *promURL,
-		Limits: agent.QueryLimits{MaxExecutionTime: *maxExec, MaxResultRows: *maxRows, MaxResultBytes: *maxBytes, MaxMemoryUsage: *maxMem}}
-	if *chPassFile != "" {
-		if up.ClickHousePassword, err = config.Secret("file:" + *chPassFile); err != nil {
+	up := agent.Upstreams{ClickHouseURL: c.CHURL, ClickHouseUser: c.CHUser, PrometheusURL: c.PromURL,
+		Limits: agent.QueryLimits{MaxExecutionTime: c.MaxExec, MaxResultRows: c.MaxRows, MaxResultBytes: c.MaxBytes, MaxMemoryUsage: c.MaxMem}}
+	if c.CHPassFile != "" {
+		if up.ClickHousePassword, err = config.Secret("file:" + c.CHPassFile); err != nil {
 			return fmt.Errorf("--clickhouse-password-file: %w", err)
 		}
 	}
 	a, err := agent.New(agent.Config{
 		Upstreams:        up,
-		MaxCallsPerGrant: *maxCalls,
-		StateDir:         *stateDir,
+		MaxCallsPerGrant: c.MaxCalls,
+		StateDir:         c.StateDir,
 		Join:             j,
 		PairingToken:     tok,
-		Hostname:         *hostname,
-		HealthAddr:       *healthAddr,
-		StartTimeout:     *timeout,
+		Hostname:         c.Hostname,
+		HealthAddr:       c.HealthAddr,
+		StartTimeout:     c.Timeout,
 		Version:          version.Version,
 		Logger:           log,
 	})
 	if err != nil {
 		return err
 	}
-	return a.Run(ctx)
+	return a.Run(e.ctx)
 }
 
-func witnessKey(args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("agent witness-key")
-	stateDir := fs.String("state-dir", "", "the agent's state directory (required)")
-	out := fs.String("out", "", "write the key to this file (default: print it)")
-	pos, err := cli.Parse(fs, args, stdout, "Usage: agent witness-key --state-dir DIR [--out FILE]\n\nPrints the verifier key of this agent's audit-log cosignatures, for 'broker audit verify --witness-key'.")
+type witnessKeyCmd struct {
+	StateDir string `placeholder:"DIR" help:"the agent's state directory (required)"`
+	Out      string `placeholder:"FILE" help:"write the key to this file (default: print it)"`
+}
+
+func (witnessKeyCmd) Help() string {
+	return "Prints the verifier key of this agent's audit-log cosignatures, for 'broker audit verify --witness-key'."
+}
+
+func (c *witnessKeyCmd) run(e *env) error {
+	k, err := agent.WitnessKeyOf(c.StateDir)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return cli.Usagef("agent witness-key: unexpected argument %q", pos[0])
-	}
-	k, err := agent.WitnessKeyOf(*stateDir)
-	if err != nil {
-		return err
-	}
-	if *out == "" {
-		fmt.Fprintln(stdout, k)
+	if c.Out == "" {
+		fmt.Fprintln(e.stdout, k)
 		return nil
 	}
-	return config.WriteFile(*out, []byte(k+"\n"), 0o644)
+	return config.WriteFile(c.Out, []byte(k+"\n"), 0o644)
 }

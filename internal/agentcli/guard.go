@@ -16,24 +16,58 @@ import (
 	"github.com/tetherhq/tether/internal/sqlguard"
 )
 
-const guardUsage = `Usage: agent guard sql ['SQL']
-       agent guard prom ['PROMQL' | '/api/v1/…?…']
-       agent guard catalog [system.TABLE]
-       agent guard functions [SUBSTRING]
+// guardCmd is 'agent guard': the agent's guards, offline.
+type guardCmd struct {
+	SQL       guardQueryCmd `cmd:"" name:"sql" help:"the SQL guard's verdict on a statement, or on JSON lines {\"sql\": \"…\"} from stdin"`
+	Prom      guardQueryCmd `cmd:"" name:"prom" help:"the Prometheus guard's verdict on a PromQL query or an /api/v1/ path, or on JSON lines {\"method\", \"url\", \"body\"} from stdin"`
+	Catalog   catalogCmd    `cmd:"" help:"list the system tables the SQL guard's catalog covers, or one table's columns"`
+	Functions functionsCmd  `cmd:"" help:"list the functions the catalog allows and refuses"`
+	HelpCmd   cli.HelpCmd   `cmd:"" name:"help" hidden:""`
+}
 
-sql and prom: with an argument, prints the guard's verdict for it and why
+func (guardCmd) Help() string {
+	return `sql and prom: with an argument, prints the guard's verdict for it and why
 (exit 0 allowed, 1 denied). Without, reads JSON lines from stdin —
 {"sql": "…"} for sql, {"method": "…", "url": "…", "body": "…"} for prom —
 and writes one line per input, in order: {"allow": true|false, "reason": "…"}.
 A malformed line is denied with "bad input: …" and the rest go on. Offline,
 the SQL guard assumes the server has exactly the catalog's columns; the
 running agent also refuses every column its ClickHouse has that the catalog
-does not cover.
+does not cover.`
+}
 
-catalog: lists the system tables the SQL guard's catalog covers, or one
-table's columns, each safe or sensitive with the reason. functions: lists
-the functions the catalog allows and refuses (with the reason), optionally
-only those whose name contains SUBSTRING, case-insensitively.`
+// guardQueryCmd is 'agent guard sql' and 'agent guard prom'.
+type guardQueryCmd struct {
+	Query *string `arg:"" optional:"" help:"the SQL; for prom a PromQL expression or a path such as '/api/v1/series?match[]=up' (default: JSON lines from stdin)"`
+}
+
+func (c *guardQueryCmd) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want at most one query argument (quote it)", cmd)
+}
+
+func (c *guardQueryCmd) run(e *env) error {
+	return guardQuery(e.command, c.Query, e.stdin, e.stdout)
+}
+
+type catalogCmd struct {
+	Table string `arg:"" optional:"" placeholder:"system.TABLE" help:"a table whose columns to list, each safe or sensitive with the reason"`
+}
+
+func (c *catalogCmd) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want at most one argument", cmd)
+}
+
+func (c *catalogCmd) run(e *env) error { return printCatalog(e.stdout, c.Table) }
+
+type functionsCmd struct {
+	Substring string `arg:"" optional:"" help:"list only the functions whose name contains it, case-insensitively"`
+}
+
+func (c *functionsCmd) ArgsError(cmd string) error {
+	return cli.Usagef("%s: want at most one argument", cmd)
+}
+
+func (c *functionsCmd) run(e *env) error { return printFunctions(e.stdout, c.Substring) }
 
 // verdictLine is one output line of 'agent guard'.
 type verdictLine struct {
@@ -44,32 +78,9 @@ type verdictLine struct {
 // maxGuardLine bounds one input line: a 64 KiB query in its JSON form.
 const maxGuardLine = 1 << 20
 
-func guard(args []string, stdin io.Reader, stdout io.Writer) error {
-	if len(args) > 0 && (args[0] == "catalog" || args[0] == "functions") {
-		if len(args) > 2 {
-			return cli.Usagef("agent guard %s: want at most one argument", args[0])
-		}
-		arg := ""
-		if len(args) == 2 {
-			arg = args[1]
-		}
-		if arg == "-h" || arg == "--help" {
-			fmt.Fprintln(stdout, guardUsage)
-			return nil
-		}
-		if args[0] == "catalog" {
-			return printCatalog(stdout, arg)
-		}
-		return printFunctions(stdout, arg)
-	}
-	if len(args) == 0 || (args[0] != "sql" && args[0] != "prom") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintln(stdout, guardUsage)
-			return nil
-		}
-		return cli.Usagef("agent guard: want sql, prom, catalog or functions (run 'agent guard -h')")
-	}
-	kind, rest := args[0], args[1:]
+// guardQuery prints the verdict of the guard kind ("sql" or "prom") on
+// query, or on each JSON line of stdin when there is no query.
+func guardQuery(kind string, query *string, stdin io.Reader, stdout io.Writer) error {
 	var check func(line []byte) verdictLine
 	var human func(arg string) verdictLine
 	if kind == "sql" {
@@ -77,15 +88,8 @@ func guard(args []string, stdin io.Reader, stdout io.Writer) error {
 	} else {
 		check, human = checkPromLine, checkPromArg
 	}
-	if len(rest) > 1 {
-		return cli.Usagef("agent guard %s: want at most one query argument (quote it)", kind)
-	}
-	if len(rest) == 1 {
-		if rest[0] == "-h" || rest[0] == "--help" {
-			fmt.Fprintln(stdout, guardUsage)
-			return nil
-		}
-		v := human(rest[0])
+	if query != nil {
+		v := human(*query)
 		if v.Allow {
 			fmt.Fprintf(stdout, "ALLOW: %s\n", v.Reason)
 			return nil

@@ -2,6 +2,8 @@ package agentcli
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"strings"
 	"testing"
 )
@@ -25,7 +27,7 @@ func TestGuardCatalogAndFunctions(t *testing.T) {
 		{[]string{"sql", "SELECT last_exception FROM system.dictionaries"}, true, []string{"DENY", "sensitive"}},
 	} {
 		var out bytes.Buffer
-		err := guard(c.args, strings.NewReader(""), &out)
+		err := run(context.Background(), append([]string{"guard"}, c.args...), strings.NewReader(""), &out, io.Discard)
 		got := out.String()
 		if err != nil {
 			got += err.Error()

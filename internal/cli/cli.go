@@ -118,20 +118,27 @@ func parseError(k *kong.Kong, err error) error {
 	if !errors.As(err, &pe) {
 		return err
 	}
+	return usageError(k, pe.Context, pe.Unwrap())
+}
+
+// usageError turns err, met while parsing in kctx (nil if unknown), into
+// a usage error that names the command, says what it wants, and points
+// at its help.
+func usageError(k *kong.Kong, kctx *kong.Context, err error) error {
 	var ue *UsageError
 	var ee *ExitError
-	if errors.As(pe.Unwrap(), &ue) || errors.As(pe.Unwrap(), &ee) || errors.Is(pe.Unwrap(), ErrHelp) {
-		return pe.Unwrap()
+	if errors.As(err, &ue) || errors.As(err, &ee) || errors.Is(err, ErrHelp) {
+		return err
 	}
 	node := k.Model.Node
-	if pe.Context != nil {
-		for _, p := range pe.Context.Path {
+	if kctx != nil {
+		for _, p := range kctx.Path {
 			if p.Command != nil {
 				node = p.Command
 			}
 		}
 	}
-	msg := pe.Unwrap().Error()
+	msg := err.Error()
 	hint := ""
 	if m := didYouMean.FindStringSubmatch(msg); m != nil {
 		hint = m[1]
