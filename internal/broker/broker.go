@@ -36,6 +36,7 @@ import (
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/ghub"
 	"github.com/tetherhq/tether/internal/identity"
+	"github.com/tetherhq/tether/internal/netaccess"
 	"github.com/tetherhq/tether/internal/netmgr"
 	"github.com/tetherhq/tether/internal/notify"
 	"github.com/tetherhq/tether/internal/protocol"
@@ -288,10 +289,10 @@ type Broker struct {
 	github   *ghub.Client // nil when not configured
 	tickets  TicketSource // without GitHub: the dev preset's, if it has one (see ticketSource)
 	policy   *policy.Engine
-	access   *access.Service  // the request lifecycle
-	notifier *notify.Notifier // nil without webhooks
-	net      *netmgr.Manager
-	netSeal  cipher.AEAD // seals registered roles' external IDs; see netreg.go
+	access   *access.Service    // the request lifecycle
+	notifier *notify.Notifier   // nil without webhooks
+	netacc   *netaccess.Service // network registrations and changes; see netapi.go
+	netSeal  cipher.AEAD        // seals registered roles' external IDs; see netreg.go
 	metrics  brokerMetrics
 
 	changeMu  sync.Mutex
