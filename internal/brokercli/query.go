@@ -20,6 +20,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/tetherhq/tether/internal/source/clickhouse"
+
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/cli"
 	"github.com/tetherhq/tether/internal/protocol"
@@ -281,7 +283,7 @@ func readTSV(r io.Reader, maxRows int) (tsvResult, error) {
 				return t, &clickHouseError{msg: line}
 			}
 			for _, f := range strings.Split(line, "\t") {
-				t.header = append(t.header, unescapeTSV(f))
+				t.header = append(t.header, clickhouse.UnescapeTSV(f))
 			}
 			continue
 		}
@@ -302,7 +304,7 @@ func readTSV(r io.Reader, maxRows int) (tsvResult, error) {
 				row[i] = "NULL"
 				continue
 			}
-			row[i] = unescapeTSV(f)
+			row[i] = clickhouse.UnescapeTSV(f)
 		}
 		t.rows = append(t.rows, row)
 	}
@@ -310,41 +312,6 @@ func readTSV(r io.Reader, maxRows int) (tsvResult, error) {
 		return t, fmt.Errorf("row %d is longer than %d MiB: use --output csv or json", len(t.rows)+1, maxTSVLine>>20)
 	}
 	return t, sc.Err()
-}
-
-// unescapeTSV undoes ClickHouse's TabSeparated escaping.
-func unescapeTSV(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '\\' || i+1 == len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		i++
-		switch s[i] {
-		case 't':
-			b.WriteByte('\t')
-		case 'n':
-			b.WriteByte('\n')
-		case 'r':
-			b.WriteByte('\r')
-		case 'b':
-			b.WriteByte('\b')
-		case 'f':
-			b.WriteByte('\f')
-		case '0':
-			b.WriteByte(0)
-		case '\\', '\'':
-			b.WriteByte(s[i])
-		default: // not an escape ClickHouse writes: keep it
-			b.WriteByte('\\')
-			b.WriteByte(s[i])
-		}
-	}
-	return b.String()
 }
 
 // displayLines turns a cell into the lines it shows as: split at

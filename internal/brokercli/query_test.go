@@ -15,25 +15,6 @@ import (
 	"github.com/tetherhq/tether/internal/cli"
 )
 
-func TestUnescapeTSV(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{`plain`, "plain"},
-		{`a\tb`, "a\tb"},
-		{`line1\nline2`, "line1\nline2"},
-		{`back\\slash`, `back\slash`},
-		{`\\n`, `\n`},
-		{`it\'s`, "it's"},
-		{`cr\r nul\0 bs\b ff\f`, "cr\r nul\x00 bs\b ff\f"},
-		{`\x`, `\x`},
-		{`end\`, `end\`},
-	}
-	for _, tt := range tests {
-		if got := unescapeTSV(tt.in); got != tt.want {
-			t.Errorf("unescapeTSV(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestReadTSVAndRenderTable(t *testing.T) {
 	in := "name\tvalue\tnote\n" +
 		"merges\t12\t\\N\n" +

@@ -88,8 +88,8 @@ func parseSchema(r io.Reader) (sqlguard.Schema, error) {
 		if len(f) != 3 || f[0] == "" || f[1] == "" {
 			return nil, fmt.Errorf("malformed column list line %q", sc.Text())
 		}
-		table := "system." + unescapeTSV(f[0])
-		s[table] = append(s[table], sqlguard.SchemaColumn{Name: unescapeTSV(f[1]), Alias: f[2] == "ALIAS"})
+		table := "system." + UnescapeTSV(f[0])
+		s[table] = append(s[table], sqlguard.SchemaColumn{Name: UnescapeTSV(f[1]), Alias: f[2] == "ALIAS"})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
@@ -100,7 +100,9 @@ func parseSchema(r io.Reader) (sqlguard.Schema, error) {
 	return s, nil
 }
 
-func unescapeTSV(s string) string {
+// UnescapeTSV undoes ClickHouse's TabSeparated escaping (the CLI reads
+// results with it too).
+func UnescapeTSV(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}
@@ -116,9 +118,18 @@ func unescapeTSV(s string) string {
 			b.WriteByte('\t')
 		case 'n':
 			b.WriteByte('\n')
+		case 'r':
+			b.WriteByte('\r')
+		case 'b':
+			b.WriteByte('\b')
+		case 'f':
+			b.WriteByte('\f')
 		case '0':
 			b.WriteByte(0)
-		default:
+		case '\\', '\'':
+			b.WriteByte(s[i])
+		default: // not an escape ClickHouse writes: keep it
+			b.WriteByte('\\')
 			b.WriteByte(s[i])
 		}
 	}
