@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -120,10 +119,6 @@ func (b *Broker) lifecycleOnce(ctx context.Context) error {
 	}
 	return nil
 }
-
-// errNotDue is a change function's answer for a request that needs
-// nothing yet.
-var errNotDue = errors.New("not due")
 
 // maxBacklog bounds the events waiting in an [auditBacklog].
 const maxBacklog = 10000

@@ -414,7 +414,7 @@ func TestEveryRefusalAudited(t *testing.T) {
 		{"public_cidr", 403, nil, needsAWS, ""},
 		{"not_applied", 409, nil, needsAWS, ""},
 		{"registration_changed", 409, nil, "needs a registration changed between a confirmation's read and write (a race); answered through the same edge", ""},
-		{"external_id_unreadable", 500, nil, "needs a seal key other than the one that sealed the ID: TestNetSidesUseSealedExternalID provokes it; a server-side failure", ""},
+		{"external_id_unreadable", 500, nil, "needs a seal key other than the one that sealed the ID: netaccess.TestSidesUseSealedExternalID provokes it; a server-side failure", ""},
 		// The agent API.
 		{"not_a_peer", 403, nil, agentAPI, ""},
 		{"agent_refused", 403, nil, agentAPI, ""},

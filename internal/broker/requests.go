@@ -45,10 +45,6 @@ func person(p identity.Principal) store.Person {
 	return store.Person{Subject: p.Subject, Email: p.Email, Issuer: p.Issuer, Tenant: p.Tenant, Roles: p.Roles}
 }
 
-// samePerson reports whether a principal is the person: same subject at
-// the same issuer.
-func samePerson(p identity.Principal, q store.Person) bool { return access.SamePerson(person(p), q) }
-
 func displayName(q store.Person) string { return access.DisplayName(q) }
 
 // caller is who calls r, for the lifecycle.
