@@ -115,6 +115,7 @@ type Agent struct {
 	checkpointSize uint64       // latest audit checkpoint the broker announced
 	witness        witnessGuard // the witness's refusal, see witness.go
 	spool          *spool
+	journal        *journal // the customer's own record of calls, see journal.go
 }
 
 // New checks the configuration and the state directory. It does not touch
@@ -159,6 +160,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), now: cfg.Now, nonces: make(map[string]time.Time), ready: make(chan struct{}), data: newDataPlane(cfg.Upstreams, revoked)}
+	a.journal = newJournal(cfg.StateDir, a.log)
 	a.state, a.key, a.paired, err = loadState(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -580,6 +582,7 @@ func (a *Agent) RecordEvent(ctx context.Context, e audit.Event) error {
 		e.Actor.Subject = "agent:" + a.state.AgentID
 		e.Actor.Role = "agent"
 	}
+	a.journal.append(a.now(), e)
 	return a.spool.Record(ctx, e)
 }
 

@@ -23,6 +23,7 @@ import (
 type agentCLI struct {
 	Run        runCmd        `cmd:"" help:"pair (first run) and serve the broker"`
 	WitnessKey witnessKeyCmd `cmd:"" help:"print the key this agent cosigns audit checkpoints with"`
+	Journal    journalCmd    `cmd:"" help:"print the agent's own journal of the calls it served or refused"`
 	Guard      guardCmd      `cmd:"" help:"run the SQL or PromQL guard on a query, or on JSON lines from stdin; list its catalog"`
 	Version    versionCmd    `cmd:"" help:"print the version"`
 	HelpCmd    cli.HelpCmd   `cmd:"" name:"help" help:"show the help of a command, such as 'agent help guard sql'"`
