@@ -12,7 +12,6 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,7 +73,7 @@ func (cmd *queryCmd) Run(e *env) error {
 		if outputSet {
 			return cli.Usagef("broker query: give --output or --format, not both")
 		}
-		if !slices.ContainsFunc(sqlguard.Formats(), func(f string) bool { return strings.EqualFold(f, *format) }) {
+		if !sqlguard.FormatAllowed(*format) {
 			return cli.Usagef("--format %q: not a format the agent allows; want one of %s", *format, strings.Join(sqlguard.Formats(), ", "))
 		}
 	}

@@ -116,6 +116,10 @@ var (
 // format asked beside the SQL), compared case-insensitively.
 func Formats() []string { return append([]string(nil), allowedFormats...) }
 
+// FormatAllowed reports whether name is an allowed output format, compared
+// case-insensitively, as FORMAT in a statement is.
+func FormatAllowed(name string) bool { return formatsAllowed[strings.ToLower(name)] }
+
 // TableFunctions lists the table functions a statement may use.
 func TableFunctions() []string { return append([]string(nil), allowedTableFunctions...) }
 

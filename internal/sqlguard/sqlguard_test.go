@@ -182,3 +182,17 @@ func TestStable(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatAllowed: a format given beside the SQL passes the same
+// allowlist as FORMAT in it, whole names only.
+func TestFormatAllowed(t *testing.T) {
+	for name, want := range map[string]bool{
+		"JSON": true, "json": true, "TabSeparatedWithNames": true, "RowBinary": true,
+		"": false, "Template": false, "CustomSeparated": false, "JSON;": false,
+		"JSON SETTINGS max_threads = 2": false, "JSON FORMAT CSV": false, " JSON": false,
+	} {
+		if got := FormatAllowed(name); got != want {
+			t.Errorf("FormatAllowed(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
