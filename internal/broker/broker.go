@@ -305,6 +305,10 @@ type Broker struct {
 	backlog   auditBacklog                 // events of changes that stand although their audit write failed
 	agentCall agentCalls                   // data-plane calls in flight per agent, cut off when it is revoked
 
+	// settingsMu is held while deployment settings are read, checked and
+	// written; see settings.go.
+	settingsMu sync.Mutex
+
 	apiLn    net.Listener
 	agentLn  net.Listener
 	apiURL   string
@@ -555,7 +559,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    128 << 10, // an ID token and a grant with approval proofs
 		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
 	}
 	agents := &http.Server{

@@ -37,8 +37,11 @@ const (
 	// MaxLifetime bounds a grant's window, from not-before to expiry.
 	MaxLifetime = 12 * time.Hour
 	// MaxTokenSize bounds a grant's compact serialization, checked before
-	// anything is parsed.
-	MaxTokenSize = 8 << 10
+	// anything is parsed. It leaves room for the customer's approval
+	// proofs a grant carries.
+	MaxTokenSize = 48 << 10
+	// MaxProofs bounds the approval proofs one grant carries.
+	MaxProofs = 8
 	// DefaultSkew is the clock skew a [Verifier] tolerates unless told
 	// otherwise.
 	DefaultSkew = 30 * time.Second
@@ -71,6 +74,20 @@ type Grant struct {
 	IssuedAt   time.Time
 	PolicyHash string // the hash of the policy that allowed it; optional
 	Issuer     string // the broker's origin; optional
+
+	// EngineerIssuer and EngineerSubject name the engineer at their
+	// identity provider, as the customer's approval statements do.
+	EngineerIssuer  string
+	EngineerSubject string
+	// Proofs are the customer's approval proofs (ID tokens) that the
+	// request's approval or the permit below needed; see package approval.
+	Proofs []string
+	// Permit is the canonical customer permit the grant was given under,
+	// instead of a per-request approval; empty for none.
+	Permit string
+	// BreakGlass marks an emergency grant given without customer approval,
+	// which an agent serves only if its customer allows break-glass.
+	BreakGlass bool
 }
 
 // claims is a grant's JWS payload.
@@ -86,6 +103,11 @@ type claims struct {
 	IAT int64    `json:"iat"`
 	Pol string   `json:"pol,omitempty"`
 	Iss string   `json:"iss,omitempty"`
+	Eis string   `json:"eis,omitempty"`
+	Esb string   `json:"esb,omitempty"`
+	Prf []string `json:"prf,omitempty"`
+	Pmt string   `json:"pmt,omitempty"`
+	BG  bool     `json:"bg,omitempty"`
 }
 
 func (c claims) grant() Grant {
@@ -94,6 +116,7 @@ func (c claims) grant() Grant {
 		Scopes:    c.Scp,
 		NotBefore: time.Unix(c.NBF, 0).UTC(), Expiry: time.Unix(c.EXP, 0).UTC(), IssuedAt: time.Unix(c.IAT, 0).UTC(),
 		PolicyHash: c.Pol, Issuer: c.Iss,
+		EngineerIssuer: c.Eis, EngineerSubject: c.Esb, Proofs: c.Prf, Permit: c.Pmt, BreakGlass: c.BG,
 	}
 }
 
@@ -108,6 +131,12 @@ func (c claims) check() error {
 	}
 	if len(c.Scp) == 0 {
 		return errors.New("no scopes")
+	}
+	if len(c.Prf) > MaxProofs {
+		return fmt.Errorf("%d approval proofs, over the limit of %d", len(c.Prf), MaxProofs)
+	}
+	if (c.Eis == "") != (c.Esb == "") {
+		return errors.New("the engineer's issuer and subject go together")
 	}
 	if c.NBF <= 0 || c.EXP <= 0 || c.IAT <= 0 {
 		return errors.New("not-before, expiry and issue times must be set, after 1970")
@@ -152,6 +181,7 @@ func Issue(g Grant, key ed25519.PrivateKey) (string, error) {
 		GID: g.ID, RID: g.RequestID, Dep: g.Deployment, Agt: g.Agent, Sub: g.Subject, Scp: g.Scopes,
 		NBF: g.NotBefore.Unix(), EXP: g.Expiry.Unix(), IAT: g.IssuedAt.Unix(),
 		Pol: g.PolicyHash, Iss: g.Issuer,
+		Eis: g.EngineerIssuer, Esb: g.EngineerSubject, Prf: g.Proofs, Pmt: g.Permit, BG: g.BreakGlass,
 	}
 	if err := c.check(); err != nil {
 		return "", fmt.Errorf("issue grant: %w", err)

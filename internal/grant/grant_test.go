@@ -129,7 +129,7 @@ func TestIssueRefuses(t *testing.T) {
 		{"empty window", func(g *grant.Grant) { g.Expiry = nbf.Add(500 * time.Millisecond) }, "not after"},
 		{"too long", func(g *grant.Grant) { g.Expiry = nbf.Add(grant.MaxLifetime + time.Second) }, "over the 12h0m0s limit"},
 		{"before 1970", func(g *grant.Grant) { g.NotBefore, g.Expiry = time.Unix(-10, 0), time.Unix(10, 0) }, "after 1970"},
-		{"huge", func(g *grant.Grant) { g.Subject = strings.Repeat("a", grant.MaxTokenSize) }, "over the 8192-byte limit"},
+		{"huge", func(g *grant.Grant) { g.Subject = strings.Repeat("a", grant.MaxTokenSize) }, "over the 49152-byte limit"},
 	}
 	for _, tt := range tests {
 		g := sample()
