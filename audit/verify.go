@@ -162,6 +162,9 @@ func (v *verifier) headerLine(l []byte) error {
 		From   *uint64   `json:"from"`
 		Prefix *[]string `json:"prefix"`
 	}
+	if f, _ := ExportFormatOf(l); f == TenantExportFormat {
+		return v.errf(-1, "this is a tenant export (%s): verify it with VerifyTenant and the tenant's witness key", TenantExportFormat)
+	}
 	if err := decodeStrict(l, &h); err != nil {
 		return v.wrapf(-1, err, "malformed header")
 	}
