@@ -197,12 +197,17 @@ func BreakGlassTicket(ref, unverified string) error {
 
 // Missing says, per required review, how many more approvals it needs. A
 // customer approval counts only from the required tenant.
+//
+// Customer approvals count only when they signed the same terms (the
+// latest signed statement, [CurrentTerms]): the agent serves a grant only
+// with enough proofs of the very terms it carries.
 func Missing(ar store.AccessRequest) []policy.Review {
 	var out []policy.Review
+	_, current, _ := CurrentTerms(ar)
 	for _, rv := range Decision(ar).RequiredReviews {
 		got := 0
 		for _, x := range ar.Reviews {
-			if x.Approve && x.Role == rv.Role && (rv.Role != names.ReviewApprover || x.Reviewer.Tenant == rv.Tenant) {
+			if x.Approve && x.Role == rv.Role && (rv.Role != names.ReviewApprover || x.Reviewer.Tenant == rv.Tenant) && countsToward(x, current) {
 				got++
 			}
 		}
@@ -265,6 +270,14 @@ type Review struct {
 	// PlanDigest, when set, is the digest of the network plan the
 	// reviewer was shown; it must be the request's.
 	PlanDigest string
+	// Statement is the canonical approval statement a customer approver
+	// signed and Proof the ID token whose nonce is its digest, verified by
+	// the caller; a customer's approval of an agent grant needs both.
+	Statement string
+	Proof     string
+	// Agent is the deployment's current agent, which the statement must
+	// name.
+	Agent string
 }
 
 // ApplyReview decides a review: it returns the request with the review
@@ -279,14 +292,31 @@ func ApplyReview(ar store.AccessRequest, rev Review, now time.Time) (store.Acces
 	if SamePerson(rev.Reviewer, ar.Requester) {
 		return ar, "", refuse(CodeSelfReview, "nobody reviews their own request")
 	}
-	for _, x := range ar.Reviews {
-		if SamePerson(x.Reviewer, rev.Reviewer) {
-			return ar, "", refuse(CodeAlreadyReviewed, "you reviewed request %s already; a reviewer counts once", ar.ID)
-		}
-	}
 	// Any required review may be reviewed (a denial counts even when no
 	// approval of that kind is still missing).
 	role := ReviewRole(rev.Reviewer, ar.Tenant, Decision(ar).RequiredReviews)
+	signed := role == names.ReviewApprover && rev.Approve && ar.Network == nil
+	if signed {
+		if rev.Statement == "" || rev.Proof == "" {
+			return ar, "", refuse(CodeProofRequired, "a customer approval is signed at your identity provider: run 'broker request approve %s', which asks for the statement and signs it", ar.ID)
+		}
+		if _, err := checkStatement(ar, rev.Agent, rev.Statement, now); err != nil {
+			return ar, "", err
+		}
+	}
+	_, current, _ := CurrentTerms(ar)
+	for i, x := range ar.Reviews {
+		if !SamePerson(x.Reviewer, rev.Reviewer) {
+			continue
+		}
+		// A customer whose approval no longer counts, because another
+		// approver signed other terms, may sign again.
+		if signed && x.Approve && x.Role == names.ReviewApprover && x.Statement != current && x.Statement != rev.Statement {
+			ar.Reviews = slices.Delete(slices.Clone(ar.Reviews), i, i+1)
+			break
+		}
+		return ar, "", refuse(CodeAlreadyReviewed, "you reviewed request %s already; a reviewer counts once", ar.ID)
+	}
 	if role == "" {
 		return ar, "", refuse(CodeNotAReviewer, "your review does not count for request %s: it needs %s", ar.ID, Waiting(ar))
 	}
@@ -296,7 +326,11 @@ func ApplyReview(ar store.AccessRequest, rev Review, now time.Time) (store.Acces
 	if err := checkPlanDigest(ar, rev.PlanDigest); err != nil {
 		return ar, "", err
 	}
-	ar.Reviews = append(slices.Clone(ar.Reviews), store.Review{Reviewer: rev.Reviewer, Role: role, Approve: rev.Approve, Comment: rev.Comment, At: now})
+	x := store.Review{Reviewer: rev.Reviewer, Role: role, Approve: rev.Approve, Comment: rev.Comment, At: now}
+	if signed {
+		x.Statement, x.Proof = rev.Statement, rev.Proof
+	}
+	ar.Reviews = append(slices.Clone(ar.Reviews), x)
 	switch {
 	case !rev.Approve:
 		ar.State, ar.EndedAt, ar.EndedBy, ar.EndReason = store.StateDenied, now, DisplayName(rev.Reviewer), rev.Comment
@@ -377,6 +411,9 @@ func Expire(ar store.AccessRequest, now time.Time) (store.AccessRequest, audit.T
 // current agent, with the given ID, starting at now (whole seconds). A
 // network change is carried out by the broker itself within the approved
 // window: its grant names no agent and is never signed.
+//
+// A grant customers approved has exactly the terms they signed (window
+// and scopes) and carries their proofs, so that the agent can check them.
 func GrantFor(ar store.AccessRequest, d store.DeploymentStatus, id string, now time.Time) (grant.Grant, error) {
 	now = now.Truncate(time.Second)
 	dec := Decision(ar)
@@ -384,6 +421,8 @@ func GrantFor(ar store.AccessRequest, d store.DeploymentStatus, id string, now t
 		ID: id, RequestID: ar.ID, Deployment: ar.DeploymentID,
 		Subject: DisplayName(ar.Requester), Scopes: dec.Scopes,
 		NotBefore: now, Expiry: now.Add(ar.Duration), IssuedAt: now, PolicyHash: dec.PolicyHash,
+		EngineerIssuer: ar.Requester.Issuer, EngineerSubject: ar.Requester.Subject,
+		BreakGlass: ar.BreakGlass,
 	}
 	if ar.Network != nil {
 		return g, nil
@@ -392,5 +431,21 @@ func GrantFor(ar store.AccessRequest, d store.DeploymentStatus, id string, now t
 		return grant.Grant{}, refuse(CodeAgentUnpaired, "deployment %s/%s has no paired agent, so no grant can be issued", d.Tenant, d.Name)
 	}
 	g.Agent = d.Agent.ID
+	st, current, ok := CurrentTerms(ar)
+	if !ok {
+		return g, nil
+	}
+	if st.Agent != g.Agent {
+		return grant.Grant{}, refuse(CodeStatementMismatch, "deployment %s/%s's agent changed since its customer approved request %s: the approval names agent %s, and it must be approved again", d.Tenant, d.Name, ar.ID, st.Agent)
+	}
+	if !now.Before(st.NotAfter) {
+		return grant.Grant{}, refuse(CodeWindowOver, "the window the customer approved for request %s ended at %s", ar.ID, st.NotAfter.Format(time.RFC3339))
+	}
+	g.Scopes, g.NotBefore, g.Expiry = st.Scopes, st.NotBefore, st.NotAfter
+	for _, x := range ar.Reviews {
+		if x.Approve && x.Role == names.ReviewApprover && x.Reviewer.Tenant == ar.Tenant && x.Statement == current && len(g.Proofs) < grant.MaxProofs {
+			g.Proofs = append(g.Proofs, x.Proof)
+		}
+	}
 	return g, nil
 }

@@ -57,13 +57,44 @@ func code(err error) string {
 	return ""
 }
 
+// terms is the canonical statement a customer signs to approve ar
+// through agent-1 as asked, or for duration d when not zero.
+func terms(t testing.TB, ar store.AccessRequest, d time.Duration) string {
+	t.Helper()
+	ar.State = store.StatePending
+	st, err := ProposeTerms(ar, "agent-1", d, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func TestApplyReview(t *testing.T) {
-	approve := func(p store.Person) Review { return Review{Reviewer: p, Approve: true} }
+	std := terms(t, pending(), 0)
+	approve := func(p store.Person) Review {
+		return Review{Reviewer: p, Approve: true, Statement: std, Proof: "proof", Agent: "agent-1"}
+	}
+	unsigned := func(p store.Person) Review { return Review{Reviewer: p, Approve: true, Agent: "agent-1"} }
+	signedAs := func(p store.Person, st string) Review {
+		return Review{Reviewer: p, Approve: true, Statement: st, Proof: "proof", Agent: "agent-1"}
+	}
 	with := func(ar store.AccessRequest, rvs ...store.Review) store.AccessRequest { ar.Reviews = rvs; return ar }
 	in := func(ar store.AccessRequest, state string) store.AccessRequest { ar.State = state; return ar }
 	approved := func(p store.Person, role string) store.Review {
-		return store.Review{Reviewer: p, Role: role, Approve: true, At: t0}
+		x := store.Review{Reviewer: p, Role: role, Approve: true, At: t0}
+		if role == names.ReviewApprover {
+			x.Statement, x.Proof = std, "proof"
+		}
+		return x
 	}
+	shorter := terms(t, pending(), 10*time.Minute)
+	other := pending()
+	other.ID = "req-2"
+	forOther := terms(t, other, 0)
 	planned := pending(customer(1))
 	planned.NetworkPlan = &store.NetworkPlan{Digest: "sha256:aaa"}
 	for _, tt := range []struct {
@@ -94,9 +125,15 @@ func TestApplyReview(t *testing.T) {
 		{"approve after cancel", in(pending(customer(1)), store.StateCancelled), approve(acme1), CodeNotPending, "", ""},
 		{"approve after a denial", in(pending(customer(1)), store.StateDenied), approve(acme1), CodeNotPending, "", ""},
 		{"approve an active request", in(pending(customer(1)), store.StateActive), approve(acme1), CodeNotPending, "", ""},
-		{"the plan the reviewer saw", planned, Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:aaa"}, "", store.StateApproved, names.ReviewApprover},
-		{"another plan than the reviewer saw", planned, Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:bbb"}, CodePlanDigestMismatch, "", ""},
-		{"a plan digest for a request without one", pending(customer(1)), Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:bbb"}, CodePlanDigestMismatch, "", ""},
+		{"the plan the reviewer saw", planned, Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:aaa", Statement: std, Proof: "p", Agent: "agent-1"}, "", store.StateApproved, names.ReviewApprover},
+		{"another plan than the reviewer saw", planned, Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:bbb", Statement: std, Proof: "p", Agent: "agent-1"}, CodePlanDigestMismatch, "", ""},
+		{"a plan digest for a request without one", pending(customer(1)), Review{Reviewer: acme1, Approve: true, PlanDigest: "sha256:bbb", Statement: std, Proof: "p", Agent: "agent-1"}, CodePlanDigestMismatch, "", ""},
+		{"a customer approval without a signed statement", pending(customer(1)), unsigned(acme1), CodeProofRequired, "", ""},
+		{"a statement about another request", pending(customer(1)), signedAs(acme1, forOther), CodeStatementMismatch, "", ""},
+		{"a statement naming another agent", pending(customer(1)), Review{Reviewer: acme1, Approve: true, Statement: std, Proof: "p", Agent: "agent-2"}, CodeStatementMismatch, "", ""},
+		{"a vendor's internal approval needs no statement", pending(internal(1)), unsigned(reviewer), "", store.StateApproved, names.ReviewInternal},
+		{"a narrower second approval does not complete the first's terms", with(pending(customer(2)), approved(acme1, names.ReviewApprover)), signedAs(acme2, shorter), "", store.StatePending, names.ReviewApprover},
+		{"an approver whose terms were superseded signs again", with(pending(customer(2)), approved(acme1, names.ReviewApprover), store.Review{Reviewer: acme2, Role: names.ReviewApprover, Approve: true, At: t0, Statement: shorter, Proof: "p"}), signedAs(acme1, shorter), "", store.StateApproved, names.ReviewApprover},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(tt.ar.Reviews)
@@ -113,7 +150,11 @@ func TestApplyReview(t *testing.T) {
 			if got.State != tt.wantState || role != tt.wantRole {
 				t.Errorf("ApplyReview = state %s counted as %q, want %s as %q", got.State, role, tt.wantState, tt.wantRole)
 			}
-			if n := len(got.Reviews); n != before+1 || got.Reviews[n-1].Role != role || !SamePerson(got.Reviews[n-1].Reviewer, tt.rv.Reviewer) {
+			want := before + 1
+			if strings.Contains(tt.name, "signs again") {
+				want = before // their superseded approval is replaced
+			}
+			if n := len(got.Reviews); n != want || got.Reviews[n-1].Role != role || !SamePerson(got.Reviews[n-1].Reviewer, tt.rv.Reviewer) {
 				t.Errorf("reviews = %+v, want the new one counted as %s", got.Reviews, role)
 			}
 			if got.State == store.StateDenied && (got.EndedBy != DisplayName(tt.rv.Reviewer) || got.EndReason != tt.rv.Comment || !got.EndedAt.Equal(t0)) {
@@ -331,5 +372,35 @@ func TestGrantFor(t *testing.T) {
 	ar.Network = &store.PeeringSpec{Kind: "peering"}
 	if g, err := GrantFor(ar, d, "gid", now); err != nil || g.Agent != "" {
 		t.Errorf("GrantFor a network change = %+v, %v; want a grant for no agent", g, err)
+	}
+}
+
+// TestGrantForSignedTerms: a grant customers approved has the window and
+// scopes they signed and carries the proofs of exactly those terms.
+func TestGrantForSignedTerms(t *testing.T) {
+	std, shorter := terms(t, pending(), 0), terms(t, pending(), 10*time.Minute)
+	ar := pending(customer(2))
+	ar.Reviews = []store.Review{
+		{Reviewer: acme1, Role: names.ReviewApprover, Approve: true, Statement: std, Proof: "old terms"},
+		{Reviewer: acme2, Role: names.ReviewApprover, Approve: true, Statement: shorter, Proof: "p2"},
+		{Reviewer: globex, Role: names.ReviewApprover, Approve: true, Statement: shorter, Proof: "p3"},
+		{Reviewer: reviewer, Role: names.ReviewInternal, Approve: true},
+	}
+	d := store.DeploymentStatus{Deployment: store.Deployment{ID: "dep", Tenant: "acme", Name: "prod"}, Agent: &store.Agent{ID: "agent-1"}}
+	g, err := GrantFor(ar, d, "gid", t0.Add(3*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.NotBefore.Equal(t0) || !g.Expiry.Equal(t0.Add(10*time.Minute)) || !slices.Equal(g.Proofs, []string{"p2"}) ||
+		g.EngineerIssuer != engineer.Issuer || g.EngineerSubject != engineer.Subject {
+		t.Fatalf("GrantFor = %+v, want the latest signed window, its proofs from acme only, and the engineer's identity", g)
+	}
+	d.Agent.ID = "agent-2"
+	if _, err := GrantFor(ar, d, "gid", t0.Add(3*time.Minute)); code(err) != CodeStatementMismatch {
+		t.Errorf("GrantFor after the agent changed = %v, want %s", err, CodeStatementMismatch)
+	}
+	d.Agent.ID = "agent-1"
+	if _, err := GrantFor(ar, d, "gid", t0.Add(10*time.Minute)); code(err) != CodeWindowOver {
+		t.Errorf("GrantFor after the signed window = %v, want %s", err, CodeWindowOver)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/approval"
+
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/google/uuid"
@@ -357,6 +359,9 @@ func (s *Service) Review(ctx context.Context, cur store.AccessRequest, by Caller
 		return cur, fmt.Errorf("get deployment: %w", err)
 	}
 	rv.Reviewer = by.Person
+	if d.Agent != nil {
+		rv.Agent = d.Agent.ID
+	}
 	var role string
 	var before store.AccessRequest
 	ar, err := s.Update(ctx, cur.ID, func(ar *store.AccessRequest) error {
@@ -386,6 +391,11 @@ func (s *Service) Review(ctx context.Context, cur store.AccessRequest, by Caller
 		Type: typ, Actor: actor, Deployment: ar.DeploymentID, RequestID: ar.ID,
 		Source: by.Source, Outcome: audit.Success, Reason: rv.Comment,
 		Details: map[string]any{"counted_as": role, "state": ar.State},
+	}
+	if rv.Statement != "" && rv.Approve {
+		// What the customer signed, by digest (the proof's nonce): a
+		// reviewer can match it to the grant's terms and the agent's check.
+		review.Details["statement_digest"] = approval.Digest([]byte(rv.Statement))
 	}
 	if ar.NetworkPlan != nil {
 		review.Details["plan_digest"] = ar.NetworkPlan.Digest // what the review approved

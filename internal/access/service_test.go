@@ -155,7 +155,20 @@ func (f *fixture) create(t *testing.T, breakGlass bool) (store.AccessRequest, er
 
 func (f *fixture) review(t *testing.T, ar store.AccessRequest, by store.Person, approve bool) (store.AccessRequest, error) {
 	t.Helper()
-	return f.svc.Review(context.Background(), ar, Caller{Person: by}, Review{Approve: approve, Comment: "ok"})
+	rv := Review{Approve: approve, Comment: "ok"}
+	if approve && by.Tenant != "" {
+		// A customer signs the terms the broker proposes.
+		st, err := ProposeTerms(ar, "agent", 0, nil, f.svc.cfg.Now())
+		if err != nil {
+			return ar, err
+		}
+		b, err := st.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rv.Statement, rv.Proof = string(b), "proof of "+by.Subject
+	}
+	return f.svc.Review(context.Background(), ar, Caller{Person: by}, rv)
 }
 
 func allowing(reviews ...policy.Review) policy.Decision {

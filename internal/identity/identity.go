@@ -89,6 +89,10 @@ type Principal struct {
 	// [IssuerConfig.GitHubLoginClaim]; empty when not configured or absent.
 	GitHubLogin string
 	Expiry      time.Time
+	// IssuedAt and Nonce are the token's iat and nonce claims: an
+	// approval proof's nonce is the digest of what it approves.
+	IssuedAt time.Time
+	Nonce    string
 }
 
 // HasRole reports whether p holds role.
@@ -328,6 +332,8 @@ func (v *Verifier) verify(ctx context.Context, rawIDToken string) (Principal, er
 		Groups:      groups,
 		GitHubLogin: ghLogin,
 		Expiry:      tok.Expiry,
+		IssuedAt:    tok.IssuedAt,
+		Nonce:       tok.Nonce,
 	}, nil
 }
 

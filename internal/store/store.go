@@ -163,6 +163,11 @@ type Review struct {
 	Approve  bool      `json:"approve"`
 	Comment  string    `json:"comment,omitempty"`
 	At       time.Time `json:"at"`
+	// Statement is the canonical approval statement a customer approver
+	// signed, and Proof the ID token from their identity provider whose
+	// nonce is its digest (package approval); empty for other reviews.
+	Statement string `json:"statement,omitempty"`
+	Proof     string `json:"proof,omitempty"`
 }
 
 // GrantRecord is the grant issued for an approved request.
