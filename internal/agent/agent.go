@@ -30,6 +30,7 @@ import (
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/approval"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/tailnet"
@@ -62,6 +63,16 @@ type Config struct {
 	// StartTimeout bounds joining the tailnet, finding the broker and
 	// pairing; default 60s.
 	StartTimeout time.Duration
+	// Approval is the customer's approval authority: when set, a grant
+	// is served only if it carries the customer's approval proofs the
+	// authority requires (see package approval), or is a break-glass
+	// grant the authority allows (AllowBreakGlass). Nil keeps trusting
+	// the broker key alone, and the agent says so at start and in its
+	// heartbeats, which 'broker deployment show' reports.
+	Approval *approval.Authority
+	// DenyBreakGlass refuses break-glass grants when Approval is nil;
+	// with an authority, its AllowBreakGlass decides.
+	DenyBreakGlass bool
 	// Version is reported in heartbeats.
 	Version string
 	// Logger receives the agent's logs; nil discards them.
@@ -102,12 +113,13 @@ type Agent struct {
 	// spool closes after them.
 	finishing finisher
 
-	mu          sync.Mutex
-	nonces      map[string]time.Time // broker call nonces seen, until expiry
-	noncesSwept time.Time            // when expired nonces were last dropped
-	interval    time.Duration
-	token       string // session token
-	lastOK      time.Time
+	mu             sync.Mutex
+	breakGlassSeen map[string]bool      // break-glass grants served already, see announceBreakGlass
+	nonces         map[string]time.Time // broker call nonces seen, until expiry
+	noncesSwept    time.Time            // when expired nonces were last dropped
+	interval       time.Duration
+	token          string // session token
+	lastOK         time.Time
 
 	data  *dataPlane
 	calls callLimiter // calls in flight per grant, see limits.go
@@ -151,6 +163,14 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.MaxCallsPerGrant < 0 {
 		return nil, fmt.Errorf("max calls per grant %d: want a positive number, or 0 for the default %d (--max-calls-per-grant)", cfg.MaxCallsPerGrant, DefaultMaxCallsPerGrant)
+	}
+	if cfg.Approval != nil {
+		if err := cfg.Approval.Validate(); err != nil {
+			return nil, fmt.Errorf("customer approval authority: %w", err)
+		}
+		if cfg.Approval.Now == nil {
+			cfg.Approval.Now = cfg.Now
+		}
 	}
 	if err := config.PrepareDir("state dir", cfg.StateDir); err != nil {
 		return nil, err
@@ -210,6 +230,7 @@ func (a *Agent) State() State { return a.state }
 // restarted control server, say), it joins the tailnet again by itself.
 func (a *Agent) Run(ctx context.Context) error {
 	a.start = a.now()
+	a.announceApproval(ctx)
 	err := a.join(ctx)
 	if err != nil {
 		return err
@@ -549,6 +570,7 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		TailnetIP: a.link().node.IPv4().String(),
 		// Every heartbeat says why the witness refuses, if it does.
 		WitnessRefusal: a.WitnessRefusal(),
+		Approval:       a.approvalStance(),
 	}
 	var res protocol.HeartbeatResponse
 	err := a.call(ctx, protocol.PathHeartbeat, tok, hb, &res)
@@ -721,4 +743,58 @@ func (f *finisher) close() {
 	f.closed = true
 	f.mu.Unlock()
 	f.wg.Wait()
+}
+
+// announceApproval says at start whether the agent enforces the
+// customer's approval, and with an authority fetches its identity
+// provider's keys in the background: a provider that cannot be reached
+// is logged loudly, and the agent starts all the same (the keys are
+// fetched again when a grant needs them, so the provider may come back).
+func (a *Agent) announceApproval(ctx context.Context) {
+	ap := a.cfg.Approval
+	if ap == nil {
+		msg := "customer approval not enforced by the agent: it serves any grant the broker key signed; set --approver-issuer, --approver-audience and --approver-group to require approvals signed by the customer's identity provider"
+		if a.cfg.DenyBreakGlass {
+			a.log.Warn(msg, "break_glass", "deny")
+		} else {
+			a.log.Warn(msg, "break_glass", "allow")
+		}
+		return
+	}
+	a.log.Info("customer approval enforced by the agent", "issuer", ap.Keys.Issuer(), "audience", ap.Audience,
+		"group", ap.Group, "approvals_required", max(ap.Required, 1), "break_glass", breakGlassWord(ap.AllowBreakGlass))
+	go func() {
+		if err := ap.Keys.Prefetch(ctx); err != nil {
+			if ctx.Err() == nil {
+				a.log.Error("could not fetch the keys of the customer's identity provider: grants cannot be checked, and are refused, until it answers (the agent keeps trying at each grant)",
+					"issuer", ap.Keys.Issuer(), "err", err)
+			}
+			return
+		}
+		a.log.Info("fetched the keys of the customer's identity provider", "issuer", ap.Keys.Issuer())
+	}()
+}
+
+// approvalStance is the summary of the customer's approval authority the
+// heartbeat reports; nil when none is configured and break-glass grants
+// are served.
+func (a *Agent) approvalStance() *protocol.ApprovalAuthority {
+	ap := a.cfg.Approval
+	if ap == nil {
+		if a.cfg.DenyBreakGlass {
+			return &protocol.ApprovalAuthority{BreakGlass: breakGlassWord(false)}
+		}
+		return nil
+	}
+	return &protocol.ApprovalAuthority{
+		Issuer: ap.Keys.Issuer(), Audience: ap.Audience, Group: ap.Group,
+		Required: max(ap.Required, 1), BreakGlass: breakGlassWord(ap.AllowBreakGlass),
+	}
+}
+
+func breakGlassWord(allow bool) string {
+	if allow {
+		return protocol.BreakGlassAllow
+	}
+	return protocol.BreakGlassDeny
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -19,6 +20,7 @@ import (
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/approval"
 	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source"
@@ -188,18 +190,22 @@ func (d *dataPlane) callContext(ctx context.Context, grantID string, expiry time
 }
 
 // verifyGrant checks the call's grant against the pinned broker key, this
-// agent and deployment, the scope, time and revocation; a refusal is
-// audited.
-func (a *Agent) verifyGrant(r *http.Request, scope string) (grant.Grant, error) {
+// agent and deployment, the scope, time and revocation, then, where the
+// customer configured an approval authority, the customer's approval
+// proofs it carries; a refusal is audited and journalled. The verdict
+// says on what the grant is served (who approved it, under which permit,
+// or as break-glass).
+func (a *Agent) verifyGrant(r *http.Request, scope string) (grant.Grant, approval.Verdict, error) {
 	pub, err := protocol.ParsePublicKey(a.state.BrokerKey)
 	if err != nil {
-		return grant.Grant{}, err
+		return grant.Grant{}, approval.Verdict{}, err
 	}
 	v := grant.Verifier{
 		Key: pub, Deployment: a.state.DeploymentID, Agent: a.state.AgentID,
 		Now: a.now, Revoked: a.data.isRevoked, Cache: a.data.sigs,
 	}
-	g, err := v.Verify(r.Header.Get(protocol.HeaderGrant), scope)
+	token := r.Header.Get(protocol.HeaderGrant)
+	g, err := v.Verify(token, scope)
 	if err != nil {
 		a.record(r.Context(), audit.Event{
 			Type: audit.AuthFailed, Outcome: audit.Failure,
@@ -208,7 +214,7 @@ func (a *Agent) verifyGrant(r *http.Request, scope string) (grant.Grant, error) 
 			Reason:  "grant refused: " + err.Error(),
 			Details: map[string]any{"path": r.URL.Path, "scope": scope},
 		})
-		return g, err
+		return g, approval.Verdict{}, err
 	}
 	// A broker whose audit log was rewritten gets no access at all.
 	if err := a.checkWitness(); err != nil {
@@ -218,9 +224,86 @@ func (a *Agent) verifyGrant(r *http.Request, scope string) (grant.Grant, error) 
 			Reason:  err.Error(),
 			Details: map[string]any{"path": r.URL.Path, "scope": scope},
 		})
-		return g, err
+		return g, approval.Verdict{}, err
 	}
-	return g, nil
+	// The broker's key alone does not open the customer's deployment:
+	// the customer's own identity provider must have signed for it.
+	verdict, err := a.approve(r.Context(), g, token)
+	if err != nil {
+		code := refusalCode(err)
+		a.log.Warn("refused a grant the customer did not approve", "grant", g.ID, "request", g.RequestID, "engineer", g.Subject, "code", code, "reason", err)
+		a.record(r.Context(), audit.Event{
+			Type: audit.AuthFailed, Outcome: audit.Failure,
+			Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID,
+			Reason:  "grant refused: " + err.Error(),
+			Details: map[string]any{"path": r.URL.Path, "scope": scope, "code": code, "break_glass": g.BreakGlass},
+		})
+		return g, approval.Verdict{}, err
+	}
+	if verdict.BreakGlass {
+		a.announceBreakGlass(r.Context(), g)
+	}
+	return g, verdict, nil
+}
+
+// approve decides whether the customer's approval authority lets g be
+// served (see Config.Approval). Without an authority every grant is
+// served, but a break-glass grant when DenyBreakGlass is set.
+func (a *Agent) approve(ctx context.Context, g grant.Grant, token string) (approval.Verdict, error) {
+	if a.cfg.Approval != nil {
+		return a.cfg.Approval.Check(ctx, g, token)
+	}
+	if g.BreakGlass {
+		if a.cfg.DenyBreakGlass {
+			return approval.Verdict{}, fmt.Errorf("a break-glass grant, and this agent's customer refuses them (--break-glass deny): %w", approval.ErrBreakGlassRefused)
+		}
+		return approval.Verdict{BreakGlass: true}, nil
+	}
+	return approval.Verdict{}, nil
+}
+
+// Codes of the agent's refusals of a grant, stable for clients to branch on.
+const (
+	CodeGrantRefused      = "grant_refused"
+	CodeNotApproved       = "not_approved_by_customer"
+	CodeBreakGlassRefused = "break_glass_refused"
+)
+
+// refusalCode is the error code a refusal of a grant is answered with.
+func refusalCode(err error) string {
+	switch {
+	case errors.Is(err, approval.ErrBreakGlassRefused):
+		return CodeBreakGlassRefused
+	case errors.Is(err, approval.ErrNotApproved):
+		return CodeNotApproved
+	}
+	return CodeGrantRefused
+}
+
+// announceBreakGlass makes the first call of a break-glass grant the
+// customer allows loud: a WARN log line and a journal entry of its own
+// (breakglass.used, kept on the customer's host only: the broker records
+// its own when it issues the grant). Each call of the grant is journalled
+// with break_glass set as well.
+func (a *Agent) announceBreakGlass(ctx context.Context, g grant.Grant) {
+	a.mu.Lock()
+	if a.breakGlassSeen == nil || len(a.breakGlassSeen) >= 1024 {
+		a.breakGlassSeen = make(map[string]bool)
+	}
+	seen := a.breakGlassSeen[g.ID]
+	a.breakGlassSeen[g.ID] = true
+	a.mu.Unlock()
+	if seen {
+		return
+	}
+	a.log.Warn("serving a BREAK-GLASS grant without customer approval, as this agent's customer allows (--break-glass allow)",
+		"grant", g.ID, "request", g.RequestID, "engineer", g.Subject, "expires", g.Expiry)
+	a.journal.append(a.now(), audit.Event{
+		Type: audit.BreakglassUsed, Outcome: audit.Success,
+		Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID,
+		Reason:  "break-glass grant served without customer approval (--break-glass allow)",
+		Details: map[string]any{"break_glass": true},
+	})
 }
 
 // record spools an audit event; a failure to spool is logged (the spool
@@ -280,7 +363,7 @@ var grantIDRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 // still runs for a grant (ClickHouse: KILL QUERY by the grant's query-ID
 // prefix) and returns how many it stopped.
 func (a *Agent) stopUpstreams(ctx context.Context, grantID string) (int, error) {
-	env := sourceEnv{a}
+	env := sourceEnv{a: a}
 	total := 0
 	var errs []error
 	for _, src := range registry.All() {
@@ -308,12 +391,12 @@ func (a *Agent) serveSource(src source.Source) http.HandlerFunc {
 			apiErr(w, http.StatusNotImplemented, "no_"+src.Name, "this agent has no "+src.Title+" configured (--"+src.Name+"-url)")
 			return
 		}
-		g, err := a.verifyGrant(r, src.Scope)
+		g, verdict, err := a.verifyGrant(r, src.Scope)
 		if gc, ok := eng.(source.GrantChecker); ok && err == nil {
 			err = gc.CheckGrant(g.ID)
 		}
 		if err != nil {
-			apiErr(w, http.StatusForbidden, "grant_refused", err.Error())
+			apiErr(w, http.StatusForbidden, refusalCode(err), err.Error())
 			return
 		}
 		release, ok := a.admitCall(w, r, g, src.Denied)
@@ -321,24 +404,61 @@ func (a *Agent) serveSource(src source.Source) http.HandlerFunc {
 			return
 		}
 		defer release()
-		eng.Serve(sourceEnv{a}, source.Call{
+		eng.Serve(sourceEnv{a: a, approval: approvalDetails(verdict)}, source.Call{
 			GrantID: g.ID, RequestID: g.RequestID, Expiry: g.Expiry,
 			Event: audit.Event{Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID, Source: audit.Source{IP: r.RemoteAddr}},
 		}, w, r)
 	}
 }
 
-// sourceEnv is what the agent gives a data source's engine.
-type sourceEnv struct{ a *Agent }
+// sourceEnv is what the agent gives a data source's engine. approval,
+// when set, is added to the details of every event the call records: on
+// what the agent served the grant.
+type sourceEnv struct {
+	a        *Agent
+	approval map[string]any
+}
 
 var _ source.Env = sourceEnv{}
 
-func (e sourceEnv) Record(ctx context.Context, ev audit.Event) error { return e.a.record(ctx, ev) }
-func (e sourceEnv) AfterCall(fn func())                              { e.a.finishing.do(fn) }
-func (e sourceEnv) Client() *http.Client                             { return e.a.data.hc }
-func (e sourceEnv) NextID() uint64                                   { return e.a.data.seq.Add(1) }
-func (e sourceEnv) Now() time.Time                                   { return e.a.now() }
-func (e sourceEnv) Logger() *slog.Logger                             { return e.a.log }
+// approvalDetails are the audit details saying on what a grant is served:
+// approvers (their names), the permit's ID, break_glass; nil when the
+// agent enforces no approval and the grant is no break-glass grant.
+func approvalDetails(v approval.Verdict) map[string]any {
+	d := map[string]any{}
+	if len(v.Approvers) > 0 {
+		names := make([]string, len(v.Approvers))
+		for i, ap := range v.Approvers {
+			names[i] = ap.Name()
+		}
+		d["approvers"] = names
+	}
+	if v.Permit != "" {
+		d["permit"] = v.Permit
+	}
+	if v.BreakGlass {
+		d["break_glass"] = true
+	}
+	if len(d) == 0 {
+		return nil
+	}
+	return d
+}
+
+func (e sourceEnv) Record(ctx context.Context, ev audit.Event) error {
+	if len(e.approval) > 0 {
+		d := make(map[string]any, len(ev.Details)+len(e.approval))
+		maps.Copy(d, ev.Details)
+		maps.Copy(d, e.approval)
+		ev.Details = d
+	}
+	return e.a.record(ctx, ev)
+}
+func (e sourceEnv) AfterCall(fn func())  { e.a.finishing.do(fn) }
+func (e sourceEnv) Client() *http.Client { return e.a.data.hc }
+func (e sourceEnv) NextID() uint64       { return e.a.data.seq.Add(1) }
+func (e sourceEnv) Now() time.Time       { return e.a.now() }
+func (e sourceEnv) Logger() *slog.Logger { return e.a.log }
 
 func (e sourceEnv) CallContext(ctx context.Context, c source.Call) (context.Context, func()) {
 	return e.a.data.callContext(ctx, c.GrantID, c.Expiry)

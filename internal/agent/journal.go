@@ -57,6 +57,16 @@ type JournalEntry struct {
 	Bytes      *int64 `json:"bytes,omitempty"`
 	DurationMS *int64 `json:"duration_ms,omitempty"`
 	Reason     string `json:"reason,omitempty"` // why the call was refused or failed
+	// Approvers are the customer approvers whose proofs the agent
+	// verified for the grant (their e-mail, else their subject), and
+	// Permit the customer's standing permit it was served under; empty
+	// when the agent enforces no customer approval.
+	Approvers []string `json:"approvers,omitempty"`
+	Permit    string   `json:"permit,omitempty"`
+	// BreakGlass marks a break-glass grant, served without customer
+	// approval because the customer allows them (or refused because the
+	// customer does not).
+	BreakGlass bool `json:"break_glass,omitempty"`
 }
 
 // journal appends the call events of the agent to its journal files.
@@ -113,7 +123,27 @@ func journalEntry(t time.Time, e audit.Event) (JournalEntry, bool) {
 	j.Statement = cut(j.Statement, maxJournalStatement)
 	j.QueryID = str("query_id")
 	j.Rows, j.Bytes, j.DurationMS = number(d["result_rows"]), number(d["bytes"]), number(d["duration_ms"])
+	j.Approvers, j.Permit = stringList(d["approvers"]), str("permit")
+	j.BreakGlass, _ = d["break_glass"].(bool)
 	return j, true
+}
+
+// stringList is v as a list of strings, whether it holds them as such or,
+// read back from JSON, as values.
+func stringList(v any) []string {
+	switch v := v.(type) {
+	case []string:
+		return v
+	case []any:
+		var out []string
+		for _, x := range v {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 func cut(s string, n int) string {

@@ -170,6 +170,12 @@ func TestJournalEntry(t *testing.T) {
 			JournalEntry{Type: audit.QueryAllowed, Outcome: audit.Success, Statement: long[:maxJournalStatement] + "…"}, true},
 		{"agent's own refusal", audit.Event{Type: audit.AuthFailed, Outcome: audit.Failure, Actor: audit.Actor{Subject: "agent:x"}, Details: map[string]any{"method": "POST", "path": "/v1/revoke"}},
 			JournalEntry{Type: audit.AuthFailed, Outcome: audit.Failure, Statement: "POST /v1/revoke"}, true},
+		{"approved", audit.Event{Type: audit.QueryAllowed, Outcome: audit.Success, Actor: eng, Details: map[string]any{"sql": "SELECT 1", "approvers": []string{"a@acme.test", "b@acme.test"}}},
+			JournalEntry{Type: audit.QueryAllowed, Outcome: audit.Success, Engineer: eng.Subject, Statement: "SELECT 1", Approvers: []string{"a@acme.test", "b@acme.test"}}, true},
+		{"under a permit, read back from JSON", audit.Event{Type: audit.PromAllowed, Outcome: audit.Success, Actor: eng, Details: map[string]any{"endpoint": "/api/v1/query", "approvers": []any{"a@acme.test"}, "permit": "p-1"}},
+			JournalEntry{Type: audit.PromAllowed, Outcome: audit.Success, Engineer: eng.Subject, Statement: "/api/v1/query", Approvers: []string{"a@acme.test"}, Permit: "p-1"}, true},
+		{"break-glass", audit.Event{Type: audit.BreakglassUsed, Outcome: audit.Success, Actor: eng, GrantID: "g", Reason: "served", Details: map[string]any{"break_glass": true}},
+			JournalEntry{Type: audit.BreakglassUsed, Outcome: audit.Success, Engineer: eng.Subject, GrantID: "g", Reason: "served", BreakGlass: true}, true},
 		{"not a call", audit.Event{Type: audit.AgentPaired}, JournalEntry{}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

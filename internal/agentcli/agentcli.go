@@ -8,13 +8,17 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/tetherhq/tether/internal/agent"
+	"github.com/tetherhq/tether/internal/approval"
 	"github.com/tetherhq/tether/internal/cli"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/version"
 )
 
@@ -85,27 +89,33 @@ func (versionCmd) run(e *env) error {
 }
 
 type runCmd struct {
-	Join       string        `placeholder:"FILE" help:"join file written by the broker (DATA_DIR/join.json in dev mode)"`
-	Token      string        `name:"pairing-token" placeholder:"TOKEN" help:"one-time pairing token, as env:NAME or file:PATH to keep it off the command line"`
-	StateDir   string        `placeholder:"DIR" help:"directory for the agent's key and state (required)"`
-	ControlURL string        `name:"control-url" placeholder:"URL" help:"tailnet control server URL (instead of --join)"`
-	AuthKey    string        `name:"auth-key" placeholder:"KEY" help:"tailnet pre-auth key, as env:NAME or file:PATH (instead of --join)"`
-	BrokerName string        `placeholder:"NAME" help:"the broker's tailnet name (instead of --join)"`
-	BrokerKey  string        `placeholder:"ed25519:…" help:"the broker's public key (instead of --join)"`
-	Hostname   string        `default:"tether-agent" help:"the agent's tailnet hostname"`
-	HealthAddr string        `placeholder:"HOST:PORT" help:"optional loopback address for GET /healthz, e.g. 127.0.0.1:9090 (off by default)"`
-	CHURL      string        `name:"clickhouse-url" placeholder:"URL" help:"ClickHouse HTTP interface to guard, e.g. http://clickhouse:8123"`
-	CHUser     string        `name:"clickhouse-user" default:"tether" help:"read-only ClickHouse user (deploy/clickhouse/users.d/tether.xml)"`
-	CHPassFile string        `name:"clickhouse-password-file" placeholder:"FILE" help:"file holding that user's password"`
-	PromURL    string        `name:"prometheus-url" placeholder:"URL" help:"Prometheus to guard, e.g. http://prometheus:9090"`
-	MaxExec    time.Duration `name:"max-execution-time" default:"60s" help:"limit forced on every query"`
-	MaxRows    int64         `name:"max-result-rows" default:"10000000" help:"limit forced on every query (ClickHouse throws beyond it)"`
-	MaxBytes   int64         `name:"max-result-bytes" default:"2000000000" help:"limit forced on every query"`
-	MaxMem     int64         `name:"max-memory-usage" default:"2000000000" help:"limit forced on every query, in bytes"`
-	MaxCalls   int           `name:"max-calls-per-grant" default:"${max_calls}" help:"calls one grant may have in flight at once, ClickHouse and Prometheus together; more are answered 429 and audited"`
-	MemLimit   int64         `name:"memory-limit" default:"100663296" help:"soft memory limit of the agent process in bytes (Go GC target; 0 = none; GOMEMLIMIT overrides)"`
-	Timeout    time.Duration `default:"60s" help:"how long to try joining the tailnet and pairing"`
-	LogLevel   string        `default:"info" placeholder:"LEVEL" help:"debug, info, warn or error"`
+	Join             string        `placeholder:"FILE" help:"join file written by the broker (DATA_DIR/join.json in dev mode)"`
+	Token            string        `name:"pairing-token" placeholder:"TOKEN" help:"one-time pairing token, as env:NAME or file:PATH to keep it off the command line"`
+	StateDir         string        `placeholder:"DIR" help:"directory for the agent's key and state (required)"`
+	ControlURL       string        `name:"control-url" placeholder:"URL" help:"tailnet control server URL (instead of --join)"`
+	AuthKey          string        `name:"auth-key" placeholder:"KEY" help:"tailnet pre-auth key, as env:NAME or file:PATH (instead of --join)"`
+	BrokerName       string        `placeholder:"NAME" help:"the broker's tailnet name (instead of --join)"`
+	BrokerKey        string        `placeholder:"ed25519:…" help:"the broker's public key (instead of --join)"`
+	Hostname         string        `default:"tether-agent" help:"the agent's tailnet hostname"`
+	HealthAddr       string        `placeholder:"HOST:PORT" help:"optional loopback address for GET /healthz, e.g. 127.0.0.1:9090 (off by default)"`
+	CHURL            string        `name:"clickhouse-url" placeholder:"URL" help:"ClickHouse HTTP interface to guard, e.g. http://clickhouse:8123"`
+	CHUser           string        `name:"clickhouse-user" default:"tether" help:"read-only ClickHouse user (deploy/clickhouse/users.d/tether.xml)"`
+	CHPassFile       string        `name:"clickhouse-password-file" placeholder:"FILE" help:"file holding that user's password"`
+	PromURL          string        `name:"prometheus-url" placeholder:"URL" help:"Prometheus to guard, e.g. http://prometheus:9090"`
+	MaxExec          time.Duration `name:"max-execution-time" default:"60s" help:"limit forced on every query"`
+	MaxRows          int64         `name:"max-result-rows" default:"10000000" help:"limit forced on every query (ClickHouse throws beyond it)"`
+	MaxBytes         int64         `name:"max-result-bytes" default:"2000000000" help:"limit forced on every query"`
+	MaxMem           int64         `name:"max-memory-usage" default:"2000000000" help:"limit forced on every query, in bytes"`
+	MaxCalls         int           `name:"max-calls-per-grant" default:"${max_calls}" help:"calls one grant may have in flight at once, ClickHouse and Prometheus together; more are answered 429 and audited"`
+	MemLimit         int64         `name:"memory-limit" default:"100663296" help:"soft memory limit of the agent process in bytes (Go GC target; 0 = none; GOMEMLIMIT overrides)"`
+	ApproverIssuer   string        `name:"approver-issuer" placeholder:"URL" help:"the customer's identity provider (OIDC issuer URL, https) whose signed approvals a grant must carry; unset: approvals are not enforced by the agent"`
+	ApproverAudience string        `name:"approver-audience" placeholder:"CLIENT_ID" help:"client ID the approval ceremony uses at that provider (the aud of the approvers' ID tokens); required with --approver-issuer"`
+	ApproverGroup    string        `name:"approver-group" placeholder:"GROUP" help:"the group claim value that makes someone a customer approver; required with --approver-issuer"`
+	GroupsClaim      string        `name:"approver-groups-claim" default:"groups" placeholder:"CLAIM" help:"the ID-token claim holding the approver's groups"`
+	Required         int           `name:"approvals-required" default:"1" placeholder:"N" help:"distinct customer approvers a grant needs"`
+	BreakGlass       string        `name:"break-glass" placeholder:"deny|allow" help:"serve break-glass grants without customer approval (allow) or refuse them (deny); default deny with --approver-issuer, allow without"`
+	Timeout          time.Duration `default:"60s" help:"how long to try joining the tailnet and pairing"`
+	LogLevel         string        `default:"info" placeholder:"LEVEL" help:"debug, info, warn or error"`
 }
 
 func (runCmd) Help() string {
@@ -113,7 +123,64 @@ func (runCmd) Help() string {
 runs need only --state-dir. Give the broker's tailnet details either as --join
 FILE or as --control-url, --auth-key, --broker-name and --broker-key. Secrets
 (--pairing-token, --auth-key) may be given as env:NAME or file:PATH so they
-stay off the command line.`
+stay off the command line.
+
+The customer's approval authority (--approver-issuer, --approver-audience,
+--approver-group) makes the agent serve a grant only when it carries approvals
+signed by the customer's own identity provider for exactly that grant: the
+broker's key alone then opens nothing.`
+}
+
+// approvalConfig builds the customer's approval authority from the
+// flags: nil when no issuer is given, and whether break-glass grants are
+// refused without one.
+func (c *runCmd) approvalConfig() (auth *approval.Authority, denyBreakGlass bool, err error) {
+	var allow bool
+	switch c.BreakGlass {
+	case "":
+		allow = c.ApproverIssuer == ""
+	case protocol.BreakGlassDeny:
+	case protocol.BreakGlassAllow:
+		allow = true
+	default:
+		return nil, false, cli.Usagef("--break-glass %q: want deny or allow", c.BreakGlass)
+	}
+	if c.ApproverIssuer == "" {
+		if c.ApproverAudience != "" || c.ApproverGroup != "" {
+			return nil, false, cli.Usagef("--approver-audience and --approver-group need --approver-issuer, the customer's identity provider")
+		}
+		if c.Required != 1 {
+			return nil, false, cli.Usagef("--approvals-required needs --approver-issuer, the customer's identity provider")
+		}
+		return nil, !allow, nil
+	}
+	if err := approval.CheckIssuerURL(c.ApproverIssuer); err != nil {
+		return nil, false, cli.Usagef("--approver-issuer: %v", err)
+	}
+	var missing []string
+	if c.ApproverAudience == "" {
+		missing = append(missing, "--approver-audience CLIENT_ID (the client ID of the approval ceremony at that provider)")
+	}
+	if c.ApproverGroup == "" {
+		missing = append(missing, "--approver-group GROUP (the group claim value of the customer's approvers)")
+	}
+	if len(missing) > 0 {
+		return nil, false, cli.Usagef("--approver-issuer also needs %s", strings.Join(missing, " and "))
+	}
+	if c.GroupsClaim == "" {
+		return nil, false, cli.Usagef("--approver-groups-claim: want the name of the claim holding the groups, such as groups")
+	}
+	if c.Required < 1 || c.Required > grant.MaxProofs {
+		return nil, false, cli.Usagef("--approvals-required %d: want 1 to %d distinct approvers", c.Required, grant.MaxProofs)
+	}
+	keys, err := approval.NewKeySet(c.ApproverIssuer, nil, nil)
+	if err != nil {
+		return nil, false, cli.Usagef("--approver-issuer: %v", err)
+	}
+	return &approval.Authority{
+		Keys: keys, Audience: c.ApproverAudience, Group: c.ApproverGroup, GroupsClaim: c.GroupsClaim,
+		Required: c.Required, AllowBreakGlass: allow,
+	}, false, nil
 }
 
 func (c *runCmd) run(e *env) error {
@@ -156,6 +223,10 @@ func (c *runCmd) run(e *env) error {
 	if c.MaxCalls <= 0 {
 		return cli.Usagef("agent run: --max-calls-per-grant %d: want a positive number of calls, such as %d", c.MaxCalls, agent.DefaultMaxCallsPerGrant)
 	}
+	auth, denyBreakGlass, err := c.approvalConfig()
+	if err != nil {
+		return err
+	}
 	up := agent.Upstreams{ClickHouseURL: c.CHURL, ClickHouseUser: c.CHUser, PrometheusURL: c.PromURL,
 		Limits: agent.QueryLimits{MaxExecutionTime: c.MaxExec, MaxResultRows: c.MaxRows, MaxResultBytes: c.MaxBytes, MaxMemoryUsage: c.MaxMem}}
 	if c.CHPassFile != "" {
@@ -172,6 +243,8 @@ func (c *runCmd) run(e *env) error {
 		Hostname:         c.Hostname,
 		HealthAddr:       c.HealthAddr,
 		StartTimeout:     c.Timeout,
+		Approval:         auth,
+		DenyBreakGlass:   denyBreakGlass,
 		Version:          version.Version,
 		Logger:           log,
 	})

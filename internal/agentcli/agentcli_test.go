@@ -43,3 +43,35 @@ func TestRunPairingTokenReference(t *testing.T) {
 		})
 	}
 }
+
+// TestRunApprovalFlags: the customer's approval authority is checked
+// before the agent touches the network, each mistake named by its flag.
+func TestRunApprovalFlags(t *testing.T) {
+	const iss = "https://idp.customer.example"
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"http issuer", []string{"--approver-issuer", "http://idp.customer.example", "--approver-audience", "tether", "--approver-group", "approvers"}, "--approver-issuer: issuer \"http://idp.customer.example\" uses http"},
+		{"no audience", []string{"--approver-issuer", iss, "--approver-group", "approvers"}, "--approver-issuer also needs --approver-audience"},
+		{"no group", []string{"--approver-issuer", iss, "--approver-audience", "tether"}, "--approver-issuer also needs --approver-group"},
+		{"zero approvals", []string{"--approver-issuer", iss, "--approver-audience", "tether", "--approver-group", "approvers", "--approvals-required", "0"}, "--approvals-required 0: want 1 to 8"},
+		{"too many approvals", []string{"--approver-issuer", iss, "--approver-audience", "tether", "--approver-group", "approvers", "--approvals-required", "9"}, "--approvals-required 9: want 1 to 8"},
+		{"bad break-glass", []string{"--break-glass", "maybe"}, `--break-glass "maybe": want deny or allow`},
+		{"group without issuer", []string{"--approver-group", "approvers"}, "need --approver-issuer"},
+		{"approvals without issuer", []string{"--approvals-required", "2"}, "--approvals-required needs --approver-issuer"},
+		// A valid authority gets as far as the missing tailnet details.
+		{"valid", []string{"--approver-issuer", iss, "--approver-audience", "tether", "--approver-group", "approvers", "--approvals-required", "2", "--break-glass", "allow"}, "not paired yet"},
+		{"loopback http", []string{"--approver-issuer", "http://127.0.0.1:5556/acme", "--approver-audience", "tether", "--approver-group", "approvers"}, "not paired yet"},
+		{"deny without issuer", []string{"--break-glass", "deny"}, "not paired yet"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"run", "--state-dir", t.TempDir(), "--memory-limit", "0"}, tt.args...)
+			err := Run(context.Background(), args, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("agent %s = %v, want an error containing %q", strings.Join(args, " "), err, tt.want)
+			}
+		})
+	}
+}

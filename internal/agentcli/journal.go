@@ -21,8 +21,9 @@ type journalCmd struct {
 
 func (journalCmd) Help() string {
 	return `Prints the journal the agent keeps in its state directory of every call it
-served or refused — time, outcome, engineer, grant, request, the SQL or
-PromQL, rows, bytes and the reason of a refusal — oldest first. The journal
+served or refused — time, outcome, engineer, grant, the customer approvers
+(or permit, or BREAK-GLASS) it was served on, request, the SQL or PromQL,
+rows, bytes and the reason of a refusal — oldest first. The journal
 stays on this host, independent of the broker's audit log; it is rotated at
 16 MiB and keeps its 4 newest files.`
 }
@@ -50,14 +51,14 @@ func (c *journalCmd) run(e *env) error {
 		emit = func(j agent.JournalEntry) error { return enc.Encode(j) }
 	default:
 		tw = tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "TIME\tEVENT\tOUTCOME\tENGINEER\tGRANT\tROWS\tBYTES\tSTATEMENT / REASON")
+		fmt.Fprintln(tw, "TIME\tEVENT\tOUTCOME\tENGINEER\tGRANT\tAPPROVAL\tROWS\tBYTES\tSTATEMENT / REASON")
 		emit = func(j agent.JournalEntry) error {
 			what := j.Statement
 			if j.Reason != "" {
 				what = strings.TrimSpace(what + " — " + j.Reason)
 			}
-			_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.Time.UTC().Format(time.RFC3339), j.Type, j.Outcome,
-				dash(j.Engineer), dash(j.GrantID), num(j.Rows), num(j.Bytes), oneLine(what, maxTableStatement))
+			_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.Time.UTC().Format(time.RFC3339), j.Type, j.Outcome,
+				dash(j.Engineer), dash(j.GrantID), approvalOf(j), num(j.Rows), num(j.Bytes), oneLine(what, maxTableStatement))
 			return err
 		}
 	}
@@ -88,6 +89,20 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 		return now.Add(-d), nil
 	}
 	return time.Time{}, cli.Usagef("--since %q: want an RFC 3339 time such as 2026-11-25T10:00:00Z, or a duration back from now such as 24h", s)
+}
+
+// approvalOf is on what the agent served a call: BREAK-GLASS, the
+// customer's permit and its signers, or the approvers; "-" when the agent
+// enforced no customer approval.
+func approvalOf(j agent.JournalEntry) string {
+	who := strings.Join(j.Approvers, ",")
+	switch {
+	case j.BreakGlass:
+		return "BREAK-GLASS"
+	case j.Permit != "":
+		return "permit " + j.Permit + " (" + who + ")"
+	}
+	return dash(who)
 }
 
 func dash(s string) string {

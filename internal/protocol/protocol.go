@@ -210,10 +210,36 @@ type Heartbeat struct {
 	// witness of the broker's audit log, refuses every data-plane call:
 	// the log is smaller than, or forks from, the one it cosigned.
 	WitnessRefusal string `json:"witness_refusal,omitempty"`
+	// Approval is the customer's approval authority the agent enforces;
+	// nil (from an agent that enforces none, or predates it) means the
+	// agent serves any grant the broker key signed.
+	Approval *ApprovalAuthority `json:"approval,omitempty"`
 }
 
 // MaxWitnessRefusal bounds [Heartbeat.WitnessRefusal], in bytes.
 const MaxWitnessRefusal = 1024
+
+// ApprovalAuthority summarizes the customer's approval authority an agent
+// enforces: whose ID tokens count as approvals (Issuer, Audience, Group),
+// how many distinct approvers a grant needs, and whether break-glass
+// grants are served. An empty Issuer means no authority, with only
+// break-glass grants refused (BreakGlass deny).
+type ApprovalAuthority struct {
+	Issuer     string `json:"issuer,omitempty"`
+	Audience   string `json:"audience,omitempty"`
+	Group      string `json:"group,omitempty"`
+	Required   int    `json:"required,omitempty"`
+	BreakGlass string `json:"break_glass"` // BreakGlassDeny or BreakGlassAllow
+}
+
+// Values of [ApprovalAuthority.BreakGlass].
+const (
+	BreakGlassDeny  = "deny"
+	BreakGlassAllow = "allow"
+)
+
+// MaxApprovalField bounds each text field of [ApprovalAuthority], in bytes.
+const MaxApprovalField = 512
 
 // HeartbeatResponse acknowledges a heartbeat. CheckpointSize is the size
 // of the audit log's latest signed checkpoint: the agent, as the
