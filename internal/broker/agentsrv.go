@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/tailnet"
@@ -303,6 +306,10 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	if len(hb.Upstreams) > 32 || len(hb.Version) > 64 || len(hb.TailnetIP) > 64 || len(hb.WitnessRefusal) > protocol.MaxWitnessRefusal {
 		return errorf(http.StatusBadRequest, "bad_heartbeat", "heartbeat fields too large")
 	}
+	approval, err := agentApproval(hb.Approval)
+	if err != nil {
+		return err
+	}
 	// A replaced agent's session ends at its next heartbeat.
 	a, err := b.store.GetAgent(r.Context(), s.agentID)
 	if err != nil {
@@ -325,9 +332,14 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	err = b.store.RecordHeartbeat(r.Context(), s.agentID, store.Heartbeat{
 		At: b.now(), Version: hb.Version, Uptime: time.Duration(hb.UptimeMS) * time.Millisecond,
 		TailnetIP: hostOf(r.RemoteAddr), Upstreams: hb.Upstreams, WitnessRefusal: hb.WitnessRefusal,
+		Approval: approval,
 	})
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)
+	}
+	if !reflect.DeepEqual(approval, a.Last.Approval) {
+		b.log.Info("the agent reports the customer approval it enforces", "agent_id", a.ID, "deployment", a.DeploymentID,
+			"customer_approval", brokerapi.DescribeApproval(approvalView(approval)))
 	}
 	if hb.WitnessRefusal != "" && a.Last.WitnessRefusal == "" {
 		b.witnessRefuses(r.Context(), a, hb.WitnessRefusal)
@@ -337,4 +349,25 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 		CheckpointSize:    b.auditLog.LatestSize(),
 	})
 	return nil
+}
+
+// agentApproval checks the approval authority an agent's heartbeat
+// reports and returns it as stored.
+func agentApproval(p *protocol.ApprovalAuthority) (*store.AgentApproval, error) {
+	if p == nil {
+		return nil, nil
+	}
+	for _, f := range []string{p.Issuer, p.Audience, p.Group} {
+		if len(f) > protocol.MaxApprovalField {
+			return nil, errorf(http.StatusBadRequest, "bad_heartbeat", "heartbeat approval fields too large")
+		}
+	}
+	if p.BreakGlass != protocol.BreakGlassDeny && p.BreakGlass != protocol.BreakGlassAllow {
+		return nil, errorf(http.StatusBadRequest, "bad_heartbeat", "heartbeat approval break_glass %q: want %s or %s", truncate(p.BreakGlass, 32), protocol.BreakGlassDeny, protocol.BreakGlassAllow)
+	}
+	if p.Required < 0 || p.Required > grant.MaxProofs || (p.Issuer != "") != (p.Required > 0) {
+		return nil, errorf(http.StatusBadRequest, "bad_heartbeat", "heartbeat approval: %d approvals required, want 1 to %d with an issuer, none without", p.Required, grant.MaxProofs)
+	}
+	return &store.AgentApproval{Issuer: p.Issuer, Audience: p.Audience, Group: p.Group, Required: p.Required,
+		BreakGlassAllowed: p.BreakGlass == protocol.BreakGlassAllow}, nil
 }

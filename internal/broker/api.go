@@ -242,11 +242,27 @@ func (b *Broker) view(d store.DeploymentStatus) brokerapi.Deployment {
 		v.Agent.TailnetIP = a.Last.TailnetIP
 		v.Agent.Upstreams = a.Last.Upstreams
 		v.Agent.WitnessRefusal = a.Last.WitnessRefusal
+		v.Agent.Approval = approvalView(a.Last.Approval)
+		v.Agent.CustomerApproval = brokerapi.DescribeApproval(v.Agent.Approval)
 		if b.now().Sub(a.Last.At) < 3*b.cfg.HeartbeatInterval {
 			v.AgentStatus = brokerapi.StatusOnline
 		}
 	}
 	return v
+}
+
+// approvalView is an agent's approval authority in its API form; nil
+// when the agent enforces none and serves break-glass grants.
+func approvalView(a *store.AgentApproval) *brokerapi.AgentApproval {
+	if a == nil {
+		return nil
+	}
+	bg := "deny"
+	if a.BreakGlassAllowed {
+		bg = "allow"
+	}
+	return &brokerapi.AgentApproval{Enforced: a.Enforced(), Issuer: a.Issuer, Audience: a.Audience, Group: a.Group,
+		Required: a.Required, BreakGlass: bg}
 }
 
 // witnessRefuses records that an agent, the customer's witness, found the

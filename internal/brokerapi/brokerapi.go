@@ -95,6 +95,53 @@ type Agent struct {
 	// smaller than, or forking from, the one it cosigned ("log
 	// rewritten: …").
 	WitnessRefusal string `json:"witness_refusal,omitempty"`
+	// Approval is the customer's approval authority the agent reports it
+	// enforces, as of its last heartbeat; nil when it enforces none.
+	Approval *AgentApproval `json:"approval,omitempty"`
+	// CustomerApproval says it for people (see [DescribeApproval]),
+	// once the agent has sent a heartbeat.
+	CustomerApproval string `json:"customer_approval,omitempty"`
+}
+
+// AgentApproval is the customer's approval authority an agent enforces:
+// it serves a grant only when it carries approvals by Required distinct
+// members of Group, signed by Issuer for Audience. BreakGlass is deny or
+// allow. Enforced is false for an agent with no authority that only
+// refuses break-glass grants.
+type AgentApproval struct {
+	Enforced   bool   `json:"enforced"`
+	Issuer     string `json:"issuer,omitempty"`
+	Audience   string `json:"audience,omitempty"`
+	Group      string `json:"group,omitempty"`
+	Required   int    `json:"required,omitempty"`
+	BreakGlass string `json:"break_glass"`
+}
+
+// NotEnforced is how a deployment whose agent does not check the
+// customer's approvals is shown.
+const NotEnforced = "customer approval not enforced by the agent"
+
+// DescribeApproval says for people what an agent enforces: "customer
+// approval: enforced by the agent (issuer …, group …, 2 approvals;
+// break-glass denied)", or NotEnforced.
+func DescribeApproval(a *AgentApproval) string {
+	switch {
+	case a == nil:
+		return NotEnforced
+	case !a.Enforced && a.BreakGlass == "deny":
+		return NotEnforced + "; break-glass denied"
+	case !a.Enforced:
+		return NotEnforced
+	}
+	n := "1 approval"
+	if a.Required > 1 {
+		n = strconv.Itoa(a.Required) + " approvals"
+	}
+	bg := "break-glass denied"
+	if a.BreakGlass == "allow" {
+		bg = "break-glass allowed"
+	}
+	return fmt.Sprintf("customer approval: enforced by the agent (issuer %s, group %s, %s; %s)", a.Issuer, a.Group, n, bg)
 }
 
 // ListDeploymentsResponse is the body of GET /api/v1/deployments.

@@ -609,6 +609,10 @@ func printDeployment(w io.Writer, d brokerapi.Deployment) {
 			fmt.Fprintf(tw, "  Witness:\t%s: the agent refuses every data-plane call\n", witnessRefuses(a.WitnessRefusal))
 			fmt.Fprintf(tw, "  Why:\t%s\n", a.WitnessRefusal)
 		}
+		if a.CustomerApproval != "" {
+			// Untabbed, the line keeps its exact words.
+			fmt.Fprintf(tw, "  %s\n", a.CustomerApproval)
+		}
 	}
 	tw.Flush()
 }

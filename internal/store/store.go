@@ -286,6 +286,36 @@ type Heartbeat struct {
 	// call: as the customer's witness it found the broker's audit log
 	// smaller than, or forking from, the one it cosigned.
 	WitnessRefusal string
+	// Approval is the customer's approval authority the agent enforces,
+	// as its latest heartbeat said; nil when it enforces none.
+	Approval *AgentApproval
+}
+
+// AgentApproval is the customer's approval authority an agent reports it
+// enforces: it serves a grant only with Required distinct approvals signed
+// by Issuer for Audience by members of Group; BreakGlassAllowed says
+// whether it serves break-glass grants without them. An empty Issuer
+// means no authority: the agent only refuses break-glass grants.
+type AgentApproval struct {
+	Issuer            string `json:"issuer,omitempty"`
+	Audience          string `json:"audience,omitempty"`
+	Group             string `json:"group,omitempty"`
+	Required          int    `json:"required,omitempty"`
+	BreakGlassAllowed bool   `json:"break_glass_allowed,omitempty"`
+}
+
+// Enforced reports whether the agent enforces the customer's approvals.
+func (a *AgentApproval) Enforced() bool { return a != nil && a.Issuer != "" }
+
+// ApprovalsRequired is how many distinct customer approvals the agent
+// requires of a grant, as its latest heartbeat said: 0 when it enforces
+// none. The broker should require at least as many before it issues a
+// grant the agent would refuse.
+func (a Agent) ApprovalsRequired() int {
+	if !a.Last.Approval.Enforced() {
+		return 0
+	}
+	return max(a.Last.Approval.Required, 1)
 }
 
 // DeploymentStatus is a deployment with its current (unrevoked) agent, if any.

@@ -142,7 +142,7 @@ func (s *Store) insertToken(ctx context.Context, e execer, tok store.PairingToke
 const deploymentStatusQuery = `
 SELECT d.id, d.tenant, d.name, d.region, d.created_at, d.settings,
 	a.id, a.deployment_id, a.public_key, a.node_id, a.node_name, a.paired_at, a.revoked_at,
-	a.last_seen_at, a.last_version, a.last_uptime_ms, a.last_tailnet_ip, a.last_upstreams, a.last_witness_refusal
+	a.last_seen_at, a.last_version, a.last_uptime_ms, a.last_tailnet_ip, a.last_upstreams, a.last_witness_refusal, a.last_approval
 FROM deployments d
 LEFT JOIN agents a ON a.deployment_id = d.id AND a.revoked_at IS NULL`
 
@@ -251,11 +251,11 @@ func (s *Store) RedeemPairingToken(ctx context.Context, hash []byte, now time.Ti
 
 		_, err = tx.ExecContext(ctx, `
 			INSERT INTO agents (id, deployment_id, public_key, node_id, node_name, paired_at,
-				last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams, last_witness_refusal)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+				last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams, last_witness_refusal, last_approval)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 			a.ID, a.DeploymentID, a.PublicKey, a.NodeID, a.NodeName, millis(a.PairedAt),
 			nullMillis(a.Last.At), a.Last.Version, a.Last.Uptime.Milliseconds(), a.Last.TailnetIP, upstreamsJSON(a.Last.Upstreams),
-			a.Last.WitnessRefusal)
+			a.Last.WitnessRefusal, approvalJSON(a.Last.Approval))
 		if err != nil && s.d.IsUniqueViolation(err) {
 			return fmt.Errorf("store agent %s: %w", a.ID, store.ErrConflict)
 		}
@@ -293,7 +293,7 @@ func (s *Store) GetAgent(ctx context.Context, id string) (store.Agent, error) {
 	var r agentRow
 	err := s.db.QueryRowContext(ctx, `
 		SELECT id, deployment_id, public_key, node_id, node_name, paired_at, revoked_at,
-			last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams, last_witness_refusal
+			last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams, last_witness_refusal, last_approval
 		FROM agents WHERE id = $1`, id).Scan(r.dest()...)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("get agent %s: %w", id, notFound(err))
@@ -333,9 +333,10 @@ func (s *Store) RevokeAgent(ctx context.Context, id string, now time.Time) error
 func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb store.Heartbeat) error {
 	res, err := s.db.ExecContext(ctx, `
 		UPDATE agents SET last_seen_at = $1, last_version = $2, last_uptime_ms = $3,
-			last_tailnet_ip = $4, last_upstreams = $5, last_witness_refusal = $6
-		WHERE id = $7`,
-		nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams), hb.WitnessRefusal, agentID)
+			last_tailnet_ip = $4, last_upstreams = $5, last_witness_refusal = $6, last_approval = $7
+		WHERE id = $8`,
+		nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams), hb.WitnessRefusal,
+		approvalJSON(hb.Approval), agentID)
 	if err != nil {
 		return fmt.Errorf("record heartbeat of agent %s: %w", agentID, err)
 	}
@@ -455,18 +456,18 @@ func scanDeploymentStatus(row rowScanner) (store.DeploymentStatus, error) {
 type agentRow struct {
 	id, deploymentID, nodeID, nodeName        sql.NullString
 	version, tailnetIP, upstreams             sql.NullString
-	witnessRefusal                            sql.NullString
+	witnessRefusal, approval                  sql.NullString
 	publicKey                                 []byte
 	pairedAt, revokedAt, lastSeenAt, uptimeMS sql.NullInt64
 }
 
 // dest returns the scan destinations for the columns id, deployment_id,
 // public_key, node_id, node_name, paired_at, revoked_at, last_seen_at,
-// last_version, last_uptime_ms, last_tailnet_ip, last_upstreams and
-// last_witness_refusal.
+// last_version, last_uptime_ms, last_tailnet_ip, last_upstreams,
+// last_witness_refusal and last_approval.
 func (r *agentRow) dest() []any {
 	return []any{&r.id, &r.deploymentID, &r.publicKey, &r.nodeID, &r.nodeName, &r.pairedAt, &r.revokedAt,
-		&r.lastSeenAt, &r.version, &r.uptimeMS, &r.tailnetIP, &r.upstreams, &r.witnessRefusal}
+		&r.lastSeenAt, &r.version, &r.uptimeMS, &r.tailnetIP, &r.upstreams, &r.witnessRefusal, &r.approval}
 }
 
 // agent returns the agent scanned, or nil if there was none.
@@ -496,7 +497,27 @@ func (r *agentRow) agent() (*store.Agent, error) {
 			return nil, fmt.Errorf("agent %s: decode upstreams: %w", a.ID, err)
 		}
 	}
+	if r.approval.String != "" {
+		a.Last.Approval = new(store.AgentApproval)
+		if err := json.Unmarshal([]byte(r.approval.String), a.Last.Approval); err != nil {
+			return nil, fmt.Errorf("agent %s: decode approval authority: %w", a.ID, err)
+		}
+	}
 	return a, nil
+}
+
+// approvalJSON encodes an agent's approval authority for its
+// last_approval column: empty for none.
+func approvalJSON(a *store.AgentApproval) string {
+	if a == nil {
+		return ""
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		// Unreachable: the struct holds strings, an int and a bool.
+		panic(fmt.Sprintf("encode approval authority: %v", err))
+	}
+	return string(b)
 }
 
 // notFound turns sql.ErrNoRows into store.ErrNotFound.

@@ -575,6 +575,19 @@ func testRecordHeartbeat(t *testing.T, s store.Store) {
 			Version:   "v1.2.4",
 			TailnetIP: "100.64.0.8",
 		}},
+		{"customer approval enforced", store.Heartbeat{
+			At:        t0.Add(18 * time.Second),
+			Version:   "v1.2.4",
+			TailnetIP: "100.64.0.8",
+			Approval: &store.AgentApproval{Issuer: "https://idp.acme.example/", Audience: "tether", Group: "acme-approvers",
+				Required: 2, BreakGlassAllowed: true},
+		}},
+		{"only break-glass refused", store.Heartbeat{
+			At:        t0.Add(19 * time.Second),
+			Version:   "v1.2.4",
+			TailnetIP: "100.64.0.8",
+			Approval:  &store.AgentApproval{},
+		}},
 	}
 	for _, tt := range tests {
 		if err := s.RecordHeartbeat(ctx, a.ID, tt.hb); err != nil {
@@ -585,6 +598,13 @@ func testRecordHeartbeat(t *testing.T, s store.Store) {
 		}
 		if got := getDeployment(t, s, d.ID); got.Agent == nil || !reflect.DeepEqual(got.Agent.Last, tt.hb) {
 			t.Errorf("%s: GetDeployment(%q).Agent = %+v, want one with Last %+v", tt.name, d.ID, got.Agent, tt.hb)
+		}
+		want := 0
+		if tt.hb.Approval.Enforced() {
+			want = tt.hb.Approval.Required
+		}
+		if got := getAgent(t, s, a.ID).ApprovalsRequired(); got != want {
+			t.Errorf("%s: ApprovalsRequired() = %d, want %d", tt.name, got, want)
 		}
 	}
 
