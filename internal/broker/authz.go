@@ -103,6 +103,8 @@ func Endpoints() []Endpoint {
 		{"POST /api/v1/deployments/{tenant}/{name}/pairing-tokens", adminOnly, ScopeTenant, h((*Broker).handleNewPairingToken)},
 		{"POST /api/v1/deployments/{id}/ping", adminOnly, ScopeTenant, h((*Broker).handlePing)},
 		{"PUT /api/v1/deployments/{tenant}/{name}/settings", adminOnly, ScopeTenant, h((*Broker).handleSetSettings)},
+		{"GET /api/v1/deployments/{tenant}/{name}/customer-settings", anyRole, ScopeTenant, h((*Broker).handleGetCustomerSettings)},
+		{customerSettingsRoute, approverOnly, ScopeTenant, h((*Broker).handleSetCustomerSettings)},
 		{"POST /api/v1/deployments/{tenant}/{name}/revoke-agent", []string{names.RoleAdmin, names.RoleApprover}, ScopeTenant, h((*Broker).handleRevokeAgent)},
 
 		{"POST /api/v1/requests", engineer, ScopeVendor, h((*Broker).handleCreateRequest)},
@@ -249,8 +251,8 @@ func (b *Broker) authorize(e Endpoint) http.Handler {
 // permit checks an authenticated principal against one table row.
 func (b *Broker) permit(r *http.Request, e Endpoint, p identity.Principal) error {
 	if !slices.ContainsFunc(e.Roles, p.HasRole) {
-		return errorf(http.StatusForbidden, "forbidden", "%s %s needs the role %s; you (%s) hold %s",
-			r.Method, r.URL.Path, strings.Join(e.Roles, " or "), p.Subject, rolesOf(p))
+		return errorf(http.StatusForbidden, "forbidden", "%s %s needs the role %s; you (%s) hold %s%s",
+			r.Method, r.URL.Path, strings.Join(e.Roles, " or "), p.Subject, rolesOf(p), forbiddenHint(e.Pattern))
 	}
 	switch e.Scope {
 	case ScopeVendor:

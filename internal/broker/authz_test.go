@@ -37,6 +37,8 @@ var allowed = map[string][]string{
 	"POST /api/v1/deployments/{tenant}/{name}/pairing-tokens":          {"admin"},
 	"POST /api/v1/deployments/{id}/ping":                               {"admin"},
 	"PUT /api/v1/deployments/{tenant}/{name}/settings":                 {"admin"},
+	"GET /api/v1/deployments/{tenant}/{name}/customer-settings":        {"engineer", "reviewer", "admin", "acme"},
+	"PUT /api/v1/deployments/{tenant}/{name}/customer-settings":        {"acme"},
 	"POST /api/v1/deployments/{tenant}/{name}/revoke-agent":            {"admin", "acme"},
 	"POST /api/v1/requests":                                            {"engineer"},
 	"GET /api/v1/requests":                                             {"engineer", "reviewer", "admin", "acme", "globex"},

@@ -79,6 +79,8 @@ var readmeActions = map[string][]string{
 	"POST /api/v1/deployments/{id}/ping":                               {"deployment ping"},
 	"POST /api/v1/deployments/{tenant}/{name}/ping":                    {"deployment ping"},
 	"PUT /api/v1/deployments/{tenant}/{name}/settings":                 {"deployment set"},
+	"GET /api/v1/deployments/{tenant}/{name}/customer-settings":        {"deployment freeze list", "deployment maintenance list"},
+	"PUT /api/v1/deployments/{tenant}/{name}/customer-settings":        {"deployment freeze add/remove", "deployment maintenance add/remove"},
 	"POST /api/v1/deployments/{tenant}/{name}/revoke-agent":            {"deployment revoke-agent"},
 	"POST /api/v1/requests":                                            {"request create"},
 	"GET /api/v1/requests":                                             {"request list"},

@@ -94,7 +94,15 @@ func newNetWorld(t *testing.T, peerCIDRs ...string) *netWorld {
 
 func (w *netWorld) configure(t *testing.T, cfg brokerapi.NetworkConfig, freezes []brokerapi.Window) {
 	t.Helper()
-	if _, err := w.b.Client.SetDeploymentSettings(context.Background(), "acme/prod", brokerapi.DeploymentSettings{Network: &cfg, FreezeWindows: freezes}); err != nil {
+	ctx := context.Background()
+	if _, err := w.b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &cfg}); err != nil {
+		t.Fatal(err)
+	}
+	// Freezes are the customer's: an approver of acme declares them.
+	if _, err := asUser(t, w.b, "approver@acme.test").UpdateCustomerSettings(ctx, "acme/prod", func(s *brokerapi.CustomerSettings) error {
+		s.FreezeWindows = freezes
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -336,8 +344,10 @@ func TestNetworkMaintenanceWindow(t *testing.T) {
 		t.Fatalf("network request = %+v, want active carrying the peer VPC", ar)
 	}
 	tomorrow := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
-	if _, err := w.b.Client.SetDeploymentSettings(ctx, "acme/prod", brokerapi.DeploymentSettings{Network: &w.cfg,
-		MaintenanceWindows: []brokerapi.Window{{Start: tomorrow, End: tomorrow.Add(2 * time.Hour)}}}); err != nil {
+	if _, err := w.acme.UpdateCustomerSettings(ctx, "acme/prod", func(s *brokerapi.CustomerSettings) error {
+		s.MaintenanceWindows = []brokerapi.Window{{Start: tomorrow, End: tomorrow.Add(2 * time.Hour)}}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := w.eng.ApplyNetwork(ctx, ar.ID)

@@ -352,6 +352,9 @@ func TestEveryRefusalAudited(t *testing.T) {
 		{"invalid_labels", 400, settings(`{"labels":{` + manyLabels(65) + `}}`), "", ""},
 		{"invalid_label", 400, settings(`{"labels":{"Bad Key":"v"}}`), "", ""},
 		{"invalid_window", 400, settings(`{"freeze_windows":[{"start":"2030-01-02T00:00:00Z","end":"2030-01-01T00:00:00Z"}]}`), "", ""},
+		{"customer_owned", 403, settings(`{"freeze_windows":[{"start":"2030-01-01T00:00:00Z","end":"2030-01-02T00:00:00Z"}]}`), "", ""},
+		{"version_required", 400, call("approver@acme", "PUT", "/api/v1/deployments/acme/prod/customer-settings", `{"freeze_windows":[]}`), "", ""},
+		{"settings_changed", 409, call("approver@acme", "PUT", "/api/v1/deployments/acme/prod/customer-settings", `{"freeze_windows":[],"version":"0123456789abcdef0123456789abcdef"}`), "", ""},
 		// The audit API (auditapi.go).
 		{"invalid_type", 400, call("reviewer@vendor", "GET", "/api/v1/audit/events?type=nope", ""), "", ""},
 		{"invalid_limit", 400, call("reviewer@vendor", "GET", "/api/v1/audit/events?limit=0", ""), "", ""},

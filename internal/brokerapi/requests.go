@@ -146,14 +146,18 @@ type RevokeBody struct {
 	Reason string `json:"reason"`
 }
 
-// DeploymentSettings is the body of PUT
-// /api/v1/deployments/{tenant}/{name}/settings.
+// DeploymentSettings are a deployment's settings as its view shows them,
+// and the body of PUT /api/v1/deployments/{tenant}/{name}/settings, which
+// sets the vendor's: labels, approval mode and network.
 type DeploymentSettings struct {
-	Labels             map[string]string `json:"labels,omitempty"`
-	ApprovalMode       string            `json:"approval_mode,omitempty"` // "customer" or "auto_prometheus"
-	FreezeWindows      []Window          `json:"freeze_windows,omitempty"`
-	MaintenanceWindows []Window          `json:"maintenance_windows,omitempty"`
-	Network            *NetworkConfig    `json:"network,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	ApprovalMode string            `json:"approval_mode,omitempty"` // "customer" or "auto_prometheus"
+	// FreezeWindows and MaintenanceWindows are the customer's
+	// ([CustomerSettings]): the vendor's PUT leaves them out, and refuses
+	// them if they differ from the stored ones.
+	FreezeWindows      []Window       `json:"freeze_windows,omitempty"`
+	MaintenanceWindows []Window       `json:"maintenance_windows,omitempty"`
+	Network            *NetworkConfig `json:"network,omitempty"`
 }
 
 // Window is a span of time [Start, End).
@@ -240,7 +244,10 @@ func (c *Client) Revoke(ctx context.Context, id, reason string) (AccessRequest, 
 	return c.requestAction(ctx, id, "revoke", RevokeBody{Reason: reason})
 }
 
-// SetDeploymentSettings replaces a deployment's settings.
+// SetDeploymentSettings replaces a deployment's vendor settings (labels,
+// approval mode, network). Leave FreezeWindows and MaintenanceWindows nil:
+// they are the customer's ([Client.SetCustomerSettings]), and the broker
+// refuses a change to them here.
 func (c *Client) SetDeploymentSettings(ctx context.Context, ref string, s DeploymentSettings) (Deployment, error) {
 	var out Deployment
 	err := c.do(ctx, http.MethodPut, refPath(ref)+"/settings", s, &out)
