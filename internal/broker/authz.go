@@ -78,6 +78,9 @@ var (
 	approverOnly = []string{names.RoleApprover}
 	auditRoles   = []string{names.RoleReviewer, names.RoleAdmin}
 	dataRoles    = []string{names.RoleEngineer}
+	// tenantAudit read one tenant's audit trail: its approvers, and the
+	// vendor's reviewers and admins (to see what the customer sees).
+	tenantAudit = []string{names.RoleApprover, names.RoleReviewer, names.RoleAdmin}
 )
 
 // Endpoints is the broker API's authorization table, the one place that
@@ -111,6 +114,7 @@ func Endpoints() []Endpoint {
 		{"GET /api/v1/requests", anyRole, ScopeOwn, h((*Broker).handleListRequests)},
 		{"GET /api/v1/requests/{id}", anyRole, ScopeRequest, h((*Broker).handleGetRequest)},
 		{"POST /api/v1/requests/{id}/approve", reviewers, ScopeRequest, func(b *Broker) func(http.ResponseWriter, *http.Request) error { return b.handleReview(true) }},
+		{"POST /api/v1/requests/{id}/approval-statement", approverOnly, ScopeRequest, h((*Broker).handleApprovalStatement)},
 		{"POST /api/v1/requests/{id}/deny", reviewers, ScopeRequest, func(b *Broker) func(http.ResponseWriter, *http.Request) error { return b.handleReview(false) }},
 		{"POST /api/v1/requests/{id}/cancel", engineer, ScopeRequest, h((*Broker).handleCancelRequest)},
 		{"POST /api/v1/requests/{id}/revoke", anyRole, ScopeRequest, h((*Broker).handleRevokeRequest)},
@@ -132,6 +136,9 @@ func Endpoints() []Endpoint {
 		{"GET /api/v1/audit/proof/consistency", auditRoles, ScopeVendor, h((*Broker).handleConsistencyProof)},
 		{"GET /api/v1/audit/export", auditRoles, ScopeVendor, h((*Broker).handleAuditExport)},
 		{"GET /api/v1/audit/public-key", auditRoles, ScopeVendor, h((*Broker).handleAuditPublicKey)},
+		{"GET /api/v1/tenants/{tenant}/audit/events", tenantAudit, ScopeTenant, h((*Broker).handleTenantAuditSearch)},
+		{"GET /api/v1/tenants/{tenant}/audit/export", tenantAudit, ScopeTenant, h((*Broker).handleTenantAuditExport)},
+		{"GET /api/v1/tenants/{tenant}/audit/public-key", tenantAudit, ScopeTenant, h((*Broker).handleAuditPublicKey)},
 	}
 	return append(eps, dataEndpoints()...) // one row per data source
 }

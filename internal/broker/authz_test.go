@@ -44,6 +44,7 @@ var allowed = map[string][]string{
 	"GET /api/v1/requests":                                             {"engineer", "reviewer", "admin", "acme", "globex"},
 	"GET /api/v1/requests/{id}":                                        {"engineer", "reviewer", "admin", "acme"},
 	"POST /api/v1/requests/{id}/approve":                               {"reviewer", "admin", "acme"},
+	"POST /api/v1/requests/{id}/approval-statement":                    {"acme"},
 	"POST /api/v1/requests/{id}/deny":                                  {"reviewer", "admin", "acme"},
 	"POST /api/v1/requests/{id}/cancel":                                {"engineer"},
 	"POST /api/v1/requests/{id}/revoke":                                {"engineer", "reviewer", "admin", "acme"},
@@ -62,6 +63,9 @@ var allowed = map[string][]string{
 	"GET /api/v1/audit/proof/consistency":                              {"reviewer", "admin"},
 	"GET /api/v1/audit/export":                                         {"reviewer", "admin"},
 	"GET /api/v1/audit/public-key":                                     {"reviewer", "admin"},
+	"GET /api/v1/tenants/{tenant}/audit/events":                        {"reviewer", "admin", "acme"},
+	"GET /api/v1/tenants/{tenant}/audit/export":                        {"reviewer", "admin", "acme"},
+	"GET /api/v1/tenants/{tenant}/audit/public-key":                    {"reviewer", "admin", "acme"},
 	"POST /api/v1/deployments/{tenant}/{name}/clickhouse/query":        {"engineer"},
 	"/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}":         {"engineer"},
 }

@@ -86,6 +86,7 @@ var readmeActions = map[string][]string{
 	"GET /api/v1/requests":                                             {"request list"},
 	"GET /api/v1/requests/{id}":                                        {"request show"},
 	"POST /api/v1/requests/{id}/approve":                               {"request approve"},
+	"POST /api/v1/requests/{id}/approval-statement":                    {"request approve (sign)"},
 	"POST /api/v1/requests/{id}/deny":                                  {"request deny"},
 	"POST /api/v1/requests/{id}/cancel":                                {"request cancel"},
 	"POST /api/v1/requests/{id}/revoke":                                {"request revoke"},
@@ -103,6 +104,9 @@ var readmeActions = map[string][]string{
 	"GET /api/v1/audit/proof/consistency":                              {"audit …"},
 	"GET /api/v1/audit/export":                                         {"audit …"},
 	"GET /api/v1/audit/public-key":                                     {"audit …"},
+	"GET /api/v1/tenants/{tenant}/audit/events":                        {"audit … --tenant"},
+	"GET /api/v1/tenants/{tenant}/audit/export":                        {"audit … --tenant"},
+	"GET /api/v1/tenants/{tenant}/audit/public-key":                    {"audit … --tenant"},
 	"POST /api/v1/deployments/{tenant}/{name}/clickhouse/query":        {"query", "proxy"},
 	"/api/v1/deployments/{tenant}/{name}/prometheus/{rest...}":         {"prom", "proxy"},
 }

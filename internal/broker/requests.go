@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/approval"
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/google/uuid"
@@ -138,6 +140,12 @@ func accessError(err error) error {
 		return errorf(http.StatusConflict, "busy", "%s", e.Message)
 	case access.CodeAuditUnavailable:
 		return errorf(http.StatusInternalServerError, "audit_unavailable", "%s", e.Message)
+	case access.CodeProofRequired:
+		return errorf(http.StatusForbidden, "approval_proof_required", "%s", e.Message)
+	case access.CodeStatementMismatch:
+		return errorf(http.StatusConflict, "statement_mismatch", "%s", e.Message)
+	case access.CodeWindowOver:
+		return errorf(http.StatusConflict, "approved_window_over", "%s", e.Message)
 	}
 	return fmt.Errorf("access: %w", err) // a code this table lacks: a 500
 }
@@ -380,7 +388,15 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 		if err != nil {
 			return err
 		}
-		ar, err := b.access.Review(ctx, cur, caller(r), access.Review{Approve: approve, Comment: comment, PlanDigest: body.PlanDigest})
+		if !approve && (body.Statement != "" || body.Proof != "") {
+			return errorf(http.StatusBadRequest, "invalid_review", "a denial carries no approval statement or proof")
+		}
+		if body.Statement != "" || body.Proof != "" {
+			if err := b.checkProof(principalFrom(ctx), body.Statement, body.Proof); err != nil {
+				return b.refuseReview(ctx, r, cur, "approval_proof_invalid", err.Error())
+			}
+		}
+		ar, err := b.access.Review(ctx, cur, caller(r), access.Review{Approve: approve, Comment: comment, PlanDigest: body.PlanDigest, Statement: body.Statement, Proof: body.Proof})
 		// A review refused for who reviews is an authorization failure,
 		// audited as one.
 		var ae *access.Error
@@ -398,6 +414,98 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 		writeJSON(w, http.StatusOK, b.requestView(ar))
 		return nil
 	}
+}
+
+// maxProofAge bounds how long before an approval its proof may have been
+// signed: the ceremony is a sign-in just before the approval is sent.
+const maxProofAge = 10 * time.Minute
+
+// checkProof verifies a customer approver's proof of an approval
+// statement: an ID token from the caller's own identity provider, about
+// the caller, fresh, whose nonce is the digest of the statement.
+func (b *Broker) checkProof(p identity.Principal, statement, proof string) error {
+	if statement == "" || proof == "" {
+		return errors.New("an approval proof comes with the statement it signs: send both, or neither")
+	}
+	if len(statement) > brokerapi.MaxBody || len(proof) > 16<<10 {
+		return errors.New("the approval statement or proof is too long")
+	}
+	// The signature, issuer, audience and expiry, as for a login.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	q, err := b.verifier.Verify(ctx, proof)
+	if err != nil {
+		return fmt.Errorf("the approval proof is not a valid ID token of a trusted identity provider: %v", err)
+	}
+	if q.Issuer != p.Issuer || q.Subject != p.Subject {
+		return fmt.Errorf("the approval proof is %s's at %s, not yours: sign it yourself", q.Subject, q.IssuerName)
+	}
+	if subtle.ConstantTimeCompare([]byte(q.Nonce), []byte(approval.Digest([]byte(statement)))) != 1 {
+		return errors.New("the approval proof's nonce is not the digest of the statement sent with it: sign the statement you send")
+	}
+	if age := b.now().Sub(q.IssuedAt); age > maxProofAge {
+		return fmt.Errorf("the approval proof was signed %s ago, over the %s limit: approve again", age.Round(time.Second), maxProofAge)
+	}
+	return nil
+}
+
+// handleApprovalStatement answers the statement a customer approver
+// signs to approve a request: the terms other approvers signed, or the
+// narrowed ones asked for.
+func (b *Broker) handleApprovalStatement(w http.ResponseWriter, r *http.Request) error {
+	var body brokerapi.ApprovalStatementBody
+	if err := decodeJSON(w, r, brokerapi.MaxBody, &body); err != nil {
+		return err
+	}
+	var dur time.Duration
+	if body.Duration != "" {
+		var err error
+		if dur, err = time.ParseDuration(body.Duration); err != nil || dur <= 0 {
+			return errorf(http.StatusBadRequest, "invalid_duration", "duration %q: want a Go duration such as 30m or 1h", truncate(body.Duration, 40))
+		}
+	}
+	ar, err := b.requestOf(r)
+	if err != nil {
+		return err
+	}
+	if ar.Network != nil {
+		// The broker carries a network change out itself: no agent
+		// checks a signature, and the plan digest binds the approval.
+		writeJSON(w, http.StatusOK, brokerapi.ApprovalStatement{Unsigned: "a network change is approved by its plan digest: the broker, not an agent, carries it out"})
+		return nil
+	}
+	d, err := b.store.GetDeployment(r.Context(), ar.DeploymentID)
+	if err != nil {
+		return fmt.Errorf("get deployment: %w", err)
+	}
+	var agentID string
+	if d.Agent != nil {
+		agentID = d.Agent.ID
+	}
+	var scopes []string
+	if len(body.Scopes) > 0 {
+		scopes = body.Scopes
+	}
+	st, err := access.ProposeTerms(ar, agentID, dur, scopes, b.now())
+	if err != nil {
+		return accessError(err)
+	}
+	canon, err := st.Canonical()
+	if err != nil {
+		return fmt.Errorf("approval statement: %w", err)
+	}
+	p := principalFrom(r.Context())
+	out := brokerapi.ApprovalStatement{
+		Statement: string(canon), Digest: approval.Digest(canon), Issuer: p.Issuer,
+		Scopes: st.Scopes, NotBefore: st.NotBefore, NotAfter: st.NotAfter, Agent: st.Agent,
+	}
+	for _, ic := range b.identity.Issuers {
+		if ic.IssuerURL == p.Issuer {
+			out.ClientID = ic.CLIClient()
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
 // refuseReview records a refused review and returns its 403.

@@ -268,9 +268,10 @@ func (e *Error) Error() string { return e.Message }
 
 // Client calls the broker API.
 type Client struct {
-	base  *url.URL
-	token string
-	hc    *http.Client
+	base   *url.URL
+	token  string
+	hc     *http.Client
+	signer Signer
 }
 
 // NewClient returns a client for the API described by cfg.
@@ -459,6 +460,10 @@ type AuditQuery struct {
 	Actor, Deployment, Type, Grant, Request string
 	Since, Until                            time.Time
 	Limit                                   int
+	// Tenant, when set, searches that tenant's own audit view (GET
+	// /api/v1/tenants/{tenant}/audit/events): a customer approver's only
+	// one.
+	Tenant string
 }
 
 // AuditSearch searches the audit log.
@@ -483,8 +488,12 @@ func (c *Client) AuditSearch(ctx context.Context, q AuditQuery) ([]AuditEvent, e
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
+	p := "/api/v1/audit/events?"
+	if q.Tenant != "" {
+		p = "/api/v1/tenants/" + url.PathEscape(q.Tenant) + "/audit/events?"
+	}
 	var out AuditEvents
-	err := c.do(ctx, http.MethodGet, "/api/v1/audit/events?"+v.Encode(), nil, &out)
+	err := c.do(ctx, http.MethodGet, p+v.Encode(), nil, &out)
 	return out.Events, err
 }
 

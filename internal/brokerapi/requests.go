@@ -139,6 +139,35 @@ type ReviewBody struct {
 	// PlanDigest, when set, is the network plan digest the reviewer was
 	// shown; the review is refused if the request's differs.
 	PlanDigest string `json:"plan_digest,omitempty"`
+	// Statement is the approval statement a customer approver signed (as
+	// [ApprovalStatement.Statement] gave it) and Proof the ID token of
+	// their identity provider whose nonce is its digest.
+	Statement string `json:"statement,omitempty"`
+	Proof     string `json:"proof,omitempty"`
+}
+
+// ApprovalStatementBody asks for the statement a customer approver signs;
+// an approver may shorten the window and drop scopes.
+type ApprovalStatementBody struct {
+	Duration string   `json:"duration,omitempty"` // a Go duration; empty: as asked
+	Scopes   []string `json:"scopes,omitempty"`   // empty: all the request may have
+}
+
+// ApprovalStatement is what a customer approver is asked to sign: the
+// canonical statement, its digest (the nonce of the signing ceremony) and
+// where to sign it.
+type ApprovalStatement struct {
+	Statement string    `json:"statement"`
+	Digest    string    `json:"digest"`
+	Issuer    string    `json:"issuer"`    // the approver's identity provider
+	ClientID  string    `json:"client_id"` // the public client the ceremony uses there
+	Scopes    []string  `json:"scopes"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	Agent     string    `json:"agent"`
+	// Unsigned, when set, says why this request's approval is not signed
+	// (the other fields are then empty).
+	Unsigned string `json:"unsigned,omitempty"`
 }
 
 // RevokeBody is the body of revoke.
@@ -224,9 +253,46 @@ func (c *Client) requestAction(ctx context.Context, id, action string, body any)
 	return out, err
 }
 
-// Approve approves a request as the caller.
+// A Signer signs an approval statement at the approver's identity
+// provider (the signing ceremony) and returns the proof: an ID token
+// whose nonce is st.Digest.
+type Signer func(ctx context.Context, st ApprovalStatement) (proof string, err error)
+
+// SetSigner makes [Client.Approve] sign the approval statement with s, as
+// a customer approver's approval must be.
+func (c *Client) SetSigner(s Signer) { c.signer = s }
+
+// ApprovalStatementFor asks for the statement to sign to approve request
+// id; body may narrow it.
+func (c *Client) ApprovalStatementFor(ctx context.Context, id string, body ApprovalStatementBody) (ApprovalStatement, error) {
+	var out ApprovalStatement
+	err := c.do(ctx, http.MethodPost, "/api/v1/requests/"+url.PathEscape(id)+"/approval-statement", body, &out)
+	return out, err
+}
+
+// Approve approves a request as the caller; a client with a [Signer]
+// signs the approval statement first.
 func (c *Client) Approve(ctx context.Context, id, comment string) (AccessRequest, error) {
-	return c.requestAction(ctx, id, "approve", ReviewBody{Comment: comment})
+	return c.ApproveWith(ctx, id, comment, ApprovalStatementBody{})
+}
+
+// ApproveWith approves a request, narrowed as narrow says (a narrowed
+// approval needs a [Signer]).
+func (c *Client) ApproveWith(ctx context.Context, id, comment string, narrow ApprovalStatementBody) (AccessRequest, error) {
+	body := ReviewBody{Comment: comment}
+	if c.signer != nil {
+		st, err := c.ApprovalStatementFor(ctx, id, narrow)
+		if err != nil {
+			return AccessRequest{}, err
+		}
+		if st.Unsigned == "" {
+			if body.Proof, err = c.signer(ctx, st); err != nil {
+				return AccessRequest{}, fmt.Errorf("sign the approval at %s: %w", st.Issuer, err)
+			}
+			body.Statement = st.Statement
+		}
+	}
+	return c.requestAction(ctx, id, "approve", body)
 }
 
 // Deny denies a request as the caller; comment is required.

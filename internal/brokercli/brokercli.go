@@ -536,21 +536,28 @@ func (c *infoCmd) Run(e *env) error {
 // client reads the CLI config (--config, $TETHER_CONFIG or the user's
 // default), renewing its login first when it is about to expire.
 func client(ctx context.Context, flagPath string) (*brokerapi.Client, error) {
+	_, c, err := clientConfig(ctx, flagPath)
+	return c, err
+}
+
+// clientConfig is [client], also returning the CLI config it used.
+func clientConfig(ctx context.Context, flagPath string) (config.CLI, *brokerapi.Client, error) {
 	path := configPath(flagPath)
 	var c config.CLI
 	if err := config.Load(path, &c); err != nil {
 		if errors.Is(err, os.ErrNotExist) && flagPath == "" && os.Getenv("TETHER_CONFIG") == "" {
-			return nil, cli.Usagef("no CLI config at %s: run 'broker login --api-url https://BROKER', or pass --config FILE / set TETHER_CONFIG (a dev broker writes DATA_DIR/cli.json)", path)
+			return c, nil, cli.Usagef("no CLI config at %s: run 'broker login --api-url https://BROKER', or pass --config FILE / set TETHER_CONFIG (a dev broker writes DATA_DIR/cli.json)", path)
 		}
-		return nil, err
+		return c, nil, err
 	}
 	if c.Login == nil && c.Token == "" {
-		return nil, cli.Usagef("not logged in: run 'broker login' (%s holds no credentials)", path)
+		return c, nil, cli.Usagef("not logged in: run 'broker login' (%s holds no credentials)", path)
 	}
 	if err := refreshLogin(ctx, path, &c); err != nil {
-		return nil, err
+		return c, nil, err
 	}
-	return brokerapi.NewClient(c)
+	bc, err := brokerapi.NewClient(c)
+	return c, bc, err
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -95,12 +95,12 @@ func (cmd *loginCmd) Run(e *env) error {
 
 	var tok *oauth2.Token
 	if ep.DeviceAuthURL != "" {
-		tok, err = deviceLogin(octx, oc, *devUser, hc, stderr)
+		tok, err = deviceLogin(octx, oc, *devUser, "", hc, stderr)
 	} else {
 		if *devUser != "" {
 			return fmt.Errorf("--dev-user: issuer %s offers no device flow, so a dev user cannot be logged in without a browser", is.Name)
 		}
-		tok, err = loopbackLogin(octx, oc, stderr)
+		tok, err = loopbackLogin(octx, oc, "", stderr)
 	}
 	if err != nil {
 		return err
@@ -123,7 +123,10 @@ func (cmd *loginCmd) Run(e *env) error {
 	if err != nil {
 		return fmt.Errorf("the broker refused the login: %w", err)
 	}
-	l.Subject, l.Email = who.Subject, who.Email
+	l.Subject, l.Email, l.Tenant = who.Subject, who.Email, who.Tenant
+	if *devUser != "" {
+		l.DevUser = who.Email
+	}
 	if err := saveCLIConfig(path, cfg); err != nil {
 		return err
 	}
@@ -237,11 +240,15 @@ func discover(ctx context.Context, is brokerapi.AuthIssuer) (endpoints, error) {
 	return endpoints{Endpoint: ep, provider: p}, nil
 }
 
-// deviceLogin runs the device authorization grant (RFC 8628). For a dev
-// user it approves the request itself on the dev provider's verification
-// page, as a person would in the browser.
-func deviceLogin(ctx context.Context, oc *oauth2.Config, devUser string, hc *http.Client, stderr io.Writer) (*oauth2.Token, error) {
-	da, err := oc.DeviceAuth(ctx)
+// deviceLogin runs the device authorization grant (RFC 8628), sending
+// nonce when not empty. For a dev user it approves the request itself on
+// the dev provider's verification page, as a person would in the browser.
+func deviceLogin(ctx context.Context, oc *oauth2.Config, devUser, nonce string, hc *http.Client, stderr io.Writer) (*oauth2.Token, error) {
+	var opts []oauth2.AuthCodeOption
+	if nonce != "" {
+		opts = append(opts, oidc.Nonce(nonce))
+	}
+	da, err := oc.DeviceAuth(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("start the device login: %w", err)
 	}
@@ -337,8 +344,9 @@ func isTerminal(w io.Writer) bool {
 }
 
 // loopbackLogin runs the authorization code flow with PKCE, the
-// redirect going to a one-off listener on 127.0.0.1 (RFC 8252).
-func loopbackLogin(ctx context.Context, oc *oauth2.Config, stderr io.Writer) (*oauth2.Token, error) {
+// redirect going to a one-off listener on 127.0.0.1 (RFC 8252). The ID
+// token must carry nonce; empty means a random one.
+func loopbackLogin(ctx context.Context, oc *oauth2.Config, nonce string, stderr io.Writer) (*oauth2.Token, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -347,7 +355,10 @@ func loopbackLogin(ctx context.Context, oc *oauth2.Config, stderr io.Writer) (*o
 	defer ln.Close()
 	cfg := *oc
 	cfg.RedirectURL = "http://" + ln.Addr().String() + "/callback"
-	state, nonce, verifier := randomString(), randomString(), oauth2.GenerateVerifier()
+	state, verifier := randomString(), oauth2.GenerateVerifier()
+	if nonce == "" {
+		nonce = randomString()
+	}
 	authURL := cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce))
 
 	type result struct {

@@ -64,7 +64,7 @@ func TestLoopbackLoginAndRefresh(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		tok, err := loopbackLogin(octx, oc, w)
+		tok, err := loopbackLogin(octx, oc, "", w)
 		done <- result{tok, err}
 	}()
 	var loginURL string
@@ -149,7 +149,7 @@ func TestLoopbackLoginRefusesForgedState(t *testing.T) {
 	w := &urlWriter{seen: seen}
 	done := make(chan error, 1)
 	go func() {
-		_, err := loopbackLogin(ctx, oc, w)
+		_, err := loopbackLogin(ctx, oc, "", w)
 		done <- err
 	}()
 	u, _ := url.Parse(<-seen)

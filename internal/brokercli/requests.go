@@ -531,18 +531,6 @@ func (c *requestShowCmd) Run(e *env) error {
 	return requestOne(e, "show", c.ID, "", "", c.clientFlags, c.outputFlag)
 }
 
-type requestApproveCmd struct {
-	requestArg
-	Comment    string `placeholder:"C" help:"a comment for the requester and the audit log"`
-	PlanDigest string `name:"plan-digest" placeholder:"D" help:"for a network change: the plan digest 'request show' printed; the approval is refused if the plan is not that one"`
-	clientFlags
-	outputFlag
-}
-
-func (c *requestApproveCmd) Run(e *env) error {
-	return requestOne(e, "approve", c.ID, c.Comment, c.PlanDigest, c.clientFlags, c.outputFlag)
-}
-
 type requestDenyCmd struct {
 	requestArg
 	Comment string `placeholder:"C" help:"why the request is denied (required)"`
@@ -599,11 +587,7 @@ func requestOne(e *env, sub, id, text, planDigest string, cf clientFlags, out ou
 	case "show":
 		r, err = c.GetRequest(ctx, id)
 	case "approve":
-		if planDigest != "" {
-			r, err = c.ApprovePlan(ctx, id, text, planDigest)
-		} else {
-			r, err = c.Approve(ctx, id, text)
-		}
+		r, err = c.ApprovePlan(ctx, id, text, planDigest)
 	case "deny":
 		r, err = c.Deny(ctx, id, text)
 	case "cancel":
@@ -621,10 +605,7 @@ func requestOne(e *env, sub, id, text, planDigest string, cf clientFlags, out ou
 	case "show":
 		printRequest(stdout, r)
 	case "approve":
-		fmt.Fprintf(stdout, "Approved request %s; it is now %s.\n", r.ID, r.State)
-		if r.State == brokerapi.StatePending && len(r.Waiting) > 0 {
-			fmt.Fprintf(stdout, "Still waiting for %s.\n", strings.Join(r.Waiting, "; "))
-		}
+		printApproved(stdout, r)
 	case "deny":
 		fmt.Fprintf(stdout, "Denied request %s.\n", r.ID)
 	case "cancel":

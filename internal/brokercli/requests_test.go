@@ -400,6 +400,10 @@ func TestPrintRequests(t *testing.T) {
 func TestApprovePlanDigest(t *testing.T) {
 	var got []brokerapi.ReviewBody
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/whoami" {
+			json.NewEncoder(w).Encode(brokerapi.Whoami{Subject: "reviewer@vendor.test", Roles: []string{"reviewer"}})
+			return
+		}
 		var b brokerapi.ReviewBody
 		json.NewDecoder(r.Body).Decode(&b)
 		got = append(got, b)

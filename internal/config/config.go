@@ -51,6 +51,11 @@ type Login struct {
 	Expiry       time.Time `json:"expiry"` // of IDToken
 	Subject      string    `json:"subject,omitempty"`
 	Email        string    `json:"email,omitempty"`
+	// Tenant is the login's customer tenant; empty for the vendor's.
+	Tenant string `json:"tenant,omitempty"`
+	// DevUser is the dev broker's built-in user the login is, when it is
+	// one: their approvals are signed without a browser, as they logged in.
+	DevUser string `json:"dev_user,omitempty"`
 }
 
 // Validate reports the first problem with c.
