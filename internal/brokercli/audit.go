@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -35,7 +38,29 @@ type auditCmd struct {
 
 func (auditCmd) Help() string {
 	return `For security reviewers: search, replay, export and verify the audit log.
-Times are RFC 3339 (2026-11-25T10:00:00Z) or durations back from now (24h).`
+For a customer's approver, search, show-session, export and public-key show their own tenant's
+events only (--tenant is then their tenant), and export writes a tenant export that 'verify'
+checks against their own agent's witness key. Times are RFC 3339 (2026-11-25T10:00:00Z) or
+durations back from now (24h).`
+}
+
+// tenantFlag is the flag of the audit commands that can read one
+// tenant's own audit view.
+type tenantFlag struct {
+	Tenant string `placeholder:"TENANT" help:"only this tenant's own events, as its approvers see them (default: your tenant, if you sign in as a customer's approver)"`
+}
+
+// tenant returns the tenant whose view to read: the flag, else the
+// caller's own tenant (a customer approver's), else none (the whole log).
+func (f tenantFlag) tenant(ctx context.Context, c *brokerapi.Client) (string, error) {
+	if f.Tenant != "" {
+		return f.Tenant, nil
+	}
+	who, err := c.Whoami(ctx)
+	if err != nil {
+		return "", err
+	}
+	return who.Tenant, nil
 }
 
 // parseWhen accepts an RFC 3339 time or a duration back from now.
@@ -59,16 +84,18 @@ type auditSearchCmd struct {
 	Since      string `placeholder:"T" help:"events at or after this time (RFC 3339 or e.g. 24h)"`
 	Until      string `placeholder:"T" help:"events before this time"`
 	Limit      int    `default:"1000" placeholder:"N" help:"at most this many events (1-100000)"`
+	tenantFlag
 	clientFlags
 	outputFlag
 }
 
 func (c *auditSearchCmd) Run(e *env) error {
-	return auditSearch(e, "search", brokerapi.AuditQuery{Actor: c.Actor, Deployment: c.Deployment, Type: c.Type, Limit: c.Limit}, c.Since, c.Until, c.clientFlags, c.outputFlag)
+	return auditSearch(e, "search", brokerapi.AuditQuery{Actor: c.Actor, Deployment: c.Deployment, Type: c.Type, Limit: c.Limit}, c.Since, c.Until, c.tenantFlag, c.clientFlags, c.outputFlag)
 }
 
 type auditSessionCmd struct {
 	ID string `arg:"" placeholder:"REQUEST_ID|GRANT_ID" help:"the access: its request's or its grant's ID"`
+	tenantFlag
 	clientFlags
 	outputFlag
 }
@@ -84,11 +111,11 @@ func (auditSessionCmd) ArgsError(cmd string) error {
 }
 
 func (c *auditSessionCmd) Run(e *env) error {
-	return auditSearch(e, "show-session", brokerapi.AuditQuery{Grant: c.ID, Limit: 100000}, "", "", c.clientFlags, c.outputFlag)
+	return auditSearch(e, "show-session", brokerapi.AuditQuery{Grant: c.ID, Limit: 100000}, "", "", c.tenantFlag, c.clientFlags, c.outputFlag)
 }
 
 // auditSearch runs 'audit search' or 'audit show-session' (sub) for q.
-func auditSearch(e *env, sub string, q brokerapi.AuditQuery, since, until string, cf clientFlags, out outputFlag) error {
+func auditSearch(e *env, sub string, q brokerapi.AuditQuery, since, until string, tf tenantFlag, cf clientFlags, out outputFlag) error {
 	ctx, stdout := e.ctx, e.stdout
 	if err := out.check(); err != nil {
 		return err
@@ -107,9 +134,12 @@ func auditSearch(e *env, sub string, q brokerapi.AuditQuery, since, until string
 	if err != nil {
 		return err
 	}
+	if q.Tenant, err = tf.tenant(ctx, c); err != nil {
+		return err
+	}
 	var evs []brokerapi.AuditEvent
 	if sub == "show-session" {
-		evs, err = session(ctx, c, q.Grant)
+		evs, err = session(ctx, c, q.Tenant, q.Grant)
 	} else {
 		evs, err = c.AuditSearch(ctx, q)
 	}
@@ -270,11 +300,15 @@ type auditExportCmd struct {
 	S3Retention time.Duration `name:"s3-retention" placeholder:"DURATION" help:"Object Lock retention when the bucket has Object Lock but no default rule, e.g. 2160h"`
 	Since       string        `placeholder:"T" help:"events at or after this time (RFC 3339 or e.g. 24h)"`
 	Until       string        `placeholder:"T" help:"events before this time"`
+	tenantFlag
 	clientFlags
 }
 
 func (auditExportCmd) Help() string {
-	return "Exports the log, with its signed checkpoints, for 'broker audit verify': give exactly one of --out FILE or --s3 s3://bucket/prefix."
+	return `Exports the log, with its signed checkpoints, for 'broker audit verify': give exactly one of
+--out FILE or --s3 s3://bucket/prefix. With a tenant (a customer approver's own), it writes a
+tenant export: that tenant's events only, each with its inclusion proof against the newest
+checkpoint the tenant's agent cosigned; verify it with that agent's witness key.`
 }
 
 func (cmd *auditExportCmd) Run(e *env) error {
@@ -301,6 +335,13 @@ func (cmd *auditExportCmd) Run(e *env) error {
 	c, err := cmd.client(ctx)
 	if err != nil {
 		return err
+	}
+	tenant, err := cmd.tenant(ctx, c)
+	if err != nil {
+		return err
+	}
+	if tenant != "" {
+		return tenantExport(e, c, tenant, from, to, *out, bucket, prefix, *s3Endpoint, *retention)
 	}
 	var buf bytes.Buffer
 	if err := c.AuditExport(ctx, &buf, from, to); err != nil {
@@ -333,6 +374,7 @@ func (cmd *auditExportCmd) Run(e *env) error {
 
 type auditPublicKeyCmd struct {
 	Out string `placeholder:"FILE" help:"write the key to this file (default: print it)"`
+	tenantFlag
 	clientFlags
 }
 
@@ -342,7 +384,16 @@ func (cmd *auditPublicKeyCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	k, err := c.AuditPublicKey(ctx)
+	tenant, err := cmd.tenant(ctx, c)
+	if err != nil {
+		return err
+	}
+	var k brokerapi.AuditPublicKey
+	if tenant != "" {
+		k, err = c.TenantAuditPublicKey(ctx, tenant)
+	} else {
+		k, err = c.AuditPublicKey(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -404,6 +455,16 @@ func (cmd *auditVerifyCmd) Run(e *env) error {
 		return fmt.Errorf("--log: %w", err)
 	}
 	defer f.Close()
+	first, err := bufio.NewReaderSize(f, 64<<10).ReadSlice('\n')
+	if err != nil && len(first) == 0 {
+		return fmt.Errorf("%s: verification FAILED: the export is empty or unreadable: %v", *logPath, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("--log: %w", err)
+	}
+	if format, _ := audit.ExportFormatOf(first); format == audit.TenantExportFormat {
+		return verifyTenant(stdout, *logPath, f, opts)
+	}
 	rep, err := audit.Verify(f, opts)
 	if err != nil {
 		return fmt.Errorf("%s: verification FAILED: %w", *logPath, err)
@@ -454,8 +515,8 @@ func (cmd *auditVerifyCmd) Run(e *env) error {
 
 // session gathers the events of one access: those of the request and
 // those of its grant, given either ID, in log order.
-func session(ctx context.Context, c *brokerapi.Client, id string) ([]brokerapi.AuditEvent, error) {
-	byGrant, err := c.AuditSearch(ctx, brokerapi.AuditQuery{Grant: id, Limit: 100000})
+func session(ctx context.Context, c *brokerapi.Client, tenant, id string) ([]brokerapi.AuditEvent, error) {
+	byGrant, err := c.AuditSearch(ctx, brokerapi.AuditQuery{Grant: id, Limit: 100000, Tenant: tenant})
 	if err != nil {
 		return nil, err
 	}
@@ -467,7 +528,7 @@ func session(ctx context.Context, c *brokerapi.Client, id string) ([]brokerapi.A
 			break
 		}
 	}
-	byRequest, err := c.AuditSearch(ctx, brokerapi.AuditQuery{Request: requestID, Limit: 100000})
+	byRequest, err := c.AuditSearch(ctx, brokerapi.AuditQuery{Request: requestID, Limit: 100000, Tenant: tenant})
 	if err != nil {
 		return nil, err
 	}
@@ -498,4 +559,136 @@ func session(ctx context.Context, c *brokerapi.Client, id string) ([]brokerapi.A
 		return out[i].Index < out[j].Index
 	})
 	return out, nil
+}
+
+// tenantExport writes tenant's export to out, or uploads it to S3. It is
+// streamed to a temporary file first: it is kept only once whole (its
+// end line read), and an upload needs its size.
+func tenantExport(e *env, c *brokerapi.Client, tenant string, since, until time.Time, out, bucket, prefix, s3Endpoint string, retention time.Duration) error {
+	ctx, stdout := e.ctx, e.stdout
+	dir := os.TempDir()
+	if out != "" {
+		dir = filepath.Dir(out)
+	}
+	tmp, err := os.CreateTemp(dir, ".tether-audit-*.partial")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if err := c.TenantAuditExport(ctx, tenant, tmp, since, until); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	end, size, err := tenantExportSummary(tmp)
+	if err != nil {
+		return fmt.Errorf("the broker's tenant export: %w", err)
+	}
+	what := fmt.Sprintf("%d events of tenant %s, proven against checkpoint %d that its agent cosigned", end.Events, tenant, size)
+	pending := ""
+	if end.Pending > 0 {
+		pending = fmt.Sprintf("%d newer events of tenant %s are not in it: no checkpoint its agent cosigned covers them yet; export again in a minute.\n", end.Pending, tenant)
+	}
+	if out != "" {
+		if err := tmp.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp.Name(), out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Exported %s to %s.\n%s", what, out, pending)
+		return nil
+	}
+	st, err := tmp.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	up, err := s3export.New(ctx, s3export.Options{Endpoint: s3Endpoint, UsePathStyle: s3Endpoint != "", Retention: retention})
+	if err != nil {
+		return err
+	}
+	key := path.Join(prefix, fmt.Sprintf("tether-audit-%s-%s.jsonl", tenant, time.Now().UTC().Format("20060102T150405Z")))
+	res, err := up.Upload(ctx, bucket, key, tmp, st.Size())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Exported %s to s3://%s/%s", what, res.Bucket, res.Key)
+	if res.LockMode != "" {
+		fmt.Fprintf(stdout, " (Object Lock %s until %s)", res.LockMode, res.RetainUntil.Format(time.RFC3339))
+	}
+	fmt.Fprintf(stdout, ".\n%s", pending)
+	return nil
+}
+
+// tenantExportSummary reads a tenant export's header and end line: an
+// export cut short (no end line) is an error. It does not verify it.
+func tenantExportSummary(f *os.File) (end struct{ Events, Pending uint64 }, size uint64, err error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return end, 0, err
+	}
+	br := bufio.NewReaderSize(f, 1<<20)
+	var last []byte
+	for n := 0; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if n == 0 {
+			var h struct {
+				Size uint64 `json:"size"`
+			}
+			json.Unmarshal(line, &h)
+			size = h.Size
+		}
+		if len(line) > 0 {
+			last = line
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return end, 0, err
+		}
+	}
+	var l struct {
+		Kind    string `json:"kind"`
+		Events  uint64 `json:"events"`
+		Pending uint64 `json:"pending"`
+	}
+	if json.Unmarshal(last, &l) != nil || l.Kind != "end" {
+		return end, 0, errors.New("it was cut short (no end line): the broker failed part way; export again")
+	}
+	end.Events, end.Pending = l.Events, l.Pending
+	return end, size, nil
+}
+
+// verifyTenant verifies a tenant export and says what it proves, and what
+// it does not.
+func verifyTenant(stdout io.Writer, name string, r io.Reader, opts audit.VerifyOptions) error {
+	rep, err := audit.VerifyTenant(r, opts)
+	if err != nil {
+		return fmt.Errorf("%s: verification FAILED: %w", name, err)
+	}
+	fmt.Fprintf(stdout, "OK: %s is tenant %s's export and verifies against %s.\n", name, rep.Tenant, rep.Origin)
+	c := rep.Checkpoint
+	fmt.Fprintf(stdout, "  checkpoint %d (%s): signed by the log, cosigned by your witness %s\n", c.Size, c.Time.Format(time.RFC3339), strings.Join(c.Witnesses, ", "))
+	if rep.Events > 0 {
+		fmt.Fprintf(stdout, "  %d events (indices %d..%d), each hashed and proven by its inclusion proof to be in that checkpoint's tree\n", rep.Events, rep.First, rep.Last)
+	} else {
+		fmt.Fprintln(stdout, "  no events")
+	}
+	fmt.Fprintf(stdout, "  deployments: %s\n", orDash(strings.Join(rep.Deployments, ", ")))
+	var types []string
+	for t, n := range rep.Types {
+		types = append(types, fmt.Sprintf("%s %d", t, n))
+	}
+	sort.Strings(types)
+	fmt.Fprintf(stdout, "  event types: %s\n", orDash(strings.Join(types, ", ")))
+	if rep.Pending > 0 {
+		fmt.Fprintf(stdout, "  NOT VERIFIED: %d newer events of tenant %s, after checkpoint %d, are not in this export (no checkpoint your agent cosigned covers them yet)\n", rep.Pending, rep.Tenant, c.Size)
+	}
+	fmt.Fprintln(stdout, "  not provable from this file: that the broker left none of your events out; compare with your agent's journal ('agent journal')")
+	return nil
 }
