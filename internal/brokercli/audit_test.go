@@ -85,6 +85,9 @@ func TestShowSessionTable(t *testing.T) {
 	mux.HandleFunc("GET /api/v1/audit/events", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(out)
 	})
+	mux.HandleFunc("GET /api/v1/whoami", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(brokerapi.Whoami{Subject: "reviewer@vendor.test", Roles: []string{"reviewer"}})
+	})
 	mux.HandleFunc("GET /api/v1/deployments", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(brokerapi.ListDeploymentsResponse{Deployments: []brokerapi.Deployment{{ID: depID, Tenant: "acme", Name: "prod"}}})
 	})
@@ -121,5 +124,44 @@ func TestShowSessionTable(t *testing.T) {
 	var e audit.Event
 	if len(back.Events) != len(evs) || json.Unmarshal(back.Events[2].Event, &e) != nil || e.Details["sql"] != long {
 		t.Errorf("show-session --output json does not hold the denied query whole:\n%s", js.String())
+	}
+}
+
+// TestAuditSearchAsApprover: signed in as a customer's approver, search
+// and show-session call their tenant's own audit routes (the vendor-wide
+// route would refuse them); --tenant picks a tenant for vendor staff.
+func TestAuditSearchAsApprover(t *testing.T) {
+	var paths []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/whoami", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(brokerapi.Whoami{Subject: "approver@acme.test", Tenant: "acme", Roles: []string{"approver"}})
+	})
+	events := func(w http.ResponseWriter, r *http.Request) {
+		paths = append(paths, r.URL.Path)
+		raw, _ := audit.Event{Version: 1, ID: "1", Time: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC), Type: audit.GrantIssued,
+			Outcome: audit.Success, RequestID: "r1", Actor: audit.Actor{Subject: "approver@acme.test", Tenant: "acme"}}.Marshal()
+		json.NewEncoder(w).Encode(brokerapi.AuditEvents{Events: []brokerapi.AuditEvent{{Index: 3, Event: raw}}})
+	}
+	mux.HandleFunc("GET /api/v1/tenants/{tenant}/audit/events", events)
+	mux.HandleFunc("GET /api/v1/audit/events", events)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	cfg := testConfig(t, srv.URL)
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"audit", "search"}, []string{"/api/v1/tenants/acme/audit/events"}},
+		{[]string{"audit", "show-session", "r1"}, []string{"/api/v1/tenants/acme/audit/events", "/api/v1/tenants/acme/audit/events"}},
+		{[]string{"audit", "search", "--tenant", "globex"}, []string{"/api/v1/tenants/globex/audit/events"}},
+	} {
+		paths = nil
+		var stdout, stderr bytes.Buffer
+		if err := Run(context.Background(), append(tc.args, "--config", cfg), &stdout, &stderr); err != nil {
+			t.Fatalf("broker %s: %v\n%s", strings.Join(tc.args, " "), err, stderr.String())
+		}
+		if strings.Join(paths, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("broker %s called %v, want %v", strings.Join(tc.args, " "), paths, tc.want)
+		}
 	}
 }
