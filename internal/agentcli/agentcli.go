@@ -111,8 +111,8 @@ type runCmd struct {
 	ApproverIssuer   string        `name:"approver-issuer" placeholder:"URL" help:"the customer's identity provider (OIDC issuer URL, https) whose signed approvals a grant must carry; unset: approvals are not enforced by the agent"`
 	ApproverAudience string        `name:"approver-audience" placeholder:"CLIENT_ID" help:"client ID the approval ceremony uses at that provider (the aud of the approvers' ID tokens); required with --approver-issuer"`
 	ApproverGroup    string        `name:"approver-group" placeholder:"GROUP" help:"the group claim value that makes someone a customer approver; required with --approver-issuer"`
-	GroupsClaim      string        `name:"approver-groups-claim" default:"groups" placeholder:"CLAIM" help:"the ID-token claim holding the approver's groups"`
-	Required         int           `name:"approvals-required" default:"1" placeholder:"N" help:"distinct customer approvers a grant needs"`
+	GroupsClaim      string        `name:"approver-groups-claim" default:"groups" help:"the ID-token claim holding the approver's groups"`
+	Required         int           `name:"approvals-required" default:"1" help:"distinct customer approvers a grant needs"`
 	BreakGlass       string        `name:"break-glass" placeholder:"deny|allow" help:"serve break-glass grants without customer approval (allow) or refuse them (deny); default deny with --approver-issuer, allow without"`
 	Timeout          time.Duration `default:"60s" help:"how long to try joining the tailnet and pairing"`
 	LogLevel         string        `default:"info" placeholder:"LEVEL" help:"debug, info, warn or error"`
