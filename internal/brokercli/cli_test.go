@@ -77,7 +77,7 @@ func TestUsageErrorsSuggest(t *testing.T) {
 		want []string
 	}{
 		{[]string{"requst", "list"}, []string{`unknown command "requst" (did you mean "request"?)`, "request, query, prom, proxy, policy", "network, ticket", "(run 'broker help')"}},
-		{[]string{"deployment", "lst"}, []string{`unknown command 'deployment lst' (did you mean one of "list", "set"?)`, "want create, list, show, set, pairing-token, revoke-agent or ping"}},
+		{[]string{"deployment", "lst"}, []string{`unknown command 'deployment lst' (did you mean one of "list", "set"?)`, "want create, list, show, set, freeze, maintenance, pairing-token, revoke-agent or ping"}},
 		{[]string{"network", "ingress", "enabel"}, []string{`unknown command 'network ingress enabel' (did you mean "enable"?)`}},
 		{[]string{"request", "list", "--stat", "pending"}, []string{`broker request list: unknown flag --stat (did you mean "--state"?)`, "(run 'broker request list -h')"}},
 		{[]string{"query", "--deplyment", "acme/prod", "SELECT 1"}, []string{`unknown flag --deplyment (did you mean "--deployment"?)`}},

@@ -138,6 +138,7 @@ func (cmd *networkConfigureCmd) Run(e *env) error {
 	}
 	s := d.Settings
 	s.Network = &n
+	s.FreezeWindows, s.MaintenanceWindows = nil, nil // the customer's: left out, kept as they are
 	if _, err := c.SetDeploymentSettings(ctx, *dep, s); err != nil {
 		return err
 	}

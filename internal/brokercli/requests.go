@@ -726,51 +726,28 @@ func short(hash string) string {
 // labelKeyRE is the shape of a label key, as the broker checks it.
 var labelKeyRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$`)
 
-// parseWindow parses START/END[/REASON] with RFC 3339 times (which hold
-// no slash, so the reason may).
-func parseWindow(v string) (brokerapi.Window, error) {
-	const want = "want START/END[/REASON] with RFC 3339 times, such as 2026-12-20T00:00:00Z/2027-01-05T00:00:00Z/year-end freeze"
-	parts := strings.SplitN(v, "/", 3)
-	if len(parts) < 2 {
-		return brokerapi.Window{}, fmt.Errorf("%q: %s", v, want)
-	}
-	start, err := time.Parse(time.RFC3339, parts[0])
-	if err != nil {
-		return brokerapi.Window{}, fmt.Errorf("start %q is not an RFC 3339 time: %s", parts[0], want)
-	}
-	end, err := time.Parse(time.RFC3339, parts[1])
-	if err != nil {
-		return brokerapi.Window{}, fmt.Errorf("end %q is not an RFC 3339 time: %s", parts[1], want)
-	}
-	if !end.After(start) {
-		return brokerapi.Window{}, fmt.Errorf("%q: the end must be after the start", v)
-	}
-	w := brokerapi.Window{Start: start, End: end}
-	if len(parts) == 3 {
-		w.Reason = strings.TrimSpace(parts[2])
-	}
-	return w, nil
-}
-
 type deploymentSetCmd struct {
-	Deployment       string   `arg:"" placeholder:"TENANT/NAME" help:"the deployment"`
-	ApprovalMode     string   `name:"approval-mode" placeholder:"MODE" help:"customer (every request needs the customer's approval) or auto_prometheus (prometheus:read alone needs none)"`
-	Label            []string `sep:"none" placeholder:"K=V" help:"set label K=V, or remove it with K=; repeatable"`
-	Freeze           []string `sep:"none" placeholder:"START/END[/REASON]" help:"add a change-freeze window; repeatable"`
-	Maintenance      []string `sep:"none" placeholder:"START/END[/REASON]" help:"add a maintenance window; repeatable"`
-	ClearLabels      bool     `name:"clear-labels" help:"remove every label first"`
-	ClearFreeze      bool     `name:"clear-freeze" help:"remove every freeze window first"`
-	ClearMaintenance bool     `name:"clear-maintenance" help:"remove every maintenance window first"`
+	Deployment   string   `arg:"" placeholder:"TENANT/NAME" help:"the deployment"`
+	ApprovalMode string   `name:"approval-mode" placeholder:"MODE" help:"customer (every request needs the customer's approval) or auto_prometheus (prometheus:read alone needs none)"`
+	Label        []string `sep:"none" placeholder:"K=V" help:"set label K=V, or remove it with K=; repeatable"`
+	ClearLabels  bool     `name:"clear-labels" help:"remove every label first"`
+	// The customer's windows moved to 'deployment freeze' and 'deployment
+	// maintenance' (settings.go); these flags only say so.
+	Freeze           []string `sep:"none" hidden:""`
+	Maintenance      []string `sep:"none" hidden:""`
+	ClearFreeze      bool     `name:"clear-freeze" hidden:""`
+	ClearMaintenance bool     `name:"clear-maintenance" hidden:""`
 	clientFlags
 	outputFlag
 }
 
 func (deploymentSetCmd) Help() string {
-	return `Changes a deployment's settings, which the access policy reads. The current
-settings are read first and only what the flags name changes: --label K=V
-sets a label (K= removes it), --freeze and --maintenance add a window,
---clear-* empty a setting before the others apply. Times are RFC 3339,
-such as 2026-12-20T00:00:00Z.`
+	return `Changes a deployment's vendor settings, which the access policy reads. The
+current settings are read first and only what the flags name changes:
+--label K=V sets a label (K= removes it), --clear-labels removes every label
+before the others apply. Freeze and maintenance windows are the customer's:
+approvers of the deployment's tenant change them with 'broker deployment
+freeze' and 'broker deployment maintenance'.`
 }
 
 func (deploymentSetCmd) ArgsError(cmd string) error {
@@ -786,27 +763,11 @@ func (cmd *deploymentSetCmd) Run(e *env) error {
 	if err := cmd.check(); err != nil {
 		return err
 	}
-	windows := func(flag string, vs []string) ([]brokerapi.Window, error) {
-		var ws []brokerapi.Window
-		for _, v := range vs {
-			w, err := parseWindow(v)
-			if err != nil {
-				return nil, cli.Usagef("--%s: %v", flag, err)
-			}
-			ws = append(ws, w)
-		}
-		return ws, nil
-	}
-	freeze, err := windows("freeze", cmd.Freeze)
-	if err != nil {
+	if err := customerWindowFlags(ref, cmd.Freeze, cmd.Maintenance, cmd.ClearFreeze, cmd.ClearMaintenance); err != nil {
 		return err
 	}
-	maint, err := windows("maintenance", cmd.Maintenance)
-	if err != nil {
-		return err
-	}
-	if *mode == "" && len(cmd.Label) == 0 && len(freeze) == 0 && len(maint) == 0 && !cmd.ClearLabels && !cmd.ClearFreeze && !cmd.ClearMaintenance {
-		return cli.Usagef("broker deployment set: nothing to change: give --approval-mode, --label, --freeze, --maintenance or a --clear-* flag")
+	if *mode == "" && len(cmd.Label) == 0 && !cmd.ClearLabels {
+		return cli.Usagef("broker deployment set: nothing to change: give --approval-mode, --label or --clear-labels")
 	}
 	if *mode != "" && *mode != policy.ApprovalCustomer && *mode != policy.ApprovalAutoPrometheus {
 		return cli.Usagef("--approval-mode %q: want customer or auto_prometheus", *mode)
@@ -845,14 +806,7 @@ func (cmd *deploymentSetCmd) Run(e *env) error {
 		}
 		s.Labels[l.k] = l.v
 	}
-	if cmd.ClearFreeze {
-		s.FreezeWindows = nil
-	}
-	s.FreezeWindows = append(s.FreezeWindows, freeze...)
-	if cmd.ClearMaintenance {
-		s.MaintenanceWindows = nil
-	}
-	s.MaintenanceWindows = append(s.MaintenanceWindows, maint...)
+	s.FreezeWindows, s.MaintenanceWindows = nil, nil // the customer's: left out, kept as they are
 	d, err = c.SetDeploymentSettings(ctx, ref, s)
 	if err != nil {
 		return err
