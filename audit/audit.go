@@ -63,6 +63,8 @@ const (
 	AuthLogin                    Type = "auth.login"                     // a web session began
 	AuthLogout                   Type = "auth.logout"                    // a web session ended
 	AgentCallRefused             Type = "agent.call_refused"             // the broker refused what an agent answered (a redirect, an oversized answer) or could not reach it on the tailnet
+	PermitSigned                 Type = "permit.signed"                  // a customer approver signed a standing permit (details: permit, digest, signers)
+	PermitRevoked                Type = "permit.revoked"                 // a customer approver revoked a standing permit
 )
 
 // Types lists every known event type.
@@ -71,7 +73,7 @@ var Types = []Type{
 	RequestCreated, RequestCancelled, RequestTimedOut, PolicyDecided, PolicyReloaded, ReviewApproved, ReviewDenied,
 	GrantIssued, GrantExpired, GrantRevoked,
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,
-	BreakglassUsed, AuthFailed, APIRefused, AuthLogin, AuthLogout,
+	BreakglassUsed, AuthFailed, APIRefused, AuthLogin, AuthLogout, PermitSigned, PermitRevoked,
 	NetworkPlanned, NetworkApplied, NetworkTornDown, NetworkDrift, AWSCall,
 	NetworkRegistered, NetworkRegistrationConfirmed, NetworkUnregistered,
 	AgentCallRefused, VerifyFailed,

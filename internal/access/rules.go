@@ -431,6 +431,9 @@ func GrantFor(ar store.AccessRequest, d store.DeploymentStatus, id string, now t
 		return grant.Grant{}, refuse(CodeAgentUnpaired, "deployment %s/%s has no paired agent, so no grant can be issued", d.Tenant, d.Name)
 	}
 	g.Agent = d.Agent.ID
+	if ar.Permit != "" {
+		return permitGrant(g, ar, d, now)
+	}
 	st, current, ok := CurrentTerms(ar)
 	if !ok {
 		return g, nil

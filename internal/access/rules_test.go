@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/approval"
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/tetherhq/tether/audit"
@@ -402,5 +403,79 @@ func TestGrantForSignedTerms(t *testing.T) {
 	d.Agent.ID = "agent-1"
 	if _, err := GrantFor(ar, d, "gid", t0.Add(10*time.Minute)); code(err) != CodeWindowOver {
 		t.Errorf("GrantFor after the signed window = %v, want %s", err, CodeWindowOver)
+	}
+}
+
+// TestCoveringPermit: a permit stands in for customer approvals only
+// when it is live, for the deployment, covers the scopes and the whole
+// window, allows the duration, names the engineer's group if any, and has
+// enough signers other than the engineer.
+func TestCoveringPermit(t *testing.T) {
+	mk := func(id string, edit func(*approval.Permit)) store.Permit {
+		p := approval.Permit{ID: id, Deployment: "dep", Scopes: []string{"prometheus:read"}, MaxGrant: time.Hour,
+			Windows: []approval.Window{{Start: t0.Add(-time.Hour), End: t0.Add(24 * time.Hour)}}}
+		if edit != nil {
+			edit(&p)
+		}
+		b, err := p.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store.Permit{ID: id, Canonical: string(b), Proofs: []string{"p"}, Signers: []store.Person{acme1}}
+	}
+	d := store.DeploymentStatus{Deployment: store.Deployment{ID: "dep", Tenant: "acme", Name: "prod"}}
+	scopes := []string{"prometheus:read"}
+	for _, tt := range []struct {
+		name   string
+		permit store.Permit
+		dur    time.Duration
+		need   int
+		groups []string
+		want   bool
+	}{
+		{"covers", mk("p", nil), 30 * time.Minute, 1, nil, true},
+		{"too long", mk("p", nil), 2 * time.Hour, 1, nil, false},
+		{"another deployment", mk("p", func(p *approval.Permit) { p.Deployment = "other" }), 30 * time.Minute, 1, nil, false},
+		{"another scope", mk("p", func(p *approval.Permit) { p.Scopes = []string{"clickhouse:system"} }), 30 * time.Minute, 1, nil, false},
+		{"past its window's end", mk("p", func(p *approval.Permit) { p.Windows[0].End = t0.Add(10 * time.Minute) }), 30 * time.Minute, 1, nil, false},
+		{"fewer signers than needed", mk("p", nil), 30 * time.Minute, 2, nil, false},
+		{"not the engineer's group", mk("p", func(p *approval.Permit) { p.EngineerGroup = "sre" }), 30 * time.Minute, 1, []string{"engineers"}, false},
+		{"the engineer's group", mk("p", func(p *approval.Permit) { p.EngineerGroup = "sre" }), 30 * time.Minute, 1, []string{"sre"}, true},
+		{"revoked", func() store.Permit { p := mk("p", nil); p.RevokedAt = t0; return p }(), 30 * time.Minute, 1, nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d.Settings.Permits = []store.Permit{tt.permit}
+			if _, got := CoveringPermit(d, engineer, tt.groups, scopes, tt.dur, tt.need, t0); got != tt.want {
+				t.Errorf("CoveringPermit = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// The engineer's own signature does not count.
+	p := mk("p", nil)
+	p.Signers = []store.Person{engineer}
+	d.Settings.Permits = []store.Permit{p}
+	if _, ok := CoveringPermit(d, engineer, nil, scopes, 30*time.Minute, 1, t0); ok {
+		t.Error("a permit signed by the engineer alone covers their request")
+	}
+}
+
+// TestAgentApprovalsRaiseTheCount: the broker asks for as many customer
+// approvals as the deployment's agent requires, even when the policy
+// asked for fewer or none.
+func TestAgentApprovalsRaiseTheCount(t *testing.T) {
+	d := store.DeploymentStatus{Deployment: store.Deployment{ID: "dep", Tenant: "acme"}, Agent: &store.Agent{}}
+	d.Agent.Last.Approval = &store.AgentApproval{Issuer: "https://acme", Required: 2}
+	if got := agentApprovals(d, Create{}, []policy.Review{customer(1)}); len(got) != 1 || got[0].Count != 2 {
+		t.Errorf("agentApprovals(1 asked) = %+v, want 2", got)
+	}
+	if got := agentApprovals(d, Create{}, []policy.Review{internal(1)}); len(got) != 2 || got[1].Role != names.ReviewApprover || got[1].Count != 2 || got[1].Tenant != "acme" {
+		t.Errorf("agentApprovals(none asked) = %+v, want 2 of acme added", got)
+	}
+	if got := agentApprovals(d, Create{BreakGlass: true}, []policy.Review{internal(2)}); len(got) != 1 {
+		t.Errorf("agentApprovals(break-glass) = %+v, want the policy's reviews", got)
+	}
+	d.Agent.Last.Approval = nil
+	if got := agentApprovals(d, Create{}, []policy.Review{customer(1)}); got[0].Count != 1 {
+		t.Errorf("agentApprovals(no authority) = %+v, want the policy's count", got)
 	}
 }

@@ -247,6 +247,16 @@ func (s *Service) Create(ctx context.Context, c Create) (store.AccessRequest, er
 	if c.Duration > terms.MaxDuration {
 		return store.AccessRequest{}, refuse(CodeDurationTooLong, "duration %v is longer than the %v allowed for this request", c.Duration, terms.MaxDuration)
 	}
+	now := s.now()
+	// The customer's agent, and the customer's permits, have a say in the
+	// approvals: the grant must satisfy the agent, and a permit the
+	// customer signed stands in for their per-request approval.
+	terms.Reviews = agentApprovals(d, c, terms.Reviews)
+	var permit string
+	terms.Reviews, permit = applyPermit(d, c, terms.Reviews, now)
+	if permit != "" {
+		dec.Reasons = append(dec.Reasons, "covered by the customer's standing permit "+permit+": no per-request customer approval is needed")
+	}
 	dec.RequiredReviews = terms.Reviews
 	dec.Scopes = terms.Scopes
 	// A network change is planned now, for its approvers to see and
@@ -259,11 +269,10 @@ func (s *Service) Create(ctx context.Context, c Create) (store.AccessRequest, er
 	}
 	decJSON, _ := json.Marshal(dec)
 
-	now := s.now()
 	ar := store.AccessRequest{
 		ID: id, DeploymentID: d.ID, Tenant: d.Tenant, Name: d.Name,
 		Requester: c.Person, Scopes: c.Scopes, Duration: c.Duration, Reason: c.Reason, Ticket: c.Ticket,
-		BreakGlass: c.BreakGlass, Network: c.Network, NetworkPlan: plan, State: store.StatePending, Decision: decJSON,
+		BreakGlass: c.BreakGlass, Network: c.Network, NetworkPlan: plan, State: store.StatePending, Decision: decJSON, Permit: permit,
 		PendingUntil: now.Add(s.cfg.PendingTimeout), CreatedAt: now, UpdatedAt: now, Version: 1,
 	}
 	// The event first: an access that cannot be audited does not begin.
@@ -290,7 +299,11 @@ func (s *Service) Create(ctx context.Context, c Create) (store.AccessRequest, er
 		s.notify(ar, "breakglass.used", who, fmt.Sprintf("BREAK-GLASS: %s invoked emergency access to %s/%s citing %s, without customer approval: %s", who, d.Tenant, d.Name, c.Ticket, c.Reason))
 	}
 	if len(terms.Reviews) == 0 {
-		if ar, err = s.activate(ctx, ar, "auto-approved by policy"); err != nil {
+		why := "auto-approved by policy"
+		if permit != "" {
+			why = "granted under the customer's permit " + permit
+		}
+		if ar, err = s.activate(ctx, ar, why); err != nil {
 			return store.AccessRequest{}, err
 		}
 	}

@@ -110,6 +110,11 @@ func Endpoints() []Endpoint {
 		{customerSettingsRoute, approverOnly, ScopeTenant, h((*Broker).handleSetCustomerSettings)},
 		{"POST /api/v1/deployments/{tenant}/{name}/revoke-agent", []string{names.RoleAdmin, names.RoleApprover}, ScopeTenant, h((*Broker).handleRevokeAgent)},
 
+		{"GET /api/v1/deployments/{tenant}/{name}/permits", anyRole, ScopeTenant, h((*Broker).handlePermits)},
+		{"POST /api/v1/deployments/{tenant}/{name}/permits/statement", approverOnly, ScopeTenant, h((*Broker).handlePermitStatement)},
+		{"POST /api/v1/deployments/{tenant}/{name}/permits", approverOnly, ScopeTenant, h((*Broker).handleSignPermit)},
+		{"DELETE /api/v1/deployments/{tenant}/{name}/permits/{permit}", approverOnly, ScopeTenant, h((*Broker).handleRevokePermit)},
+
 		{"POST /api/v1/requests", engineer, ScopeVendor, h((*Broker).handleCreateRequest)},
 		{"GET /api/v1/requests", anyRole, ScopeOwn, h((*Broker).handleListRequests)},
 		{"GET /api/v1/requests/{id}", anyRole, ScopeRequest, h((*Broker).handleGetRequest)},

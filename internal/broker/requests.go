@@ -144,6 +144,8 @@ func accessError(err error) error {
 		return errorf(http.StatusForbidden, "approval_proof_required", "%s", e.Message)
 	case access.CodeStatementMismatch:
 		return errorf(http.StatusConflict, "statement_mismatch", "%s", e.Message)
+	case access.CodePermitGone:
+		return errorf(http.StatusConflict, "permit_gone", "%s", e.Message)
 	case access.CodeWindowOver:
 		return errorf(http.StatusConflict, "approved_window_over", "%s", e.Message)
 	}
@@ -324,10 +326,7 @@ func checkScopes(in []string) ([]string, error) {
 func policyDeployment(d store.Deployment) policy.Deployment {
 	pd := policy.Deployment{
 		ID: d.ID, Tenant: d.Tenant, Name: d.Name, Region: d.Region,
-		Labels: d.Settings.Labels, ApprovalMode: d.Settings.ApprovalMode,
-	}
-	if pd.ApprovalMode == "" {
-		pd.ApprovalMode = "customer"
+		Labels: d.Settings.Labels,
 	}
 	for _, w := range d.Settings.FreezeWindows {
 		pd.FreezeWindows = append(pd.FreezeWindows, policy.Window{Start: w.Start, End: w.End, Reason: w.Reason})

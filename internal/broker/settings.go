@@ -223,6 +223,7 @@ func (b *Broker) handleSetSettings(w http.ResponseWriter, r *http.Request) error
 		}
 	}
 	stored.applyTo(&s)
+	s.Permits = d.Settings.Permits // the customer's, signed by its approvers
 	// A changed BYOC side must be registered to the deployment's tenant.
 	if s.Network != nil && !reflect.DeepEqual(s.Network, d.Settings.Network) {
 		if err := b.checkNetworkConfig(r.Context(), d.Tenant, s.Network); err != nil {

@@ -38,6 +38,7 @@ type brokerCLI struct {
 	Network    networkCmd    `cmd:"" help:"VPC peering and private ingress, planned and approved"`
 	Ticket     ticketCmd     `cmd:"" help:"verify a GitHub ticket as a request would"`
 	Request    requestCmd    `cmd:"" aliases:"requests" help:"ask for, review and end access"`
+	Permit     permitCmd     `cmd:"" aliases:"permits" help:"the customer's standing permits: list, create, sign, revoke"`
 	Query      queryCmd      `cmd:"" help:"run SQL on the deployment's ClickHouse system tables under your grant"`
 	Prom       promCmd       `cmd:"" help:"query the deployment's Prometheus under your grant (--range for a range query)"`
 	Proxy      proxyCmd      `cmd:"" help:"serve the deployment's ClickHouse or Prometheus on a loopback port (for curl, Grafana)"`

@@ -57,6 +57,22 @@ type DeploymentSettings struct {
 	// Network is the deployment's AWS side, for network changes; nil
 	// until an admin configures it.
 	Network *NetworkConfig `json:"network,omitempty"`
+	// Permits are the customer's standing permits; only its approvers
+	// sign and revoke them.
+	Permits []Permit `json:"permits,omitempty"`
+}
+
+// Permit is a customer's standing authorization as its approvers signed
+// it: requests it covers are granted without a per-request approval, and
+// their grants carry its proofs for the agent to check.
+type Permit struct {
+	ID        string    `json:"id"`
+	Canonical string    `json:"canonical"` // the signed permit (package approval)
+	Proofs    []string  `json:"proofs"`    // one ID token per signer, nonce = digest of Canonical
+	Signers   []Person  `json:"signers"`
+	CreatedAt time.Time `json:"created_at"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	RevokedBy string    `json:"revoked_by,omitempty"`
 }
 
 // NetworkConfig is where a deployment's BYOC VPC is and how Tether
@@ -194,6 +210,9 @@ type AccessRequest struct {
 	Reason       string        `json:"reason"`
 	Ticket       string        `json:"ticket,omitempty"`
 	BreakGlass   bool          `json:"break_glass,omitempty"`
+	// Permit is the ID of the customer permit the request was granted
+	// under, instead of a per-request customer approval.
+	Permit string `json:"permit,omitempty"`
 	// Network is the change a network:peering request asks for.
 	Network *PeeringSpec `json:"network,omitempty"`
 	// NetworkPlan is the plan its approvers approve, and its progress.
