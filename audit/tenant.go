@@ -413,16 +413,17 @@ const proofChunkBits = 12
 // read again from the store. Every aligned chunk is a node of the RFC 6962
 // tree, and the tree above the chunks is the RFC 6962 tree whose leaves
 // are the chunks' roots, so a proof is the path inside the chunk followed
-// by the path of the chunk among the chunks.
+// by the path of the chunk among the chunks. Each is O(log n) hashes,
+// read from the complete nodes kept.
 type prover struct {
 	size      uint64
 	chunkBits int
-	levels    [][][32]byte // levels[0]: chunk roots; levels[k][j]: the node over chunks [j<<k, (j+1)<<k)
+	top       nodes // over the chunks' roots
 	leaves    func(ctx context.Context, from, to uint64) ([][32]byte, error)
 
-	chunk       uint64 // the chunk whose leaves are held, when have
-	chunkLeaves [][32]byte
-	have        bool
+	chunk uint64 // the chunk whose nodes are held, when have
+	inner nodes  // over that chunk's leaves
+	have  bool
 }
 
 // newProver reads the leaf hashes of the tree of the given size once.
@@ -430,7 +431,6 @@ func newProver(ctx context.Context, size uint64, chunkBits int, leaves func(ctx 
 	if size == 0 {
 		return nil, errors.New("prover: empty tree")
 	}
-	p := &prover{size: size, chunkBits: chunkBits, leaves: leaves}
 	chunk := uint64(1) << chunkBits
 	page := max(chunk, 1<<16)
 	var roots [][32]byte
@@ -447,16 +447,7 @@ func newProver(ctx context.Context, size uint64, chunkBits int, leaves func(ctx 
 			roots = append(roots, mth(hs[i:min(i+chunk, uint64(len(hs)))]))
 		}
 	}
-	p.levels = [][][32]byte{roots}
-	for prev := roots; len(prev) >= 2; {
-		next := make([][32]byte, len(prev)/2)
-		for j := range next {
-			next[j] = nodeHash(&prev[2*j], &prev[2*j+1])
-		}
-		p.levels = append(p.levels, next)
-		prev = next
-	}
-	return p, nil
+	return &prover{size: size, chunkBits: chunkBits, top: newNodes(roots), leaves: leaves}, nil
 }
 
 // proof returns the inclusion proof of the leaf at index.
@@ -475,40 +466,63 @@ func (p *prover) proof(ctx context.Context, index uint64) ([][32]byte, error) {
 		if uint64(len(hs)) != to-from {
 			return nil, fmt.Errorf("the store has %d leaf hashes for events %d..%d", len(hs), from, to-1)
 		}
-		if mth(hs) != p.levels[0][c] {
+		inner := newNodes(hs)
+		if inner.root() != p.top[0][c] {
 			return nil, &TamperError{Index: from, What: fmt.Sprintf("the leaf hashes of events %d..%d changed while the export was written", from, to-1)}
 		}
-		p.chunk, p.chunkLeaves, p.have = c, hs, true
+		p.chunk, p.inner, p.have = c, inner, true
 	}
-	out := path(nil, index-c<<p.chunkBits, p.chunkLeaves)
-	return p.chunkPath(out, c, 0, uint64(len(p.levels[0]))), nil
+	out := p.inner.path(nil, index-c<<p.chunkBits, 0, p.inner.width())
+	return p.top.path(out, c, 0, p.top.width()), nil
 }
 
-// chunkPath appends PATH(m, chunks[lo:hi]) (RFC 6962 §2.1.1) to out.
-func (p *prover) chunkPath(out [][32]byte, m, lo, hi uint64) [][32]byte {
-	n := hi - lo
-	if n <= 1 {
+// nodes holds the complete nodes of the RFC 6962 tree over some leaf
+// hashes: nodes[0] the leaves, nodes[k][j] the node over leaves
+// [j<<k, (j+1)<<k), for every such range inside the leaves.
+type nodes [][][32]byte
+
+func newNodes(leaves [][32]byte) nodes {
+	n := nodes{leaves}
+	for prev := leaves; len(prev) >= 2; {
+		next := make([][32]byte, len(prev)/2)
+		for j := range next {
+			next[j] = nodeHash(&prev[2*j], &prev[2*j+1])
+		}
+		n = append(n, next)
+		prev = next
+	}
+	return n
+}
+
+func (n nodes) width() uint64 { return uint64(len(n[0])) }
+
+func (n nodes) root() [32]byte { return n.hash(0, n.width()) }
+
+// path appends PATH(m, D[lo:hi]) (RFC 6962 §2.1.1) to out.
+func (n nodes) path(out [][32]byte, m, lo, hi uint64) [][32]byte {
+	w := hi - lo
+	if w <= 1 {
 		return out
 	}
-	k := split(n)
+	k := split(w)
 	if m < k {
-		out = p.chunkPath(out, m, lo, lo+k)
-		return append(out, p.chunkRange(lo+k, hi))
+		out = n.path(out, m, lo, lo+k)
+		return append(out, n.hash(lo+k, hi))
 	}
-	out = p.chunkPath(out, m-k, lo+k, hi)
-	return append(out, p.chunkRange(lo, lo+k))
+	out = n.path(out, m-k, lo+k, hi)
+	return append(out, n.hash(lo, lo+k))
 }
 
-// chunkRange returns MTH of chunks [lo, hi), a node of the tree: lo is a
-// multiple of the largest power of two not above hi-lo.
-func (p *prover) chunkRange(lo, hi uint64) [32]byte {
-	n := hi - lo
-	if n&(n-1) == 0 {
-		k := bits.TrailingZeros64(n)
-		return p.levels[k][lo>>k]
+// hash returns MTH(D[lo:hi]), a node of the tree: lo is a multiple of the
+// largest power of two not above hi-lo.
+func (n nodes) hash(lo, hi uint64) [32]byte {
+	w := hi - lo
+	if w&(w-1) == 0 {
+		k := bits.TrailingZeros64(w)
+		return n[k][lo>>k]
 	}
-	k := split(n)
-	l, r := p.chunkRange(lo, lo+k), p.chunkRange(lo+k, hi)
+	k := split(w)
+	l, r := n.hash(lo, lo+k), n.hash(lo+k, hi)
 	return nodeHash(&l, &r)
 }
 
