@@ -243,11 +243,14 @@ func Describe(rv policy.Review) string {
 	} else if rv.Count == 1 {
 		who = "vendor reviewer or admin"
 	}
-	s, a := "s", ""
 	if rv.Count == 1 {
-		s, a = "", "an"
+		article := "a "
+		if rv.Role == names.ReviewApprover {
+			article = "an "
+		}
+		return fmt.Sprintf("1 more approval from %s%s", article, who)
 	}
-	return fmt.Sprintf("%d more approval%s from %s %s", rv.Count, s, a, who)
+	return fmt.Sprintf("%d more approvals from %s", rv.Count, who)
 }
 
 // Waiting says what a pending request waits for, or "nothing".

@@ -32,7 +32,7 @@ func TestBreakGlassDevTickets(t *testing.T) {
 		if err != nil {
 			t.Fatalf("break-glass citing the fixture's sev1 ticket: %v", err)
 		}
-		if len(ar.Waiting) != 1 || !strings.Contains(ar.Waiting[0], "2 more approvals from  vendor reviewers or admins") {
+		if len(ar.Waiting) != 1 || !strings.Contains(ar.Waiting[0], "2 more approvals from vendor reviewers or admins") {
 			t.Fatalf("break-glass request waits for %q, want two internal reviews", ar.Waiting)
 		}
 		if _, err := rev.Approve(ctx, ar.ID, "seen the pager"); err != nil {
