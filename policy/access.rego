@@ -14,7 +14,6 @@
 #     github_login, github_teams
 #   deployment           what they ask for
 #     id, tenant, name, region, labels
-#     approval_mode                    "customer" (default) or "auto_prometheus"
 #     freeze_windows                   [{start, end, reason}], RFC 3339 times;
 #                                      in effect when start <= time < end
 #     maintenance_windows              same shape; not used by this policy
@@ -43,8 +42,10 @@
 #     "required_reviews":     [{"tenant", "role", "count"}]: reviews that must
 #                             approve before the grant; role "approver" is a
 #                             customer approver of tenant, role "internal" a
-#                             vendor reviewer or admin (tenant ""); empty when
-#                             auto-approved,
+#                             vendor reviewer or admin (tenant ""); never
+#                             empty for an allowed request (a customer's
+#                             standing permit, checked outside this policy,
+#                             stands in for a customer approval),
 #     "max_duration_seconds": number > 0,
 #     "scopes":               [string]: what would be granted: requested ∩
 #                             {clickhouse:system, prometheus:read} for access,
@@ -55,8 +56,9 @@
 # network peering); outside dev mode the ticket must exist, be verified and be
 # open; durations are capped at 4h (break-glass 1h, peering 24h); one customer
 # approver of the deployment's tenant approves, two during a freeze window or
-# for a network change outside the maintenance windows, none for
-# prometheus:read alone on an auto_prometheus deployment outside a freeze;
+# for a network change outside the maintenance windows; no access request
+# goes without a review by this policy (where the customer wants none, its
+# approvers sign a standing permit, which the broker and the agent check);
 # a network:peering request must name its change (network.kind);
 # break-glass needs a ticket labelled sev1 and two internal reviewers instead
 # of any customer approval.
@@ -393,19 +395,9 @@ problems contains msg if {
 
 customer_approvals := 2 if frozen else := 2 if outside_window_change else := 1
 
-auto_approve if {
-	input.deployment.approval_mode == "auto_prometheus"
-	requested == {"prometheus:read"}
-	access
-	not break_glass
-	not frozen
-}
-
 required_reviews := [{"tenant": "", "role": "internal", "count": 2}] if {
 	break_glass
 	access
-} else := [] if {
-	auto_approve
 } else := [{"tenant": tenant, "role": "approver", "count": customer_approvals}] if {
 	tenant
 } else := []
@@ -435,8 +427,6 @@ window_text(w) := sprintf("%q (%v to %v)", [
 
 review_note := "break-glass: two internal reviewers (vendor reviewers or admins) must approve; no customer approval is asked; access lasts at most 1h" if {
 	break_glass
-} else := sprintf("auto-approved: deployment %s allows prometheus:read without customer approval", [deployment_name]) if {
-	auto_approve
 } else := sprintf("%d customer approver(s) of tenant %s must approve", [customer_approvals, tenant])
 
 notes contains review_note
@@ -458,14 +448,6 @@ notes contains msg if {
 notes contains msg if {
 	outside_window_change
 	msg := sprintf("the network change is to be made outside the maintenance windows of deployment %s: %d customer approvals are required", [deployment_name, customer_approvals])
-}
-
-notes contains msg if {
-	frozen
-	input.deployment.approval_mode == "auto_prometheus"
-	requested == {"prometheus:read"}
-	not break_glass
-	msg := "auto-approval of prometheus:read is suspended during the freeze: customer approvers must approve"
 }
 
 # The decision. allow rests on the checks alone; problems explain a failure.

@@ -23,7 +23,6 @@ base := {
 		"name": "acme-prod",
 		"region": "eu-west-1",
 		"labels": {"env": "prod"},
-		"approval_mode": "customer",
 		"freeze_windows": null,
 		"maintenance_windows": null,
 	},
@@ -233,31 +232,35 @@ test_deny_duration_missing if {
 	denied_with(d, "no duration requested: ask for at most 4h")
 }
 
-# Auto-approval.
+# No vendor-set auto-approval: the removed deployment.approval_mode
+# "auto_prometheus" (an input from an older broker, or a stored setting) no
+# longer spares prometheus:read a customer review. Where the customer wants
+# none, its approvers sign a standing permit, checked outside this policy.
 
-auto := with_({"deployment": {"approval_mode": "auto_prometheus"}, "scopes": ["prometheus:read"]})
+old_auto := with_({"deployment": {"approval_mode": "auto_prometheus"}, "scopes": ["prometheus:read"]})
 
-test_auto_approve_prometheus_read if {
-	d := decide(auto)
+test_prometheus_read_needs_a_customer_approver if {
+	d := decide(with_({"scopes": ["prometheus:read"]}))
 	d.allow == true
-	d.required_reviews == []
-	has_reason(d, "auto-approved: deployment acme-prod allows prometheus:read without customer approval")
+	d.required_reviews == one_approver
+	has_reason(d, "1 customer approver(s) of tenant acme must approve")
 }
 
-test_auto_approve_not_for_clickhouse if {
-	d := decide(with_({"deployment": {"approval_mode": "auto_prometheus"}}))
+test_old_auto_prometheus_mode_does_not_auto_approve if {
+	d := decide(old_auto)
 	d.allow == true
 	d.required_reviews == one_approver
 	not has_reason(d, "auto-approved")
 }
 
-test_auto_approve_not_in_customer_mode if {
-	d := decide(with_({"scopes": ["prometheus:read"]}))
+test_old_auto_prometheus_mode_not_for_clickhouse if {
+	d := decide(with_({"deployment": {"approval_mode": "auto_prometheus"}}))
+	d.allow == true
 	d.required_reviews == one_approver
 }
 
-test_auto_approve_still_checks_ticket if {
-	d := decide(object.union(auto, {"ticket": null}))
+test_old_auto_prometheus_mode_still_checks_ticket if {
+	d := decide(object.union(old_auto, {"ticket": null}))
 	denied_with(d, "a ticket is required")
 }
 
@@ -274,12 +277,12 @@ test_freeze_requires_two_approvals if {
 	has_reason(d, `freeze window "black friday" (2025-06-01T00:00:00Z to 2025-06-02T00:00:00Z) is in effect: 2 customer approvals are required`)
 }
 
-test_freeze_suspends_auto_approval if {
-	d := decide(object.union(auto, {"deployment": {"freeze_windows": [freeze]}}))
+test_freeze_prometheus_read_needs_two_approvals if {
+	d := decide(object.union(old_auto, {"deployment": {"freeze_windows": [freeze]}}))
 	d.allow == true
 	d.required_reviews == two_approvers
-	has_reason(d, "auto-approval of prometheus:read is suspended")
-	not has_reason(d, "auto-approved")
+	has_reason(d, "2 customer approvals are required")
+	not has_reason(d, "auto-approv")
 }
 
 test_freeze_start_is_inclusive if {
@@ -364,8 +367,8 @@ test_break_glass_no_customer_review_during_freeze if {
 	has_reason(d, "break-glass still asks no customer approval")
 }
 
-test_break_glass_overrides_auto_approval if {
-	d := decide(object.union(auto, {"break_glass": true, "ticket": {"labels": ["sev1"]}}))
+test_break_glass_prometheus_read_needs_internal_reviews if {
+	d := decide(object.union(old_auto, {"break_glass": true, "ticket": {"labels": ["sev1"]}}))
 	d.allow == true
 	d.required_reviews == two_internal
 }

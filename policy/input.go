@@ -54,7 +54,6 @@ func (in Input) value() ast.Value {
 			ast.Item(key["name"], ast.StringTerm(d.Name)),
 			ast.Item(key["region"], ast.StringTerm(d.Region)),
 			ast.Item(key["labels"], labelsTerm(d.Labels)),
-			ast.Item(key["approval_mode"], ast.StringTerm(d.ApprovalMode)),
 			ast.Item(key["freeze_windows"], windowsTerm(d.FreezeWindows)),
 			ast.Item(key["maintenance_windows"], windowsTerm(d.MaintenanceWindows)),
 		)),
@@ -111,7 +110,7 @@ func windowsTerm(ws []Window) *ast.Term {
 var key = func() map[string]*ast.Term {
 	m := map[string]*ast.Term{}
 	for _, k := range []string{
-		"account_id", "action", "approval_mode", "assignees", "break_glass",
+		"account_id", "action", "assignees", "break_glass",
 		"deployment", "dev", "duration_seconds", "email", "end",
 		"freeze_windows", "github_login", "github_teams", "groups", "id",
 		"issuer", "kind", "labels", "maintenance_windows", "name", "network",

@@ -44,12 +44,6 @@ const (
 	ActionPeering = names.ScopePeering
 )
 
-// Approval modes of a [Deployment].
-const (
-	ApprovalCustomer       = "customer"
-	ApprovalAutoPrometheus = "auto_prometheus"
-)
-
 // Input is the documented policy input (JSON names in snake_case).
 type Input struct {
 	Requester  Requester  `json:"requester"`
@@ -120,9 +114,6 @@ type Deployment struct {
 	Name   string            `json:"name"`
 	Region string            `json:"region"`
 	Labels map[string]string `json:"labels"`
-	// ApprovalMode is ApprovalCustomer (the default) or
-	// ApprovalAutoPrometheus.
-	ApprovalMode string `json:"approval_mode"`
 	// FreezeWindows are in effect when Start <= Time < End.
 	FreezeWindows      []Window `json:"freeze_windows"`
 	MaintenanceWindows []Window `json:"maintenance_windows"`
@@ -164,8 +155,10 @@ type Decision struct {
 	// Reasons explain a denial, one actionable line per problem, or say
 	// what happens next when allowed.
 	Reasons []string `json:"reasons"`
-	// RequiredReviews must all approve before a grant; empty means
-	// auto-approved.
+	// RequiredReviews must all approve before a grant; empty means the
+	// policy asks for no review (the default policy never answers that for
+	// an allowed request: where a customer wants no per-request approval,
+	// its approvers sign a standing permit).
 	RequiredReviews []Review `json:"required_reviews"`
 	// MaxDuration is MaxDurationSeconds as a duration.
 	MaxDuration        time.Duration `json:"-"`

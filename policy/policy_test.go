@@ -55,7 +55,7 @@ func baseInput() Input {
 		},
 		Deployment: Deployment{
 			ID: "dep-1", Tenant: "acme", Name: "acme-prod", Region: "eu-west-1",
-			Labels: map[string]string{"env": "prod"}, ApprovalMode: ApprovalCustomer,
+			Labels: map[string]string{"env": "prod"},
 		},
 		Ticket:          &Ticket{Ref: "acme/incidents#42", Verified: true, State: "open", Labels: []string{"bug"}},
 		Scopes:          []string{"clickhouse:system", "prometheus:read"},
@@ -119,15 +119,15 @@ func TestDecide(t *testing.T) {
 			scopes: []string{"clickhouse:system", "prometheus:read"}, reason: "unknown scope clickhouse:admin"},
 		{name: "too long", modify: func(in *Input) { in.DurationSeconds = 5 * 3600 },
 			reason: "requested duration 18000s exceeds the maximum of 14400s (4h)"},
-		{name: "auto-approved", modify: func(in *Input) {
-			in.Deployment.ApprovalMode, in.Scopes = ApprovalAutoPrometheus, []string{"prometheus:read"}
-		}, allow: true, reviews: []Review{}, scopes: []string{"prometheus:read"}, reason: "auto-approved"},
+		{name: "prometheus:read alone needs a customer approver", modify: func(in *Input) {
+			in.Scopes = []string{"prometheus:read"}
+		}, allow: true, reviews: approver(1), scopes: []string{"prometheus:read"}, reason: "1 customer approver(s) of tenant acme must approve"},
 		{name: "freeze", modify: func(in *Input) { in.Deployment.FreezeWindows = []Window{freeze} },
 			allow: true, reviews: approver(2), reason: `freeze window "quarter close"`},
-		{name: "freeze over auto-approval", modify: func(in *Input) {
-			in.Deployment.ApprovalMode, in.Scopes = ApprovalAutoPrometheus, []string{"prometheus:read"}
+		{name: "freeze over prometheus:read alone", modify: func(in *Input) {
+			in.Scopes = []string{"prometheus:read"}
 			in.Deployment.FreezeWindows = []Window{freeze}
-		}, allow: true, reviews: approver(2), reason: "auto-approval of prometheus:read is suspended"},
+		}, allow: true, reviews: approver(2), reason: "2 customer approvals are required"},
 		{name: "freeze window open at the start", modify: func(in *Input) {
 			in.Deployment.FreezeWindows = []Window{{End: noon.Add(time.Minute), Reason: "since ever"}}
 		}, allow: true, reviews: approver(2)},
@@ -243,7 +243,7 @@ func TestInputJSON(t *testing.T) {
 	}
 	check(m["network"], "kind", "account_id", "region", "vpc_id", "role_arn", "route_table_ids", "outside_maintenance_window")
 	check(m["requester"], "subject", "email", "issuer", "tenant", "roles", "groups", "github_login", "github_teams")
-	check(m["deployment"], "id", "tenant", "name", "region", "labels", "approval_mode", "freeze_windows", "maintenance_windows")
+	check(m["deployment"], "id", "tenant", "name", "region", "labels", "freeze_windows", "maintenance_windows")
 	check(m["deployment"].(map[string]any)["freeze_windows"].([]any)[0], "start", "end", "reason")
 	check(m["ticket"], "ref", "verified", "state", "labels", "assignees")
 

@@ -19,7 +19,7 @@ import (
 )
 
 // A deployment's settings have two owners. The vendor's admins set its
-// labels, approval mode and network (PUT …/settings). Its customer — the
+// labels and network (PUT …/settings). Its customer — the
 // approvers of its tenant, and only they — set its freeze and maintenance
 // windows (PUT …/customer-settings), which the access policy and network
 // changes read: a vendor-side compromise must not lift a freeze the
@@ -249,11 +249,16 @@ func (b *Broker) handleSetSettings(w http.ResponseWriter, r *http.Request) error
 }
 
 func settingsFromAPI(in brokerapi.DeploymentSettings) (store.DeploymentSettings, error) {
-	s := store.DeploymentSettings{Labels: in.Labels, ApprovalMode: in.ApprovalMode}
+	s := store.DeploymentSettings{Labels: in.Labels}
+	// The vendor no longer chooses which requests skip the customer's
+	// approval. An older client may still send "customer", which changes
+	// nothing; anything else is refused.
 	switch in.ApprovalMode {
-	case "", "customer", "auto_prometheus":
+	case "", "customer":
+	case "auto_prometheus":
+		return s, errorf(http.StatusBadRequest, "invalid_approval_mode", "approval_mode auto_prometheus was removed: metrics reads without a per-request approval now need a standing permit the customer's approvers sign ('broker permit create')")
 	default:
-		return s, errorf(http.StatusBadRequest, "invalid_approval_mode", "approval_mode %q: want customer or auto_prometheus", in.ApprovalMode)
+		return s, errorf(http.StatusBadRequest, "invalid_approval_mode", "approval_mode %q: the approval mode was removed (every request needs the customer's approval, or a standing permit the customer's approvers sign: 'broker permit create'); leave approval_mode out", in.ApprovalMode)
 	}
 	if len(in.Labels) > 64 {
 		return s, errorf(http.StatusBadRequest, "invalid_labels", "%d labels: at most 64", len(in.Labels))
@@ -304,10 +309,7 @@ func windowsView(ws []store.Window) []brokerapi.Window {
 
 // settingsView is the API form of a deployment's settings.
 func settingsView(s store.DeploymentSettings) brokerapi.DeploymentSettings {
-	v := brokerapi.DeploymentSettings{Labels: s.Labels, ApprovalMode: s.ApprovalMode, Network: networkView(s.Network)}
-	if v.ApprovalMode == "" {
-		v.ApprovalMode = "customer"
-	}
+	v := brokerapi.DeploymentSettings{Labels: s.Labels, Network: networkView(s.Network)}
 	v.FreezeWindows, v.MaintenanceWindows = windowsView(s.FreezeWindows), windowsView(s.MaintenanceWindows)
 	return v
 }

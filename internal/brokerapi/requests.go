@@ -177,10 +177,16 @@ type RevokeBody struct {
 
 // DeploymentSettings are a deployment's settings as its view shows them,
 // and the body of PUT /api/v1/deployments/{tenant}/{name}/settings, which
-// sets the vendor's: labels, approval mode and network.
+// sets the vendor's: labels and network.
 type DeploymentSettings struct {
-	Labels       map[string]string `json:"labels,omitempty"`
-	ApprovalMode string            `json:"approval_mode,omitempty"` // "customer" or "auto_prometheus"
+	Labels map[string]string `json:"labels,omitempty"`
+	// ApprovalMode is never set in a view. The vendor-set approval mode
+	// was removed: a PUT may leave it out or send "customer" (as an older
+	// client does, changing nothing); the broker refuses any other value
+	// with invalid_approval_mode. A customer who wants requests granted
+	// without a per-request approval has its approvers sign a standing
+	// permit.
+	ApprovalMode string `json:"approval_mode,omitempty"`
 	// FreezeWindows and MaintenanceWindows are the customer's
 	// ([CustomerSettings]): the vendor's PUT leaves them out, and refuses
 	// them if they differ from the stored ones.
@@ -311,7 +317,7 @@ func (c *Client) Revoke(ctx context.Context, id, reason string) (AccessRequest, 
 }
 
 // SetDeploymentSettings replaces a deployment's vendor settings (labels,
-// approval mode, network). Leave FreezeWindows and MaintenanceWindows nil:
+// network). Leave FreezeWindows and MaintenanceWindows nil:
 // they are the customer's ([Client.SetCustomerSettings]), and the broker
 // refuses a change to them here.
 func (c *Client) SetDeploymentSettings(ctx context.Context, ref string, s DeploymentSettings) (Deployment, error) {

@@ -358,7 +358,7 @@ type deploymentCmd struct {
 	Create       deploymentCreateCmd `cmd:"" help:"create a deployment and print its one-time pairing token"`
 	List         deploymentListCmd   `cmd:"" help:"list deployments and their agents"`
 	Show         deploymentShowCmd   `cmd:"" help:"show one deployment"`
-	Set          deploymentSetCmd    `cmd:"" help:"change a deployment's vendor settings: approval mode, labels (admins)"`
+	Set          deploymentSetCmd    `cmd:"" help:"change a deployment's vendor settings: labels (admins)"`
 	Freeze       windowsCmd          `cmd:"" help:"the customer's change-freeze windows: list, add, remove (approvers change them)"`
 	Maintenance  windowsCmd          `cmd:"" help:"the customer's maintenance windows: list, add, remove (approvers change them)"`
 	PairingToken deploymentTokenCmd  `cmd:"" help:"issue a new pairing token (to re-pair an agent)"`

@@ -727,10 +727,12 @@ func short(hash string) string {
 var labelKeyRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$`)
 
 type deploymentSetCmd struct {
-	Deployment   string   `arg:"" placeholder:"TENANT/NAME" help:"the deployment"`
-	ApprovalMode string   `name:"approval-mode" placeholder:"MODE" help:"customer (every request needs the customer's approval) or auto_prometheus (prometheus:read alone needs none)"`
-	Label        []string `sep:"none" placeholder:"K=V" help:"set label K=V, or remove it with K=; repeatable"`
-	ClearLabels  bool     `name:"clear-labels" help:"remove every label first"`
+	Deployment  string   `arg:"" placeholder:"TENANT/NAME" help:"the deployment"`
+	Label       []string `sep:"none" placeholder:"K=V" help:"set label K=V, or remove it with K=; repeatable"`
+	ClearLabels bool     `name:"clear-labels" help:"remove every label first"`
+	// The vendor-set approval mode was removed (standing permits the
+	// customer signs replace it); the flag only says so.
+	ApprovalMode string `name:"approval-mode" hidden:""`
 	// The customer's windows moved to 'deployment freeze' and 'deployment
 	// maintenance' (settings.go); these flags only say so.
 	Freeze           []string `sep:"none" hidden:""`
@@ -755,7 +757,7 @@ func (deploymentSetCmd) ArgsError(cmd string) error {
 }
 
 func (cmd *deploymentSetCmd) Run(e *env) error {
-	ctx, stdout, mode := e.ctx, e.stdout, &cmd.ApprovalMode
+	ctx, stdout := e.ctx, e.stdout
 	ref, err := parseDeploymentRef("deployment", cmd.Deployment)
 	if err != nil {
 		return err
@@ -766,11 +768,11 @@ func (cmd *deploymentSetCmd) Run(e *env) error {
 	if err := customerWindowFlags(ref, cmd.Freeze, cmd.Maintenance, cmd.ClearFreeze, cmd.ClearMaintenance); err != nil {
 		return err
 	}
-	if *mode == "" && len(cmd.Label) == 0 && !cmd.ClearLabels {
-		return cli.Usagef("broker deployment set: nothing to change: give --approval-mode, --label or --clear-labels")
+	if cmd.ApprovalMode != "" {
+		return cli.Usagef("broker deployment set --approval-mode was removed: every request needs the customer's approval, unless the customer's approvers sign a standing permit for it ('broker permit create')")
 	}
-	if *mode != "" && *mode != policy.ApprovalCustomer && *mode != policy.ApprovalAutoPrometheus {
-		return cli.Usagef("--approval-mode %q: want customer or auto_prometheus", *mode)
+	if len(cmd.Label) == 0 && !cmd.ClearLabels {
+		return cli.Usagef("broker deployment set: nothing to change: give --label or --clear-labels")
 	}
 	type kv struct{ k, v string }
 	var sets []kv
@@ -790,9 +792,6 @@ func (cmd *deploymentSetCmd) Run(e *env) error {
 		return err
 	}
 	s := d.Settings
-	if *mode != "" {
-		s.ApprovalMode = *mode
-	}
 	if cmd.ClearLabels {
 		s.Labels = nil
 	}
@@ -821,11 +820,6 @@ func (cmd *deploymentSetCmd) Run(e *env) error {
 
 func printSettings(w io.Writer, s brokerapi.DeploymentSettings) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	mode := s.ApprovalMode
-	if mode == "" {
-		mode = policy.ApprovalCustomer + " (default)"
-	}
-	fmt.Fprintf(tw, "Approval mode:\t%s\n", mode)
 	keys := make([]string, 0, len(s.Labels))
 	for k := range s.Labels {
 		keys = append(keys, k)

@@ -125,7 +125,8 @@ func TestLocalValidation(t *testing.T) {
 		{"proxy unknown service", []string{"proxy", "postgres"}, "unknown command 'proxy postgres': want clickhouse or prometheus"},
 		{"set nothing", []string{"deployment", "set", "--config", cfg, "acme/prod"}, "nothing to change"},
 		{"set bad label", []string{"deployment", "set", "--config", cfg, "acme/prod", "--label", "Env=prod"}, `--label "Env=prod": want KEY=VALUE`},
-		{"set bad mode", []string{"deployment", "set", "--config", cfg, "acme/prod", "--approval-mode", "none"}, "want customer or auto_prometheus"},
+		{"set approval mode removed", []string{"deployment", "set", "--config", cfg, "acme/prod", "--approval-mode", "auto_prometheus"}, "was removed: every request needs the customer's approval, unless the customer's approvers sign a standing permit for it ('broker permit create')"},
+		{"set approval mode removed, customer too", []string{"deployment", "set", "--config", cfg, "acme/prod", "--approval-mode", "customer", "--label", "env=prod"}, "--approval-mode was removed"},
 		{"set bad ref", []string{"deployment", "set", "--config", cfg, "prod", "--clear-labels"}, "want TENANT/NAME"},
 		{"policy no input", []string{"policy", "eval"}, "--input FILE is required"},
 	}
@@ -328,13 +329,13 @@ func TestDeploymentSet(t *testing.T) {
 	defer srv.Close()
 	var out bytes.Buffer
 	err := Run(context.Background(), []string{"deployment", "set", "acme/prod", "--config", testConfig(t, srv.URL),
-		"--approval-mode", "auto_prometheus", "--label", "team=", "--label", "tier=gold"}, &out, &bytes.Buffer{})
+		"--label", "team=", "--label", "tier=gold"}, &out, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ApprovalMode != "auto_prometheus" || fmt.Sprint(got.Labels) != "map[env:prod tier:gold]" ||
+	if got.ApprovalMode != "" || fmt.Sprint(got.Labels) != "map[env:prod tier:gold]" ||
 		got.FreezeWindows != nil || got.MaintenanceWindows != nil {
-		t.Errorf("PUT settings = %+v, want the new mode and labels and no windows", got)
+		t.Errorf("PUT settings = %+v, want the new labels, no approval mode and no windows", got)
 	}
 	if !strings.Contains(out.String(), "tier=gold") {
 		t.Errorf("output lacks the new settings:\n%s", out.String())

@@ -29,10 +29,10 @@ type windowsCmd struct {
 func (windowsCmd) Help() string {
 	return `A deployment's freeze and maintenance windows are its customer's: only
 approvers of its tenant add and remove them; vendor staff list them. During
-a freeze the access policy asks two customer approvals instead of one and
-suspends auto-approval, and a network change is not applied in a freeze its
-approval did not see; private ingress is applied only inside a maintenance
-window unless approved otherwise.
+a freeze the access policy asks two customer approvals instead of one, and
+a network change is not applied in a freeze its approval did not see;
+private ingress is applied only inside a maintenance window unless approved
+otherwise.
 
 add and remove change one window and keep the others: they read the
 windows, change them and write them back, and if another change came in

@@ -45,11 +45,12 @@ type Deployment struct {
 // DeploymentSettings are what the access policy reads about a deployment
 // besides its name. The zero value means customer approval, no labels,
 // no windows.
+//
+// Rows written before the vendor-set approval mode was removed may hold
+// "approval_mode" ("auto_prometheus"); decoding ignores it and nothing
+// reads it: only a customer's standing permit spares a request its review.
 type DeploymentSettings struct {
 	Labels map[string]string `json:"labels,omitempty"`
-	// ApprovalMode is "customer" (or empty) or "auto_prometheus": a
-	// request for prometheus:read alone needs no review.
-	ApprovalMode string `json:"approval_mode,omitempty"`
 	// FreezeWindows are the customer's declared change freezes.
 	FreezeWindows []Window `json:"freeze_windows,omitempty"`
 	// MaintenanceWindows are when the customer accepts changes.

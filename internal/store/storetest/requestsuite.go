@@ -99,8 +99,7 @@ func requestAsStored(r store.AccessRequest) store.AccessRequest {
 // than millisecond precision and in otherZone.
 func fullSettings() store.DeploymentSettings {
 	return store.DeploymentSettings{
-		Labels:       map[string]string{"env": "prod", "team": "payments ✓", "quoted": `"x"`},
-		ApprovalMode: "auto_prometheus",
+		Labels: map[string]string{"env": "prod", "team": "payments ✓", "quoted": `"x"`},
 		FreezeWindows: []store.Window{
 			{Start: sub(24 * time.Hour), End: sub(48 * time.Hour), Reason: "quarter close"},
 			{Start: sub(72 * time.Hour), End: sub(73 * time.Hour)},
@@ -238,7 +237,6 @@ func testDeploymentSettings(t *testing.T, s store.Store) {
 		settings store.DeploymentSettings
 	}{
 		{"labels only", store.DeploymentSettings{Labels: map[string]string{"env": "staging"}}},
-		{"approval mode only", store.DeploymentSettings{ApprovalMode: "customer"}},
 		{"maintenance window only", store.DeploymentSettings{
 			MaintenanceWindows: []store.Window{{Start: sub(time.Hour), End: sub(2 * time.Hour)}},
 		}},
