@@ -42,7 +42,10 @@ if [ ! -f "$dir/agent/state.json" ]; then
 	(umask 077 && printf '%s' "$out" | sed -n 's/.*"token": "\(tpt_[A-Za-z0-9_-]*\)".*/\1/p' >"$dir/pairing-token")
 	token_args=(--pairing-token "file:$dir/pairing-token")
 fi
-bin/agent run --join "$dir/broker/join.json" --state-dir "$dir/agent" "${token_args[@]}" "${upstream_args[@]}" 2>>"$dir/agent.log" &
+# The agent is the customer's: it serves only grants acme's own identity
+# provider (the dev one, on the broker's port) signed for acme's approvers.
+approval_args=(--approver-issuer "http://$listen/dev/idp/acme" --approver-audience tether --approver-group acme-approvers)
+bin/agent run --join "$dir/broker/join.json" --state-dir "$dir/agent" "${token_args[@]}" "${upstream_args[@]}" "${approval_args[@]}" 2>>"$dir/agent.log" &
 pids+=($!)
 echo "Starting the agent (log: $dir/agent.log)..."
 for _ in $(seq 1 600); do
