@@ -664,7 +664,7 @@ func printRequest(w io.Writer, r brokerapi.AccessRequest) {
 	fmt.Fprintf(tw, "  max duration:\t%s\n", orDash(d.MaxDuration))
 	fmt.Fprintf(tw, "  scopes granted:\t%s\n", orDash(strings.Join(d.Scopes, ", ")))
 	if len(d.RequiredReviews) == 0 {
-		fmt.Fprintf(tw, "  reviews needed:\tnone (auto-approved)\n")
+		fmt.Fprintf(tw, "  reviews needed:\tnone (the policy asks for none)\n")
 	}
 	for _, rv := range d.RequiredReviews {
 		fmt.Fprintf(tw, "  reviews needed:\t%s\n", describeRequired(rv.Tenant, rv.Role, rv.Count))
