@@ -488,3 +488,60 @@ func TestAgentWithoutApprovalAuthority(t *testing.T) {
 		t.Errorf("deployment show = %s, want the line %q", out, brokerapi.NotEnforced)
 	}
 }
+
+// TestAgentServesPermitGrants: a grant under a standing permit acme's
+// approver signed is served by acme's agent (a separate process) without
+// a per-request approval, and recorded with the permit's signer; a grant
+// the permit does not cover (too long, another scope, outside its
+// window), or under a permit the broker widened, is refused.
+func TestAgentServesPermitGrants(t *testing.T) {
+	ab := startApprovalBench(t)
+	ab.agent.waitLine(t, "fetched the keys of the customer's identity provider", 30*time.Second)
+	now := time.Now().Truncate(time.Second)
+	p := approval.Permit{ID: uuid.NewString(), Deployment: ab.dep.Deployment.ID, Scopes: []string{names.ScopeClickHouse}, MaxGrant: 30 * time.Minute,
+		Windows: []approval.Window{{Start: now.Add(-time.Hour), End: now.Add(24 * time.Hour)}}}
+	canon, err := p.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, err := ab.idp.idp.Token("acme", "approver@acme.test", approvalAudience, approval.Digest(canon))
+	if err != nil {
+		t.Fatal(err)
+	}
+	under := func(mod func(*grant.Grant)) grant.Grant {
+		g := ab.newGrant()
+		g.Permit, g.Proofs = string(canon), []string{proof}
+		if mod != nil {
+			mod(&g)
+		}
+		return g
+	}
+	g := under(nil)
+	status, body := ab.query(t, ab.mint(t, g))
+	ok(t, status, body)
+	ab.served(t, g, "approver@acme.test")
+
+	widened := p
+	widened.MaxGrant = 12 * time.Hour
+	wide, _ := widened.Canonical()
+	past := p
+	past.Windows = []approval.Window{{Start: now.Add(-3 * time.Hour), End: now.Add(-2 * time.Hour)}}
+	pastCanon, _ := past.Canonical()
+	pastProof, err := ab.idp.idp.Token("acme", "approver@acme.test", approvalAudience, approval.Digest(pastCanon))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		g    grant.Grant
+		why  string
+	}{
+		{"longer than the permit allows", under(func(g *grant.Grant) { g.Expiry = g.NotBefore.Add(time.Hour) }), "allows at most 30m0s"},
+		{"outside the permit's window", under(func(g *grant.Grant) { g.Permit, g.Proofs = string(pastCanon), []string{pastProof} }), "outside permit"},
+		{"a permit the broker widened", under(func(g *grant.Grant) { g.Permit = string(wide); g.Expiry = g.NotBefore.Add(time.Hour) }), "nonce is not the digest"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ab.refused(t, tt.g, ab.mint(t, tt.g), agent.CodeNotApproved, tt.why)
+		})
+	}
+}
