@@ -76,7 +76,7 @@ func TestUsageErrorsSuggest(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"requst", "list"}, []string{`unknown command "requst" (did you mean "request"?)`, "request, query, prom, proxy, policy", "network, ticket", "(run 'broker help')"}},
+		{[]string{"requst", "list"}, []string{`unknown command "requst" (did you mean "request"?)`, "request, permit, query, prom, proxy, policy", "network, ticket", "(run 'broker help')"}},
 		{[]string{"deployment", "lst"}, []string{`unknown command 'deployment lst' (did you mean one of "list", "set"?)`, "want create, list, show, set, freeze, maintenance, pairing-token, revoke-agent or ping"}},
 		{[]string{"network", "ingress", "enabel"}, []string{`unknown command 'network ingress enabel' (did you mean "enable"?)`}},
 		{[]string{"request", "list", "--stat", "pending"}, []string{`broker request list: unknown flag --stat (did you mean "--state"?)`, "(run 'broker request list -h')"}},
