@@ -230,11 +230,12 @@ func (a *Agent) State() State { return a.state }
 // restarted control server, say), it joins the tailnet again by itself.
 func (a *Agent) Run(ctx context.Context) error {
 	a.start = a.now()
-	a.announceApproval(ctx)
 	err := a.join(ctx)
 	if err != nil {
 		return err
 	}
+	// Said once the agent is up, after any error that stops it at start.
+	a.announceApproval(ctx)
 	defer func() { a.link().node.Close() }()
 	if a.spool, err = openSpool(filepath.Join(a.cfg.StateDir, "spool.jsonl"), a.now); err != nil {
 		return err
