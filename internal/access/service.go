@@ -299,7 +299,7 @@ func (s *Service) Create(ctx context.Context, c Create) (store.AccessRequest, er
 		s.notify(ar, "breakglass.used", who, fmt.Sprintf("BREAK-GLASS: %s invoked emergency access to %s/%s citing %s, without customer approval: %s", who, d.Tenant, d.Name, c.Ticket, c.Reason))
 	}
 	if len(terms.Reviews) == 0 {
-		why := "auto-approved by policy"
+		why := "granted at once: the policy asks for no review"
 		if permit != "" {
 			why = "granted under the customer's permit " + permit
 		}

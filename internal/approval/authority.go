@@ -277,7 +277,7 @@ func (a *Authority) verifyProof(ctx context.Context, raw string) (proof, error) 
 	if len(raw) > maxProofSize {
 		return proof{}, fmt.Errorf("%d bytes, over the %d-byte limit", len(raw), maxProofSize)
 	}
-	obj, err := jose.ParseSigned(raw, proofAlgs)
+	obj, err := jose.ParseSignedCompact(raw, proofAlgs)
 	if err != nil {
 		return proof{}, fmt.Errorf("not a signed ID token: %v", err)
 	}
