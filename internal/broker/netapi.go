@@ -8,9 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/brokerapi"
@@ -129,7 +132,14 @@ func (a awsCallAudit) Record(ctx context.Context, e audit.Event) error {
 // credentials (from the environment; nothing is called until a network
 // change is asked for).
 func (b *Broker) startNetwork(ctx context.Context) error {
-	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	var opts []func(*awsconfig.LoadOptions) error
+	if u, err := url.Parse(b.cfg.AWSEndpointURL); err == nil && isLoopbackHost(u.Hostname()) {
+		// A local emulator (moto_server): credentials and region come
+		// from the environment, and nothing asks the host's instance
+		// metadata service, which is not the emulator's.
+		opts = append(opts, awsconfig.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return fmt.Errorf("aws config: %w", err)
 	}
@@ -145,4 +155,12 @@ func (b *Broker) startNetwork(ctx context.Context) error {
 	})
 	b.netacc = svc
 	return nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
