@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs and is missing, via apt-get when root:
 # PostgreSQL (store tests), nftables and iproute2 (the no-inbound test),
-# ClickHouse and Prometheus (the guarded data plane); and cfn-lint, with pip.
+# ClickHouse and Prometheus (the guarded data plane), Chromium (the web
+# console's browser tests, driven by chromedp over the DevTools protocol, so
+# no chromedriver); and cfn-lint, with pip.
 # Not root: prints what is missing; those tests skip (or fail under CI=true).
 set -euo pipefail
 
@@ -26,6 +28,7 @@ command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server clickhouse-client)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
