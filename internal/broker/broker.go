@@ -286,6 +286,9 @@ type Broker struct {
 	devIdP   http.Handler        // dev mode only: the embedded identity provider
 	devUsers []brokerapi.DevUser // dev mode only: its users, for the auth config
 	web      *weblogin.Manager
+	// pageURL is the web console's base, as browsers reach it: links in
+	// notifications lead there.
+	pageURL  string
 	github   *ghub.Client // nil when not configured
 	tickets  TicketSource // without GitHub: the dev preset's, if it has one (see ticketSource)
 	policy   *policy.Engine
@@ -440,6 +443,7 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	if publicURL == "" {
 		publicURL = loopbackURL(b.apiURL)
 	}
+	b.pageURL = publicURL
 	if err := b.startWebLogin(publicURL); err != nil {
 		return nil, err
 	}

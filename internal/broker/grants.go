@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -170,6 +171,7 @@ func (b *Broker) notifyRequest(ar store.AccessRequest, typ, actor, summary strin
 	b.notifier.Notify(notify.Message{
 		ID: uuid.NewString(), Type: typ, Time: b.now().UTC(), Tenant: ar.Tenant,
 		Deployment: ar.Tenant + "/" + ar.Name, RequestID: ar.ID, Actor: actor, Summary: summary,
+		URL:     b.pageURL + "/ui/requests/" + url.PathEscape(ar.ID),
 		Details: map[string]any{"scopes": ar.Scopes, "duration": ar.Duration.String(), "ticket": ar.Ticket, "break_glass": ar.BreakGlass, "state": ar.State},
 	})
 }

@@ -220,8 +220,8 @@ func TestBreakGlass(t *testing.T) {
 		t.Fatalf("break-glass request = %+v, want two internal reviews", ar)
 	}
 	msg := hook.wait(t, "breakglass.used")
-	if msg.Tenant != "acme" || msg.RequestID != ar.ID {
-		t.Errorf("break-glass webhook = %+v", msg)
+	if msg.Tenant != "acme" || msg.RequestID != ar.ID || msg.URL != strings.TrimSuffix(b.APIURL(), "/")+"/ui/requests/"+ar.ID {
+		t.Errorf("break-glass webhook = %+v, want it to link the request's page", msg)
 	}
 	_, err = acme.Approve(ctx, ar.ID, "")
 	wantAPIErr(t, "customer approval of break-glass", err, 403, "does not count")

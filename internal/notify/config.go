@@ -51,6 +51,9 @@ func (c Config) Validate() error {
 			fail("%s: "+format, append([]any{where}, args...)...)
 		}
 
+		if w.Format != "" && w.Format != FormatTether && w.Format != FormatSlack {
+			hook("format %q: want %s (the default) or %s", w.Format, FormatTether, FormatSlack)
+		}
 		switch {
 		case w.Tenant == "":
 			hook("tenant is empty; name the customer tenant whose events this webhook receives")

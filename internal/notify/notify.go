@@ -86,7 +86,17 @@ type Webhook struct {
 	Secret string `json:"secret"`
 	// Events lists the event types delivered here; empty means all.
 	Events []string `json:"events,omitempty"`
+	// Format is the body's shape: "tether" (the default, a [Message]) or
+	// "slack", a Slack-compatible incoming-webhook body ({"text": …}) that
+	// links to the request's page. Both are signed alike.
+	Format string `json:"format,omitempty"`
 }
+
+// Body formats of [Webhook.Format].
+const (
+	FormatTether = "tether"
+	FormatSlack  = "slack"
+)
 
 // String describes w without its secret or its URL's path and query
 // (which may hold a token), so that printing a Webhook, or a [Config],
@@ -212,6 +222,9 @@ type Message struct {
 	Actor string `json:"actor,omitempty"`
 	// Summary is one human sentence.
 	Summary string `json:"summary"`
+	// URL is the page where a person acts on it (the request's page in
+	// the web console), if any.
+	URL string `json:"url,omitempty"`
 	// Details holds event-specific fields. It is encoded when Notify is
 	// called, so the caller may reuse the map afterwards.
 	Details map[string]any `json:"details,omitempty"`
@@ -290,7 +303,7 @@ func New(cfg Config) (*Notifier, error) {
 	var tenants []string
 	for _, w := range cfg.Webhooks {
 		l := &lane{
-			hook:   Webhook{Tenant: w.Tenant, URL: w.URL, Secret: w.Secret, Events: slices.Clone(w.Events)},
+			hook:   Webhook{Tenant: w.Tenant, URL: w.URL, Secret: w.Secret, Events: slices.Clone(w.Events), Format: w.Format},
 			secret: []byte(w.Secret),
 			host:   hostOf(w.URL),
 			wake:   make(chan struct{}, 1),
@@ -352,6 +365,10 @@ func (n *Notifier) Notify(m Message) {
 	}
 	m.Time = m.Time.UTC()
 	body, err := json.Marshal(m)
+	var slack []byte
+	if err == nil {
+		slack, err = json.Marshal(slackBody(m))
+	}
 	if err != nil {
 		n.log.Error("notify: message refused: encode", "tenant", m.Tenant, "type", m.Type, "id", m.ID, "error", err)
 		for _, l := range targets {
@@ -365,6 +382,9 @@ func (n *Notifier) Notify(m Message) {
 	n.mu.Lock()
 	for _, l := range targets {
 		d := &delivery{lane: l, id: m.ID, typ: m.Type, body: body}
+		if l.hook.Format == FormatSlack {
+			d.body = slack
+		}
 		if n.closed {
 			dropped = append(dropped, d)
 			stopped = true
@@ -542,4 +562,22 @@ func newID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// slackMessage is a Slack-compatible incoming-webhook body.
+type slackMessage struct {
+	Text string `json:"text"`
+}
+
+// slackBody is m for a Slack-compatible receiver: its summary, with the
+// request's page linked. Slack's own markup characters in the summary
+// are escaped, so that a reason or a name cannot forge a link or a
+// mention.
+func slackBody(m Message) slackMessage {
+	esc := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+	text := esc.Replace(m.Summary)
+	if m.URL != "" {
+		text += " <" + esc.Replace(m.URL) + "|Open in Tether>"
+	}
+	return slackMessage{Text: text}
 }

@@ -755,3 +755,40 @@ func TestLogsKeepSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestSlackFormat: a webhook in the slack format receives a
+// Slack-compatible body, {"text": …}, linking the request's page, with
+// Slack's markup in the summary escaped so that a reason cannot forge a
+// link or a mention; it is signed like any other.
+func TestSlackFormat(t *testing.T) {
+	rc := newReceiver(t, nil)
+	slack := hookFor("acme", rc.URL+"/slack", acmeSecret)
+	slack.Format = notify.FormatSlack
+	n, _, _ := newNotifier(t, notify.Config{Webhooks: []notify.Webhook{slack}})
+	run(t, n)
+	m := msg("acme", notify.RequestCreated)
+	m.Summary = "eng asks: <!channel> see <https://evil.example|here> & more"
+	m.URL = "https://tether.example/ui/requests/r-1"
+	n.Notify(m)
+	flush(t, n)
+	got := rc.got()
+	if len(got) != 1 {
+		t.Fatalf("receiver got %d requests, want 1", len(got))
+	}
+	var body map[string]any
+	if err := json.Unmarshal(got[0].body, &body); err != nil || len(body) != 1 {
+		t.Fatalf("slack body = %s, %v; want one field", got[0].body, err)
+	}
+	want := "eng asks: &lt;!channel&gt; see &lt;https://evil.example|here&gt; &amp; more <https://tether.example/ui/requests/r-1|Open in Tether>"
+	if body["text"] != want {
+		t.Errorf("slack text = %q, want %q", body["text"], want)
+	}
+	if err := notify.Verify([]byte(acmeSecret), got[0].header.Get(notify.SignatureHeader), got[0].body, epoch.Add(time.Second), time.Minute); err != nil {
+		t.Errorf("Verify(slack body) = %v, want it signed", err)
+	}
+	bad := hookFor("acme", rc.URL, acmeSecret)
+	bad.Format = "teams"
+	if err := (notify.Config{Webhooks: []notify.Webhook{bad}}).Validate(); err == nil || !strings.Contains(err.Error(), `format "teams"`) {
+		t.Errorf("Validate(format teams) = %v, want it refused", err)
+	}
+}
