@@ -91,6 +91,9 @@ type Config struct {
 	// Webhooks notify each customer of its deployments' requests (secrets
 	// as env:/file: references).
 	Webhooks []notify.Webhook
+	// Email, if set, also notifies each customer's recipients by e-mail
+	// (its Password is an env:/file: reference).
+	Email *notify.Email
 	// AWSEndpointURL, when set, sends every AWS call of network
 	// management there (a test endpoint such as moto_server). The broker's
 	// own AWS credentials come from the environment, as for any AWS SDK

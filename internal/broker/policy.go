@@ -45,7 +45,7 @@ func (b *Broker) policyReloaded(hash string, err error) {
 
 // startNotifier sets up the customers' webhooks, resolving their secrets.
 func (b *Broker) startNotifier() error {
-	if len(b.cfg.Webhooks) == 0 {
+	if len(b.cfg.Webhooks) == 0 && b.cfg.Email == nil {
 		return nil
 	}
 	hooks := make([]notify.Webhook, 0, len(b.cfg.Webhooks))
@@ -57,7 +57,19 @@ func (b *Broker) startNotifier() error {
 		h.Secret = secret
 		hooks = append(hooks, h)
 	}
-	n, err := notify.New(notify.Config{Webhooks: hooks, Now: b.now, Logger: b.cfg.Logger, Registerer: b.reg, ShutdownTimeout: 3 * time.Second})
+	var email *notify.Email
+	if b.cfg.Email != nil {
+		e := *b.cfg.Email
+		if e.Password != "" {
+			pw, err := config.Secret(e.Password)
+			if err != nil {
+				return fmt.Errorf("email: password: %w", err)
+			}
+			e.Password = pw
+		}
+		email = &e
+	}
+	n, err := notify.New(notify.Config{Webhooks: hooks, Email: email, Now: b.now, Logger: b.cfg.Logger, Registerer: b.reg, ShutdownTimeout: 3 * time.Second})
 	if err != nil {
 		return fmt.Errorf("webhooks: %w", err)
 	}

@@ -153,6 +153,7 @@ type serverConfig struct {
 	Identity       *identity.Config `json:"identity,omitempty" kong:"-"`
 	GitHub         *githubFile      `json:"github,omitempty" kong:"-"`
 	Webhooks       []notify.Webhook `json:"webhooks,omitempty" kong:"-"` // secret as env:/file: reference
+	Email          *notify.Email    `json:"email,omitempty" kong:"-"`    // password as env:/file: reference
 	PendingTimeout duration         `json:"pending_timeout,omitempty" kong:"-"`
 }
 
@@ -306,6 +307,7 @@ func (c *serveCmd) brokerConfig(getenv func(string) string) (broker.Config, erro
 		PublicURL:            f.PublicURL,
 		PolicyDir:            f.PolicyDir,
 		Webhooks:             f.Webhooks,
+		Email:                f.Email,
 		AWSEndpointURL:       f.AWSEndpointURL,
 		NetworkSealKey:       f.NetworkSealKey,
 		NetworkPrivateDomain: f.Network.PrivateDomain,

@@ -39,6 +39,9 @@ func (c Config) Validate() error {
 		fail("base_backoff %v is longer than max_backoff %v; lower base_backoff or raise max_backoff", d.BaseBackoff, d.MaxBackoff)
 	}
 
+	if c.Email != nil {
+		c.Email.validate(fail)
+	}
 	type endpoint struct{ tenant, url string }
 	endpoints := map[endpoint]int{}
 	secrets := map[string]int{}

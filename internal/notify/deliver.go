@@ -35,27 +35,27 @@ func (n *Notifier) deliver(ctx, base context.Context, d *delivery) {
 		attrs := []any{"tenant", tenant, "host", host, "type", d.typ, "id", d.id, "attempt", attempt, "status", o.status}
 		if o.err == nil {
 			d.lane.counter[resultOK].Inc()
-			n.log.Info("webhook delivered", attrs...)
+			n.log.Info("notification delivered", attrs...)
 			return
 		}
 		attrs = append(attrs, "error", o.err)
 		switch {
 		case !o.retry:
 			d.lane.counter[resultFailed].Inc()
-			n.log.Error("webhook delivery failed; not retried", attrs...)
+			n.log.Error("notification delivery failed; not retried", attrs...)
 			return
 		case attempt >= n.cfg.MaxAttempts:
 			d.lane.counter[resultFailed].Inc()
-			n.log.Error("webhook delivery failed; attempts exhausted", attrs...)
+			n.log.Error("notification delivery failed; attempts exhausted", attrs...)
 			return
 		case ctx.Err() != nil:
 			d.lane.counter[resultFailed].Inc()
-			n.log.Error("webhook delivery failed; shutting down", attrs...)
+			n.log.Error("notification delivery failed; shutting down", attrs...)
 			return
 		}
 		wait := n.backoff(attempt, o)
 		d.lane.counter[resultRetry].Inc()
-		n.log.Warn("webhook delivery will be retried", append(attrs, "wait", wait)...)
+		n.log.Warn("notification delivery will be retried", append(attrs, "wait", wait)...)
 		// An error means ctx ended: the next attempt is the last.
 		_ = n.cfg.Sleep(ctx, wait)
 	}
@@ -68,6 +68,9 @@ func (n *Notifier) attempt(ctx context.Context, d *delivery) outcome {
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
 	defer cancel()
+	if d.lane.mail != nil {
+		return n.sendMail(ctx, d)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.lane.hook.URL, bytes.NewReader(d.body))
 	if err != nil {
 		var ue *url.Error

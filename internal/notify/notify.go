@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -121,9 +122,12 @@ func hostOf(raw string) string {
 // Config configures a [Notifier]. The zero value of every field but
 // Webhooks is usable.
 type Config struct {
-	// Webhooks are the endpoints, any number per tenant. None means
-	// notifications are off: [Notifier.Notify] does nothing.
+	// Webhooks are the endpoints, any number per tenant. None, and no
+	// Email, means notifications are off: [Notifier.Notify] does nothing.
 	Webhooks []Webhook
+	// Email, if set, also sends each tenant's notifications to its
+	// recipients by e-mail, with the same retries and bounds.
+	Email *Email
 	// Timeout bounds one attempt, response included; default
 	// [DefaultTimeout].
 	Timeout time.Duration
@@ -261,6 +265,7 @@ type lane struct {
 	queue   list.List       // *delivery, oldest first; guarded by Notifier.mu
 	wake    chan struct{}   // signalled when queue grows
 	counter map[string]prometheus.Counter
+	mail    *mailLane // set for an e-mail lane, which sends by SMTP
 }
 
 func (l *lane) wants(typ string) bool { return l.events == nil || l.events[typ] }
@@ -319,6 +324,28 @@ func New(cfg Config) (*Notifier, error) {
 			tenants = append(tenants, w.Tenant)
 		}
 		n.byTenant[w.Tenant] = append(n.byTenant[w.Tenant], l)
+	}
+	if e := cfg.Email; e != nil {
+		ec := *e
+		for _, tenant := range slices.Sorted(maps.Keys(e.Recipients)) {
+			l := &lane{
+				hook: Webhook{Tenant: tenant, URL: "smtp://" + e.Server, Events: slices.Clone(e.Events)},
+				host: e.Server,
+				wake: make(chan struct{}, 1),
+				mail: &mailLane{cfg: &ec, to: slices.Clone(e.Recipients[tenant])},
+			}
+			if len(e.Events) > 0 {
+				l.events = map[string]bool{}
+				for _, ev := range e.Events {
+					l.events[ev] = true
+				}
+			}
+			n.lanes = append(n.lanes, l)
+			if _, ok := n.byTenant[tenant]; !ok {
+				tenants = append(tenants, tenant)
+			}
+			n.byTenant[tenant] = append(n.byTenant[tenant], l)
+		}
 	}
 	m, err := newMetrics(cfg.Registerer, tenants)
 	if err != nil {
@@ -382,7 +409,10 @@ func (n *Notifier) Notify(m Message) {
 	n.mu.Lock()
 	for _, l := range targets {
 		d := &delivery{lane: l, id: m.ID, typ: m.Type, body: body}
-		if l.hook.Format == FormatSlack {
+		switch {
+		case l.mail != nil:
+			d.body = renderMail(m, l.mail.cfg.From, l.mail.to, n.cfg.Now())
+		case l.hook.Format == FormatSlack:
 			d.body = slack
 		}
 		if n.closed {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/tetherhq/tether/internal/testenv"
@@ -127,6 +128,9 @@ func Browser(t testing.TB) context.Context {
 		t.Fatalf("start %s: not up within %s", path, startTimeout)
 	}
 	t.Logf("webtest: %s up in %s", path, time.Since(start).Round(time.Millisecond))
+	step(t, tab, "install the CSP violation recorder", func(ctx context.Context, tg *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
+		return cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspRecorder})
+	})
 
 	// Registered last, so it runs first: the tab is still open.
 	t.Cleanup(func() {
@@ -135,6 +139,32 @@ func Browser(t testing.TB) context.Context {
 		}
 	})
 	return tab
+}
+
+// cspRecorder runs in every document before the page's own content (the
+// DevTools protocol injects it, so the page's Content-Security-Policy does
+// not stop it) and records each violation of that policy the browser
+// reports.
+const cspRecorder = `(() => {
+	const seen = [];
+	Object.defineProperty(window, "__webtestCSPViolations", {value: seen});
+	document.addEventListener("securitypolicyviolation", e => seen.push(
+		e.effectiveDirective + " refused " + (e.blockedURI || "?") +
+		(e.sourceFile ? " at " + e.sourceFile + ":" + e.lineNumber : "") +
+		(e.sample ? " (" + e.sample + ")" : "")));
+})()`
+
+// CSPViolations returns what the page tab shows did that its
+// Content-Security-Policy refused, as the browser reported it since the
+// page loaded: "<directive> refused <what> at <where> (<sample>)", where
+// what is "inline", "eval" or a URL. A page that works as designed has
+// none: a refused stylesheet or script is a page that looks or works
+// other than its author saw.
+func CSPViolations(t testing.TB, tab context.Context) []string {
+	t.Helper()
+	// Reports are queued as tasks: let the page's queue run first.
+	js := `new Promise(r => setTimeout(() => r(Array.from(window.__webtestCSPViolations || [])), 0))`
+	return step(t, tab, "read the CSP violations", chromedp.Evaluate[[]string](js, chromedp.EvalAwaitPromise))
 }
 
 // saveArtifacts writes a full-page screenshot and the page's HTML of tab

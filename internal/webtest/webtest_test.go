@@ -41,6 +41,11 @@ func server(t *testing.T) *httptest.Server {
 		w.Header().Set("X-Landed", "yes")
 		fmt.Fprint(w, `<!doctype html><p id="landed">landed</p>`)
 	})
+	mux.HandleFunc("GET /strict", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'none'")
+		fmt.Fprint(w, `<!doctype html><html><head><style>p{color:red}</style></head><body>
+<p id="p" style="margin:0">strict</p><script>document.title = "ran"</script></body></html>`)
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
@@ -110,6 +115,29 @@ func TestStaysOnLoopback(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "ERR_PROXY_CONNECTION_FAILED") {
 			t.Errorf("open %s: %v, want net::ERR_PROXY_CONNECTION_FAILED (the request must go to the black-hole proxy)", url, err)
 		}
+	}
+}
+
+// TestCSPViolations: the recorder sees each inline style, style attribute
+// and script a strict policy refuses, and nothing on a page that keeps to
+// its policy.
+func TestCSPViolations(t *testing.T) {
+	srv := server(t)
+	tab := Browser(t)
+	Open(t, tab, srv.URL+"/", "#title")
+	if got := CSPViolations(t, tab); len(got) != 0 {
+		t.Errorf("CSPViolations on a page within its policy = %q, want none", got)
+	}
+	Open(t, tab, srv.URL+"/strict", "#p")
+	got := strings.Join(CSPViolations(t, tab), "\n")
+	t.Logf("violations on /strict:\n%s", got)
+	for _, want := range []string{"style-src-elem refused inline", "style-src-attr refused inline", "script-src-elem refused inline"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("CSPViolations = %q, want one with %q", got, want)
+		}
+	}
+	if title, _ := chromedp.Run(tab, chromedp.Title()); title == "ran" {
+		t.Errorf("the inline script ran despite default-src 'none'")
 	}
 }
 
