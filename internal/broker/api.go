@@ -35,7 +35,7 @@ func (b *Broker) apiHandler() http.Handler {
 		mux.Handle(devIdPPath+"/", b.devIdP)
 	}
 	b.web.Register(mux)
-	mux.HandleFunc("GET /ui/", b.handleUI)
+	b.registerUI(mux)
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	// Metrics carry no secrets and no customer data; scrapers need no token.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{}))

@@ -91,18 +91,22 @@ func isRefusal(ae *apiError) bool {
 //
 // a is the caller when known; otherwise the source is its IP address.
 func (b *Broker) answer(w http.ResponseWriter, r *http.Request, a audit.Actor, err error) {
+	writeError(w, b.recordRefusal(r, a, err))
+}
+
+// recordRefusal records err as [Broker.answer] does and returns the error
+// to answer with (a 429 in place of a 401 from a flooding source). The
+// web console answers its refusals with pages through it.
+func (b *Broker) recordRefusal(r *http.Request, a audit.Actor, err error) error {
 	var ae *apiError
 	if !errors.As(err, &ae) {
-		writeError(w, err)
-		return
+		return err
 	}
 	if !isRefusal(ae) {
-		writeError(w, ae)
-		return
+		return ae
 	}
 	if cs, ok := r.Context().Value(callKey{}).(*callState); ok && cs.failureRecorded.Load() {
-		writeError(w, ae)
-		return
+		return ae
 	}
 	now := b.now()
 	ip := hostOf(r.RemoteAddr)
@@ -142,7 +146,7 @@ func (b *Broker) answer(w http.ResponseWriter, r *http.Request, a audit.Actor, e
 			b.log.Error("audit write failed", "type", typ, "code", ae.code, "err", err)
 		}
 	}
-	writeError(w, ae)
+	return ae
 }
 
 // flushRefusals records the aggregates of refusal windows that ended, or

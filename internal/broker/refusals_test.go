@@ -294,6 +294,10 @@ func TestEveryRefusalAudited(t *testing.T) {
 		{"invalid_issuer", 400, call("", "GET", "/api/v1/auth/config?issuer="+strings.Repeat("i", 65), ""), "", ""},
 		{"unknown_issuer", 404, call("", "GET", "/api/v1/auth/config?issuer=nobody", ""), "", ""},
 		{"not_found", 404, call("", "GET", "/api/v1/nothing-here", ""), "", ""},
+		// The web console (ui.go, ui_requests.go): answered as pages through the same edge (recordRefusal).
+		{"csrf_invalid", 403, nil, "a console form without the session's CSRF token: TestWebConsoleApprover provokes it and checks its auth.failed event", ""},
+		{"invalid_form", 400, nil, "a console form that cannot be parsed; answered through the same edge", ""},
+		{"invalid_page", 400, nil, "an inbox page past its bound: TestWebConsoleInboxPages provokes it", ""},
 		// Bodies (http.go).
 		{"bad_json", 400, req("engineer@vendor", `{"deployment":`), "", ""},
 		{"bad_content_type", 415, call("engineer@vendor", "POST", "/api/v1/requests", ask(""), "Content-Type", "text/plain"), "", ""},

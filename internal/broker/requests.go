@@ -395,24 +395,34 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 				return b.refuseReview(ctx, r, cur, "approval_proof_invalid", err.Error())
 			}
 		}
-		ar, err := b.access.Review(ctx, cur, caller(r), access.Review{Approve: approve, Comment: comment, PlanDigest: body.PlanDigest, Statement: body.Statement, Proof: body.Proof})
-		// A review refused for who reviews is an authorization failure,
-		// audited as one.
-		var ae *access.Error
-		if errors.As(err, &ae) {
-			switch ae.Code {
-			case access.CodeSelfReview:
-				return b.refuseReview(ctx, r, cur, "self_review", ae.Message)
-			case access.CodeNotAReviewer:
-				return b.refuseReview(ctx, r, cur, "not_a_reviewer", ae.Message)
-			}
-		}
+		ar, err := b.review(r, cur, access.Review{Approve: approve, Comment: comment, PlanDigest: body.PlanDigest, Statement: body.Statement, Proof: body.Proof})
 		if err != nil {
-			return accessError(err)
+			return err
 		}
 		writeJSON(w, http.StatusOK, b.requestView(ar))
 		return nil
 	}
+}
+
+// review applies r's caller's review of cur, as the API and the web
+// console both do: a review refused for who reviews is an authorization
+// failure, audited as one.
+func (b *Broker) review(r *http.Request, cur store.AccessRequest, rv access.Review) (store.AccessRequest, error) {
+	ctx := r.Context()
+	ar, err := b.access.Review(ctx, cur, caller(r), rv)
+	var ae *access.Error
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case access.CodeSelfReview:
+			return ar, b.refuseReview(ctx, r, cur, "self_review", ae.Message)
+		case access.CodeNotAReviewer:
+			return ar, b.refuseReview(ctx, r, cur, "not_a_reviewer", ae.Message)
+		}
+	}
+	if err != nil {
+		return ar, accessError(err)
+	}
+	return ar, nil
 }
 
 // maxProofAge bounds how long before an approval its proof may have been
@@ -587,24 +597,39 @@ func (b *Broker) handleListRequests(w http.ResponseWriter, r *http.Request) erro
 		}
 		f.DeploymentID = d.ID
 	}
+	ars, err := b.visibleRequests(ctx, p, f)
+	if err != nil {
+		return err
+	}
+	out := brokerapi.ListAccessRequests{Requests: make([]brokerapi.AccessRequest, 0, len(ars))}
+	for _, ar := range ars {
+		out.Requests = append(out.Requests, b.requestView(ar))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// visibleRequests lists the requests f selects that p may see: a
+// customer's own tenant's only, and with f.Requester only p's own. The
+// API's list and the web console's inbox both list through it.
+func (b *Broker) visibleRequests(ctx context.Context, p identity.Principal, f store.RequestFilter) ([]store.AccessRequest, error) {
 	if p.Tenant != "" {
 		f.Tenant = p.Tenant // a customer sees its own tenant's requests only
 	}
 	ars, err := b.store.ListRequests(ctx, f)
 	if err != nil {
-		return fmt.Errorf("list requests: %w", err)
+		return nil, fmt.Errorf("list requests: %w", err)
 	}
-	out := brokerapi.ListAccessRequests{Requests: make([]brokerapi.AccessRequest, 0, len(ars))}
+	out := ars[:0]
 	for _, ar := range ars {
 		if f.Requester != "" && ar.Requester.Issuer != p.Issuer {
 			continue
 		}
 		if p.CanActOnTenant(ar.Tenant) {
-			out.Requests = append(out.Requests, b.requestView(ar))
+			out = append(out, ar)
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return out, nil
 }
 
 func (b *Broker) handleGetRequest(w http.ResponseWriter, r *http.Request) error {

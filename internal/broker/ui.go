@@ -2,13 +2,18 @@ package broker
 
 import (
 	"context"
+	"crypto/subtle"
+	"errors"
 	"fmt"
-	"html/template"
 	"net/http"
+	"net/url"
 
 	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/weblogin"
+	"github.com/tetherhq/tether/internal/webui"
 )
 
 // startWebLogin sets up the browser login (authorization code + PKCE at
@@ -33,6 +38,7 @@ func (b *Broker) startWebLogin(publicURL string) error {
 		Now:         b.now,
 		Logger:      b.cfg.Logger,
 		OnEvent:     b.webLoginEvent,
+		OnCeremony:  b.uiCeremonyDone,
 	})
 	if err != nil {
 		return fmt.Errorf("web login: %w", err)
@@ -64,70 +70,245 @@ func (b *Broker) webLoginEvent(ctx context.Context, e weblogin.Event) error {
 	return b.auditLog.Record(ctx, ev)
 }
 
-var uiPage = template.Must(template.New("ui").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Tether</title>
-<style>body{font:15px system-ui,sans-serif;margin:2rem;max-width:60rem}table{border-collapse:collapse}td,th{padding:.3rem .8rem;text-align:left;border-bottom:1px solid #ddd}</style>
-</head><body>
-<h1>Tether</h1>
-{{if .Signed}}
-<p>Signed in as <b>{{.Name}}</b> through {{.Issuer}}{{if .Tenant}} (tenant <b>{{.Tenant}}</b>){{end}}, roles {{range $i, $r := .Roles}}{{if $i}}, {{end}}{{$r}}{{end}}.</p>
-<form method="post" action="/auth/logout"><input type="hidden" name="csrf" value="{{.CSRF}}"><button>Sign out</button></form>
-<h2>Deployments</h2>
-{{if .Deployments}}<table><tr><th>Tenant</th><th>Name</th><th>Region</th><th>Agent</th></tr>
-{{range .Deployments}}<tr><td>{{.Tenant}}</td><td>{{.Name}}</td><td>{{.Region}}</td><td>{{.AgentStatus}}</td></tr>{{end}}
-</table>{{else}}<p>No deployments you may see.</p>{{end}}
-{{else}}
-<p>Sign in with:</p>
-<ul>{{range .Issuers}}<li><a href="/auth/login?issuer={{.Name}}&amp;next=/ui/">{{.Name}}</a>{{if .Tenant}} (approvers of {{.Tenant}}){{else}} (vendor staff){{end}}</li>{{end}}</ul>
-{{if not .Dev}}<form method="get" action="/auth/login"><label>Customer approvers: your organisation's sign-in name <input name="issuer" required maxlength="63" pattern="[a-z0-9-]+"></label><input type="hidden" name="next" value="/ui/"> <button>Sign in</button></form>{{end}}
-{{end}}
-</body></html>`))
+// The web console: server-rendered pages (package webui) behind the web
+// login, each authorized by a row of the API's table ([UIRoutes]).
 
-// handleUI is the broker's page: who you are and the deployments you may
-// see, behind the web login.
-func (b *Broker) handleUI(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("X-Frame-Options", "DENY")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	p, ok := b.web.Principal(r)
+// UIRoute is one route of the web console and the API endpoint whose
+// authorization it follows: the same roles and the same tenant check, by
+// the same code ([Broker.permit]).
+type UIRoute struct {
+	Pattern string // net/http ServeMux pattern, "METHOD /ui/..."
+	Follows string // the Pattern of an [Endpoints] row
+
+	handle func(b *Broker, w http.ResponseWriter, r *http.Request) error
+}
+
+// UIRoutes is the web console's route table. A test holds every route to
+// an existing [Endpoints] row.
+func UIRoutes() []UIRoute {
+	return []UIRoute{
+		// The stylesheet is as public as the sign-in configuration.
+		{"GET " + webui.StaticPrefix, "GET /api/v1/auth/config", func(_ *Broker, w http.ResponseWriter, r *http.Request) error {
+			webui.ServeStatic(w, r)
+			return nil
+		}},
+		{"GET /ui/{$}", "GET /api/v1/deployments", (*Broker).uiHome},
+		{"GET /ui/", "GET /api/v1/whoami", (*Broker).uiNotFound},
+		{"GET /ui/inbox", "GET /api/v1/requests", (*Broker).uiInbox},
+		{"GET /ui/requests/{id}", "GET /api/v1/requests/{id}", (*Broker).uiRequest},
+		{"POST /ui/requests/{id}/approve", approveRoute, (*Broker).uiApprove},
+		{"POST /ui/requests/{id}/deny", "POST /api/v1/requests/{id}/deny", (*Broker).uiDeny},
+		{"POST /ui/requests/{id}/revoke", revokeRoute, (*Broker).uiRevoke},
+	}
+}
+
+const (
+	approveRoute = "POST /api/v1/requests/{id}/approve"
+	revokeRoute  = "POST /api/v1/requests/{id}/revoke"
+	// maxFormBody bounds a console form.
+	maxFormBody = 64 << 10
+)
+
+var pages = webui.Must()
+
+// endpointRow returns the [Endpoints] row of pattern.
+func endpointRow(pattern string) (Endpoint, bool) {
+	for _, e := range Endpoints() {
+		if e.Pattern == pattern {
+			return e, true
+		}
+	}
+	return Endpoint{}, false
+}
+
+// registerUI adds the console's routes to mux, each behind the
+// authorization of the API row it follows.
+func (b *Broker) registerUI(mux *http.ServeMux) {
+	for _, rt := range UIRoutes() {
+		e, ok := endpointRow(rt.Follows)
+		if !ok {
+			panic("web console route " + rt.Pattern + " follows no API endpoint " + rt.Follows) // TestUIRoutesFollowTheTable
+		}
+		mux.Handle(rt.Pattern, b.uiAuthorize(rt, e))
+	}
+}
+
+// uiAuthorize wraps a console route: a signed-out visitor of a page is
+// shown the sign-in page; a POST must carry the session's CSRF token;
+// then the caller is checked against e exactly as the API checks a
+// bearer token's principal. Refusals are audited by the API's edge
+// ([Broker.recordRefusal]) and answered with a page.
+func (b *Broker) uiAuthorize(rt UIRoute, e Endpoint) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = withCall(r)
+		r = r.WithContext(context.WithValue(r.Context(), loadedKey{}, new(loadedRequest)))
+		serve := func(r *http.Request) {
+			if err := rt.handle(b, w, r); err != nil {
+				b.uiAnswer(w, r, callerOf(r), err)
+			}
+		}
+		if e.Scope == ScopePublic {
+			serve(r)
+			return
+		}
+		p, ok := b.web.Principal(r)
+		if !ok {
+			if r.Method == http.MethodGet {
+				b.uiSignIn(w, r)
+				return
+			}
+			b.uiAnswer(w, r, audit.Actor{}, errorf(http.StatusUnauthorized, "unauthenticated",
+				"you are not signed in, or your session ended: sign in again, then repeat what you did"))
+			return
+		}
+		if r.Method != http.MethodGet {
+			if err := b.checkCSRF(w, r); err != nil {
+				b.uiAnswer(w, r, actor(p, ""), err)
+				return
+			}
+		}
+		if err := b.permit(r, e, p); err != nil {
+			b.uiAnswer(w, r, actor(p, ""), err)
+			return
+		}
+		serve(withPrincipal(r, p, e))
+	})
+}
+
+// withPrincipal carries p, authorized for e, to the handler as
+// [Broker.authorize] does.
+func withPrincipal(r *http.Request, p identity.Principal, e Endpoint) *http.Request {
+	role := ""
+	for _, want := range e.Roles {
+		if p.HasRole(want) {
+			role = want
+			break
+		}
+	}
+	ctx := context.WithValue(r.Context(), principalKey{}, p)
+	return r.WithContext(context.WithValue(ctx, roleKey{}, role))
+}
+
+// checkCSRF reads r's bounded form and refuses it unless its csrf field
+// is the session's token (compared in constant time).
+func (b *Broker) checkCSRF(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
+	if err := r.ParseForm(); err != nil {
+		return errorf(http.StatusBadRequest, "invalid_form", "the form could not be read (at most %d bytes of application/x-www-form-urlencoded): reload the page and try again", maxFormBody)
+	}
+	want := b.web.CSRFToken(r)
+	got := r.PostForm.Get("csrf")
+	if want == "" || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		return errorf(http.StatusForbidden, "csrf_invalid", "the form did not come from a current Tether page of your session (its CSRF token is missing or wrong): reload the page and try again")
+	}
+	return nil
+}
+
+// uiAnswer records a refusal as the API's edge does and answers with an
+// error page.
+func (b *Broker) uiAnswer(w http.ResponseWriter, r *http.Request, a audit.Actor, err error) {
+	err = b.recordRefusal(r, a, err)
+	heading, status, code, msg := "Something went wrong", http.StatusInternalServerError, "internal", "internal error; the broker log has details"
+	var ae *apiError
+	if errors.As(err, &ae) {
+		status, code, msg = ae.status, ae.code, ae.message
+		if ae.retry > 0 {
+			w.Header().Set("Retry-After", retryAfter(ae.retry))
+		}
+		if status < 500 {
+			heading = "Refused"
+		}
+	} else {
+		b.log.Error("web console request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	back := ""
+	if id := r.PathValue("id"); id != "" && r.Method != http.MethodGet {
+		back = "/ui/requests/" + url.PathEscape(id)
+	}
+	b.render(w, r, status, "error", heading, errorPage{Heading: heading, Code: code, Message: msg, Back: back})
+}
+
+type errorPage struct {
+	Heading, Code, Message, Back string
+}
+
+// render writes a console page with the layout's header and navigation.
+func (b *Broker) render(w http.ResponseWriter, r *http.Request, status int, name, title string, data any) {
+	p := webui.Page{Title: title, Data: data}
+	who := principalFrom(r.Context())
+	if who.Subject == "" {
+		who, _ = b.web.Principal(r)
+	}
+	if who.Subject != "" {
+		name := who.Email
+		if name == "" {
+			name = who.Subject
+		}
+		p.User = &webui.User{Name: name, Issuer: who.IssuerName, Tenant: who.Tenant, Roles: who.Roles}
+		p.CSRF = b.web.CSRFToken(r)
+		for _, n := range []webui.NavItem{{Path: "/ui/", Text: "Deployments"}, {Path: "/ui/inbox", Text: "Inbox"}} {
+			n.Current = r.URL.Path == n.Path
+			p.Nav = append(p.Nav, n)
+		}
+	}
+	if r.Method == http.MethodGet {
+		p.Notice = notices[r.URL.Query().Get("done")]
+	}
+	if err := pages.Render(w, status, name, p); err != nil {
+		b.log.Error("render web console page", "page", name, "err", err)
+	}
+}
+
+// notices are the messages a page shows after an action redirected to
+// it (?done=…); anything else shows none.
+var notices = map[string]string{
+	"approved": "Your approval is recorded.",
+	"denied":   "Your denial is recorded.",
+	"revoked":  "Access is revoked.",
+}
+
+type signInIssuer struct{ Name, Tenant, URL string }
+
+// uiSignIn shows a signed-out visitor how to sign in, and brings them
+// back to the page they asked for.
+func (b *Broker) uiSignIn(w http.ResponseWriter, r *http.Request) {
+	next := r.URL.Path
 	// Signed out, the page names the vendor's identity provider only:
 	// listing customers' would tell anyone who Tether's customers are. A
 	// customer's approver types their organisation's sign-in name (the
 	// broker's operator tells them; notification links carry it). A dev
 	// broker lists its dev issuers.
-	issuers := b.identity.Issuers
-	if b.cfg.Dev == nil {
-		issuers = nil
-		for _, ic := range b.identity.Issuers {
-			if ic.Tenant == "" {
-				issuers = append(issuers, ic)
-			}
+	var issuers []signInIssuer
+	for _, ic := range b.identity.Issuers {
+		if ic.Tenant == "" || b.cfg.Dev != nil {
+			u := weblogin.LoginPath + "?" + url.Values{"issuer": {ic.Name}, "next": {next}}.Encode()
+			issuers = append(issuers, signInIssuer{Name: ic.Name, Tenant: ic.Tenant, URL: u})
 		}
 	}
-	data := map[string]any{"Signed": ok, "Issuers": issuers, "Dev": b.cfg.Dev != nil}
-	if !ok {
-		uiPage.Execute(w, data)
-		return
+	status := http.StatusUnauthorized
+	if next == "/ui/" {
+		status = http.StatusOK
 	}
+	b.render(w, r, status, "signin", "Sign in", map[string]any{"Issuers": issuers, "Dev": b.cfg.Dev != nil, "Next": next})
+}
+
+// uiHome lists the deployments the caller may see.
+func (b *Broker) uiHome(w http.ResponseWriter, r *http.Request) error {
+	p := principalFrom(r.Context())
 	ds, err := b.store.ListDeployments(r.Context())
 	if err != nil {
-		b.log.Error("list deployments for the UI", "err", err)
-		http.Error(w, "internal error; the broker log has details", http.StatusInternalServerError)
-		return
+		return fmt.Errorf("list deployments: %w", err)
 	}
-	var visible []any
+	var visible []brokerapi.Deployment
 	for _, d := range ds {
 		if p.CanActOnTenant(d.Tenant) {
 			visible = append(visible, b.view(d))
 		}
 	}
-	name := p.Email
-	if name == "" {
-		name = p.Subject
-	}
-	data["Name"], data["Issuer"], data["Tenant"], data["Roles"] = name, p.IssuerName, p.Tenant, p.Roles
-	data["CSRF"], data["Deployments"] = b.web.CSRFToken(r), visible
-	uiPage.Execute(w, data)
+	b.render(w, r, http.StatusOK, "home", "Deployments", map[string]any{"Deployments": visible})
+	return nil
+}
+
+func (b *Broker) uiNotFound(w http.ResponseWriter, r *http.Request) error {
+	return errorf(http.StatusNotFound, "not_found", "no page %s: start from the deployments or the inbox", truncate(r.URL.Path, maxAuditPath))
 }

@@ -140,6 +140,10 @@ func (m *Manager) handleCallback(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	if pl.ceremony != nil {
+		m.finishCeremony(w, r, pl)
+		return
+	}
 	name := pl.provider.cfg.Name
 	p, f := m.complete(r, pl)
 	if f != nil {
@@ -303,6 +307,7 @@ func (m *Manager) complete(r *http.Request, pl *pendingLogin) (identity.Principa
 	if !slices.Contains(c.Aud, pl.provider.cfg.ClientID) || (c.Azp != "" && c.Azp != pl.provider.cfg.ClientID) {
 		return p, refuse(fmt.Sprintf("id token audience %q (azp %q) is not client %q", c.Aud, c.Azp, pl.provider.cfg.ClientID))
 	}
+	pl.idToken = raw
 	return p, nil
 }
 

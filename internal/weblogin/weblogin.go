@@ -152,6 +152,10 @@ type Config struct {
 	OnEvent func(ctx context.Context, e Event) error
 	// Logger receives operational logs; default discards them.
 	Logger *slog.Logger
+	// OnCeremony receives the verified outcome of a signing ceremony
+	// ([Manager.BeginCeremony]) and answers the browser. Nil disables
+	// ceremonies.
+	OnCeremony func(w http.ResponseWriter, r *http.Request, c CeremonyResult)
 }
 
 // Validate reports every problem in c joined into one error, or nil.
@@ -231,6 +235,7 @@ type Manager struct {
 	client      *http.Client
 	now         func() time.Time
 	onEvent     func(ctx context.Context, e Event) error
+	onCeremony  func(w http.ResponseWriter, r *http.Request, c CeremonyResult)
 	log         *slog.Logger
 	discover    discoverFunc
 
@@ -259,6 +264,12 @@ type pendingLogin struct {
 	verifier string // PKCE
 	next     string
 	expires  time.Time
+	// ceremony is set for a signing ceremony ([Manager.BeginCeremony]),
+	// nil for a login.
+	ceremony *pendingCeremony
+	// idToken is the verified ID token, once [Manager.complete] accepted
+	// it.
+	idToken string
 }
 
 type session struct {
@@ -294,6 +305,7 @@ func New(cfg Config) (*Manager, error) {
 		client:      cfg.HTTPClient,
 		now:         cfg.Now,
 		onEvent:     cfg.OnEvent,
+		onCeremony:  cfg.OnCeremony,
 		log:         cfg.Logger,
 	}
 	if m.client == nil {
