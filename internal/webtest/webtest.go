@@ -299,6 +299,21 @@ func HTML(t testing.TB, tab context.Context, sel string) string {
 	return step(t, tab, "read the HTML of "+sel, chromedp.OuterHTML(chromedp.CSS(sel)))
 }
 
+// Attr returns the attribute name of the first element matching sel, as
+// the server sent it or a script set it, or "" when absent. The element
+// need not be visible (a hidden input).
+func Attr(t testing.TB, tab context.Context, sel, name string) string {
+	t.Helper()
+	return step(t, tab, "read the attributes of "+sel, chromedp.Attributes(chromedp.CSS(sel)))[name]
+}
+
+// Eval evaluates the JavaScript expression js in the page and returns its
+// value as a T (decoded from JSON).
+func Eval[T any](t testing.TB, tab context.Context, js string) T {
+	t.Helper()
+	return step(t, tab, "evaluate "+js, chromedp.Evaluate[T](js))
+}
+
 // Count returns how many elements match sel now, without waiting.
 func Count(t testing.TB, tab context.Context, sel string) int {
 	t.Helper()
