@@ -60,7 +60,11 @@ const blackholeProxy = "http://127.0.0.1:1"
 // first of chromium, chromium-browser, google-chrome on $PATH.
 func ExecPath() (string, error) {
 	if p := os.Getenv("TETHER_CHROMIUM"); p != "" {
-		return exec.LookPath(p)
+		path, err := exec.LookPath(p)
+		if err != nil {
+			return "", fmt.Errorf("TETHER_CHROMIUM=%s: %w", p, err)
+		}
+		return path, nil
 	}
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
