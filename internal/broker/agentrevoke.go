@@ -31,7 +31,6 @@ var errAgentRevoked = errors.New("the agent was revoked")
 // cut off and no further call is made to it. A new agent pairs with a new
 // pairing token.
 func (b *Broker) handleRevokeAgent(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
 	d, err := b.lookup(r)
 	if err != nil {
 		return err
@@ -40,21 +39,33 @@ func (b *Broker) handleRevokeAgent(w http.ResponseWriter, r *http.Request) error
 	if err := decodeJSON(w, r, brokerapi.MaxBody, &body); err != nil {
 		return err
 	}
-	reason := strings.TrimSpace(body.Reason)
+	res, err := b.revokeAgent(r, d, body.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// revokeAgent revokes d's agent for reason, audited; the API and the web
+// console both call it.
+func (b *Broker) revokeAgent(r *http.Request, d store.DeploymentStatus, reason string) (brokerapi.RevokeAgentResponse, error) {
+	ctx := r.Context()
+	reason = strings.TrimSpace(reason)
 	if reason == "" || len(reason) > maxCommentLen {
-		return errorf(http.StatusBadRequest, "reason_required", "revoking an agent needs a reason (--reason), at most %d characters", maxCommentLen)
+		return brokerapi.RevokeAgentResponse{}, errorf(http.StatusBadRequest, "reason_required", "revoking an agent needs a reason (--reason), at most %d characters", maxCommentLen)
 	}
 	if d.Agent == nil {
-		return errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent to revoke", d.Tenant, d.Name)
+		return brokerapi.RevokeAgentResponse{}, errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent to revoke", d.Tenant, d.Name)
 	}
 	a := *d.Agent
 	now := b.now()
 	switch err := b.store.RevokeAgent(ctx, a.ID, now); {
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
 		// Another broker or a pairing came first.
-		return errorf(http.StatusConflict, "agent_unpaired", "the agent %s of %s/%s is no longer its current agent: 'broker deployment show %s/%s'", a.ID, d.Tenant, d.Name, d.Tenant, d.Name)
+		return brokerapi.RevokeAgentResponse{}, errorf(http.StatusConflict, "agent_unpaired", "the agent %s of %s/%s is no longer its current agent: 'broker deployment show %s/%s'", a.ID, d.Tenant, d.Name, d.Tenant, d.Name)
 	case err != nil:
-		return fmt.Errorf("revoke agent: %w", err)
+		return brokerapi.RevokeAgentResponse{}, fmt.Errorf("revoke agent: %w", err)
 	}
 	sessions, calls := b.endAgentSessions(a.ID)
 	b.changed() // drop data-plane lookups that still hold the agent
@@ -65,7 +76,7 @@ func (b *Broker) handleRevokeAgent(w http.ResponseWriter, r *http.Request) error
 		Details: map[string]any{"node_id": a.NodeID, "node": a.NodeName, "sessions_ended": sessions, "calls_cut_off": calls},
 	}
 	if err := audit.Stamp(&ev, now); err != nil {
-		return err
+		return brokerapi.RevokeAgentResponse{}, err
 	}
 	if err := b.record(ctx, ev); err != nil {
 		// As for a grant's revocation, the agent stays revoked (fail
@@ -73,13 +84,12 @@ func (b *Broker) handleRevokeAgent(w http.ResponseWriter, r *http.Request) error
 		if !b.backlog.add(ev) {
 			b.log.Error("audit backlog full: an agent revocation's event is lost", "agent_id", a.ID)
 		}
-		return errorf(http.StatusInternalServerError, "audit_unavailable", "the agent of %s/%s is revoked, but the audit log could not be written: the broker records the revocation as soon as it can; tell the broker's operator", d.Tenant, d.Name)
+		return brokerapi.RevokeAgentResponse{}, errorf(http.StatusInternalServerError, "audit_unavailable", "the agent of %s/%s is revoked, but the audit log could not be written: the broker records the revocation as soon as it can; tell the broker's operator", d.Tenant, d.Name)
 	}
 	d.Agent = nil
-	writeJSON(w, http.StatusOK, brokerapi.RevokeAgentResponse{
+	return brokerapi.RevokeAgentResponse{
 		Deployment: b.view(d), AgentID: a.ID, RevokedAt: now.UTC(), SessionsEnded: sessions, CallsCutOff: calls,
-	})
-	return nil
+	}, nil
 }
 
 // endAgentSessions ends, at once, what a revoked agent has open with this

@@ -86,30 +86,40 @@ func (b *Broker) handleCreateDeployment(w http.ResponseWriter, r *http.Request) 
 	if err := decodeJSON(w, r, brokerapi.MaxBody, &req); err != nil {
 		return err
 	}
-	if err := validateDeploymentName(req.Tenant, req.Name, req.Region); err != nil {
+	res, err := b.createDeployment(r, req)
+	if err != nil {
 		return err
+	}
+	writeJSON(w, http.StatusCreated, res)
+	return nil
+}
+
+// createDeployment creates a deployment and its first pairing token,
+// audited; the API and the web console both call it.
+func (b *Broker) createDeployment(r *http.Request, req brokerapi.CreateDeploymentRequest) (brokerapi.CreateDeploymentResponse, error) {
+	if err := validateDeploymentName(req.Tenant, req.Name, req.Region); err != nil {
+		return brokerapi.CreateDeploymentResponse{}, err
 	}
 	now := b.now()
 	d := store.Deployment{ID: uuid.NewString(), Tenant: req.Tenant, Name: req.Name, Region: req.Region, CreatedAt: now}
 	token, tok := b.newPairingToken(d.ID, now)
 	if err := b.store.CreateDeployment(r.Context(), d, tok); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return errorf(http.StatusConflict, "deployment_exists", "tenant %q already has a deployment named %q: pick another name, or use 'broker deployment show %s/%s'", d.Tenant, d.Name, d.Tenant, d.Name)
+			return brokerapi.CreateDeploymentResponse{}, errorf(http.StatusConflict, "deployment_exists", "tenant %q already has a deployment named %q: pick another name, or use 'broker deployment show %s/%s'", d.Tenant, d.Name, d.Tenant, d.Name)
 		}
-		return fmt.Errorf("create deployment: %w", err)
+		return brokerapi.CreateDeploymentResponse{}, fmt.Errorf("create deployment: %w", err)
 	}
 	if err := b.record(r.Context(), audit.Event{
 		Type: audit.DeploymentCreated, Actor: actorOf(r), Deployment: d.ID,
 		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
 		Details: map[string]any{"tenant": d.Tenant, "name": d.Name, "region": d.Region},
 	}); err != nil {
-		return err
+		return brokerapi.CreateDeploymentResponse{}, err
 	}
-	writeJSON(w, http.StatusCreated, brokerapi.CreateDeploymentResponse{
+	return brokerapi.CreateDeploymentResponse{
 		Deployment: b.view(store.DeploymentStatus{Deployment: d}),
 		Pairing:    brokerapi.PairingToken{DeploymentID: d.ID, Token: token, ExpiresAt: tok.ExpiresAt.UTC()},
-	})
-	return nil
+	}, nil
 }
 
 func (b *Broker) newPairingToken(deploymentID string, now time.Time) (string, store.PairingToken) {
@@ -178,18 +188,28 @@ func (b *Broker) handleNewPairingToken(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
+	tok, err := b.issuePairingToken(r, d)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, tok)
+	return nil
+}
+
+// issuePairingToken adds a pairing token to d, audited; the API and the
+// web console both call it.
+func (b *Broker) issuePairingToken(r *http.Request, d store.DeploymentStatus) (brokerapi.PairingToken, error) {
 	token, tok := b.newPairingToken(d.ID, b.now())
 	if err := b.store.AddPairingToken(r.Context(), tok); err != nil {
-		return fmt.Errorf("add pairing token: %w", err)
+		return brokerapi.PairingToken{}, fmt.Errorf("add pairing token: %w", err)
 	}
 	if err := b.record(r.Context(), audit.Event{
 		Type: audit.PairingTokenIssued, Actor: actorOf(r), Deployment: d.ID,
 		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
 	}); err != nil {
-		return err
+		return brokerapi.PairingToken{}, err
 	}
-	writeJSON(w, http.StatusCreated, brokerapi.PairingToken{DeploymentID: d.ID, Token: token, ExpiresAt: tok.ExpiresAt.UTC()})
-	return nil
+	return brokerapi.PairingToken{DeploymentID: d.ID, Token: token, ExpiresAt: tok.ExpiresAt.UTC()}, nil
 }
 
 func (b *Broker) handlePing(w http.ResponseWriter, r *http.Request) error {

@@ -62,31 +62,9 @@ func (b *Broker) handlePermitStatement(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	var canon []byte
-	id := in.ID
-	if id != "" {
-		i := slices.IndexFunc(d.Settings.Permits, func(p store.Permit) bool { return p.ID == id })
-		if i < 0 || !d.Settings.Permits[i].RevokedAt.IsZero() {
-			return errorf(http.StatusNotFound, "permit_not_found", "deployment %s/%s has no live permit %s ('broker permit list %s/%s')", d.Tenant, d.Name, truncate(id, 60), d.Tenant, d.Name)
-		}
-		canon = []byte(d.Settings.Permits[i].Canonical)
-	} else {
-		p := approval.Permit{ID: uuid.NewString(), Deployment: d.ID, Scopes: in.Scopes, EngineerGroup: in.EngineerGroup}
-		if in.MaxGrant != "" {
-			if p.MaxGrant, err = time.ParseDuration(in.MaxGrant); err != nil {
-				return errorf(http.StatusBadRequest, "invalid_permit", "max_grant %q: want a Go duration such as 1h", truncate(in.MaxGrant, 40))
-			}
-		}
-		for _, w := range in.Windows {
-			p.Windows = append(p.Windows, approval.Window{Start: w.Start.UTC().Truncate(time.Second), End: w.End.UTC().Truncate(time.Second)})
-		}
-		if err := b.checkPermitTerms(p); err != nil {
-			return err
-		}
-		if canon, err = p.Canonical(); err != nil {
-			return errorf(http.StatusBadRequest, "invalid_permit", "%v", err)
-		}
-		id = p.ID
+	canon, id, err := b.permitToSign(d, in)
+	if err != nil {
+		return err
 	}
 	out := brokerapi.PermitStatement{ID: id, Permit: string(canon), Digest: approval.Digest(canon)}
 	p := principalFrom(r.Context())
@@ -98,6 +76,36 @@ func (b *Broker) handlePermitStatement(w http.ResponseWriter, r *http.Request) e
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// permitToSign is the canonical permit a customer approver signs for in:
+// d's live permit in.ID to co-sign, or a new one from in's terms. The API
+// and the web console both call it.
+func (b *Broker) permitToSign(d store.DeploymentStatus, in brokerapi.PermitStatementBody) (canon []byte, id string, err error) {
+	id = in.ID
+	if id != "" {
+		i := slices.IndexFunc(d.Settings.Permits, func(p store.Permit) bool { return p.ID == id })
+		if i < 0 || !d.Settings.Permits[i].RevokedAt.IsZero() {
+			return nil, "", errorf(http.StatusNotFound, "permit_not_found", "deployment %s/%s has no live permit %s ('broker permit list %s/%s')", d.Tenant, d.Name, truncate(id, 60), d.Tenant, d.Name)
+		}
+		return []byte(d.Settings.Permits[i].Canonical), id, nil
+	}
+	p := approval.Permit{ID: uuid.NewString(), Deployment: d.ID, Scopes: in.Scopes, EngineerGroup: in.EngineerGroup}
+	if in.MaxGrant != "" {
+		if p.MaxGrant, err = time.ParseDuration(in.MaxGrant); err != nil {
+			return nil, "", errorf(http.StatusBadRequest, "invalid_permit", "max_grant %q: want a Go duration such as 1h", truncate(in.MaxGrant, 40))
+		}
+	}
+	for _, w := range in.Windows {
+		p.Windows = append(p.Windows, approval.Window{Start: w.Start.UTC().Truncate(time.Second), End: w.End.UTC().Truncate(time.Second)})
+	}
+	if err := b.checkPermitTerms(p); err != nil {
+		return nil, "", err
+	}
+	if canon, err = p.Canonical(); err != nil {
+		return nil, "", errorf(http.StatusBadRequest, "invalid_permit", "%v", err)
+	}
+	return canon, p.ID, nil
 }
 
 // checkPermitTerms refuses a permit that is malformed, already over, or
@@ -125,22 +133,35 @@ func (b *Broker) handleSignPermit(w http.ResponseWriter, r *http.Request) error 
 	if err := decodeJSON(w, r, brokerapi.MaxBody, &in); err != nil {
 		return err
 	}
+	view, err := b.signPermit(r, in)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, view)
+	return nil
+}
+
+// signPermit stores the permit in.Permit with the caller's signature
+// in.Proof, or adds it to the stored permit; verified like an approval's
+// proof, audited. The API and the web console both call it.
+func (b *Broker) signPermit(r *http.Request, in brokerapi.SignPermitBody) (brokerapi.Permit, error) {
+	var none brokerapi.Permit
 	p, err := approval.ParsePermit([]byte(in.Permit))
 	if err != nil {
-		return errorf(http.StatusBadRequest, "invalid_permit", "%v", err)
+		return none, errorf(http.StatusBadRequest, "invalid_permit", "%v", err)
 	}
 	b.settingsMu.Lock()
 	defer b.settingsMu.Unlock()
 	d, err := b.lookup(r)
 	if err != nil {
-		return err
+		return none, err
 	}
 	if p.Deployment != d.ID {
-		return errorf(http.StatusBadRequest, "invalid_permit", "the permit is for deployment %s, not %s/%s", p.Deployment, d.Tenant, d.Name)
+		return none, errorf(http.StatusBadRequest, "invalid_permit", "the permit is for deployment %s, not %s/%s", p.Deployment, d.Tenant, d.Name)
 	}
 	who := principalFrom(r.Context())
 	if err := b.checkProof(who, in.Permit, in.Proof); err != nil {
-		return b.refuseDeployment(r, d, "approval_proof_invalid", err.Error())
+		return none, b.refuseDeployment(r, d, "approval_proof_invalid", err.Error())
 	}
 	signer := person(who)
 	s := d.Settings
@@ -148,17 +169,17 @@ func (b *Broker) handleSignPermit(w http.ResponseWriter, r *http.Request) error 
 	i := slices.IndexFunc(s.Permits, func(x store.Permit) bool { return x.ID == p.ID })
 	switch {
 	case i >= 0 && s.Permits[i].Canonical != in.Permit:
-		return errorf(http.StatusConflict, "permit_changed", "permit %s exists with other terms: co-sign the permit as stored ('broker permit sign %s/%s %s')", p.ID, d.Tenant, d.Name, p.ID)
+		return none, errorf(http.StatusConflict, "permit_changed", "permit %s exists with other terms: co-sign the permit as stored ('broker permit sign %s/%s %s')", p.ID, d.Tenant, d.Name, p.ID)
 	case i >= 0 && !s.Permits[i].RevokedAt.IsZero():
-		return errorf(http.StatusConflict, "permit_revoked", "permit %s was revoked by %s: sign a new one", p.ID, s.Permits[i].RevokedBy)
+		return none, errorf(http.StatusConflict, "permit_revoked", "permit %s was revoked by %s: sign a new one", p.ID, s.Permits[i].RevokedBy)
 	case i >= 0 && slices.ContainsFunc(s.Permits[i].Signers, func(x store.Person) bool { return access.SamePerson(x, signer) }):
-		return errorf(http.StatusConflict, "already_signed", "you signed permit %s already; a signer counts once", p.ID)
+		return none, errorf(http.StatusConflict, "already_signed", "you signed permit %s already; a signer counts once", p.ID)
 	case i < 0:
 		if err := b.checkPermitTerms(p); err != nil {
-			return err
+			return none, err
 		}
 		if len(s.Permits) >= maxPermits {
-			return errorf(http.StatusConflict, "too_many_permits", "deployment %s/%s has %d permits, the most it keeps: revoke one first", d.Tenant, d.Name, maxPermits)
+			return none, errorf(http.StatusConflict, "too_many_permits", "deployment %s/%s has %d permits, the most it keeps: revoke one first", d.Tenant, d.Name, maxPermits)
 		}
 		s.Permits = append(s.Permits, store.Permit{ID: p.ID, Canonical: in.Permit, CreatedAt: b.now()})
 		i = len(s.Permits) - 1
@@ -174,32 +195,41 @@ func (b *Broker) handleSignPermit(w http.ResponseWriter, r *http.Request) error 
 		Details: map[string]any{"permit": view.ID, "digest": view.Digest, "scopes": view.Scopes, "windows": view.Windows,
 			"engineer_group": view.EngineerGroup, "max_grant": view.MaxGrant, "signers": view.Signers},
 	}); err != nil {
-		return err
+		return none, err
 	}
 	if err := b.store.SetDeploymentSettings(r.Context(), d.ID, s); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return errorf(http.StatusNotFound, "deployment_not_found", "no deployment %s/%s", d.Tenant, d.Name)
+			return none, errorf(http.StatusNotFound, "deployment_not_found", "no deployment %s/%s", d.Tenant, d.Name)
 		}
-		return fmt.Errorf("store permit: %w", err)
+		return none, fmt.Errorf("store permit: %w", err)
+	}
+	return view, nil
+}
+
+// handleRevokePermit revokes a permit: no new grant is issued under it.
+func (b *Broker) handleRevokePermit(w http.ResponseWriter, r *http.Request) error {
+	view, err := b.revokePermit(r, r.PathValue("permit"))
+	if err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, view)
 	return nil
 }
 
-// handleRevokePermit revokes a permit: no new grant is issued under it.
-func (b *Broker) handleRevokePermit(w http.ResponseWriter, r *http.Request) error {
+// revokePermit revokes permit id of the deployment r names, audited; the
+// API and the web console both call it.
+func (b *Broker) revokePermit(r *http.Request, id string) (brokerapi.Permit, error) {
 	b.settingsMu.Lock()
 	defer b.settingsMu.Unlock()
 	d, err := b.lookup(r)
 	if err != nil {
-		return err
+		return brokerapi.Permit{}, err
 	}
-	id := r.PathValue("permit")
 	s := d.Settings
 	s.Permits = slices.Clone(s.Permits)
 	i := slices.IndexFunc(s.Permits, func(x store.Permit) bool { return x.ID == id })
 	if i < 0 {
-		return errorf(http.StatusNotFound, "permit_not_found", "deployment %s/%s has no permit %s ('broker permit list %s/%s')", d.Tenant, d.Name, truncate(id, 60), d.Tenant, d.Name)
+		return brokerapi.Permit{}, errorf(http.StatusNotFound, "permit_not_found", "deployment %s/%s has no permit %s ('broker permit list %s/%s')", d.Tenant, d.Name, truncate(id, 60), d.Tenant, d.Name)
 	}
 	if s.Permits[i].RevokedAt.IsZero() {
 		s.Permits[i].RevokedAt, s.Permits[i].RevokedBy = b.now(), actorOf(r).Subject
@@ -208,14 +238,13 @@ func (b *Broker) handleRevokePermit(w http.ResponseWriter, r *http.Request) erro
 			Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
 			Details: map[string]any{"permit": id},
 		}); err != nil {
-			return err
+			return brokerapi.Permit{}, err
 		}
 		if err := b.store.SetDeploymentSettings(r.Context(), d.ID, s); err != nil {
-			return fmt.Errorf("revoke permit: %w", err)
+			return brokerapi.Permit{}, fmt.Errorf("revoke permit: %w", err)
 		}
 	}
-	writeJSON(w, http.StatusOK, permitView(s.Permits[i]))
-	return nil
+	return permitView(s.Permits[i]), nil
 }
 
 // refuseDeployment records a refused act on a deployment and returns its

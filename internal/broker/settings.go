@@ -157,19 +157,31 @@ func (b *Broker) handleSetCustomerSettings(w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return err
 	}
+	got, err := b.setCustomerSettings(r, in.Version, func(customerSettings) customerSettings { return want })
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, got.view())
+	return nil
+}
+
+// setCustomerSettings replaces the customer's settings of the deployment
+// r names by change(current), if they are still at version; audited. The
+// API and the web console both call it.
+func (b *Broker) setCustomerSettings(r *http.Request, version string, change func(customerSettings) customerSettings) (customerSettings, error) {
 	b.settingsMu.Lock()
 	defer b.settingsMu.Unlock()
 	d, err := b.lookup(r)
 	if err != nil {
-		return err
+		return customerSettings{}, err
 	}
 	before := customerOf(d.Settings)
-	if v := before.version(); v != in.Version {
-		return errorf(http.StatusConflict, "settings_changed", "the customer settings of %s/%s changed since you read them (version %s, now %s): read them again and make your change on what they are now", d.Tenant, d.Name, in.Version, v)
+	if v := before.version(); v != version {
+		return customerSettings{}, errorf(http.StatusConflict, "settings_changed", "the customer settings of %s/%s changed since you read them (version %s, now %s): read them again and make your change on what they are now", d.Tenant, d.Name, version, v)
 	}
+	want := change(before)
 	if want.equal(before) {
-		writeJSON(w, http.StatusOK, before.view())
-		return nil
+		return before, nil
 	}
 	s := d.Settings
 	want.applyTo(&s)
@@ -178,16 +190,15 @@ func (b *Broker) handleSetCustomerSettings(w http.ResponseWriter, r *http.Reques
 		Source: audit.Source{IP: r.RemoteAddr}, Outcome: audit.Success,
 		Details: map[string]any{"owner": "customer", "before": before.normal(), "after": want.normal()},
 	}); err != nil {
-		return err
+		return customerSettings{}, err
 	}
 	if err := b.store.SetDeploymentSettings(r.Context(), d.ID, s); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return errorf(http.StatusNotFound, "deployment_not_found", "no deployment %s/%s", d.Tenant, d.Name)
+			return customerSettings{}, errorf(http.StatusNotFound, "deployment_not_found", "no deployment %s/%s", d.Tenant, d.Name)
 		}
-		return fmt.Errorf("set customer settings: %w", err)
+		return customerSettings{}, fmt.Errorf("set customer settings: %w", err)
 	}
-	writeJSON(w, http.StatusOK, want.view())
-	return nil
+	return want, nil
 }
 
 // handleSetSettings sets a deployment's vendor settings. Windows the body
