@@ -198,45 +198,57 @@ func (b *Broker) policyTicket(ctx context.Context, ref string) (*policy.Ticket, 
 }
 
 func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	p := principalFrom(ctx)
 	var req brokerapi.CreateAccessRequest
 	if err := decodeJSON(w, r, brokerapi.MaxBody, &req); err != nil {
 		return err
 	}
-	tenant, name, ok := strings.Cut(req.Deployment, "/")
-	if !ok {
-		return errorf(http.StatusBadRequest, "invalid_deployment", "deployment %q: want TENANT/NAME, such as acme/prod", req.Deployment)
-	}
-	if err := validateDeploymentName(tenant, name, ""); err != nil {
-		return err
-	}
-	scopes, err := checkScopes(req.Scopes)
+	ar, err := b.createRequest(r, req)
 	if err != nil {
 		return err
 	}
+	writeJSON(w, http.StatusCreated, b.requestView(ar))
+	return nil
+}
+
+// createRequest checks and creates r's caller's access request, as the
+// API and the web console's request form both do: the same checks, the
+// policy's decision, audit events and refusals.
+func (b *Broker) createRequest(r *http.Request, req brokerapi.CreateAccessRequest) (store.AccessRequest, error) {
+	ctx := r.Context()
+	p := principalFrom(ctx)
+	tenant, name, ok := strings.Cut(req.Deployment, "/")
+	if !ok {
+		return store.AccessRequest{}, errorf(http.StatusBadRequest, "invalid_deployment", "deployment %q: want TENANT/NAME, such as acme/prod", req.Deployment)
+	}
+	if err := validateDeploymentName(tenant, name, ""); err != nil {
+		return store.AccessRequest{}, err
+	}
+	scopes, err := checkScopes(req.Scopes)
+	if err != nil {
+		return store.AccessRequest{}, err
+	}
 	dur, err := time.ParseDuration(req.Duration)
 	if err != nil || dur < access.MinDuration || dur > access.MaxGrantDuration {
-		return errorf(http.StatusBadRequest, "invalid_duration", "duration %q: want a duration from 1m to %v, such as 30m or 2h", req.Duration, access.MaxGrantDuration)
+		return store.AccessRequest{}, errorf(http.StatusBadRequest, "invalid_duration", "duration %q: want a duration from 1m to %v, such as 30m or 2h", req.Duration, access.MaxGrantDuration)
 	}
 	reason := strings.TrimSpace(req.Reason)
 	if reason == "" || len(reason) > access.MaxReasonLen {
-		return errorf(http.StatusBadRequest, "invalid_reason", "reason: want why you need access, 1 to %d characters", access.MaxReasonLen)
+		return store.AccessRequest{}, errorf(http.StatusBadRequest, "invalid_reason", "reason: want why you need access, 1 to %d characters", access.MaxReasonLen)
 	}
 	if req.Ticket != "" {
 		if _, err := ghub.ParseTicketRef(req.Ticket); err != nil {
-			return errorf(http.StatusBadRequest, "invalid_ticket", "%v", err)
+			return store.AccessRequest{}, errorf(http.StatusBadRequest, "invalid_ticket", "%v", err)
 		}
 	}
 	d, err := b.store.GetDeploymentByName(ctx, tenant, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return errorf(http.StatusNotFound, "deployment_not_found", "no deployment %s/%s: 'broker deployment list' shows them", tenant, name)
+		return store.AccessRequest{}, errorf(http.StatusNotFound, "deployment_not_found", "no deployment %s/%s: 'broker deployment list' shows them", tenant, name)
 	}
 	if err != nil {
-		return fmt.Errorf("get deployment: %w", err)
+		return store.AccessRequest{}, fmt.Errorf("get deployment: %w", err)
 	}
 	if !p.CanActOnTenant(d.Tenant) {
-		return errorf(http.StatusForbidden, "wrong_tenant", "you may not act on tenant %s", d.Tenant)
+		return store.AccessRequest{}, errorf(http.StatusForbidden, "wrong_tenant", "you may not act on tenant %s", d.Tenant)
 	}
 	c := access.Create{
 		Caller: caller(r), Deployment: d, Scopes: scopes, Duration: dur, Reason: reason,
@@ -246,22 +258,22 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 	if slices.Contains(scopes, names.ScopePeering) {
 		action = policy.ActionPeering
 		if d.Settings.Network == nil {
-			return errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration: an admin sets it first ('broker network configure --deployment %s/%s …')", d.Tenant, d.Name, d.Tenant, d.Name)
+			return store.AccessRequest{}, errorf(http.StatusConflict, "no_network_config", "deployment %s/%s has no network configuration: an admin sets it first ('broker network configure --deployment %s/%s …')", d.Tenant, d.Name, d.Tenant, d.Name)
 		}
 		if c.Network, err = peeringFromAPI(req.Network); err != nil {
-			return err
+			return store.AccessRequest{}, err
 		}
 		// Only what is registered to the deployment's tenant.
 		if err := b.checkNetworkRequest(ctx, d.Tenant, d.Settings.Network, c.Network); err != nil {
-			return err
+			return store.AccessRequest{}, err
 		}
 		c.Plan = func(ctx context.Context, id string) (*store.NetworkPlan, error) {
 			return b.planNetworkChange(ctx, d, c.Network, id, displayName(c.Person))
 		}
 	} else if req.Network != nil {
-		return errorf(http.StatusBadRequest, "unexpected_network", "network is only for a network:peering request")
+		return store.AccessRequest{}, errorf(http.StatusBadRequest, "unexpected_network", "network is only for a network:peering request")
 	} else if d.Agent == nil {
-		return errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent, so no access to it is possible yet", d.Tenant, d.Name)
+		return store.AccessRequest{}, errorf(http.StatusConflict, "agent_unpaired", "deployment %s/%s has no paired agent, so no access to it is possible yet", d.Tenant, d.Name)
 	}
 
 	c.Input = policy.Input{
@@ -283,27 +295,26 @@ func (b *Broker) handleCreateRequest(w http.ResponseWriter, r *http.Request) err
 	if req.Ticket != "" {
 		var unverified string
 		if c.Input.Ticket, unverified, err = b.policyTicket(ctx, req.Ticket); err != nil {
-			return err
+			return store.AccessRequest{}, err
 		}
 		if req.BreakGlass {
 			if err := access.BreakGlassTicket(req.Ticket, unverified); err != nil {
-				return accessError(err)
+				return store.AccessRequest{}, accessError(err)
 			}
 		}
 	}
 	if b.github != nil && p.GitHubLogin != "" {
 		teams, err := b.github.Teams(ctx, p.GitHubLogin)
 		if err != nil {
-			return errorf(http.StatusBadGateway, "github_unavailable", "could not look up your GitHub teams, which the policy reads: %v", err)
+			return store.AccessRequest{}, errorf(http.StatusBadGateway, "github_unavailable", "could not look up your GitHub teams, which the policy reads: %v", err)
 		}
 		c.Input.Requester.GitHubTeams = teams
 	}
 	ar, err := b.access.Create(ctx, c)
 	if err != nil {
-		return accessError(err)
+		return ar, accessError(err)
 	}
-	writeJSON(w, http.StatusCreated, b.requestView(ar))
-	return nil
+	return ar, nil
 }
 
 func checkScopes(in []string) ([]string, error) {

@@ -12,6 +12,8 @@ import (
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/identity"
+	"github.com/tetherhq/tether/internal/source/clickhouse"
+	"github.com/tetherhq/tether/internal/source/prometheus"
 	"github.com/tetherhq/tether/internal/weblogin"
 	"github.com/tetherhq/tether/internal/webui"
 )
@@ -99,6 +101,14 @@ func UIRoutes() []UIRoute {
 		{"POST /ui/requests/{id}/approve", approveRoute, (*Broker).uiApprove},
 		{"POST /ui/requests/{id}/deny", "POST /api/v1/requests/{id}/deny", (*Broker).uiDeny},
 		{"POST /ui/requests/{id}/revoke", revokeRoute, (*Broker).uiRevoke},
+		{"GET /ui/request", createRequestRoute, (*Broker).uiRequestForm},
+		{"POST /ui/request", createRequestRoute, (*Broker).uiCreateRequest},
+		{"GET /ui/requests/{id}/status", "GET /api/v1/requests/{id}", (*Broker).uiRequestStatus},
+		{"POST /ui/requests/{id}/cancel", "POST /api/v1/requests/{id}/cancel", (*Broker).uiCancel},
+		{"GET /ui/grants", "GET /api/v1/requests", (*Broker).uiGrants},
+		{"GET /ui/deployments/{tenant}/{name}/query", clickhouse.Source.BrokerPattern(), (*Broker).uiQueryPage},
+		{"POST /ui/deployments/{tenant}/{name}/query/clickhouse", clickhouse.Source.BrokerPattern(), uiQueryOf(clickhouse.Source)},
+		{"POST /ui/deployments/{tenant}/{name}/query/prometheus", prometheus.Source.BrokerPattern(), uiQueryOf(prometheus.Source)},
 	}
 }
 
@@ -250,6 +260,7 @@ func (b *Broker) render(w http.ResponseWriter, r *http.Request, status int, name
 			n.Current = r.URL.Path == n.Path
 			p.Nav = append(p.Nav, n)
 		}
+		p.Nav = append(p.Nav, engineerNav(who, r.URL.Path)...)
 	}
 	if r.Method == http.MethodGet {
 		p.Notice = notices[r.URL.Query().Get("done")]
@@ -262,9 +273,11 @@ func (b *Broker) render(w http.ResponseWriter, r *http.Request, status int, name
 // notices are the messages a page shows after an action redirected to
 // it (?done=…); anything else shows none.
 var notices = map[string]string{
-	"approved": "Your approval is recorded.",
-	"denied":   "Your denial is recorded.",
-	"revoked":  "Access is revoked.",
+	"approved":  "Your approval is recorded.",
+	"denied":    "Your denial is recorded.",
+	"revoked":   "Access is revoked.",
+	"requested": "Your request is recorded.",
+	"cancelled": "Your request is cancelled.",
 }
 
 type signInIssuer struct{ Name, Tenant, URL string }

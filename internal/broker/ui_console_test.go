@@ -151,7 +151,7 @@ func (br *browser) csrf() string {
 func checkPageHeaders(t *testing.T, what string, res *http.Response) {
 	t.Helper()
 	want := map[string]string{
-		"Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+		"Content-Security-Policy": "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 		"X-Content-Type-Options":  "nosniff",
 		"Referrer-Policy":         "no-referrer",
 		"Cache-Control":           "no-store",
@@ -256,7 +256,7 @@ func TestWebConsoleApprover(t *testing.T) {
 
 	t.Run("untrusted strings are escaped", func(t *testing.T) {
 		_, body := f.acme.do(http.MethodGet, "/ui/requests/"+f.acmeReq, nil)
-		if strings.Contains(body, "<script") || !strings.Contains(body, "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#34;quotes&#34;") {
+		if strings.Contains(body, "<script>") || !strings.Contains(body, "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#34;quotes&#34;") {
 			t.Errorf("the request page does not escape the reason: %s", body)
 		}
 		_, body = f.acme.do(http.MethodGet, "/ui/inbox", nil)
@@ -301,7 +301,7 @@ func TestWebConsoleApprover(t *testing.T) {
 			if !strings.Contains(body, `<link rel="stylesheet" href="`+webui.CSSPath()+`">`) {
 				t.Errorf("%s does not link the stylesheet %s", p.path, webui.CSSPath())
 			}
-			if strings.Contains(body, "<script") || strings.Contains(body, " style=") {
+			if strings.Contains(strings.ReplaceAll(body, `<script src="`+webui.JSPath()+`" defer></script>`, ""), "<script") || strings.Contains(body, " style=") {
 				t.Errorf("%s has a script or an inline style", p.path)
 			}
 		}

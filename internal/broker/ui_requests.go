@@ -116,6 +116,7 @@ type requestPage struct {
 	Durations   []durationOption
 	Revoke      bool
 	PlanDigest  string
+	Engineer    engineerActions // what the request's own engineer may do
 }
 
 // uiRequest shows a request: what was asked, the policy's notes, the
@@ -150,6 +151,7 @@ func (b *Broker) uiRequest(w http.ResponseWriter, r *http.Request) error {
 	}
 	pg.Revoke = (ar.State == store.StateActive || ar.State == store.StateApproved) && mayCall(revokeRoute, p.HasRole) &&
 		(access.SamePerson(me, ar.Requester) || (me.Tenant == ar.Tenant && slices.Contains(p.Roles, names.RoleApprover)) || access.IsInternal(me))
+	pg.Engineer = engineerActionsOf(me, p.HasRole, ar)
 	b.render(w, r, http.StatusOK, "request", "Request for "+ar.Tenant+"/"+ar.Name, pg)
 	return nil
 }

@@ -1,10 +1,13 @@
 // Package webui renders the broker's web console: server-side
 // html/template pages and one stylesheet, all embedded in the binary.
 //
-// The pages carry no JavaScript. Every page is answered with the same
-// strict headers ([SetHeaders]): a Content-Security-Policy that allows
-// only the broker's own stylesheet and images and forms posting back to
-// the broker, no framing, no referrer, no caching. Untrusted strings
+// The pages carry one small script of the broker's own ([JSPath]), which
+// long-polls a request's status; every page works without it. Every page
+// is answered with the same strict headers ([SetHeaders]): a
+// Content-Security-Policy that allows only the broker's own stylesheet,
+// script file, images and fetches, and forms posting back to the broker
+// — no inline script or style, no eval — no framing, no referrer, no
+// caching. Untrusted strings
 // reach the pages only through html/template's contextual escaping; no
 // template takes template.HTML.
 //
@@ -26,9 +29,10 @@ import (
 )
 
 // CSP is the Content-Security-Policy of every page: nothing but the
-// broker's own stylesheet and images, forms that post back to the
-// broker, no framing, no <base>. No inline script or style anywhere.
-const CSP = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+// broker's own stylesheet, script files, images and fetches (the status
+// script's long poll), forms that post back to the broker, no framing,
+// no <base>. No inline script or style anywhere, no eval.
+const CSP = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // StaticPrefix is the path under which [Handler.Static] serves the
 // stylesheet.
@@ -40,6 +44,9 @@ var templateFS embed.FS
 //go:embed static/app.css
 var css []byte
 
+//go:embed static/status.js
+var statusJS []byte
+
 // cssName is the stylesheet's file name, with its content hash: a new
 // build's stylesheet has a new URL, so browsers may cache it for good.
 var cssName = func() string {
@@ -49,6 +56,16 @@ var cssName = func() string {
 
 // CSSPath is the stylesheet's path, as pages link it.
 func CSSPath() string { return StaticPrefix + cssName }
+
+// jsName is the status script's file name, with its content hash.
+var jsName = func() string {
+	sum := sha256.Sum256(statusJS)
+	return "status." + hex.EncodeToString(sum[:6]) + ".js"
+}()
+
+// JSPath is the status script's path: it long-polls the status of the
+// request whose page loads it, and updates #state and #waiting in place.
+func JSPath() string { return StaticPrefix + jsName }
 
 // SetHeaders sets the security headers every page carries.
 func SetHeaders(w http.ResponseWriter) {
@@ -99,8 +116,9 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04 MST")
 	},
-	"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"css":     CSSPath,
+	"rfc3339":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"css":      CSSPath,
+	"statusjs": JSPath,
 }
 
 // New parses the embedded templates: the layout with each page.
@@ -156,18 +174,26 @@ func (r *Renderer) Render(w http.ResponseWriter, status int, name string, p Page
 	return err
 }
 
-// ServeStatic serves the stylesheet at [CSSPath], cacheable for a year
-// (its name changes with its content); any other name is 404.
+// ServeStatic serves the stylesheet at [CSSPath] and the status script
+// at [JSPath], cacheable for a year (their names change with their
+// content); any other name is 404.
 func ServeStatic(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", CSP)
-	if r.URL.Path != CSSPath() {
+	var body []byte
+	switch r.URL.Path {
+	case CSSPath():
+		h.Set("Content-Type", "text/css; charset=utf-8")
+		body = css
+	case JSPath():
+		h.Set("Content-Type", "text/javascript; charset=utf-8")
+		body = statusJS
+	default:
 		h.Set("Cache-Control", "no-store")
 		http.NotFound(w, r)
 		return
 	}
-	h.Set("Content-Type", "text/css; charset=utf-8")
 	h.Set("Cache-Control", "public, max-age=31536000, immutable")
-	_, _ = w.Write(css)
+	_, _ = w.Write(body)
 }

@@ -1,0 +1,223 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"html"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/brokertest"
+)
+
+// uiStatus is the status endpoint's answer, as the page's script reads it.
+type uiStatus struct {
+	ID      string   `json:"id"`
+	State   string   `json:"state"`
+	Version int64    `json:"version"`
+	Waiting []string `json:"waiting"`
+}
+
+func (br *browser) status(id, query string) (int, uiStatus) {
+	br.t.Helper()
+	res, body := br.do(http.MethodGet, "/ui/requests/"+id+"/status"+query, nil)
+	var s uiStatus
+	if res.StatusCode == http.StatusOK {
+		if err := json.Unmarshal([]byte(body), &s); err != nil {
+			br.t.Fatalf("status of %s: %v: %s", id, err, body)
+		}
+	}
+	return res.StatusCode, s
+}
+
+var requestPath = regexp.MustCompile(`/ui/requests/([0-9a-f-]{36})\?done=requested$`)
+
+// requestByForm fills the console's request form and returns the new
+// request's ID and page.
+func (br *browser) requestByForm(form url.Values) (string, string) {
+	br.t.Helper()
+	form.Set("csrf", br.csrf())
+	res, body, at := br.follow(http.MethodPost, "/ui/request", form)
+	m := requestPath.FindStringSubmatch(at)
+	if res.StatusCode != http.StatusOK || m == nil {
+		br.t.Fatalf("request form = %d at %s, want the new request's page: %s", res.StatusCode, at, body)
+	}
+	return m[1], body
+}
+
+// TestWebConsoleEngineer walks the engineer's request in the console: the
+// form lists the deployments and scopes and creates the request through
+// the API's code (same policy decision and audit), its page's status
+// endpoint wakes when an approver approves through the API, the engineer
+// can cancel a pending request and sees the active grant; every form
+// needs the CSRF token, and the pages are for the vendor's engineers.
+func TestWebConsoleEngineer(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	b.Pair(t, "acme", "prod")
+	b.Pair(t, "globex", "prod")
+	ctx := context.Background()
+	eng := newBrowser(t, b)
+	eng.signIn("engineer@vendor.test")
+	approver := newBrowser(t, b)
+	approver.signIn("approver@acme.test")
+
+	res, body := eng.do(http.MethodGet, "/ui/request", nil)
+	checkPageHeaders(t, "request form", res)
+	for _, want := range []string{`<option value="acme/prod">`, `<option value="globex/prod">`, `name="scope" value="clickhouse:system"`, `name="scope" value="prometheus:read"`, `id="reason"`, `id="ticket"`, `href="/ui/request" aria-current="page"`} {
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("request form (%d) lacks %s", res.StatusCode, want)
+		}
+	}
+
+	form := url.Values{"deployment": {"acme/prod"}, "scope": {"clickhouse:system", "prometheus:read"}, "duration": {"1h"}, "reason": {`disk <b>full</b> on "prod"`}}
+	t.Run("forms need the session's CSRF token", func(t *testing.T) {
+		for name, csrf := range map[string][]string{"none": nil, "wrong": {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "another session": {approver.csrf()}} {
+			f := url.Values{}
+			for k, v := range form {
+				f[k] = v
+			}
+			f["csrf"] = csrf
+			res, body := eng.do(http.MethodPost, "/ui/request", f)
+			if res.StatusCode != http.StatusForbidden || !strings.Contains(body, "csrf_invalid") {
+				t.Errorf("request form with %s CSRF token = %d, want 403 csrf_invalid", name, res.StatusCode)
+			}
+		}
+		if !auditHas(t, b, "auth.failed", "csrf_invalid", "/ui/request") {
+			t.Error("the forged request form is not audited as auth.failed csrf_invalid")
+		}
+		if ars, err := asUser(t, b, "engineer@vendor.test").ListRequests(ctx, brokerapi.RequestQuery{}); err != nil || len(ars) != 0 {
+			t.Fatalf("after forged forms there are %d requests (%v), want none", len(ars), err)
+		}
+	})
+
+	t.Run("engineers of the vendor only", func(t *testing.T) {
+		for _, p := range []string{"/ui/request", "/ui/deployments/acme/prod/query"} {
+			if res, body := approver.do(http.MethodGet, p, nil); res.StatusCode != http.StatusForbidden || !strings.Contains(body, `data-code="forbidden"`) {
+				t.Errorf("approver on %s = %d, want 403 forbidden", p, res.StatusCode)
+			}
+		}
+		f := url.Values{"csrf": {approver.csrf()}}
+		for k, v := range form {
+			f[k] = v
+		}
+		if res, _ := approver.do(http.MethodPost, "/ui/request", f); res.StatusCode != http.StatusForbidden {
+			t.Errorf("approver posting the request form = %d, want 403", res.StatusCode)
+		}
+		if !auditHas(t, b, "auth.failed", "forbidden", "/ui/request") {
+			t.Error("the approver's refused request form is not audited")
+		}
+		if res, _ := approver.do(http.MethodGet, "/ui/", nil); res.StatusCode != http.StatusOK {
+			t.Fatalf("approver's home = %d", res.StatusCode)
+		}
+		if _, body := approver.do(http.MethodGet, "/ui/", nil); strings.Contains(body, `href="/ui/request"`) {
+			t.Error("the approver's navigation links the engineer's request form")
+		}
+	})
+
+	id, page := eng.requestByForm(form)
+	for _, want := range []string{`id="state" class="state-pending">pending`, "Your request is recorded.", `id="cancel-form"`, `data-status="/ui/requests/` + id + `/status"`, `id="reload"`, "disk &lt;b&gt;full&lt;/b&gt; on &#34;prod&#34;"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("new request's page lacks %s", want)
+		}
+	}
+	ar, err := b.Client.GetRequest(ctx, id)
+	if err != nil || ar.Requester != "engineer@vendor.test" || ar.Deployment != "acme/prod" || ar.Duration != "1h0m0s" || len(ar.Scopes) != 2 || ar.State != brokerapi.StatePending {
+		t.Fatalf("the form's request = %+v (%v), want engineer@vendor.test's pending 1h request on acme/prod for both scopes", ar, err)
+	}
+	created := false
+	for _, e := range auditEvents(t, b, 1000) {
+		created = created || (e.Type == "request.created" && e.RequestID == id && e.Actor.Subject == "engineer@vendor.test")
+	}
+	if !created {
+		t.Error("no request.created event by the engineer for the form's request")
+	}
+	// The API refuses what the form refuses, with the same code: one
+	// function decides both.
+	if res, body := eng.do(http.MethodPost, "/ui/request", url.Values{"csrf": {eng.csrf()}, "deployment": {"acme/prod"}, "scope": {"clickhouse:system"}, "duration": {"13h"}, "reason": {"x"}}); res.StatusCode != http.StatusBadRequest || !strings.Contains(body, `data-code="invalid_duration"`) {
+		t.Errorf("a 13h request by form = %d, want 400 invalid_duration: %s", res.StatusCode, body)
+	}
+
+	t.Run("status wakes when approved elsewhere", func(t *testing.T) {
+		code, s := eng.status(id, "")
+		if code != http.StatusOK || s.State != "pending" || len(s.Waiting) == 0 {
+			t.Fatalf("status = %d %+v, want pending and what it waits for", code, s)
+		}
+		type answer struct {
+			code int
+			s    uiStatus
+			took time.Duration
+		}
+		got := make(chan answer, 1)
+		poll := newBrowser(t, b)
+		poll.cookies = eng.cookies
+		start := time.Now()
+		go func() {
+			c, s := poll.status(id, "?wait=25s&version="+jsonInt(s.Version))
+			got <- answer{c, s, time.Since(start)}
+		}()
+		if _, err := asUser(t, b, "approver@acme.test").Approve(ctx, id, "go ahead"); err != nil {
+			t.Fatal(err)
+		}
+		a := <-got
+		if a.code != http.StatusOK || a.s.State != "active" || a.s.Version == s.Version || a.took > 10*time.Second {
+			t.Fatalf("long poll = %d %+v after %s, want active at a new version at once", a.code, a.s, a.took)
+		}
+		t.Logf("the status long poll answered %s after it began", a.took.Round(time.Millisecond))
+		for _, q := range []string{"?wait=x&version=1", "?wait=1s&version=x", "?wait=-1s&version=1"} {
+			if code, _ := eng.status(id, q); code != http.StatusBadRequest {
+				t.Errorf("status%s = %d, want 400", q, code)
+			}
+		}
+		// Another tenant's approver may not poll it.
+		globex := newBrowser(t, b)
+		globex.signIn("approver@globex.test")
+		if code, _ := globex.status(id, ""); code != http.StatusForbidden {
+			t.Errorf("globex's approver polling acme's request = %d, want 403", code)
+		}
+		_, page := eng.do(http.MethodGet, "/ui/requests/"+id, nil)
+		if !strings.Contains(page, `class="state-active">active`) || strings.Contains(page, `id="cancel-form"`) || !strings.Contains(page, `href="/ui/deployments/acme/prod/query" id="query-link"`) {
+			t.Errorf("the active request's page should say active, link the query console and offer no cancel: %s", page)
+		}
+	})
+
+	t.Run("grants", func(t *testing.T) {
+		res, body := eng.do(http.MethodGet, "/ui/grants", nil)
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, `<tr data-request="`+id+`">`) || !strings.Contains(body, "clickhouse:system, prometheus:read") || !strings.Contains(body, `href="/ui/deployments/acme/prod/query"`) {
+			t.Errorf("grants = %d, want the active grant of %s: %s", res.StatusCode, id, body)
+		}
+		res, body = approver.do(http.MethodGet, "/ui/grants", nil)
+		if res.StatusCode != http.StatusOK || strings.Contains(body, id) || !strings.Contains(body, `id="grants-empty"`) {
+			t.Errorf("the approver's grants page = %d, want none of the engineer's", res.StatusCode)
+		}
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		f := url.Values{"deployment": {"globex/prod"}, "scope": {"prometheus:read"}, "duration": {"30m"}, "reason": {"to cancel"}}
+		other, _ := eng.requestByForm(f)
+		path := "/ui/requests/" + other + "/cancel"
+		if res, _ := eng.do(http.MethodPost, path, url.Values{}); res.StatusCode != http.StatusForbidden {
+			t.Errorf("cancel without CSRF token = %d, want 403", res.StatusCode)
+		}
+		if res, _ := approver.do(http.MethodPost, path, url.Values{"csrf": {approver.csrf()}}); res.StatusCode != http.StatusForbidden {
+			t.Errorf("acme's approver cancelling globex's request = %d, want 403", res.StatusCode)
+		}
+		res, body, _ := eng.follow(http.MethodPost, path, url.Values{"csrf": {eng.csrf()}})
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, `class="state-cancelled">cancelled`) || !strings.Contains(body, "Your request is cancelled.") {
+			t.Errorf("cancel = %d, want the page saying cancelled: %s", res.StatusCode, body)
+		}
+		// Cancelling what is no longer pending is refused as by the API.
+		if res, body := eng.do(http.MethodPost, path, url.Values{"csrf": {eng.csrf()}}); res.StatusCode != http.StatusConflict {
+			t.Errorf("cancelling again = %d, want 409: %s", res.StatusCode, html.UnescapeString(body))
+		}
+	})
+}
+
+func jsonInt(n int64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
