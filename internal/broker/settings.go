@@ -157,7 +157,7 @@ func (b *Broker) handleSetCustomerSettings(w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return err
 	}
-	got, err := b.setCustomerSettings(r, in.Version, func(customerSettings) customerSettings { return want })
+	got, err := b.setCustomerSettings(r, in.Version, func(customerSettings) (customerSettings, error) { return want, nil })
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func (b *Broker) handleSetCustomerSettings(w http.ResponseWriter, r *http.Reques
 // setCustomerSettings replaces the customer's settings of the deployment
 // r names by change(current), if they are still at version; audited. The
 // API and the web console both call it.
-func (b *Broker) setCustomerSettings(r *http.Request, version string, change func(customerSettings) customerSettings) (customerSettings, error) {
+func (b *Broker) setCustomerSettings(r *http.Request, version string, change func(customerSettings) (customerSettings, error)) (customerSettings, error) {
 	b.settingsMu.Lock()
 	defer b.settingsMu.Unlock()
 	d, err := b.lookup(r)
@@ -179,7 +179,10 @@ func (b *Broker) setCustomerSettings(r *http.Request, version string, change fun
 	if v := before.version(); v != version {
 		return customerSettings{}, errorf(http.StatusConflict, "settings_changed", "the customer settings of %s/%s changed since you read them (version %s, now %s): read them again and make your change on what they are now", d.Tenant, d.Name, version, v)
 	}
-	want := change(before)
+	want, err := change(before)
+	if err != nil {
+		return customerSettings{}, err
+	}
 	if want.equal(before) {
 		return before, nil
 	}

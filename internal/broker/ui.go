@@ -109,6 +109,17 @@ func UIRoutes() []UIRoute {
 		{"GET /ui/deployments/{tenant}/{name}/query", clickhouse.Source.BrokerPattern(), (*Broker).uiQueryPage},
 		{"POST /ui/deployments/{tenant}/{name}/query/clickhouse", clickhouse.Source.BrokerPattern(), uiQueryOf(clickhouse.Source)},
 		{"POST /ui/deployments/{tenant}/{name}/query/prometheus", prometheus.Source.BrokerPattern(), uiQueryOf(prometheus.Source)},
+		{"GET /ui/deployments", "GET /api/v1/deployments", (*Broker).uiDeployments},
+		{"POST /ui/deployments", createDeploymentRoute, (*Broker).uiCreateDeployment},
+		{"GET /ui/deployments/{tenant}/{name}", "GET /api/v1/deployments/{tenant}/{name}", (*Broker).uiDeployment},
+		{"POST /ui/deployments/{tenant}/{name}/pairing-tokens", pairingTokenRoute, (*Broker).uiPairingToken},
+		{"POST /ui/deployments/{tenant}/{name}/revoke-agent", revokeAgentRoute, (*Broker).uiRevokeAgent},
+		{"POST /ui/deployments/{tenant}/{name}/windows", customerSettingsRoute, (*Broker).uiAddWindow},
+		{"POST /ui/deployments/{tenant}/{name}/windows/remove", customerSettingsRoute, (*Broker).uiRemoveWindow},
+		{"POST /ui/deployments/{tenant}/{name}/permits", signPermitRoute, (*Broker).uiSignPermit},
+		{"POST /ui/deployments/{tenant}/{name}/permits/{permit}/revoke", "DELETE /api/v1/deployments/{tenant}/{name}/permits/{permit}", (*Broker).uiRevokePermit},
+		{"GET /ui/tenant-grants", "GET /api/v1/requests", (*Broker).uiTenantGrants},
+		{"GET /ui/history", "GET /api/v1/requests", (*Broker).uiHistory},
 	}
 }
 
@@ -261,6 +272,7 @@ func (b *Broker) render(w http.ResponseWriter, r *http.Request, status int, name
 			p.Nav = append(p.Nav, n)
 		}
 		p.Nav = append(p.Nav, engineerNav(who, r.URL.Path)...)
+		p.Nav = append(p.Nav, settingsNav(who, r.URL.Path)...)
 	}
 	if r.Method == http.MethodGet {
 		p.Notice = notices[r.URL.Query().Get("done")]
@@ -273,11 +285,16 @@ func (b *Broker) render(w http.ResponseWriter, r *http.Request, status int, name
 // notices are the messages a page shows after an action redirected to
 // it (?done=…); anything else shows none.
 var notices = map[string]string{
-	"approved":  "Your approval is recorded.",
-	"denied":    "Your denial is recorded.",
-	"revoked":   "Access is revoked.",
-	"requested": "Your request is recorded.",
-	"cancelled": "Your request is cancelled.",
+	"approved":       "Your approval is recorded.",
+	"denied":         "Your denial is recorded.",
+	"revoked":        "Access is revoked.",
+	"requested":      "Your request is recorded.",
+	"cancelled":      "Your request is cancelled.",
+	"agent-revoked":  "The agent is revoked: it is refused from now on; a new agent pairs with a new pairing token.",
+	"window-added":   "The window is added.",
+	"window-removed": "The window is removed.",
+	"permit-signed":  "Your signature on the permit is recorded.",
+	"permit-revoked": "The permit is revoked: no new grant is issued under it.",
 }
 
 type signInIssuer struct{ Name, Tenant, URL string }

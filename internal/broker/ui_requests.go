@@ -281,6 +281,10 @@ func (b *Broker) uiApprove(w http.ResponseWriter, r *http.Request) error {
 func (b *Broker) uiCeremonyDone(w http.ResponseWriter, r *http.Request, res weblogin.CeremonyResult) {
 	r = withCall(r)
 	r = r.WithContext(context.WithValue(r.Context(), loadedKey{}, new(loadedRequest)))
+	if pc, ok := res.Data.(permitCeremony); ok {
+		b.uiPermitSigned(w, r, res.Principal, res.IDToken, pc)
+		return
+	}
 	c, ok := res.Data.(uiCeremony)
 	p := res.Principal
 	if !ok {
