@@ -221,3 +221,80 @@ func jsonInt(n int64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+// TestWebConsoleQuery runs queries from the console against a real
+// ClickHouse and Prometheus behind an agent: only through the engineer's
+// live grant, a system-table query comes back as a table with its row
+// count, default.secret is refused with the guard's reason and offset
+// (and never reaches the page), PromQL comes back as a table, and both
+// are audited by the agent as the CLI's are.
+func TestWebConsoleQuery(t *testing.T) {
+	d := startDataPlane(t)
+	b := d.b
+	ctx := context.Background()
+	eng := newBrowser(t, b)
+	eng.signIn("engineer@vendor.test")
+	page := "/ui/deployments/acme/prod/query"
+	run := func(src, field, text string) (*http.Response, string) {
+		t.Helper()
+		return eng.do(http.MethodPost, page+"/"+src, url.Values{"csrf": {eng.csrf()}, field: {text}})
+	}
+
+	// No grant yet: no form, and a forged form is refused by the data
+	// plane's own check.
+	if _, body := eng.do(http.MethodGet, page, nil); !strings.Contains(body, `id="no-grant-clickhouse"`) || strings.Contains(body, `id="query-clickhouse"`) {
+		t.Errorf("the console without a grant offers a query form: %s", body)
+	}
+	if res, body := run("clickhouse", "sql", "SELECT 1"); res.StatusCode != http.StatusForbidden || !strings.Contains(body, `data-code="no_grant"`) {
+		t.Errorf("a query without a grant = %d, want 403 no_grant: %s", res.StatusCode, body)
+	}
+
+	id, _ := eng.requestByForm(url.Values{"deployment": {"acme/prod"}, "scope": {"clickhouse:system", "prometheus:read"}, "duration": {"1h"}, "reason": {"look at merges"}})
+	ar, err := asUser(t, b, "approver@acme.test").Approve(ctx, id, "ok")
+	if err != nil || ar.State != brokerapi.StateActive {
+		t.Fatalf("approve = %s, %v", ar.State, err)
+	}
+
+	if res, _ := eng.do(http.MethodPost, page+"/clickhouse", url.Values{"sql": {"SELECT 1"}}); res.StatusCode != http.StatusForbidden {
+		t.Errorf("a query without the CSRF token = %d, want 403", res.StatusCode)
+	}
+
+	res, body := run("clickhouse", "sql", "SELECT name, engine FROM system.tables WHERE database = 'system' AND name IN ('numbers', 'one', 'tables') ORDER BY name")
+	checkPageHeaders(t, "query page", res)
+	if res.StatusCode != http.StatusOK || !strings.Contains(body, `id="result-table"`) || !strings.Contains(body, `<span id="row-count">3</span> rows`) ||
+		!strings.Contains(body, `<th scope="col">engine</th>`) || !strings.Contains(body, `<td class="text">SystemNumbers</td>`) {
+		t.Fatalf("system-table query = %d, want a 3-row table: %s", res.StatusCode, body)
+	}
+
+	res, body = run("clickhouse", "sql", "SELECT * FROM default.secret")
+	if res.StatusCode != http.StatusOK || !strings.Contains(body, `id="refused"`) || !strings.Contains(body, `<code id="refused-code">query_denied</code>`) ||
+		!strings.Contains(body, "table default.secret is not a system table") || !strings.Contains(body, `<strong id="refused-offset">14</strong>`) || strings.Contains(body, canary) {
+		t.Fatalf("default.secret = %d, want the guard's refusal with its reason and offset 14: %s", res.StatusCode, body)
+	}
+
+	res, body = run("prometheus", "promql", "vector(7)")
+	if res.StatusCode != http.StatusOK || !strings.Contains(body, `id="result-table"`) || !strings.Contains(body, `<th scope="col">series</th>`) || !strings.Contains(body, `<span id="row-count">1</span>`) || !strings.Contains(body, `<td class="text">7</td>`) {
+		t.Errorf("PromQL vector(7) = %d, want a one-row table of series: %s", res.StatusCode, body)
+	}
+
+	// A large answer is cut at the console's bound, and says so.
+	res, body = run("clickhouse", "sql", "SELECT number FROM system.numbers LIMIT 5000")
+	if res.StatusCode != http.StatusOK || !strings.Contains(body, `<span id="row-count">5000</span>`) || !strings.Contains(body, `id="result-cut"`) || strings.Count(body, "<tr>") != 1001 {
+		t.Errorf("5000 rows = %d, want 1000 shown of 5000 and the cut said (%d rows): %.2000s", res.StatusCode, strings.Count(body, "<tr>"), body)
+	}
+
+	// The agent audited the console's queries as the CLI's.
+	rec, err := b.Store().GetRequest(ctx, id)
+	if err != nil || rec.Grant == nil {
+		t.Fatalf("request %s: %v", id, err)
+	}
+	var allowed, denied bool
+	for _, e := range d.auditOf(t, rec.Grant.ID, 4) {
+		sql, _ := e.Details["sql"].(string)
+		allowed = allowed || (e.Type == "query.allowed" && strings.Contains(sql, "system.tables"))
+		denied = denied || (e.Type == "query.denied" && sql == "SELECT * FROM default.secret")
+	}
+	if !allowed || !denied {
+		t.Errorf("the agent's audit lacks the console's allowed (%v) or denied (%v) query", allowed, denied)
+	}
+}
