@@ -298,6 +298,8 @@ func TestEveryRefusalAudited(t *testing.T) {
 		{"csrf_invalid", 403, nil, "a console form without the session's CSRF token: TestWebConsoleApprover provokes it and checks its auth.failed event", ""},
 		{"invalid_form", 400, nil, "a console form that cannot be parsed; answered through the same edge", ""},
 		{"invalid_page", 400, nil, "an inbox page past its bound: TestWebConsoleInboxPages provokes it", ""},
+		{"invalid_id", 400, nil, "a session replay of something that is not a request or grant ID: TestWebConsoleAudit provokes it", ""},
+		{"session_not_found", 404, nil, "a session replay of an ID with no events: TestWebConsoleAudit provokes it", ""},
 		// Bodies (http.go).
 		{"bad_json", 400, req("engineer@vendor", `{"deployment":`), "", ""},
 		{"bad_content_type", 415, call("engineer@vendor", "POST", "/api/v1/requests", ask(""), "Content-Type", "text/plain"), "", ""},

@@ -109,6 +109,13 @@ func UIRoutes() []UIRoute {
 		{"GET /ui/deployments/{tenant}/{name}/query", clickhouse.Source.BrokerPattern(), (*Broker).uiQueryPage},
 		{"POST /ui/deployments/{tenant}/{name}/query/clickhouse", clickhouse.Source.BrokerPattern(), uiQueryOf(clickhouse.Source)},
 		{"POST /ui/deployments/{tenant}/{name}/query/prometheus", prometheus.Source.BrokerPattern(), uiQueryOf(prometheus.Source)},
+		{"GET /ui/audit", "GET /api/v1/audit/events", (*Broker).uiAudit},
+		{"GET /ui/audit/sessions/{id}", "GET /api/v1/audit/events", (*Broker).uiAuditSession},
+		{"GET /ui/audit/verify", "GET /api/v1/audit/checkpoint", (*Broker).uiAuditVerify},
+		{"GET /ui/audit/export", "GET /api/v1/audit/export", (*Broker).uiAuditExport},
+		{"GET /ui/tenants/{tenant}/audit", "GET /api/v1/tenants/{tenant}/audit/events", (*Broker).uiAudit},
+		{"GET /ui/tenants/{tenant}/audit/sessions/{id}", "GET /api/v1/tenants/{tenant}/audit/events", (*Broker).uiAuditSession},
+		{"GET /ui/tenants/{tenant}/audit/export", "GET /api/v1/tenants/{tenant}/audit/export", (*Broker).uiTenantAuditExport},
 		{"GET /ui/deployments", "GET /api/v1/deployments", (*Broker).uiDeployments},
 		{"POST /ui/deployments", createDeploymentRoute, (*Broker).uiCreateDeployment},
 		{"GET /ui/deployments/{tenant}/{name}", "GET /api/v1/deployments/{tenant}/{name}", (*Broker).uiDeployment},
@@ -271,6 +278,7 @@ func (b *Broker) render(w http.ResponseWriter, r *http.Request, status int, name
 			n.Current = r.URL.Path == n.Path
 			p.Nav = append(p.Nav, n)
 		}
+		p.Nav = append(p.Nav, auditNav(who, r.URL.Path)...)
 		p.Nav = append(p.Nav, engineerNav(who, r.URL.Path)...)
 		p.Nav = append(p.Nav, settingsNav(who, r.URL.Path)...)
 	}
