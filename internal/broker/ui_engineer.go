@@ -141,6 +141,9 @@ func (b *Broker) uiRequestStatus(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, "invalid_version", "version %q: a long poll needs the version last seen", truncate(q.Get("version"), 40))
 		}
 		if ar, err = b.waitRequest(r.Context(), ar, version, min(wait, maxStatusWait)); err != nil {
+			if r.Context().Err() != nil {
+				return nil // the page went away: nobody to answer
+			}
 			return err
 		}
 	}
