@@ -296,6 +296,7 @@ func TestEveryRefusalAudited(t *testing.T) {
 		{"not_found", 404, call("", "GET", "/api/v1/nothing-here", ""), "", ""},
 		// The web console (ui.go, ui_requests.go): answered as pages through the same edge (recordRefusal).
 		{"csrf_invalid", 403, nil, "a console form without the session's CSRF token: TestWebConsoleApprover provokes it and checks its auth.failed event", ""},
+		{"invalid_query", 400, nil, "a console query form without a query: TestWebConsoleQuery provokes it and checks its api.refused event", ""},
 		{"invalid_form", 400, nil, "a console form that cannot be parsed; answered through the same edge", ""},
 		{"invalid_page", 400, nil, "an inbox page past its bound: TestWebConsoleInboxPages provokes it", ""},
 		{"invalid_id", 400, nil, "a session replay of something that is not a request or grant ID: TestWebConsoleAudit provokes it", ""},

@@ -259,6 +259,12 @@ func TestWebConsoleQuery(t *testing.T) {
 		t.Errorf("a query without the CSRF token = %d, want 403", res.StatusCode)
 	}
 
+	if res, body := run("clickhouse", "sql", "  "); res.StatusCode != http.StatusBadRequest || !strings.Contains(body, `data-code="invalid_query"`) {
+		t.Errorf("an empty query = %d, want 400 invalid_query", res.StatusCode)
+	}
+	if !auditHas(t, b, "api.refused", "invalid_query", page+"/clickhouse") {
+		t.Error("the empty query's refusal is not audited as api.refused invalid_query")
+	}
 	res, body := run("clickhouse", "sql", "SELECT name, engine FROM system.tables WHERE database = 'system' AND name IN ('numbers', 'one', 'tables') ORDER BY name")
 	checkPageHeaders(t, "query page", res)
 	if res.StatusCode != http.StatusOK || !strings.Contains(body, `id="result-table"`) || !strings.Contains(body, `<span id="row-count">3</span> rows`) ||
