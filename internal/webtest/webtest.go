@@ -361,3 +361,63 @@ func Header(res *network.Response, name string) string {
 	}
 	return ""
 }
+
+// Person returns a tab in a new browser context of tab's browser, like a
+// new incognito window: a cookie jar, storage and cache of its own, so
+// that one test can sign several people in at once. Like [Browser]'s tab
+// it records CSP violations and, if the test fails, leaves its screenshot
+// and HTML behind. It closes when the test ends.
+func Person(t testing.TB, tab context.Context) context.Context {
+	t.Helper()
+	return newTab(t, tab, "a new browser context", chromedp.WithNewBrowserContext())
+}
+
+// Tab returns another tab in tab's browser context: the same cookies, so
+// the same signed-in person, with a page of its own (a query left running
+// there while the person acts in the first tab). It closes when the test
+// ends.
+func Tab(t testing.TB, tab context.Context) context.Context {
+	t.Helper()
+	return newTab(t, tab, "a new tab")
+}
+
+// newTab opens a tab as opts say, installs the CSP violation recorder and
+// saves the artifacts of a failed test.
+func newTab(t testing.TB, parent context.Context, what string, opts ...chromedp.ContextOption) context.Context {
+	t.Helper()
+	tab, cancel := chromedp.NewContext(parent, opts...)
+	t.Cleanup(cancel)
+	// The first action creates the target: no deadline on it (one would
+	// close the tab with it); the wait is bounded from outside.
+	created := make(chan error, 1)
+	go func() { created <- chromedp.Do(tab) }()
+	select {
+	case err := <-created:
+		if err != nil {
+			t.Fatalf("browser: open %s: %v", what, err)
+		}
+	case <-time.After(ActionTimeout):
+		cancel()
+		t.Fatalf("browser: open %s: not open within %s", what, ActionTimeout)
+	}
+	step(t, tab, "install the CSP violation recorder", func(ctx context.Context, tg *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
+		return cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspRecorder})
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			saveArtifacts(t, tab)
+		}
+	})
+	return tab
+}
+
+// Screenshot saves what tab shows in a laptop's viewport (1280×800 CSS
+// pixels, the top of the page) as a PNG file at path.
+func Screenshot(t testing.TB, tab context.Context, path string) {
+	t.Helper()
+	step(t, tab, "set a 1280×800 viewport", chromedp.EmulateViewport(1280, 800))
+	png := step(t, tab, "take a screenshot", chromedp.CaptureScreenshot())
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatalf("save the screenshot: %v", err)
+	}
+}
