@@ -19,7 +19,7 @@ import (
 	"github.com/tetherhq/tether/internal/webtest"
 )
 
-// ScreenshotsEnv names the environment variable holding a directory where
+// screenshotsEnv names the environment variable holding a directory where
 // TestBrowserTour saves a named screenshot of each step of the tour, at a
 // laptop's viewport (docs/screenshots holds the README's).
 const screenshotsEnv = "TETHER_SCREENSHOTS"
@@ -166,6 +166,25 @@ func TestBrowserTour(t *testing.T) {
 		t.Errorf("acme's inbox row reads %q, want the engineer and the reason", row)
 	}
 	shot(acme, "inbox")
+
+	// 3. globex's approver sees nothing of it: not in their inbox while
+	// it waits in acme's, and its page refused (before and after the
+	// approval).
+	globexRefused := func(when string) {
+		t.Helper()
+		webtest.Open(t, globex, base+page, "#main")
+		if n := webtest.Count(t, globex, `#error[data-code="wrong_tenant"]`); n != 1 {
+			t.Errorf("globex's approver opening acme's request %s: want #error[data-code=wrong_tenant], the page reads %q", when, webtest.Text(t, globex, "#main"))
+		}
+		if text := webtest.Text(t, globex, "#main"); strings.Contains(text, reason) || strings.Contains(text, "engineer@vendor.test") {
+			t.Errorf("the refusal %s shows the request: %q", when, text)
+		}
+	}
+	webtest.Open(t, globex, ui+"inbox", "#main")
+	if n := webtest.Count(t, globex, `[data-request="`+id+`"]`); n != 0 || strings.Contains(webtest.Text(t, globex, "#main"), "engineer@vendor.test") {
+		t.Errorf("globex's inbox shows acme's pending request: %q", webtest.Text(t, globex, "#main"))
+	}
+	globexRefused("while pending")
 	webtest.ClickNavigate(t, acme, `#inbox tr[data-request="`+id+`"] a[href="`+page+`"]`)
 	webtest.Fill(t, acme, "#approve-comment", "ok for INC-4711")
 	if label := webtest.Text(t, acme, "#approve"); label != "Review and sign" {
@@ -189,19 +208,7 @@ func TestBrowserTour(t *testing.T) {
 		t.Errorf("after signing the page reads state %q, notice %q", s, n)
 	}
 	noViolations("2. approve")
-
-	// 3. globex's approver sees nothing of it.
-	webtest.Open(t, globex, ui+"inbox", "#main")
-	if n := webtest.Count(t, globex, `[data-request="`+id+`"]`); n != 0 || strings.Contains(webtest.Text(t, globex, "#main"), "engineer@vendor.test") {
-		t.Errorf("globex's inbox shows acme's request")
-	}
-	webtest.Open(t, globex, base+page, "#error")
-	if code := webtest.Attr(t, globex, "#error", "data-code"); code != "wrong_tenant" {
-		t.Errorf("globex's approver opening acme's request: error %q, want wrong_tenant", code)
-	}
-	if text := webtest.Text(t, globex, "#main"); strings.Contains(text, reason) || strings.Contains(text, "engineer@vendor.test") {
-		t.Errorf("the refusal shows the request: %q", text)
-	}
+	globexRefused("once approved")
 	noViolations("3. isolation")
 
 	// 4. The engineer's page turned active in place; the console queries.
@@ -228,6 +235,9 @@ func TestBrowserTour(t *testing.T) {
 	webtest.WaitVisible(t, engineer, "#refused")
 	if r := webtest.Text(t, engineer, "#refused-reason"); !strings.Contains(r, "default.secret is not a system table") {
 		t.Errorf("default.secret: the console says %q, want the guard's reason", r)
+	}
+	if off := webtest.Text(t, engineer, "#refused-offset"); off != "14" {
+		t.Errorf("default.secret: the console marks offset %q, want 14 (where the table is named)", off)
 	}
 	if strings.Contains(webtest.Text(t, engineer, "body"), canary) || webtest.Count(t, engineer, "#result-table") != 0 {
 		t.Error("default.secret: the console shows a result")
@@ -263,6 +273,7 @@ func TestBrowserTour(t *testing.T) {
 	webtest.WaitVisible(t, running, "#result")
 	t.Logf("the console showed the query's end %s after the revocation", time.Since(revoked).Round(time.Millisecond))
 	result := webtest.Text(t, running, "#result")
+	t.Logf("the engineer's console reads: %s", result)
 	if !strings.Contains(result, "stopped: the grant was revoked") {
 		t.Errorf("the long query's result reads %q, want it stopped by the revocation", result)
 	}
@@ -297,6 +308,7 @@ func TestBrowserTour(t *testing.T) {
 	}
 	for _, w := range []struct{ what, typ, outcome, statement, reason string }{
 		{"the request", "request.created", "", "", ""},
+		{"globex's refused view", "auth.failed", "failure", "", "wrong_tenant"},
 		{"the system-table query", "query.allowed", "", tablesSQL, ""},
 		{"the refusal of default.secret", "query.denied", "", secretSQL, "not a system table"},
 		{"the long query", "query.allowed", "", longSQL, ""},
@@ -307,6 +319,7 @@ func TestBrowserTour(t *testing.T) {
 			t.Errorf("the replay lacks %s (%s %s %q %q): %+v", w.what, w.typ, w.outcome, w.statement, w.reason, events)
 		}
 	}
+	webtest.Eval[bool](t, reviewer, `(document.querySelector('#session li[data-type="query.allowed"]').scrollIntoView(), true)`)
 	shot(reviewer, "audit-replay")
 	noViolations("6. replay")
 	t.Logf("the whole tour in %s", time.Since(start).Round(time.Millisecond))
