@@ -75,6 +75,8 @@ func BenchmarkConsolePages(b *testing.B) {
 		// A rare type on one deployment: prom.denied is 0.1% of the log.
 		{"search-rare", cb.reviewer, "/ui/audit?" + url.Values{"type": {"prom.denied"}, "deployment": {"globex/staging"}}.Encode(), `data-type="prom.denied"`},
 		{"replay", cb.reviewer, "/ui/audit/sessions/" + cb.session, `data-type="query.allowed"`},
+		// The approver's own trail, through the tenant audit API's filter.
+		{"tenant-search", cb.approver, "/ui/tenants/acme/audit?" + url.Values{"type": {"query.denied"}}.Encode(), `data-type="query.denied"`},
 	} {
 		b.Run(page.name, func(b *testing.B) {
 			var lat []time.Duration
