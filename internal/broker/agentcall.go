@@ -214,5 +214,10 @@ func (b *Broker) signedRequest(ctx context.Context, agentID, method, rawURL stri
 	req.Header.Set(protocol.HeaderBrokerTime, strconv.FormatInt(at.UnixMilli(), 10))
 	req.Header.Set(protocol.HeaderBrokerNonce, nonce)
 	req.Header.Set(protocol.HeaderBrokerSignature, base64.RawURLEncoding.EncodeToString(sig))
+	// A signed call is safe to send again on a fresh connection when a
+	// kept-alive one turns out dead (the agent restarted): the agent runs
+	// a call's nonce at most once. net/http retries a request carrying
+	// this header, and only then.
+	req.Header.Set("Idempotency-Key", nonce)
 	return req, nil
 }
