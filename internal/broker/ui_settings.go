@@ -92,8 +92,8 @@ var decidedStates = []string{store.StateApproved, store.StateActive, store.State
 
 type historyRow struct {
 	ID, Short, Engineer, Deployment, Reason, State, EndReason string
-	Scopes                                                     []string
-	Created, Ended                                             time.Time
+	Scopes                                                    []string
+	Created, Ended                                            time.Time
 }
 
 // uiHistory lists the decided requests the caller may see, newest first,
