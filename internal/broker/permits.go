@@ -160,7 +160,7 @@ func (b *Broker) signPermit(r *http.Request, in brokerapi.SignPermitBody) (broke
 		return none, errorf(http.StatusBadRequest, "invalid_permit", "the permit is for deployment %s, not %s/%s", p.Deployment, d.Tenant, d.Name)
 	}
 	who := principalFrom(r.Context())
-	if err := b.checkProof(who, in.Permit, in.Proof); err != nil {
+	if err := b.checkProof(r.Context(), who, in.Permit, in.Proof); err != nil {
 		return none, b.refuseDeployment(r, d, "approval_proof_invalid", err.Error())
 	}
 	signer := person(who)

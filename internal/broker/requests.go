@@ -402,7 +402,7 @@ func (b *Broker) handleReview(approve bool) func(w http.ResponseWriter, r *http.
 			return errorf(http.StatusBadRequest, "invalid_review", "a denial carries no approval statement or proof")
 		}
 		if body.Statement != "" || body.Proof != "" {
-			if err := b.checkProof(principalFrom(ctx), body.Statement, body.Proof); err != nil {
+			if err := b.checkProof(ctx, principalFrom(ctx), body.Statement, body.Proof); err != nil {
 				return b.refuseReview(ctx, r, cur, "approval_proof_invalid", err.Error())
 			}
 		}
@@ -443,15 +443,16 @@ const maxProofAge = 10 * time.Minute
 // checkProof verifies a customer approver's proof of an approval
 // statement: an ID token from the caller's own identity provider, about
 // the caller, fresh, whose nonce is the digest of the statement.
-func (b *Broker) checkProof(p identity.Principal, statement, proof string) error {
+func (b *Broker) checkProof(ctx context.Context, p identity.Principal, statement, proof string) error {
 	if statement == "" || proof == "" {
 		return errors.New("an approval proof comes with the statement it signs: send both, or neither")
 	}
 	if len(statement) > brokerapi.MaxBody || len(proof) > 16<<10 {
 		return errors.New("the approval statement or proof is too long")
 	}
-	// The signature, issuer, audience and expiry, as for a login.
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	// The signature, issuer, audience and expiry, as for a login; bounded
+	// even if the caller's context is not.
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	q, err := b.verifier.Verify(ctx, proof)
 	if err != nil {

@@ -300,7 +300,7 @@ func (b *Broker) uiCeremonyDone(w http.ResponseWriter, r *http.Request, res webl
 	r = withPrincipal(r, p, e)
 	cur, err := b.requestOf(r)
 	if err == nil {
-		if perr := b.checkProof(p, c.Statement, res.IDToken); perr != nil {
+		if perr := b.checkProof(r.Context(), p, c.Statement, res.IDToken); perr != nil {
 			err = b.refuseReview(r.Context(), r, cur, "approval_proof_invalid", perr.Error())
 		} else {
 			_, err = b.review(r, cur, access.Review{Approve: true, Comment: c.Comment, Statement: c.Statement, Proof: res.IDToken})
