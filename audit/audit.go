@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -190,4 +191,33 @@ func (e Event) Marshal() ([]byte, error) {
 // once the event is durable; an error means the action must not proceed.
 type Recorder interface {
 	Record(ctx context.Context, e Event) error
+}
+
+// Statement is the SQL or PromQL e records: the query of a guard's
+// verdict, or the request target of a refused Prometheus call; "" for
+// other events. Session replays show it.
+func (e Event) Statement() string {
+	str := func(k string) string { s, _ := e.Details[k].(string); return s }
+	switch e.Type {
+	case QueryAllowed, QueryDenied:
+		return str("sql")
+	case PromAllowed:
+		params, _ := e.Details["params"].(map[string]any)
+		var qs []string
+		for _, k := range []string{"query", "match[]"} {
+			vs, _ := params[k].([]any)
+			for _, v := range vs {
+				if s, ok := v.(string); ok {
+					qs = append(qs, s)
+				}
+			}
+		}
+		return strings.TrimSpace(str("endpoint") + " " + strings.Join(qs, " "))
+	case PromDenied:
+		if t := str("target"); t != "" {
+			return t
+		}
+		return str("endpoint")
+	}
+	return ""
 }

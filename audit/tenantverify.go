@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -55,25 +54,10 @@ func VerifyTenant(r io.Reader, opts VerifyOptions) (TenantReport, error) {
 		return TenantReport{}, &VerifyError{Index: -1, Msg: ErrNoWitnessKey.Error(), Err: ErrNoWitnessKey}
 	}
 	v := &tenantVerifier{opts: opts, digest: sha256.New()}
-	br := bufio.NewReaderSize(r, maxLine)
-	for {
-		line, err := br.ReadSlice('\n')
-		switch {
-		case err == bufio.ErrBufferFull:
-			return TenantReport{}, &VerifyError{Line: v.line + 1, Index: -1, Msg: fmt.Sprintf("line is longer than %d bytes", maxLine)}
-		case err == io.EOF:
-			if len(line) > 0 {
-				return TenantReport{}, &VerifyError{Line: v.line + 1, Index: -1, Msg: "line does not end in a newline (truncated?)"}
-			}
-			return v.finish()
-		case err != nil:
-			return TenantReport{}, &VerifyError{Line: v.line + 1, Index: -1, Msg: fmt.Sprintf("read: %v", err), Err: err}
-		}
-		v.line++
-		if err := v.process(line[:len(line)-1]); err != nil {
-			return TenantReport{}, err
-		}
+	if err := eachLine(r, &v.line, v.process); err != nil {
+		return TenantReport{}, err
 	}
+	return v.finish()
 }
 
 // tenantVerifier is the state of one [VerifyTenant].

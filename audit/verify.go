@@ -80,23 +80,33 @@ func Verify(r io.Reader, opts VerifyOptions) (Report, error) {
 		return Report{}, &VerifyError{Index: -1, Msg: "verify export: no log key to verify against"}
 	}
 	v := &verifier{opts: opts}
+	if err := eachLine(r, &v.line, v.process); err != nil {
+		return Report{}, err
+	}
+	return v.finish()
+}
+
+// eachLine calls process with each line of an export read from r, its
+// newline cut, counting lines in *n. It refuses a line longer than
+// maxLine and a last line without its newline (a truncated export).
+func eachLine(r io.Reader, n *int, process func(line []byte) error) error {
 	br := bufio.NewReaderSize(r, maxLine)
 	for {
 		line, err := br.ReadSlice('\n')
 		switch {
 		case err == bufio.ErrBufferFull:
-			return Report{}, &VerifyError{Line: v.line + 1, Index: -1, Msg: fmt.Sprintf("line is longer than %d bytes", maxLine)}
+			return &VerifyError{Line: *n + 1, Index: -1, Msg: fmt.Sprintf("line is longer than %d bytes", maxLine)}
 		case err == io.EOF:
 			if len(line) > 0 {
-				return Report{}, &VerifyError{Line: v.line + 1, Index: -1, Msg: "line does not end in a newline (truncated?)"}
+				return &VerifyError{Line: *n + 1, Index: -1, Msg: "line does not end in a newline (truncated?)"}
 			}
-			return v.finish()
+			return nil
 		case err != nil:
-			return Report{}, &VerifyError{Line: v.line + 1, Index: -1, Msg: fmt.Sprintf("read: %v", err), Err: err}
+			return &VerifyError{Line: *n + 1, Index: -1, Msg: fmt.Sprintf("read: %v", err), Err: err}
 		}
-		v.line++
-		if err := v.process(line[:len(line)-1]); err != nil {
-			return Report{}, err
+		*n++
+		if err := process(line[:len(line)-1]); err != nil {
+			return err
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 
@@ -133,7 +132,7 @@ func (a awsCallAudit) Record(ctx context.Context, e audit.Event) error {
 // change is asked for).
 func (b *Broker) startNetwork(ctx context.Context) error {
 	var opts []func(*awsconfig.LoadOptions) error
-	if u, err := url.Parse(b.cfg.AWSEndpointURL); err == nil && isLoopbackHost(u.Hostname()) {
+	if u, err := url.Parse(b.cfg.AWSEndpointURL); err == nil && isLoopback(u.Hostname()) {
 		// A local emulator (moto_server): credentials and region come
 		// from the environment, and nothing asks the host's instance
 		// metadata service, which is not the emulator's.
@@ -155,12 +154,4 @@ func (b *Broker) startNetwork(ctx context.Context) error {
 	})
 	b.netacc = svc
 	return nil
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

@@ -66,15 +66,8 @@ func (b *Broker) handlePermitStatement(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	out := brokerapi.PermitStatement{ID: id, Permit: string(canon), Digest: approval.Digest(canon)}
 	p := principalFrom(r.Context())
-	out.Issuer = p.Issuer
-	for _, ic := range b.identity.Issuers {
-		if ic.IssuerURL == p.Issuer {
-			out.ClientID = ic.CLIClient()
-		}
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, brokerapi.PermitStatement{ID: id, Permit: string(canon), Digest: approval.Digest(canon), Issuer: p.Issuer, ClientID: b.ceremonyClient(p)})
 	return nil
 }
 

@@ -516,17 +516,22 @@ func (b *Broker) handleApprovalStatement(w http.ResponseWriter, r *http.Request)
 		return fmt.Errorf("approval statement: %w", err)
 	}
 	p := principalFrom(r.Context())
-	out := brokerapi.ApprovalStatement{
-		Statement: string(canon), Digest: approval.Digest(canon), Issuer: p.Issuer,
+	writeJSON(w, http.StatusOK, brokerapi.ApprovalStatement{
+		Statement: string(canon), Digest: approval.Digest(canon), Issuer: p.Issuer, ClientID: b.ceremonyClient(p),
 		Scopes: st.Scopes, NotBefore: st.NotBefore, NotAfter: st.NotAfter, Agent: st.Agent,
-	}
+	})
+	return nil
+}
+
+// ceremonyClient is the client ID the CLI signs with at p's identity
+// provider: the one it logs in with there.
+func (b *Broker) ceremonyClient(p identity.Principal) string {
 	for _, ic := range b.identity.Issuers {
 		if ic.IssuerURL == p.Issuer {
-			out.ClientID = ic.CLIClient()
+			return ic.CLIClient()
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return ""
 }
 
 // refuseReview records a refused review and returns its 403.

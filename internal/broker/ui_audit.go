@@ -148,7 +148,7 @@ func (b *Broker) auditRows(ctx context.Context, recs []audit.Record) ([]auditRow
 			Index: rec.Index, Time: e.Time, Type: e.Type, Outcome: e.Outcome,
 			Actor: e.Actor.Subject, Role: e.Actor.Role, Source: "broker",
 			Deployment: e.Deployment, RequestID: e.RequestID, GrantID: e.GrantID, Reason: e.Reason,
-			Statement: eventStatement(e),
+			Statement: e.Statement(),
 		}
 		if n, ok := depName[e.Deployment]; ok {
 			row.Deployment = n
@@ -180,35 +180,6 @@ func (b *Broker) auditRows(ctx context.Context, recs []audit.Record) ([]auditRow
 		rows = append(rows, row)
 	}
 	return rows, nil
-}
-
-// eventStatement is the SQL or PromQL an event records, as 'broker audit
-// show-session' shows it: the query of a guard's verdict, or the target
-// of a refused Prometheus call.
-func eventStatement(e audit.Event) string {
-	str := func(k string) string { s, _ := e.Details[k].(string); return s }
-	switch e.Type {
-	case audit.QueryAllowed, audit.QueryDenied:
-		return str("sql")
-	case audit.PromAllowed:
-		params, _ := e.Details["params"].(map[string]any)
-		var qs []string
-		for _, k := range []string{"query", "match[]"} {
-			vs, _ := params[k].([]any)
-			for _, v := range vs {
-				if s, ok := v.(string); ok {
-					qs = append(qs, s)
-				}
-			}
-		}
-		return strings.TrimSpace(str("endpoint") + " " + strings.Join(qs, " "))
-	case audit.PromDenied:
-		if t := str("target"); t != "" {
-			return t
-		}
-		return str("endpoint")
-	}
-	return ""
 }
 
 // auditSearchPage is the audit search's page.

@@ -44,24 +44,13 @@ type inboxRow struct {
 // API's listing ([Broker.visibleRequests]): a customer's approver sees
 // their own tenant's only.
 func (b *Broker) uiInbox(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	p := principalFrom(ctx)
-	page := 1
-	if s := r.URL.Query().Get("page"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > inboxMax/inboxPageSize {
-			return errorf(http.StatusBadRequest, "invalid_page", "page %q: want a number from 1 to %d", truncate(s, 20), inboxMax/inboxPageSize)
-		}
-		page = n
-	}
-	ars, err := b.visibleRequests(ctx, p, store.RequestFilter{States: []string{store.StatePending}, Limit: min(page*inboxPageSize+1, inboxMax)})
+	ars, data, err := b.uiRequestPage(r, []string{store.StatePending})
 	if err != nil {
 		return err
 	}
 	now := b.now()
-	from, to := min((page-1)*inboxPageSize, len(ars)), min(page*inboxPageSize, len(ars))
-	rows := make([]inboxRow, 0, to-from)
-	for _, ar := range ars[from:to] {
+	rows := make([]inboxRow, 0, len(ars))
+	for _, ar := range ars {
 		rows = append(rows, inboxRow{
 			ID: ar.ID, Short: shortID(ar.ID), Engineer: displayName(ar.Requester), Deployment: ar.Tenant + "/" + ar.Name,
 			Duration: ar.Duration.String(), Reason: ar.Reason, Ticket: ar.Ticket, Waiting: access.Waiting(ar),
@@ -69,7 +58,31 @@ func (b *Broker) uiInbox(w http.ResponseWriter, r *http.Request) error {
 			BreakGlass: ar.BreakGlass, Created: ar.CreatedAt,
 		})
 	}
-	data := map[string]any{"Rows": rows, "Page": page, "Tenant": p.Tenant, "Max": inboxMax, "Prev": 0, "Next": 0, "Truncated": false}
+	data["Rows"] = rows
+	b.render(w, r, http.StatusOK, "inbox", "Inbox", data)
+	return nil
+}
+
+// uiRequestPage reads the page ?page= asks for ([inboxPageSize] a page,
+// at most [inboxMax] in all) of the requests in states that the caller
+// may see, through the API's listing ([Broker.visibleRequests]), and the
+// template data of its paging: Page, Tenant, Max, Prev, Next, Truncated.
+func (b *Broker) uiRequestPage(r *http.Request, states []string) ([]store.AccessRequest, map[string]any, error) {
+	ctx := r.Context()
+	p := principalFrom(ctx)
+	page := 1
+	if s := r.URL.Query().Get("page"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > inboxMax/inboxPageSize {
+			return nil, nil, errorf(http.StatusBadRequest, "invalid_page", "page %q: want a number from 1 to %d", truncate(s, 20), inboxMax/inboxPageSize)
+		}
+		page = n
+	}
+	ars, err := b.visibleRequests(ctx, p, store.RequestFilter{States: states, Limit: min(page*inboxPageSize+1, inboxMax)})
+	if err != nil {
+		return nil, nil, err
+	}
+	data := map[string]any{"Page": page, "Tenant": p.Tenant, "Max": inboxMax, "Prev": 0, "Next": 0, "Truncated": false}
 	if page > 1 {
 		data["Prev"] = page - 1
 	}
@@ -78,8 +91,8 @@ func (b *Broker) uiInbox(w http.ResponseWriter, r *http.Request) error {
 	} else if len(ars) >= inboxMax {
 		data["Truncated"] = true
 	}
-	b.render(w, r, http.StatusOK, "inbox", "Inbox", data)
-	return nil
+	from, to := min((page-1)*inboxPageSize, len(ars)), min(page*inboxPageSize, len(ars))
+	return ars[from:to], data, nil
 }
 
 // shortID is the first group of a request ID, as lists show it.

@@ -99,35 +99,16 @@ type historyRow struct {
 // uiHistory lists the decided requests the caller may see, newest first,
 // [inboxPageSize] a page.
 func (b *Broker) uiHistory(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	p := principalFrom(ctx)
-	page := 1
-	if s := r.URL.Query().Get("page"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > inboxMax/inboxPageSize {
-			return errorf(http.StatusBadRequest, "invalid_page", "page %q: want a number from 1 to %d", truncate(s, 20), inboxMax/inboxPageSize)
-		}
-		page = n
-	}
-	ars, err := b.visibleRequests(ctx, p, store.RequestFilter{States: decidedStates, Limit: min(page*inboxPageSize+1, inboxMax)})
+	ars, data, err := b.uiRequestPage(r, decidedStates)
 	if err != nil {
 		return err
 	}
-	from, to := min((page-1)*inboxPageSize, len(ars)), min(page*inboxPageSize, len(ars))
-	rows := make([]historyRow, 0, to-from)
-	for _, ar := range ars[from:to] {
+	rows := make([]historyRow, 0, len(ars))
+	for _, ar := range ars {
 		rows = append(rows, historyRow{ID: ar.ID, Short: shortID(ar.ID), Engineer: displayName(ar.Requester), Deployment: ar.Tenant + "/" + ar.Name,
 			Reason: ar.Reason, State: ar.State, EndReason: ar.EndReason, Scopes: ar.Scopes, Created: ar.CreatedAt, Ended: ar.EndedAt})
 	}
-	data := map[string]any{"Rows": rows, "Page": page, "Tenant": p.Tenant, "Max": inboxMax, "Prev": 0, "Next": 0, "Truncated": false}
-	if page > 1 {
-		data["Prev"] = page - 1
-	}
-	if len(ars) > page*inboxPageSize && page < inboxMax/inboxPageSize {
-		data["Next"] = page + 1
-	} else if len(ars) >= inboxMax {
-		data["Truncated"] = true
-	}
+	data["Rows"] = rows
 	b.render(w, r, http.StatusOK, "history", "History", data)
 	return nil
 }

@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
 	"github.com/tetherhq/tether/internal/brokerapi"
@@ -132,17 +130,14 @@ func signStatement(ctx context.Context, bc *brokerapi.Client, l config.Login, st
 	}
 	// The proof needs no refresh token.
 	is.Scopes = slices.DeleteFunc(slices.Clone(is.Scopes), func(s string) bool { return s == "offline_access" })
-	hc := &http.Client{Timeout: idpTimeout}
-	octx := oidc.ClientContext(ctx, hc)
-	ep, err := discover(octx, is)
+	octx, hc, oc, err := oauthClient(ctx, is)
 	if err != nil {
 		return "", err
 	}
-	oc := &oauth2.Config{ClientID: is.ClientID, Endpoint: ep.Endpoint, Scopes: is.Scopes}
 	var tok *oauth2.Token
 	switch {
 	case l.DevUser != "" || device:
-		if ep.DeviceAuthURL == "" {
+		if oc.Endpoint.DeviceAuthURL == "" {
 			return "", fmt.Errorf("identity provider %s offers no device flow: sign without --device", is.Name)
 		}
 		tok, err = deviceLogin(octx, oc, l.DevUser, st.Digest, hc, stderr)

@@ -167,12 +167,12 @@ func auditSearch(e *env, sub string, q brokerapi.AuditQuery, since, until string
 			dep = n
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", evs[i].Index, e.Time.Local().Format(time.RFC3339), e.Type, e.Outcome,
-			sourceOf(e), orDash(e.Actor.Subject), orDash(dep), orDash(oneLineCut(statementOf(e), maxStatementCell)), orDash(e.Reason))
+			sourceOf(e), orDash(e.Actor.Subject), orDash(dep), orDash(oneLineCut(e.Statement(), maxStatementCell)), orDash(e.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if slices.ContainsFunc(events, func(e audit.Event) bool { return len([]rune(collapseSpace(statementOf(e)))) > maxStatementCell }) {
+	if slices.ContainsFunc(events, func(e audit.Event) bool { return len([]rune(collapseSpace(e.Statement()))) > maxStatementCell }) {
 		fmt.Fprintln(stdout, "\nSTATEMENT is cut short at", maxStatementCell, "characters; --output json has it in full (details.sql, details.params).")
 	}
 	for _, ae := range evs {
@@ -203,34 +203,6 @@ func deploymentNames(ctx context.Context, c *brokerapi.Client, events []audit.Ev
 		out[d.ID] = d.Tenant + "/" + d.Name
 	}
 	return out, nil
-}
-
-// statementOf is the SQL or PromQL an event records: the query of a
-// guard's verdict, or the request target of a refused Prometheus call.
-func statementOf(e audit.Event) string {
-	str := func(k string) string { s, _ := e.Details[k].(string); return s }
-	switch e.Type {
-	case audit.QueryAllowed, audit.QueryDenied:
-		return str("sql")
-	case audit.PromAllowed:
-		params, _ := e.Details["params"].(map[string]any)
-		var qs []string
-		for _, k := range []string{"query", "match[]"} {
-			vs, _ := params[k].([]any)
-			for _, v := range vs {
-				if s, ok := v.(string); ok {
-					qs = append(qs, s)
-				}
-			}
-		}
-		return strings.TrimSpace(str("endpoint") + " " + strings.Join(qs, " "))
-	case audit.PromDenied:
-		if t := str("target"); t != "" {
-			return t
-		}
-		return str("endpoint")
-	}
-	return ""
 }
 
 // collapseSpace puts s on one line, each run of white space one blank.

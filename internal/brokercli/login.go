@@ -85,16 +85,13 @@ func (cmd *loginCmd) Run(e *env) error {
 		return err
 	}
 
-	hc := &http.Client{Timeout: idpTimeout}
-	octx := oidc.ClientContext(ctx, hc)
-	ep, err := discover(octx, is)
+	octx, hc, oc, err := oauthClient(ctx, is)
 	if err != nil {
 		return err
 	}
-	oc := &oauth2.Config{ClientID: is.ClientID, Endpoint: ep.Endpoint, Scopes: is.Scopes}
 
 	var tok *oauth2.Token
-	if ep.DeviceAuthURL != "" {
+	if oc.Endpoint.DeviceAuthURL != "" {
 		tok, err = deviceLogin(octx, oc, *devUser, "", hc, stderr)
 	} else {
 		if *devUser != "" {
@@ -223,6 +220,19 @@ func pickIssuer(ac brokerapi.AuthConfig, name, devUser, apiURL string) (brokerap
 type endpoints struct {
 	oauth2.Endpoint
 	provider *oidc.Provider
+}
+
+// oauthClient discovers issuer is and returns the CLI's OAuth 2.0 client
+// there (its client ID and scopes), the bounded HTTP client its calls
+// use, and the context that carries that client to them.
+func oauthClient(ctx context.Context, is brokerapi.AuthIssuer) (context.Context, *http.Client, *oauth2.Config, error) {
+	hc := &http.Client{Timeout: idpTimeout}
+	octx := oidc.ClientContext(ctx, hc)
+	ep, err := discover(octx, is)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return octx, hc, &oauth2.Config{ClientID: is.ClientID, Endpoint: ep.Endpoint, Scopes: is.Scopes}, nil
 }
 
 // discover reads the issuer's discovery document.
@@ -464,13 +474,10 @@ func refreshLogin(ctx context.Context, path string, cfg *config.CLI) error {
 	if l.RefreshToken == "" {
 		return fmt.Errorf("your login (%s at %s) expired at %s and the issuer gave no refresh token: run 'broker login' again", l.Email, l.Issuer, l.Expiry.Local().Format(time.RFC3339))
 	}
-	hc := &http.Client{Timeout: idpTimeout}
-	octx := oidc.ClientContext(ctx, hc)
-	ep, err := discover(octx, brokerapi.AuthIssuer{Name: l.Issuer, IssuerURL: l.IssuerURL})
+	octx, _, oc, err := oauthClient(ctx, brokerapi.AuthIssuer{Name: l.Issuer, IssuerURL: l.IssuerURL, ClientID: l.ClientID})
 	if err != nil {
 		return fmt.Errorf("renew your login: %w", err)
 	}
-	oc := &oauth2.Config{ClientID: l.ClientID, Endpoint: ep.Endpoint}
 	tok, err := oc.TokenSource(octx, &oauth2.Token{RefreshToken: l.RefreshToken, Expiry: time.Unix(1, 0)}).Token()
 	if err != nil {
 		return fmt.Errorf("your login expired and could not be renewed (%v): run 'broker login' again", err)

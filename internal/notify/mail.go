@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"net/smtp"
 	"net/textproto"
+	"slices"
 	"strings"
 	"time"
 )
@@ -70,19 +71,10 @@ func (e Email) validate(fail func(format string, args ...any)) {
 		}
 	}
 	for _, ev := range e.Events {
-		if !isEventType(ev) {
+		if !slices.Contains(eventTypes, ev) {
 			fail("email.events: unknown event type %q", ev)
 		}
 	}
-}
-
-func isEventType(t string) bool {
-	for _, e := range eventTypes {
-		if e == t {
-			return true
-		}
-	}
-	return false
 }
 
 // mailLane is what an e-mail lane sends to.
@@ -166,7 +158,7 @@ func (n *Notifier) sendMail(ctx context.Context, d *delivery) outcome {
 		if err := c.StartTLS(cfg); err != nil {
 			return outcome{err: fmt.Errorf("starttls: %w", err), retry: true}
 		}
-	} else if !isLoopbackHost(host) {
+	} else if !isLoopback(host) {
 		return outcome{err: errNoTLS}
 	}
 	if e.Username != "" {
@@ -204,12 +196,4 @@ func smtpOutcome(step string, err error) outcome {
 		return outcome{status: tp.Code, err: fmt.Errorf("%s: %d %s", step, tp.Code, tp.Msg), retry: tp.Code < 500}
 	}
 	return outcome{err: fmt.Errorf("%s: %w", step, err), retry: true}
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

@@ -270,6 +270,18 @@ type lane struct {
 
 func (l *lane) wants(typ string) bool { return l.events == nil || l.events[typ] }
 
+// eventSet is a lane's events: nil, meaning all, when none are listed.
+func eventSet(events []string) map[string]bool {
+	if len(events) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(events))
+	for _, e := range events {
+		m[e] = true
+	}
+	return m
+}
+
 // delivery is one message to one webhook.
 type delivery struct {
 	lane    *lane
@@ -312,12 +324,7 @@ func New(cfg Config) (*Notifier, error) {
 			secret: []byte(w.Secret),
 			host:   hostOf(w.URL),
 			wake:   make(chan struct{}, 1),
-		}
-		if len(w.Events) > 0 {
-			l.events = map[string]bool{}
-			for _, e := range w.Events {
-				l.events[e] = true
-			}
+			events: eventSet(w.Events),
 		}
 		n.lanes = append(n.lanes, l)
 		if _, ok := n.byTenant[w.Tenant]; !ok {
@@ -329,16 +336,11 @@ func New(cfg Config) (*Notifier, error) {
 		ec := *e
 		for _, tenant := range slices.Sorted(maps.Keys(e.Recipients)) {
 			l := &lane{
-				hook: Webhook{Tenant: tenant, URL: "smtp://" + e.Server, Events: slices.Clone(e.Events)},
-				host: e.Server,
-				wake: make(chan struct{}, 1),
-				mail: &mailLane{cfg: &ec, to: slices.Clone(e.Recipients[tenant])},
-			}
-			if len(e.Events) > 0 {
-				l.events = map[string]bool{}
-				for _, ev := range e.Events {
-					l.events[ev] = true
-				}
+				hook:   Webhook{Tenant: tenant, URL: "smtp://" + e.Server, Events: slices.Clone(e.Events)},
+				host:   e.Server,
+				wake:   make(chan struct{}, 1),
+				mail:   &mailLane{cfg: &ec, to: slices.Clone(e.Recipients[tenant])},
+				events: eventSet(e.Events),
 			}
 			n.lanes = append(n.lanes, l)
 			if _, ok := n.byTenant[tenant]; !ok {
