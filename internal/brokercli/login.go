@@ -226,7 +226,9 @@ type endpoints struct {
 // there (its client ID and scopes), the bounded HTTP client its calls
 // use, and the context that carries that client to them.
 func oauthClient(ctx context.Context, is brokerapi.AuthIssuer) (context.Context, *http.Client, *oauth2.Config, error) {
-	hc := &http.Client{Timeout: idpTimeout}
+	// The token endpoint is sent the login's code and PKCE verifier, or
+	// its refresh token: a redirect would carry them wherever it points.
+	hc := &http.Client{Timeout: idpTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	octx := oidc.ClientContext(ctx, hc)
 	ep, err := discover(octx, is)
 	if err != nil {

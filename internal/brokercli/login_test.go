@@ -2,12 +2,15 @@ package brokercli
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,5 +167,37 @@ func TestLoopbackLoginRefusesForgedState(t *testing.T) {
 	}
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "wrong state") {
 		t.Errorf("loopbackLogin(forged state) = %v, want a wrong-state error", err)
+	}
+}
+
+// TestIdPRedirectNotFollowed: a token endpoint that answers with a
+// redirect gets no second request carrying the code and PKCE verifier
+// (or a refresh token) to wherever it points.
+func TestIdPRedirectNotFollowed(t *testing.T) {
+	var stolen atomic.Int32
+	thief := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { stolen.Add(1) }))
+	defer thief.Close()
+	var issuer string
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/openid-configuration":
+			fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":%q,"token_endpoint":%q,"jwks_uri":%q}`, issuer, issuer+"/auth", issuer+"/token", issuer+"/jwks")
+		case "/token":
+			http.Redirect(w, r, thief.URL+"/token", http.StatusTemporaryRedirect)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer idp.Close()
+	issuer = idp.URL
+	octx, _, oc, err := oauthClient(context.Background(), brokerapi.AuthIssuer{Name: "evil", IssuerURL: issuer, ClientID: "tether"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oc.Exchange(octx, "the-code", oauth2.VerifierOption("the-verifier")); err == nil {
+		t.Fatal("Exchange succeeded through a redirect")
+	}
+	if n := stolen.Load(); n != 0 {
+		t.Fatalf("the redirect's target got %d requests carrying the code", n)
 	}
 }
