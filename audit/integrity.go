@@ -85,6 +85,8 @@ func CheckRecord(r Record) error {
 		return mismatch("request_id", r.RequestID, e.RequestID)
 	case r.GrantID != e.GrantID:
 		return mismatch("grant_id", r.GrantID, e.GrantID)
+	case r.ActorTenant != recordActorTenant(e.Deployment, e.Actor.Tenant):
+		return mismatch("actor_tenant", r.ActorTenant, recordActorTenant(e.Deployment, e.Actor.Tenant))
 	case r.Time.UnixMilli() != e.Time.UnixMilli():
 		return mismatch("time", r.Time.UTC().Format(time.RFC3339Nano), e.Time.UTC().Format(time.RFC3339Nano))
 	}

@@ -60,6 +60,7 @@ var columnEdits = []struct{ name, sql string }{
 	{"type", `UPDATE audit_events SET type = 'auth.failed' WHERE idx = 3`},
 	{"subject", `UPDATE audit_events SET subject = 'tester' WHERE idx = 3`},
 	{"grant_id", `UPDATE audit_events SET grant_id = '' WHERE idx = 3`},
+	{"actor_tenant", `UPDATE audit_events SET actor_tenant = 'globex' WHERE idx = 3`},
 	{"request_id", `UPDATE audit_events SET request_id = 'r-2' WHERE idx = 3`},
 	{"deployment", `UPDATE audit_events SET deployment = 'd-2' WHERE idx = 3`},
 	{"time", `UPDATE audit_events SET time_ms = time_ms - 86400000 WHERE idx = 3`},

@@ -399,8 +399,18 @@ func record(e Event) (Record, error) {
 	}
 	return Record{
 		ID: e.ID, Time: e.Time, Type: e.Type, Subject: e.Actor.Subject, Deployment: e.Deployment,
-		RequestID: e.RequestID, GrantID: e.GrantID, Data: data, LeafHash: LeafHash(data),
+		RequestID: e.RequestID, GrantID: e.GrantID, ActorTenant: recordActorTenant(e.Deployment, e.Actor.Tenant),
+		Data: data, LeafHash: LeafHash(data),
 	}, nil
+}
+
+// recordActorTenant is a record's ActorTenant: the actor's tenant of an
+// event about no deployment, else empty.
+func recordActorTenant(deployment, actorTenant string) string {
+	if deployment != "" {
+		return ""
+	}
+	return actorTenant
 }
 
 // Stamp fills in an event's version, a new UUIDv7 ID and the time, if

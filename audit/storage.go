@@ -16,8 +16,12 @@ type Record struct {
 	Deployment string
 	RequestID  string
 	GrantID    string
-	Data       []byte   // the event's canonical JSON (Event.Marshal)
-	LeafHash   [32]byte // LeafHash(Data)
+	// ActorTenant is Actor.Tenant of an event about no deployment, and
+	// empty for one about a deployment: the column [TenantScope] selects
+	// a tenant's deployment-less events by.
+	ActorTenant string
+	Data        []byte   // the event's canonical JSON (Event.Marshal)
+	LeafHash    [32]byte // LeafHash(Data)
 }
 
 // StoredCheckpoint is a signed checkpoint as stored.
@@ -49,6 +53,13 @@ type Filter struct {
 	FromIndex  uint64    // Index >= FromIndex
 	ToIndex    uint64    // Index < ToIndex, when non-zero
 	Limit      int       // at most this many, when non-zero
+	// Tenant, when set, selects only the events the scope includes
+	// ([TenantScope.Includes]); a Tenant with no Tenant name selects
+	// none.
+	Tenant *TenantScope
+	// Descending returns the newest first: the Limit records with the
+	// highest indexes that match, highest first.
+	Descending bool
 }
 
 // Storage is where the log keeps its records, checkpoints and

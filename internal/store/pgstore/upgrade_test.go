@@ -13,7 +13,8 @@ import (
 )
 
 // TestUpgradeFrom0002 opens a database migrated to 0002_audit.sql, with a
-// deployment in it, and checks that the later migrations keep it.
+// deployment and audit events in it, and checks that the later
+// migrations keep them (and fill in the audit events' actor_tenant).
 func TestUpgradeFrom0002(t *testing.T) {
 	ctx := t.Context()
 	dsn := pgtest.Shared(t).NewDatabase(t)
@@ -41,9 +42,14 @@ func TestUpgradeFrom0002(t *testing.T) {
 		t.Fatalf("migrate to 0002: %v", err)
 	}
 	_, err = db.ExecContext(ctx, `INSERT INTO deployments (id, tenant, name, region, created_at) VALUES ('dep-old', 'acme', 'web', '', 0)`)
+	for _, row := range storetest.OldAuditRows(t) {
+		if err == nil {
+			_, err = db.ExecContext(ctx, storetest.OldAuditInsert, row...)
+		}
+	}
 	s.Close()
 	if err != nil {
-		t.Fatalf("insert deployment at 0002: %v", err)
+		t.Fatalf("insert deployment and audit events at 0002: %v", err)
 	}
 
 	upgraded, err := Open(ctx, dsn)
@@ -52,4 +58,5 @@ func TestUpgradeFrom0002(t *testing.T) {
 	}
 	defer upgraded.Close()
 	storetest.CheckUpgraded(t, upgraded, "dep-old")
+	storetest.CheckUpgradedAudit(t, upgraded)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,10 +26,16 @@ import (
 // in both databases, 500 at a time some 70% slower in SQLite.
 const existingIDsChunk = 100
 
-const insertRecordColumns = `idx, id, time_ms, type, subject, deployment, request_id, grant_id, data, leaf_hash`
+const insertRecordColumns = `idx, id, time_ms, type, subject, deployment, request_id, grant_id, actor_tenant, data, leaf_hash`
 
 // recordColumns is how many columns insertRecordColumns names.
-const recordColumns = 10
+const recordColumns = 11
+
+// maxScopeBranches bounds the branches of a tenant-scoped search (one per
+// deployment, and one for the tenant's events about no deployment);
+// beyond it the search is one query with IN, which the databases may
+// answer less directly.
+const maxScopeBranches = 64
 
 // insertRecordsSQL returns an INSERT statement for n records.
 func insertRecordsSQL(n int) string {
@@ -111,7 +118,7 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, recs []audit.Reco
 		for i := range chunk {
 			r := &chunk[i]
 			args = append(args, int64(r.Index), r.ID, millis(r.Time), string(r.Type), r.Subject,
-				r.Deployment, r.RequestID, r.GrantID, r.Data, r.LeafHash[:])
+				r.Deployment, r.RequestID, r.GrantID, r.ActorTenant, r.Data, r.LeafHash[:])
 		}
 		var err error
 		if len(chunk) == n {
@@ -248,54 +255,113 @@ func (s *Store) LeafHashes(ctx context.Context, from, to uint64) ([][32]byte, er
 // Records implements [audit.Storage]. Since and Until are compared with
 // the records' times at millisecond precision: all three are truncated to
 // the millisecond.
+//
+// A tenant-scoped search is a UNION ALL of one branch per deployment of
+// the scope and one for its events about no deployment, each ordered by
+// index and limited, so that every branch reads its own index
+// ((deployment, idx) or (actor_tenant, idx)) only as far as the page
+// needs: a tenant's page of 50 reads at most 50 rows per branch, however
+// big the log and however rare the tenant's events in it.
 func (s *Store) Records(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
 	if f.Limit < 0 {
 		return nil, fmt.Errorf("read audit records: negative limit %d", f.Limit)
 	}
-	var where []string
 	var args []any
-	// add adds the condition cond, whose %d is the placeholder of v.
-	add := func(cond string, v any) {
+	// placeholder adds v to args and returns its placeholder.
+	placeholder := func(v any) string {
 		args = append(args, v)
-		where = append(where, fmt.Sprintf(cond, len(args)))
+		return "$" + strconv.Itoa(len(args))
 	}
-	if f.Subject != "" {
-		add("subject = $%d", f.Subject)
+	order := ` ORDER BY idx`
+	if f.Descending {
+		order = ` ORDER BY idx DESC`
 	}
-	if f.Deployment != "" {
-		add("deployment = $%d", f.Deployment)
+	limit := func() string {
+		if f.Limit > 0 {
+			return ` LIMIT ` + placeholder(f.Limit)
+		}
+		return ""
 	}
-	if f.Type != "" {
-		add("type = $%d", string(f.Type))
+	// branch is the query of the records matching f and extra.
+	branch := func(extra ...string) string {
+		where := extra
+		add := func(cond string, v any) {
+			where = append(where, fmt.Sprintf(cond, placeholder(v)))
+		}
+		if f.Subject != "" {
+			add("subject = %s", f.Subject)
+		}
+		if f.Deployment != "" {
+			add("deployment = %s", f.Deployment)
+		}
+		if f.Type != "" {
+			add("type = %s", string(f.Type))
+		}
+		// "<> ''", true here, lets the databases use the partial indexes,
+		// which leave out the empty value.
+		if f.GrantID != "" {
+			add("grant_id = %s AND grant_id <> ''", f.GrantID)
+		}
+		if f.RequestID != "" {
+			add("request_id = %s AND request_id <> ''", f.RequestID)
+		}
+		if !f.Since.IsZero() {
+			add("time_ms >= %s", millis(f.Since))
+		}
+		if !f.Until.IsZero() {
+			add("time_ms < %s", millis(f.Until))
+		}
+		if f.FromIndex > 0 {
+			add("idx >= %s", clampInt64(f.FromIndex))
+		}
+		if f.ToIndex > 0 {
+			add("idx < %s", clampInt64(f.ToIndex))
+		}
+		q := `SELECT ` + insertRecordColumns + ` FROM audit_events`
+		if len(where) > 0 {
+			q += ` WHERE ` + strings.Join(where, ` AND `)
+		}
+		return q + order + limit()
 	}
-	// "<> ''", true here, lets the databases use the partial indexes,
-	// which leave out the empty value.
-	if f.GrantID != "" {
-		add("grant_id = $%d AND grant_id <> ''", f.GrantID)
-	}
-	if f.RequestID != "" {
-		add("request_id = $%d AND request_id <> ''", f.RequestID)
-	}
-	if !f.Since.IsZero() {
-		add("time_ms >= $%d", millis(f.Since))
-	}
-	if !f.Until.IsZero() {
-		add("time_ms < $%d", millis(f.Until))
-	}
-	if f.FromIndex > 0 {
-		add("idx >= $%d", clampInt64(f.FromIndex))
-	}
-	if f.ToIndex > 0 {
-		add("idx < $%d", clampInt64(f.ToIndex))
-	}
-	query := `SELECT ` + insertRecordColumns + ` FROM audit_events`
-	if len(where) > 0 {
-		query += ` WHERE ` + strings.Join(where, ` AND `)
-	}
-	query += ` ORDER BY idx`
-	if f.Limit > 0 {
-		args = append(args, f.Limit)
-		query += ` LIMIT $` + strconv.Itoa(len(args))
+	var query string
+	switch sc := f.Tenant; {
+	case sc == nil:
+		query = branch()
+	case sc.Tenant == "":
+		return nil, nil
+	default:
+		// The deployment-less branch's literal "deployment = ''" lets
+		// the databases use the partial (actor_tenant) index.
+		var branches []string
+		if f.Deployment == "" || slices.Contains(sc.Deployments, f.Deployment) {
+			if f.Deployment == "" && len(sc.Deployments) > maxScopeBranches {
+				in := make([]string, len(sc.Deployments))
+				for i, d := range sc.Deployments {
+					in[i] = placeholder(d)
+				}
+				branches = append(branches, branch(`deployment IN (`+strings.Join(in, ", ")+`)`))
+			} else if f.Deployment == "" {
+				for _, d := range sc.Deployments {
+					branches = append(branches, branch(`deployment = `+placeholder(d)))
+				}
+			} else {
+				branches = append(branches, branch())
+			}
+		}
+		if f.Deployment == "" {
+			branches = append(branches, branch(`deployment = ''`, `actor_tenant = `+placeholder(sc.Tenant)))
+		}
+		switch len(branches) {
+		case 0:
+			return nil, nil
+		case 1:
+			query = branches[0]
+		default:
+			for i, b := range branches {
+				branches[i] = `SELECT * FROM (` + b + `) AS b` + strconv.Itoa(i)
+			}
+			query = strings.Join(branches, ` UNION ALL `) + order + limit()
+		}
 	}
 
 	rows, err := s.db.QueryContext(ctx, query, args...)
@@ -309,7 +375,7 @@ func (s *Store) Records(ctx context.Context, f audit.Filter) ([]audit.Record, er
 		var idx, timeMS int64
 		var typ string
 		var leafHash sql.RawBytes
-		err := rows.Scan(&idx, &r.ID, &timeMS, &typ, &r.Subject, &r.Deployment, &r.RequestID, &r.GrantID, &r.Data, &leafHash)
+		err := rows.Scan(&idx, &r.ID, &timeMS, &typ, &r.Subject, &r.Deployment, &r.RequestID, &r.GrantID, &r.ActorTenant, &r.Data, &leafHash)
 		if err != nil {
 			return nil, fmt.Errorf("read audit records: %w", err)
 		}

@@ -52,6 +52,10 @@ func auditRecord(i uint64) audit.Record {
 		Deployment: []string{"dep-a", "dep-b"}[i%2],
 		Data:       fmt.Appendf(nil, "{\"id\":%q,\"seq\":%d,\"raw\":\"\x00\xff\xfe\n\"}", id, i),
 	}
+	// Every fifth is about no deployment, by an actor of a tenant.
+	if i%5 == 0 {
+		r.Deployment, r.ActorTenant = "", []string{"acme", "globex"}[i/5%2]
+	}
 	// Most events belong to no request and no grant.
 	if i%3 != 0 {
 		r.RequestID = fmt.Sprintf("req-%d", i/4)
@@ -359,11 +363,25 @@ func matchesFilter(r audit.Record, f audit.Filter) bool {
 		f.ToIndex != 0 && r.Index >= f.ToIndex:
 		return false
 	}
+	if f.Tenant != nil {
+		if f.Tenant.Tenant == "" {
+			return false
+		}
+		if r.Deployment != "" {
+			return slices.Contains(f.Tenant.Deployments, r.Deployment)
+		}
+		return r.ActorTenant == f.Tenant.Tenant
+	}
 	return true
 }
 
 func testAuditRecordsFilter(t *testing.T, s store.Store) {
 	const n = 120
+	acme := &audit.TenantScope{Tenant: "acme", Deployments: []string{"dep-a"}}
+	manyDeployments := &audit.TenantScope{Tenant: "acme", Deployments: []string{"dep-a"}}
+	for i := range 100 {
+		manyDeployments.Deployments = append(manyDeployments.Deployments, fmt.Sprintf("dep-x%d", i))
+	}
 	appendAudit(t, s, auditRecords(0, n))
 	all := asStored(auditRecords(0, n))
 	at := func(i int) time.Time { return all[i].Time }
@@ -401,6 +419,27 @@ func testAuditRecordsFilter(t *testing.T, s store.Store) {
 		{f: audit.Filter{Deployment: "dep-a", Type: "grant.issued", Subject: "alice@vendor.test", Since: at(20), Until: at(80)}},
 		{f: audit.Filter{Subject: "agent:7", Deployment: "dep-b", Type: "query.denied", RequestID: "req-10",
 			Since: at(30), Until: at(90), FromIndex: 40, ToIndex: 60, Limit: 10}, want: []uint64{41}},
+		// Newest first.
+		{f: audit.Filter{Descending: true, Limit: 3}, want: []uint64{119, 118, 117}},
+		{f: audit.Filter{Descending: true, ToIndex: 50, Subject: "agent:7", Limit: 2}, want: []uint64{47, 44}},
+		{f: audit.Filter{Descending: true, Deployment: "dep-b"}},
+		// A tenant's events: its deployments', and its actors' events
+		// about no deployment.
+		{f: audit.Filter{Tenant: acme}},
+		{f: audit.Filter{Tenant: acme, Limit: 4}, want: []uint64{0, 2, 4, 6}},
+		{f: audit.Filter{Tenant: acme, Limit: 4, FromIndex: 7}, want: []uint64{8, 10, 12, 14}},
+		{f: audit.Filter{Tenant: acme, Limit: 4, Descending: true}, want: []uint64{118, 116, 114, 112}},
+		{f: audit.Filter{Tenant: acme, Limit: 3, Descending: true, ToIndex: 101}, want: []uint64{100, 98, 96}},
+		{f: audit.Filter{Tenant: &audit.TenantScope{Tenant: "globex", Deployments: []string{"dep-b"}}, Limit: 4}, want: []uint64{1, 3, 5, 7}},
+		{f: audit.Filter{Tenant: &audit.TenantScope{Tenant: "globex", Deployments: []string{}}, Limit: 3}, want: []uint64{5, 15, 25}},
+		{f: audit.Filter{Tenant: &audit.TenantScope{Tenant: "acme", Deployments: []string{"dep-a", "dep-b"}}, Type: "grant.issued"}},
+		{f: audit.Filter{Tenant: acme, Deployment: "dep-a", Subject: "bob@vendor.test"}},
+		{f: audit.Filter{Tenant: acme, Deployment: "dep-b"}, want: []uint64{}},
+		{f: audit.Filter{Tenant: &audit.TenantScope{Deployments: []string{"dep-a"}}}, want: []uint64{}},
+		{f: audit.Filter{Tenant: &audit.TenantScope{Tenant: "initech", Deployments: []string{"dep-c"}}}, want: []uint64{}},
+		// More deployments than a search has branches.
+		{f: audit.Filter{Tenant: manyDeployments, Limit: 5}, want: []uint64{0, 2, 4, 6, 8}},
+		{f: audit.Filter{Tenant: manyDeployments, Limit: 5, Descending: true}, want: []uint64{118, 116, 114, 112, 110}},
 	}
 	for _, tt := range tests {
 		var want []audit.Record
@@ -413,6 +452,9 @@ func testAuditRecordsFilter(t *testing.T, s store.Store) {
 				if matchesFilter(r, tt.f) {
 					want = append(want, r)
 				}
+			}
+			if tt.f.Descending {
+				slices.Reverse(want)
 			}
 			if tt.f.Limit > 0 && len(want) > tt.f.Limit {
 				want = want[:tt.f.Limit]
@@ -715,5 +757,70 @@ func writeAuditReopen(t *testing.T, stores []store.Store) auditWritten {
 		records:      asStored(auditRecords(0, n)),
 		checkpoint:   checkpointAsStored(c),
 		cosignatures: []audit.Cosignature{cs},
+	}
+}
+
+// OldAuditInsert inserts an audit record into a store at
+// 0002_audit.sql, before the actor_tenant column; its arguments are
+// those of [OldAuditRows].
+const OldAuditInsert = `INSERT INTO audit_events (idx, id, time_ms, type, subject, deployment, request_id, grant_id, data, leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
+
+// oldAuditEvents are the events [OldAuditRows] stores: one about a
+// deployment, by an approver of its tenant; one about no deployment by
+// an approver of acme; one about no deployment by an engineer (no
+// tenant).
+func oldAuditEvents() []audit.Event {
+	at := t0.UTC()
+	return []audit.Event{
+		{Version: audit.SchemaVersion, ID: "0190a000-0000-7000-8000-000000000001", Time: at, Type: audit.RequestCancelled,
+			Actor: audit.Actor{Subject: "approver@acme.test", Tenant: "acme", Role: "approver"}, Deployment: "dep-old", RequestID: "req-old", Outcome: audit.Success},
+		{Version: audit.SchemaVersion, ID: "0190a000-0000-7000-8000-000000000002", Time: at.Add(time.Second), Type: audit.AuthLogin,
+			Actor: audit.Actor{Subject: "approver@acme.test", Tenant: "acme", Role: "approver"}, Outcome: audit.Success},
+		{Version: audit.SchemaVersion, ID: "0190a000-0000-7000-8000-000000000003", Time: at.Add(2 * time.Second), Type: audit.AuthLogin,
+			Actor: audit.Actor{Subject: "engineer@vendor.test", Role: "engineer"}, Outcome: audit.Success},
+	}
+}
+
+// OldAuditRows returns the arguments of [OldAuditInsert] for three
+// records a store at 0002_audit.sql held.
+func OldAuditRows(t *testing.T) [][]any {
+	t.Helper()
+	var rows [][]any
+	for i, e := range oldAuditEvents() {
+		data, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := audit.LeafHash(data)
+		rows = append(rows, []any{int64(i), e.ID, e.Time.UnixMilli(), string(e.Type), e.Actor.Subject, e.Deployment, e.RequestID, e.GrantID, data, h[:]})
+	}
+	return rows
+}
+
+// CheckUpgradedAudit checks that a store upgraded from 0002_audit.sql
+// with [OldAuditRows] in it reads them back whole (each passes
+// [audit.CheckRecord], which holds the new actor_tenant column to the
+// event) and selects acme's by its tenant scope.
+func CheckUpgradedAudit(t *testing.T, s store.Store) {
+	t.Helper()
+	ctx := t.Context()
+	recs, err := s.Records(ctx, audit.Filter{})
+	if err != nil {
+		t.Fatalf("Records() after upgrade: %v", err)
+	}
+	if len(recs) != len(oldAuditEvents()) {
+		t.Fatalf("Records() after upgrade = %d records, want %d", len(recs), len(oldAuditEvents()))
+	}
+	for _, r := range recs {
+		if err := audit.CheckRecord(r); err != nil {
+			t.Errorf("record %d after upgrade: %v", r.Index, err)
+		}
+	}
+	acme, err := s.Records(ctx, audit.Filter{Tenant: &audit.TenantScope{Tenant: "acme", Deployments: []string{"dep-old"}}})
+	if err != nil {
+		t.Fatalf("Records(acme) after upgrade: %v", err)
+	}
+	if got := indexes(acme); !slices.Equal(got, []uint64{0, 1}) {
+		t.Errorf("acme's records after upgrade = %v, want [0 1] (its deployment's and its approver's sign-in)", got)
 	}
 }
