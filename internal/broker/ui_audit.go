@@ -189,7 +189,8 @@ type auditSearchPage struct {
 	Q        map[string]string
 	Types    []string
 	Rows     []auditRow
-	From     uint64 // the cursor of this page: events from this index on
+	Oldest   bool   // oldest first (?order=oldest); newest first otherwise
+	Cursor   string // what this page starts at, for its caption
 	Next     string // the URL of the next page, when there is one
 	First    string // the URL of the first page, when this is not it
 	PageSize int
@@ -197,7 +198,10 @@ type auditSearchPage struct {
 
 // uiAudit is the audit search: the vendor's whole log, or on a tenant
 // route the tenant's trail, filtered as the API filters, a page of
-// auditPageSize events from the cursor ?from=INDEX on.
+// auditPageSize events. Newest first, from the cursor ?before=INDEX
+// down, as a reviewer looking at what just happened wants; ?order=oldest
+// reads forward from ?from=INDEX. Either way a page reads only its own
+// rows from the store's indexes.
 func (b *Broker) uiAudit(w http.ResponseWriter, r *http.Request) error {
 	scope, err := b.uiAuditScope(r)
 	if err != nil {
@@ -211,11 +215,35 @@ func (b *Broker) uiAudit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	from, err := parseUintParam(r, "from", false)
+	q := r.URL.Query()
+	oldest := false
+	switch o := q.Get("order"); o {
+	case "", "newest":
+	case "oldest":
+		oldest = true
+	default:
+		return errorf(http.StatusBadRequest, "invalid_order", "order %q: want newest or oldest", truncate(o, 32))
+	}
+	page := auditSearchPage{Base: auditBase(r), Q: map[string]string{}, Oldest: oldest, PageSize: auditPageSize}
+	cursorKey := "before"
+	if oldest {
+		cursorKey = "from"
+	}
+	cursor, err := parseUintParam(r, cursorKey, false)
 	if err != nil {
 		return err
 	}
-	f.FromIndex, f.Limit = from, auditPageSize+1
+	if oldest {
+		f.FromIndex = cursor
+		page.Cursor = "Oldest first, from event " + strconv.FormatUint(cursor, 10)
+	} else {
+		f.ToIndex, f.Descending = cursor, true
+		page.Cursor = "Newest first"
+		if cursor > 0 {
+			page.Cursor += ", before event " + strconv.FormatUint(cursor, 10)
+		}
+	}
+	f.Limit = auditPageSize + 1
 	var recs []audit.Record
 	if scope != nil {
 		recs, err = b.tenantAuditRecords(r.Context(), *scope, f)
@@ -228,11 +256,9 @@ func (b *Broker) uiAudit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	page := auditSearchPage{Base: auditBase(r), Q: map[string]string{}, From: from, PageSize: auditPageSize}
 	if scope != nil {
 		page.Tenant = scope.Tenant
 	}
-	q := r.URL.Query()
 	for _, k := range []string{"deployment", "type", "actor", "since", "until", "request", "grant"} {
 		page.Q[k] = q.Get(k)
 	}
@@ -242,12 +268,17 @@ func (b *Broker) uiAudit(w http.ResponseWriter, r *http.Request) error {
 	if len(recs) > auditPageSize {
 		recs = recs[:auditPageSize]
 		nq := cloneValues(q)
-		nq.Set("from", strconv.FormatUint(recs[len(recs)-1].Index+1, 10))
+		last := recs[len(recs)-1].Index
+		if oldest {
+			nq.Set("from", strconv.FormatUint(last+1, 10))
+		} else {
+			nq.Set("before", strconv.FormatUint(last, 10))
+		}
 		page.Next = page.Base + "?" + nq.Encode()
 	}
-	if from > 0 {
+	if cursor > 0 {
 		fq := cloneValues(q)
-		fq.Del("from")
+		fq.Del(cursorKey)
 		page.First = page.Base + "?" + fq.Encode()
 	}
 	if page.Rows, err = b.auditRows(r.Context(), recs); err != nil {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,7 @@ var (
 	auditRowType   = regexp.MustCompile(`<tr data-index="\d+" data-type="([^"]+)">`)
 	sessionRowType = regexp.MustCompile(`<li data-index="\d+" data-type="([^"]+)"`)
 	nextLink       = regexp.MustCompile(`<a href="([^"]+)" rel="next">`)
+	auditRowIndex  = regexp.MustCompile(`<tr data-index="(\d+)"`)
 	errorCode      = regexp.MustCompile(`id="error" data-code="([^"]+)"`)
 )
 
@@ -157,6 +159,36 @@ func TestWebConsoleAudit(t *testing.T) {
 		t.Errorf("the second page %s has %d rows (next link %v), want %d and no next", next, len(rows), nextLink.MatchString(body), deniedEventCount-50)
 	}
 
+	// Newest first by default, oldest first when asked; each order's two
+	// pages hold every refusal once, in its order.
+	for _, order := range []string{"", "oldest"} {
+		u := "/ui/audit?type=query.denied"
+		if order != "" {
+			u += "&order=" + order
+		}
+		var got []int
+		for u != "" {
+			_, body, _, _ := auditPage(t, reviewer, u)
+			for _, m := range auditRowIndex.FindAllStringSubmatch(body, -1) {
+				n, _ := strconv.Atoi(m[1])
+				got = append(got, n)
+			}
+			u = ""
+			if m := nextLink.FindStringSubmatch(body); m != nil {
+				u = strings.ReplaceAll(m[1], "&amp;", "&")
+			}
+		}
+		want := slices.Clone(got)
+		slices.Sort(want)
+		if order == "" {
+			slices.Reverse(want)
+		}
+		if len(got) != deniedEventCount || !slices.Equal(got, want) || len(slices.Compact(slices.Clone(want))) != deniedEventCount {
+			t.Errorf("search order %q pages through indexes %v, want %d distinct in that order", order, got, deniedEventCount)
+		}
+	}
+	refusedWith(t, reviewer, "/ui/audit?order=sideways", http.StatusBadRequest, "invalid_order")
+
 	// Time (as a datetime-local input sends it), deployment and request filters.
 	since := f.base.Add(50 * time.Minute).Format("2006-01-02T15:04")
 	until := f.base.Add(52 * time.Minute).Format("2006-01-02T15:04")
@@ -167,7 +199,8 @@ func TestWebConsoleAudit(t *testing.T) {
 		{"type=query.denied&since=" + since + "&until=" + until, []string{"query.denied", "query.denied"}},
 		{"deployment=globex/prod&type=query.allowed", []string{"query.allowed"}},
 		{"request=" + f.acmeReq + "&type=query.finished", []string{"query.finished"}},
-		{"grant=" + f.globexGnt, []string{"query.finished", "query.allowed"}},
+		{"grant=" + f.globexGnt, []string{"query.allowed", "query.finished"}}, // newest first
+		{"grant=" + f.globexGnt + "&order=oldest", []string{"query.finished", "query.allowed"}},
 		{"actor=nobody@vendor.test", nil},
 	} {
 		status, body, rows, _ := auditPage(t, reviewer, "/ui/audit?"+tc.query)

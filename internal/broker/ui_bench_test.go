@@ -71,7 +71,8 @@ func BenchmarkConsolePages(b *testing.B) {
 		// 50 of a page are spread over some 10,000 events.
 		{"search", cb.reviewer, "/ui/audit?" + url.Values{"type": {"query.denied"}, "deployment": {"acme/prod"}}.Encode(), `data-type="query.denied"`},
 		// The same from the middle of the log, as the page's next link.
-		{"search-mid", cb.reviewer, "/ui/audit?" + url.Values{"type": {"query.denied"}, "deployment": {"acme/prod"}, "from": {fmt.Sprint(benchEvents / 2)}}.Encode(), `data-type="query.denied"`},
+		{"search-mid", cb.reviewer, "/ui/audit?" + url.Values{"type": {"query.denied"}, "deployment": {"acme/prod"}, "before": {fmt.Sprint(benchEvents / 2)}}.Encode(), `data-type="query.denied"`},
+		{"search-oldest", cb.reviewer, "/ui/audit?" + url.Values{"type": {"query.denied"}, "deployment": {"acme/prod"}, "order": {"oldest"}, "from": {fmt.Sprint(benchEvents / 2)}}.Encode(), `data-type="query.denied"`},
 		// A rare type on one deployment: prom.denied is 0.1% of the log.
 		{"search-rare", cb.reviewer, "/ui/audit?" + url.Values{"type": {"prom.denied"}, "deployment": {"globex/staging"}}.Encode(), `data-type="prom.denied"`},
 		{"replay", cb.reviewer, "/ui/audit/sessions/" + cb.session, `data-type="query.allowed"`},
