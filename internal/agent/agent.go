@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -762,7 +763,7 @@ func (a *Agent) announceApproval(ctx context.Context) {
 		}
 		return
 	}
-	a.log.Info("customer approval enforced by the agent", "issuer", ap.Keys.Issuer(), "audience", ap.Audience,
+	a.log.Info("customer approval enforced by the agent", "issuer", ap.Keys.Issuer(), "audiences", ap.Audiences,
 		"group", ap.Group, "approvals_required", max(ap.Required, 1), "break_glass", breakGlassWord(ap.AllowBreakGlass))
 	go func() {
 		if err := ap.Keys.Prefetch(ctx); err != nil {
@@ -788,7 +789,7 @@ func (a *Agent) approvalStance() *protocol.ApprovalAuthority {
 		return nil
 	}
 	return &protocol.ApprovalAuthority{
-		Issuer: ap.Keys.Issuer(), Audience: ap.Audience, Group: ap.Group,
+		Issuer: ap.Keys.Issuer(), Audience: strings.Join(ap.Audiences, ","), Group: ap.Group,
 		Required: max(ap.Required, 1), BreakGlass: breakGlassWord(ap.AllowBreakGlass),
 	}
 }

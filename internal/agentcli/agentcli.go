@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -109,7 +110,7 @@ type runCmd struct {
 	MaxCalls         int           `name:"max-calls-per-grant" default:"${max_calls}" help:"calls one grant may have in flight at once, ClickHouse and Prometheus together; more are answered 429 and audited"`
 	MemLimit         int64         `name:"memory-limit" default:"100663296" help:"soft memory limit of the agent process in bytes (Go GC target; 0 = none; GOMEMLIMIT overrides)"`
 	ApproverIssuer   string        `name:"approver-issuer" placeholder:"URL" help:"the customer's identity provider (OIDC issuer URL, https) whose signed approvals a grant must carry; unset: approvals are not enforced by the agent"`
-	ApproverAudience string        `name:"approver-audience" placeholder:"CLIENT_ID" help:"client ID the approval ceremony uses at that provider (the aud of the approvers' ID tokens); required with --approver-issuer"`
+	ApproverAudience []string      `name:"approver-audience" sep:"," placeholder:"CLIENT_ID" help:"client ID the approval ceremony uses at that provider (the aud of the approvers' ID tokens): repeat it, or separate with commas, when the web console and the CLI sign in as different clients; required with --approver-issuer"`
 	ApproverGroup    string        `name:"approver-group" placeholder:"GROUP" help:"the group claim value that makes someone a customer approver; required with --approver-issuer"`
 	GroupsClaim      string        `name:"approver-groups-claim" default:"groups" help:"the ID-token claim holding the approver's groups"`
 	Required         int           `name:"approvals-required" default:"1" help:"distinct customer approvers a grant needs"`
@@ -146,7 +147,7 @@ func (c *runCmd) approvalConfig() (auth *approval.Authority, denyBreakGlass bool
 		return nil, false, cli.Usagef("--break-glass %q: want deny or allow", c.BreakGlass)
 	}
 	if c.ApproverIssuer == "" {
-		if c.ApproverAudience != "" || c.ApproverGroup != "" {
+		if len(c.ApproverAudience) > 0 || c.ApproverGroup != "" {
 			return nil, false, cli.Usagef("--approver-audience and --approver-group need --approver-issuer, the customer's identity provider")
 		}
 		if c.Required != 1 {
@@ -158,7 +159,7 @@ func (c *runCmd) approvalConfig() (auth *approval.Authority, denyBreakGlass bool
 		return nil, false, cli.Usagef("--approver-issuer: %v", err)
 	}
 	var missing []string
-	if c.ApproverAudience == "" {
+	if len(c.ApproverAudience) == 0 {
 		missing = append(missing, "--approver-audience CLIENT_ID (the client ID of the approval ceremony at that provider)")
 	}
 	if c.ApproverGroup == "" {
@@ -166,6 +167,14 @@ func (c *runCmd) approvalConfig() (auth *approval.Authority, denyBreakGlass bool
 	}
 	if len(missing) > 0 {
 		return nil, false, cli.Usagef("--approver-issuer also needs %s", strings.Join(missing, " and "))
+	}
+	for _, aud := range c.ApproverAudience {
+		if aud == "" || strings.TrimSpace(aud) != aud || strings.ContainsAny(aud, ",\x00") {
+			return nil, false, cli.Usagef("--approver-audience %q: want client IDs without spaces, separated by commas", aud)
+		}
+	}
+	if n := len(c.ApproverAudience); n > approval.MaxAudiences {
+		return nil, false, cli.Usagef("--approver-audience: %d client IDs, at most %d", n, approval.MaxAudiences)
 	}
 	if c.GroupsClaim == "" {
 		return nil, false, cli.Usagef("--approver-groups-claim: want the name of the claim holding the groups, such as groups")
@@ -178,7 +187,7 @@ func (c *runCmd) approvalConfig() (auth *approval.Authority, denyBreakGlass bool
 		return nil, false, cli.Usagef("--approver-issuer: %v", err)
 	}
 	return &approval.Authority{
-		Keys: keys, Audience: c.ApproverAudience, Group: c.ApproverGroup, GroupsClaim: c.GroupsClaim,
+		Keys: keys, Audiences: slices.Compact(slices.Sorted(slices.Values(c.ApproverAudience))), Group: c.ApproverGroup, GroupsClaim: c.GroupsClaim,
 		Required: c.Required, AllowBreakGlass: allow,
 	}, false, nil
 }

@@ -65,6 +65,11 @@ func TestRunApprovalFlags(t *testing.T) {
 		{"valid", []string{"--approver-issuer", iss, "--approver-audience", "tether", "--approver-group", "approvers", "--approvals-required", "2", "--break-glass", "allow"}, "not paired yet"},
 		{"loopback http", []string{"--approver-issuer", "http://127.0.0.1:5556/acme", "--approver-audience", "tether", "--approver-group", "approvers"}, "not paired yet"},
 		{"deny without issuer", []string{"--break-glass", "deny"}, "not paired yet"},
+		// The web console's and the CLI's clients, repeated or with commas.
+		{"two audiences", []string{"--approver-issuer", iss, "--approver-audience", "tether-cli", "--approver-audience", "tether-web", "--approver-group", "approvers"}, "not paired yet"},
+		{"audiences with commas", []string{"--approver-issuer", iss, "--approver-audience", "tether-cli,tether-web", "--approver-group", "approvers"}, "not paired yet"},
+		{"audience with a space", []string{"--approver-issuer", iss, "--approver-audience", "tether-cli, tether-web", "--approver-group", "approvers"}, `--approver-audience " tether-web": want client IDs`},
+		{"too many audiences", []string{"--approver-issuer", iss, "--approver-audience", "a,b,c,d,e,f,g,h,i", "--approver-group", "approvers"}, "9 client IDs, at most 8"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"run", "--state-dir", t.TempDir(), "--memory-limit", "0"}, tt.args...)

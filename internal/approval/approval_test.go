@@ -64,7 +64,7 @@ func newFixture(t *testing.T, required int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.auth = &approval.Authority{Keys: keys, Audience: audience, Group: "acme-approvers", Required: required, Now: now}
+	f.auth = &approval.Authority{Keys: keys, Audiences: []string{audience}, Group: "acme-approvers", Required: required, Now: now}
 	if err := f.auth.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestCheckGrant(t *testing.T) {
 		{"another agent", with(func(g *grant.Grant) { g.Agent = "a-2" }, good), "nonce is not the digest"},
 		{"another engineer", with(func(g *grant.Grant) { g.EngineerSubject = "eng-2" }, good), "nonce is not the digest"},
 		{"not an approver", with(nil, byIntern), `is not in group "acme-approvers"`},
-		{"wrong audience", with(nil, wrongAud), "does not hold"},
+		{"wrong audience", with(nil, wrongAud), "holds none of"},
 		{"stale", with(nil, stale), "before the approved window starts"},
 		{"engineer's own", with(func(g *grant.Grant) { *g = self }, bySelf), "engineer's own"},
 		{"garbage", with(nil, "not.a.token"), "not a signed ID token"},
@@ -172,6 +172,40 @@ func TestCheckGrant(t *testing.T) {
 				t.Fatalf("Check = %v, want it to wrap ErrNotApproved or ErrBreakGlassRefused", err)
 			}
 		})
+	}
+}
+
+// TestCheckAcceptsEachAudience: when the web console and the CLI sign in
+// at the customer's provider as different clients, the authority takes
+// approvals signed for either, and for no other client.
+func TestCheckAcceptsEachAudience(t *testing.T) {
+	f := newFixture(t, 1)
+	f.auth.Audiences = []string{audience, "tether-web"}
+	if err := f.auth.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	g := baseGrant()
+	f.set(t0.Add(time.Minute))
+	for _, tt := range []struct{ aud, want string }{
+		{audience, ""},
+		{"tether-web", ""},
+		{"someone-else", `holds none of ["tether" "tether-web"]`},
+	} {
+		tok, err := f.idp.Token("acme", "approver@acme.test", tt.aud, digest(t, g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Proofs = []string{tok}
+		_, err = f.auth.Check(context.Background(), g, "aud-"+tt.aud)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("Check(proof for client %q) = %v, want %q", tt.aud, err, tt.want)
+		}
+	}
+	for _, bad := range [][]string{nil, {""}, {"a", "b", "c", "d", "e", "f", "g", "h", "i"}} {
+		a := &approval.Authority{Keys: f.auth.Keys, Audiences: bad, Group: "acme-approvers", Required: 1}
+		if err := a.Validate(); err == nil || !strings.Contains(err.Error(), "audience") {
+			t.Errorf("Validate(audiences %q) = %v, want an error about the audience", bad, err)
+		}
 	}
 }
 

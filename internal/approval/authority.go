@@ -43,15 +43,20 @@ const (
 // Algorithms accepted on proofs.
 var proofAlgs = []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA}
 
+// MaxAudiences bounds the client IDs an [Authority] accepts approvals
+// from.
+const MaxAudiences = 8
+
 // Authority is a customer's approval authority as its agent holds it:
 // whose ID tokens count as approvals, and how many a grant needs.
 type Authority struct {
 	// Keys are the signing keys of the customer's identity provider; its
 	// issuer is the one proofs must come from.
 	Keys *KeySet
-	// Audience must be in a proof's aud claim: the client ID the broker's
-	// approval ceremony uses at that provider.
-	Audience string
+	// Audiences are the client IDs the broker's approval ceremony uses at
+	// that provider (the web console's and the CLI's, when they differ):
+	// a proof's aud claim must hold one of them.
+	Audiences []string
 	// Group is the value of GroupsClaim that makes someone an approver.
 	Group string
 	// GroupsClaim names the claim holding the groups; empty means
@@ -113,8 +118,13 @@ func (a *Authority) Validate() error {
 	if a.Keys == nil {
 		errs = append(errs, errors.New("no issuer: set --approver-issuer to the customer identity provider"))
 	}
-	if a.Audience == "" {
+	switch {
+	case len(a.Audiences) == 0:
 		errs = append(errs, errors.New("no audience: set --approver-audience to the client ID the approval ceremony uses at that provider"))
+	case len(a.Audiences) > MaxAudiences:
+		errs = append(errs, fmt.Errorf("%d audiences: at most %d client IDs may sign approvals", len(a.Audiences), MaxAudiences))
+	case slices.Contains(a.Audiences, ""):
+		errs = append(errs, errors.New("an empty audience: each --approver-audience is a client ID"))
 	}
 	if a.Group == "" {
 		errs = append(errs, errors.New("no group: set --approver-group to the group claim value of the customer's approvers"))
@@ -326,8 +336,8 @@ func (a *Authority) verifyProof(ctx context.Context, raw string) (proof, error) 
 		return proof{}, errors.New("no sub claim")
 	}
 	aud, err := stringsClaim(c["aud"])
-	if err != nil || !slices.Contains(aud, a.Audience) {
-		return proof{}, fmt.Errorf("audience %q does not hold %q", aud, a.Audience)
+	if err != nil || !slices.ContainsFunc(aud, func(s string) bool { return slices.Contains(a.Audiences, s) }) {
+		return proof{}, fmt.Errorf("audience %q holds none of %q", aud, a.Audiences)
 	}
 	if err := json.Unmarshal(c["iat"], &iat); err != nil || iat <= 0 {
 		return proof{}, errors.New("no iat claim")
