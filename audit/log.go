@@ -73,6 +73,9 @@ type Log struct {
 	last StoredCheckpoint
 
 	lastSize atomic.Uint64 // last.Size, for readers
+	// head is last's size and root, for the proofs' check: the tree
+	// the log signed, or checked against the stored events at start.
+	head atomic.Pointer[treeHead]
 
 	m *metrics
 
@@ -148,6 +151,7 @@ func OpenLog(ctx context.Context, cfg LogConfig) (*Log, error) {
 	l.lastSize.Store(last.Size)
 	l.m.treeSize.Set(float64(size))
 	if haveLast {
+		l.head.Store(&treeHead{size: last.Size, root: last.Root})
 		l.m.ckptSize.Set(float64(last.Size))
 		l.m.setCheckpointTime(last.Time)
 	}
@@ -358,6 +362,7 @@ func (l *Log) checkpoint(ctx context.Context) error {
 	}
 	l.last = sc
 	l.lastSize.Store(sc.Size)
+	l.head.Store(&treeHead{size: sc.Size, root: sc.Root})
 	l.m.ckptSize.Set(float64(sc.Size))
 	l.m.setCheckpointTime(sc.Time)
 	return nil
@@ -500,35 +505,31 @@ func (l *Log) Latest(ctx context.Context) (StoredCheckpoint, bool, error) {
 }
 
 // InclusionProof proves that the record at index is in the tree of the
-// given size.
+// given size, which must not exceed the latest checkpoint's. The proof is
+// built from O(log n) stored node hashes and checked against the latest
+// checkpoint before it is returned (see [NodeID]).
 func (l *Log) InclusionProof(ctx context.Context, index, size uint64) ([][32]byte, error) {
 	if index >= size {
 		return nil, fmt.Errorf("inclusion proof: index %d is not below size %d", index, size)
 	}
-	leaves, err := l.cfg.Storage.LeafHashes(ctx, 0, size)
-	if err != nil {
-		return nil, err
-	}
-	if uint64(len(leaves)) != size {
-		return nil, fmt.Errorf("inclusion proof: the log has only %d events, not %d", len(leaves), size)
-	}
-	return InclusionProof(leaves, index, size)
+	return l.prove(ctx, proofRequest{inclusion: true, a: index, b: size})
 }
 
 // ConsistencyProof proves that the tree of size n extends the tree of
-// size m.
+// size m; n must not exceed the latest checkpoint's size. Like
+// [Log.InclusionProof], it reads O(log n) stored hashes and is checked
+// before it is returned.
 func (l *Log) ConsistencyProof(ctx context.Context, m, n uint64) ([][32]byte, error) {
 	if m > n {
 		return nil, fmt.Errorf("consistency proof: size %d is larger than %d", m, n)
 	}
-	leaves, err := l.cfg.Storage.LeafHashes(ctx, 0, n)
-	if err != nil {
-		return nil, err
+	if m == 0 || m == n {
+		if n > l.lastSize.Load() {
+			return nil, fmt.Errorf("consistency proof from size %d to %d: beyond the latest checkpoint (%d)", m, n, l.lastSize.Load())
+		}
+		return [][32]byte{}, nil
 	}
-	if uint64(len(leaves)) != n {
-		return nil, fmt.Errorf("consistency proof: the log has only %d events, not %d", len(leaves), n)
-	}
-	return ConsistencyProof(leaves, m, n)
+	return l.prove(ctx, proofRequest{a: m, b: n})
 }
 
 // ExportOptions selects what to export.

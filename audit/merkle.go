@@ -11,9 +11,10 @@ import (
 )
 
 // The audit log is an RFC 6962 Merkle tree whose leaves are events' stored
-// bytes. Proofs are made from a slice of leaf hashes (the broker keeps them
-// in its store) and checked with transparency-dev/merkle's verifier, so the
-// two sides never share code that could hide a common mistake.
+// bytes. Proofs are made here (from a slice of leaf hashes, or from the
+// node hashes the store keeps, see [NodeID]) and checked with
+// transparency-dev/merkle's verifier, so the two sides never share code
+// that could hide a common mistake.
 
 // emptyRoot is the root of the empty tree: SHA-256 of the empty string
 // (RFC 6962 §2.1).

@@ -73,6 +73,12 @@ type Storage interface {
 	AuditSize(ctx context.Context) (uint64, error)
 	// LeafHashes returns the leaf hashes of records [from, to).
 	LeafHashes(ctx context.Context, from, to uint64) ([][32]byte, error)
+	// NodeHashes returns the hashes of the tree's nodes ids names, in
+	// order: a leaf's hash (Level 0) or the root of a perfect subtree,
+	// which the storage keeps as records are appended, so that a proof
+	// reads O(log n) hashes. It returns an error wrapping
+	// [ErrNodesMissing] if it holds some of them not (yet).
+	NodeHashes(ctx context.Context, ids []NodeID) ([][32]byte, error)
 	// Records returns the records matching f.
 	Records(ctx context.Context, f Filter) ([]Record, error)
 	// ExistingIDs returns which of ids are already stored.

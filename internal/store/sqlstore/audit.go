@@ -72,7 +72,8 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Record) error {
 		return fmt.Errorf("append audit records from %d: %w", first, err)
 	}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if err := s.lockAudit(ctx, tx); err != nil {
+		covered, err := s.lockAuditTree(ctx, tx)
+		if err != nil {
 			return err
 		}
 		size, err := auditSize(ctx, tx)
@@ -86,7 +87,19 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Record) error {
 		if err != nil && s.d.IsUniqueViolation(err) {
 			return store.ErrConflict
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		// The tree's nodes, in the same transaction: a proof never
+		// sees records without them.
+		if covered <= size && size-covered <= maxCatchUp {
+			known := make([][32]byte, len(recs))
+			for i := range recs {
+				known[i] = recs[i].LeafHash
+			}
+			return s.growTree(ctx, tx, covered, size+uint64(len(recs)), known)
+		}
+		return nil
 	})
 	if errors.Is(err, store.ErrConflict) {
 		err = s.whichConflict(ctx, recs)
@@ -218,10 +231,14 @@ func (s *Store) AuditSize(ctx context.Context) (uint64, error) {
 // LeafHashes implements [audit.Storage]. Where to is beyond the log's
 // size, it returns the hashes of [from, size): fewer than to - from.
 func (s *Store) LeafHashes(ctx context.Context, from, to uint64) ([][32]byte, error) {
+	return leafHashes(ctx, s.db, from, to)
+}
+
+func leafHashes(ctx context.Context, q rowsQuerier, from, to uint64) ([][32]byte, error) {
 	if from >= to {
 		return nil, nil
 	}
-	rows, err := s.db.QueryContext(ctx,
+	rows, err := q.QueryContext(ctx,
 		`SELECT idx, leaf_hash FROM audit_events WHERE idx >= $1 AND idx < $2 ORDER BY idx`,
 		clampInt64(from), clampInt64(to))
 	if err != nil {

@@ -84,7 +84,13 @@ func New(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
 	if err := migrate(ctx, db, d); err != nil {
 		return nil, fmt.Errorf("migrate %s schema: %w", d.Name, err)
 	}
-	return &Store{db: db, d: d}, nil
+	s := &Store{db: db, d: d}
+	if hasTreeNodes(d.Migrations) {
+		if err := s.fillTree(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Close closes the database.

@@ -30,6 +30,7 @@ var auditTests = []struct {
 	{"AuditRecordsFilter", testAuditRecordsFilter},
 	{"AuditExistingIDs", testAuditExistingIDs},
 	{"AuditLeafHashes", testAuditLeafHashes},
+	{"AuditNodeHashes", testAuditNodeHashes},
 	{"AuditCheckpoints", testAuditCheckpoints},
 	{"AuditCosignatures", testAuditCosignatures},
 }
@@ -822,5 +823,9 @@ func CheckUpgradedAudit(t *testing.T, s store.Store) {
 	}
 	if got := indexes(acme); !slices.Equal(got, []uint64{0, 1}) {
 		t.Errorf("acme's records after upgrade = %v, want [0 1] (its deployment's and its approver's sign-in)", got)
+	}
+	// The tree's node over the first two, filled in on opening.
+	if got, err := s.NodeHashes(ctx, []audit.NodeID{{Level: 1, Index: 0}}); err != nil || got[0] != subtreeRoot(recs, 0, 2) {
+		t.Errorf("NodeHashes(1/0) after upgrade = %x, %v, want %x", got, err, subtreeRoot(recs, 0, 2))
 	}
 }
