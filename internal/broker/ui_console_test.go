@@ -534,3 +534,88 @@ func TestUIRoutesFollowTheTable(t *testing.T) {
 		}
 	}
 }
+
+// TestWebConsoleReplayLinks holds the request page's and the grants
+// pages' links to a request's session replay to the replay routes' own
+// authorization: the vendor's reviewers and admins get the vendor log's
+// replay, the tenant's approver the tenant trail's, an engineer none; and
+// every link shown opens (200), while for a caller shown none both
+// replays are refused, so nobody is linked to a 403.
+func TestWebConsoleReplayLinks(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	b.Pair(t, "acme", "prod")
+	ctx := context.Background()
+	active := func(engineer string) string {
+		t.Helper()
+		ar, err := asUser(t, b, engineer).CreateRequest(ctx, brokerapi.CreateAccessRequest{Deployment: "acme/prod", Scopes: []string{"clickhouse:system"}, Duration: "1h", Reason: "replay links"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ar, err = asUser(t, b, "approver@acme.test").Approve(ctx, ar.ID, "ok"); err != nil || ar.State != brokerapi.StateActive {
+			t.Fatalf("approve = %s, %v", ar.State, err)
+		}
+		return ar.ID
+	}
+	engReq, leadReq := active("engineer@vendor.test"), active("lead@vendor.test")
+	vendor := func(id string) string { return "/ui/audit/sessions/" + id }
+	tenant := func(id string) string { return "/ui/tenants/acme/audit/sessions/" + id }
+	link := regexp.MustCompile(`<a href="([^"]*)" (?:id="replay-link"|class="replay-link")`)
+
+	for _, c := range []struct {
+		who            string
+		replay         func(string) string // nil: no replay for this caller
+		grants         string              // the caller's grants page
+		grantsRequests []string            // the requests it lists with a replay link
+	}{
+		{"engineer@vendor.test", nil, "/ui/grants", nil},
+		{"lead@vendor.test", vendor, "/ui/grants", []string{leadReq}},
+		{"reviewer@vendor.test", vendor, "/ui/tenant-grants", []string{engReq, leadReq}},
+		{"admin@vendor.test", vendor, "/ui/tenant-grants", []string{engReq, leadReq}},
+		{"approver@acme.test", tenant, "/ui/tenant-grants", []string{engReq, leadReq}},
+	} {
+		t.Run(c.who, func(t *testing.T) {
+			br := newBrowser(t, b)
+			br.signIn(c.who)
+			res, body := br.do(http.MethodGet, "/ui/requests/"+engReq, nil)
+			got := link.FindAllStringSubmatch(body, -1)
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("request page = %d", res.StatusCode)
+			}
+			if c.replay == nil {
+				if got != nil {
+					t.Errorf("request page links %q, want no replay", got)
+				}
+				for _, p := range []string{vendor(engReq), tenant(engReq)} {
+					if res, _ := br.do(http.MethodGet, p, nil); res.StatusCode != http.StatusForbidden {
+						t.Errorf("%s = %d, want 403 for a caller shown no link", p, res.StatusCode)
+					}
+				}
+			} else if len(got) != 1 || got[0][1] != c.replay(engReq) {
+				t.Errorf("request page links %q, want %s", got, c.replay(engReq))
+			}
+
+			res, body = br.do(http.MethodGet, c.grants, nil)
+			var want []string
+			for _, id := range c.grantsRequests {
+				want = append(want, c.replay(id))
+			}
+			var links []string
+			for _, m := range link.FindAllStringSubmatch(body, -1) {
+				links = append(links, m[1])
+			}
+			slices.Sort(want)
+			slices.Sort(links)
+			if res.StatusCode != http.StatusOK || !slices.Equal(links, want) {
+				t.Errorf("%s = %d, links %q, want %q", c.grants, res.StatusCode, links, want)
+			}
+			if c.replay != nil {
+				links = append(links, c.replay(engReq))
+			}
+			for _, p := range links {
+				if res, body := br.do(http.MethodGet, p, nil); res.StatusCode != http.StatusOK || !strings.Contains(body, "request.created") {
+					t.Errorf("the link %s = %d, want the replay", p, res.StatusCode)
+				}
+			}
+		})
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -19,11 +21,13 @@ import (
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/names"
+	"github.com/tetherhq/tether/internal/promguard"
 	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source"
 	"github.com/tetherhq/tether/internal/source/clickhouse"
 	"github.com/tetherhq/tether/internal/source/prometheus"
 	"github.com/tetherhq/tether/internal/source/registry"
+	"github.com/tetherhq/tether/internal/sqlguard"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/webui"
 )
@@ -193,6 +197,7 @@ func queryPath(tenant, name string) string {
 
 type grantRow struct {
 	RequestID, Deployment, Query, Left string
+	Replay                             string // its session replay, when the caller may open it
 	Scopes                             []string
 	Expiry                             time.Time
 }
@@ -214,6 +219,7 @@ func (b *Broker) uiGrants(w http.ResponseWriter, r *http.Request) error {
 		rows = append(rows, grantRow{
 			RequestID: ar.ID, Deployment: ar.Tenant + "/" + ar.Name, Query: queryPath(ar.Tenant, ar.Name),
 			Left: g.Expiry.Sub(now).Round(time.Minute).String(), Scopes: g.Scopes, Expiry: g.Expiry,
+			Replay: b.replayPath(r.Context(), p, ar.Tenant, ar.ID),
 		})
 	}
 	slices.SortFunc(rows, func(a, b grantRow) int { return a.Expiry.Compare(b.Expiry) })
@@ -222,35 +228,119 @@ func (b *Broker) uiGrants(w http.ResponseWriter, r *http.Request) error {
 }
 
 // queryKind is how the console asks one data source: the call it makes
-// on the data plane for the text of its form, and how it reads the answer
-// into a table.
+// on the data plane for its form, and how it reads the answer.
 type queryKind struct {
 	Title, Field, Placeholder string
-	call                      func(text string) (method, path, rawQuery, contentType string, body []byte)
-	table                     func(contentType string, body []byte) (cols []string, rows [][]string, ok bool)
+	Range                     bool // the form offers a range: start, end and step
+	// call is the data-plane call of the form's text and fields, or an
+	// [apiError] saying which field is wrong.
+	call func(now time.Time, text string, form url.Values) (dataCall, error)
+	// read fills res from an answer of content type ct.
+	read func(text, ct string, body []byte, res *queryResult)
+}
+
+// dataCall is one call of the data plane: the method, the path below the
+// data source, the query string and the body.
+type dataCall struct {
+	method, path, rawQuery, contentType string
+	body                                []byte
+	rangeText                           string // a range query's span, for people
 }
 
 var queryKinds = map[string]queryKind{
 	clickhouse.Scope: {
 		Title: "SQL (ClickHouse system tables)", Field: "sql", Placeholder: "SELECT name, engine FROM system.tables WHERE database = 'system' LIMIT 10",
-		call: func(text string) (string, string, string, string, []byte) {
+		call: func(_ time.Time, text string, _ url.Values) (dataCall, error) {
 			body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: text})
-			return http.MethodPost, "query", "", "application/json", body
+			return dataCall{method: http.MethodPost, path: "query", contentType: "application/json", body: body}, nil
 		},
-		table: tsvTable,
+		read: readSQL,
 	},
 	prometheus.Scope: {
-		Title: "PromQL (Prometheus, an instant query)", Field: "promql", Placeholder: "up",
-		call: func(text string) (string, string, string, string, []byte) {
-			return http.MethodGet, "api/v1/query", url.Values{"query": {text}}.Encode(), "", nil
-		},
-		table: promTable,
+		Title: "PromQL (Prometheus)", Field: "promql", Placeholder: "up", Range: true,
+		call: promCall,
+		read: func(_, _ string, body []byte, res *queryResult) { readProm(body, res) },
 	},
+}
+
+// promCall is an instant query of text, or a range query when the form
+// gives a start: a duration before the end (1h) or an RFC 3339 time; the
+// end is now or an RFC 3339 time; the step a duration of at least 1s,
+// by default the range / 250 as with the CLI. The bounds are the agent's
+// Prometheus guard's ([promguard.MaxRange], [promguard.MaxPoints]),
+// checked here too so that the page can say what to change; the agent
+// checks them again.
+func promCall(now time.Time, text string, form url.Values) (dataCall, error) {
+	start, end, step := strings.TrimSpace(form.Get("start")), strings.TrimSpace(form.Get("end")), strings.TrimSpace(form.Get("step"))
+	if start == "" {
+		if end != "" || step != "" {
+			return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "end and step belong to a range query: give its start too (such as 1h), or clear them for an instant query")
+		}
+		return dataCall{method: http.MethodGet, path: "api/v1/query", rawQuery: url.Values{"query": {text}}.Encode()}, nil
+	}
+	to := now
+	if end != "" && end != "now" {
+		t, err := time.Parse(time.RFC3339Nano, end)
+		if err != nil {
+			return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "end %q: want now (or empty) or an RFC 3339 time such as 2026-11-25T10:00:00Z", truncate(end, 40))
+		}
+		to = t
+	}
+	var from time.Time
+	if d, err := time.ParseDuration(start); err == nil {
+		if d <= 0 {
+			return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "start %q: a duration before the end must be positive, such as 1h", truncate(start, 40))
+		}
+		from = to.Add(-d)
+	} else if t, err := time.Parse(time.RFC3339Nano, start); err == nil {
+		from = t
+	} else {
+		return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "start %q: want a duration before the end such as 1h, 6h or 24h, or an RFC 3339 time such as 2026-11-25T09:00:00Z", truncate(start, 40))
+	}
+	from, to = from.UTC().Truncate(time.Millisecond), to.UTC().Truncate(time.Millisecond)
+	span := to.Sub(from)
+	switch {
+	case span < 0:
+		return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "end %s is before start %s: give a start before the end", to.Format(time.RFC3339Nano), from.Format(time.RFC3339Nano))
+	case span > promguard.MaxRange:
+		return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "the range from start to end is %v, over the agent's limit of %v: narrow it", span, promguard.MaxRange)
+	}
+	var every time.Duration
+	if step == "" {
+		every = max((span/250+time.Second-1)/time.Second*time.Second, time.Second)
+	} else {
+		d, err := time.ParseDuration(step)
+		if err != nil {
+			return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "step %q: want a duration of at least 1s, such as 30s or 5m (or empty for range / 250)", truncate(step, 40))
+		}
+		every = d
+	}
+	if every < time.Second {
+		return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "step %v: want at least 1s, such as 30s or 5m (or empty for range / 250)", every)
+	}
+	if every > promguard.MaxRange {
+		return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "step %v is over the agent's limit of %v", every, promguard.MaxRange)
+	}
+	if points := int64(span/every) + 1; points > promguard.MaxPoints {
+		least := (span/(promguard.MaxPoints-1) + time.Second - 1) / time.Second * time.Second
+		return dataCall{}, errorf(http.StatusBadRequest, "invalid_query", "a range of %v at step %v is %d points per series, over Prometheus's limit of %d: raise step to at least %v or narrow the range", span, every, points, promguard.MaxPoints, least)
+	}
+	v := url.Values{"query": {text}, "start": {promTime(from)}, "end": {promTime(to)}, "step": {strconv.FormatFloat(every.Seconds(), 'f', -1, 64)}}
+	return dataCall{method: http.MethodGet, path: "api/v1/query_range", rawQuery: v.Encode(),
+		rangeText: fmt.Sprintf("from %s to %s every %v", from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), every)}, nil
+}
+
+// promTime is t as Prometheus's API takes it: Unix seconds, to the
+// millisecond.
+func promTime(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', -1, 64)
 }
 
 type queryForm struct {
 	Source, Title, Field, Placeholder, Action, Text string
 	Live                                            bool // the engineer holds a live grant for it
+	Range                                           bool // the form offers start, end and step
+	Start, End, Step                                string
 }
 
 type queryPage struct {
@@ -262,6 +352,9 @@ type queryPage struct {
 // queryResult is one query's answer as the console shows it.
 type queryResult struct {
 	Source, Text     string
+	Start, End, Step string // a PromQL form's range fields, as given
+	Range            string // a range query's span, for people
+	Invalid          bool   // the form was refused before any call: Code and Reason say why
 	Status           int
 	Refused          bool   // the agent's guard (or its grant check) refused it
 	Code, Reason     string // the refusal's code and reason
@@ -269,19 +362,29 @@ type queryResult struct {
 	Before, At       string // Text split at Offset
 	Cols             []string
 	Rows             [][]string
-	Raw              string // an answer the console does not read as a table
+	Series           []seriesRows // a range query's matrix
+	Raw              string       // an answer shown verbatim: its own FORMAT, or not read as a table
 	RowCount, Bytes  int
+	SeriesCount      int  // a matrix's series
+	RowsKnown        bool // RowCount counts the answer's rows (a matrix's samples)
 	Cut, Stopped     bool
 	CutWhy, StopText string
+}
+
+// seriesRows is one series of a matrix: its labels, then its samples as
+// timestamp and value.
+type seriesRows struct {
+	Labels  string
+	Samples [][2]string
 }
 
 // uiQueryPage shows the query console of a deployment: a form per data
 // source, live only where the engineer holds a grant for its scope.
 func (b *Broker) uiQueryPage(w http.ResponseWriter, r *http.Request) error {
-	return b.renderQuery(w, r, nil, "")
+	return b.renderQuery(w, r, http.StatusOK, nil, "")
 }
 
-func (b *Broker) renderQuery(w http.ResponseWriter, r *http.Request, res *queryResult, src string) error {
+func (b *Broker) renderQuery(w http.ResponseWriter, r *http.Request, status int, res *queryResult, src string) error {
 	d, err := b.lookup(r)
 	if err != nil {
 		return err
@@ -296,14 +399,14 @@ func (b *Broker) renderQuery(w http.ResponseWriter, r *http.Request, res *queryR
 			continue
 		}
 		_, gerr := b.liveGrant(r.Context(), plain, d.ID, s.Scope)
-		f := queryForm{Source: s.Name, Title: k.Title, Field: k.Field, Placeholder: k.Placeholder, Live: gerr == nil,
+		f := queryForm{Source: s.Name, Title: k.Title, Field: k.Field, Placeholder: k.Placeholder, Live: gerr == nil, Range: k.Range,
 			Action: queryPath(d.Tenant, d.Name) + "/" + s.Name}
 		if res != nil && s.Name == src {
-			f.Text = res.Text
+			f.Text, f.Start, f.End, f.Step = res.Text, res.Start, res.End, res.Step
 		}
 		pg.Forms = append(pg.Forms, f)
 	}
-	b.render(w, r, http.StatusOK, "query", "Query "+pg.Deployment, pg)
+	b.render(w, r, status, "query", "Query "+pg.Deployment, pg)
 	return nil
 }
 
@@ -311,34 +414,51 @@ func (b *Broker) renderQuery(w http.ResponseWriter, r *http.Request, res *queryR
 // handler, as if the engineer's CLI had sent it: the broker finds the
 // engineer's live grant for src's scope, the agent verifies it, guards
 // the query, applies its limits and audits it. The answer is read up to
-// maxShownBytes and shown as a table of up to maxShownRows rows.
+// maxShownBytes and shown as a table of up to maxShownRows rows, or
+// verbatim when it is not one. A form the console cannot make a call of
+// (a range ending before it starts, too many points) is answered on the
+// console's page, refilled, and audited as any refusal.
 func (b *Broker) uiQuery(src source.Source, w http.ResponseWriter, r *http.Request) error {
 	k := queryKinds[src.Scope]
 	text := strings.TrimSpace(r.PostForm.Get(k.Field))
 	if text == "" || len(text) > maxQueryText {
 		return errorf(http.StatusBadRequest, "invalid_query", "%s: want a query of 1 to %d bytes", k.Field, maxQueryText)
 	}
-	method, rest, rawQuery, ctype, body := k.call(text)
+	res := &queryResult{Source: src.Name, Text: text, Offset: -1}
+	if k.Range {
+		res.Start, res.End, res.Step = truncate(r.PostForm.Get("start"), 64), truncate(r.PostForm.Get("end"), 64), truncate(r.PostForm.Get("step"), 64)
+	}
+	dc, err := k.call(b.now(), text, r.PostForm)
+	if err != nil {
+		err = b.recordRefusal(r, actorOf(r), err)
+		var ae *apiError
+		if !errors.As(err, &ae) {
+			return err
+		}
+		res.Invalid, res.Code, res.Reason = true, ae.code, ae.message
+		return b.renderQuery(w, r, ae.status, res, src.Name)
+	}
+	res.Range = dc.rangeText
 	call := r.Clone(r.Context())
-	call.Method = method
+	call.Method = dc.method
 	call.URL = &url.URL{
-		Path:     "/api/v1/deployments/" + r.PathValue("tenant") + "/" + r.PathValue("name") + "/" + src.Name + "/" + rest,
-		RawPath:  "/api/v1/deployments/" + url.PathEscape(r.PathValue("tenant")) + "/" + url.PathEscape(r.PathValue("name")) + "/" + src.Name + "/" + rest,
-		RawQuery: rawQuery,
+		Path:     "/api/v1/deployments/" + r.PathValue("tenant") + "/" + r.PathValue("name") + "/" + src.Name + "/" + dc.path,
+		RawPath:  "/api/v1/deployments/" + url.PathEscape(r.PathValue("tenant")) + "/" + url.PathEscape(r.PathValue("name")) + "/" + src.Name + "/" + dc.path,
+		RawQuery: dc.rawQuery,
 	}
-	call.Body = io.NopCloser(bytes.NewReader(body))
-	call.ContentLength = int64(len(body))
+	call.Body = io.NopCloser(bytes.NewReader(dc.body))
+	call.ContentLength = int64(len(dc.body))
 	call.Header = http.Header{}
-	if ctype != "" {
-		call.Header.Set("Content-Type", ctype)
+	if dc.contentType != "" {
+		call.Header.Set("Content-Type", dc.contentType)
 	}
-	call.SetPathValue("rest", rest)
+	call.SetPathValue("rest", dc.path)
 	cw := &cappedWriter{header: http.Header{}, limit: maxShownBytes}
 	cutOff, err := serveCapped(func() error { return b.handleDataPlane(src, cw, call) })
 	if err != nil {
 		return err // refused before the agent: no grant, agent offline, …
 	}
-	res := &queryResult{Source: src.Name, Text: text, Status: cw.status, Offset: -1, Bytes: cw.buf.Len(), Cut: cw.cut || cutOff}
+	res.Status, res.Bytes, res.Cut = cw.status, cw.buf.Len(), cw.cut || cutOff
 	if res.Cut {
 		res.CutWhy = fmt.Sprintf("the answer passed the console's %d bytes", maxShownBytes)
 		if cutOff {
@@ -348,9 +468,7 @@ func (b *Broker) uiQuery(src source.Source, w http.ResponseWriter, r *http.Reque
 	if msg := cw.header.Get(protocol.TrailerStopped); msg != "" {
 		res.Stopped, res.StopText = true, msg
 	}
-	ct := cw.header.Get("Content-Type")
-	switch {
-	case cw.status >= 400:
+	if cw.status >= 400 {
 		res.Refused = true
 		var env brokerapi.ErrorEnvelope
 		if json.Unmarshal(cw.buf.Bytes(), &env) == nil && env.Error.Code != "" {
@@ -363,20 +481,30 @@ func (b *Broker) uiQuery(src source.Source, w http.ResponseWriter, r *http.Reque
 				res.Offset, res.Before, res.At = n, text[:n], text[n:]
 			}
 		}
-	default:
-		cols, rows, ok := k.table(ct, cw.buf.Bytes())
-		if !ok {
-			res.Raw = truncate(cw.buf.String(), maxShownBytes)
-			break
-		}
-		res.Cols, res.RowCount = cols, len(rows)
-		if len(rows) > maxShownRows {
-			rows, res.Cut = rows[:maxShownRows], true
-			res.CutWhy = fmt.Sprintf("%d rows shown of the %d read", maxShownRows, res.RowCount)
-		}
-		res.Rows = rows
+		return b.renderQuery(w, r, http.StatusOK, res, src.Name)
 	}
-	return b.renderQuery(w, r, res, src.Name)
+	k.read(text, cw.header.Get("Content-Type"), cw.buf.Bytes(), res)
+	if res.RowsKnown && len(res.Rows) > maxShownRows {
+		res.Rows, res.Cut = res.Rows[:maxShownRows], true
+		res.CutWhy = fmt.Sprintf("%d rows shown of the %d read", maxShownRows, res.RowCount)
+	}
+	return b.renderQuery(w, r, http.StatusOK, res, src.Name)
+}
+
+// readSQL reads ClickHouse's answer. The agent answers
+// TabSeparatedWithNames, read as a table, unless the statement names its
+// own FORMAT: then ClickHouse answers in it, and the console shows that
+// verbatim, as text, with its byte count (its rows are not counted).
+// Whether the statement names a FORMAT is read by the SQL guard's own
+// parser; the guard that decides is the agent's.
+func readSQL(text, ct string, body []byte, res *queryResult) {
+	if v, _ := sqlguard.Check(text); v.Allow && v.Format == "" {
+		if cols, rows, ok := tsvTable(ct, body); ok {
+			res.Cols, res.Rows, res.RowCount, res.RowsKnown = cols, rows, len(rows), true
+			return
+		}
+	}
+	res.Raw = strings.ToValidUTF8(string(body), "\uFFFD")
 }
 
 // guardOffset finds where a guard's reason says it objected.
@@ -466,73 +594,211 @@ func tsvFields(line string) []string {
 
 var tsvUnescape = strings.NewReplacer(`\\`, `\`, `\t`, "\t", `\n`, "\n", `\r`, "\r", `\0`, "\x00", `\'`, "'", `\b`, "\b", `\f`, "\f")
 
-// promTable reads a Prometheus query answer: one row per series, its
-// labels and its value (or, for a range, its last value and how many).
-func promTable(_ string, body []byte) ([]string, [][]string, bool) {
-	var a struct {
-		Status string `json:"status"`
-		Data   struct {
-			ResultType string          `json:"resultType"`
-			Result     json.RawMessage `json:"result"`
-		} `json:"data"`
+// readProm reads a Prometheus query answer into res: an instant vector
+// as one row per series (its labels, time and value), a scalar or string
+// as one row, a range query's matrix as each series' labels followed by
+// its samples. The answer is read as a stream of JSON tokens, so that a
+// matrix cut by the console's byte bound still shows the samples read up
+// to the cut (the page says it was cut). Anything else is shown
+// verbatim.
+func readProm(body []byte, res *queryResult) {
+	if !readPromJSON(body, res) {
+		res.Cols, res.Rows, res.Series, res.RowCount, res.RowsKnown = nil, nil, nil, 0, false
+		res.Raw = strings.ToValidUTF8(string(body), "\uFFFD")
 	}
-	if json.Unmarshal(body, &a) != nil || a.Status != "success" {
-		return nil, nil, false
-	}
-	sample := func(v []any) (string, string) {
-		if len(v) != 2 {
-			return "", ""
+}
+
+func readPromJSON(body []byte, res *queryResult) bool {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var status, typ string
+	var raw json.RawMessage // a result read before its type
+	read := false
+	ok := eachKey(dec, func(k string) bool {
+		switch k {
+		case "status":
+			return dec.Decode(&status) == nil
+		case "data":
+			return eachKey(dec, func(k string) bool {
+				switch {
+				case k == "resultType":
+					return dec.Decode(&typ) == nil
+				case k == "result" && typ == "matrix" && status == "success":
+					read = true
+					readMatrix(dec, res)
+					return false // the matrix is the answer: read no further
+				case k == "result":
+					return dec.Decode(&raw) == nil
+				}
+				return skipValue(dec)
+			})
 		}
-		ts, _ := v[0].(float64)
-		s, _ := v[1].(string)
-		return time.Unix(int64(ts), 0).UTC().Format(time.RFC3339), s
+		return skipValue(dec)
+	})
+	if status != "success" {
+		return false
 	}
-	switch a.Data.ResultType {
-	case "vector", "matrix":
+	if read {
+		return true
+	}
+	if !ok || raw == nil {
+		return false
+	}
+	switch typ {
+	case "matrix":
+		readMatrix(json.NewDecoder(bytes.NewReader(raw)), res)
+		return true
+	case "vector":
 		var series []struct {
 			Metric map[string]string `json:"metric"`
 			Value  []any             `json:"value"`
-			Values [][]any           `json:"values"`
 		}
-		if json.Unmarshal(a.Data.Result, &series) != nil {
-			return nil, nil, false
+		if json.Unmarshal(raw, &series) != nil {
+			return false
 		}
-		rows := make([][]string, 0, len(series))
+		res.Cols = []string{"series", "at", "value"}
 		for _, s := range series {
-			keys := slices.Sorted(func(yield func(string) bool) {
-				for k := range s.Metric {
-					if !yield(k) {
-						return
-					}
-				}
-			})
-			var labels []string
-			for _, k := range keys {
-				labels = append(labels, k+"="+strconv.Quote(s.Metric[k]))
-			}
-			v := s.Value
-			n := ""
-			if a.Data.ResultType == "matrix" && len(s.Values) > 0 {
-				v, n = s.Values[len(s.Values)-1], strconv.Itoa(len(s.Values))
-			}
-			at, val := sample(v)
-			row := []string{"{" + strings.Join(labels, ", ") + "}", at, val}
-			if a.Data.ResultType == "matrix" {
-				row = append(row, n)
-			}
-			rows = append(rows, row)
+			at, val := promSample(s.Value)
+			res.Rows = append(res.Rows, []string{seriesLabels(s.Metric), at, val})
 		}
-		if a.Data.ResultType == "matrix" {
-			return []string{"series", "last sample at", "last value", "samples"}, rows, true
-		}
-		return []string{"series", "at", "value"}, rows, true
 	case "scalar", "string":
 		var v []any
-		if json.Unmarshal(a.Data.Result, &v) != nil {
-			return nil, nil, false
+		if json.Unmarshal(raw, &v) != nil {
+			return false
 		}
-		at, val := sample(v)
-		return []string{"at", "value"}, [][]string{{at, val}}, true
+		at, val := promSample(v)
+		res.Cols, res.Rows = []string{"at", "value"}, [][]string{{at, val}}
+	default:
+		return false
 	}
-	return nil, nil, false
+	res.RowCount, res.RowsKnown = len(res.Rows), true
+	return true
+}
+
+// readMatrix reads a matrix's series from dec, up to the end of the
+// answer or of what was read of it: each series' samples (and native
+// histograms) are counted in full, and shown while the series headings
+// and samples shown stay within maxShownRows.
+func readMatrix(dec *json.Decoder, res *queryResult) {
+	shown, series, samples := 0, 0, 0
+	res.RowsKnown = true
+	defer func() {
+		res.RowCount, res.SeriesCount = samples, series
+		if series+samples > shown {
+			res.Cut = true
+			why := fmt.Sprintf("%d rows shown (series and samples) of the %d samples read", maxShownRows, samples)
+			if res.CutWhy != "" {
+				why += "; " + res.CutWhy
+			}
+			res.CutWhy = why
+		}
+	}()
+	if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+		return
+	}
+	for dec.More() {
+		var s *seriesRows
+		ok := eachKey(dec, func(k string) bool {
+			switch k {
+			case "metric":
+				var m map[string]string
+				if dec.Decode(&m) != nil {
+					return false
+				}
+				series++
+				if shown < maxShownRows {
+					res.Series = append(res.Series, seriesRows{Labels: seriesLabels(m)})
+					s = &res.Series[len(res.Series)-1]
+					shown++
+				}
+				return true
+			case "values", "histograms":
+				return eachElem(dec, func() bool {
+					var v []any
+					if dec.Decode(&v) != nil {
+						return false
+					}
+					samples++
+					if s != nil && shown < maxShownRows {
+						at, val := promSample(v)
+						s.Samples = append(s.Samples, [2]string{at, val})
+						shown++
+					}
+					return true
+				})
+			}
+			return skipValue(dec)
+		})
+		if !ok {
+			return
+		}
+	}
+}
+
+// eachKey reads a JSON object from dec, calling f at each key with dec
+// before its value; f reads the value and says whether to go on. It
+// reports whether the whole object was read.
+func eachKey(dec *json.Decoder, f func(key string) bool) bool {
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		k, _ := t.(string)
+		if !f(k) {
+			return false
+		}
+	}
+	_, err := dec.Token()
+	return err == nil
+}
+
+// eachElem reads a JSON array from dec, calling f before each element;
+// f reads it and says whether to go on.
+func eachElem(dec *json.Decoder, f func() bool) bool {
+	if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+		return false
+	}
+	for dec.More() {
+		if !f() {
+			return false
+		}
+	}
+	_, err := dec.Token()
+	return err == nil
+}
+
+func skipValue(dec *json.Decoder) bool {
+	var v json.RawMessage
+	return dec.Decode(&v) == nil
+}
+
+// promSample is a sample's time (RFC 3339, UTC, to the millisecond Prometheus
+// keeps) and value; a native histogram's value is its JSON.
+func promSample(v []any) (at, val string) {
+	if len(v) != 2 {
+		return "", ""
+	}
+	if ts, ok := v[0].(float64); ok {
+		at = time.UnixMilli(int64(math.Round(ts * 1000))).UTC().Format(time.RFC3339Nano)
+	}
+	switch x := v[1].(type) {
+	case string:
+		val = x
+	default:
+		j, _ := json.Marshal(x)
+		val = string(j)
+	}
+	return at, val
+}
+
+// seriesLabels writes a series' labels as PromQL does, sorted by name.
+func seriesLabels(m map[string]string) string {
+	labels := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		labels = append(labels, k+"="+strconv.Quote(m[k]))
+	}
+	return "{" + strings.Join(labels, ", ") + "}"
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -302,5 +303,160 @@ func TestWebConsoleQuery(t *testing.T) {
 	}
 	if !allowed || !denied {
 		t.Errorf("the agent's audit lacks the console's allowed (%v) or denied (%v) query", allowed, denied)
+	}
+}
+
+// TestWebConsoleQueryRangeAndFormat runs the console's PromQL range
+// queries and SQL with its own FORMAT against a real Prometheus and
+// ClickHouse behind an agent. A range query goes through the data plane
+// under the engineer's live grant (refused without one, audited by the
+// agent as /api/v1/query_range) and its matrix is an escaped table of
+// each series' labels and its samples, bounded to 1,000 rows and 1 MiB
+// and saying when cut; a range the agent would refuse (end before start,
+// step under 1s, over 11,000 points) is answered on the page with what to
+// change, not run, and audited. SQL naming its own FORMAT is shown as
+// ClickHouse answered it, escaped, with its byte count and no row count;
+// a format the guard refuses stays refused with its reason.
+func TestWebConsoleQueryRangeAndFormat(t *testing.T) {
+	d := startDataPlane(t)
+	b := d.b
+	ctx := context.Background()
+	eng := newBrowser(t, b)
+	eng.signIn("engineer@vendor.test")
+	page := "/ui/deployments/acme/prod/query"
+	run := func(src string, form url.Values) (*http.Response, string) {
+		t.Helper()
+		form.Set("csrf", eng.csrf())
+		return eng.do(http.MethodPost, page+"/"+src, form)
+	}
+	prom := func(q, start, end, step string) url.Values {
+		return url.Values{"promql": {q}, "start": {start}, "end": {end}, "step": {step}}
+	}
+
+	// Without a grant the range form is refused by the data plane's
+	// own check, as the CLI's call is.
+	if res, body := run("prometheus", prom("vector(1)", "1h", "", "")); res.StatusCode != http.StatusForbidden || !strings.Contains(body, `data-code="no_grant"`) {
+		t.Errorf("a range query without a grant = %d, want 403 no_grant", res.StatusCode)
+	}
+
+	id, _ := eng.requestByForm(url.Values{"deployment": {"acme/prod"}, "scope": {"clickhouse:system", "prometheus:read"}, "duration": {"1h"}, "reason": {"look at the metrics over time"}})
+	ar, err := asUser(t, b, "approver@acme.test").Approve(ctx, id, "ok")
+	if err != nil || ar.State != brokerapi.StateActive {
+		t.Fatalf("approve = %s, %v", ar.State, err)
+	}
+	if _, body := eng.do(http.MethodGet, page, nil); !strings.Contains(body, `id="start-prometheus"`) || !strings.Contains(body, `<option value="24h">`) || !strings.Contains(body, `id="step-prometheus"`) {
+		t.Errorf("the PromQL form offers no range: %s", body)
+	}
+
+	samples := regexp.MustCompile(`<tr><td>([^<]*)</td><td class="text">([^<]*)</td></tr>`)
+	t.Run("range", func(t *testing.T) {
+		// A hostile label value comes back escaped.
+		q := `label_replace(vector(7), "who", "<script>x</script>", "", "")`
+		res, body := run("prometheus", prom(q, "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z", "1m"))
+		checkPageHeaders(t, "range query", res)
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, `id="result-matrix"`) || !strings.Contains(body, `<span id="row-count">6</span> samples in <span id="series-count">1</span> series`) ||
+			!strings.Contains(body, `{who=&#34;&lt;script&gt;x&lt;/script&gt;&#34;}`) || strings.Contains(body, "<script>x") {
+			t.Fatalf("range query = %d, want one escaped series of 6 samples: %s", res.StatusCode, body)
+		}
+		got := samples.FindAllStringSubmatch(body, -1)
+		if len(got) != 6 || got[0][1] != "2026-01-01T00:00:00Z" || got[5][1] != "2026-01-01T00:05:00Z" || got[5][2] != "7" {
+			t.Errorf("samples = %q, want 6 from 00:00 to 00:05 of value 7", got)
+		}
+		// The form comes back as it was sent.
+		if !strings.Contains(body, `value="2026-01-01T00:00:00Z"`) || !strings.Contains(body, `name="step" maxlength="64" autocomplete="off" placeholder="1m" value="1m"`) {
+			t.Errorf("the range form is not refilled: %s", body)
+		}
+		// A relative start ends now, at the default step (range / 250).
+		res, body = run("prometheus", prom("vector(1)", "6h", "", ""))
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, `<span id="series-count">1</span>`) || !strings.Contains(body, "every 1m27s") {
+			t.Errorf("6h range = %d, want one series at step 1m27s: %s", res.StatusCode, body)
+		}
+		if n := len(samples.FindAllString(body, -1)); n < 248 || n > 251 {
+			t.Errorf("6h at range / 250 gave %d samples, want about 250", n)
+		}
+	})
+
+	t.Run("range bounds", func(t *testing.T) {
+		// Over 1,000 rows: series headings and samples are cut at 1,000.
+		res, body := run("prometheus", prom(`label_replace(vector(1), "s", "a", "", "") or label_replace(vector(2), "s", "b", "", "")`, "2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z", "1s"))
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, `<span id="row-count">1202</span>`) || !strings.Contains(body, `id="result-cut"`) ||
+			strings.Count(body, `<tr class="series-labels">`)+len(samples.FindAllString(body, -1)) != 1000 {
+			t.Errorf("1202 samples = %d, want 1000 rows shown and the cut said: %.3000s", res.StatusCode, body)
+		}
+		// Over 1 MiB: read up to the cut, and said.
+		q := `vector(1)`
+		for _, s := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+			q += ` or label_replace(vector(1), "s", "` + s + `", "", "")`
+		}
+		res, body = run("prometheus", prom(q, "2026-01-01T00:00:00Z", "2026-01-01T03:03:19Z", "1s"))
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, `id="result-matrix"`) || !strings.Contains(body, "the answer passed the console&#39;s 1048576 bytes") || !strings.Contains(body, `<span id="byte-count">1048576</span>`) {
+			t.Errorf("a 9 × 11,000-point matrix = %d, want it read to the 1 MiB cut and said: %.3000s", res.StatusCode, body)
+		}
+	})
+
+	t.Run("bad ranges are answered on the page", func(t *testing.T) {
+		for _, c := range []struct{ name, start, end, step, want string }{
+			{"end before start", "2026-01-01T01:00:00Z", "2026-01-01T00:00:00Z", "1m", "is before start"},
+			{"step 0", "1h", "", "0s", "want at least 1s"},
+			{"step under 1s", "1h", "", "500ms", "want at least 1s"},
+			{"too many points", "24h", "", "1s", "86401 points per series, over Prometheus&#39;s limit of 11000: raise step to at least 8s"},
+			{"over 31 days", "800h", "", "1h", "over the agent&#39;s limit"},
+			{"start unreadable", "yesterday", "", "", "want a duration before the end"},
+			{"end unreadable", "1h", "tomorrow", "", "end &#34;tomorrow&#34;"},
+			{"step without start", "", "", "1m", "give its start too"},
+		} {
+			res, body := run("prometheus", prom("vector(1)", c.start, c.end, c.step))
+			if res.StatusCode != http.StatusBadRequest || !strings.Contains(body, `id="query-error" class="refused" data-code="invalid_query"`) || !strings.Contains(body, c.want) ||
+				!strings.Contains(body, `id="query-prometheus"`) || strings.Contains(body, `id="result-matrix"`) {
+				t.Errorf("%s = %d, want 400 on the console page saying %q: %.3000s", c.name, res.StatusCode, c.want, body)
+			}
+		}
+		if !auditHas(t, b, "api.refused", "invalid_query", page+"/prometheus") {
+			t.Error("a bad range is not audited as api.refused invalid_query")
+		}
+	})
+
+	t.Run("SQL with its own FORMAT", func(t *testing.T) {
+		for _, c := range []struct{ sql, want string }{
+			{"SELECT 1 AS x, '<b>' AS y FORMAT Pretty", "&lt;b&gt;"},
+			{"SELECT 1 AS x, '<b>' AS y FORMAT CSV", "1,&#34;&lt;b&gt;&#34;\n"},
+			{"SELECT 1 AS x, '<b>' AS y FORMAT TabSeparated", "1\t&lt;b&gt;\n"},
+			{"SELECT 1 AS x, '<b>' AS y FORMAT JSONEachRow", `{&#34;x&#34;:1,&#34;y&#34;:&#34;&lt;b&gt;&#34;}`},
+		} {
+			res, body := run("clickhouse", url.Values{"sql": {c.sql}})
+			raw := regexp.MustCompile(`(?s)<pre class="statement" id="result-raw">(.*?)</pre>`).FindStringSubmatch(body)
+			bytesShown := regexp.MustCompile(`<span id="byte-count">(\d+)</span> bytes`).FindStringSubmatch(body)
+			if res.StatusCode != http.StatusOK || raw == nil || !strings.Contains(raw[1], c.want) || strings.Contains(body, `id="row-count"`) ||
+				strings.Contains(body, `id="result-table"`) || bytesShown == nil || bytesShown[1] != strconv.Itoa(len(html.UnescapeString(raw[1]))) {
+				t.Errorf("%s = %d, want the answer verbatim (holding %q), its bytes and no row count: %s", c.sql, res.StatusCode, c.want, body)
+			}
+		}
+		// A statement without FORMAT is still a table.
+		if _, body := run("clickhouse", url.Values{"sql": {"SELECT 1 AS x"}}); !strings.Contains(body, `id="result-table"`) || !strings.Contains(body, `<span id="row-count">1</span> rows`) {
+			t.Errorf("SELECT 1 is not a one-row table: %s", body)
+		}
+		// A bounded verbatim answer says it was cut.
+		res, body := run("clickhouse", url.Values{"sql": {"SELECT number FROM system.numbers LIMIT 300000 FORMAT TabSeparated"}})
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, `id="result-raw"`) || !strings.Contains(body, `<span id="byte-count">1048576</span>`) || !strings.Contains(body, `id="result-cut"`) {
+			t.Errorf("a large TabSeparated answer = %d, want 1 MiB shown and the cut said: %.2000s", res.StatusCode, body)
+		}
+		// A format the guard refuses stays refused, with its reason.
+		res, body = run("clickhouse", url.Values{"sql": {"SELECT 1 FORMAT Template"}})
+		if res.StatusCode != http.StatusOK || !strings.Contains(body, `<code id="refused-code">query_denied</code>`) || !strings.Contains(body, "Template") || strings.Contains(body, `id="result-raw"`) {
+			t.Errorf("FORMAT Template = %d, want the guard's refusal: %s", res.StatusCode, body)
+		}
+	})
+
+	// The agent audited the console's range queries as the CLI's.
+	rec, err := b.Store().GetRequest(ctx, id)
+	if err != nil || rec.Grant == nil {
+		t.Fatalf("request %s: %v", id, err)
+	}
+	var ranged bool
+	for _, e := range d.auditOf(t, rec.Grant.ID, 10) {
+		ranged = ranged || (e.Type == "prom.allowed" && e.Details["endpoint"] == "/api/v1/query_range")
+	}
+	if !ranged {
+		t.Error("the agent's audit lacks the console's range query")
 	}
 }

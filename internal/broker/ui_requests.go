@@ -14,6 +14,7 @@ import (
 	"github.com/tetherhq/tether/internal/access"
 	"github.com/tetherhq/tether/internal/approval"
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/identity"
 	"github.com/tetherhq/tether/internal/names"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/weblogin"
@@ -130,6 +131,7 @@ type requestPage struct {
 	Revoke      bool
 	PlanDigest  string
 	Engineer    engineerActions // what the request's own engineer may do
+	Replay      string          // the request's session replay, when the caller may open it
 }
 
 // uiRequest shows a request: what was asked, the policy's notes, the
@@ -165,8 +167,47 @@ func (b *Broker) uiRequest(w http.ResponseWriter, r *http.Request) error {
 	pg.Revoke = (ar.State == store.StateActive || ar.State == store.StateApproved) && mayCall(revokeRoute, p.HasRole) &&
 		(access.SamePerson(me, ar.Requester) || (me.Tenant == ar.Tenant && slices.Contains(p.Roles, names.RoleApprover)) || access.IsInternal(me))
 	pg.Engineer = engineerActionsOf(me, p.HasRole, ar)
+	pg.Replay = b.replayPath(r.Context(), p, ar.Tenant, ar.ID)
 	b.render(w, r, http.StatusOK, "request", "Request for "+ar.Tenant+"/"+ar.Name, pg)
 	return nil
+}
+
+// replayRoutes are the console's session replays of a request, the
+// vendor's first: a reviewer or admin of the vendor opens the vendor's
+// log, a customer's approver their tenant's trail.
+var replayRoutes = []string{"GET /ui/audit/sessions/{id}", "GET /ui/tenants/{tenant}/audit/sessions/{id}"}
+
+// replayPath is the path of the session replay of request id, on a
+// deployment of tenant, that p may open, or "" when p may open none. It
+// asks the replay routes' own authorization ([Broker.permit], by the API
+// row each follows), so a page links only to a replay that will not
+// answer 403.
+func (b *Broker) replayPath(ctx context.Context, p identity.Principal, tenant, id string) string {
+	routes := UIRoutes()
+	for _, pattern := range replayRoutes {
+		i := slices.IndexFunc(routes, func(rt UIRoute) bool { return rt.Pattern == pattern })
+		if i < 0 {
+			continue
+		}
+		e, ok := endpointRow(routes[i].Follows)
+		if !ok {
+			continue
+		}
+		path := "/ui/audit/sessions/" + url.PathEscape(id)
+		if strings.Contains(pattern, "{tenant}") {
+			path = tenantAuditPath(tenant) + "/sessions/" + url.PathEscape(id)
+		}
+		probe, err := http.NewRequestWithContext(ctx, http.MethodGet, path, nil)
+		if err != nil {
+			continue
+		}
+		probe.SetPathValue("tenant", tenant)
+		probe.SetPathValue("id", id)
+		if b.permit(probe, e, p) == nil {
+			return path
+		}
+	}
+	return ""
 }
 
 // mayCall reports whether a caller holding roles (hasRole) may call the

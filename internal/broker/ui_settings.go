@@ -54,6 +54,7 @@ type tenantGrantRow struct {
 	Scopes                                  []string
 	Until                                   time.Time
 	Revoke                                  bool
+	Replay                                  string // its session replay, when the caller may open it
 }
 
 // uiTenantGrants lists the active grants the caller may see (a customer's
@@ -68,7 +69,7 @@ func (b *Broker) uiTenantGrants(w http.ResponseWriter, r *http.Request) error {
 	rows := make([]tenantGrantRow, 0, len(ars))
 	for _, ar := range ars {
 		row := tenantGrantRow{ID: ar.ID, Short: shortID(ar.ID), Engineer: displayName(ar.Requester), Deployment: ar.Tenant + "/" + ar.Name,
-			Reason: ar.Reason, Scopes: ar.Scopes, Revoke: mayRevoke(p, ar)}
+			Reason: ar.Reason, Scopes: ar.Scopes, Revoke: mayRevoke(p, ar), Replay: b.replayPath(ctx, p, ar.Tenant, ar.ID)}
 		if ar.Grant != nil {
 			row.Scopes, row.Until = ar.Grant.Scopes, ar.Grant.Expiry
 		}
