@@ -74,6 +74,10 @@ type Config struct {
 	// DenyBreakGlass refuses break-glass grants when Approval is nil;
 	// with an authority, its AllowBreakGlass decides.
 	DenyBreakGlass bool
+	// WriteTimeout bounds each write of an answer to the broker (a
+	// data-plane answer streams past it for as long as its grant and
+	// time limit allow); default DefaultWriteTimeout.
+	WriteTimeout time.Duration
 	// Version is reported in heartbeats.
 	Version string
 	// Logger receives the agent's logs; nil discards them.
@@ -272,16 +276,7 @@ func (a *Agent) serveTailnet(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on the tailnet: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           a.handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		MaxHeaderBytes:    64 << 10, // a grant with its approval proofs
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-		ConnContext:       withConnCaller,
-	}
+	srv := a.newAPIServer(a.handler())
 	go srv.Serve(ln)
 	defer srv.Close()
 	return a.heartbeatLoop(ctx)

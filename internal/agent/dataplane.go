@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -115,19 +116,30 @@ type dataPlane struct {
 	active  map[string]map[uint64]context.CancelCauseFunc // grant ID → running calls
 	sigs    *grant.SigCache                               // grants whose signature verified
 	revoke  *revocations                                  // revoked grants, kept in the state dir
+	// callBound is how long an upstream may take over one call: the
+	// query's time limit and a grace to say it ran out.
+	callBound time.Duration
 }
 
+// upstreamGrace is how long past the query's time limit the agent waits
+// for an upstream to answer (ClickHouse to report its own timeout) before
+// it gives up on it: the time limit, at most 10 s.
+func upstreamGrace(limit time.Duration) time.Duration { return min(limit, 10*time.Second) }
+
 func newDataPlane(up Upstreams, revoked *revocations) *dataPlane {
+	limit := up.Limits.WithDefaults().MaxExecutionTime
+	bound := limit + upstreamGrace(limit)
 	d := &dataPlane{
 		engines: map[string]source.Engine{},
-		hc: &http.Client{Transport: &http.Transport{
+		hc: &http.Client{Transport: timeoutTransport{after: bound, rt: &http.Transport{
 			MaxIdleConnsPerHost:   8,
 			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: up.Limits.WithDefaults().MaxExecutionTime + 10*time.Second,
-		}},
-		active: map[string]map[uint64]context.CancelCauseFunc{},
-		sigs:   grant.NewSigCache(1024),
-		revoke: revoked,
+			ResponseHeaderTimeout: bound,
+		}}},
+		callBound: bound,
+		active:    map[string]map[uint64]context.CancelCauseFunc{},
+		sigs:      grant.NewSigCache(1024),
+		revoke:    revoked,
 	}
 	ups := up.bySource()
 	for _, src := range registry.All() {
@@ -136,6 +148,23 @@ func newDataPlane(up Upstreams, revoked *revocations) *dataPlane {
 		}
 	}
 	return d
+}
+
+// timeoutTransport names an upstream's failure to answer in time as a
+// [source.TimeoutError], so that the engineer reads "did not answer
+// within", not a transport error.
+type timeoutTransport struct {
+	rt    http.RoundTripper
+	after time.Duration
+}
+
+func (t timeoutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := t.rt.RoundTrip(r)
+	var ne net.Error
+	if err != nil && r.Context().Err() == nil && errors.As(err, &ne) && ne.Timeout() {
+		return nil, &source.TimeoutError{After: t.after, Err: err}
+	}
+	return res, err
 }
 
 // isRevoked reports whether the broker revoked the grant.
@@ -404,11 +433,97 @@ func (a *Agent) serveSource(src source.Source) http.HandlerFunc {
 			return
 		}
 		defer release()
+		sw := a.newStreamWriter(w, g.Expiry)
 		eng.Serve(sourceEnv{a: a, approval: approvalDetails(verdict)}, source.Call{
 			GrantID: g.ID, RequestID: g.RequestID, Expiry: g.Expiry,
 			Event: audit.Event{Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID, Source: audit.Source{IP: r.RemoteAddr}},
-		}, w, r)
+		}, sw, r)
+		sw.finish()
 	}
+}
+
+// streamWriter is the agent's answer to one data-plane call. It ends a
+// successful answer with the [protocol.TrailerResult] trailer (complete,
+// or incomplete with the engine's reason), and bounds the answer by write
+// deadlines that move with the data: each write may take the agent's
+// write timeout (the broker stopped reading), and the answer as a whole
+// lasts no longer than the grant (plus that timeout, to say it expired)
+// and the query's own time limit — never the server's fixed write
+// timeout, which cut every answer longer than a minute.
+type streamWriter struct {
+	http.ResponseWriter
+	rc     *http.ResponseController
+	now    func() time.Time
+	idle   time.Duration // one write's bound
+	end    time.Time     // the answer's bound
+	status int
+}
+
+func (a *Agent) newStreamWriter(w http.ResponseWriter, expiry time.Time) *streamWriter {
+	idle := a.writeTimeout()
+	now := a.now()
+	end := now.Add(a.data.callBound + idle)
+	if !expiry.IsZero() && expiry.Add(idle).Before(end) {
+		end = expiry.Add(idle)
+	}
+	sw := &streamWriter{ResponseWriter: w, rc: http.NewResponseController(w), now: a.now, idle: idle, end: end}
+	// Until the first write (the upstream may think for as long as its
+	// limit allows) the answer's bound holds, not the server's.
+	sw.rc.SetWriteDeadline(end)
+	return sw
+}
+
+// extend gives the next write the agent's write timeout, within the
+// answer's bound.
+func (sw *streamWriter) extend() {
+	d := sw.now().Add(sw.idle)
+	if d.After(sw.end) {
+		d = sw.end
+	}
+	sw.rc.SetWriteDeadline(d)
+}
+
+func (sw *streamWriter) WriteHeader(status int) {
+	if sw.status == 0 {
+		sw.status = status
+		if status >= 200 && status < 300 {
+			sw.Header().Add("Trailer", protocol.TrailerResult)
+		}
+	}
+	sw.ResponseWriter.WriteHeader(status)
+}
+
+func (sw *streamWriter) Write(p []byte) (int, error) {
+	if sw.status == 0 {
+		sw.WriteHeader(http.StatusOK)
+	}
+	sw.extend()
+	return sw.ResponseWriter.Write(p)
+}
+
+// FlushError is what [http.ResponseController.Flush] calls.
+func (sw *streamWriter) FlushError() error {
+	sw.extend()
+	return http.NewResponseController(sw.ResponseWriter).Flush()
+}
+
+func (sw *streamWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
+
+// finish sets the result trailer of a successful answer once the engine
+// has returned: complete unless the engine said it stopped early (a
+// revocation, the grant's expiry, the upstream breaking off or ending
+// with its own error). The end of the response, trailer included, gets
+// one more write timeout.
+func (sw *streamWriter) finish() {
+	if sw.status < 200 || sw.status >= 300 {
+		return
+	}
+	if msg := sw.Header().Get(protocol.TrailerStopped); msg != "" {
+		sw.Header().Set(protocol.TrailerResult, protocol.ResultIncomplete(msg))
+	} else {
+		sw.Header().Set(protocol.TrailerResult, protocol.ResultComplete)
+	}
+	sw.extend()
 }
 
 // sourceEnv is what the agent gives a data source's engine. approval,

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -115,6 +116,34 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	}
 	a.nonces[nonce] = at.Add(2 * maxSkew)
 	return nil
+}
+
+// DefaultWriteTimeout is the agent API's write timeout when
+// [Config.WriteTimeout] is zero.
+const DefaultWriteTimeout = 60 * time.Second
+
+// writeTimeout is the configured write timeout, or the default.
+func (a *Agent) writeTimeout() time.Duration {
+	if a.cfg.WriteTimeout > 0 {
+		return a.cfg.WriteTimeout
+	}
+	return DefaultWriteTimeout
+}
+
+// newAPIServer is the HTTP server of the agent API on the tailnet. Its
+// write timeout bounds the answers of the broker's short calls; a
+// data-plane answer moves its own deadline as it streams (streamWriter).
+func (a *Agent) newAPIServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      a.writeTimeout(),
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    64 << 10, // a grant with its approval proofs
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+		ConnContext:       withConnCaller,
+	}
 }
 
 func (a *Agent) serveHealth(w http.ResponseWriter, r *http.Request) {

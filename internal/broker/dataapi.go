@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/source"
 	"github.com/tetherhq/tether/internal/source/registry"
@@ -74,40 +75,98 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 	}
 	defer res.Body.Close()
 	// Results stream for as long as the grant allows, past the server's
-	// default write timeout.
+	// write timeout: each write gets streamWriteTimeout (the engineer
+	// stopped reading), and the answer ends with the grant (the agent
+	// cuts it off then, and says so in its trailer).
 	rc := http.NewResponseController(w)
-	rc.SetWriteDeadline(time.Time{})
+	end := g.Expiry.Add(streamWriteTimeout)
+	deadline := func() {
+		d := b.now().Add(streamWriteTimeout)
+		if d.After(end) {
+			d = end
+		}
+		rc.SetWriteDeadline(d)
+	}
+	deadline()
 	for _, k := range []string{"Content-Type", "Tether-Query-Id"} {
 		if v := res.Header.Get(k); v != "" {
 			w.Header().Set(k, v)
 		}
 	}
-	// An answer the agent stopped early says why in a trailer, passed on
-	// so that the engineer reads it as incomplete, never as whole.
-	w.Header().Set("Trailer", protocol.TrailerStopped)
+	ok2xx := res.StatusCode >= 200 && res.StatusCode < 300
+	if ok2xx {
+		// A successful answer ends with the agent's word on whether it
+		// is whole, passed on, so that the engineer never reads a cut
+		// result as complete.
+		w.Header().Set("Trailer", protocol.TrailerStopped+", "+protocol.TrailerResult)
+	}
 	w.WriteHeader(res.StatusCode)
 	buf := make([]byte, 64<<10)
+	var relayed int64
 	for {
 		n, rerr := res.Body.Read(buf)
 		if n > 0 {
+			deadline()
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return nil
 			}
+			relayed += int64(n)
+			deadline()
 			rc.Flush()
 		}
 		if rerr == io.EOF {
-			if msg := stoppedText(res.Trailer.Get(protocol.TrailerStopped)); msg != "" {
-				w.Header().Set(protocol.TrailerStopped, msg)
+			if !ok2xx {
+				return nil
 			}
+			complete, reason := protocol.ResultReason(res.Trailer.Get(protocol.TrailerResult))
+			stopped := stoppedText(res.Trailer.Get(protocol.TrailerStopped))
+			switch {
+			case complete && stopped == "":
+				w.Header().Set(protocol.TrailerResult, protocol.ResultComplete)
+				return nil
+			case stopped != "":
+				reason = stopped
+			default:
+				reason = stoppedText(reason)
+				// The agent records the calls it stops; one it did not
+				// say it finished is recorded here.
+				b.recordCutAnswer(r, src, d, g, relayed, "the agent's answer ended without saying it was complete: "+reason)
+			}
+			w.Header().Set(protocol.TrailerStopped, reason)
+			w.Header().Set(protocol.TrailerResult, protocol.ResultIncomplete(reason))
 			return nil
 		}
 		if rerr != nil {
-			// Cut off (the agent's answer passed the broker's bound, or
-			// the tailnet connection broke): abort the response, so the
-			// client sees an incomplete result, never a complete one.
+			// Cut off (the agent's answer passed the broker's bound, the
+			// agent died, or the tailnet connection broke): record it and
+			// abort the response, so the client sees an incomplete
+			// result, never a complete one.
 			b.log.Warn("agent answer cut off", "deployment", d.Tenant+"/"+d.Name, "err", rerr)
+			b.recordCutAnswer(r, src, d, g, relayed, "the agent's answer broke off before its end: "+transportReason(rerr))
 			panic(http.ErrAbortHandler)
 		}
+	}
+}
+
+// streamWriteTimeout bounds one write of a data-plane answer to the
+// engineer: a client that stops reading for this long is cut off.
+const streamWriteTimeout = 60 * time.Second
+
+// recordCutAnswer audits an answer the broker relayed incomplete that
+// the agent could not record as such (it died, or the connection broke):
+// query.finished with outcome failure, recorded by the broker. Best
+// effort: the engineer is told either way.
+func (b *Broker) recordCutAnswer(r *http.Request, src source.Source, d store.DeploymentStatus, g store.GrantRecord, relayed int64, reason string) {
+	e := audit.Event{
+		Type: audit.QueryFinished, Outcome: audit.Failure, Reason: reason,
+		Actor: actorOf(r), Deployment: d.ID, GrantID: g.ID, RequestID: grantRequestID(g.Token),
+		Details: map[string]any{"source": src.Name, "bytes_relayed": relayed, "recorded_by": "broker"},
+	}
+	if d.Agent != nil {
+		e.AgentID = d.Agent.ID
+	}
+	if err := b.auditLog.Record(context.WithoutCancel(r.Context()), e); err != nil {
+		b.log.Error("audit write failed", "type", e.Type, "err", err)
 	}
 }
 

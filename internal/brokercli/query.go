@@ -102,27 +102,47 @@ func (cmd *queryCmd) Run(e *env) error {
 	defer res.Body.Close()
 	qid := res.Header.Get("Tether-Query-Id")
 	var (
-		rows  int64
-		what  = "rows"
-		note  string
-		qerr  error
-		count *countingWriter
+		rows   int64
+		what   = "rows"
+		note   string
+		reason string // why the result is incomplete; "" when it is whole
 	)
 	switch mode {
 	case "table":
-		t, err := readTSV(res.Body, maxTableRows)
-		if t.truncated {
+		body := &readErr{r: res.Body}
+		t, err := readTSV(body, maxTableRows)
+		rows = int64(len(t.rows))
+		var ce *clickHouseError
+		switch {
+		case errors.As(err, &ce):
+			reason = "ClickHouse stopped it with an error: " + ce.msg
+		case body.err != nil:
+			reason = resultReason(res, body.err)
+		case errors.Is(err, errTornRow):
+			reason = resultReason(res, errTornRow)
+		case err != nil:
+			return fmt.Errorf("query %s: %w", orDash(qid), err)
+		case t.truncated:
+			// The rest of the answer, trailer included, was never read.
 			note = fmt.Sprintf("; showing the first %d rows, the rest was not read (use --output csv or json, or a LIMIT)", maxTableRows)
+		default:
+			reason = resultReason(res, nil)
 		}
+		// The rows shown are whole rows: a torn last one was dropped.
 		if werr := renderTable(stdout, t.header, t.rows); werr != nil {
 			return werr
 		}
-		rows, qerr = int64(len(t.rows)), err
 	default:
-		count = &countingWriter{w: stdout, csv: mode == "csv"}
-		_, qerr = io.Copy(count, res.Body)
-		if qerr == nil {
-			qerr = count.takeException()
+		count := &countingWriter{w: stdout, csv: mode == "csv"}
+		_, rerr := io.Copy(count, res.Body)
+		if ce := count.takeException(); ce != nil {
+			reason = "ClickHouse stopped it with an error: " + ce.msg
+		} else {
+			reason = resultReason(res, rerr)
+		}
+		// A torn last row or line is never printed; whole rows are.
+		if werr := count.end(reason == ""); werr != nil {
+			return werr
 		}
 		switch mode {
 		case "json":
@@ -133,30 +153,54 @@ func (cmd *queryCmd) Run(e *env) error {
 			rows, what = count.bytes, "bytes"
 		}
 	}
-	if qerr == nil && !truncated(note) {
-		// The agent stopped the answer early (the grant was revoked or
-		// expired, ClickHouse went away) and said why in a trailer.
-		if msg := res.Trailer.Get(protocol.TrailerStopped); msg != "" {
-			return fmt.Errorf("query %s: incomplete result, %s after %d %s", orDash(qid), msg, rows, what)
-		}
-	}
-	if qerr != nil {
-		var ce *clickHouseError
-		if errors.As(qerr, &ce) {
-			return fmt.Errorf("query %s failed after %d %s: %w", orDash(qid), rows, what, qerr)
-		}
-		return fmt.Errorf("query %s: the result was cut off after %d %s (did the grant expire or get revoked?): %w", orDash(qid), rows, what, qerr)
-	}
 	if rows == 1 {
 		what = strings.TrimSuffix(what, "s")
+	}
+	if reason != "" {
+		return fmt.Errorf("the result is incomplete: %s (query %s, after %d %s)", reason, orDash(qid), rows, what)
 	}
 	fmt.Fprintf(stderr, "query %s: %d %s in %s%s\n", orDash(qid), rows, what, time.Since(start).Round(time.Millisecond), note)
 	return nil
 }
 
-// truncated reports whether the table was cut at maxTableRows, in which
-// case the rest of the answer, trailer included, was never read.
-func truncated(note string) bool { return note != "" }
+// resultReason says why an answer read to its end (rerr nil) or until
+// rerr is incomplete, or "" when the broker's trailer says it is whole.
+// An answer without the trailer is incomplete: the connection may have
+// broken in a way that looked like an end, or something on the way is
+// too old to vouch for the answer.
+func resultReason(res *http.Response, rerr error) string {
+	switch {
+	case errors.Is(rerr, errTornRow):
+		return "the answer ended in the middle of a row"
+	case rerr != nil:
+		return "the answer broke off before its end (the agent, the broker or the connection went away): " + rerr.Error()
+	}
+	v, stopped := res.Trailer.Get(protocol.TrailerResult), res.Trailer.Get(protocol.TrailerStopped)
+	complete, reason := protocol.ResultReason(v)
+	switch {
+	case complete && stopped != "":
+		return stopped
+	case complete:
+		return ""
+	case v == "" && stopped != "":
+		return stopped
+	}
+	return reason
+}
+
+// readErr remembers the error, other than EOF, reading r gave.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
+}
 
 // readSQL takes the statement from the positional argument, or from
 // stdin when that is "-".
@@ -206,43 +250,59 @@ type clickHouseError struct{ msg string }
 func (e *clickHouseError) Error() string { return e.msg }
 
 // countingWriter passes a result through, counting bytes and rows (lines,
-// or for CSV records, whose quoted fields may hold newlines), and keeps
-// the last line to spot an exception ClickHouse appended.
+// or for CSV records, whose quoted fields may hold newlines). It holds
+// back the last whole line and the line being read: the last line may be
+// an exception ClickHouse appended, and the line being read may be torn
+// when the answer breaks off. end writes them, or drops what is not a
+// whole row.
 type countingWriter struct {
 	w            io.Writer
 	csv, inQuote bool
 	lines, bytes int64
-	last         []byte // the current last line, at most 4 KiB of it
-	prev         []byte // the line before it, if last is still empty
+	held         []byte // the last whole line, with its newline
+	cur          []byte // the line being read
+	err          error  // the first error writing to w
 }
 
+// maxHeldLine bounds what countingWriter holds back: a longer line is
+// passed through as it comes (and can then not be taken back).
+const maxHeldLine = 16 << 20
+
 func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.bytes += int64(n)
-	for _, b := range p[:n] {
+	c.bytes += int64(len(p))
+	for _, b := range p {
+		c.cur = append(c.cur, b)
 		if c.csv && b == '"' {
 			c.inQuote = !c.inQuote
 		}
-		if b == '\n' {
-			if !c.inQuote {
-				c.lines++
-			}
-			c.prev, c.last = c.last, c.prev[:0]
+		if b == '\n' && !c.inQuote {
+			c.lines++
+			c.write(c.held)
+			c.held, c.cur = c.cur, c.held[:0]
 			continue
 		}
-		if len(c.last) < 4<<10 {
-			c.last = append(c.last, b)
+		if len(c.cur) > maxHeldLine {
+			c.write(c.held)
+			c.write(c.cur)
+			c.held, c.cur = c.held[:0], c.cur[:0]
 		}
 	}
-	return n, err
+	return len(p), c.err
+}
+
+func (c *countingWriter) write(b []byte) {
+	if c.err == nil && len(b) > 0 {
+		_, c.err = c.w.Write(b)
+	}
 }
 
 // takeException returns the ClickHouse exception the output ended with,
-// if it did, and stops counting its line as a row.
-func (c *countingWriter) takeException() error {
-	line, ended := c.last, false
+// if it did, drops it from the output and stops counting its line as a
+// row.
+func (c *countingWriter) takeException() *clickHouseError {
+	line, ended := c.cur, false
 	if len(bytes.TrimSpace(line)) == 0 {
-		line, ended = c.prev, true
+		line, ended = c.held, true
 	}
 	s := string(bytes.TrimSpace(line))
 	if !isException(s) {
@@ -251,7 +311,19 @@ func (c *countingWriter) takeException() error {
 	if ended && c.lines > 0 {
 		c.lines--
 	}
+	c.held, c.cur = nil, nil
 	return &clickHouseError{msg: s}
+}
+
+// end writes what was held back: everything when the result is
+// complete; otherwise the last whole line, but not a torn one.
+func (c *countingWriter) end(complete bool) error {
+	c.write(c.held)
+	if complete {
+		c.write(c.cur)
+	}
+	c.held, c.cur = nil, nil
+	return c.err
 }
 
 func isException(s string) bool {
@@ -273,6 +345,7 @@ func readTSV(r io.Reader, maxRows int) (tsvResult, error) {
 	var t tsvResult
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxTSVLine)
+	sc.Split(wholeLines)
 	first := true
 	for sc.Scan() {
 		line := sc.Text()
@@ -295,7 +368,7 @@ func readTSV(r io.Reader, maxRows int) (tsvResult, error) {
 			if isException(line) {
 				return t, &clickHouseError{msg: strings.TrimSpace(line)}
 			}
-			return t, fmt.Errorf("row %d has %d fields, the header %d: the result is not TabSeparatedWithNames", len(t.rows)+1, len(fields), len(t.header))
+			return t, fmt.Errorf("row %d has %d fields, the header %d: %w", len(t.rows)+1, len(fields), len(t.header), errNotTSV)
 		}
 		row := make([]string, len(fields))
 		for i, f := range fields {
@@ -311,6 +384,24 @@ func readTSV(r io.Reader, maxRows int) (tsvResult, error) {
 		return t, fmt.Errorf("row %d is longer than %d MiB: use --output csv or json", len(t.rows)+1, maxTSVLine>>20)
 	}
 	return t, sc.Err()
+}
+
+// errNotTSV: a row's fields do not match the header.
+var errNotTSV = errors.New("the result is not TabSeparatedWithNames")
+
+// errTornRow: the answer ended in the middle of a line.
+var errTornRow = errors.New("the answer ended in the middle of a row")
+
+// wholeLines is bufio.ScanLines but for the last line: one without its
+// newline is torn, never a row.
+func wholeLines(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, bytes.TrimSuffix(data[:i], []byte("\r")), nil
+	}
+	if atEOF && len(data) > 0 {
+		return 0, nil, errTornRow
+	}
+	return 0, nil, nil
 }
 
 // displayLines turns a cell into the lines it shows as: split at
@@ -474,23 +565,18 @@ func (cmd *promCmd) Run(e *env) error {
 		return promError(res.StatusCode, b)
 	}
 	if cmd.json() {
-		if _, err := io.Copy(stdout, res.Body); err != nil {
-			return fmt.Errorf("the answer was cut off: %w", err)
-		}
-		if msg := res.Trailer.Get(protocol.TrailerStopped); msg != "" {
-			return fmt.Errorf("incomplete answer: %s", msg)
+		_, err := io.Copy(stdout, res.Body)
+		if reason := resultReason(res, err); reason != "" {
+			return fmt.Errorf("the result is incomplete: %s", reason)
 		}
 		return nil
 	}
 	b, err := io.ReadAll(io.LimitReader(res.Body, maxPromTable+1))
-	if err != nil {
-		return fmt.Errorf("the answer was cut off: %w", err)
-	}
 	if len(b) > maxPromTable {
 		return fmt.Errorf("the answer is over %d MiB: use --output json, or narrow the query", maxPromTable>>20)
 	}
-	if msg := res.Trailer.Get(protocol.TrailerStopped); msg != "" {
-		return fmt.Errorf("incomplete answer: %s", msg)
+	if reason := resultReason(res, err); reason != "" {
+		return fmt.Errorf("the result is incomplete: %s", reason)
 	}
 	notes, err := renderProm(stdout, b, time.Local)
 	for _, n := range notes {

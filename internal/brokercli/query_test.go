@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/internal/cli"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 func TestReadTSVAndRenderTable(t *testing.T) {
@@ -85,7 +86,7 @@ func TestCountingWriter(t *testing.T) {
 	c := &countingWriter{w: &out, csv: true}
 	c.Write([]byte("a,b\n1,\"x\ny\"\n2,"))
 	c.Write([]byte("z\n"))
-	if err := c.takeException(); c.lines != 3 || out.Len() != int(c.bytes) || err != nil {
+	if err := c.takeException(); c.lines != 3 || c.end(true) != nil || out.Len() != int(c.bytes) || err != nil {
 		t.Errorf("CSV count = %d lines, %d bytes, %v; want 3 records (a quoted newline is not one)", c.lines, c.bytes, err)
 	}
 	c = &countingWriter{w: &out}
@@ -105,13 +106,17 @@ func fakeDataPlane(t *testing.T, tsv string, promStatus int, prom string) (*http
 		json.NewDecoder(r.Body).Decode(&in)
 		seen["sql"], seen["format"], seen["auth"] = in["sql"], in["format"], r.Header.Get("Authorization")
 		w.Header().Set("Tether-Query-Id", "tether-g-1")
+		w.Header().Set("Trailer", protocol.TrailerResult)
 		w.Write([]byte(tsv))
+		w.Header().Set(protocol.TrailerResult, protocol.ResultComplete)
 	})
 	mux.HandleFunc("GET /api/v1/deployments/acme/prod/prometheus/api/v1/{api}", func(w http.ResponseWriter, r *http.Request) {
 		seen["api"], seen["query"] = r.PathValue("api"), r.URL.RawQuery
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Trailer", protocol.TrailerResult)
 		w.WriteHeader(promStatus)
 		w.Write([]byte(prom))
+		w.Header().Set(protocol.TrailerResult, protocol.ResultComplete)
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

@@ -67,6 +67,36 @@ const HeaderGrant = "Tether-Grant"
 // the grant was revoked"). An answer without it ended normally.
 const TrailerStopped = "Tether-Stopped"
 
+// TrailerResult is the HTTP trailer that ends every successful (2xx)
+// data-plane answer: "complete" when the agent sent the whole answer, or
+// "incomplete; reason=<words>" when it stopped early. The agent sets it
+// after the last byte and the broker passes it on; a client that reads an
+// answer without it (the connection broke, an agent or broker too old to
+// send it, a proxy that dropped it) must treat the answer as incomplete.
+const TrailerResult = "Tether-Result"
+
+// ResultComplete is the [TrailerResult] value of a whole answer.
+const ResultComplete = "complete"
+
+// ResultIncomplete is the [TrailerResult] value of an answer stopped
+// early for reason.
+func ResultIncomplete(reason string) string { return "incomplete; reason=" + reason }
+
+// ResultReason reads a [TrailerResult] value: complete, or the reason the
+// answer is incomplete ("" with complete).
+func ResultReason(v string) (complete bool, reason string) {
+	if v == ResultComplete {
+		return true, ""
+	}
+	if r, ok := strings.CutPrefix(v, "incomplete; reason="); ok && r != "" {
+		return false, r
+	}
+	if v == "" {
+		return false, "the answer carried no " + TrailerResult + " trailer saying it was complete (the connection broke, or an agent, broker or proxy on the way is too old or dropped it)"
+	}
+	return false, "the answer's " + TrailerResult + " trailer is not understood"
+}
+
 // ClickHouseQuery is the body of a data-plane SQL call.
 type ClickHouseQuery struct {
 	SQL    string `json:"sql"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -52,9 +53,28 @@ func UpstreamFailed(w http.ResponseWriter, ctx context.Context, log *slog.Logger
 		Error(w, http.StatusForbidden, scode, msg)
 		return
 	}
+	var te *TimeoutError
+	if errors.As(err, &te) {
+		log.Warn(upstream+" did not answer in time", "call", callID, "after", te.After, "err", err)
+		Error(w, http.StatusGatewayTimeout, "upstream_timeout", fmt.Sprintf("%s did not answer the agent within %v (the query's time limit and a grace); it may be hung or overloaded (the agent's log has its address)", upstream, te.After))
+		return
+	}
 	log.Warn(upstream+" did not answer", "call", callID, "err", err)
 	Error(w, http.StatusBadGateway, code, upstream+" is unreachable from the agent (the agent's log has the details)")
 }
+
+// TimeoutError is the error of an upstream call the agent's client gave
+// up on: the upstream did not answer within After.
+type TimeoutError struct {
+	After time.Duration
+	Err   error
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("no answer within %v: %v", e.After, e.Err)
+}
+
+func (e *TimeoutError) Unwrap() error { return e.Err }
 
 // StoppedEarly ends an answer that stopped mid-stream with the
 // [protocol.TrailerStopped] trailer saying why, so that it is read as

@@ -258,6 +258,10 @@ func (e *engine) Serve(env source.Env, c source.Call, w http.ResponseWriter, r *
 	}
 	if cerr != nil {
 		source.StoppedEarly(w, ctx, log, "ClickHouse", queryID, cerr)
+	} else if code, ok := rc.exception(); ok {
+		// ClickHouse began the answer, then ended it with its own error
+		// (a time or size limit, a failure): the result is incomplete.
+		w.Header().Set(protocol.TrailerStopped, "stopped: ClickHouse ended the answer with its error code "+code)
 	}
 	finish(rc, n, clickHouseSummary(res.Header.Get("X-ClickHouse-Summary")), cerr)
 }
