@@ -430,7 +430,7 @@ func (b *Broker) uiQuery(src source.Source, w http.ResponseWriter, r *http.Reque
 	}
 	dc, err := k.call(b.now(), text, r.PostForm)
 	if err != nil {
-		err = b.recordRefusal(r, actorOf(r), err)
+		err = b.recordRefusal(r, callerOf(r), err)
 		var ae *apiError
 		if !errors.As(err, &ae) {
 			return err
