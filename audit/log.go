@@ -543,107 +543,187 @@ var ErrNothingToExport = errors.New("no checkpointed events in that range")
 // Export writes the events in range, the checkpoints that cover them and
 // their cosignatures, in the export format, so that [Verify] can check
 // them offline. The range ends at a checkpoint: events not yet covered by
-// one are left for a later export.
+// one are left for a later export. It is [Log.PrepareExport] followed by
+// [LogExport.WriteTo].
 func (l *Log) Export(ctx context.Context, w io.Writer, opts ExportOptions) (from, to uint64, err error) {
-	st := l.cfg.Storage
-	if _, _, err := l.Checkpoint(ctx); err != nil {
+	x, err := l.PrepareExport(ctx, opts)
+	if err != nil {
 		return 0, 0, err
 	}
+	return x.from, x.to, x.WriteTo(ctx, w, nil)
+}
+
+// LogExport is an export ready to write: its range is chosen.
+type LogExport struct {
+	l        *Log
+	from, to uint64
+	prefix   [][32]byte
+}
+
+// exportPage is how many events an export reads at a time, with the
+// checkpoints and cosignatures among them: its memory is bounded by a
+// page, not by the log.
+const exportPage = 1000
+
+// PrepareExport signs a checkpoint over every stored event and chooses
+// the export's range: errors, [ErrNothingToExport] among them, come here,
+// before anything is written.
+func (l *Log) PrepareExport(ctx context.Context, opts ExportOptions) (*LogExport, error) {
+	st := l.cfg.Storage
+	if _, _, err := l.Checkpoint(ctx); err != nil {
+		return nil, err
+	}
+	var from uint64
 	if !opts.Since.IsZero() {
 		recs, err := st.Records(ctx, Filter{Since: opts.Since, Limit: 1})
 		if err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		if len(recs) == 0 {
-			return 0, 0, ErrNothingToExport
+			return nil, ErrNothingToExport
 		}
 		from = recs[0].Index
 	}
 	latest, ok, err := st.LatestCheckpoint(ctx)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	if !ok {
-		return 0, 0, ErrNothingToExport
+	if !ok || from >= latest.Size {
+		return nil, ErrNothingToExport
 	}
 	end := latest.Size
 	if !opts.Until.IsZero() {
 		recs, err := st.Records(ctx, Filter{Since: opts.Until, Limit: 1})
 		if err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		if len(recs) > 0 {
 			end = recs[0].Index
 		}
 	}
-	cps, err := st.Checkpoints(ctx, from+1, latest.Size)
-	if err != nil {
-		return 0, 0, err
+	// The export ends at the first checkpoint at or after end (and after
+	// from), so the events up to Until are all covered; looked for in
+	// growing windows, not read all at once.
+	var to uint64
+	for lo, window := max(end, from+1), uint64(1024); to == 0 && lo <= latest.Size; window *= 4 {
+		cps, err := st.Checkpoints(ctx, lo, min(lo+window-1, latest.Size))
+		if err != nil {
+			return nil, err
+		}
+		if len(cps) > 0 {
+			to = cps[0].Size
+		}
+		lo += window
 	}
-	// The export ends at the first checkpoint at or after end, so the
-	// events up to Until are all covered.
-	var covering []StoredCheckpoint
-	for _, c := range cps {
-		covering = append(covering, c)
-		if c.Size >= end {
-			break
+	if to == 0 {
+		return nil, ErrNothingToExport
+	}
+	x := &LogExport{l: l, from: from, to: to}
+	if from > 0 {
+		if x.prefix, err = l.treePrefix(ctx, from); err != nil {
+			return nil, err
 		}
 	}
-	if len(covering) == 0 {
-		return 0, 0, ErrNothingToExport
+	return x, nil
+}
+
+// treePrefix returns the compact range of the tree of the given size,
+// below the latest checkpoint: read from the stored nodes and checked
+// against the checkpoint, else rebuilt from the leaf hashes.
+func (l *Log) treePrefix(ctx context.Context, size uint64) ([][32]byte, error) {
+	hs, err := l.cfg.Storage.NodeHashes(ctx, PrefixNodes(size))
+	if err == nil {
+		t, terr := NewTreeFromPrefix(size, hs)
+		head := l.head.Load()
+		if terr == nil && head != nil && size < head.size {
+			p, perr := l.ConsistencyProof(ctx, size, head.size)
+			if perr == nil && VerifyConsistency(size, head.size, t.Root(), head.root, p) == nil {
+				return hs, nil
+			}
+		}
+		l.reportTamper(ctx, &TamperError{Index: size, Checkpoint: true, What: "the stored hashes of the tree's nodes before an export's first event do not match the signed tree"}, "export")
+	} else if !errors.Is(err, ErrNodesMissing) {
+		return nil, err
 	}
-	to = covering[len(covering)-1].Size
-	cosigs, err := st.Cosignatures(ctx, from+1, to)
-	if err != nil {
-		return 0, 0, err
-	}
-	prefixTree := NewTree()
-	if from > 0 {
-		hs, err := st.LeafHashes(ctx, 0, from)
+	t := NewTree()
+	const chunk = 1 << 16
+	for next := uint64(0); next < size; next += chunk {
+		hs, err := l.cfg.Storage.LeafHashes(ctx, next, min(next+chunk, size))
 		if err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		for _, h := range hs {
-			prefixTree.Append(h)
+			t.Append(h)
 		}
 	}
-	ew, err := NewExportWriter(w, l.Origin(), from, prefixTree.Prefix())
-	if err != nil {
-		return 0, 0, err
+	if t.Size() != size {
+		return nil, fmt.Errorf("export: the store has %d leaf hashes before event %d", t.Size(), size)
 	}
-	ci, si := 0, 0
-	const page = 10_000
-	for next := from; next < to; {
-		recs, err := st.Records(ctx, Filter{FromIndex: next, ToIndex: min(next+page, to)})
+	return t.Prefix(), nil
+}
+
+// Range is the export's events, [from, to).
+func (x *LogExport) Range() (from, to uint64) { return x.from, x.to }
+
+// WriteTo streams the export to w, [exportPage] events at a time with
+// the checkpoints and cosignatures among them. progress, if not nil, is
+// called after each page (to extend a write deadline, say). A failure
+// part way leaves w without the end line, which [Verify] reports as
+// truncated.
+func (x *LogExport) WriteTo(ctx context.Context, w io.Writer, progress func()) error {
+	st := x.l.cfg.Storage
+	ew, err := NewExportWriter(w, x.l.Origin(), x.from, x.prefix)
+	if err != nil {
+		return err
+	}
+	for next := x.from; next < x.to; {
+		pageEnd := min(next+exportPage, x.to)
+		recs, err := st.Records(ctx, Filter{FromIndex: next, ToIndex: pageEnd})
 		if err != nil {
-			return 0, 0, err
+			return err
 		}
 		if len(recs) == 0 {
-			return 0, 0, fmt.Errorf("export: events from %d are missing from the store", next)
+			return fmt.Errorf("export: events from %d are missing from the store", next)
 		}
+		cps, err := st.Checkpoints(ctx, next+1, pageEnd)
+		if err != nil {
+			return err
+		}
+		cosigs, err := st.Cosignatures(ctx, next+1, pageEnd)
+		if err != nil {
+			return err
+		}
+		ci, si := 0, 0
 		for _, r := range recs {
 			if err := ew.WriteEvent(r.Index, r.Data); err != nil {
-				return 0, 0, err
+				return err
 			}
-			for ci < len(covering) && covering[ci].Size == r.Index+1 {
-				if err := ew.WriteCheckpoint(covering[ci].Size, covering[ci].Note); err != nil {
-					return 0, 0, err
+			for ci < len(cps) && cps[ci].Size <= r.Index {
+				ci++
+			}
+			if ci < len(cps) && cps[ci].Size == r.Index+1 {
+				c := cps[ci]
+				if err := ew.WriteCheckpoint(c.Size, c.Note); err != nil {
+					return err
 				}
-				for si < len(cosigs) && cosigs[si].Size == covering[ci].Size {
-					if err := ew.WriteCosignature(cosigs[si].Size, cosigs[si].Note); err != nil {
-						return 0, 0, err
-					}
+				for si < len(cosigs) && cosigs[si].Size < c.Size {
 					si++
 				}
-				for si < len(cosigs) && cosigs[si].Size < covering[ci].Size {
+				for si < len(cosigs) && cosigs[si].Size == c.Size {
+					if err := ew.WriteCosignature(c.Size, cosigs[si].Note); err != nil {
+						return err
+					}
 					si++
 				}
 				ci++
 			}
 			next = r.Index + 1
 		}
+		if progress != nil {
+			progress()
+		}
 	}
-	return from, to, ew.Close()
+	return ew.Close()
 }
 
 type metrics struct {

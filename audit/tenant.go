@@ -272,9 +272,8 @@ func (x *TenantExport) WriteTo(ctx context.Context, w io.Writer, progress func()
 	if err != nil {
 		return res, fmt.Errorf("tenant export: %w", err)
 	}
-	const page = 10_000
-	for next := uint64(0); next < end; next += page {
-		recs, err := st.Records(ctx, Filter{FromIndex: next, ToIndex: min(next+page, end)})
+	for next := uint64(0); next < end; next += exportPage {
+		recs, err := st.Records(ctx, Filter{FromIndex: next, ToIndex: min(next+exportPage, end)})
 		if err != nil {
 			return res, fmt.Errorf("tenant export: %w", err)
 		}
