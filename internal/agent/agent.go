@@ -247,6 +247,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer a.spool.close()
 	defer a.finishing.close()
+	a.stopOrphans(ctx)
 
 	if a.cfg.HealthAddr != "" {
 		var lc net.ListenConfig

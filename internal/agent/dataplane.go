@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,6 +143,13 @@ func newDataPlane(up Upstreams, revoked *revocations) *dataPlane {
 		sigs:      grant.NewSigCache(1024),
 		revoke:    revoked,
 	}
+	// Call numbers — and with them ClickHouse query IDs,
+	// tether-<grant>-<n> — must not repeat after a restart: ClickHouse
+	// refuses a query whose ID is still running (the dead agent's, say).
+	// They start at a random point of 2^62.
+	var seed [8]byte
+	rand.Read(seed[:])
+	d.seq.Store(binary.BigEndian.Uint64(seed[:]) >> 2)
 	ups := up.bySource()
 	for _, src := range registry.All() {
 		if u, ok := ups[src.Name]; ok {
@@ -407,6 +416,27 @@ func (a *Agent) stopUpstreams(ctx context.Context, grantID string) (int, error) 
 		}
 	}
 	return total, errors.Join(errs...)
+}
+
+// stopOrphans asks every configured source to stop what a previous run
+// of the agent left running upstream (ClickHouse: KILL QUERY of this
+// user's tether-… queries). Run once at start, before the agent serves;
+// a failure is logged, not fatal: the orphans end at their time limit.
+func (a *Agent) stopOrphans(ctx context.Context) {
+	env := sourceEnv{a: a}
+	for _, src := range registry.All() {
+		st, ok := a.data.engines[src.Name].(source.OrphanStopper)
+		if !ok {
+			continue
+		}
+		n, err := st.StopOrphans(ctx, env)
+		switch {
+		case err != nil:
+			a.log.Warn("could not stop what the agent's previous run left running; it ends at its time limit", "source", src.Title, "err", err)
+		case n > 0:
+			a.log.Info("stopped what the agent's previous run left running", "source", src.Title, "stopped", n)
+		}
+	}
 }
 
 // serveSource serves one call of a data source: the grant verified for

@@ -197,6 +197,14 @@ type Engine interface {
 	Revoke(ctx context.Context, env Env, grantID string) (int, error)
 }
 
+// OrphanStopper is an optional interface of an [Engine] whose upstream
+// may still run what a previous run of the agent started (ClickHouse runs
+// a query on after its client died): the agent calls StopOrphans once at
+// start, before it serves, and it returns how many it stopped.
+type OrphanStopper interface {
+	StopOrphans(ctx context.Context, env Env) (int, error)
+}
+
 // GrantChecker is an optional interface of an [Engine] that refuses some
 // grants the verifier accepted: ClickHouse carries the grant ID into SQL
 // (KILL QUERY), so it takes only IDs that need no quoting.

@@ -91,6 +91,20 @@ func (e *engine) Revoke(ctx context.Context, env source.Env, grantID string) (in
 	return e.kill(ctx, env, "query_id LIKE 'tether-"+grantID+"-%'")
 }
 
+// StopOrphans kills the queries a previous run of the agent left running
+// in ClickHouse (query IDs tether-…, this user's): their HTTP calls died
+// with that agent, but ClickHouse may run them on to their time limit.
+// A read-only user may kill its own queries (deploy/clickhouse/users.d/
+// tether.xml), and only those are asked for.
+func (e *engine) StopOrphans(ctx context.Context, env source.Env) (int, error) {
+	if strings.ContainsAny(e.up.User, `'\`) {
+		return 0, fmt.Errorf("user %q cannot be quoted in KILL QUERY", e.up.User)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return e.kill(ctx, env, "query_id LIKE 'tether-%' AND user = '"+e.up.User+"'")
+}
+
 // kill runs KILL QUERY WHERE cond (built only from checked IDs) and
 // returns how many queries it found.
 func (e *engine) kill(ctx context.Context, env source.Env, cond string) (int, error) {
