@@ -62,6 +62,7 @@ func Open(ctx context.Context, dsn string) (*sqlstore.Store, error) {
 		MigrationLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", int64(migrationLockID)),
 		ForUpdate:     " FOR UPDATE",
 		InsertRows:    100,
+		ListTables:    `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name`,
 	})
 	if err != nil {
 		db.Close()

@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/tetherhq/tether/internal/pgtest"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/store/pgstore"
+	"github.com/tetherhq/tether/internal/store/sqlstore"
 	"github.com/tetherhq/tether/internal/store/storetest"
 )
 
@@ -105,4 +107,33 @@ func BenchmarkAppendRecords(b *testing.B) {
 			storetest.BenchAppendRecords(b, s, batch)
 		})
 	}
+}
+
+// TestOpenRefusesForeignDatabase: a database holding another
+// application's tables and no Tether schema is refused, not migrated
+// into; an empty database is initialised.
+func TestOpenRefusesForeignDatabase(t *testing.T) {
+	cluster := pgtest.Shared(t)
+	dsn := cluster.NewDatabase(t)
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(t.Context(), `CREATE TABLE customers (id BIGINT PRIMARY KEY, name TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pgstore.Open(t.Context(), dsn)
+	if err == nil {
+		s.Close()
+		t.Fatal("Open(a database with another application's table) error = nil, want ErrForeignDatabase")
+	}
+	if !errors.Is(err, sqlstore.ErrForeignDatabase) || !strings.Contains(err.Error(), "customers") {
+		t.Errorf("Open(a database with another application's table) error = %v, want ErrForeignDatabase naming customers", err)
+	}
+	var n int
+	if err := db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("tables after the refused Open = %d, %v, want only customers", n, err)
+	}
+	open(t, cluster.NewDatabase(t)).Close()
 }

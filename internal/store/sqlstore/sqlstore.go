@@ -24,6 +24,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tetherhq/tether/internal/store"
@@ -60,6 +62,11 @@ type Dialect struct {
 	// Each record takes ten parameters, which must stay within the
 	// database's limit.
 	InsertRows int
+	// ListTables, if set, is a query of the names of the tables in the
+	// database the store uses. New refuses a database that holds tables
+	// but not Tether's schema_migrations: someone else's database, which
+	// migrating would mix Tether's tables into.
+	ListTables string
 }
 
 // Store is a [store.Store] on a SQL database. Create it with [New].
@@ -81,6 +88,9 @@ func New(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
 	if d.IsUniqueViolation == nil {
 		return nil, fmt.Errorf("%s dialect: no IsUniqueViolation", d.Name)
 	}
+	if err := checkTether(ctx, db, d); err != nil {
+		return nil, err
+	}
 	if err := migrate(ctx, db, d); err != nil {
 		return nil, fmt.Errorf("migrate %s schema: %w", d.Name, err)
 	}
@@ -91,6 +101,46 @@ func New(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// ErrForeignDatabase reports a database that holds tables, none of them
+// Tether's schema_migrations: not a Tether store.
+var ErrForeignDatabase = errors.New("the database holds tables but no Tether schema")
+
+// checkTether refuses a database holding tables but no schema_migrations.
+func checkTether(ctx context.Context, db *sql.DB, d Dialect) error {
+	if d.ListTables == "" {
+		return nil
+	}
+	tables, err := TableNames(ctx, db, d.ListTables)
+	if err != nil {
+		return fmt.Errorf("list the %s database's tables: %w", d.Name, err)
+	}
+	if len(tables) == 0 || slices.Contains(tables, "schema_migrations") {
+		return nil
+	}
+	if len(tables) > 5 {
+		tables = append(tables[:5], "…")
+	}
+	return fmt.Errorf("%w (it has %s): point the broker at its own, empty database, or restore Tether's database from a backup", ErrForeignDatabase, strings.Join(tables, ", "))
+}
+
+// TableNames runs query, which lists table names, and returns them.
+func TableNames(ctx context.Context, db *sql.DB, query string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		names = append(names, n)
+	}
+	return names, rows.Err()
 }
 
 // Close closes the database.
@@ -332,6 +382,39 @@ func (s *Store) RevokeAgent(ctx context.Context, id string, now time.Time) error
 		return fmt.Errorf("revoke agent %s: %w", id, err)
 	}
 	return fmt.Errorf("revoke agent %s: already revoked: %w", id, store.ErrConflict)
+}
+
+// MoveAgent implements [store.Store]. Any other agent recorded on nodeID
+// is recorded on no node: its node ID went to another machine (a
+// re-created control server hands IDs out again), and it is reached
+// nowhere until it proves its key from wherever it is now.
+func (s *Store) MoveAgent(ctx context.Context, id, nodeID, nodeName string) error {
+	var n int64
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET node_id = $1, node_name = $2 WHERE id = $3 AND revoked_at IS NULL`, nodeID, nodeName, id)
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil || n != 1 {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE agents SET node_id = '' WHERE node_id = $1 AND id <> $2`, nodeID, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("move agent %s to node %s: %w", id, nodeID, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var one int
+	switch err := s.db.QueryRowContext(ctx, `SELECT 1 FROM agents WHERE id = $1`, id).Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("move agent %s: %w", id, store.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("move agent %s: %w", id, err)
+	}
+	return fmt.Errorf("move agent %s: it is revoked: %w", id, store.ErrConflict)
 }
 
 // RecordHeartbeat implements [store.Store]. It records heartbeats of
