@@ -35,6 +35,7 @@ const (
 	AgentPaired                  Type = "agent.paired"
 	AgentPairFailed              Type = "agent.pair_failed"
 	AgentRevoked                 Type = "agent.revoked" // an admin or the deployment's approver cut an agent off; reason says why
+	AgentMoved                   Type = "agent.moved"   // a paired agent proved its key from another tailnet node (its node was re-created), and the broker now reaches it there
 	RequestCreated               Type = "request.created"
 	RequestCancelled             Type = "request.cancelled"
 	RequestTimedOut              Type = "request.timed_out"
@@ -70,7 +71,7 @@ const (
 
 // Types lists every known event type.
 var Types = []Type{
-	DeploymentCreated, PairingTokenIssued, DeploymentSettingsChanged, AgentPaired, AgentPairFailed, AgentRevoked,
+	DeploymentCreated, PairingTokenIssued, DeploymentSettingsChanged, AgentPaired, AgentPairFailed, AgentRevoked, AgentMoved,
 	RequestCreated, RequestCancelled, RequestTimedOut, PolicyDecided, PolicyReloaded, ReviewApproved, ReviewDenied,
 	GrantIssued, GrantExpired, GrantRevoked,
 	QueryAllowed, QueryDenied, QueryFinished, PromAllowed, PromDenied,

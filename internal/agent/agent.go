@@ -104,6 +104,10 @@ type Agent struct {
 	state  State
 	key    ed25519.PrivateKey
 	paired bool
+	// brokerNode is the tailnet node ID of the broker as last proven: the
+	// node the agent paired with, or the one that last signed a session
+	// challenge with the broker's key. Only it may call the agent.
+	brokerNode atomic.Pointer[string]
 
 	// tl is the agent's current tailnet node, the broker peer on it and
 	// the client that reaches it. It is replaced when the agent joins the
@@ -190,6 +194,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.brokerNode.Store(&a.state.BrokerNodeID)
 	j := cfg.Join
 	if a.paired {
 		if j.BrokerKey != "" && j.BrokerKey != a.state.BrokerKey {
@@ -302,6 +307,14 @@ func rejoinAfter(n int) time.Duration {
 	return min(3*time.Second<<min(n, 7), 5*time.Minute)
 }
 
+// maxRejoinRetry bounds the wait between attempts to join the tailnet
+// again.
+const maxRejoinRetry = 4 * time.Second
+
+// controlProbeEvery is how often an agent whose heartbeats fail asks the
+// control server whether it was re-created.
+const controlProbeEvery = 2 * time.Second
+
 // errRejoin is heartbeatLoop's way of asking Run to join the tailnet
 // again.
 var errRejoin = errors.New("rejoin the tailnet")
@@ -326,7 +339,7 @@ func (a *Agent) rejoin(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrBrokerKeyMismatch) || errors.Is(err, errWrongBrokerNode) {
+		if errors.Is(err, ErrBrokerKeyMismatch) {
 			return err
 		}
 		a.log.Warn("joining the tailnet again failed; will retry", "err", err, "retry_in", retry)
@@ -337,7 +350,10 @@ func (a *Agent) rejoin(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		retry = min(2*retry, time.Minute)
+		// Capped low: an attempt while the control server is down fails
+		// at once on its probe and costs one GET, and the agent must be
+		// back within seconds of it.
+		retry = min(2*retry, maxRejoinRetry)
 	}
 }
 
@@ -350,6 +366,10 @@ func (a *Agent) join(ctx context.Context) error {
 	if err := tailnet.ProbeControl(ctx, j.ControlURL); err != nil {
 		return err
 	}
+	// What the control server's key was when the node joined: when the
+	// broker is unreachable and this changed, the control server was
+	// re-created and the node must join again (heartbeatLoop).
+	controlKey, _ := tailnet.ControlKey(ctx, j.ControlURL)
 	authKey := ""
 	if j.AuthKey != "" {
 		var err error
@@ -386,8 +406,14 @@ func (a *Agent) join(ctx context.Context) error {
 		}
 		return err
 	}
-	if a.paired && string(peer.ID) != a.state.BrokerNodeID {
-		return fmt.Errorf("%w: tailnet node %s is %s, not the broker node %s this agent paired with: refusing to talk to it", errWrongBrokerNode, peer.Name, peer.ID, a.state.BrokerNodeID)
+	if a.paired && string(peer.ID) != a.trustedBrokerNode() {
+		// A restarted control server hands node IDs out again, and a
+		// broker's node may be re-created: the node holding the broker's
+		// name is trusted only once it signs a session challenge with the
+		// broker's key (openSession); until then it gets nothing but the
+		// request for one.
+		a.log.Info("the broker's name is held by another tailnet node than before; it must prove the broker's key",
+			"node", peer.Name, "node_id", peer.ID, "was", a.trustedBrokerNode())
 	}
 	// The broker is reached only at the address the netmap gives its
 	// node, through a dialer with no fallback to the host network, and no
@@ -395,7 +421,7 @@ func (a *Agent) join(ctx context.Context) error {
 	tr := node.HTTPTransport()
 	tr.MaxIdleConnsPerHost = 2
 	tr.IdleConnTimeout = 5 * time.Minute
-	a.tl.Store(&tailnetLink{node: node, broker: peer, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second, CheckRedirect: tailnet.NoRedirects}})
+	a.tl.Store(&tailnetLink{node: node, broker: peer, controlKey: controlKey, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second, CheckRedirect: tailnet.NoRedirects}})
 	if !a.paired {
 		if err := a.pair(ctx); err != nil {
 			return err
@@ -405,16 +431,27 @@ func (a *Agent) join(ctx context.Context) error {
 	return nil
 }
 
-// errWrongBrokerNode reports that the broker's name is held by a node
-// other than the one the agent paired with.
+// errWrongBrokerNode reports that the node holding the broker's name,
+// another than the one the agent last trusted, did not prove the
+// broker's key. The agent keeps trying: the real broker may come back.
 var errWrongBrokerNode = errors.New("wrong broker node")
+
+// trustedBrokerNode is the tailnet node ID of the broker as last proven.
+// Until one is proven it is the one the agent's state holds.
+func (a *Agent) trustedBrokerNode() string {
+	if p := a.brokerNode.Load(); p != nil {
+		return *p
+	}
+	return a.state.BrokerNodeID
+}
 
 // tailnetLink is the agent's tailnet node, the broker peer on it, and the
 // client that reaches the broker through it.
 type tailnetLink struct {
-	node   *tailnet.Node
-	broker tailnet.Peer
-	hc     *http.Client
+	node       *tailnet.Node
+	broker     tailnet.Peer
+	controlKey string // the control server's GET /key answer when the node joined; empty if it did not answer
+	hc         *http.Client
 }
 
 // link returns the agent's current tailnet link.
@@ -516,6 +553,7 @@ func (a *Agent) pair(ctx context.Context) error {
 		return fmt.Errorf("paired, but could not save the state (pair again with a new token): %w", err)
 	}
 	a.key, a.paired = key, true
+	a.brokerNode.Store(&a.state.BrokerNodeID)
 	a.log.Info("agent paired", "deployment", res.Tenant+"/"+res.Name, "agent_id", res.AgentID, "broker", a.link().broker.Name)
 	return nil
 }
@@ -531,8 +569,27 @@ func (a *Agent) openSession(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l := a.link()
+	moved := string(l.broker.ID) != a.trustedBrokerNode()
 	if !ed25519.Verify(brokerKey, protocol.ChallengeTranscript(a.state.AgentID, ch.Challenge), ch.Signature) {
-		return fmt.Errorf("%w: the broker at %s signed its challenge with a key other than the pinned %s", ErrBrokerKeyMismatch, a.link().broker.Name, a.state.BrokerKey)
+		if moved {
+			a.log.Error("a tailnet node holding the broker's name did not prove the broker's key: not talking to it", "node", l.broker.Name, "node_id", l.broker.ID)
+			return fmt.Errorf("%w: node %s (%s) signed its challenge with a key other than the pinned %s", errWrongBrokerNode, l.broker.Name, l.broker.ID, a.state.BrokerKey)
+		}
+		return fmt.Errorf("%w: the broker at %s signed its challenge with a key other than the pinned %s", ErrBrokerKeyMismatch, l.broker.Name, a.state.BrokerKey)
+	}
+	if moved {
+		// The broker proved its key from a new node: trust that node from
+		// now on, and remember it across restarts.
+		st := a.state
+		st.BrokerNodeID = string(l.broker.ID)
+		if err := saveState(a.cfg.StateDir, st, a.key); err != nil {
+			return fmt.Errorf("the broker moved to tailnet node %s, but the state could not be saved: %w", l.broker.ID, err)
+		}
+		a.log.Warn("the broker's tailnet node changed; it proved the broker's key, so the agent trusts the new node",
+			"node", l.broker.Name, "node_id", l.broker.ID, "was", a.trustedBrokerNode())
+		id := st.BrokerNodeID
+		a.brokerNode.Store(&id)
 	}
 	var s protocol.SessionResponse
 	err = a.call(ctx, protocol.PathSession, "", protocol.SessionRequest{
@@ -652,6 +709,7 @@ const maxDeliveryBytes = 960 << 10
 func (a *Agent) heartbeatLoop(ctx context.Context) error {
 	online := false
 	lastOK := a.now()
+	var lastProbe time.Time
 	for {
 		err := a.Heartbeat(ctx)
 		if err == nil {
@@ -661,6 +719,19 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			a.log.Warn("heartbeat failed", "err", err)
 			a.rejoins++
 			return errRejoin
+		} else if ctx.Err() == nil && a.now().Sub(lastProbe) >= controlProbeEvery {
+			// A re-created control server (a restarted dev broker) is
+			// noticed within seconds, however long the broker was gone,
+			// while a broker that is merely down costs one small GET per
+			// probe and no new node.
+			lastProbe = a.now()
+			if l := a.link(); l.controlKey != "" {
+				if k, perr := tailnet.ControlKey(ctx, a.cfg.Join.ControlURL); perr == nil && k != l.controlKey {
+					a.log.Warn("the tailnet's control server was re-created (its key changed): joining the tailnet again", "err", err)
+					a.rejoins = 0
+					return errRejoin
+				}
+			}
 		}
 		switch {
 		case ctx.Err() != nil:

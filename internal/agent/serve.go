@@ -63,8 +63,8 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	if err != nil {
 		return errors.New("caller is not a tailnet peer")
 	}
-	if string(id.NodeID) != a.state.BrokerNodeID {
-		return errors.New("caller is not the broker node this agent paired with")
+	if string(id.NodeID) != a.trustedBrokerNode() {
+		return errors.New("caller is not the broker node that last proved the broker's key")
 	}
 	ms, err := strconv.ParseInt(r.Header.Get(protocol.HeaderBrokerTime), 10, 64)
 	if err != nil {

@@ -167,9 +167,12 @@ func (b *Broker) handlePair(w http.ResponseWriter, r *http.Request, id tailnet.I
 	return nil
 }
 
-// pairedAgent returns the agent with the given ID if it may act from the
-// calling node: it exists, is not revoked, and is on the node it paired
-// from. Anything else is refused and audited.
+// pairedAgent returns the agent with the given ID if it may ask for a
+// challenge or a session: it exists and is not revoked. It may ask from
+// any tailnet node: a session opens only for the agent's key, and an
+// agent whose node was re-created (a restarted control server, a new
+// pod) proves its key from its new one ([Broker.handleSession]).
+// Anything else is refused and audited.
 func (b *Broker) pairedAgent(r *http.Request, id tailnet.Identity, agentID string) (store.Agent, error) {
 	refuse := func(reason string) (store.Agent, error) {
 		b.authFailed(r.Context(), r, id, agentID, reason)
@@ -187,9 +190,6 @@ func (b *Broker) pairedAgent(r *http.Request, id tailnet.Identity, agentID strin
 	}
 	if !a.RevokedAt.IsZero() {
 		return refuse(agentRevokedReason)
-	}
-	if a.NodeID != string(id.NodeID) {
-		return refuse("agent calls from a tailnet node other than the one it paired from")
 	}
 	return a, nil
 }
@@ -216,7 +216,7 @@ func (b *Broker) handleChallenge(w http.ResponseWriter, r *http.Request, id tail
 	}
 	full := len(b.challenges) >= maxChallenges
 	if !full {
-		b.challenges[hex.EncodeToString(c)] = challenge{agentID: a.ID, expires: now.Add(challengeTTL)}
+		b.challenges[hex.EncodeToString(c)] = challenge{agentID: a.ID, nodeID: string(id.NodeID), expires: now.Add(challengeTTL)}
 	}
 	b.mu.Unlock()
 	if full {
@@ -249,9 +249,19 @@ func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailne
 		b.authFailed(r.Context(), r, id, a.ID, "unknown, expired or reused challenge")
 		return errorf(http.StatusForbidden, "bad_challenge", "challenge unknown, expired or already used: ask for a new one")
 	}
+	if c.nodeID != string(id.NodeID) {
+		b.authFailed(r.Context(), r, id, a.ID, "challenge answered from a tailnet node other than the one that asked for it")
+		return errorf(http.StatusForbidden, "bad_challenge", "answer the challenge from the tailnet node that asked for it")
+	}
 	if !ed25519.Verify(ed25519.PublicKey(a.PublicKey), protocol.SessionTranscript(a.ID, req.Challenge), req.Signature) {
 		b.authFailed(r.Context(), r, id, a.ID, "challenge signature does not verify with the paired agent key")
 		return errorf(http.StatusForbidden, "bad_signature", "challenge signature does not verify with the key this agent paired with")
+	}
+	if a.NodeID != string(id.NodeID) {
+		if err := b.moveAgent(r, id, a); err != nil {
+			return err
+		}
+		a.NodeID, a.NodeName = string(id.NodeID), id.Name
 	}
 	var tok [32]byte
 	rand.Read(tok[:])
@@ -268,6 +278,29 @@ func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailne
 	writeJSON(w, http.StatusOK, protocol.SessionResponse{
 		Token: token, ExpiresAt: now.Add(sessionTTL).UTC(), HeartbeatInterval: protocol.Duration(b.cfg.HeartbeatInterval),
 	})
+	return nil
+}
+
+// moveAgent records that agent a, having just proved its key from the
+// calling node, is now there: its node was re-created (a restarted
+// control server hands node IDs out again; a new pod has a new node).
+// The event is durable before the broker reaches the agent anywhere new.
+func (b *Broker) moveAgent(r *http.Request, id tailnet.Identity, a store.Agent) error {
+	ctx := r.Context()
+	if err := b.record(ctx, audit.Event{
+		Type: audit.AgentMoved, Actor: audit.Actor{Subject: agentSubject(a.ID), Role: "agent"},
+		Deployment: a.DeploymentID, AgentID: a.ID,
+		Source:  audit.Source{TailnetNode: truncate(id.Name, 253), IP: r.RemoteAddr},
+		Outcome: audit.Success,
+		Details: map[string]any{"from_node_id": a.NodeID, "from_node": a.NodeName, "node_id": string(id.NodeID), "node": truncate(id.Name, 253)},
+	}); err != nil {
+		return err
+	}
+	if err := b.store.MoveAgent(ctx, a.ID, string(id.NodeID), id.Name); err != nil {
+		return fmt.Errorf("move agent %s: %w", a.ID, err)
+	}
+	b.log.Warn("agent proved its key from another tailnet node; reaching it there from now on", "agent_id", a.ID,
+		"from_node_id", a.NodeID, "node_id", id.NodeID, "node", id.Name)
 	return nil
 }
 

@@ -327,6 +327,7 @@ type Broker struct {
 
 type challenge struct {
 	agentID string
+	nodeID  string // the tailnet node that asked for it
 	expires time.Time
 }
 

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"net"
@@ -109,12 +110,18 @@ func auditTypes(t *testing.T, b *brokertest.Broker) []string {
 }
 
 // TestAgentAPIRefusesOtherNodes: a tailnet peer that is not the paired
-// agent's node gets nothing, even knowing the agent's ID; each refusal is
-// audited.
+// agent's node gets nothing, even knowing the agent's ID: it may ask for
+// a challenge (an agent whose node was re-created proves its key from
+// its new one), but no session opens without the agent's key, and the
+// agent stays where it is. Each refusal is audited.
 func TestAgentAPIRefusesOtherNodes(t *testing.T) {
 	b := brokertest.Start(t, nil)
 	a := b.Pair(t, "acme", "prod")
 	hc, base := intruder(t, b)
+	before, err := b.Store().GetAgent(context.Background(), a.State().AgentID)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name       string
@@ -124,9 +131,9 @@ func TestAgentAPIRefusesOtherNodes(t *testing.T) {
 		wantStatus int
 		wantCode   string
 	}{
-		{"challenge for another node's agent", protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.State().AgentID}, http.StatusForbidden, "agent_refused"},
+		{"challenge for another node's agent", protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.State().AgentID}, http.StatusOK, ""},
 		{"challenge for unknown agent", protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: "0190aaaa-0000-7000-8000-000000000000"}, http.StatusForbidden, "agent_refused"},
-		{"session without challenge", protocol.PathSession, "", protocol.SessionRequest{AgentID: a.State().AgentID, Challenge: make([]byte, 32), Signature: make([]byte, 64)}, http.StatusForbidden, "agent_refused"},
+		{"session without challenge", protocol.PathSession, "", protocol.SessionRequest{AgentID: a.State().AgentID, Challenge: make([]byte, 32), Signature: make([]byte, 64)}, http.StatusForbidden, "bad_challenge"},
 		{"heartbeat without session", protocol.PathHeartbeat, "", protocol.Heartbeat{}, http.StatusUnauthorized, "no_session"},
 		{"heartbeat with made-up session", protocol.PathHeartbeat, "tas_made_up", protocol.Heartbeat{}, http.StatusUnauthorized, "no_session"},
 		{"pair with unknown token", protocol.PathPair, "", protocol.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: protocol.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 32)}, http.StatusUnauthorized, "token_unknown"},
@@ -140,9 +147,28 @@ func TestAgentAPIRefusesOtherNodes(t *testing.T) {
 			}
 		})
 	}
+	// The challenge it got, answered without the agent's key.
+	var ch protocol.ChallengeResponse
+	raw, _ := json.Marshal(protocol.ChallengeRequest{AgentID: a.State().AgentID})
+	res, err := hc.Post(base+protocol.PathChallenge, "application/json", bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(res.Body).Decode(&ch)
+	res.Body.Close()
+	if err != nil || len(ch.Challenge) == 0 {
+		t.Fatalf("challenge for the intruder: %v", err)
+	}
+	forged := ed25519.Sign(ed25519.NewKeyFromSeed(make([]byte, 32)), protocol.SessionTranscript(a.State().AgentID, ch.Challenge))
+	if status, e := post(t, hc, base+protocol.PathSession, "", protocol.SessionRequest{AgentID: a.State().AgentID, Challenge: ch.Challenge, Signature: forged}); status != http.StatusForbidden || e.Error.Code != "bad_signature" {
+		t.Errorf("session from another node without the agent's key = %d %q, want 403 bad_signature", status, e.Error.Code)
+	}
 	types := auditTypes(t, b)
-	if !slices.Contains(types, "auth.failed: agent calls from a tailnet node other than the one it paired from") {
-		t.Errorf("audit log lacks the refused challenge: %q", types)
+	if !slices.Contains(types, "auth.failed: challenge signature does not verify with the paired agent key") || slices.ContainsFunc(types, func(s string) bool { return strings.HasPrefix(s, "agent.moved") }) {
+		t.Errorf("audit log lacks the refused session, or moved the agent: %q", types)
+	}
+	if ag, err := b.Store().GetAgent(context.Background(), a.State().AgentID); err != nil || ag.NodeID != before.NodeID {
+		t.Errorf("agent's node after the intrusions = %q (%v), want its own %q", ag.NodeID, err, before.NodeID)
 	}
 	// The real agent is unaffected.
 	if err := a.Heartbeat(context.Background()); err != nil {

@@ -383,6 +383,12 @@ type Store interface {
 	// returns an error wrapping ErrNotFound for an unknown agent and
 	// ErrConflict for one already revoked, and then changes nothing.
 	RevokeAgent(ctx context.Context, id string, now time.Time) error
+	// MoveAgent records that the agent with the given ID now calls from
+	// tailnet node nodeID (named nodeName), after it proved its key from
+	// there; any other agent recorded on nodeID is then recorded on no
+	// node (""). It returns an error wrapping ErrNotFound for an unknown
+	// agent and ErrConflict for a revoked one, and then changes nothing.
+	MoveAgent(ctx context.Context, id, nodeID, nodeName string) error
 	// RecordHeartbeat stores hb as the agent's latest heartbeat. It returns
 	// an error wrapping ErrNotFound if the agent does not exist.
 	RecordHeartbeat(ctx context.Context, agentID string, hb Heartbeat) error

@@ -7,9 +7,11 @@
 package tailnet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -203,6 +205,33 @@ func ProbeControl(ctx context.Context, controlURL string) error {
 	}
 	res.Body.Close()
 	return nil
+}
+
+// ControlKey returns the coordination server's answer to GET /key: its
+// public keys, which change when a control server is re-created (a
+// restarted dev broker's). Its nodes then lose it until they join again,
+// so an agent that cannot reach its broker asks, cheaply, whether this
+// is why. Bounded: 5 s, 4 KiB, no redirect followed.
+func ControlKey(ctx context.Context, controlURL string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(controlURL, "/")+"/key?v=88", nil)
+	if err != nil {
+		return "", fmt.Errorf("control URL %q: %w", controlURL, err)
+	}
+	res, err := (&http.Client{CheckRedirect: NoRedirects}).Do(req)
+	if err != nil {
+		return "", fmt.Errorf("control server key: %w", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("control server key: %s", res.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(res.Body, 4<<10))
+	if err != nil {
+		return "", fmt.Errorf("control server key: %w", err)
+	}
+	return string(bytes.TrimSpace(b)), nil
 }
 
 // Peer is another node of the tailnet.

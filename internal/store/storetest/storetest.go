@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RepairRevokesPreviousAgent", testRepairRevokesPreviousAgent},
 		{"GetAgentNotFound", testGetAgentNotFound},
 		{"RevokeAgent", testRevokeAgent},
+		{"MoveAgent", testMoveAgent},
 		{"RecordHeartbeat", testRecordHeartbeat},
 		{"RecordHeartbeatNotFound", testRecordHeartbeatNotFound},
 		{"ConcurrentRedemptionOfOneToken", testConcurrentRedemptionOfOneToken},
@@ -523,6 +524,54 @@ func testRevokeAgent(t *testing.T, s store.Store) {
 	repaired := pair(t, s, addToken(t, s, d.ID, "after revocation", later), "agent-b", later)
 	if got := getDeployment(t, s, d.ID); !reflect.DeepEqual(got.Agent, &repaired) {
 		t.Errorf("GetDeployment(%q).Agent after re-pairing = %+v, want %+v", d.ID, got.Agent, repaired)
+	}
+}
+
+func testMoveAgent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	d, hash := createDeployment(t, s, "acme", "web")
+	_, otherHash := createDeployment(t, s, "acme", "api")
+	a := pair(t, s, hash, "agent-a", t0)
+	bystander := pair(t, s, otherHash, "agent-other", t0)
+	if err := s.MoveAgent(ctx, a.ID, "node-new", "agent-a-2.tailnet.test"); err != nil {
+		t.Fatalf("MoveAgent(%q) error = %v", a.ID, err)
+	}
+	a.NodeID, a.NodeName = "node-new", "agent-a-2.tailnet.test"
+	if got := getAgent(t, s, a.ID); !reflect.DeepEqual(got, a) {
+		t.Errorf("GetAgent(%q) after MoveAgent = %+v, want %+v", a.ID, got, a)
+	}
+	if got := getDeployment(t, s, d.ID); !reflect.DeepEqual(got.Agent, &a) {
+		t.Errorf("GetDeployment(%q).Agent after MoveAgent = %+v, want %+v", d.ID, got.Agent, a)
+	}
+	if got := getAgent(t, s, bystander.ID); !reflect.DeepEqual(got, bystander) {
+		t.Errorf("GetAgent(%q) of a bystander after MoveAgent = %+v, want %+v", bystander.ID, got, bystander)
+	}
+	// The bystander's node ID went to agent a's machine: the bystander
+	// is then on no node, until it proves its key from its own.
+	if err := s.MoveAgent(ctx, a.ID, bystander.NodeID, "agent-a-3.tailnet.test"); err != nil {
+		t.Fatalf("MoveAgent(%q) onto the bystander's node error = %v", a.ID, err)
+	}
+	if got := getAgent(t, s, a.ID); got.NodeID != bystander.NodeID {
+		t.Errorf("GetAgent(%q).NodeID = %q, want %q", a.ID, got.NodeID, bystander.NodeID)
+	}
+	if got := getAgent(t, s, bystander.ID); got.NodeID != "" {
+		t.Errorf("GetAgent(%q).NodeID after another agent moved onto its node = %q, want none", bystander.ID, got.NodeID)
+	}
+	if err := s.MoveAgent(ctx, a.ID, "node-new", "agent-a-2.tailnet.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MoveAgent(ctx, "agent-nope", "n", "n"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("MoveAgent(unknown) error = %v, want %v", err, store.ErrNotFound)
+	}
+	// A revoked agent stays where it was.
+	if err := s.RevokeAgent(ctx, a.ID, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MoveAgent(ctx, a.ID, "node-3", "n3"); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("MoveAgent(revoked) error = %v, want %v", err, store.ErrConflict)
+	}
+	if got := getAgent(t, s, a.ID); got.NodeID != "node-new" {
+		t.Errorf("GetAgent(%q).NodeID after MoveAgent of a revoked agent = %q, want node-new", a.ID, got.NodeID)
 	}
 }
 

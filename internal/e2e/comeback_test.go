@@ -1,0 +1,63 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAgentsComeBackAfterBrokerKill kills a dev broker with SIGKILL while
+// agents (separate processes) are online, leaves it down for 20 s (long
+// enough for the agents' retries to back off), restarts it on the same
+// data directory, and expects every agent online again within 10 s of
+// the broker being ready, without re-pairing: the restarted dev tailnet
+// hands the broker's and the agents' nodes new IDs, and each side proves
+// itself by its key (the broker audits agent.moved).
+func TestAgentsComeBackAfterBrokerKill(t *testing.T) {
+	const agents = 6
+	b := startBroker(t)
+	var refs []string
+	for i := range agents {
+		ref := fmt.Sprintf("acme/d%d", i)
+		res := b.createDeployment(t, "acme", fmt.Sprintf("d%d", i))
+		b.startAgent(t, t.TempDir(), "--pairing-token", res.Pairing.Token)
+		refs = append(refs, ref)
+	}
+	for _, ref := range refs {
+		b.waitStatus(t, ref, "online", 60*time.Second)
+	}
+
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	b.wait(t, 10*time.Second)
+	time.Sleep(20 * time.Second) // the outage under test
+	os.Remove(b.cliJSON)
+	p := start(t, "broker-dev", nil, "serve", "--dev", "--data-dir", b.dir, "--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms")
+	p.waitLine(t, `msg="broker ready"`, 90*time.Second)
+	ready := time.Now()
+	b2 := &devBroker{proc: p, dir: b.dir, cliJSON: b.cliJSON, join: b.join}
+	// Online now: a heartbeat the restarted broker took.
+	for _, ref := range refs {
+		for {
+			d := b2.show(t, ref)
+			if d.AgentStatus == "online" && d.Agent != nil && d.Agent.LastSeen != nil && d.Agent.LastSeen.After(ready) {
+				break
+			}
+			if time.Since(ready) > 10*time.Second {
+				t.Fatalf("deployment %s: agent %s, last seen %v, 10 s after the restarted broker was ready at %v; want a heartbeat since", ref, d.AgentStatus, d.Agent.LastSeen, ready)
+			}
+			time.Sleep(100 * time.Millisecond) // polling an observable state
+		}
+	}
+	t.Logf("all %d agents online %v after the restarted broker was ready", agents, time.Since(ready).Round(time.Millisecond))
+	out, errOut, code := b2.cli(t, "audit", "search", "--type", "agent.moved", "--output", "json")
+	if code != 0 {
+		t.Fatalf("audit search: %s", errOut)
+	}
+	if !strings.Contains(out, `"from_node_id"`) {
+		t.Errorf("no agent.moved event after the dev tailnet handed out new node IDs:\n%s", out)
+	}
+}
