@@ -74,3 +74,51 @@ func TestFillTreeNodes(t *testing.T) {
 		db.Close()
 	}
 }
+
+// TestTreeNodesAfterTruncation: events deleted behind the store's back
+// and others appended in their place get nodes of their own: the nodes
+// follow the leaves the store holds (the checkpoints and the agents'
+// witnessing tell of the deletion, not stale nodes).
+func TestTreeNodesAfterTruncation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	s := open(t, path)
+	defer s.Close()
+	rec := func(i uint64, tag string) audit.Record {
+		data := fmt.Appendf(nil, `{"i":%d,"tag":%q}`, i, tag)
+		return audit.Record{Index: i, ID: fmt.Sprint(tag, i), Time: time.Unix(0, 0), Type: "t", Data: data, LeafHash: audit.LeafHash(data)}
+	}
+	var first, second []audit.Record
+	for i := range uint64(100) {
+		first = append(first, rec(i, "a"))
+	}
+	if err := s.AppendRecords(t.Context(), first); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM audit_events WHERE idx >= 40`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	tree := audit.NewTree()
+	for i := range uint64(70) {
+		r := first[min(i, 39)]
+		if i >= 40 {
+			r = rec(i, "b")
+			second = append(second, r)
+		}
+		tree.Append(r.LeafHash)
+	}
+	if err := s.AppendRecords(t.Context(), second); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.NodeHashes(t.Context(), audit.PrefixNodes(70))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := tree.Prefix(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("NodeHashes(prefix of 70) after truncation to 40 and regrowth = %x, want %x", got, want)
+	}
+}

@@ -91,8 +91,12 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Record) error {
 			return err
 		}
 		// The tree's nodes, in the same transaction: a proof never
-		// sees records without them.
-		if covered <= size && size-covered <= maxCatchUp {
+		// sees records without them. Nodes said to cover more than the
+		// log holds are of events deleted since: those of the events
+		// still there stand, and the rest are written anew (the log's
+		// checkpoints and its witnesses are what tell of the deletion).
+		covered = min(covered, size)
+		if size-covered <= maxCatchUp {
 			known := make([][32]byte, len(recs))
 			for i := range recs {
 				known[i] = recs[i].LeafHash
