@@ -44,7 +44,8 @@ func TestAgentAPIRefusalsAudited(t *testing.T) {
 		{"bad public key", protocol.PathPair, "", protocol.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: "nope", Nonce: make([]byte, 32)}, http.StatusBadRequest, "bad_public_key"},
 		{"bad nonce", protocol.PathPair, "", protocol.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: protocol.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 3)}, http.StatusBadRequest, "bad_nonce"},
 		{"unknown token", protocol.PathPair, "", protocol.PairRequest{Token: "tpt_" + strings.Repeat("B", 43), PublicKey: protocol.EncodePublicKey(make([]byte, 32)), Nonce: make([]byte, 32)}, http.StatusUnauthorized, "token_unknown"},
-		{"another node's agent", protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.State().AgentID}, http.StatusForbidden, "agent_refused"},
+		{"another node's agent", protocol.PathSession, "", protocol.SessionRequest{AgentID: a.State().AgentID, Challenge: make([]byte, 32), Signature: make([]byte, 64)}, http.StatusForbidden, "bad_challenge"},
+		{"revoked or unknown agent", protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: "0190aaaa-0000-7000-8000-000000000000"}, http.StatusForbidden, "agent_refused"},
 		{"no session", protocol.PathHeartbeat, "", protocol.Heartbeat{}, http.StatusUnauthorized, "no_session"},
 		{"events without session", protocol.PathEvents, "tas_made_up", protocol.EventsRequest{}, http.StatusUnauthorized, "no_session"},
 	}
@@ -64,8 +65,14 @@ func TestAgentAPIRefusalsAudited(t *testing.T) {
 	// A flood of the same refusal from one node is aggregated.
 	before := len(failureEvents(t, b))
 	for range 200 {
-		post(t, hc, base+protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.State().AgentID})
+		post(t, hc, base+protocol.PathSession, "", protocol.SessionRequest{AgentID: a.State().AgentID, Challenge: make([]byte, 32), Signature: make([]byte, 64)})
 		post(t, hc, base+"/agent/v1/nope", "", struct{}{})
+		// Challenges it may ask for (an agent on a re-created node does),
+		// but it holds one at a time: the table does not fill.
+		post(t, hc, base+protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.State().AgentID})
+	}
+	if n := b.OutstandingChallenges(); n > 2 {
+		t.Errorf("after 200 challenge requests from one node, %d challenges are outstanding, want at most 2 (the intruder's one and the agent's)", n)
 	}
 	if got := len(failureEvents(t, b)) - before; got > 4 {
 		t.Errorf("400 refused agent-API calls from one node wrote %d events, want them aggregated (at most 4)", got)

@@ -207,16 +207,22 @@ func (b *Broker) handleChallenge(w http.ResponseWriter, r *http.Request, id tail
 	rand.Read(c)
 	now := b.now()
 	b.mu.Lock()
+	pair := a.ID + " " + string(id.NodeID)
+	if old, ok := b.challengeOf[pair]; ok {
+		delete(b.challenges, old) // one outstanding challenge per agent and node
+	}
 	if len(b.challenges) >= maxChallenges {
 		for k, v := range b.challenges {
 			if now.After(v.expires) {
-				delete(b.challenges, k)
+				b.dropChallengeLocked(k, v)
 			}
 		}
 	}
 	full := len(b.challenges) >= maxChallenges
 	if !full {
-		b.challenges[hex.EncodeToString(c)] = challenge{agentID: a.ID, nodeID: string(id.NodeID), expires: now.Add(challengeTTL)}
+		k := hex.EncodeToString(c)
+		b.challenges[k] = challenge{agentID: a.ID, nodeID: string(id.NodeID), expires: now.Add(challengeTTL)}
+		b.challengeOf[pair] = k
 	}
 	b.mu.Unlock()
 	if full {
@@ -228,6 +234,14 @@ func (b *Broker) handleChallenge(w http.ResponseWriter, r *http.Request, id tail
 		Signature: ed25519.Sign(b.key, protocol.ChallengeTranscript(a.ID, c)),
 	})
 	return nil
+}
+
+// dropChallengeLocked forgets challenge k (whose state is c). b.mu held.
+func (b *Broker) dropChallengeLocked(k string, c challenge) {
+	delete(b.challenges, k)
+	if pair := c.agentID + " " + c.nodeID; b.challengeOf[pair] == k {
+		delete(b.challengeOf, pair)
+	}
 }
 
 func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
@@ -243,7 +257,7 @@ func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailne
 	key := hex.EncodeToString(req.Challenge)
 	b.mu.Lock()
 	c, ok := b.challenges[key]
-	delete(b.challenges, key) // single use, whatever happens next
+	b.dropChallengeLocked(key, c) // single use, whatever happens next
 	b.mu.Unlock()
 	if !ok || c.agentID != a.ID || now.After(c.expires) {
 		b.authFailed(r.Context(), r, id, a.ID, "unknown, expired or reused challenge")

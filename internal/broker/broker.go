@@ -322,7 +322,11 @@ type Broker struct {
 
 	mu         sync.Mutex
 	challenges map[string]challenge // hex(challenge) → its state
-	sessions   map[[32]byte]session // SHA-256(token) → session
+	// challengeOf is the outstanding challenge of each (agent, node): a
+	// node holds at most one per agent, so that a peer asking for
+	// challenges of agents it is not cannot fill the table.
+	challengeOf map[string]string
+	sessions    map[[32]byte]session // SHA-256(token) → session
 }
 
 type challenge struct {
@@ -345,14 +349,15 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	b := &Broker{
-		cfg:        cfg,
-		log:        cfg.Logger.With("component", "broker"),
-		now:        cfg.Now,
-		challenges: make(map[string]challenge),
-		sessions:   make(map[[32]byte]session),
-		changeCh:   make(chan struct{}),
-		dataCache:  make(map[string]dataEntry),
-		unpushed:   make(map[string]pendingRevocation),
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "broker"),
+		now:         cfg.Now,
+		challenges:  make(map[string]challenge),
+		challengeOf: make(map[string]string),
+		sessions:    make(map[[32]byte]session),
+		changeCh:    make(chan struct{}),
+		dataCache:   make(map[string]dataEntry),
+		unpushed:    make(map[string]pendingRevocation),
 	}
 	defer func() {
 		if err != nil {

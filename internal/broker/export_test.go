@@ -34,3 +34,10 @@ func (b *Broker) ReloadPolicy(ctx context.Context) error {
 	}
 	return b.policy.Reload(ctx)
 }
+
+// OutstandingChallenges is how many agent challenges the broker holds.
+func (b *Broker) OutstandingChallenges() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.challenges)
+}

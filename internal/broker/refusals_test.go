@@ -377,6 +377,7 @@ func TestEveryRefusalAudited(t *testing.T) {
 		// The audit API (auditapi.go).
 		{"invalid_type", 400, call("reviewer@vendor", "GET", "/api/v1/audit/events?type=nope", ""), "", ""},
 		{"invalid_limit", 400, call("reviewer@vendor", "GET", "/api/v1/audit/events?limit=0", ""), "", ""},
+		{"invalid_order", 400, nil, "the console's audit search in an order other than newest or oldest: TestWebConsoleAudit provokes it and checks its api.refused event", ""},
 		{"invalid_*", 400, call("reviewer@vendor", "GET", "/api/v1/audit/events?since=yesterday", ""), "", ""},
 		{"missing_*", 400, call("reviewer@vendor", "GET", "/api/v1/audit/proof/inclusion", ""), "", ""},
 		{"invalid_range", 400, call("reviewer@vendor", "GET", "/api/v1/audit/proof/consistency?from=5&to=2", ""), "", ""},

@@ -188,6 +188,9 @@ func TestWebConsoleAudit(t *testing.T) {
 		}
 	}
 	refusedWith(t, reviewer, "/ui/audit?order=sideways", http.StatusBadRequest, "invalid_order")
+	if !auditHas(t, f.b, "api.refused", "invalid_order", "/ui/audit") {
+		t.Error("the bad order's refusal is not audited as api.refused invalid_order")
+	}
 
 	// Time (as a datetime-local input sends it), deployment and request filters.
 	since := f.base.Add(50 * time.Minute).Format("2006-01-02T15:04")
