@@ -3,10 +3,12 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetherhq/tether/audit"
@@ -59,10 +61,16 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 	}
 	ctx, untrack := b.trackAgentCall(r.Context(), d.Agent.ID)
 	defer untrack()
+	var progress atomic.Int64 // bytes relayed
+	ctx, unwatch := b.watchAgent(ctx, d, &progress)
+	defer unwatch()
 	res, err := b.callAgent(ctx, *d.Agent, r.Method, target, body, h)
+	var gone *agentGoneError
 	switch {
 	case err != nil && errors.Is(context.Cause(ctx), errAgentRevoked):
 		return errorf(http.StatusConflict, "agent_revoked", "stopped: the agent of %s/%s was revoked", d.Tenant, d.Name)
+	case err != nil && errors.As(context.Cause(ctx), &gone):
+		return errorf(http.StatusBadGateway, "agent_unreachable", "the agent of %s/%s did not answer: %s", d.Tenant, d.Name, gone.why)
 	case errors.Is(err, errAgentOffTailnet):
 		return errorf(http.StatusServiceUnavailable, "agent_offline", "the agent of %s/%s is not on the tailnet: nothing was sent; retry once it is online ('broker deployment show %s/%s')", d.Tenant, d.Name, d.Tenant, d.Name)
 	case errors.Is(err, errAgentRedirect):
@@ -111,6 +119,7 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 				return nil
 			}
 			relayed += int64(n)
+			progress.Store(relayed)
 			deadline()
 			rc.Flush()
 		}
@@ -141,11 +150,74 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 			// agent died, or the tailnet connection broke): record it and
 			// abort the response, so the client sees an incomplete
 			// result, never a complete one.
-			b.log.Warn("agent answer cut off", "deployment", d.Tenant+"/"+d.Name, "err", rerr)
-			b.recordCutAnswer(r, src, d, g, relayed, "the agent's answer broke off before its end: "+transportReason(rerr))
+			why := transportReason(rerr)
+			if errors.As(context.Cause(ctx), &gone) {
+				why = gone.why
+			}
+			b.log.Warn("agent answer cut off", "deployment", d.Tenant+"/"+d.Name, "err", rerr, "why", why)
+			b.recordCutAnswer(r, src, d, g, relayed, "the agent's answer broke off before its end: "+why)
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// agentGoneError is why the broker gave up on an agent's answer: the
+// agent went offline or restarted while the broker waited for it.
+type agentGoneError struct{ why string }
+
+func (e *agentGoneError) Error() string { return e.why }
+
+// watchAgent returns a context for a call to d's agent that ends when the
+// agent is gone: a killed agent's tailnet connection is never closed (its
+// network stack died with it), so the broker would wait for its answer
+// for ever. Each heartbeat interval in which no byte of the answer came
+// (progress did not move), the agent's last heartbeat is read: none for
+// three intervals (the agent is offline), or one from a process that
+// started after the call did (the agent restarted, and the call died with
+// its predecessor), ends the call. Run stop when the call ends.
+func (b *Broker) watchAgent(ctx context.Context, d store.DeploymentStatus, progress *atomic.Int64) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	every := b.cfg.HeartbeatInterval
+	if every <= 0 || d.Agent == nil {
+		return ctx, func() { cancel(nil) }
+	}
+	started := b.now()
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		last := int64(-1)
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if n := progress.Load(); n != last {
+				last = n
+				continue
+			}
+			cur, err := b.store.GetDeployment(ctx, d.ID)
+			if err != nil {
+				continue // the store's trouble is not the agent's
+			}
+			now := b.now()
+			switch a := cur.Agent; {
+			case a == nil || a.ID != d.Agent.ID:
+				cancel(&agentGoneError{why: "the agent was unpaired while it answered"})
+				return
+			case now.Sub(a.Last.At) > 3*every:
+				cancel(&agentGoneError{why: fmt.Sprintf("the agent went offline while it answered (no heartbeat for %v)", now.Sub(a.Last.At).Round(time.Second))})
+				return
+			case a.Last.At.After(started) && a.Last.Uptime < a.Last.At.Sub(started):
+				cancel(&agentGoneError{why: "the agent restarted while it answered"})
+				return
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
 }
 
 // streamWriteTimeout bounds one write of a data-plane answer to the
