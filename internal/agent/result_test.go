@@ -15,6 +15,8 @@ import (
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/chtest"
+	"github.com/tetherhq/tether/internal/grant"
+	"github.com/tetherhq/tether/internal/names"
 	"github.com/tetherhq/tether/internal/protocol"
 )
 
@@ -203,5 +205,53 @@ func TestHungUpstreamTimesOut(t *testing.T) {
 		if ev.Type == audit.AuthFailed {
 			t.Errorf("a hung upstream recorded auth.failed: %s", ev.Reason)
 		}
+	}
+}
+
+// TestResultTrailerCutUpstream: an answer cut by the grant's expiry, or
+// by the upstream dying mid-answer, ends with an incomplete trailer
+// saying why.
+func TestResultTrailerCutUpstream(t *testing.T) {
+	dying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "100000")
+		io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[`)
+		http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler) // the upstream dies mid-answer
+	}))
+	t.Cleanup(dying.Close)
+	trickle := trickleProm(t, 5*time.Second, 100*time.Millisecond)
+	for _, tc := range []struct {
+		name, url string
+		life      time.Duration // the grant's
+		want      string
+	}{
+		{"upstream died", dying.URL, time.Hour, "Prometheus stopped answering"},
+		{"grant expired", trickle.URL, 1500 * time.Millisecond, "the grant expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			la := newLimitsAgent(t, Upstreams{PrometheusURL: tc.url}, 0)
+			now := time.Now()
+			tok, err := grant.Issue(grant.Grant{
+				ID: "grant-cut", RequestID: "req-cut", Deployment: la.a.state.DeploymentID, Agent: la.a.state.AgentID,
+				Subject: "eng@vendor.example", Scopes: []string{names.ScopePrometheus},
+				NotBefore: now.Add(-time.Minute), Expiry: now.Add(tc.life), IssuedAt: now.Add(-time.Minute),
+			}, la.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest(http.MethodGet, la.url+protocol.PathPrometheus+"api/v1/query?query=up", nil)
+			req.Header.Set(protocol.HeaderGrant, tok)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			complete, reason := protocol.ResultReason(res.Trailer.Get(protocol.TrailerResult))
+			if res.StatusCode != 200 || complete || !strings.Contains(reason, tc.want) {
+				t.Errorf("status %d, trailer %q; want incomplete, %q", res.StatusCode, res.Trailer.Get(protocol.TrailerResult), tc.want)
+			}
+		})
 	}
 }
