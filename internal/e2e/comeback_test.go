@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,19 +15,43 @@ import (
 // data directory, and expects every agent online again within 10 s of
 // the broker being ready, without re-pairing: the restarted dev tailnet
 // hands the broker's and the agents' nodes new IDs, and each side proves
-// itself by its key (the broker audits agent.moved).
+// itself by its key (the broker audits agent.moved). Before that, one
+// agent's tailnet node is re-created, and it comes back by its key too.
 func TestAgentsComeBackAfterBrokerKill(t *testing.T) {
 	const agents = 6
+	began := time.Now()
 	b := startBroker(t)
-	var refs []string
+	var refs, dirs []string
+	var procs []*proc
 	for i := range agents {
 		ref := fmt.Sprintf("acme/d%d", i)
 		res := b.createDeployment(t, "acme", fmt.Sprintf("d%d", i))
-		b.startAgent(t, t.TempDir(), "--pairing-token", res.Pairing.Token)
-		refs = append(refs, ref)
+		dir := t.TempDir()
+		procs = append(procs, b.startAgent(t, dir, "--pairing-token", res.Pairing.Token))
+		refs, dirs = append(refs, ref), append(dirs, dir)
 	}
 	for _, ref := range refs {
 		b.waitStatus(t, ref, "online", 60*time.Second)
+	}
+
+	// An agent whose tailnet node is re-created (its tsnet state lost, as
+	// a pod rescheduled without its volume's tsnet directory would be)
+	// comes back on a new node by its key, without a pairing token.
+	was := b.show(t, refs[0]).Agent.NodeID
+	procs[0].stop()
+	if err := os.RemoveAll(filepath.Join(dirs[0], "tsnet")); err != nil {
+		t.Fatal(err)
+	}
+	b.startAgent(t, dirs[0])
+	for {
+		d := b.show(t, refs[0])
+		if d.AgentStatus == "online" && d.Agent.NodeID != was {
+			break
+		}
+		if time.Since(began) > 60*time.Second {
+			t.Fatalf("agent of %s on a re-created node: %s on node %s, want online on a node other than %s", refs[0], d.AgentStatus, d.Agent.NodeID, was)
+		}
+		time.Sleep(100 * time.Millisecond) // polling an observable state
 	}
 
 	if err := b.cmd.Process.Kill(); err != nil {
@@ -58,6 +83,6 @@ func TestAgentsComeBackAfterBrokerKill(t *testing.T) {
 		t.Fatalf("audit search: %s", errOut)
 	}
 	if !strings.Contains(out, `"from_node_id"`) {
-		t.Errorf("no agent.moved event after the dev tailnet handed out new node IDs:\n%s", out)
+		t.Errorf("no agent.moved event after an agent's node was re-created:\n%s", out)
 	}
 }
