@@ -59,8 +59,13 @@ type LogConfig struct {
 // Storage, an in-memory Merkle tree over them, and a signed checkpoint at
 // least every CheckpointInterval while events arrive.
 //
-// One Log writes to a given Storage at a time: indexes are assigned by its
-// single writer goroutine.
+// Several Logs may write to one Storage (brokers sharing one PostgreSQL
+// database, signing with one shared key): the storage sequences appends
+// under its lock and refuses records that do not continue the stored log
+// ([ErrNotContinuing]); the Log then reads the leaf hashes the others
+// appended, numbers its records after them and tries again. A Log
+// adopts a checkpoint another writer signed when its own tree, caught
+// up, has the same root.
 type Log struct {
 	cfg  LogConfig
 	log  *slog.Logger
@@ -262,7 +267,7 @@ func (l *Log) Run(ctx context.Context) error {
 			}
 			l.commit(batch)
 		case <-tick.C:
-			if err := l.checkpoint(ctx); err != nil {
+			if err := l.checkpoint(ctx); err != nil && ctx.Err() == nil {
 				l.log.Error("audit checkpoint failed", "err", err)
 			}
 		}
@@ -311,7 +316,6 @@ func (l *Log) commit(batch []*appendReq) {
 				continue
 			}
 			seen[rec.ID] = true
-			rec.Index = l.tree.Size() + uint64(len(recs))
 			recs = append(recs, rec)
 			r.stored++
 		}
@@ -319,7 +323,29 @@ func (l *Log) commit(batch []*appendReq) {
 	var err error
 	if len(recs) > 0 {
 		start := time.Now()
-		err = l.cfg.Storage.AppendRecords(ctx, recs)
+		if sq, ok := l.cfg.Storage.(Sequencer); ok {
+			// The store numbers them after whatever is stored; the events
+			// other writers stored before them join the tree first.
+			var first uint64
+			if first, err = sq.AppendRecordsNext(ctx, recs); err == nil {
+				err = l.catchUpTo(ctx, first)
+			}
+		} else {
+			for attempt := 0; ; attempt++ {
+				for i := range recs {
+					recs[i].Index = l.tree.Size() + uint64(i)
+				}
+				err = l.cfg.Storage.AppendRecords(ctx, recs)
+				if !errors.Is(err, ErrNotContinuing) || attempt == maxCatchUps {
+					break
+				}
+				// Another writer appended first: take its events into the
+				// tree and number these after them.
+				if err = l.catchUp(ctx); err != nil {
+					break
+				}
+			}
+		}
 		l.m.commitSeconds.Observe(time.Since(start).Seconds())
 		if err == nil {
 			for _, rec := range recs {
@@ -344,28 +370,113 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 }
 
+// maxCatchUps bounds how often one commit catches up with other writers
+// before it reports the error.
+const maxCatchUps = 16
+
+// catchUp appends to the tree the leaf hashes of the events other
+// writers stored after it. Writer goroutine only.
+func (l *Log) catchUp(ctx context.Context) error {
+	size, err := l.cfg.Storage.AuditSize(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return l.catchUpTo(ctx, size)
+}
+
+// catchUpTo appends to the tree the leaf hashes of the stored events
+// before index size that it lacks. Writer goroutine only.
+func (l *Log) catchUpTo(ctx context.Context, size uint64) error {
+	mine := l.tree.Size()
+	if size < mine {
+		return fmt.Errorf("audit: the store holds %d events, fewer than the %d this log has seen: events were deleted", size, mine)
+	}
+	const chunk = 10_000
+	for from := mine; from < size; from += chunk {
+		hs, err := l.cfg.Storage.LeafHashes(ctx, from, min(from+chunk, size))
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		for _, h := range hs {
+			l.tree.Append(h)
+		}
+	}
+	if l.tree.Size() != size {
+		return fmt.Errorf("audit: the store gave %d leaf hashes up to %d, want %d", l.tree.Size()-mine, size, size-mine)
+	}
+	if size > mine {
+		l.m.treeSize.Set(float64(size))
+		l.log.Debug("took in events another writer appended", "from", mine, "to", size)
+	}
+	return nil
+}
+
+// adoptLatest takes the latest stored checkpoint as the log's own when
+// another writer signed it and it covers the log's whole tree: its note
+// must verify (with LogConfig.Verifier, when set) and its root must be
+// the root of the tree the log has, caught up, of that size. It reports
+// whether it adopted one. Writer goroutine only.
+func (l *Log) adoptLatest(ctx context.Context) (bool, error) {
+	latest, ok, err := l.cfg.Storage.LatestCheckpoint(ctx)
+	if err != nil || !ok || latest.Size <= l.last.Size || latest.Size != l.tree.Size() {
+		return false, err
+	}
+	root := latest.Root
+	if l.cfg.Verifier != nil {
+		c, err := OpenCheckpoint(latest.Note, l.cfg.Verifier)
+		if err != nil {
+			return false, fmt.Errorf("checkpoint %d another writer stored: %w", latest.Size, err)
+		}
+		root = c.Root
+	}
+	if root != l.tree.Root() {
+		err := &TamperError{Index: latest.Size, Checkpoint: true, What: "a checkpoint another writer stored signs another root than the stored events make"}
+		l.reportTamper(ctx, err, "checkpoint")
+		return false, err
+	}
+	l.last = latest
+	l.lastSize.Store(latest.Size)
+	l.head.Store(&treeHead{size: latest.Size, root: latest.Root})
+	l.m.ckptSize.Set(float64(latest.Size))
+	l.m.setCheckpointTime(latest.Time)
+	return true, nil
+}
+
 // checkpoint signs and stores a checkpoint if events arrived since the
-// last one.
+// last one, first taking in what other writers appended and signed.
+// Another writer may store a checkpoint between the two: then it tries
+// again, a few times.
 func (l *Log) checkpoint(ctx context.Context) error {
-	size := l.tree.Size()
-	if size == 0 || size == l.last.Size {
+	var err error
+	for range 4 {
+		if err = l.catchUp(ctx); err != nil {
+			return err
+		}
+		if adopted, aerr := l.adoptLatest(ctx); adopted || aerr != nil {
+			return aerr
+		}
+		size := l.tree.Size()
+		if size == 0 || size == l.last.Size {
+			return nil
+		}
+		c := Checkpoint{Origin: l.Origin(), Size: size, Root: l.tree.Root(), Time: l.now().UTC()}
+		text, serr := SignCheckpoint(c, l.cfg.Signer)
+		if serr != nil {
+			return fmt.Errorf("sign checkpoint: %w", serr)
+		}
+		sc := StoredCheckpoint{Size: c.Size, Root: c.Root, Time: c.Time, Note: text}
+		if err = l.cfg.Storage.AddCheckpoint(ctx, sc); err != nil {
+			err = fmt.Errorf("store checkpoint: %w", err)
+			continue
+		}
+		l.last = sc
+		l.lastSize.Store(sc.Size)
+		l.head.Store(&treeHead{size: sc.Size, root: sc.Root})
+		l.m.ckptSize.Set(float64(sc.Size))
+		l.m.setCheckpointTime(sc.Time)
 		return nil
 	}
-	c := Checkpoint{Origin: l.Origin(), Size: size, Root: l.tree.Root(), Time: l.now().UTC()}
-	text, err := SignCheckpoint(c, l.cfg.Signer)
-	if err != nil {
-		return fmt.Errorf("sign checkpoint: %w", err)
-	}
-	sc := StoredCheckpoint{Size: c.Size, Root: c.Root, Time: c.Time, Note: text}
-	if err := l.cfg.Storage.AddCheckpoint(ctx, sc); err != nil {
-		return fmt.Errorf("store checkpoint: %w", err)
-	}
-	l.last = sc
-	l.lastSize.Store(sc.Size)
-	l.head.Store(&treeHead{size: sc.Size, root: sc.Root})
-	l.m.ckptSize.Set(float64(sc.Size))
-	l.m.setCheckpointTime(sc.Time)
-	return nil
+	return err
 }
 
 func (l *Log) send(ctx context.Context, r *appendReq) error {

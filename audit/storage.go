@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -62,12 +63,27 @@ type Filter struct {
 	Descending bool
 }
 
+// ErrNotContinuing reports that records did not continue the stored log:
+// another writer (another broker on the same database) appended first.
+var ErrNotContinuing = errors.New("the records do not continue the stored log")
+
+// Sequencer is a [Storage] that numbers appended records itself: it
+// stores recs after the records stored, in one transaction under the lock
+// that serializes appends, setting their indexes, and returns the first.
+// A [Log] uses it when its Storage has it, so that logs sharing one store
+// never race for an index.
+type Sequencer interface {
+	AppendRecordsNext(ctx context.Context, recs []Record) (first uint64, err error)
+}
+
 // Storage is where the log keeps its records, checkpoints and
 // cosignatures. Implementations must make AppendRecords durable (synced
 // to disk) before returning.
 type Storage interface {
 	// AppendRecords stores recs, whose indexes continue the log without a
-	// gap, in one transaction.
+	// gap, in one transaction. When the first index is not the log's size
+	// (another writer appended first), it stores nothing and returns an
+	// error wrapping [ErrNotContinuing].
 	AppendRecords(ctx context.Context, recs []Record) error
 	// AuditSize returns the number of records (the next index).
 	AuditSize(ctx context.Context) (uint64, error)

@@ -137,3 +137,10 @@ func TestOpenRefusesForeignDatabase(t *testing.T) {
 	}
 	open(t, cluster.NewDatabase(t)).Close()
 }
+
+// TestTwoBrokersOneDatabase: two brokers' audit logs on one PostgreSQL
+// database, appending concurrently, both succeed and the log verifies.
+func TestTwoBrokersOneDatabase(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	storetest.RunTwoWriters(t, func(t *testing.T) store.Store { return open(t, dsn) })
+}

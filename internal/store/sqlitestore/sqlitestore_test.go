@@ -217,3 +217,11 @@ func BenchmarkAppendRecords(b *testing.B) {
 		})
 	}
 }
+
+// TestTwoWritersOneFile: two audit logs on one SQLite file (two
+// connection pools), appending concurrently, both succeed and the log
+// verifies.
+func TestTwoWritersOneFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	storetest.RunTwoWriters(t, func(t *testing.T) store.Store { return open(t, path) })
+}

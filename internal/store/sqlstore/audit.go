@@ -64,12 +64,29 @@ func insertRecordsSQL(n int) string {
 // ID is stored already (an error wrapping [store.ErrConflict]), it stores
 // nothing.
 func (s *Store) AppendRecords(ctx context.Context, recs []audit.Record) error {
+	_, err := s.appendRecords(ctx, recs, false)
+	return err
+}
+
+// AppendRecordsNext implements [audit.Sequencer]: it numbers recs after
+// the records stored, under the lock that serializes appends, so that
+// writers sharing the store never race for an index.
+func (s *Store) AppendRecordsNext(ctx context.Context, recs []audit.Record) (uint64, error) {
+	return s.appendRecords(ctx, recs, true)
+}
+
+func (s *Store) appendRecords(ctx context.Context, recs []audit.Record, renumber bool) (uint64, error) {
 	if len(recs) == 0 {
-		return nil
+		return 0, nil
 	}
 	first := recs[0].Index
+	if renumber {
+		for i := range recs {
+			recs[i].Index = uint64(i)
+		}
+	}
 	if err := checkBatch(recs); err != nil {
-		return fmt.Errorf("append audit records from %d: %w", first, err)
+		return 0, fmt.Errorf("append audit records from %d: %w", first, err)
 	}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		covered, err := s.lockAuditTree(ctx, tx)
@@ -80,8 +97,17 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Record) error {
 		if err != nil {
 			return err
 		}
+		if renumber {
+			if size > math.MaxInt64-uint64(len(recs)) {
+				return fmt.Errorf("index %d out of range", size)
+			}
+			for i := range recs {
+				recs[i].Index = size + uint64(i)
+			}
+			first = size
+		}
 		if first != size {
-			return fmt.Errorf("the first index does not continue the log, whose size is %d", size)
+			return fmt.Errorf("the first index does not continue the log, whose size is %d: %w", size, audit.ErrNotContinuing)
 		}
 		err = s.insertRecords(ctx, tx, recs)
 		if err != nil && s.d.IsUniqueViolation(err) {
@@ -109,9 +135,9 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Record) error {
 		err = s.whichConflict(ctx, recs)
 	}
 	if err != nil {
-		return fmt.Errorf("append audit records %d to %d: %w", first, first+uint64(len(recs))-1, err)
+		return 0, fmt.Errorf("append audit records %d to %d: %w", first, first+uint64(len(recs))-1, err)
 	}
-	return nil
+	return first, nil
 }
 
 // insertRecords inserts recs, [Dialect.InsertRows] at a time.
