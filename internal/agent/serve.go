@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -58,6 +59,17 @@ func (a *Agent) handler() http.Handler {
 // verifyBroker checks both identity layers of a broker call: the tailnet
 // node (WhoIs) and the broker key's signature over the request, its time
 // (within maxSkew) and a nonce never seen before.
+//
+// A revocation push is accepted whatever its time: a clock off by more
+// than maxSkew must not keep a revoked grant working. The node, the
+// signature (over the agent's ID, the method, the path, the time, the
+// nonce and the body) and the nonce still bind it; its nonce is kept for
+// 2×maxSkew from its arrival, like any call's, so that a copy is refused
+// as a replay in that time, and the set of nonces stays as small as
+// before (the broker retries a refused push twice a second). A replay
+// after that is accepted, and harmless: it can only revoke again the
+// grant its signed body names, which was revoked already, until that
+// grant's signed expiry.
 func (a *Agent) verifyBroker(r *http.Request) error {
 	id, err := a.callerOf(r)
 	if err != nil {
@@ -72,8 +84,12 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	}
 	at := time.UnixMilli(ms)
 	now := a.now()
-	if d := now.Sub(at); d > maxSkew || d < -maxSkew {
-		return errors.New("signature time too far from the agent's clock")
+	revocation := r.Method == http.MethodPost && r.URL.Path == protocol.PathRevoke
+	keepNonce := at.Add(2 * maxSkew)
+	if d := now.Sub(at); revocation {
+		keepNonce = now.Add(2 * maxSkew)
+	} else if d > maxSkew || d < -maxSkew {
+		return skewError(d)
 	}
 	nonce := r.Header.Get(protocol.HeaderBrokerNonce)
 	if len(nonce) < 16 || len(nonce) > 64 {
@@ -114,8 +130,19 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	if len(a.nonces) >= 100000 {
 		return errors.New("too many calls in flight")
 	}
-	a.nonces[nonce] = at.Add(2 * maxSkew)
+	a.nonces[nonce] = keepNonce
 	return nil
+}
+
+// skewError says why a call whose signature time is d behind the agent's
+// clock (negative: ahead of it) is refused, naming the skew.
+func skewError(d time.Duration) error {
+	way := "ahead of"
+	if d < 0 {
+		way, d = "behind", -d
+	}
+	return fmt.Errorf("clock skew: the agent's clock is %v %s the broker's signature time, beyond the %v allowed; fix the clock (NTP) of the agent's host or the broker's ('broker deployment show' shows the skew its heartbeats measure)",
+		d.Round(time.Millisecond), way, maxSkew)
 }
 
 // DefaultWriteTimeout is the agent API's write timeout when
