@@ -434,6 +434,9 @@ type Store interface {
 	// ID, or returns an error wrapping ErrNotFound.
 	DeleteNetworkRegistration(ctx context.Context, id string) error
 
+	// WebStore keeps the web console's sessions and pending logins.
+	WebStore
+
 	// Close releases the store's resources.
 	Close() error
 }
