@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetherhq/tether/internal/approval"
@@ -68,10 +69,16 @@ type Hooks struct {
 	// Revoking runs inside the write that revokes ar (an applied network
 	// change schedules its teardown).
 	Revoking func(ar *store.AccessRequest)
-	// Revoked runs once a revocation is stored, before its event: it cuts
-	// the grant off at the agent and returns what that achieved, for the
-	// event's details.
+	// Revoked runs once a revocation is stored, or decided but not
+	// storable, before its event: it cuts the grant off at the agent and
+	// returns what that achieved, for the event's details ("pushed": true
+	// when the agent took it).
 	Revoked func(ctx context.Context, ar store.AccessRequest) map[string]any
+	// StoreFailed is told why a revocation could not be stored. It frees
+	// what it can (the store's reserve, when err says the disk is full)
+	// and reports whether storing it again may now succeed, and what an
+	// operator is to do if it does not.
+	StoreFailed func(err error) (retry bool, why string)
 }
 
 // Config configures a [Service].
@@ -99,6 +106,9 @@ type Config struct {
 type Service struct {
 	cfg Config
 	log *slog.Logger
+
+	mu         sync.Mutex
+	unrecorded map[string]unrecorded // request ID → a revocation in force but not yet stored
 }
 
 // New returns a Service.
@@ -112,7 +122,7 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "access")}
+	return &Service{cfg: cfg, log: cfg.Logger.With("component", "access"), unrecorded: map[string]unrecorded{}}
 }
 
 // Caller is who acts, as the store keeps them and as the audit log names
@@ -468,12 +478,24 @@ func (s *Service) Cancel(ctx context.Context, id string, by Caller) (store.Acces
 
 // Revoke revokes an approved or active request ([Revoke]) and cuts its
 // grant off (Hooks.Revoked). Unlike every other change, a revocation is
-// never undone for want of its event: the grant stays revoked (fail
-// closed), the call fails with [CodeAuditUnavailable], and the event is
-// kept to be written as soon as the log takes writes again.
+// never undone for want of its record: it only takes access away, so it
+// is put in force before it is durable.
+//
+//   - When the store cannot take it, Hooks.StoreFailed may free space (the
+//     store's reserve on a full disk) and it is stored again. If it still
+//     cannot be, the revocation is held in memory: the grant is refused by
+//     [Service.Unrecorded], still pushed to the agent, and
+//     [Service.RetryUnrecorded] stores it once the store takes writes; the
+//     call fails with [CodeRevocationUnrecorded], saying what took effect
+//     and what did not.
+//   - When its audit event cannot be written, the grant stays revoked
+//     (fail closed), the call fails with [CodeAuditUnavailable], and the
+//     event is kept to be written as soon as the log takes writes again.
 func (s *Service) Revoke(ctx context.Context, id string, by Caller, reason string) (store.AccessRequest, error) {
-	ar, err := s.Update(ctx, id, func(ar *store.AccessRequest) error {
-		next, err := Revoke(*ar, by.Person, reason, s.now())
+	at := s.now()
+	var decided *store.AccessRequest
+	change := func(ar *store.AccessRequest) error {
+		next, err := Revoke(*ar, by.Person, reason, at)
 		if err != nil {
 			return err
 		}
@@ -481,11 +503,33 @@ func (s *Service) Revoke(ctx context.Context, id string, by Caller, reason strin
 			s.cfg.Hooks.Revoking(&next) // an applied network change comes down by itself
 		}
 		*ar = next
+		decided = &next
 		return nil
-	})
-	if err != nil {
-		return ar, err
 	}
+	ar, err := s.Update(ctx, id, change)
+	var why string
+	if err != nil && decided != nil && !isRefusal(err) && s.cfg.Hooks.StoreFailed != nil {
+		var retry bool
+		if retry, why = s.cfg.Hooks.StoreFailed(err); retry {
+			decided = nil
+			ar, err = s.Update(ctx, id, change)
+		}
+	}
+	if err != nil {
+		if decided == nil || isRefusal(err) {
+			return ar, err // not decided, or refused: nothing changed
+		}
+		// Decided on the stored request, but not stored: in force anyway.
+		s.log.Error("a revocation could not be stored: it is in force at this broker and is stored as soon as the store takes writes", "request", id, "err", err)
+		ar = *decided
+		if !s.hold(ar, by, reason, at) {
+			s.log.Error("too many revocations wait to be stored: this one is in force at the agent only", "request", id)
+		}
+		if why == "" {
+			why = "the store failed (the broker's log has details)"
+		}
+	}
+	stored := err == nil
 	var details map[string]any
 	if s.cfg.Hooks.Revoked != nil {
 		details = s.cfg.Hooks.Revoked(ctx, ar)
@@ -494,18 +538,24 @@ func (s *Service) Revoke(ctx context.Context, id string, by Caller, reason strin
 		Type: audit.GrantRevoked, Actor: by.Actor, Deployment: ar.DeploymentID, RequestID: ar.ID, GrantID: grantID(ar),
 		Source: by.Source, Outcome: audit.Success, Reason: reason, Details: details,
 	}
-	if err := audit.Stamp(&ev, s.now()); err != nil {
+	if err := audit.Stamp(&ev, at); err != nil {
 		return ar, err
 	}
+	audited := true
 	if err := s.cfg.Audit.RecordAll(ctx, ev); err != nil {
 		s.log.Error("audit write failed", "type", ev.Type, "err", err)
 		if !s.cfg.Audit.Defer(ev) {
 			s.log.Error("audit backlog full: a revocation's event is lost", "request", ar.ID)
 		}
-		s.changed()
-		return ar, refuse(CodeAuditUnavailable, "request %s is revoked and its grant refused, but the audit log could not be written: the broker records the revocation as soon as it can; tell the broker's operator", ar.ID)
+		audited = false
 	}
 	s.changed()
+	if !stored {
+		return ar, refuse(CodeRevocationUnrecorded, "%s", unrecordedMessage(ar, details, why, audited))
+	}
+	if !audited {
+		return ar, refuse(CodeAuditUnavailable, "request %s is revoked and its grant refused, but the audit log could not be written: the broker records the revocation as soon as it can; tell the broker's operator", ar.ID)
+	}
 	who := DisplayName(by.Person)
 	s.notify(ar, notify.RequestRevoked, who, fmt.Sprintf("%s revoked %s's access to %s/%s: %s", who, DisplayName(ar.Requester), ar.Tenant, ar.Name, reason))
 	s.comment(ar, fmt.Sprintf("Tether: access of %s to %s/%s was **revoked** by %s: %s", DisplayName(ar.Requester), ar.Tenant, ar.Name, who, reason))
