@@ -91,8 +91,9 @@ type Config struct {
 // broker it cannot authenticate.
 var ErrBrokerKeyMismatch = errors.New("broker key mismatch")
 
-// maxSkew bounds how far a broker call's timestamp may be from our clock.
-const maxSkew = time.Minute
+// maxSkew bounds how far a broker call's timestamp may be from our clock
+// (a revocation push excepted, see verifyBroker).
+const maxSkew = protocol.MaxCallSkew
 
 // Agent is a configured agent.
 type Agent struct {
@@ -133,6 +134,7 @@ type Agent struct {
 	data  *dataPlane
 	calls callLimiter // calls in flight per grant, see limits.go
 
+	clock          clockWatch   // the agent's clock against the broker's, see clock.go
 	checkpointSize uint64       // latest audit checkpoint the broker announced
 	witness        witnessGuard // the witness's refusal, see witness.go
 	spool          *spool
@@ -626,9 +628,14 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 		// Every heartbeat says why the witness refuses, if it does.
 		WitnessRefusal: a.WitnessRefusal(),
 		Approval:       a.approvalStance(),
+		// The previous exchange's estimate: only the agent knows all
+		// four times of one.
+		Clock: a.clock.latest(),
 	}
 	var res protocol.HeartbeatResponse
+	hb.SentAt = a.now()
 	err := a.call(ctx, protocol.PathHeartbeat, tok, hb, &res)
+	received := a.now()
 	var be *brokerError
 	if errors.As(err, &be) && be.status == http.StatusUnauthorized {
 		a.mu.Lock()
@@ -643,6 +650,9 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 	a.lastOK = a.now()
 	a.checkpointSize = res.CheckpointSize
 	a.mu.Unlock()
+	if o, ok := protocol.EstimateClock(hb.SentAt, res.ReceivedAt, res.AnsweredAt, received); ok {
+		a.clock.observe(a.log, o, received)
+	}
 	return nil
 }
 

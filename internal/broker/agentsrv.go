@@ -342,6 +342,7 @@ func (b *Broker) session(r *http.Request, id tailnet.Identity) (session, error) 
 }
 
 func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
+	received := b.now() // t1 of the agent's clock estimate (clockskew.go)
 	s, err := b.session(r, id)
 	if err != nil {
 		return err
@@ -354,6 +355,10 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 		return errorf(http.StatusBadRequest, "bad_heartbeat", "heartbeat fields too large")
 	}
 	approval, err := agentApproval(hb.Approval)
+	if err != nil {
+		return err
+	}
+	clock, err := clockOfHeartbeat(hb, received)
 	if err != nil {
 		return err
 	}
@@ -379,11 +384,12 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	err = b.store.RecordHeartbeat(r.Context(), s.agentID, store.Heartbeat{
 		At: b.now(), Version: hb.Version, Uptime: time.Duration(hb.UptimeMS) * time.Millisecond,
 		TailnetIP: hostOf(r.RemoteAddr), Upstreams: hb.Upstreams, WitnessRefusal: hb.WitnessRefusal,
-		Approval: approval,
+		Approval: approval, Clock: clock,
 	})
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)
 	}
+	b.noteClock(a, clock)
 	if !reflect.DeepEqual(approval, a.Last.Approval) {
 		b.log.Info("the agent reports the customer approval it enforces", "agent_id", a.ID, "deployment", a.DeploymentID,
 			"customer_approval", brokerapi.DescribeApproval(approvalView(approval)))
@@ -394,6 +400,8 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	writeJSON(w, http.StatusOK, protocol.HeartbeatResponse{
 		HeartbeatInterval: protocol.Duration(b.cfg.HeartbeatInterval),
 		CheckpointSize:    b.auditLog.LatestSize(),
+		ReceivedAt:        received,
+		AnsweredAt:        b.now(),
 	})
 	return nil
 }

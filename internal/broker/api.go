@@ -264,6 +264,7 @@ func (b *Broker) view(d store.DeploymentStatus) brokerapi.Deployment {
 		v.Agent.WitnessRefusal = a.Last.WitnessRefusal
 		v.Agent.Approval = approvalView(a.Last.Approval)
 		v.Agent.CustomerApproval = brokerapi.DescribeApproval(v.Agent.Approval)
+		v.Agent.Clock = clockView(a.Last.Clock)
 		if b.now().Sub(a.Last.At) < 3*b.cfg.HeartbeatInterval {
 			v.AgentStatus = brokerapi.StatusOnline
 		}

@@ -482,7 +482,8 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 func (b *Broker) startAudit(ctx context.Context) error {
 	b.reg = prometheus.NewRegistry()
 	b.metrics.grants = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_grants_issued_total", Help: "Grants issued."})
-	b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.metrics.grants)
+	b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.metrics.grants,
+		newClockCollector(b))
 	signer, err := audit.NewSigner(audit.OriginFor(b.PublicKey()), b.key)
 	if err != nil {
 		return fmt.Errorf("audit signer: %w", err)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -101,6 +102,82 @@ type Agent struct {
 	// CustomerApproval says it for people (see [DescribeApproval]),
 	// once the agent has sent a heartbeat.
 	CustomerApproval string `json:"customer_approval,omitempty"`
+	// Clock is how far the agent's clock was from the broker's at its
+	// last heartbeat; nil until measured.
+	Clock *AgentClock `json:"clock,omitempty"`
+}
+
+// AgentClock is how far an agent's clock is from the broker's, measured
+// at every heartbeat: NTP-style by the agent from its previous heartbeat's
+// exchange, or, on its first heartbeat, one way by the broker.
+type AgentClock struct {
+	// AheadSeconds is the agent's clock minus the broker's: negative when
+	// the agent's clock is behind.
+	AheadSeconds float64 `json:"ahead_seconds"`
+	// UncertaintySeconds bounds the error of AheadSeconds: half the
+	// round trip of the exchange that measured it. Zero with OneWay.
+	UncertaintySeconds float64 `json:"uncertainty_seconds"`
+	// OneWay marks the broker's estimate from the agent's send time
+	// alone, short by the network's one-way delay.
+	OneWay bool `json:"one_way,omitempty"`
+	// Status is ClockOK, ClockWarn or ClockRefused.
+	Status string `json:"status"`
+	// Summary says it for people: "agent 2.4 s ahead of the broker
+	// (±3 ms)".
+	Summary string `json:"summary"`
+	// Warning, with ClockWarn or ClockRefused, says what the skew breaks
+	// and what to do.
+	Warning string `json:"warning,omitempty"`
+}
+
+// Values of [AgentClock.Status].
+const (
+	// ClockOK: within the warning threshold (15 s).
+	ClockOK = "ok"
+	// ClockWarn: beyond the warning threshold, within the 60 s the agent
+	// allows a signed call's time: fix the clock before calls fail.
+	ClockWarn = "warn"
+	// ClockRefused: beyond 60 s: the agent refuses the broker's queries
+	// (it still takes revocations).
+	ClockRefused = "refused"
+)
+
+// DescribeClock says for people how far an agent's clock is from the
+// broker's, ahead seconds with uncertainty unc seconds (zero for a
+// one-way estimate): "agent 2.4 s ahead of the broker (±3 ms)", or "agent
+// in step with the broker (±300 µs)" when the offset is within its
+// uncertainty.
+func DescribeClock(ahead, unc float64, oneWay bool) string {
+	if oneWay {
+		return fmt.Sprintf("agent %s %s the broker (one-way estimate)", seconds(math.Abs(ahead)), aheadOf(ahead))
+	}
+	if math.Abs(ahead) <= unc {
+		return fmt.Sprintf("agent in step with the broker (±%s)", seconds(unc))
+	}
+	return fmt.Sprintf("agent %s %s the broker (±%s)", seconds(math.Abs(ahead)), aheadOf(ahead), seconds(unc))
+}
+
+func aheadOf(ahead float64) string {
+	if ahead < 0 {
+		return "behind"
+	}
+	return "ahead of"
+}
+
+// seconds writes a non-negative number of seconds in a unit that suits
+// it: "180 µs", "3 ms", "2.4 s", "5m0s".
+func seconds(s float64) string {
+	switch {
+	case s >= 120:
+		return time.Duration(s * float64(time.Second)).Round(time.Second).String()
+	case s >= 10:
+		return fmt.Sprintf("%.0f s", s)
+	case s >= 1:
+		return fmt.Sprintf("%.1f s", s)
+	case s >= 0.001:
+		return fmt.Sprintf("%.0f ms", s*1e3)
+	}
+	return fmt.Sprintf("%.0f µs", s*1e6)
 }
 
 // AgentApproval is the customer's approval authority an agent enforces:

@@ -597,6 +597,9 @@ func printTable(w io.Writer, ds []brokerapi.Deployment) {
 		if d.Agent != nil && d.Agent.WitnessRefusal != "" {
 			status += ", " + witnessRefuses(d.Agent.WitnessRefusal)
 		}
+		if d.Agent != nil && d.Agent.Clock != nil && d.Agent.Clock.Status != brokerapi.ClockOK {
+			status += ", clock skew: " + d.Agent.Clock.Summary
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Tenant, d.Name, orDash(d.Region), status, lastSeen(d), ver, d.ID)
 	}
 	tw.Flush()
@@ -620,6 +623,12 @@ func printDeployment(w io.Writer, d brokerapi.Deployment) {
 		if a.WitnessRefusal != "" {
 			fmt.Fprintf(tw, "  Witness:\t%s: the agent refuses every data-plane call\n", witnessRefuses(a.WitnessRefusal))
 			fmt.Fprintf(tw, "  Why:\t%s\n", a.WitnessRefusal)
+		}
+		if c := a.Clock; c != nil {
+			fmt.Fprintf(tw, "  Clock:\t%s\n", c.Summary)
+			if c.Warning != "" {
+				fmt.Fprintf(tw, "  Warning:\t%s\n", c.Warning)
+			}
 		}
 		if a.CustomerApproval != "" {
 			// Untabbed, the line keeps its exact words.

@@ -244,6 +244,71 @@ type Heartbeat struct {
 	// nil (from an agent that enforces none, or predates it) means the
 	// agent serves any grant the broker key signed.
 	Approval *ApprovalAuthority `json:"approval,omitempty"`
+	// SentAt is the agent's clock as it sent the heartbeat (t0 of the
+	// exchange [EstimateClock] reads); zero from an agent that predates
+	// it. Alone it gives the broker a one-way estimate of the agent's
+	// clock offset, off by the network's one-way delay.
+	SentAt time.Time `json:"sent_at,omitzero"`
+	// Clock is the agent's clock offset as the previous heartbeat's
+	// exchange measured it (the agent alone knows all four times); nil on
+	// an agent's first heartbeat.
+	Clock *ClockOffset `json:"clock,omitempty"`
+}
+
+// ClockOffset is an NTP-style estimate of how far the agent's clock is
+// from the broker's.
+type ClockOffset struct {
+	// OffsetUS is the agent's clock minus the broker's, in microseconds:
+	// positive when the agent's clock is ahead.
+	OffsetUS int64 `json:"offset_us"`
+	// RTTUS is the round trip of the exchange that measured it, less the
+	// broker's time answering, in microseconds. The true offset lies
+	// within OffsetUS ± RTTUS/2.
+	RTTUS int64 `json:"rtt_us"`
+}
+
+// Offset is o's offset as a duration.
+func (o ClockOffset) Offset() time.Duration { return time.Duration(o.OffsetUS) * time.Microsecond }
+
+// RTT is o's round trip as a duration.
+func (o ClockOffset) RTT() time.Duration { return time.Duration(o.RTTUS) * time.Microsecond }
+
+// MaxClockOffset bounds a reported [ClockOffset.OffsetUS] either way: a
+// century, which holds an agent whose clock restarted at 1970 and stays
+// well within a time.Duration.
+const MaxClockOffset = 100 * 365 * 24 * time.Hour
+
+// MaxClockRTT bounds a reported [ClockOffset.RTTUS]: the agent gives up
+// on a heartbeat long before.
+const MaxClockRTT = time.Minute
+
+// MaxCallSkew is how far a signed broker → agent call's time may be from
+// the agent's clock: beyond it the agent refuses the call (queries, pings;
+// a revocation push is accepted whatever the skew).
+const MaxCallSkew = time.Minute
+
+// ClockSkewWarn is the clock offset between agent and broker beyond which
+// both sides warn: a quarter of [MaxCallSkew], so that a drifting clock
+// (a free-running one drifts a few seconds a day) is reported days before
+// the agent refuses the broker's calls.
+const ClockSkewWarn = 15 * time.Second
+
+// EstimateClock is the NTP estimate of the agent's clock offset from one
+// heartbeat exchange: t0 the agent's send time, t1 and t2 the broker's
+// receive and answer times, t3 the agent's receive time. The offset is
+// ((t0-t1)+(t3-t2))/2, the agent's clock minus the broker's; the round
+// trip (t3-t0)-(t2-t1) bounds its error to ± half of it. ok is false when
+// the broker's times are missing or out of order.
+func EstimateClock(t0, t1, t2, t3 time.Time) (o ClockOffset, ok bool) {
+	if t1.IsZero() || t2.IsZero() || t2.Before(t1) {
+		return ClockOffset{}, false
+	}
+	// Halved before adding: Sub saturates, a sum of two saturated
+	// durations would overflow.
+	offset := t0.Sub(t1)/2 + t3.Sub(t2)/2
+	rtt := max(t3.Sub(t0)-t2.Sub(t1), 0)
+	offset = min(max(offset, -MaxClockOffset), MaxClockOffset)
+	return ClockOffset{OffsetUS: offset.Microseconds(), RTTUS: min(rtt, MaxClockRTT).Microseconds()}, true
 }
 
 // MaxWitnessRefusal bounds [Heartbeat.WitnessRefusal], in bytes.
@@ -277,6 +342,11 @@ const MaxApprovalField = 512
 type HeartbeatResponse struct {
 	HeartbeatInterval Duration `json:"heartbeat_interval"`
 	CheckpointSize    uint64   `json:"checkpoint_size"`
+	// ReceivedAt and AnsweredAt are the broker's clock as it received the
+	// heartbeat and as it answered (t1 and t2 of [EstimateClock]); zero
+	// from a broker that predates them.
+	ReceivedAt time.Time `json:"received_at,omitzero"`
+	AnsweredAt time.Time `json:"answered_at,omitzero"`
 }
 
 // CheckpointRequest asks for the audit log's latest checkpoint and a

@@ -309,6 +309,24 @@ type Heartbeat struct {
 	// Approval is the customer's approval authority the agent enforces,
 	// as its latest heartbeat said; nil when it enforces none.
 	Approval *AgentApproval
+	// Clock is how far the agent's clock was from the broker's at this
+	// heartbeat; nil when it could not be measured (an agent that
+	// predates the measure).
+	Clock *ClockSkew
+}
+
+// ClockSkew is an agent's clock offset from the broker's: the agent's
+// NTP-style estimate from its previous heartbeat's exchange, or, when it
+// had none yet, the broker's one-way estimate from the heartbeat's send
+// time (OneWay), which is short by the network's one-way delay.
+type ClockSkew struct {
+	// Offset is the agent's clock minus the broker's: positive when the
+	// agent's clock is ahead.
+	Offset time.Duration `json:"offset_ns"`
+	// RTT is the round trip of the exchange that measured it; the true
+	// offset lies within Offset ± RTT/2. Zero for a one-way estimate.
+	RTT    time.Duration `json:"rtt_ns,omitempty"`
+	OneWay bool          `json:"one_way,omitempty"`
 }
 
 // AgentApproval is the customer's approval authority an agent reports it

@@ -198,7 +198,8 @@ func (s *Store) insertToken(ctx context.Context, e execer, tok store.PairingToke
 const deploymentStatusQuery = `
 SELECT d.id, d.tenant, d.name, d.region, d.created_at, d.settings,
 	a.id, a.deployment_id, a.public_key, a.node_id, a.node_name, a.paired_at, a.revoked_at,
-	a.last_seen_at, a.last_version, a.last_uptime_ms, a.last_tailnet_ip, a.last_upstreams, a.last_witness_refusal, a.last_approval
+	a.last_seen_at, a.last_version, a.last_uptime_ms, a.last_tailnet_ip, a.last_upstreams, a.last_witness_refusal, a.last_approval,
+	a.last_clock
 FROM deployments d
 LEFT JOIN agents a ON a.deployment_id = d.id AND a.revoked_at IS NULL`
 
@@ -349,7 +350,8 @@ func (s *Store) GetAgent(ctx context.Context, id string) (store.Agent, error) {
 	var r agentRow
 	err := s.db.QueryRowContext(ctx, `
 		SELECT id, deployment_id, public_key, node_id, node_name, paired_at, revoked_at,
-			last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams, last_witness_refusal, last_approval
+			last_seen_at, last_version, last_uptime_ms, last_tailnet_ip, last_upstreams, last_witness_refusal, last_approval,
+			last_clock
 		FROM agents WHERE id = $1`, id).Scan(r.dest()...)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("get agent %s: %w", id, notFound(err))
@@ -422,10 +424,10 @@ func (s *Store) MoveAgent(ctx context.Context, id, nodeID, nodeName string) erro
 func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb store.Heartbeat) error {
 	res, err := s.db.ExecContext(ctx, `
 		UPDATE agents SET last_seen_at = $1, last_version = $2, last_uptime_ms = $3,
-			last_tailnet_ip = $4, last_upstreams = $5, last_witness_refusal = $6, last_approval = $7
-		WHERE id = $8`,
+			last_tailnet_ip = $4, last_upstreams = $5, last_witness_refusal = $6, last_approval = $7, last_clock = $8
+		WHERE id = $9`,
 		nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams), hb.WitnessRefusal,
-		approvalJSON(hb.Approval), agentID)
+		approvalJSON(hb.Approval), clockJSON(hb.Clock), agentID)
 	if err != nil {
 		return fmt.Errorf("record heartbeat of agent %s: %w", agentID, err)
 	}
@@ -545,7 +547,7 @@ func scanDeploymentStatus(row rowScanner) (store.DeploymentStatus, error) {
 type agentRow struct {
 	id, deploymentID, nodeID, nodeName        sql.NullString
 	version, tailnetIP, upstreams             sql.NullString
-	witnessRefusal, approval                  sql.NullString
+	witnessRefusal, approval, clock           sql.NullString
 	publicKey                                 []byte
 	pairedAt, revokedAt, lastSeenAt, uptimeMS sql.NullInt64
 }
@@ -553,10 +555,10 @@ type agentRow struct {
 // dest returns the scan destinations for the columns id, deployment_id,
 // public_key, node_id, node_name, paired_at, revoked_at, last_seen_at,
 // last_version, last_uptime_ms, last_tailnet_ip, last_upstreams,
-// last_witness_refusal and last_approval.
+// last_witness_refusal, last_approval and last_clock.
 func (r *agentRow) dest() []any {
 	return []any{&r.id, &r.deploymentID, &r.publicKey, &r.nodeID, &r.nodeName, &r.pairedAt, &r.revokedAt,
-		&r.lastSeenAt, &r.version, &r.uptimeMS, &r.tailnetIP, &r.upstreams, &r.witnessRefusal, &r.approval}
+		&r.lastSeenAt, &r.version, &r.uptimeMS, &r.tailnetIP, &r.upstreams, &r.witnessRefusal, &r.approval, &r.clock}
 }
 
 // agent returns the agent scanned, or nil if there was none.
@@ -592,7 +594,27 @@ func (r *agentRow) agent() (*store.Agent, error) {
 			return nil, fmt.Errorf("agent %s: decode approval authority: %w", a.ID, err)
 		}
 	}
+	if r.clock.String != "" {
+		a.Last.Clock = new(store.ClockSkew)
+		if err := json.Unmarshal([]byte(r.clock.String), a.Last.Clock); err != nil {
+			return nil, fmt.Errorf("agent %s: decode clock skew: %w", a.ID, err)
+		}
+	}
 	return a, nil
+}
+
+// clockJSON encodes an agent's clock skew for its last_clock column:
+// empty for none.
+func clockJSON(c *store.ClockSkew) string {
+	if c == nil {
+		return ""
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		// Unreachable: the struct holds two integers and a bool.
+		panic(fmt.Sprintf("encode clock skew: %v", err))
+	}
+	return string(b)
 }
 
 // approvalJSON encodes an agent's approval authority for its

@@ -637,6 +637,23 @@ func testRecordHeartbeat(t *testing.T, s store.Store) {
 			TailnetIP: "100.64.0.8",
 			Approval:  &store.AgentApproval{},
 		}},
+		{"clock ahead, measured", store.Heartbeat{
+			At:        t0.Add(20 * time.Second),
+			Version:   "v1.2.4",
+			TailnetIP: "100.64.0.8",
+			Clock:     &store.ClockSkew{Offset: 2400*time.Millisecond + 17*time.Microsecond, RTT: 3*time.Millisecond + time.Microsecond},
+		}},
+		{"clock behind, one way", store.Heartbeat{
+			At:        t0.Add(21 * time.Second),
+			Version:   "v1.2.4",
+			TailnetIP: "100.64.0.8",
+			Clock:     &store.ClockSkew{Offset: -55 * 365 * 24 * time.Hour, OneWay: true},
+		}},
+		{"clock unmeasured", store.Heartbeat{
+			At:        t0.Add(22 * time.Second),
+			Version:   "v1.2.4",
+			TailnetIP: "100.64.0.8",
+		}},
 	}
 	for _, tt := range tests {
 		if err := s.RecordHeartbeat(ctx, a.ID, tt.hb); err != nil {
