@@ -11,6 +11,7 @@ import (
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/store"
+	"github.com/tetherhq/tether/internal/store/sqlitestore"
 )
 
 // agentRevokedReason is what a revoked agent is told, and the audit log
@@ -60,7 +61,16 @@ func (b *Broker) revokeAgent(r *http.Request, d store.DeploymentStatus, reason s
 	}
 	a := *d.Agent
 	now := b.now()
-	switch err := b.store.RevokeAgent(ctx, a.ID, now); {
+	err := b.store.RevokeAgent(ctx, a.ID, now)
+	if err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+		// On a full disk the store's reserve makes room for it.
+		if retry, why := b.storeFailed(err); retry {
+			err = b.store.RevokeAgent(ctx, a.ID, now)
+		} else if sqlitestore.IsFull(err) {
+			return brokerapi.RevokeAgentResponse{}, errorf(http.StatusInsufficientStorage, "store_full", "the agent of %s/%s is NOT revoked: %s; revoke its grants meanwhile ('broker request revoke'), which works on a full disk", d.Tenant, d.Name, why)
+		}
+	}
+	switch {
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
 		// Another broker or a pairing came first.
 		return brokerapi.RevokeAgentResponse{}, errorf(http.StatusConflict, "agent_unpaired", "the agent %s of %s/%s is no longer its current agent: 'broker deployment show %s/%s'", a.ID, d.Tenant, d.Name, d.Tenant, d.Name)

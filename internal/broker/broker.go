@@ -310,6 +310,7 @@ type Broker struct {
 	refusals  refusalLog                   // aggregated refusals and failed-authentication limits; see Broker.answer
 	backlog   auditBacklog                 // events of changes that stand although their audit write failed
 	agentCall agentCalls                   // data-plane calls in flight per agent, cut off when it is revoked
+	reserve   *storeReserve                // space kept beside the store for revocations on a full disk; see storefull.go
 
 	// settingsMu is held while deployment settings are read, checked and
 	// written; see settings.go.
@@ -468,6 +469,7 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		b.tickets = ts
 	}
 	b.access = b.newAccess()
+	b.startReserve()
 	if err := b.startNotifier(); err != nil {
 		return nil, err
 	}

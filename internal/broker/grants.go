@@ -94,9 +94,15 @@ func (b *Broker) runLifecycle(ctx context.Context) {
 	}
 }
 
-// lifecycleOnce times out and expires what is due
+// lifecycleOnce stores the revocations the store could not take
+// ([access.Service.RetryUnrecorded]), sets the store's reserve aside again
+// when there is room, times out and expires what is due
 // ([access.Service.ExpireDue]) and retries the revocations agents missed.
 func (b *Broker) lifecycleOnce(ctx context.Context) error {
+	// Revocations the store could not take are stored first, so that a
+	// grant revoked on a full disk is recorded revoked, not expired.
+	b.access.RetryUnrecorded(ctx)
+	b.refillReserve()
 	if err := b.access.ExpireDue(ctx); err != nil {
 		return err
 	}
@@ -221,6 +227,9 @@ func (b *Broker) liveGrant(ctx context.Context, r *http.Request, deploymentID, s
 		g := ar.Grant
 		if g == nil || ar.Requester.Issuer != p.Issuer || !slices.Contains(g.Scopes, scope) || !now.Before(g.Expiry) || now.Before(g.NotBefore) {
 			continue
+		}
+		if b.access.Unrecorded(g.ID) {
+			continue // revoked, although the store could not record it yet
 		}
 		if named != "" && named != g.Token {
 			continue

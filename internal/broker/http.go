@@ -43,7 +43,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, err error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
-		ae = &apiError{status: http.StatusInternalServerError, code: "internal", message: "internal error; the broker log has details"}
+		if ae = storeFullError(err); ae == nil {
+			ae = &apiError{status: http.StatusInternalServerError, code: "internal", message: "internal error; the broker log has details"}
+		}
 	}
 	if ae.retry > 0 {
 		w.Header().Set("Retry-After", retryAfter(ae.retry))

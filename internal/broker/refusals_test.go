@@ -30,7 +30,7 @@ var statusByName = map[string]int{
 	"StatusConflict": 409, "StatusRequestEntityTooLarge": 413, "StatusUnsupportedMediaType": 415,
 	"StatusUnprocessableEntity": 422, "StatusTooManyRequests": 429, "StatusInternalServerError": 500,
 	"StatusNotImplemented": 501, "StatusBadGateway": 502, "StatusServiceUnavailable": 503,
-	"StatusGatewayTimeout": 504, "StatusGone": 410, "StatusLocked": 423,
+	"StatusGatewayTimeout": 504, "StatusGone": 410, "StatusLocked": 423, "StatusInsufficientStorage": 507,
 }
 
 var (
@@ -316,6 +316,8 @@ func TestEveryRefusalAudited(t *testing.T) {
 		{"agent_unpaired", 409, call("admin@vendor", "POST", "/api/v1/deployments/globex/prod/ping", ""), "", ""},
 		{"agent_unreachable", 502, nil, "the agent did not answer: a server-side failure, not a refusal", ""},
 		{"audit_unavailable", 500, nil, "TestAuditBeforeAnswer provokes it; a server-side failure", ""},
+		{"store_full", 507, nil, "TestRevocationOnFullDisk provokes it (the store on a full tmpfs); a server-side failure", ""},
+		{"revocation_unrecorded", 500, nil, "TestRevocationOnFullDisk provokes it (the store on a full tmpfs, its reserve spent); a server-side failure", ""},
 		// Requests (requests.go).
 		{"invalid_scope", 400, req("engineer@vendor", `{"deployment":"acme/prod","scopes":["nope"],"duration":"30m","reason":"r"}`), "", ""},
 		{"invalid_duration", 400, req("engineer@vendor", `{"deployment":"acme/prod","scopes":["clickhouse:system"],"duration":"1s","reason":"r"}`), "", ""},

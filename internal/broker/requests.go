@@ -77,6 +77,7 @@ func (b *Broker) newAccess() *access.Service {
 				cut := b.pushRevocation(ctx, ar)
 				return map[string]any{"cut_off": cut.CutOff, "killed": cut.Killed, "pushed": cut.Pushed}
 			},
+			StoreFailed: b.storeFailed,
 		},
 	})
 }
@@ -140,6 +141,8 @@ func accessError(err error) error {
 		return errorf(http.StatusConflict, "busy", "%s", e.Message)
 	case access.CodeAuditUnavailable:
 		return errorf(http.StatusInternalServerError, "audit_unavailable", "%s", e.Message)
+	case access.CodeRevocationUnrecorded:
+		return errorf(http.StatusInternalServerError, "revocation_unrecorded", "%s", e.Message)
 	case access.CodeProofRequired:
 		return errorf(http.StatusForbidden, "approval_proof_required", "%s", e.Message)
 	case access.CodeStatementMismatch:
