@@ -41,6 +41,9 @@ func (b *Broker) startWebLogin(publicURL string) error {
 		Logger:      b.cfg.Logger,
 		OnEvent:     b.webLoginEvent,
 		OnCeremony:  b.uiCeremonyDone,
+		// What the console's ceremonies carry to their callback, which
+		// may reach another broker.
+		CeremonyData: []any{uiCeremony{}, permitCeremony{}},
 	})
 	if err != nil {
 		return fmt.Errorf("web login: %w", err)

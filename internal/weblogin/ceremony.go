@@ -2,9 +2,11 @@ package weblogin
 
 import (
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -30,7 +32,9 @@ var ErrNoSession = errors.New("not signed in")
 type Ceremony struct {
 	// Nonce is the nonce the ID token must carry.
 	Nonce string
-	// Data is handed back, untouched, in [CeremonyResult.Data].
+	// Data is handed back in [CeremonyResult.Data]: stored as JSON and
+	// decoded into a new value of its type, which must be one of
+	// [Config.CeremonyData]'s.
 	Data any
 }
 
@@ -44,15 +48,51 @@ type CeremonyResult struct {
 	Principal identity.Principal
 	// IDToken is the verified ID token whose nonce is the ceremony's.
 	IDToken string
-	// Data is [Ceremony.Data].
+	// Data is a copy of [Ceremony.Data], of the same type.
 	Data any
 }
 
-// pendingCeremony binds a pending ceremony to the session that began it.
+// pendingCeremony binds a pending ceremony to the session that began it,
+// as stored (JSON).
 type pendingCeremony struct {
-	sessionKey string // storeKey of the session cookie
-	principal  identity.Principal
-	data       any
+	SessionKey []byte             `json:"session_key"` // storeKey of the session cookie
+	Principal  identity.Principal `json:"principal"`
+	DataType   string             `json:"data_type,omitempty"` // typeName of Data's type; empty for nil
+	Data       json.RawMessage    `json:"data,omitempty"`
+}
+
+// encodeData encodes a ceremony's data and names its type, which must be
+// one of [Config.CeremonyData]'s.
+func (m *Manager) encodeData(v any) (typ string, raw json.RawMessage, err error) {
+	if v == nil {
+		return "", nil, nil
+	}
+	typ = typeName(reflect.TypeOf(v))
+	if _, ok := m.ceremonyTypes[typ]; !ok {
+		return "", nil, fmt.Errorf("ceremony data of type %s is not one of the configured ceremony data types", typ)
+	}
+	raw, err = json.Marshal(v)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode ceremony data: %w", err)
+	}
+	return typ, raw, nil
+}
+
+// decodeData decodes a stored ceremony's data into a new value of its
+// type.
+func (m *Manager) decodeData(c *pendingCeremony) (any, error) {
+	if c.DataType == "" {
+		return nil, nil
+	}
+	t, ok := m.ceremonyTypes[c.DataType]
+	if !ok {
+		return nil, fmt.Errorf("ceremony data of type %s is not one of the configured ceremony data types", c.DataType)
+	}
+	v := reflect.New(t)
+	if err := json.Unmarshal(c.Data, v.Interface()); err != nil {
+		return nil, fmt.Errorf("decode ceremony data: %w", err)
+	}
+	return v.Elem().Interface(), nil
 }
 
 // BeginCeremony starts a signing ceremony for r's signed-in user at the
@@ -72,58 +112,44 @@ func (m *Manager) BeginCeremony(w http.ResponseWriter, r *http.Request, c Ceremo
 	if !ok {
 		return "", ErrNoSession
 	}
-	p, ok := m.byName[s.provider]
+	p, ok := m.byName[s.Provider]
 	if !ok {
-		return "", fmt.Errorf("the session's identity provider %q is no longer configured", s.provider)
+		return "", fmt.Errorf("the session's identity provider %q is no longer configured", s.Provider)
 	}
 	ep, err := m.endpoint(r.Context(), p)
 	if err != nil {
 		return "", fmt.Errorf("identity provider %s: %w", p.cfg.Name, err)
 	}
-	now := m.now()
-	pl := &pendingLogin{
-		provider: p,
-		state:    randomToken(),
-		nonce:    c.Nonce,
-		verifier: oauth2.GenerateVerifier(),
-		expires:  now.Add(PendingLoginLifetime),
-		ceremony: &pendingCeremony{sessionKey: key, principal: s.principal, data: c.Data},
+	typ, data, err := m.encodeData(c.Data)
+	if err != nil {
+		return "", err
 	}
-	id := randomToken()
-	pkey, _ := storeKey(id)
-	m.pendingMu.Lock()
-	evicted := m.pending.put(pkey, pl, now)
-	m.pendingMu.Unlock()
-	if evicted > 0 {
-		m.log.Debug("pending login store full; dropped the oldest", "dropped", evicted)
+	state := randomToken()
+	pl := &pendingLogin{
+		Provider:  p.cfg.Name,
+		StateHash: hash(state),
+		NonceHash: hash(c.Nonce),
+		Verifier:  oauth2.GenerateVerifier(),
+		Ceremony:  &pendingCeremony{SessionKey: key, Principal: s.Principal, DataType: typ, Data: data},
+	}
+	id, err := m.putPending(r.Context(), pl)
+	if err != nil {
+		return "", fmt.Errorf("store pending ceremony: %w", err)
 	}
 	http.SetCookie(w, loginCookie(id, int(PendingLoginLifetime/time.Second)))
 	// No login_hint: the approver signs in deliberately, as themselves;
 	// signing as anyone else is refused at the callback.
-	return m.oauth2Config(p, ep).AuthCodeURL(pl.state,
-		oauth2.SetAuthURLParam("nonce", pl.nonce),
+	return m.oauth2Config(p, ep).AuthCodeURL(state,
+		oauth2.SetAuthURLParam("nonce", c.Nonce),
 		oauth2.SetAuthURLParam("prompt", "login"),
-		oauth2.S256ChallengeOption(pl.verifier)), nil
+		oauth2.S256ChallengeOption(pl.Verifier)), nil
 }
 
-// liveSession returns the storage key and a copy of r's live session.
-func (m *Manager) liveSession(r *http.Request) (string, session, bool) {
-	now := m.now()
-	m.sessionsMu.Lock()
-	defer m.sessionsMu.Unlock()
-	for _, c := range r.CookiesNamed(SessionCookie) {
-		key, ok := storeKey(c.Value)
-		if !ok {
-			continue
-		}
-		s, ok := m.sessions.get(key)
-		if !ok || !now.Before(s.expiry(m.idle)) {
-			continue
-		}
-		s.lastSeen = now
-		return key, *s, true
-	}
-	return "", session{}, false
+// liveSession returns the storage key and a copy of r's live session,
+// and records its use.
+func (m *Manager) liveSession(r *http.Request) ([]byte, session, bool) {
+	key, s, ok, _ := m.session(r, true)
+	return key, s, ok
 }
 
 // finishCeremony completes a ceremony's callback: the checks of a login
@@ -148,15 +174,25 @@ func (m *Manager) finishCeremony(w http.ResponseWriter, r *http.Request, pl *pen
 		})
 	}
 	switch {
-	case !ok || subtle.ConstantTimeCompare([]byte(key), []byte(pl.ceremony.sessionKey)) != 1:
+	case !ok || subtle.ConstantTimeCompare(key, pl.Ceremony.SessionKey) != 1:
 		refuse("the session that began the signing ended or is not this browser's",
 			"You signed at your identity provider, but the Tether session that asked for the signature has ended. Sign in again and approve again.")
 		return
-	case p.Issuer != s.principal.Issuer || p.Subject != s.principal.Subject:
-		refuse(fmt.Sprintf("signed as %s at %s, but the session is %s's", p.Subject, p.Issuer, s.principal.Subject),
+	case p.Issuer != s.Principal.Issuer || p.Subject != s.Principal.Subject:
+		refuse(fmt.Sprintf("signed as %s at %s, but the session is %s's", p.Subject, p.Issuer, s.Principal.Subject),
 			"You signed at your identity provider as someone else than the person signed in to Tether. Sign the approval as yourself.")
 		return
 	}
+	data, err := m.decodeData(pl.Ceremony)
+	if err != nil {
+		m.log.Error("stored ceremony data", "provider", name, "err", err)
+		writePage(w, http.StatusInternalServerError, page{
+			Title:   "Signature not used",
+			Message: "You signed at your identity provider, but Tether could not read what the signature was for. Start again from the page you were on.",
+			Links:   []link{back},
+		})
+		return
+	}
 	m.log.Info("approval signed", "provider", name, "subject", p.Subject, "remote_addr", r.RemoteAddr)
-	m.onCeremony(w, r, CeremonyResult{Principal: s.principal, IDToken: pl.idToken, Data: pl.ceremony.data})
+	m.onCeremony(w, r, CeremonyResult{Principal: s.Principal, IDToken: pl.idToken, Data: data})
 }

@@ -19,15 +19,19 @@ type ceremonyEnv struct {
 	results []CeremonyResult
 }
 
-func newCeremonyEnv(t *testing.T) *ceremonyEnv {
+func newCeremonyEnv(t *testing.T, edits ...func(*Config)) *ceremonyEnv {
 	ce := &ceremonyEnv{}
 	ce.env = newEnv(t, func(c *Config) {
+		for _, edit := range edits {
+			edit(c)
+		}
 		c.OnCeremony = func(w http.ResponseWriter, r *http.Request, res CeremonyResult) {
 			ce.mu.Lock()
 			ce.results = append(ce.results, res)
 			ce.mu.Unlock()
 			w.WriteHeader(http.StatusNoContent)
 		}
+		c.CeremonyData = append(c.CeremonyData, "")
 	})
 	return ce
 }
@@ -36,12 +40,18 @@ func newCeremonyEnv(t *testing.T) *ceremonyEnv {
 // returns the authorization URL, or the error BeginCeremony returned.
 func (ce *ceremonyEnv) begin(b *browser, nonce string) (*url.URL, error) {
 	ce.t.Helper()
+	return ce.beginWith(b, ce.m, Ceremony{Nonce: nonce, Data: "request-1"})
+}
+
+// beginWith asks m to begin ceremony c in browser b.
+func (ce *ceremonyEnv) beginWith(b *browser, m *Manager, c Ceremony) (*url.URL, error) {
+	ce.t.Helper()
 	rec := &cookieRecorder{header: http.Header{}}
 	req, _ := http.NewRequest(http.MethodPost, ce.broker.URL+"/sign", nil)
 	for _, c := range b.cookies[ce.host()] {
 		req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
 	}
-	raw, err := ce.m.BeginCeremony(rec, req, Ceremony{Nonce: nonce, Data: "request-1"})
+	raw, err := m.BeginCeremony(rec, req, c)
 	if err != nil {
 		return nil, err
 	}

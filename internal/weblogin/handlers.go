@@ -55,29 +55,29 @@ func (m *Manager) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	now := m.now()
+	state, nonce := randomToken(), randomToken()
 	pl := &pendingLogin{
-		provider: p,
-		state:    randomToken(),
-		nonce:    randomToken(),
-		verifier: oauth2.GenerateVerifier(),
-		next:     next,
-		expires:  now.Add(PendingLoginLifetime),
+		Provider:  p.cfg.Name,
+		StateHash: hash(state),
+		NonceHash: hash(nonce),
+		Verifier:  oauth2.GenerateVerifier(),
+		Next:      next,
 	}
-	id := randomToken()
-	key, _ := storeKey(id)
-	m.pendingMu.Lock()
-	evicted := m.pending.put(key, pl, now)
-	m.pendingMu.Unlock()
-	if evicted > 0 {
-		// Debug: anyone can start logins, so this can be a flood.
-		m.log.Debug("pending login store full; dropped the oldest", "dropped", evicted)
+	id, err := m.putPending(r.Context(), pl)
+	if err != nil {
+		m.log.Error("store pending login", "provider", p.cfg.Name, "err", err)
+		writePage(w, http.StatusServiceUnavailable, page{
+			Title:   "Sign-in not started",
+			Message: "Tether could not record the sign-in in its database. Try again in a moment, and tell your Tether administrator if it persists.",
+			Links:   []link{{URL: loginURL(p.cfg.Name, next), Text: "Try again"}},
+		})
+		return
 	}
 
 	http.SetCookie(w, loginCookie(id, int(PendingLoginLifetime/time.Second)))
-	authURL := m.oauth2Config(p, ep).AuthCodeURL(pl.state,
-		oauth2.SetAuthURLParam("nonce", pl.nonce),
-		oauth2.S256ChallengeOption(pl.verifier))
+	authURL := m.oauth2Config(p, ep).AuthCodeURL(state,
+		oauth2.SetAuthURLParam("nonce", nonce),
+		oauth2.S256ChallengeOption(pl.Verifier))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, authURL, http.StatusFound)
 }
@@ -126,8 +126,17 @@ type loginFailure struct {
 // handleCallback completes a login: GET /auth/callback?code=…&state=…
 func (m *Manager) handleCallback(w http.ResponseWriter, r *http.Request) {
 	// The pending login is single use whatever happens next.
-	pl, ok := m.takePending(r)
+	pl, ok, err := m.takePending(r)
 	http.SetCookie(w, loginCookie("", -1))
+	if err != nil {
+		m.log.Error("read pending login from the store", "err", err)
+		writePage(w, http.StatusServiceUnavailable, page{
+			Title:   "Sign-in not completed",
+			Message: "Tether could not read the sign-in from its database. Try again in a moment, and tell your Tether administrator if it persists.",
+			Links:   []link{{URL: LoginPath, Text: "Sign in again"}},
+		})
+		return
+	}
 	if !ok {
 		m.fail(w, r, "", loginFailure{
 			status: http.StatusBadRequest,
@@ -140,14 +149,14 @@ func (m *Manager) handleCallback(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	if pl.ceremony != nil {
+	if pl.Ceremony != nil {
 		m.finishCeremony(w, r, pl)
 		return
 	}
 	name := pl.provider.cfg.Name
 	p, f := m.complete(r, pl)
 	if f != nil {
-		f.page.Links = append(f.page.Links, link{URL: loginURL(name, pl.next), Text: "Try again"})
+		f.page.Links = append(f.page.Links, link{URL: loginURL(name, pl.Next), Text: "Try again"})
 		m.fail(w, r, name, *f)
 		return
 	}
@@ -156,17 +165,28 @@ func (m *Manager) handleCallback(w http.ResponseWriter, r *http.Request) {
 		writePage(w, http.StatusInternalServerError, page{
 			Title:   "Sign-in not completed",
 			Message: "Your identity was verified, but Tether could not record the sign-in in its audit log, so it did not sign you in. Try again in a moment, and tell your Tether administrator if it persists.",
-			Links:   []link{{URL: loginURL(name, pl.next), Text: "Try again"}},
+			Links:   []link{{URL: loginURL(name, pl.Next), Text: "Try again"}},
 		})
 		return
 	}
 	// A previous session in this browser ends with the new one.
-	m.endSession(r)
-	id := m.newSession(p, name)
+	if _, _, err := m.endSession(r); err != nil {
+		m.log.Warn("end the browser's previous session", "err", err)
+	}
+	id, err := m.newSession(r.Context(), p, name)
+	if err != nil {
+		m.log.Error("store session; login not completed", "provider", name, "subject", p.Subject, "err", err)
+		writePage(w, http.StatusServiceUnavailable, page{
+			Title:   "Sign-in not completed",
+			Message: "Your identity was verified, but Tether could not store your session in its database. Try again in a moment, and tell your Tether administrator if it persists.",
+			Links:   []link{{URL: loginURL(name, pl.Next), Text: "Try again"}},
+		})
+		return
+	}
 	http.SetCookie(w, sessionCookie(id, 0))
 	m.log.Info("login", "provider", name, "subject", p.Subject, "email", p.Email, "roles", p.Roles, "remote_addr", r.RemoteAddr)
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Location", pl.next)
+	w.Header().Set("Location", pl.Next)
 	w.WriteHeader(http.StatusSeeOther)
 }
 
@@ -176,7 +196,7 @@ func (m *Manager) complete(r *http.Request, pl *pendingLogin) (identity.Principa
 	ctx := r.Context()
 	q := r.URL.Query()
 	name := pl.provider.cfg.Name
-	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(pl.state)) != 1 {
+	if subtle.ConstantTimeCompare(hash(q.Get("state")), pl.StateHash) != 1 {
 		return identity.Principal{}, &loginFailure{
 			status: http.StatusBadRequest,
 			reason: "state mismatch",
@@ -234,7 +254,7 @@ func (m *Manager) complete(r *http.Request, pl *pendingLogin) (identity.Principa
 	}
 	ctx, cancel := context.WithTimeout(context.WithValue(ctx, oauth2.HTTPClient, m.client), upstreamTimeout)
 	defer cancel()
-	tok, err := m.oauth2Config(pl.provider, ep).Exchange(ctx, code, oauth2.VerifierOption(pl.verifier))
+	tok, err := m.oauth2Config(pl.provider, ep).Exchange(ctx, code, oauth2.VerifierOption(pl.Verifier))
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok {
 			// Only the error code: the body is the provider's to word.
@@ -301,7 +321,7 @@ func (m *Manager) complete(r *http.Request, pl *pendingLogin) (identity.Principa
 	if err != nil {
 		return p, refuse(fmt.Sprintf("id token claims: %v", err))
 	}
-	if c.Nonce == "" || subtle.ConstantTimeCompare([]byte(c.Nonce), []byte(pl.nonce)) != 1 {
+	if c.Nonce == "" || subtle.ConstantTimeCompare(hash(c.Nonce), pl.NonceHash) != 1 {
 		return p, refuse("id token nonce does not match the login")
 	}
 	if !slices.Contains(c.Aud, pl.provider.cfg.ClientID) || (c.Azp != "" && c.Azp != pl.provider.cfg.ClientID) {
@@ -328,9 +348,18 @@ func (m *Manager) handleLogout(w http.ResponseWriter, r *http.Request) {
 		writePage(w, http.StatusBadRequest, page{Title: "Sign-out failed", Message: "The sign-out form could not be read."})
 		return
 	}
-	s, found, csrfOK := m.endSessionCSRF(r, r.PostForm.Get("csrf"))
+	s, found, csrfOK, err := m.endSessionCSRF(r, r.PostForm.Get("csrf"))
+	if err != nil {
+		// The session may still be live: say so rather than pretend.
+		m.log.Error("end session in the store", "err", err)
+		writePage(w, http.StatusServiceUnavailable, page{
+			Title:   "Sign-out not completed",
+			Message: "Tether could not end your session in its database. Try again in a moment, and tell your Tether administrator if it persists.",
+		})
+		return
+	}
 	if found && !csrfOK {
-		m.log.Warn("logout refused: csrf token missing or wrong", "provider", s.provider, "subject", s.principal.Subject, "remote_addr", r.RemoteAddr)
+		m.log.Warn("logout refused: csrf token missing or wrong", "provider", s.Provider, "subject", s.Principal.Subject, "remote_addr", r.RemoteAddr)
 		writePage(w, http.StatusForbidden, page{
 			Title:   "Sign-out refused",
 			Message: "The sign-out form did not come from a current Tether page. Reload the page and sign out again.",
@@ -339,11 +368,11 @@ func (m *Manager) handleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, sessionCookie("", -1))
 	if found {
-		m.log.Info("logout", "provider", s.provider, "subject", s.principal.Subject, "remote_addr", r.RemoteAddr)
+		m.log.Info("logout", "provider", s.Provider, "subject", s.Principal.Subject, "remote_addr", r.RemoteAddr)
 		// The session is gone either way: keeping it because the audit
 		// log failed would be the less safe choice.
-		if err := m.emit(r, Event{Kind: EventLogout, Principal: s.principal, Provider: s.provider}); err != nil {
-			m.log.Error("audit of logout failed", "provider", s.provider, "subject", s.principal.Subject, "err", err)
+		if err := m.emit(r, Event{Kind: EventLogout, Principal: s.Principal, Provider: s.Provider}); err != nil {
+			m.log.Error("audit of logout failed", "provider", s.Provider, "subject", s.Principal.Subject, "err", err)
 		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -353,45 +382,82 @@ func (m *Manager) handleLogout(w http.ResponseWriter, r *http.Request) {
 
 // endSessionCSRF ends r's live session if csrf is its token. found
 // reports whether r had a live session, csrfOK whether it was ended.
-func (m *Manager) endSessionCSRF(r *http.Request, csrf string) (s session, found, csrfOK bool) {
-	now := m.now()
-	m.sessionsMu.Lock()
-	defer m.sessionsMu.Unlock()
-	for _, c := range r.CookiesNamed(SessionCookie) {
-		key, ok := storeKey(c.Value)
-		if !ok {
-			continue
-		}
-		sp, ok := m.sessions.get(key)
-		if !ok || !now.Before(sp.expiry(m.idle)) {
-			continue
-		}
-		if csrf == "" || subtle.ConstantTimeCompare([]byte(csrf), []byte(sp.csrf)) != 1 {
-			return *sp, true, false
-		}
-		m.sessions.remove(key)
-		return *sp, true, true
+func (m *Manager) endSessionCSRF(r *http.Request, csrf string) (s session, found, csrfOK bool, err error) {
+	key, s, found, err := m.session(r, false)
+	if !found {
+		return session{}, false, false, err
 	}
-	return session{}, false, false
+	if csrf == "" || subtle.ConstantTimeCompare([]byte(csrf), []byte(s.csrf)) != 1 {
+		return s, true, false, nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
+	defer cancel()
+	// Taken meanwhile (another tab or broker signed out): ended all the
+	// same.
+	if _, _, err := m.store.TakeWeb(ctx, kindSession, key, m.now()); err != nil {
+		return s, true, false, err
+	}
+	return s, true, true, nil
+}
+
+// putPending stores pl, expiring [PendingLoginLifetime] from now, and
+// returns the login cookie's value naming it.
+func (m *Manager) putPending(ctx context.Context, pl *pendingLogin) (string, error) {
+	now := m.now()
+	pl.Expires = now.Add(PendingLoginLifetime)
+	raw, err := json.Marshal(pl)
+	if err != nil {
+		return "", fmt.Errorf("encode pending login: %w", err)
+	}
+	id := randomToken()
+	key, _ := storeKey(id)
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	evicted, err := m.store.PutWeb(ctx, kindPending, key, raw, pl.Expires, m.maxPending, now)
+	if err != nil {
+		return "", err
+	}
+	if evicted > 0 {
+		// Debug: anyone can start logins, so this can be a flood.
+		m.log.Debug("pending login store full; dropped the oldest", "dropped", evicted)
+	}
+	return id, nil
 }
 
 // takePending removes the pending logins named by r's login cookies and
-// returns the first live one.
-func (m *Manager) takePending(r *http.Request) (*pendingLogin, bool) {
+// returns the first live one whose provider is still configured.
+func (m *Manager) takePending(r *http.Request) (*pendingLogin, bool, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
+	defer cancel()
 	now := m.now()
-	m.pendingMu.Lock()
-	defer m.pendingMu.Unlock()
 	var found *pendingLogin
+	var errs []error
 	for _, c := range r.CookiesNamed(LoginCookie) {
 		key, ok := storeKey(c.Value)
 		if !ok {
 			continue
 		}
-		if pl, ok := m.pending.remove(key); ok && found == nil && now.Before(pl.expires) {
+		raw, ok, err := m.store.TakeWeb(ctx, kindPending, key, now)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !ok || found != nil {
+			continue
+		}
+		pl := new(pendingLogin)
+		if err := json.Unmarshal(raw, pl); err != nil {
+			m.log.Error("stored pending login does not decode", "err", err)
+			continue
+		}
+		if pl.provider = m.byName[pl.Provider]; pl.provider != nil && now.Before(pl.Expires) {
 			found = pl
 		}
 	}
-	return found, found != nil
+	if found == nil && len(errs) > 0 {
+		return nil, false, errors.Join(errs...)
+	}
+	return found, found != nil, nil
 }
 
 func (m *Manager) emit(r *http.Request, e Event) error {

@@ -18,6 +18,14 @@
 // recorded in the session and stays visible as [identity.Principal.Expiry];
 // callers must not treat it as the session's expiry.
 //
+// Sessions and pending logins live in a [Store] ([Config.Store]): the
+// broker's database, so that several brokers behind a load balancer
+// share them and a restart signs nobody out. Entries are keyed by the
+// SHA-256 of their cookie; a session stores the principal and its times,
+// not the cookie, the ID token or the CSRF token (derived from the
+// cookie); a pending login stores hashes of its state and nonce and the
+// PKCE verifier, which the callback needs and deletes with the entry.
+//
 // Nothing secret is ever logged: not cookies, authorization codes,
 // tokens, state, nonce, PKCE verifiers or the client secret.
 package weblogin
@@ -27,11 +35,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -135,12 +145,15 @@ type Config struct {
 	// AbsoluteTimeout ends a session this long after login, however
 	// active; default 12h.
 	AbsoluteTimeout time.Duration
-	// MaxSessions bounds the stored sessions; past it the oldest session
-	// is evicted. Default 10000.
+	// MaxSessions bounds the stored sessions, all users together; past
+	// it the oldest session is evicted. Default 10000.
 	MaxSessions int
-	// MaxPendingLogins bounds logins started but not completed; past it
-	// the oldest is dropped. Default 10000.
+	// MaxPendingLogins bounds logins and ceremonies started but not
+	// completed; past it the oldest is dropped. Default 10000.
 	MaxPendingLogins int
+	// Store keeps sessions and pending logins; nil keeps them in this
+	// process's memory, where they end with it.
+	Store Store
 	// HTTPClient is used for discovery and the token endpoint; default a
 	// client with a 10s timeout.
 	HTTPClient *http.Client
@@ -156,6 +169,11 @@ type Config struct {
 	// ([Manager.BeginCeremony]) and answers the browser. Nil disables
 	// ceremonies.
 	OnCeremony func(w http.ResponseWriter, r *http.Request, c CeremonyResult)
+	// CeremonyData lists a value of each type a [Ceremony.Data] may have.
+	// A pending ceremony is stored as JSON, so that another broker may
+	// complete it, and its Data is decoded into a new value of the same
+	// type for [CeremonyResult.Data]; a type not listed is refused.
+	CeremonyData []any
 }
 
 // Validate reports every problem in c joined into one error, or nil.
@@ -223,8 +241,8 @@ func checkURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Manager runs browser logins and holds their sessions in memory. It is
-// safe for concurrent use. Sessions do not survive a restart.
+// Manager runs browser logins and keeps their sessions in its [Store].
+// It is safe for concurrent use.
 type Manager struct {
 	providers   []*provider // in config order
 	byName      map[string]*provider
@@ -239,11 +257,14 @@ type Manager struct {
 	log         *slog.Logger
 	discover    discoverFunc
 
-	pendingMu sync.Mutex
-	pending   *boundedStore[*pendingLogin] // by SHA-256 of the login cookie
-
-	sessionsMu sync.Mutex
-	sessions   *boundedStore[*session] // by SHA-256 of the session cookie
+	// store holds sessions and pending logins by the SHA-256 of their
+	// cookie, at most maxSessions and maxPending of each.
+	store       Store
+	maxSessions int
+	maxPending  int
+	// ceremonyTypes are the types of [Config.CeremonyData] by
+	// [typeName].
+	ceremonyTypes map[string]reflect.Type
 }
 
 // provider is a configured [Provider] and its lazily discovered
@@ -256,38 +277,50 @@ type provider struct {
 }
 
 // pendingLogin is a login sent to the identity provider and not yet
-// back.
+// back, as stored (JSON).
 type pendingLogin struct {
-	provider *provider
-	state    string
-	nonce    string
-	verifier string // PKCE
-	next     string
-	expires  time.Time
-	// ceremony is set for a signing ceremony ([Manager.BeginCeremony]),
+	Provider string `json:"provider"` // [Provider.Name]
+	// StateHash and NonceHash are the SHA-256 of the state and nonce
+	// sent: the callback's are compared to them.
+	StateHash []byte `json:"state_hash"`
+	NonceHash []byte `json:"nonce_hash"`
+	// Verifier is the PKCE verifier, which the code exchange needs; it is
+	// deleted with the entry when the callback takes it.
+	Verifier string    `json:"verifier"`
+	Next     string    `json:"next,omitempty"`
+	Expires  time.Time `json:"expires"`
+	// Ceremony is set for a signing ceremony ([Manager.BeginCeremony]),
 	// nil for a login.
-	ceremony *pendingCeremony
+	Ceremony *pendingCeremony `json:"ceremony,omitempty"`
+
+	// provider is Provider's configuration, once loaded.
+	provider *provider
 	// idToken is the verified ID token, once [Manager.complete] accepted
-	// it.
+	// it; never stored.
 	idToken string
 }
 
+// session is a signed-in browser's session as stored (JSON): nothing in
+// it can be used to act as the user.
 type session struct {
-	principal   identity.Principal
-	provider    string
-	csrf        string
-	created     time.Time
-	lastSeen    time.Time
-	absolute    time.Time // created + AbsoluteTimeout
-	tokenExpiry time.Time // the ID token's exp, recorded only
+	Principal   identity.Principal `json:"principal"`
+	Provider    string             `json:"provider"`
+	Created     time.Time          `json:"created"`
+	LastSeen    time.Time          `json:"last_seen"` // written back at most every touchEvery
+	Absolute    time.Time          `json:"absolute"`  // Created + AbsoluteTimeout
+	TokenExpiry time.Time          `json:"token_exp"` // the ID token's exp, recorded only
+
+	// csrf is the session's CSRF token, derived from its cookie
+	// ([csrfToken]); never stored.
+	csrf string
 }
 
 // expiry is when s ends unless it is used again.
 func (s *session) expiry(idle time.Duration) time.Time {
-	if e := s.lastSeen.Add(idle); e.Before(s.absolute) {
+	if e := s.LastSeen.Add(idle); e.Before(s.Absolute) {
 		return e
 	}
-	return s.absolute
+	return s.Absolute
 }
 
 // New validates cfg and returns a Manager. It does not contact the
@@ -328,11 +361,29 @@ func New(cfg Config) (*Manager, error) {
 		m.providers = append(m.providers, pp)
 		m.byName[p.Name] = pp
 	}
-	m.pending = newBoundedStore(orDefault(cfg.MaxPendingLogins, DefaultMaxPendingLogins),
-		func(p *pendingLogin, now time.Time) bool { return !now.Before(p.expires) })
-	m.sessions = newBoundedStore(orDefault(cfg.MaxSessions, DefaultMaxSessions),
-		func(s *session, now time.Time) bool { return !now.Before(s.expiry(m.idle)) })
+	m.store = cfg.Store
+	if m.store == nil {
+		m.store = newMemStore()
+	}
+	m.maxSessions = orDefault(cfg.MaxSessions, DefaultMaxSessions)
+	m.maxPending = orDefault(cfg.MaxPendingLogins, DefaultMaxPendingLogins)
+	m.ceremonyTypes = map[string]reflect.Type{}
+	for _, v := range cfg.CeremonyData {
+		t := reflect.TypeOf(v)
+		if t == nil {
+			return nil, errors.New("weblogin config: ceremony data types: nil is not a type")
+		}
+		m.ceremonyTypes[typeName(t)] = t
+	}
 	return m, nil
+}
+
+// typeName names t for a stored ceremony: its package path and name.
+func typeName(t reflect.Type) string {
+	if t.Name() == "" {
+		return t.String()
+	}
+	return t.PkgPath() + "." + t.Name()
 }
 
 // orDefault returns v, or def if v is zero.
@@ -353,99 +404,147 @@ func (m *Manager) Register(mux *http.ServeMux) {
 
 // Principal returns the signed-in user of r's session cookie, and
 // extends the session's idle expiry (never past its absolute expiry).
-// It reports false when r has no live session.
+// It reports false when r has no live session, or the store cannot be
+// read (logged): a session that cannot be checked is not honoured.
 func (m *Manager) Principal(r *http.Request) (identity.Principal, bool) {
-	s, ok := m.session(r, true)
+	_, s, ok, _ := m.session(r, true)
 	if !ok {
 		return identity.Principal{}, false
 	}
-	p := s.principal
-	p.Roles, p.Groups = slices.Clone(p.Roles), slices.Clone(p.Groups)
-	return p, true
+	return s.Principal, true
 }
 
 // CSRFToken returns the session's token for forms that change state
 // (the logout form posts it as the field "csrf"), or "" when r has no
 // live session. It does not extend the session.
 func (m *Manager) CSRFToken(r *http.Request) string {
-	s, ok := m.session(r, false)
+	_, s, ok, _ := m.session(r, false)
 	if !ok {
 		return ""
 	}
 	return s.csrf
 }
 
-// session returns a copy of r's live session. An expired session it
-// finds is removed.
-func (m *Manager) session(r *http.Request, touch bool) (session, bool) {
+// session returns the key and a copy of r's live session. With touch,
+// it records the use, writing it back at most every [touchEvery]. When
+// no live session was found and the store failed, err says so (and was
+// logged).
+func (m *Manager) session(r *http.Request, touch bool) (key []byte, s session, ok bool, err error) {
+	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
+	defer cancel()
 	now := m.now()
-	m.sessionsMu.Lock()
-	defer m.sessionsMu.Unlock()
 	// Try every cookie of that name: a sibling subdomain may have planted
 	// one ahead of ours.
+	var errs []error
 	for _, c := range r.CookiesNamed(SessionCookie) {
 		key, ok := storeKey(c.Value)
 		if !ok {
 			continue
 		}
-		s, ok := m.sessions.get(key)
+		raw, ok, err := m.store.GetWeb(ctx, kindSession, key, now)
+		if err != nil {
+			m.log.Error("read session from the store; the request is treated as signed out", "err", err)
+			errs = append(errs, err)
+			continue
+		}
 		if !ok {
 			continue
 		}
-		if !now.Before(s.expiry(m.idle)) {
-			m.sessions.remove(key)
+		var s session
+		if err := json.Unmarshal(raw, &s); err != nil {
+			m.log.Error("stored session does not decode; the request is treated as signed out", "err", err)
 			continue
 		}
-		if touch {
-			s.lastSeen = now
+		if !now.Before(s.expiry(m.idle)) {
+			continue
 		}
-		return *s, true
+		if touch && now.Sub(s.LastSeen) >= touchEvery {
+			s.LastSeen = now
+			if err := m.updateSession(ctx, key, s, now); err != nil {
+				// This request is served; the session ends earlier.
+				m.log.Warn("record session use in the store", "err", err)
+			}
+		}
+		s.csrf = csrfToken(c.Value)
+		return key, s, true, nil
 	}
-	return session{}, false
+	return nil, session{}, false, errors.Join(errs...)
+}
+
+// updateSession writes s back, unless it ended meanwhile.
+func (m *Manager) updateSession(ctx context.Context, key []byte, s session, now time.Time) error {
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("encode session: %w", err)
+	}
+	_, err = m.store.UpdateWeb(ctx, kindSession, key, raw, s.expiry(m.idle), now)
+	return err
 }
 
 // newSession stores a session for p and returns its cookie value.
-func (m *Manager) newSession(p identity.Principal, providerName string) string {
+func (m *Manager) newSession(ctx context.Context, p identity.Principal, providerName string) (string, error) {
 	id := randomToken()
 	key, _ := storeKey(id)
 	now := m.now()
-	s := &session{
-		principal:   p,
-		provider:    providerName,
-		csrf:        randomToken(),
-		created:     now,
-		lastSeen:    now,
-		absolute:    now.Add(m.absolute),
-		tokenExpiry: p.Expiry,
+	// The nonce was this login's, checked already; the session needs it
+	// no more.
+	p.Nonce = ""
+	s := session{
+		Principal:   p,
+		Provider:    providerName,
+		Created:     now,
+		LastSeen:    now,
+		Absolute:    now.Add(m.absolute),
+		TokenExpiry: p.Expiry,
 	}
-	m.sessionsMu.Lock()
-	evicted := m.sessions.put(key, s, now)
-	m.sessionsMu.Unlock()
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return "", fmt.Errorf("encode session: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	evicted, err := m.store.PutWeb(ctx, kindSession, key, raw, s.expiry(m.idle), m.maxSessions, now)
+	if err != nil {
+		return "", fmt.Errorf("store session: %w", err)
+	}
 	if evicted > 0 {
 		m.log.Warn("session store full; evicted the oldest sessions", "evicted", evicted)
 	}
-	return id
+	return id, nil
 }
 
 // endSession removes the sessions named by r's cookies and returns the
 // first live one removed.
-func (m *Manager) endSession(r *http.Request) (session, bool) {
+func (m *Manager) endSession(r *http.Request) (session, bool, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
+	defer cancel()
 	now := m.now()
-	m.sessionsMu.Lock()
-	defer m.sessionsMu.Unlock()
 	var found session
 	var ok bool
+	var errs []error
 	for _, c := range r.CookiesNamed(SessionCookie) {
 		key, valid := storeKey(c.Value)
 		if !valid {
 			continue
 		}
-		s, present := m.sessions.remove(key)
-		if present && !ok && now.Before(s.expiry(m.idle)) {
-			found, ok = *s, true
+		raw, present, err := m.store.TakeWeb(ctx, kindSession, key, now)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var s session
+		if present && !ok && json.Unmarshal(raw, &s) == nil && now.Before(s.expiry(m.idle)) {
+			found, ok = s, true
 		}
 	}
-	return found, ok
+	return found, ok, errors.Join(errs...)
+}
+
+// csrfToken derives a session's CSRF token from its cookie, so that the
+// store holds neither: SHA-256 of a label and the cookie value.
+func csrfToken(cookieValue string) string {
+	sum := sha256.Sum256([]byte("tether weblogin csrf\x00" + cookieValue))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // randomToken returns 32 random bytes, base64url-encoded without
@@ -463,12 +562,18 @@ var tokenLen = base64.RawURLEncoding.EncodedLen(32)
 // storeKey returns the key a cookie value is stored under: its SHA-256,
 // so a copy of the store (a heap dump) does not hold usable cookies. It
 // reports false for a value that cannot be one of ours.
-func storeKey(cookieValue string) (string, bool) {
+func storeKey(cookieValue string) ([]byte, bool) {
 	if len(cookieValue) != tokenLen || strings.ContainsFunc(cookieValue, func(r rune) bool {
 		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_')
 	}) {
-		return "", false
+		return nil, false
 	}
 	sum := sha256.Sum256([]byte(cookieValue))
-	return string(sum[:]), true
+	return sum[:], true
+}
+
+// hash is the SHA-256 of s, to store or compare instead of s.
+func hash(s string) []byte {
+	sum := sha256.Sum256([]byte(s))
+	return sum[:]
 }

@@ -121,6 +121,10 @@ type env struct {
 	m         *Manager
 	transport *testTransport
 	logs      *syncBuffer
+	// cfg is m's configuration; served is the mux of the manager the
+	// broker URL reaches (m unless a test switches).
+	cfg    Config
+	served atomic.Pointer[http.ServeMux]
 
 	mu       sync.Mutex
 	events   []Event
@@ -167,8 +171,9 @@ func newEnv(t *testing.T, edit func(*Config)) *env {
 		(*idpHandler.Load()).ServeHTTP(w, r)
 	}))
 	t.Cleanup(idpSrv.Close)
-	mux := http.NewServeMux()
-	e.broker = httptest.NewServer(mux)
+	e.broker = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.served.Load().ServeHTTP(w, r)
+	}))
 	t.Cleanup(e.broker.Close)
 	redirectURL := e.broker.URL + CallbackPath
 
@@ -224,11 +229,23 @@ func newEnv(t *testing.T, edit func(*Config)) *env {
 	if edit != nil {
 		edit(&cfg)
 	}
-	m, err := New(cfg)
+	e.cfg = cfg
+	var mux *http.ServeMux
+	e.m, mux = e.newManager()
+	e.served.Store(mux)
+	return e
+}
+
+// newManager returns another manager with e's configuration (its own
+// in-memory store unless the configuration names one) and a mux
+// serving it with a /ui/ page that shows the signed-in user.
+func (e *env) newManager() (*Manager, *http.ServeMux) {
+	e.t.Helper()
+	m, err := New(e.cfg)
 	if err != nil {
-		t.Fatalf("New: %v", err)
+		e.t.Fatalf("New: %v", err)
 	}
-	e.m = m
+	mux := http.NewServeMux()
 	m.Register(mux)
 	mux.HandleFunc("GET /ui/", func(w http.ResponseWriter, r *http.Request) {
 		p, ok := m.Principal(r)
@@ -238,7 +255,7 @@ func newEnv(t *testing.T, edit func(*Config)) *env {
 		}
 		fmt.Fprintf(w, "email=%s tenant=%s roles=%s csrf=%s", p.Email, p.Tenant, strings.Join(p.Roles, ","), m.CSRFToken(r))
 	})
-	return e
+	return m, mux
 }
 
 // browser is a minimal cookie-keeping client. The cookies are Secure and
@@ -325,6 +342,10 @@ func (b *browser) cookie(host, name string) string {
 }
 
 func (e *env) host() string { return strings.TrimPrefix(e.broker.URL, "http://") }
+
+// storedSessions is how many sessions the manager's in-memory store
+// holds, expired or not.
+func (e *env) storedSessions() int { return e.m.store.(*memStore).len(kindSession) }
 
 // startLogin asks the broker for a login and returns the authorization
 // URL it redirects to.
@@ -870,7 +891,7 @@ func TestIdleExpiry(t *testing.T) {
 	if resp := e.ui(b); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("GET /ui/ after %v idle = %d, want 401", DefaultIdleTimeout, resp.StatusCode)
 	}
-	if n := e.m.sessions.len(); n != 0 {
+	if n := e.storedSessions(); n != 0 {
 		t.Errorf("%d sessions stored after expiry, want 0", n)
 	}
 }
@@ -903,7 +924,7 @@ func TestExpiredSessionsSwept(t *testing.T) {
 	// A new login sweeps the expired sessions without anyone looking
 	// them up.
 	e.mustLogin(newBrowser(t), "vendor", vendorEmail)
-	if n := e.m.sessions.len(); n != 1 {
+	if n := e.storedSessions(); n != 1 {
 		t.Errorf("%d sessions stored, want 1", n)
 	}
 }
@@ -965,7 +986,7 @@ func TestNewLoginEndsOldSession(t *testing.T) {
 	if _, ok := e.m.Principal(req); ok {
 		t.Errorf("the session before the new login still works")
 	}
-	if n := e.m.sessions.len(); n != 1 {
+	if n := e.storedSessions(); n != 1 {
 		t.Errorf("%d sessions, want 1", n)
 	}
 }
@@ -981,7 +1002,7 @@ func TestAuditFailureAbortsLogin(t *testing.T) {
 	if b.cookie(e.host(), SessionCookie) != "" {
 		t.Errorf("login with failing audit set a session cookie")
 	}
-	if n := e.m.sessions.len(); n != 0 {
+	if n := e.storedSessions(); n != 0 {
 		t.Errorf("%d sessions stored, want 0", n)
 	}
 	if ev := e.lastEvent(); ev.Kind != EventLogin {
