@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherhq/tether/internal/groupcommit"
 	"github.com/tetherhq/tether/internal/names"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -321,6 +322,9 @@ type Broker struct {
 	apiURL   string
 	agentHTC *http.Client // broker → agent calls over the tailnet
 
+	// cosigs group-commits agents' cosignatures of the audit log.
+	cosigs *groupcommit.Committer[audit.Cosignature]
+
 	mu         sync.Mutex
 	challenges map[string]challenge // hex(challenge) → its state
 	// challengeOf is the outstanding challenge of each (agent, node): a
@@ -329,6 +333,9 @@ type Broker struct {
 	challengeOf map[string]string
 	sessions    map[[32]byte]session // SHA-256(token) → session
 }
+
+// maxCosignBatch bounds the cosignatures one transaction stores.
+const maxCosignBatch = 512
 
 type challenge struct {
 	agentID string
@@ -377,6 +384,7 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	if b.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
+	b.cosigs = groupcommit.New(b.store.AddCosignatures, maxCosignBatch)
 	if err := b.startAudit(ctx); err != nil {
 		return nil, err
 	}
@@ -651,6 +659,9 @@ func (b *Broker) close() {
 	if b.auditStop != nil {
 		b.auditStop()
 		<-b.auditDone
+	}
+	if b.cosigs != nil {
+		b.cosigs.Close()
 	}
 	if b.store != nil {
 		b.store.Close()

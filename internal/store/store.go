@@ -369,6 +369,9 @@ type Store interface {
 	// Storage keeps the audit log's records, checkpoints and
 	// cosignatures in the same database.
 	audit.Storage
+	// AddCosignatures stores several cosignatures in one transaction,
+	// each as AddCosignature does.
+	AddCosignatures(ctx context.Context, cs []audit.Cosignature) error
 
 	// CreateDeployment stores d together with its first pairing token, in
 	// one transaction. It returns an error wrapping ErrConflict if the

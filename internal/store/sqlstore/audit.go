@@ -592,6 +592,32 @@ func (s *Store) AddCosignature(ctx context.Context, c audit.Cosignature) error {
 	return nil
 }
 
+// AddCosignatures stores cs in one transaction, each as
+// [Store.AddCosignature] would: many agents' cosignatures of a checkpoint
+// cost one write.
+func (s *Store) AddCosignatures(ctx context.Context, cs []audit.Cosignature) error {
+	for _, c := range cs {
+		if c.Size > math.MaxInt64 {
+			return fmt.Errorf("add cosignature of audit checkpoint %d by %s: size out of range", c.Size, c.Witness)
+		}
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `
+			INSERT INTO audit_cosignatures (size, witness, note, at_ms) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (size, witness) DO NOTHING`)
+		if err != nil {
+			return fmt.Errorf("add %d cosignatures: %w", len(cs), err)
+		}
+		defer stmt.Close()
+		for _, c := range cs {
+			if _, err := stmt.ExecContext(ctx, int64(c.Size), c.Witness, c.Note, millis(c.At)); err != nil {
+				return fmt.Errorf("add cosignature of audit checkpoint %d by %s: %w", c.Size, c.Witness, err)
+			}
+		}
+		return nil
+	})
+}
+
 // Cosignatures implements [audit.Storage]. Witnesses are ordered byte by
 // byte, whatever the database's collation.
 func (s *Store) Cosignatures(ctx context.Context, fromSize, toSize uint64) ([]audit.Cosignature, error) {

@@ -661,17 +661,23 @@ func testAuditCosignatures(t *testing.T, s store.Store) {
 		auditCosignature(10, w[3]), auditCosignature(10, w[0]), auditCosignature(5, w[2]),
 		auditCosignature(20, w[1]), auditCosignature(10, w[2]), auditCosignature(10, w[1]),
 	}
-	for _, c := range added {
+	// Some one at a time, the rest in one batch (as the broker
+	// group-commits them).
+	for _, c := range added[:2] {
 		if err := s.AddCosignature(ctx, c); err != nil {
 			t.Fatalf("AddCosignature(%d, %s) error = %v", c.Size, c.Witness, err)
 		}
 	}
-	// Again, with another note: the first is kept.
+	// Again, with another note: the first is kept, one at a time or in
+	// a batch.
 	again := auditCosignature(10, w[0])
 	again.Note += "another\n"
 	again.At = again.At.Add(time.Hour)
 	if err := s.AddCosignature(ctx, again); err != nil {
 		t.Errorf("AddCosignature(%d, %s) again error = %v, want nil", again.Size, again.Witness, err)
+	}
+	if err := s.AddCosignatures(ctx, append(slices.Clone(added[2:]), again)); err != nil {
+		t.Fatalf("AddCosignatures(%d) error = %v", len(added)-1, err)
 	}
 
 	stored := func(size uint64, witness string) audit.Cosignature {
