@@ -59,11 +59,14 @@ func (b *Broker) startReserve() {
 		spent: prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_store_reserve_released_total", Help: "Times the store's reserve was released because its disk was full."}),
 		unrec: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_revocations_unrecorded", Help: "Revocations in force at the broker (and told to the agent) that the store could not record yet."}),
 	}
-	b.reg.MustRegister(sr.held, sr.spent, sr.unrec)
-	b.reserve = sr
+	b.reg.MustRegister(sr.unrec)
 	if path := sqlitePath(b.cfg); path != "" {
+		// PostgreSQL's disk is not the broker's to reserve: no reserve
+		// metrics there, so that none reads as spent.
 		sr.r = sqlitestore.NewReserve(path, sqlitestore.ReserveSize)
+		b.reg.MustRegister(sr.held, sr.spent)
 	}
+	b.reserve = sr
 	b.refillReserve()
 }
 
