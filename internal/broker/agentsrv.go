@@ -381,11 +381,13 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 	// The address shown is the one the tailnet gave the calling node (its
 	// connection's source, identified by WhoIs), never the one the agent
 	// reports about itself; the broker dials agents by node ID in any case.
-	err = b.store.RecordHeartbeat(r.Context(), s.agentID, store.Heartbeat{
+	// Group-committed with the other agents' heartbeats arriving
+	// meanwhile: answered once durable, one transaction for them all.
+	err = b.heartbeats.Add(r.Context(), store.AgentHeartbeat{AgentID: s.agentID, Heartbeat: store.Heartbeat{
 		At: b.now(), Version: hb.Version, Uptime: time.Duration(hb.UptimeMS) * time.Millisecond,
 		TailnetIP: hostOf(r.RemoteAddr), Upstreams: hb.Upstreams, WitnessRefusal: hb.WitnessRefusal,
 		Approval: approval, Clock: clock,
-	})
+	}})
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)
 	}

@@ -322,8 +322,11 @@ type Broker struct {
 	apiURL   string
 	agentHTC *http.Client // broker → agent calls over the tailnet
 
-	// cosigs group-commits agents' cosignatures of the audit log.
-	cosigs *groupcommit.Committer[audit.Cosignature]
+	// cosigs and heartbeats group-commit agents' cosignatures of the
+	// audit log and their heartbeats: O(1) store writes per batch, not
+	// one per agent.
+	cosigs     *groupcommit.Committer[audit.Cosignature]
+	heartbeats *groupcommit.Committer[store.AgentHeartbeat]
 
 	mu         sync.Mutex
 	challenges map[string]challenge // hex(challenge) → its state
@@ -334,8 +337,12 @@ type Broker struct {
 	sessions    map[[32]byte]session // SHA-256(token) → session
 }
 
-// maxCosignBatch bounds the cosignatures one transaction stores.
-const maxCosignBatch = 512
+// maxCosignBatch and maxHeartbeatBatch bound the cosignatures and the
+// heartbeats one transaction stores.
+const (
+	maxCosignBatch    = 512
+	maxHeartbeatBatch = 512
+)
 
 type challenge struct {
 	agentID string
@@ -385,6 +392,7 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	b.cosigs = groupcommit.New(b.store.AddCosignatures, maxCosignBatch)
+	b.heartbeats = groupcommit.New(b.store.RecordHeartbeats, maxHeartbeatBatch)
 	if err := b.startAudit(ctx); err != nil {
 		return nil, err
 	}
@@ -662,6 +670,7 @@ func (b *Broker) close() {
 	}
 	if b.cosigs != nil {
 		b.cosigs.Close()
+		b.heartbeats.Close()
 	}
 	if b.store != nil {
 		b.store.Close()

@@ -295,6 +295,12 @@ type Agent struct {
 	Last Heartbeat
 }
 
+// AgentHeartbeat is one agent's heartbeat, for RecordHeartbeats.
+type AgentHeartbeat struct {
+	AgentID string
+	Heartbeat
+}
+
 // Heartbeat is what an agent reports every few seconds.
 type Heartbeat struct {
 	At        time.Time         // when the broker received it
@@ -413,6 +419,10 @@ type Store interface {
 	// RecordHeartbeat stores hb as the agent's latest heartbeat. It returns
 	// an error wrapping ErrNotFound if the agent does not exist.
 	RecordHeartbeat(ctx context.Context, agentID string, hb Heartbeat) error
+	// RecordHeartbeats stores several agents' latest heartbeats in one
+	// transaction, each as RecordHeartbeat does; an agent that does not
+	// exist is skipped.
+	RecordHeartbeats(ctx context.Context, hbs []AgentHeartbeat) error
 	// SetDeploymentSettings replaces a deployment's settings, or returns
 	// an error wrapping ErrNotFound.
 	SetDeploymentSettings(ctx context.Context, id string, s DeploymentSettings) error

@@ -441,6 +441,30 @@ func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb store.He
 	return nil
 }
 
+// RecordHeartbeats implements [store.Store]: one transaction for many
+// agents' heartbeats, so that the broker's store cost of heartbeats is a
+// commit per batch, not per agent.
+func (s *Store) RecordHeartbeats(ctx context.Context, hbs []store.AgentHeartbeat) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `
+			UPDATE agents SET last_seen_at = $1, last_version = $2, last_uptime_ms = $3,
+				last_tailnet_ip = $4, last_upstreams = $5, last_witness_refusal = $6, last_approval = $7, last_clock = $8
+			WHERE id = $9`)
+		if err != nil {
+			return fmt.Errorf("record %d heartbeats: %w", len(hbs), err)
+		}
+		defer stmt.Close()
+		for _, h := range hbs {
+			hb := h.Heartbeat
+			if _, err := stmt.ExecContext(ctx, nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams),
+				hb.WitnessRefusal, approvalJSON(hb.Approval), clockJSON(hb.Clock), h.AgentID); err != nil {
+				return fmt.Errorf("record heartbeat of agent %s: %w", h.AgentID, err)
+			}
+		}
+		return nil
+	})
+}
+
 // SetDeploymentSettings implements [store.Store].
 func (s *Store) SetDeploymentSettings(ctx context.Context, id string, settings store.DeploymentSettings) error {
 	js, err := settingsJSON(settings)

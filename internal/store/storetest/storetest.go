@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RedeemPairingTokenAgentIDConflict", testRedeemPairingTokenAgentIDConflict},
 		{"RepairRevokesPreviousAgent", testRepairRevokesPreviousAgent},
 		{"GetAgentNotFound", testGetAgentNotFound},
+		{"RecordHeartbeats", testRecordHeartbeats},
 		{"RevokeAgent", testRevokeAgent},
 		{"MoveAgent", testMoveAgent},
 		{"RecordHeartbeat", testRecordHeartbeat},
@@ -578,6 +579,33 @@ func testMoveAgent(t *testing.T, s store.Store) {
 func testGetAgentNotFound(t *testing.T, s store.Store) {
 	if _, err := s.GetAgent(t.Context(), "agent-nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetAgent(%q) error = %v, want %v", "agent-nope", err, store.ErrNotFound)
+	}
+}
+
+// testRecordHeartbeats: several agents' heartbeats in one call, each
+// stored as RecordHeartbeat stores it; an unknown agent is skipped.
+func testRecordHeartbeats(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	_, h1 := createDeployment(t, s, "acme", "web")
+	_, h2 := createDeployment(t, s, "acme", "api")
+	a1, a2 := pair(t, s, h1, "agent-1", t0), pair(t, s, h2, "agent-2", t0)
+	hb := func(n int) store.Heartbeat {
+		return store.Heartbeat{At: t0.Add(time.Duration(n) * time.Second), Version: fmt.Sprintf("v1.%d", n), Uptime: time.Duration(n) * time.Minute,
+			TailnetIP: fmt.Sprintf("100.64.0.%d", n), Upstreams: map[string]string{"clickhouse": "ok"}}
+	}
+	err := s.RecordHeartbeats(ctx, []store.AgentHeartbeat{{AgentID: a1.ID, Heartbeat: hb(1)}, {AgentID: "agent-nope", Heartbeat: hb(9)}, {AgentID: a2.ID, Heartbeat: hb(2)}})
+	if err != nil {
+		t.Fatalf("RecordHeartbeats error = %v", err)
+	}
+	for _, c := range []struct {
+		id string
+		n  int
+	}{{a1.ID, 1}, {a2.ID, 2}} {
+		want := hb(c.n)
+		want.At = want.At.UTC()
+		if got := getAgent(t, s, c.id).Last; !reflect.DeepEqual(got, want) {
+			t.Errorf("GetAgent(%q).Last after RecordHeartbeats = %+v, want %+v", c.id, got, want)
+		}
 	}
 }
 
