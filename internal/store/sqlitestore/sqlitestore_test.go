@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/groupcommit"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/store/sqlitestore"
 	"github.com/tetherhq/tether/internal/store/storetest"
@@ -224,4 +226,33 @@ func BenchmarkAppendRecords(b *testing.B) {
 func TestTwoWritersOneFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tether.db")
 	storetest.RunTwoWriters(t, func(t *testing.T) store.Store { return open(t, path) })
+}
+
+// BenchmarkRecordHeartbeatGroupCommit is BenchmarkRecordHeartbeatParallel
+// as the broker writes heartbeats: 2,000 agents' callers at once, each
+// answered once durable, group-committed (RecordHeartbeats) into a
+// transaction per batch. It reports the commits per heartbeat.
+func BenchmarkRecordHeartbeatGroupCommit(b *testing.B) {
+	s := open(b, filepath.Join(b.TempDir(), "tether.db"))
+	defer s.Close()
+	ctx := b.Context()
+	agentIDs := pairAgents(b, s, 2000)
+	var commits atomic.Int64
+	c := groupcommit.New(func(ctx context.Context, hbs []store.AgentHeartbeat) error {
+		commits.Add(1)
+		return s.RecordHeartbeats(ctx, hbs)
+	}, 512)
+	defer c.Close()
+	hb := store.Heartbeat{At: time.Now(), Version: "v1.2.3", Upstreams: map[string]string{"postgres": "ok"}}
+	b.SetParallelism(1000) // many agents at once, as a broker sees them
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for i := 0; pb.Next(); i++ {
+			if err := c.Add(ctx, store.AgentHeartbeat{AgentID: agentIDs[i%len(agentIDs)], Heartbeat: hb}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(commits.Load())/float64(b.N), "commits/heartbeat")
 }
