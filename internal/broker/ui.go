@@ -41,6 +41,7 @@ func (b *Broker) startWebLogin(publicURL string) error {
 		Logger:      b.cfg.Logger,
 		OnEvent:     b.webLoginEvent,
 		OnCeremony:  b.uiCeremonyDone,
+		Store:       b.store,
 		// What the console's ceremonies carry to their callback, which
 		// may reach another broker.
 		CeremonyData: []any{uiCeremony{}, permitCeremony{}},

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests = append(tests, requestTests...)
 	tests = append(tests, auditTests...)
 	tests = append(tests, netregTests...)
+	tests = append(tests, webTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
