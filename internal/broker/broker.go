@@ -307,11 +307,14 @@ type Broker struct {
 	changeGen atomic.Uint64 // counts request changes
 	dataMu    sync.Mutex
 	dataCache map[string]dataEntry         // recent data-plane lookups; see dataTarget
-	unpushed  map[string]pendingRevocation // grant ID → a revocation the agent has not heard of
-	refusals  refusalLog                   // aggregated refusals and failed-authentication limits; see Broker.answer
-	backlog   auditBacklog                 // events of changes that stand although their audit write failed
-	agentCall agentCalls                   // data-plane calls in flight per agent, cut off when it is revoked
-	reserve   *storeReserve                // space kept beside the store for revocations on a full disk; see storefull.go
+	unpushed  map[string]pendingRevocation // grant ID → a revocation the agent has not heard of, the store could not record
+	// lastPushRetry is when the lifecycle loop last retried the pushes
+	// recorded in the store; lifecycle loop only.
+	lastPushRetry time.Time
+	refusals      refusalLog    // aggregated refusals and failed-authentication limits; see Broker.answer
+	backlog       auditBacklog  // events of changes that stand although their audit write failed
+	agentCall     agentCalls    // data-plane calls in flight per agent, cut off when it is revoked
+	reserve       *storeReserve // space kept beside the store for revocations on a full disk; see storefull.go
 
 	// settingsMu is held while deployment settings are read, checked and
 	// written; see settings.go.

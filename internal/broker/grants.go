@@ -32,21 +32,46 @@ type revokeResult struct {
 // pushRevocation tells the deployment's agent over the tailnet that the
 // grant is revoked: it cuts the grant's calls in flight and kills its
 // ClickHouse queries. If the agent cannot be reached the broker still
-// refuses the grant, and retries the push until the grant would have
-// expired anyway.
+// refuses the grant, and the push is retried until the grant would have
+// expired anyway: the push is recorded in the store before it is sent
+// and forgotten once the agent took it, so that any broker sharing the
+// store, or this one after a restart, pushes it again. Where the store
+// cannot take it (a full disk), this broker keeps it in memory.
 func (b *Broker) pushRevocation(ctx context.Context, ar store.AccessRequest) revokeResult {
 	if ar.Grant == nil {
 		return revokeResult{}
 	}
-	res, err := b.sendRevocation(ctx, *ar.Grant, ar.DeploymentID)
-	if err != nil {
-		b.log.Warn("could not push a revocation to the agent; will retry", "grant", ar.Grant.ID, "err", err)
-		b.mu.Lock()
-		b.unpushed[ar.Grant.ID] = pendingRevocation{grant: *ar.Grant, deployment: ar.DeploymentID}
-		b.mu.Unlock()
+	g := *ar.Grant
+	recorded := b.store.AddRevocationPush(ctx, store.RevocationPush{GrantID: g.ID, DeploymentID: ar.DeploymentID, Expiry: g.Expiry, CreatedAt: b.now()}) == nil
+	res, err := b.sendRevocation(ctx, g, ar.DeploymentID)
+	switch {
+	case err == nil && recorded:
+		b.forgetPush(ctx, g.ID)
+	case err != nil:
+		b.log.Warn("could not push a revocation to the agent; will retry", "grant", g.ID, "err", err)
+		if !recorded {
+			b.mu.Lock()
+			b.unpushed[g.ID] = pendingRevocation{grant: g, deployment: ar.DeploymentID}
+			b.mu.Unlock()
+		}
 	}
 	return res
 }
+
+// forgetPush forgets a recorded push the agent took; if the store cannot
+// (yet), the push is sent again later, which the agent takes again.
+func (b *Broker) forgetPush(ctx context.Context, grantID string) {
+	if err := b.store.DeleteRevocationPush(ctx, grantID); err != nil {
+		b.log.Warn("could not forget a revocation push the agent took; it will be pushed again", "grant", grantID, "err", err)
+	}
+}
+
+// maxPushesPerTick bounds the recorded pushes one lifecycle tick
+// retries, and pushRetryEvery how often it does.
+const (
+	maxPushesPerTick = 50
+	pushRetryEvery   = 2 * time.Second
+)
 
 type pendingRevocation struct {
 	grant      store.GrantRecord
@@ -122,6 +147,22 @@ func (b *Broker) lifecycleOnce(ctx context.Context) error {
 			b.mu.Lock()
 			delete(b.unpushed, p.grant.ID)
 			b.mu.Unlock()
+		}
+	}
+	// The pushes recorded in the store, by this broker or another, every
+	// pushRetryEvery at most.
+	if now.Sub(b.lastPushRetry) < pushRetryEvery {
+		return nil
+	}
+	b.lastPushRetry = now
+	pushes, err := b.store.RevocationPushes(ctx, now, maxPushesPerTick)
+	if err != nil {
+		return err
+	}
+	for _, p := range pushes {
+		if _, err := b.sendRevocation(ctx, store.GrantRecord{ID: p.GrantID, Expiry: p.Expiry}, p.DeploymentID); err == nil {
+			b.log.Info("pushed a revocation its agent had missed", "grant", p.GrantID, "deployment", p.DeploymentID)
+			b.forgetPush(ctx, p.GrantID)
 		}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/agent"
+	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokercli"
 	"github.com/tetherhq/tether/internal/brokertest"
@@ -20,6 +21,7 @@ import (
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/devbroker"
 	"github.com/tetherhq/tether/internal/protocol"
+	"github.com/tetherhq/tether/internal/store"
 )
 
 // TestRevocationSurvivesAgentRestart: a revoked grant, still inside its
@@ -234,5 +236,51 @@ func TestRevokeAgent(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("no refused call of the revoked agent was audited")
+	}
+}
+
+// TestRecordedRevocationPushReachesAgent: a revocation push recorded in
+// the store — by this broker before a restart, or by another broker
+// sharing the store that died before its agent took it — is pushed by
+// the lifecycle loop: the agent refuses the grant from then on, and the
+// record is forgotten. Pushes used to live in one broker's memory only.
+func TestRecordedRevocationPushReachesAgent(t *testing.T) {
+	ch := chtest.Start(t)
+	b := brokertest.Start(t, func(c *broker.Config) { c.LifecycleInterval = 50 * time.Millisecond })
+	res, err := b.Client.CreateDeployment(context.Background(), brokerapi.CreateDeploymentRequest{Tenant: "acme", Name: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := brokertest.RunAgent(t, agent.Config{
+		StateDir: t.TempDir(), Join: b.Join(), PairingToken: res.Pairing.Token, Hostname: "pushed",
+		Upstreams: agent.Upstreams{ClickHouseURL: ch.URL, ClickHouseUser: "tether", ClickHousePassword: chtest.Password},
+	}, true)
+	d := &dataPlane{b: b, a: a, ch: ch, depID: res.Deployment.ID}
+	g := d.grant(t, nil)
+	if status, out := d.sql(t, g, "SELECT 1 FROM system.one"); status != http.StatusOK {
+		t.Fatalf("grant before the push = %d %s, want 200", status, out)
+	}
+	// The grant is live in no request: only the agent can refuse it, and
+	// only if the recorded push reaches it.
+	id := grantID(t, g)
+	if err := b.Store().AddRevocationPush(context.Background(), store.RevocationPush{GrantID: id, DeploymentID: d.depID, Expiry: time.Now().Add(time.Hour), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pushes, err := b.Store().RevocationPushes(context.Background(), time.Now(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pushes) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the recorded push of grant %s is still pending after 10 s", id)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the store, which the lifecycle loop changes
+	}
+	if status, out := d.sql(t, g, "SELECT 1 FROM system.one"); status != http.StatusForbidden || !strings.Contains(out, "revoked") {
+		t.Errorf("grant after the recorded push = %d %s, want 403 naming the revocation", status, out)
 	}
 }

@@ -295,6 +295,16 @@ type Agent struct {
 	Last Heartbeat
 }
 
+// RevocationPush is a revocation the deployment's agent has not taken
+// yet: any broker sharing the store pushes it until the agent does, or
+// until the grant's expiry, past which the agent refuses it by itself.
+type RevocationPush struct {
+	GrantID      string
+	DeploymentID string
+	Expiry       time.Time
+	CreatedAt    time.Time
+}
+
 // AgentHeartbeat is one agent's heartbeat, for RecordHeartbeats.
 type AgentHeartbeat struct {
 	AgentID string
@@ -423,6 +433,14 @@ type Store interface {
 	// transaction, each as RecordHeartbeat does; an agent that does not
 	// exist is skipped.
 	RecordHeartbeats(ctx context.Context, hbs []AgentHeartbeat) error
+	// AddRevocationPush records a revocation its agent has not taken yet;
+	// adding one already recorded changes nothing.
+	AddRevocationPush(ctx context.Context, p RevocationPush) error
+	// RevocationPushes returns the recorded pushes whose grant expires
+	// after now, oldest first, at most limit, and forgets the others.
+	RevocationPushes(ctx context.Context, now time.Time, limit int) ([]RevocationPush, error)
+	// DeleteRevocationPush forgets a push the agent took.
+	DeleteRevocationPush(ctx context.Context, grantID string) error
 	// SetDeploymentSettings replaces a deployment's settings, or returns
 	// an error wrapping ErrNotFound.
 	SetDeploymentSettings(ctx context.Context, id string, s DeploymentSettings) error

@@ -465,6 +465,53 @@ func (s *Store) RecordHeartbeats(ctx context.Context, hbs []store.AgentHeartbeat
 	})
 }
 
+// AddRevocationPush implements [store.Store].
+func (s *Store) AddRevocationPush(ctx context.Context, p store.RevocationPush) error {
+	_, err := s.db.ExecContext(ctx, `
+		INSERT INTO revocation_pushes (grant_id, deployment_id, expiry_ms, created_at_ms) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (grant_id) DO NOTHING`, p.GrantID, p.DeploymentID, millis(p.Expiry), millis(p.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("record revocation push of grant %s: %w", p.GrantID, err)
+	}
+	return nil
+}
+
+// RevocationPushes implements [store.Store].
+func (s *Store) RevocationPushes(ctx context.Context, now time.Time, limit int) ([]store.RevocationPush, error) {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM revocation_pushes WHERE expiry_ms <= $1`, millis(now)); err != nil {
+		return nil, fmt.Errorf("forget expired revocation pushes: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT grant_id, deployment_id, expiry_ms, created_at_ms FROM revocation_pushes
+		ORDER BY created_at_ms, grant_id LIMIT $1`, max(limit, 1))
+	if err != nil {
+		return nil, fmt.Errorf("read revocation pushes: %w", err)
+	}
+	defer rows.Close()
+	var out []store.RevocationPush
+	for rows.Next() {
+		var p store.RevocationPush
+		var exp, created int64
+		if err := rows.Scan(&p.GrantID, &p.DeploymentID, &exp, &created); err != nil {
+			return nil, fmt.Errorf("read revocation pushes: %w", err)
+		}
+		p.Expiry, p.CreatedAt = fromMillis(exp), fromMillis(created)
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read revocation pushes: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteRevocationPush implements [store.Store].
+func (s *Store) DeleteRevocationPush(ctx context.Context, grantID string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM revocation_pushes WHERE grant_id = $1`, grantID); err != nil {
+		return fmt.Errorf("forget revocation push of grant %s: %w", grantID, err)
+	}
+	return nil
+}
+
 // SetDeploymentSettings implements [store.Store].
 func (s *Store) SetDeploymentSettings(ctx context.Context, id string, settings store.DeploymentSettings) error {
 	js, err := settingsJSON(settings)

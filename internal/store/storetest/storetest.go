@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RedeemPairingTokenAgentIDConflict", testRedeemPairingTokenAgentIDConflict},
 		{"RepairRevokesPreviousAgent", testRepairRevokesPreviousAgent},
 		{"GetAgentNotFound", testGetAgentNotFound},
+		{"RevocationPushes", testRevocationPushes},
 		{"RecordHeartbeats", testRecordHeartbeats},
 		{"RevokeAgent", testRevokeAgent},
 		{"MoveAgent", testMoveAgent},
@@ -580,6 +581,45 @@ func testMoveAgent(t *testing.T, s store.Store) {
 func testGetAgentNotFound(t *testing.T, s store.Store) {
 	if _, err := s.GetAgent(t.Context(), "agent-nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetAgent(%q) error = %v, want %v", "agent-nope", err, store.ErrNotFound)
+	}
+}
+
+// testRevocationPushes: pushes recorded survive until taken or expired,
+// oldest first, each once.
+func testRevocationPushes(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := func(id string, created, expiry time.Duration) store.RevocationPush {
+		return store.RevocationPush{GrantID: id, DeploymentID: "dep-" + id, CreatedAt: t0.Add(created).UTC(), Expiry: t0.Add(expiry).UTC()}
+	}
+	for _, x := range []store.RevocationPush{p("g2", 2*time.Second, time.Hour), p("g1", time.Second, time.Hour), p("g3", 3*time.Second, time.Minute)} {
+		if err := s.AddRevocationPush(ctx, x); err != nil {
+			t.Fatalf("AddRevocationPush(%s) error = %v", x.GrantID, err)
+		}
+	}
+	// Again: the first stands.
+	if err := s.AddRevocationPush(ctx, p("g1", 9*time.Second, 2*time.Hour)); err != nil {
+		t.Fatalf("AddRevocationPush(g1) again error = %v", err)
+	}
+	got, err := s.RevocationPushes(ctx, t0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []store.RevocationPush{p("g1", time.Second, time.Hour), p("g2", 2*time.Second, time.Hour), p("g3", 3*time.Second, time.Minute)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("RevocationPushes = %+v, want %+v", got, want)
+	}
+	if got, _ := s.RevocationPushes(ctx, t0, 1); len(got) != 1 || got[0].GrantID != "g1" {
+		t.Errorf("RevocationPushes(limit 1) = %+v, want g1", got)
+	}
+	if err := s.DeleteRevocationPush(ctx, "g1"); err != nil {
+		t.Fatal(err)
+	}
+	// At t0+2m g3's grant has expired: it is forgotten.
+	got, err = s.RevocationPushes(ctx, t0.Add(2*time.Minute), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []store.RevocationPush{p("g2", 2*time.Second, time.Hour)}; !reflect.DeepEqual(got, want) {
+		t.Errorf("RevocationPushes after a take and an expiry = %+v, want %+v", got, want)
 	}
 }
 
