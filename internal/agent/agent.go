@@ -330,9 +330,14 @@ func (a *Agent) rejoin(ctx context.Context) error {
 	a.log.Warn("the broker has been unreachable; joining the tailnet again", "node", old.node.IPv4())
 	old.node.Close()
 	retry := time.Second
+	var lastWarn time.Time
+	failures := 0
 	for {
 		err := a.join(ctx)
 		if err == nil {
+			if failures > 0 {
+				a.log.Info("joined the tailnet again", "attempts", failures+1)
+			}
 			a.mu.Lock()
 			a.token = "" // a session belongs to the broker process that opened it
 			a.mu.Unlock()
@@ -344,7 +349,15 @@ func (a *Agent) rejoin(ctx context.Context) error {
 		if errors.Is(err, ErrBrokerKeyMismatch) {
 			return err
 		}
-		a.log.Warn("joining the tailnet again failed; will retry", "err", err, "retry_in", retry)
+		// Said at once, then once a minute while it lasts (a broker down
+		// for an hour would otherwise fill the log every few seconds).
+		failures++
+		if now := a.now(); now.Sub(lastWarn) >= time.Minute {
+			a.log.Warn("joining the tailnet again failed; will retry", "err", err, "retry_in", retry, "attempts", failures)
+			lastWarn = now
+		} else {
+			a.log.Debug("joining the tailnet again failed; will retry", "err", err, "retry_in", retry, "attempts", failures)
+		}
 		t := time.NewTimer(retry)
 		select {
 		case <-ctx.Done():
