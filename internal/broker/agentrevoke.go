@@ -108,15 +108,13 @@ func (b *Broker) revokeAgent(r *http.Request, d store.DeploymentStatus, reason s
 // revoked agent is refused) and the data-plane calls to it in flight. It
 // returns how many of each it ended.
 func (b *Broker) endAgentSessions(agentID string) (sessions, calls int) {
-	b.mu.Lock()
-	for k, s := range b.sessions {
-		if s.agentID == agentID {
-			delete(b.sessions, k)
-			sessions++
-		}
+	// A session that cannot be deleted is refused anyway: every call
+	// checks the agent is not revoked.
+	n, err := b.store.DeleteAgentSessions(context.Background(), agentID)
+	if err != nil {
+		b.log.Warn("could not end a revoked agent's sessions (each is refused anyway)", "agent_id", agentID, "err", err)
 	}
-	b.mu.Unlock()
-	return sessions, b.agentCall.cancel(agentID, errAgentRevoked)
+	return n, b.agentCall.cancel(agentID, errAgentRevoked)
 }
 
 // agentCalls tracks the broker's data-plane calls in flight per agent, so

@@ -281,14 +281,12 @@ func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailne
 	rand.Read(tok[:])
 	token := "tas_" + base64.RawURLEncoding.EncodeToString(tok[:])
 	h := sha256.Sum256([]byte(token))
-	b.mu.Lock()
-	for k, s := range b.sessions { // one live session per agent
-		if s.agentID == a.ID || now.After(s.expires) {
-			delete(b.sessions, k)
-		}
+	// In the store, so that every broker sharing it honours the session,
+	// a restart ends none, and revoking the agent ends it everywhere; one
+	// live session per agent.
+	if err := b.store.PutAgentSession(r.Context(), store.AgentSession{TokenHash: h, AgentID: a.ID, NodeID: a.NodeID, Expires: now.Add(sessionTTL)}, now); err != nil {
+		return fmt.Errorf("open session: %w", err)
 	}
-	b.sessions[h] = session{agentID: a.ID, nodeID: a.NodeID, expires: now.Add(sessionTTL)}
-	b.mu.Unlock()
 	writeJSON(w, http.StatusOK, protocol.SessionResponse{
 		Token: token, ExpiresAt: now.Add(sessionTTL).UTC(), HeartbeatInterval: protocol.Duration(b.cfg.HeartbeatInterval),
 	})
@@ -326,14 +324,16 @@ func (b *Broker) session(r *http.Request, id tailnet.Identity) (session, error) 
 		return session{}, errorf(http.StatusUnauthorized, "no_session", "missing session token: open a session first")
 	}
 	h := sha256.Sum256([]byte(tok))
-	b.mu.Lock()
-	s, ok := b.sessions[h]
-	b.mu.Unlock()
-	if !ok || b.now().After(s.expires) {
-		// Not audited: sessions expire and brokers restart in normal
-		// operation; the agent opens a new session.
+	stored, err := b.store.GetAgentSession(r.Context(), h, b.now())
+	if errors.Is(err, store.ErrNotFound) {
+		// Not audited: sessions expire in normal operation; the agent
+		// opens a new session.
 		return session{}, errorf(http.StatusUnauthorized, "no_session", "session unknown or expired: open a new one")
 	}
+	if err != nil {
+		return session{}, fmt.Errorf("session: %w", err)
+	}
+	s := session{agentID: stored.AgentID, nodeID: stored.NodeID, expires: stored.Expires}
 	if s.nodeID != string(id.NodeID) {
 		b.authFailed(r.Context(), r, id, s.agentID, "session token presented from another tailnet node")
 		return session{}, errorf(http.StatusForbidden, "wrong_node", "session token presented from another tailnet node")
@@ -368,13 +368,9 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request, id tail
 		return fmt.Errorf("get agent: %w", err)
 	}
 	if !a.RevokedAt.IsZero() {
-		b.mu.Lock()
-		for k, v := range b.sessions {
-			if v.agentID == a.ID {
-				delete(b.sessions, k)
-			}
+		if _, err := b.store.DeleteAgentSessions(r.Context(), a.ID); err != nil {
+			b.log.Warn("could not end a revoked agent's sessions (each is refused anyway)", "agent_id", a.ID, "err", err)
 		}
-		b.mu.Unlock()
 		b.authFailed(r.Context(), r, id, a.ID, agentRevokedReason)
 		return errorf(http.StatusForbidden, "agent_refused", "%s", agentRevokedReason)
 	}

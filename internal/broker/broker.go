@@ -337,7 +337,6 @@ type Broker struct {
 	// node holds at most one per agent, so that a peer asking for
 	// challenges of agents it is not cannot fill the table.
 	challengeOf map[string]string
-	sessions    map[[32]byte]session // SHA-256(token) → session
 }
 
 // maxCosignBatch and maxHeartbeatBatch bound the cosignatures and the
@@ -372,7 +371,6 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		now:         cfg.Now,
 		challenges:  make(map[string]challenge),
 		challengeOf: make(map[string]string),
-		sessions:    make(map[[32]byte]session),
 		changeCh:    make(chan struct{}),
 		dataCache:   make(map[string]dataEntry),
 		unpushed:    make(map[string]pendingRevocation),

@@ -295,6 +295,15 @@ type Agent struct {
 	Last Heartbeat
 }
 
+// AgentSession is an agent's session with the brokers: the SHA-256 of its
+// token, the tailnet node it is bound to, and when it expires.
+type AgentSession struct {
+	TokenHash [32]byte
+	AgentID   string
+	NodeID    string
+	Expires   time.Time
+}
+
 // RevocationPush is a revocation the deployment's agent has not taken
 // yet: any broker sharing the store pushes it until the agent does, or
 // until the grant's expiry, past which the agent refuses it by itself.
@@ -433,6 +442,14 @@ type Store interface {
 	// transaction, each as RecordHeartbeat does; an agent that does not
 	// exist is skipped.
 	RecordHeartbeats(ctx context.Context, hbs []AgentHeartbeat) error
+	// PutAgentSession stores s as its agent's one session: the agent's
+	// other sessions, and those expired at now, are deleted.
+	PutAgentSession(ctx context.Context, s AgentSession, now time.Time) error
+	// GetAgentSession returns the live session whose token hashes to
+	// tokenHash, or an error wrapping ErrNotFound.
+	GetAgentSession(ctx context.Context, tokenHash [32]byte, now time.Time) (AgentSession, error)
+	// DeleteAgentSessions deletes the agent's sessions and says how many.
+	DeleteAgentSessions(ctx context.Context, agentID string) (int, error)
 	// AddRevocationPush records a revocation its agent has not taken yet;
 	// adding one already recorded changes nothing.
 	AddRevocationPush(ctx context.Context, p RevocationPush) error

@@ -465,6 +465,51 @@ func (s *Store) RecordHeartbeats(ctx context.Context, hbs []store.AgentHeartbeat
 	})
 }
 
+// PutAgentSession implements [store.Store].
+func (s *Store) PutAgentSession(ctx context.Context, as store.AgentSession, now time.Time) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM agent_sessions WHERE agent_id = $1 OR expires_at_ms <= $2`, as.AgentID, millis(now)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO agent_sessions (token_hash, agent_id, node_id, expires_at_ms) VALUES ($1, $2, $3, $4)`,
+			as.TokenHash[:], as.AgentID, as.NodeID, millis(as.Expires))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store session of agent %s: %w", as.AgentID, err)
+	}
+	return nil
+}
+
+// GetAgentSession implements [store.Store].
+func (s *Store) GetAgentSession(ctx context.Context, tokenHash [32]byte, now time.Time) (store.AgentSession, error) {
+	as := store.AgentSession{TokenHash: tokenHash}
+	var exp int64
+	err := s.db.QueryRowContext(ctx, `SELECT agent_id, node_id, expires_at_ms FROM agent_sessions WHERE token_hash = $1 AND expires_at_ms > $2`,
+		tokenHash[:], millis(now)).Scan(&as.AgentID, &as.NodeID, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.AgentSession{}, fmt.Errorf("agent session: %w", store.ErrNotFound)
+	}
+	if err != nil {
+		return store.AgentSession{}, fmt.Errorf("agent session: %w", err)
+	}
+	as.Expires = fromMillis(exp)
+	return as, nil
+}
+
+// DeleteAgentSessions implements [store.Store].
+func (s *Store) DeleteAgentSessions(ctx context.Context, agentID string) (int, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM agent_sessions WHERE agent_id = $1`, agentID)
+	if err != nil {
+		return 0, fmt.Errorf("end sessions of agent %s: %w", agentID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("end sessions of agent %s: %w", agentID, err)
+	}
+	return int(n), nil
+}
+
 // AddRevocationPush implements [store.Store].
 func (s *Store) AddRevocationPush(ctx context.Context, p store.RevocationPush) error {
 	_, err := s.db.ExecContext(ctx, `

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RedeemPairingTokenAgentIDConflict", testRedeemPairingTokenAgentIDConflict},
 		{"RepairRevokesPreviousAgent", testRepairRevokesPreviousAgent},
 		{"GetAgentNotFound", testGetAgentNotFound},
+		{"AgentSessions", testAgentSessions},
 		{"RevocationPushes", testRevocationPushes},
 		{"RecordHeartbeats", testRecordHeartbeats},
 		{"RevokeAgent", testRevokeAgent},
@@ -581,6 +582,42 @@ func testMoveAgent(t *testing.T, s store.Store) {
 func testGetAgentNotFound(t *testing.T, s store.Store) {
 	if _, err := s.GetAgent(t.Context(), "agent-nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetAgent(%q) error = %v, want %v", "agent-nope", err, store.ErrNotFound)
+	}
+}
+
+// testAgentSessions: one session per agent, found by its token's hash
+// while live, ended by DeleteAgentSessions.
+func testAgentSessions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	sess := func(tok, agent string, ttl time.Duration) store.AgentSession {
+		return store.AgentSession{TokenHash: sha256.Sum256([]byte(tok)), AgentID: agent, NodeID: "node-" + agent, Expires: now.Add(ttl)}
+	}
+	for _, x := range []store.AgentSession{sess("t1", "a1", time.Hour), sess("t2", "a2", time.Hour), sess("t3", "a1", time.Hour)} {
+		if err := s.PutAgentSession(ctx, x, now); err != nil {
+			t.Fatalf("PutAgentSession(%s) error = %v", x.AgentID, err)
+		}
+	}
+	// a1's newer session replaced its first.
+	if _, err := s.GetAgentSession(ctx, sha256.Sum256([]byte("t1")), now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetAgentSession(a1's replaced session) error = %v, want %v", err, store.ErrNotFound)
+	}
+	got, err := s.GetAgentSession(ctx, sha256.Sum256([]byte("t3")), now)
+	if want := sess("t3", "a1", time.Hour); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("GetAgentSession(t3) = %+v, %v; want %+v", got, err, want)
+	}
+	// Expired: not found.
+	if _, err := s.GetAgentSession(ctx, sha256.Sum256([]byte("t2")), now.Add(2*time.Hour)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetAgentSession(expired) error = %v, want %v", err, store.ErrNotFound)
+	}
+	if n, err := s.DeleteAgentSessions(ctx, "a1"); err != nil || n != 1 {
+		t.Errorf("DeleteAgentSessions(a1) = %d, %v; want 1", n, err)
+	}
+	if _, err := s.GetAgentSession(ctx, sha256.Sum256([]byte("t3")), now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetAgentSession(t3) after DeleteAgentSessions error = %v, want %v", err, store.ErrNotFound)
+	}
+	if _, err := s.GetAgentSession(ctx, sha256.Sum256([]byte("t2")), now); err != nil {
+		t.Errorf("GetAgentSession(a2's session) after a1's ended: %v", err)
 	}
 }
 
