@@ -650,7 +650,10 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 	err := a.call(ctx, protocol.PathHeartbeat, tok, hb, &res)
 	received := a.now()
 	var be *brokerError
-	if errors.As(err, &be) && be.status == http.StatusUnauthorized {
+	if errors.As(err, &be) && (be.status == http.StatusUnauthorized || be.code == "wrong_node") {
+		// No session, or one bound to the node this agent had before its
+		// node was re-created (sessions live in the broker's store): open
+		// a new one, proving the key again.
 		a.mu.Lock()
 		a.token = ""
 		a.mu.Unlock()
@@ -780,7 +783,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			return err
 		case err != nil:
 			var be *brokerError
-			if errors.As(err, &be) && be.status == http.StatusForbidden {
+			if errors.As(err, &be) && be.status == http.StatusForbidden && be.code != "wrong_node" {
 				// The broker will not change its mind: a revoked or
 				// replaced agent must be paired again.
 				return fmt.Errorf("the broker refused this agent (%s): pair it again with a new pairing token and an empty state dir", be.message)

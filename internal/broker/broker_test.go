@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"database/sql"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -264,4 +266,36 @@ func reportPercentiles(b *testing.B, d []time.Duration) {
 	slices.Sort(d)
 	b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(d[len(d)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// TestAgentSessionInStore: an agent's session lives in the store (every
+// broker sharing it honours it; a restart ends none). A session bound to
+// a node the agent no longer has — its node was re-created — is refused
+// (wrong_node, audited), and the agent opens a new one by proving its key
+// again instead of giving up.
+func TestAgentSessionInStore(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	a := b.Pair(t, "acme", "prod")
+	ctx := context.Background()
+	if err := a.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(b.Dir, "tether.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM agent_sessions WHERE agent_id = ?`, a.State().AgentID).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("agent sessions in the store = %d (%v), want 1", n, err)
+	}
+	if _, err := db.Exec(`UPDATE agent_sessions SET node_id = 'a-node-gone' WHERE agent_id = ?`, a.State().AgentID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Heartbeat(ctx); err == nil || !strings.Contains(err.Error(), "another tailnet node") {
+		t.Fatalf("heartbeat on a session bound to another node = %v, want refused", err)
+	}
+	if err := a.Heartbeat(ctx); err != nil {
+		t.Errorf("heartbeat after the refusal = %v, want a new session opened", err)
+	}
 }
