@@ -29,6 +29,7 @@ import (
 	"github.com/tetherhq/tether/internal/protocol"
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/store/sqlitestore"
+	"github.com/tetherhq/tether/internal/testenv"
 )
 
 // TestRevocationOnFullDisk: with the broker's SQLite store on a full
@@ -43,7 +44,7 @@ import (
 // the reserve is made again. (The broker used to answer "internal error"
 // and leave the grant working.)
 func TestRevocationOnFullDisk(t *testing.T) {
-	vol := mountTmpfs(t, "48m")
+	vol := testenv.Tmpfs(t, "48m")
 	dbPath := filepath.Join(vol, "tether.db")
 	ch := chtest.Start(t)
 	clk := &clock{}
@@ -172,26 +173,6 @@ func TestRevocationOnFullDisk(t *testing.T) {
 	if ar, err := b.Store().GetRequest(ctx, expiring.ID); err != nil || ar.State != store.StateExpired {
 		t.Errorf("the expired request after space was freed = %s %v, want expired", ar.State, err)
 	}
-}
-
-// mountTmpfs mounts a tmpfs of size (mount's size= syntax) on a new
-// directory, unmounted when the test ends. A test that cannot mount skips
-// on a developer machine and fails under CI=true.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount a tmpfs (the test needs root or CAP_SYS_ADMIN): %v", err)
-		}
-		t.Skipf("SKIPPED LOUDLY: cannot mount a tmpfs for the full-disk test (run as root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
 }
 
 // fillVolume fills the volume of the SQLite store at dbPath with a

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tetherhq/tether/internal/store"
 	"github.com/tetherhq/tether/internal/store/sqlitestore"
+	"github.com/tetherhq/tether/internal/testenv"
 )
 
 // TestReserve: the reserve is made only with room for it and as much
@@ -21,14 +22,7 @@ import (
 // failed with "disk full" room to write again; IsFull recognises the
 // store's error on a full volume.
 func TestReserve(t *testing.T) {
-	vol := t.TempDir()
-	if err := syscall.Mount("tmpfs", vol, "tmpfs", 0, "size=12m,mode=0700"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount a tmpfs (the test needs root or CAP_SYS_ADMIN): %v", err)
-		}
-		t.Skipf("SKIPPED LOUDLY: cannot mount a tmpfs for the reserve test (run as root): %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(vol, syscall.MNT_DETACH) })
+	vol := testenv.Tmpfs(t, "12m")
 	ctx := context.Background()
 	path := filepath.Join(vol, "tether.db")
 	s, err := sqlitestore.Open(ctx, path)
