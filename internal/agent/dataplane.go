@@ -128,6 +128,13 @@ type dataPlane struct {
 // it gives up on it: the time limit, at most 10 s.
 func upstreamGrace(limit time.Duration) time.Duration { return min(limit, 10*time.Second) }
 
+// refuseUpstreamRedirect is the upstream client's CheckRedirect: an
+// upstream that answers with a redirect gets no request to where it
+// points, and the call fails saying so.
+func refuseUpstreamRedirect(req *http.Request, via []*http.Request) error {
+	return errors.New("the upstream answered with a redirect, which the agent does not follow")
+}
+
 func newDataPlane(up Upstreams, revoked *revocations) *dataPlane {
 	limit := up.Limits.WithDefaults().MaxExecutionTime
 	bound := limit + upstreamGrace(limit)
@@ -137,7 +144,11 @@ func newDataPlane(up Upstreams, revoked *revocations) *dataPlane {
 			MaxIdleConnsPerHost:   8,
 			IdleConnTimeout:       90 * time.Second,
 			ResponseHeaderTimeout: bound,
-		}}},
+		}},
+			// The guard checked the call to the upstream, not wherever
+			// its answer might point: a redirect is never followed.
+			CheckRedirect: refuseUpstreamRedirect,
+		},
 		callBound: bound,
 		active:    map[string]map[uint64]context.CancelCauseFunc{},
 		sigs:      grant.NewSigCache(1024),

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,5 +254,38 @@ func TestResultTrailerCutUpstream(t *testing.T) {
 				t.Errorf("status %d, trailer %q; want incomplete, %q", res.StatusCode, res.Trailer.Get(protocol.TrailerResult), tc.want)
 			}
 		})
+	}
+}
+
+// TestUpstreamRedirectNotFollowed: an upstream that answers with a
+// redirect does not make the agent fetch the address it names — which
+// could be any service of the customer's network, past the guard that
+// checked only the call to the upstream itself.
+func TestUpstreamRedirectNotFollowed(t *testing.T) {
+	var hits atomic.Int64
+	canary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	}))
+	t.Cleanup(canary.Close)
+	redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, canary.URL+r.URL.RequestURI(), http.StatusFound)
+	}))
+	t.Cleanup(redirecting.Close)
+	la := newLimitsAgent(t, Upstreams{PrometheusURL: redirecting.URL}, 0)
+	url := serveLikeTailnet(t, la)
+	req, _ := http.NewRequest(http.MethodGet, url+protocol.PathPrometheus+"api/v1/query?query=up", nil)
+	req.Header.Set(protocol.HeaderGrant, la.grant(t, "grant-redirect"))
+	res, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the agent followed the upstream's redirect: the address it named got %d requests", n)
+	}
+	if res.StatusCode == http.StatusOK {
+		t.Errorf("a redirecting upstream answered 200 through the agent, want it not followed")
 	}
 }
