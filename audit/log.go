@@ -60,10 +60,9 @@ type LogConfig struct {
 // least every CheckpointInterval while events arrive.
 //
 // Several Logs may write to one Storage (brokers sharing one PostgreSQL
-// database, signing with one shared key): the storage sequences appends
-// under its lock and refuses records that do not continue the stored log
-// ([ErrNotContinuing]); the Log then reads the leaf hashes the others
-// appended, numbers its records after them and tries again. A Log
+// database, signing with one shared key): the storage numbers appended
+// records itself, under its lock ([Storage.AppendRecordsNext]); the Log
+// then reads the leaf hashes the others appended before its records. A Log
 // adopts a checkpoint another writer signed when its own tree, caught
 // up, has the same root.
 type Log struct {
@@ -323,28 +322,11 @@ func (l *Log) commit(batch []*appendReq) {
 	var err error
 	if len(recs) > 0 {
 		start := time.Now()
-		if sq, ok := l.cfg.Storage.(Sequencer); ok {
-			// The store numbers them after whatever is stored; the events
-			// other writers stored before them join the tree first.
-			var first uint64
-			if first, err = sq.AppendRecordsNext(ctx, recs); err == nil {
-				err = l.catchUpTo(ctx, first)
-			}
-		} else {
-			for attempt := 0; ; attempt++ {
-				for i := range recs {
-					recs[i].Index = l.tree.Size() + uint64(i)
-				}
-				err = l.cfg.Storage.AppendRecords(ctx, recs)
-				if !errors.Is(err, ErrNotContinuing) || attempt == maxCatchUps {
-					break
-				}
-				// Another writer appended first: take its events into the
-				// tree and number these after them.
-				if err = l.catchUp(ctx); err != nil {
-					break
-				}
-			}
+		// The store numbers them after whatever is stored; the events
+		// other writers stored before them join the tree first.
+		var first uint64
+		if first, err = l.cfg.Storage.AppendRecordsNext(ctx, recs); err == nil {
+			err = l.catchUpTo(ctx, first)
 		}
 		l.m.commitSeconds.Observe(time.Since(start).Seconds())
 		if err == nil {
@@ -369,10 +351,6 @@ func (l *Log) commit(batch []*appendReq) {
 		r.errc <- l.checkpoint(ctx)
 	}
 }
-
-// maxCatchUps bounds how often one commit catches up with other writers
-// before it reports the error.
-const maxCatchUps = 16
 
 // catchUp appends to the tree the leaf hashes of the events other
 // writers stored after it. Writer goroutine only.

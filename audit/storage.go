@@ -67,15 +67,6 @@ type Filter struct {
 // another writer (another broker on the same database) appended first.
 var ErrNotContinuing = errors.New("the records do not continue the stored log")
 
-// Sequencer is a [Storage] that numbers appended records itself: it
-// stores recs after the records stored, in one transaction under the lock
-// that serializes appends, setting their indexes, and returns the first.
-// A [Log] uses it when its Storage has it, so that logs sharing one store
-// never race for an index.
-type Sequencer interface {
-	AppendRecordsNext(ctx context.Context, recs []Record) (first uint64, err error)
-}
-
 // Storage is where the log keeps its records, checkpoints and
 // cosignatures. Implementations must make AppendRecords durable (synced
 // to disk) before returning.
@@ -85,6 +76,11 @@ type Storage interface {
 	// (another writer appended first), it stores nothing and returns an
 	// error wrapping [ErrNotContinuing].
 	AppendRecords(ctx context.Context, recs []Record) error
+	// AppendRecordsNext stores recs after the records stored, in one
+	// transaction under the lock that serializes appends, setting their
+	// indexes, and returns the first: writers sharing the storage never
+	// race for an index. The log appends this way.
+	AppendRecordsNext(ctx context.Context, recs []Record) (first uint64, err error)
 	// AuditSize returns the number of records (the next index).
 	AuditSize(ctx context.Context) (uint64, error)
 	// LeafHashes returns the leaf hashes of records [from, to).

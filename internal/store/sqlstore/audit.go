@@ -68,7 +68,7 @@ func (s *Store) AppendRecords(ctx context.Context, recs []audit.Record) error {
 	return err
 }
 
-// AppendRecordsNext implements [audit.Sequencer]: it numbers recs after
+// AppendRecordsNext implements [audit.Storage]: it numbers recs after
 // the records stored, under the lock that serializes appends, so that
 // writers sharing the store never race for an index.
 func (s *Store) AppendRecordsNext(ctx context.Context, recs []audit.Record) (uint64, error) {
