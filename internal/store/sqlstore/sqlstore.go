@@ -376,14 +376,21 @@ func (s *Store) RevokeAgent(ctx context.Context, id string, now time.Time) error
 	if n == 1 {
 		return nil
 	}
+	return s.revokedOrMissing(ctx, "revoke agent", id, "already revoked")
+}
+
+// revokedOrMissing explains why an update of agent id that must find it
+// unrevoked changed no row: an error wrapping ErrNotFound if there is no
+// such agent, else one wrapping ErrConflict saying revoked.
+func (s *Store) revokedOrMissing(ctx context.Context, what, id, revoked string) error {
 	var one int
 	switch err := s.db.QueryRowContext(ctx, `SELECT 1 FROM agents WHERE id = $1`, id).Scan(&one); {
 	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("revoke agent %s: %w", id, store.ErrNotFound)
+		return fmt.Errorf("%s %s: %w", what, id, store.ErrNotFound)
 	case err != nil:
-		return fmt.Errorf("revoke agent %s: %w", id, err)
+		return fmt.Errorf("%s %s: %w", what, id, err)
 	}
-	return fmt.Errorf("revoke agent %s: already revoked: %w", id, store.ErrConflict)
+	return fmt.Errorf("%s %s: %s: %w", what, id, revoked, store.ErrConflict)
 }
 
 // MoveAgent implements [store.Store]. Any other agent recorded on nodeID
@@ -409,14 +416,7 @@ func (s *Store) MoveAgent(ctx context.Context, id, nodeID, nodeName string) erro
 	if n == 1 {
 		return nil
 	}
-	var one int
-	switch err := s.db.QueryRowContext(ctx, `SELECT 1 FROM agents WHERE id = $1`, id).Scan(&one); {
-	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("move agent %s: %w", id, store.ErrNotFound)
-	case err != nil:
-		return fmt.Errorf("move agent %s: %w", id, err)
-	}
-	return fmt.Errorf("move agent %s: it is revoked: %w", id, store.ErrConflict)
+	return s.revokedOrMissing(ctx, "move agent", id, "it is revoked")
 }
 
 // RecordHeartbeat implements [store.Store]. It records heartbeats of
