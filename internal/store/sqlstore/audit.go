@@ -576,16 +576,19 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (audit.StoredCheckpoint, b
 	return c, ok, nil
 }
 
+// addCosignatureSQL stores a cosignature, keeping the first of a
+// (size, witness).
+const addCosignatureSQL = `
+	INSERT INTO audit_cosignatures (size, witness, note, at_ms) VALUES ($1, $2, $3, $4)
+	ON CONFLICT (size, witness) DO NOTHING`
+
 // AddCosignature implements [audit.Storage]. It does not check that a
 // checkpoint of c.Size is stored, nor the signature: the caller does.
 func (s *Store) AddCosignature(ctx context.Context, c audit.Cosignature) error {
 	if c.Size > math.MaxInt64 {
 		return fmt.Errorf("add cosignature of audit checkpoint %d by %s: size out of range", c.Size, c.Witness)
 	}
-	_, err := s.db.ExecContext(ctx, `
-		INSERT INTO audit_cosignatures (size, witness, note, at_ms) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (size, witness) DO NOTHING`,
-		int64(c.Size), c.Witness, c.Note, millis(c.At))
+	_, err := s.db.ExecContext(ctx, addCosignatureSQL, int64(c.Size), c.Witness, c.Note, millis(c.At))
 	if err != nil {
 		return fmt.Errorf("add cosignature of audit checkpoint %d by %s: %w", c.Size, c.Witness, err)
 	}
@@ -602,9 +605,7 @@ func (s *Store) AddCosignatures(ctx context.Context, cs []audit.Cosignature) err
 		}
 	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `
-			INSERT INTO audit_cosignatures (size, witness, note, at_ms) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (size, witness) DO NOTHING`)
+		stmt, err := tx.PrepareContext(ctx, addCosignatureSQL)
 		if err != nil {
 			return fmt.Errorf("add %d cosignatures: %w", len(cs), err)
 		}

@@ -419,15 +419,22 @@ func (s *Store) MoveAgent(ctx context.Context, id, nodeID, nodeName string) erro
 	return s.revokedOrMissing(ctx, "move agent", id, "it is revoked")
 }
 
+// recordHeartbeatSQL stores an agent's latest heartbeat; its arguments
+// are heartbeatArgs'.
+const recordHeartbeatSQL = `
+	UPDATE agents SET last_seen_at = $1, last_version = $2, last_uptime_ms = $3,
+		last_tailnet_ip = $4, last_upstreams = $5, last_witness_refusal = $6, last_approval = $7, last_clock = $8
+	WHERE id = $9`
+
+func heartbeatArgs(agentID string, hb store.Heartbeat) []any {
+	return []any{nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams), hb.WitnessRefusal,
+		approvalJSON(hb.Approval), clockJSON(hb.Clock), agentID}
+}
+
 // RecordHeartbeat implements [store.Store]. It records heartbeats of
 // revoked agents too: refusing them is up to the caller.
 func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb store.Heartbeat) error {
-	res, err := s.db.ExecContext(ctx, `
-		UPDATE agents SET last_seen_at = $1, last_version = $2, last_uptime_ms = $3,
-			last_tailnet_ip = $4, last_upstreams = $5, last_witness_refusal = $6, last_approval = $7, last_clock = $8
-		WHERE id = $9`,
-		nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams), hb.WitnessRefusal,
-		approvalJSON(hb.Approval), clockJSON(hb.Clock), agentID)
+	res, err := s.db.ExecContext(ctx, recordHeartbeatSQL, heartbeatArgs(agentID, hb)...)
 	if err != nil {
 		return fmt.Errorf("record heartbeat of agent %s: %w", agentID, err)
 	}
@@ -446,18 +453,13 @@ func (s *Store) RecordHeartbeat(ctx context.Context, agentID string, hb store.He
 // commit per batch, not per agent.
 func (s *Store) RecordHeartbeats(ctx context.Context, hbs []store.AgentHeartbeat) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `
-			UPDATE agents SET last_seen_at = $1, last_version = $2, last_uptime_ms = $3,
-				last_tailnet_ip = $4, last_upstreams = $5, last_witness_refusal = $6, last_approval = $7, last_clock = $8
-			WHERE id = $9`)
+		stmt, err := tx.PrepareContext(ctx, recordHeartbeatSQL)
 		if err != nil {
 			return fmt.Errorf("record %d heartbeats: %w", len(hbs), err)
 		}
 		defer stmt.Close()
 		for _, h := range hbs {
-			hb := h.Heartbeat
-			if _, err := stmt.ExecContext(ctx, nullMillis(hb.At), hb.Version, hb.Uptime.Milliseconds(), hb.TailnetIP, upstreamsJSON(hb.Upstreams),
-				hb.WitnessRefusal, approvalJSON(hb.Approval), clockJSON(hb.Clock), h.AgentID); err != nil {
+			if _, err := stmt.ExecContext(ctx, heartbeatArgs(h.AgentID, h.Heartbeat)...); err != nil {
 				return fmt.Errorf("record heartbeat of agent %s: %w", h.AgentID, err)
 			}
 		}
