@@ -58,6 +58,7 @@ func (b *Broker) agentHandler() http.Handler {
 	handle(protocol.PathPair, b.handlePair)
 	handle(protocol.PathChallenge, b.handleChallenge)
 	handle(protocol.PathSession, b.handleSession)
+	handle(protocol.PathProve, b.handleProve)
 	handle(protocol.PathHeartbeat, b.handleHeartbeat)
 	handle(protocol.PathCheckpoint, b.handleCheckpointForWitness)
 	handle(protocol.PathCosign, b.handleCosign)

@@ -34,6 +34,7 @@ const (
 	PathPair      = "/agent/v1/pair"
 	PathChallenge = "/agent/v1/challenge"
 	PathSession   = "/agent/v1/session"
+	PathProve     = "/agent/v1/prove"
 	PathHeartbeat = "/agent/v1/heartbeat"
 
 	PathCheckpoint = "/agent/v1/checkpoint"
@@ -207,6 +208,30 @@ type ChallengeResponse struct {
 // ChallengeTranscript is what the broker signs when it issues a challenge.
 func ChallengeTranscript(agentID string, challenge []byte) []byte {
 	return transcript("challenge", agentID, hex.EncodeToString(challenge))
+}
+
+// ProveRequest asks a broker node to prove that it holds the broker's key.
+// Any tailnet node may ask; the answer binds the proof to both nodes.
+type ProveRequest struct {
+	Nonce []byte `json:"nonce"` // 32 random bytes from the caller
+}
+
+// ProveResponse is a broker node's proof: the broker key's signature over
+// [ProveTranscript] for its own node ID and the caller's, as the tailnet
+// identifies them. A node that relays another broker node's proof cannot
+// pass it off as its own: the proof names the node that signed it.
+type ProveResponse struct {
+	BrokerNodeID string `json:"broker_node_id"`
+	Signature    []byte `json:"signature"`
+}
+
+// ProveNonceLen is the length of [ProveRequest.Nonce].
+const ProveNonceLen = 32
+
+// ProveTranscript is what a broker node signs to prove its key to the
+// tailnet node callerNodeID.
+func ProveTranscript(nonce []byte, brokerNodeID, callerNodeID string) []byte {
+	return transcript("prove", hex.EncodeToString(nonce), brokerNodeID, callerNodeID)
 }
 
 // SessionRequest answers a challenge. Signature is the agent key's
