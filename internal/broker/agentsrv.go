@@ -37,7 +37,7 @@ func (b *Broker) agentHandler() http.Handler {
 	handle := func(path string, h func(http.ResponseWriter, *http.Request, tailnet.Identity) error) {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
 			r = withCall(r)
-			id, err := b.node.WhoIs(r.Context(), r.RemoteAddr)
+			id, err := b.whoIs(r.Context(), r.RemoteAddr)
 			if err != nil {
 				b.authFailed(r.Context(), r, tailnet.Identity{}, "", "caller is not a tailnet peer")
 				b.answer(w, r, audit.Actor{Role: "agent"}, errorf(http.StatusForbidden, "not_a_peer", "the agent API answers tailnet peers only"))

@@ -130,6 +130,10 @@ type Config struct {
 	// answer, whatever the agent says its own limits are; default 4 GiB.
 	// A longer answer is cut off, reported as incomplete and audited.
 	MaxAgentAnswer int64
+	// AgentTransport, when set, carries the agent API instead of the
+	// broker's tailnet node (see [AgentTransport]). Only the agent load
+	// test sets it; nil in every binary.
+	AgentTransport AgentTransport
 	// Version is reported to clients.
 	Version string
 	// Logger receives the broker's logs; nil discards them.
@@ -442,8 +446,8 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	tr.ResponseHeaderTimeout = 2 * time.Minute
 	b.agentHTC = &http.Client{Transport: tr, CheckRedirect: tailnet.NoRedirects}
 
-	if b.agentLn, err = b.node.Listen(protocol.BrokerPort); err != nil {
-		return nil, fmt.Errorf("listen on the tailnet: %w", err)
+	if b.agentLn, err = b.listenAgents(); err != nil {
+		return nil, err
 	}
 	var lc net.ListenConfig
 	if b.apiLn, err = lc.Listen(ctx, "tcp", cfg.Listen); err != nil {
