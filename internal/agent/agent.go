@@ -2,8 +2,9 @@
 // joins the tailnet with tsnet — dialling out only, opening no listener on
 // any host interface — pairs once with the broker using a one-time token,
 // then authenticates by signing broker challenges with its own Ed25519 key
-// and reports heartbeats. It answers broker calls only from the broker's
-// pinned tailnet node, signed with the broker's pinned key.
+// and reports heartbeats. It answers broker calls only from broker nodes
+// that proved the broker's pinned key, signed with that key. Several
+// brokers may share the key: the agent fails over between them.
 package agent
 
 import (
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"tailscale.com/tailcfg"
 
 	"github.com/tetherhq/tether/internal/names"
 
@@ -105,10 +107,10 @@ type Agent struct {
 	state  State
 	key    ed25519.PrivateKey
 	paired bool
-	// brokerNode is the tailnet node ID of the broker as last proven: the
-	// node the agent paired with, or the one that last signed a session
-	// challenge with the broker's key. Only it may call the agent.
-	brokerNode atomic.Pointer[string]
+	// proven are the broker nodes that proved the broker's key to this
+	// agent's node (see prove), and when; only they may call the agent.
+	proven    provenNodes
+	provingAt atomic.Int64 // unix ms of the last proveCandidates; heartbeatLoop only
 
 	// tl is the agent's current tailnet node, the broker peer on it and
 	// the client that reaches it. It is replaced when the agent joins the
@@ -196,7 +198,6 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.brokerNode.Store(&a.state.BrokerNodeID)
 	j := cfg.Join
 	if a.paired {
 		if j.BrokerKey != "" && j.BrokerKey != a.state.BrokerKey {
@@ -209,8 +210,8 @@ func New(cfg Config) (*Agent, error) {
 		if j.ControlURL == "" {
 			a.cfg.Join.ControlURL = a.state.ControlURL
 		}
-		if j.BrokerName == "" {
-			a.cfg.Join.BrokerName = a.state.BrokerName
+		if j.BrokerName == "" && len(j.BrokerNames) == 0 && j.BrokerTag == "" {
+			a.cfg.Join.BrokerName, a.cfg.Join.BrokerNames, a.cfg.Join.BrokerTag = a.state.BrokerName, a.state.BrokerNames, a.state.BrokerTag
 		}
 		a.cfg.Join.BrokerKey = a.state.BrokerKey
 		return a, nil
@@ -341,6 +342,10 @@ func (a *Agent) rejoin(ctx context.Context) error {
 			a.mu.Lock()
 			a.token = "" // a session belongs to the broker process that opened it
 			a.mu.Unlock()
+			// A re-created control server hands node IDs out again: every
+			// broker node proves its key anew.
+			a.proven.reset()
+			a.provingAt.Store(0)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -414,21 +419,14 @@ func (a *Agent) join(ctx context.Context) error {
 		}
 		return err
 	}
-	peer, err := node.WaitPeer(ctx, j.BrokerName)
+	// Any broker node will do: the first to answer is asked to prove the
+	// broker's key before it is sent anything (see call).
+	peer, err := node.WaitAnyPeer(ctx, a.brokerMatch())
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("broker %q did not answer on the tailnet within %v: check broker_name and that the broker is running", j.BrokerName, a.cfg.StartTimeout)
+			return fmt.Errorf("no broker node %s answered on the tailnet within %v: check broker_name (or broker_tag) and that a broker is running", a.brokerMatch(), a.cfg.StartTimeout)
 		}
 		return err
-	}
-	if a.paired && string(peer.ID) != a.trustedBrokerNode() {
-		// A restarted control server hands node IDs out again, and a
-		// broker's node may be re-created: the node holding the broker's
-		// name is trusted only once it signs a session challenge with the
-		// broker's key (openSession); until then it gets nothing but the
-		// request for one.
-		a.log.Info("the broker's name is held by another tailnet node than before; it must prove the broker's key",
-			"node", peer.Name, "node_id", peer.ID, "was", a.trustedBrokerNode())
 	}
 	// The broker is reached only at the address the netmap gives its
 	// node, through a dialer with no fallback to the host network, and no
@@ -446,18 +444,31 @@ func (a *Agent) join(ctx context.Context) error {
 	return nil
 }
 
-// errWrongBrokerNode reports that the node holding the broker's name,
-// another than the one the agent last trusted, did not prove the
-// broker's key. The agent keeps trying: the real broker may come back.
+// errWrongBrokerNode reports that a node the control server names or
+// tags as a broker did not prove the broker's key. The agent keeps
+// trying: the real broker may come back, or another broker node answer.
 var errWrongBrokerNode = errors.New("wrong broker node")
 
-// trustedBrokerNode is the tailnet node ID of the broker as last proven.
-// Until one is proven it is the one the agent's state holds.
-func (a *Agent) trustedBrokerNode() string {
-	if p := a.brokerNode.Load(); p != nil {
-		return *p
+// brokerMatch says which tailnet nodes may be brokers: those the join
+// file or flags name, and those carrying the broker tag. Each must still
+// prove the broker's key.
+func (a *Agent) brokerMatch() tailnet.PeerMatch {
+	j := a.cfg.Join
+	m := tailnet.PeerMatch{Tag: j.BrokerTag}
+	if j.BrokerName != "" {
+		m.Names = append(m.Names, j.BrokerName)
 	}
-	return a.state.BrokerNodeID
+	m.Names = append(m.Names, j.BrokerNames...)
+	return m
+}
+
+// brokerKey is the broker's key: the pinned one once paired, the join
+// file's before.
+func (a *Agent) brokerKey() (ed25519.PublicKey, error) {
+	if a.paired {
+		return protocol.ParsePublicKey(a.state.BrokerKey)
+	}
+	return protocol.ParsePublicKey(a.cfg.Join.BrokerKey)
 }
 
 // tailnetLink is the agent's tailnet node, the broker peer on it, and the
@@ -472,29 +483,41 @@ type tailnetLink struct {
 // link returns the agent's current tailnet link.
 func (a *Agent) link() *tailnetLink { return a.tl.Load() }
 
-// brokerURL is path at the broker node's current tailnet address, as the
-// netmap gives it for the node this agent paired with.
-func (a *Agent) brokerURL(ctx context.Context, l *tailnetLink, path string) (string, error) {
-	ip, err := l.node.NodeAddr(ctx, l.broker.ID)
+// brokerURL is path at a broker node's current tailnet address, as the
+// netmap gives it for that node.
+func (a *Agent) brokerURL(ctx context.Context, l *tailnetLink, id tailcfg.StableNodeID, path string) (string, error) {
+	ip, err := l.node.NodeAddr(ctx, id)
 	if err != nil {
-		return "", fmt.Errorf("the broker node %s: %w", l.broker.ID, err)
+		return "", fmt.Errorf("the broker node %s: %w", id, err)
 	}
 	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(protocol.BrokerPort)) + path, nil
 }
 
-// call posts in to the broker's agent API and decodes the answer into out.
+// call posts in to the agent API of the broker node the agent uses, and
+// decodes the answer into out. A node that has not proved the broker's
+// key to this agent is asked to first, and sent nothing else until then.
 func (a *Agent) call(ctx context.Context, path, bearer string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
 	// A call over a connection the broker's side has lost would otherwise
 	// hang until the client's own timeout; bound it by the heartbeat
 	// interval, so that the heartbeat loop notices within seconds.
 	ctx, cancel := context.WithTimeout(ctx, a.callTimeout())
 	defer cancel()
 	l := a.link()
-	u, err := a.brokerURL(ctx, l, path)
+	if !a.proven.has(l.broker.ID, a.now()) {
+		if err := a.prove(ctx, l, l.broker); err != nil {
+			return err
+		}
+	}
+	return a.callNode(ctx, l, l.broker.ID, path, bearer, in, out)
+}
+
+// callNode posts in to the agent API of broker node id, proven or not.
+func (a *Agent) callNode(ctx context.Context, l *tailnetLink, id tailcfg.StableNodeID, path, bearer string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	u, err := a.brokerURL(ctx, l, id, path)
 	if err != nil {
 		return err
 	}
@@ -552,7 +575,7 @@ func (a *Agent) pair(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pair with broker %s: %w", a.link().broker.Name, err)
 	}
-	brokerKey, _ := protocol.ParsePublicKey(a.cfg.Join.BrokerKey)
+	brokerKey, _ := a.brokerKey()
 	if !ed25519.Verify(brokerKey, protocol.PairTranscript(res, pub, nonce), res.Signature) {
 		return fmt.Errorf("%w: the broker at %s did not prove it holds key %s; check broker_key in the join file", ErrBrokerKeyMismatch, a.link().broker.Name, a.cfg.Join.BrokerKey)
 	}
@@ -562,13 +585,18 @@ func (a *Agent) pair(ctx context.Context) error {
 	a.state = State{
 		AgentID: res.AgentID, DeploymentID: res.DeploymentID, Tenant: res.Tenant, Name: res.Name,
 		ControlURL: a.cfg.Join.ControlURL, BrokerName: a.link().broker.Name, BrokerNodeID: string(a.link().broker.ID),
+		BrokerNames: a.cfg.Join.BrokerNames, BrokerTag: a.cfg.Join.BrokerTag,
 		BrokerKey: a.cfg.Join.BrokerKey, PairedAt: a.now().UTC(),
+	}
+	if a.cfg.Join.BrokerName != "" && a.cfg.Join.BrokerName != a.state.BrokerName {
+		// Keep the name the operator gave, not the FQDN of whichever
+		// broker node answered first, among the names to look for.
+		a.state.BrokerNames = append([]string{a.cfg.Join.BrokerName}, a.state.BrokerNames...)
 	}
 	if err := saveState(a.cfg.StateDir, a.state, key); err != nil {
 		return fmt.Errorf("paired, but could not save the state (pair again with a new token): %w", err)
 	}
 	a.key, a.paired = key, true
-	a.brokerNode.Store(&a.state.BrokerNodeID)
 	a.log.Info("agent paired", "deployment", res.Tenant+"/"+res.Name, "agent_id", res.AgentID, "broker", a.link().broker.Name)
 	return nil
 }
@@ -580,31 +608,15 @@ func (a *Agent) openSession(ctx context.Context) error {
 	if err := a.call(ctx, protocol.PathChallenge, "", protocol.ChallengeRequest{AgentID: a.state.AgentID}, &ch); err != nil {
 		return fmt.Errorf("challenge: %w", err)
 	}
-	brokerKey, err := protocol.ParsePublicKey(a.state.BrokerKey)
+	brokerKey, err := a.brokerKey()
 	if err != nil {
 		return err
 	}
-	l := a.link()
-	moved := string(l.broker.ID) != a.trustedBrokerNode()
-	if !ed25519.Verify(brokerKey, protocol.ChallengeTranscript(a.state.AgentID, ch.Challenge), ch.Signature) {
-		if moved {
-			a.log.Error("a tailnet node holding the broker's name did not prove the broker's key: not talking to it", "node", l.broker.Name, "node_id", l.broker.ID)
-			return fmt.Errorf("%w: node %s (%s) signed its challenge with a key other than the pinned %s", errWrongBrokerNode, l.broker.Name, l.broker.ID, a.state.BrokerKey)
-		}
-		return fmt.Errorf("%w: the broker at %s signed its challenge with a key other than the pinned %s", ErrBrokerKeyMismatch, l.broker.Name, a.state.BrokerKey)
-	}
-	if moved {
-		// The broker proved its key from a new node: trust that node from
-		// now on, and remember it across restarts.
-		st := a.state
-		st.BrokerNodeID = string(l.broker.ID)
-		if err := saveState(a.cfg.StateDir, st, a.key); err != nil {
-			return fmt.Errorf("the broker moved to tailnet node %s, but the state could not be saved: %w", l.broker.ID, err)
-		}
-		a.log.Warn("the broker's tailnet node changed; it proved the broker's key, so the agent trusts the new node",
-			"node", l.broker.Name, "node_id", l.broker.ID, "was", a.trustedBrokerNode())
-		id := st.BrokerNodeID
-		a.brokerNode.Store(&id)
+	if l := a.link(); !ed25519.Verify(brokerKey, protocol.ChallengeTranscript(a.state.AgentID, ch.Challenge), ch.Signature) {
+		// The node proved the key a moment ago (call), so this is a
+		// broker that signs with two keys, or a relay: not talked to.
+		a.proven.drop(l.broker.ID)
+		return fmt.Errorf("%w: node %s (%s) signed its challenge with a key other than the pinned %s", errWrongBrokerNode, l.broker.Name, l.broker.ID, a.state.BrokerKey)
 	}
 	var s protocol.SessionResponse
 	err = a.call(ctx, protocol.PathSession, "", protocol.SessionRequest{
@@ -735,9 +747,13 @@ const maxDeliveryBytes = 960 << 10
 func (a *Agent) heartbeatLoop(ctx context.Context) error {
 	online := false
 	lastOK := a.now()
-	var lastProbe time.Time
+	var lastProbe, lastFailover time.Time
 	for {
 		err := a.Heartbeat(ctx)
+		if err != nil && ctx.Err() == nil && brokerNodeDown(err) && a.now().Sub(lastFailover) >= failoverEvery && a.failover(ctx) {
+			lastFailover = a.now()
+			continue // at once, to the other broker node
+		}
 		if err == nil {
 			lastOK = a.now()
 			a.rejoins = 0
@@ -775,6 +791,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			if err := a.Witness(ctx); err != nil && !errors.Is(err, ErrHistoryRewritten) {
 				a.log.Warn("witnessing the audit log failed; will retry", "err", err)
 			}
+			a.proveCandidates(ctx)
 			a.readyOnce.Do(func() { close(a.ready) })
 		}
 		switch {
@@ -808,6 +825,21 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// failoverEvery bounds how often the agent moves to another broker node,
+// so that two broker nodes that both fail are not tried in a tight loop.
+const failoverEvery = 5 * time.Second
+
+// brokerNodeDown reports whether a failed call says more about the broker
+// node than about this agent: it did not answer, failed, or did not prove
+// the broker's key. Another broker node may do better.
+func brokerNodeDown(err error) bool {
+	var be *brokerError
+	if errors.As(err, &be) {
+		return be.status >= 500
+	}
+	return !errors.Is(err, ErrBrokerKeyMismatch)
 }
 
 // finisher runs work that must end before the agent stops: once closed,

@@ -24,8 +24,9 @@ import (
 	"github.com/tetherhq/tether/internal/tailnet"
 )
 
-// handler serves the agent's tailnet API. Every call must come from the
-// pinned broker node and carry a fresh signature by the pinned broker key.
+// handler serves the agent's tailnet API. Every call must come from a
+// broker node that proved the pinned broker key, and carry a fresh
+// signature by that key.
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+protocol.PathAgentPing, func(w http.ResponseWriter, r *http.Request) {
@@ -75,8 +76,8 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	if err != nil {
 		return errors.New("caller is not a tailnet peer")
 	}
-	if string(id.NodeID) != a.trustedBrokerNode() {
-		return errors.New("caller is not the broker node that last proved the broker's key")
+	if err := a.checkBrokerNode(r.Context(), id); err != nil {
+		return err
 	}
 	ms, err := strconv.ParseInt(r.Header.Get(protocol.HeaderBrokerTime), 10, 64)
 	if err != nil {

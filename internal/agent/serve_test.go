@@ -29,11 +29,13 @@ type brokerRig struct {
 	brokerNode, other   *tailnet.Node
 	brokerKey, otherKey ed25519.PrivateKey
 	base                string // the agent API's base URL
+	extra               map[string]*tailnet.Node
 }
 
 // newBrokerRig starts a dev tailnet with three nodes and serves the agent
-// API of an agent paired with the "broker" node, whose clock is now.
-func newBrokerRig(t *testing.T, ctx context.Context, now func() time.Time) *brokerRig {
+// API of an agent paired with the "broker" node, whose clock is now, and
+// nodes named extra besides.
+func newBrokerRig(t *testing.T, ctx context.Context, now func() time.Time, extra ...string) *brokerRig {
 	t.Helper()
 	dn, err := devnet.Start(ctx, devnet.Config{})
 	if err != nil {
@@ -59,6 +61,13 @@ func newBrokerRig(t *testing.T, ctx context.Context, now func() time.Time) *brok
 	if _, err := agentNode.WaitPeer(ctx, "other"); err != nil {
 		t.Fatal(err)
 	}
+	extraNodes := map[string]*tailnet.Node{}
+	for _, name := range extra {
+		extraNodes[name] = up(name)
+		if _, err := agentNode.WaitPeer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	brokerPub, brokerKey, _ := ed25519.GenerateKey(rand.Reader)
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
@@ -80,8 +89,8 @@ func newBrokerRig(t *testing.T, ctx context.Context, now func() time.Time) *brok
 		data: newDataPlane(Upstreams{}, revoked),
 	}
 	a.log = testLogger(t)
-	a.brokerNode.Store(&a.state.BrokerNodeID)
-	a.tl.Store(&tailnetLink{node: agentNode})
+	a.proven.add(brokerPeer.ID, now())
+	a.tl.Store(&tailnetLink{node: agentNode, hc: &http.Client{Transport: agentNode.HTTPTransport(), CheckRedirect: tailnet.NoRedirects}})
 	ln, err := agentNode.Listen(protocol.AgentPort)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +99,7 @@ func newBrokerRig(t *testing.T, ctx context.Context, now func() time.Time) *brok
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return &brokerRig{a: a, brokerNode: brokerNode, other: otherNode, brokerKey: brokerKey, otherKey: otherKey,
-		base: "http://" + net.JoinHostPort(agentNode.IPv4().String(), strconv.Itoa(protocol.AgentPort))}
+		base: "http://" + net.JoinHostPort(agentNode.IPv4().String(), strconv.Itoa(protocol.AgentPort)), extra: extraNodes}
 }
 
 // brokerCall is one call to the agent API.

@@ -26,6 +26,8 @@ type State struct {
 	ControlURL   string    `json:"control_url"`
 	BrokerName   string    `json:"broker_name"`
 	BrokerNodeID string    `json:"broker_node_id"`
+	BrokerNames  []string  `json:"broker_names,omitempty"`
+	BrokerTag    string    `json:"broker_tag,omitempty"`
 	BrokerKey    string    `json:"broker_key"`
 	PairedAt     time.Time `json:"paired_at"`
 }

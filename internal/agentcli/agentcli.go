@@ -95,7 +95,8 @@ type runCmd struct {
 	StateDir         string        `placeholder:"DIR" help:"directory for the agent's key and state (required)"`
 	ControlURL       string        `name:"control-url" placeholder:"URL" help:"tailnet control server URL (instead of --join)"`
 	AuthKey          string        `name:"auth-key" placeholder:"KEY" help:"tailnet pre-auth key, as env:NAME or file:PATH (instead of --join)"`
-	BrokerName       string        `placeholder:"NAME" help:"the broker's tailnet name (instead of --join)"`
+	BrokerName       []string      `sep:"," placeholder:"NAME" help:"the broker's tailnet name (instead of --join); with several brokers, repeat it or separate with commas: the agent uses whichever proves the broker key and fails over between them"`
+	BrokerTag        string        `placeholder:"tag:NAME" help:"ACL tag every broker node carries, e.g. tag:tether-broker: any node with it that proves the broker key is a broker (with or instead of --broker-name)"`
 	BrokerKey        string        `placeholder:"ed25519:…" help:"the broker's public key (instead of --join)"`
 	Hostname         string        `default:"tether-agent" help:"the agent's tailnet hostname"`
 	HealthAddr       string        `placeholder:"HOST:PORT" help:"optional loopback address for GET /healthz, e.g. 127.0.0.1:9090 (off by default)"`
@@ -199,14 +200,20 @@ func (c *runCmd) run(e *env) error {
 	}
 	var j config.Join
 	if c.Join != "" {
-		if c.ControlURL != "" || c.AuthKey != "" || c.BrokerName != "" || c.BrokerKey != "" {
-			return cli.Usagef("agent run: give either --join FILE or --control-url/--auth-key/--broker-name/--broker-key, not both")
+		if c.ControlURL != "" || c.AuthKey != "" || len(c.BrokerName) > 0 || c.BrokerTag != "" || c.BrokerKey != "" {
+			return cli.Usagef("agent run: give either --join FILE or --control-url/--auth-key/--broker-name/--broker-tag/--broker-key, not both")
 		}
 		if err := config.LoadWith(c.Join, &j, (*config.Join).Validate); err != nil {
 			return err
 		}
 	} else {
-		j = config.Join{ControlURL: c.ControlURL, AuthKey: c.AuthKey, BrokerName: c.BrokerName, BrokerKey: c.BrokerKey}
+		j = config.Join{ControlURL: c.ControlURL, AuthKey: c.AuthKey, BrokerTag: c.BrokerTag, BrokerKey: c.BrokerKey}
+		if len(c.BrokerName) > 0 {
+			j.BrokerName, j.BrokerNames = c.BrokerName[0], c.BrokerName[1:]
+		}
+		if len(j.BrokerNames) > config.MaxBrokerNames {
+			return cli.Usagef("agent run: --broker-name lists %d names: at most %d", len(c.BrokerName), config.MaxBrokerNames+1)
+		}
 	}
 	tok := c.Token
 	if tok != "" {

@@ -85,6 +85,14 @@ type Join struct {
 	AuthKey string `json:"auth_key"`
 	// BrokerName is the broker's tailnet name (MagicDNS FQDN or hostname).
 	BrokerName string `json:"broker_name"`
+	// BrokerNames are the tailnet names of the other brokers that share
+	// the broker's key and store, for an agent to fail over to.
+	BrokerNames []string `json:"broker_names,omitempty"`
+	// BrokerTag, if set, is the ACL tag every broker node carries (e.g.
+	// tag:tether-broker): any node the control server gave it is a broker
+	// candidate too. Either way a node is trusted only once it proves the
+	// broker's key.
+	BrokerTag string `json:"broker_tag,omitempty"`
 	// BrokerKey is the broker's Ed25519 signing key, "ed25519:…".
 	BrokerKey string `json:"broker_key"`
 }
@@ -97,14 +105,28 @@ func (j Join) Validate() error {
 	if j.AuthKey == "" {
 		return errors.New(`"auth_key" is empty: want the tailnet pre-auth key (or env:NAME / file:PATH)`)
 	}
-	if j.BrokerName == "" {
-		return errors.New(`"broker_name" is empty: want the broker's tailnet name, e.g. tether-broker.example.ts.net`)
+	if j.BrokerName == "" && j.BrokerTag == "" {
+		return errors.New(`"broker_name" is empty: want the broker's tailnet name, e.g. tether-broker.example.ts.net (or "broker_tag", the ACL tag every broker node carries)`)
+	}
+	if len(j.BrokerNames) > MaxBrokerNames {
+		return fmt.Errorf(`"broker_names" lists %d names: at most %d`, len(j.BrokerNames), MaxBrokerNames)
+	}
+	for _, n := range j.BrokerNames {
+		if n == "" || strings.ContainsAny(n, " ,\t") {
+			return fmt.Errorf(`"broker_names" holds %q: want tailnet names such as tether-broker-2.example.ts.net`, n)
+		}
+	}
+	if t, ok := strings.CutPrefix(j.BrokerTag, "tag:"); j.BrokerTag != "" && (!ok || t == "" || strings.ContainsAny(t, " ,:\t")) {
+		return fmt.Errorf(`"broker_tag" is %q: want an ACL tag such as tag:tether-broker`, j.BrokerTag)
 	}
 	if !strings.HasPrefix(j.BrokerKey, "ed25519:") {
 		return errors.New(`"broker_key" must be the broker's public key, "ed25519:" followed by 43 base64url characters`)
 	}
 	return nil
 }
+
+// MaxBrokerNames bounds [Join.BrokerNames].
+const MaxBrokerNames = 16
 
 func checkURL(field, s string) error {
 	u, err := url.Parse(s)

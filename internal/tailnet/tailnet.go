@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,10 @@ type Config struct {
 	// AuthKey is a pre-auth key used when the node must log in. It is
 	// never logged.
 	AuthKey string
+	// AdvertiseTags are ACL tags the node asks the control server for
+	// (e.g. tag:tether-broker); the control server's policy decides
+	// whether it gets them. An auth key may carry tags of its own.
+	AdvertiseTags []string
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -60,6 +65,20 @@ func (c Config) Validate() error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("control URL %q: want an absolute http:// or https:// URL", c.ControlURL)
 	}
+	for _, t := range c.AdvertiseTags {
+		if err := CheckTag(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckTag reports whether t is an ACL tag: "tag:" and a DNS label.
+func CheckTag(t string) error {
+	name, ok := strings.CutPrefix(t, "tag:")
+	if !ok || !names.IsLabel(name) {
+		return fmt.Errorf("tag %q: want tag:NAME, NAME a DNS label (a-z, 0-9, '-')", t)
+	}
 	return nil
 }
 
@@ -68,7 +87,8 @@ type Node struct {
 	srv    *tsnet.Server
 	lc     *local.Client
 	log    *slog.Logger
-	tmpDir string // removed on Close when state is in memory
+	tmpDir string               // removed on Close when state is in memory
+	self   tailcfg.StableNodeID // set by Up
 	// started is set once tsnet started; tsnet's Close must not run
 	// before that.
 	started bool
@@ -96,6 +116,8 @@ func New(cfg Config) (*Node, error) {
 		AuthKey:    cfg.AuthKey,
 		Logf:       logf(log, slog.LevelDebug),
 		UserLogf:   logf(log, slog.LevelInfo),
+
+		AdvertiseTags: cfg.AdvertiseTags,
 	}
 	n := &Node{srv: srv, log: log}
 	if cfg.StateDir == "" {
@@ -153,6 +175,7 @@ func (n *Node) Up(ctx context.Context) (*ipnstate.Status, error) {
 			return nil, fmt.Errorf("join tailnet: %w", contextCause(ctx, err))
 		}
 		if st.Self != nil && st.Self.Relay != "" && len(st.TailscaleIPs) > 0 {
+			n.self = st.Self.ID
 			n.log.Debug("tailnet up", "name", st.Self.DNSName, "derp", st.Self.Relay)
 			return st, nil
 		}
@@ -268,6 +291,121 @@ func (n *Node) FindPeer(ctx context.Context, name string) (Peer, error) {
 		}
 	}
 	return Peer{}, fmt.Errorf("%q: %w", name, ErrNoSuchPeer)
+}
+
+// PeerMatch says which peers are wanted: those named by one of Names (a
+// MagicDNS name or its first label, as [Node.FindPeer] matches) and, if
+// Tag is set, those the control server gave that ACL tag.
+type PeerMatch struct {
+	Names []string
+	Tag   string
+}
+
+// Matches reports whether a node named fqdn (without the trailing dot)
+// and carrying tags is wanted.
+func (m PeerMatch) Matches(fqdn string, tags []string) bool {
+	fqdn = strings.TrimSuffix(fqdn, ".")
+	short, _, _ := strings.Cut(fqdn, ".")
+	for _, name := range m.Names {
+		name = strings.TrimSuffix(name, ".")
+		if name != "" && (name == fqdn || name == short) {
+			return true
+		}
+	}
+	return m.Tag != "" && slices.Contains(tags, m.Tag)
+}
+
+// String names m in logs and errors.
+func (m PeerMatch) String() string {
+	var parts []string
+	if len(m.Names) > 0 {
+		parts = append(parts, "named "+strings.Join(m.Names, " or "))
+	}
+	if m.Tag != "" {
+		parts = append(parts, "tagged "+m.Tag)
+	}
+	return strings.Join(parts, ", or ")
+}
+
+// FindPeers returns the current peers m wants, by name.
+func (n *Node) FindPeers(ctx context.Context, m PeerMatch) ([]Peer, error) {
+	if n.lc == nil {
+		return nil, errors.New("find peers: node is not up")
+	}
+	st, err := n.lc.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("find peers: %w", err)
+	}
+	var out []Peer
+	for _, p := range st.Peer {
+		var tags []string
+		if p.Tags != nil {
+			tags = p.Tags.AsSlice()
+		}
+		if !m.Matches(p.DNSName, tags) {
+			continue
+		}
+		for _, ip := range p.TailscaleIPs {
+			if ip.Is4() {
+				out = append(out, Peer{ID: p.ID, Name: strings.TrimSuffix(p.DNSName, "."), IP: ip})
+				break
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// WaitAnyPeer waits until a peer m wants is on the tailnet and answers
+// disco pings (see [Node.WaitPeer]), trying all of them at once, and
+// returns the first that answers; skip names peers not to return (a
+// broker node just found dead, say) unless no other answers.
+func (n *Node) WaitAnyPeer(ctx context.Context, m PeerMatch, skip ...tailcfg.StableNodeID) (Peer, error) {
+	for {
+		peers, err := n.FindPeers(ctx, m)
+		if err != nil {
+			return Peer{}, err
+		}
+		if p, ok := n.firstAnswering(ctx, peers, skip); ok {
+			return p, nil
+		}
+		if werr := pause(ctx, 50*time.Millisecond); werr != nil {
+			return Peer{}, fmt.Errorf("wait for a peer %s: %w (%d found, none answered)", m, werr, len(peers))
+		}
+	}
+}
+
+// firstAnswering pings peers at once and returns the first to answer,
+// preferring those not in skip.
+func (n *Node) firstAnswering(ctx context.Context, peers []Peer, skip []tailcfg.StableNodeID) (Peer, bool) {
+	if len(peers) == 0 {
+		return Peer{}, false
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	answers := make(chan Peer, len(peers))
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Go(func() {
+			if n.pingTwice(ctx, p.IP) == nil {
+				answers <- p
+			}
+		})
+	}
+	go func() { wg.Wait(); close(answers) }()
+	var fallback *Peer
+	for p := range answers {
+		if !slices.Contains(skip, p.ID) {
+			return p, true
+		}
+		if fallback == nil {
+			fallback = &p
+		}
+	}
+	if fallback != nil {
+		return *fallback, true
+	}
+	return Peer{}, false
 }
 
 // WaitPeer waits until the peer named name is on the tailnet and answers a
@@ -461,6 +599,9 @@ func (n *Node) Listen(port uint16) (net.Listener, error) {
 	}
 	return n.srv.Listen("tcp", net.JoinHostPort(ip4.String(), strconv.Itoa(int(port))))
 }
+
+// SelfID returns the node's stable ID, or "" before Up.
+func (n *Node) SelfID() tailcfg.StableNodeID { return n.self }
 
 // IPv4 returns the node's tailnet IPv4 address, or the zero Addr before Up.
 func (n *Node) IPv4() netip.Addr {
