@@ -67,7 +67,7 @@ func TestAgentChartLockedDown(t *testing.T) {
 				}
 			}
 			d := one[appsv1.Deployment](t, m)
-			checkAgentDeployment(t, m, d)
+			checkAgentDeployment(t, m, d, len(tt.files) > 0)
 			checkPodLockedDown(t, "agent", &d.Spec.Template.Spec)
 			checkAgentNetworkPolicy(t, one[networkingv1.NetworkPolicy](t, m), d)
 
@@ -106,7 +106,7 @@ func mapValues(m map[string][]byte) func(func([]byte) bool) {
 	}
 }
 
-func checkAgentDeployment(t *testing.T, m *manifest, d *appsv1.Deployment) {
+func checkAgentDeployment(t *testing.T, m *manifest, d *appsv1.Deployment, wantProbes bool) {
 	t.Helper()
 	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
 		t.Errorf("replicas = %v, want 1: two agents on one state would fight over its tailnet node", d.Spec.Replicas)
@@ -161,13 +161,15 @@ func checkAgentDeployment(t *testing.T, m *manifest, d *appsv1.Deployment) {
 		}
 	}
 	// Probes run the agent binary itself: there is no shell, and the
-	// health address is loopback-only.
-	if addr := flagValue(c.Args, "health-addr"); addr != "" {
-		for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-			if p == nil || p.Exec == nil || len(p.Exec.Command) < 4 || p.Exec.Command[0] != "/agent" || p.Exec.Command[1] != "health" || !slices.Contains(p.Exec.Command, addr) {
-				t.Errorf("%s probe %+v, want exec /agent health --addr %s", name, p, addr)
-			}
+	// health address is loopback-only, out of the kubelet's reach.
+	addr := flagValue(c.Args, "health-addr")
+	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if p != nil && (addr == "" || p.Exec == nil || len(p.Exec.Command) < 4 || p.Exec.Command[0] != "/agent" || p.Exec.Command[1] != "health" || !slices.Contains(p.Exec.Command, addr)) {
+			t.Errorf("%s probe %+v, want exec /agent health --addr %q", name, p, addr)
 		}
+	}
+	if wantProbes && (c.LivenessProbe == nil || c.ReadinessProbe == nil) {
+		t.Errorf("probes enabled, but liveness %v, readiness %v", c.LivenessProbe, c.ReadinessProbe)
 	}
 }
 
