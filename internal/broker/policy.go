@@ -69,7 +69,10 @@ func (b *Broker) startNotifier() error {
 		}
 		email = &e
 	}
-	n, err := notify.New(notify.Config{Webhooks: hooks, Email: email, Now: b.now, Logger: b.cfg.Logger, Registerer: b.reg, ShutdownTimeout: 3 * time.Second})
+	// Pending deliveries live in the store, so that one this broker
+	// accepted is made even if it dies: by it after a restart, or by any
+	// broker sharing the store.
+	n, err := notify.New(notify.Config{Webhooks: hooks, Email: email, Now: b.now, Logger: b.cfg.Logger, Registerer: b.reg, ShutdownTimeout: 3 * time.Second, Queue: b.store})
 	if err != nil {
 		return fmt.Errorf("webhooks: %w", err)
 	}

@@ -29,6 +29,8 @@ func (c Config) Validate() error {
 		{"max_backoff", int64(c.MaxBackoff)},
 		{"queue_size", int64(c.QueueSize)},
 		{"shutdown_timeout", int64(c.ShutdownTimeout)},
+		{"lease", int64(c.Lease)},
+		{"poll_interval", int64(c.PollInterval)},
 	} {
 		if f.v < 0 {
 			fail("%s is negative; leave it 0 for the default or set a positive value", f.name)
@@ -37,6 +39,9 @@ func (c Config) Validate() error {
 	d := c.withDefaults()
 	if c.BaseBackoff >= 0 && c.MaxBackoff >= 0 && d.BaseBackoff > d.MaxBackoff {
 		fail("base_backoff %v is longer than max_backoff %v; lower base_backoff or raise max_backoff", d.BaseBackoff, d.MaxBackoff)
+	}
+	if c.Timeout >= 0 && c.Lease > 0 && d.Lease <= d.Timeout {
+		fail("lease %v is not longer than timeout %v: another broker could take a delivery while an attempt is still running; raise lease", d.Lease, d.Timeout)
 	}
 
 	if c.Email != nil {

@@ -27,15 +27,26 @@ type outcome struct {
 }
 
 // deliver attempts d until it is accepted, refused, out of attempts or
-// ctx has ended; once ctx has ended it makes one last attempt.
+// ctx has ended; once ctx has ended it makes one last attempt of a
+// delivery held in memory, and hands one from the Queue back to it.
 func (n *Notifier) deliver(ctx, base context.Context, d *delivery) {
 	tenant, host := d.lane.hook.Tenant, d.lane.host
-	for attempt := 1; ; attempt++ {
+	for attempt := d.attempts + 1; ; attempt++ {
+		attrs := []any{"tenant", tenant, "host", host, "type", d.typ, "id", d.id, "attempt", attempt}
+		if attempt > n.cfg.MaxAttempts {
+			// A broker made the last attempt and died before it could
+			// forget the delivery.
+			d.lane.counter[resultFailed].Inc()
+			n.log.Error("notification delivery failed; attempts exhausted", attrs...)
+			n.forget(base, d)
+			return
+		}
 		o := n.attempt(base, d)
-		attrs := []any{"tenant", tenant, "host", host, "type", d.typ, "id", d.id, "attempt", attempt, "status", o.status}
+		attrs = append(attrs, "status", o.status)
 		if o.err == nil {
 			d.lane.counter[resultOK].Inc()
 			n.log.Info("notification delivered", attrs...)
+			n.forget(base, d)
 			return
 		}
 		attrs = append(attrs, "error", o.err)
@@ -43,10 +54,15 @@ func (n *Notifier) deliver(ctx, base context.Context, d *delivery) {
 		case !o.retry:
 			d.lane.counter[resultFailed].Inc()
 			n.log.Error("notification delivery failed; not retried", attrs...)
+			n.forget(base, d)
 			return
 		case attempt >= n.cfg.MaxAttempts:
 			d.lane.counter[resultFailed].Inc()
 			n.log.Error("notification delivery failed; attempts exhausted", attrs...)
+			n.forget(base, d)
+			return
+		case ctx.Err() != nil && d.seq != 0:
+			n.handBack(base, d, attempt, n.cfg.Now().Add(n.backoff(attempt, o)), attrs)
 			return
 		case ctx.Err() != nil:
 			d.lane.counter[resultFailed].Inc()
@@ -56,8 +72,15 @@ func (n *Notifier) deliver(ctx, base context.Context, d *delivery) {
 		wait := n.backoff(attempt, o)
 		d.lane.counter[resultRetry].Inc()
 		n.log.Warn("notification delivery will be retried", append(attrs, "wait", wait)...)
-		// An error means ctx ended: the next attempt is the last.
-		_ = n.cfg.Sleep(ctx, wait)
+		if d.seq != 0 && !n.reschedule(base, d, attempt, wait) {
+			return
+		}
+		// An error means ctx ended: the next attempt is the last, or a
+		// delivery from the Queue goes back to it.
+		if err := n.cfg.Sleep(ctx, wait); err != nil && d.seq != 0 {
+			n.handBack(base, d, attempt, d.next, attrs)
+			return
+		}
 	}
 }
 

@@ -21,6 +21,7 @@ var results = []string{resultOK, resultRetry, resultFailed, resultDropped}
 type metrics struct {
 	deliveries *prometheus.CounterVec
 	queue      prometheus.Gauge
+	fallbacks  prometheus.Counter
 }
 
 // newMetrics registers the metrics with reg, if set. The tenant label
@@ -35,7 +36,11 @@ func newMetrics(reg prometheus.Registerer, tenants []string) (*metrics, error) {
 		}, []string{"tenant", "result"}),
 		queue: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tether_webhook_queue_length",
-			Help: "Webhook deliveries waiting for an attempt.",
+			Help: "Webhook deliveries waiting for an attempt: those held in memory and, with deliveries kept in the store, those of this broker's webhooks the store held at its last poll.",
+		}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_webhook_store_fallbacks_total",
+			Help: "Webhook deliveries held in this broker's memory only because the store failed to keep them: a restart loses them.",
 		}),
 	}
 	for _, t := range tenants {
@@ -44,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, tenants []string) (*metrics, error) {
 		}
 	}
 	if reg != nil {
-		cs := []prometheus.Collector{m.deliveries, m.queue}
+		cs := []prometheus.Collector{m.deliveries, m.queue, m.fallbacks}
 		for i, c := range cs {
 			if err := reg.Register(c); err != nil {
 				for _, done := range cs[:i] {

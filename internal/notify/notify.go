@@ -7,9 +7,18 @@
 //
 // Delivery is at least once: a receiver may see a message twice (after a
 // timeout, a retry or a restart) and deduplicates on [Message.ID], which
-// is also sent as the Tether-Delivery header. Deliveries are held in
-// memory only; a bounded queue drops the oldest pending delivery when it
-// is full, so a broken receiver cannot make the broker run out of memory.
+// is also sent as the Tether-Delivery header. A bounded queue drops the
+// oldest pending delivery when it is full, so that a broken receiver
+// cannot make the broker run out of memory.
+//
+// Without a [Queue] deliveries are held in memory only. With one (the
+// broker's store), every delivery is written there before
+// [Notifier.Notify] returns and deleted once made or given up, so that a
+// delivery one broker accepted is made even if it dies: by it after a
+// restart, or by any other broker sharing the store (see [Queue]). Should
+// the store fail, Notify keeps the delivery in memory instead, logs it and
+// counts it in tether_webhook_store_fallbacks_total: a notification never
+// holds up the action it reports.
 package notify
 
 import (
@@ -64,6 +73,8 @@ const (
 	DefaultMaxBackoff      = time.Minute
 	DefaultQueueSize       = 1000
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultLease           = 30 * time.Second
+	DefaultPollInterval    = 2 * time.Second
 )
 
 // MinSecretLen is the shortest [Webhook.Secret] accepted, in bytes.
@@ -168,6 +179,22 @@ type Config struct {
 	// Jitter picks the wait before a retry in [0, ceiling]; nil means
 	// uniformly at random ("full jitter"). Tests replace it.
 	Jitter func(ceiling time.Duration) time.Duration
+
+	// Queue, if set, keeps pending deliveries in a store that outlives
+	// this Notifier and that other brokers' Notifiers may share; nil
+	// keeps them in memory. With a Queue, QueueSize bounds each
+	// webhook's deliveries in the store (the oldest dropped, logged and
+	// counted), besides those held in memory when the store fails.
+	Queue Queue
+	// Lease is how long a delivery a Notifier took from the Queue stays
+	// its own, beyond any wait before a retry, before another may take
+	// it: how soon the deliveries of a broker that died are taken over.
+	// It must be longer than Timeout; default [DefaultLease], or twice
+	// Timeout if that is longer.
+	Lease time.Duration
+	// PollInterval is how often the Queue is read for deliveries other
+	// brokers left or retries come due; default [DefaultPollInterval].
+	PollInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -188,6 +215,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Lease == 0 {
+		c.Lease = max(DefaultLease, 2*c.Timeout)
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -248,7 +281,13 @@ type Notifier struct {
 	lanes    []*lane
 	byTenant map[string][]*lane
 
+	// queue is cfg.Queue; claimer names this Notifier in its leases.
+	queue   Queue
+	claimer string
+	byKey   map[string]*lane // by lane key, for deliveries from the queue
+
 	mu          sync.Mutex
+	stored      int           // deliveries of our lanes in the queue, at the last poll
 	pending     list.List     // *delivery waiting for an attempt, oldest first, across lanes
 	outstanding int           // pending plus in flight
 	idle        chan struct{} // closed while outstanding is 0
@@ -263,7 +302,8 @@ type lane struct {
 	host    string          // for logs: the URL may carry a token in its path
 	events  map[string]bool // nil means all
 	queue   list.List       // *delivery, oldest first; guarded by Notifier.mu
-	wake    chan struct{}   // signalled when queue grows
+	wake    chan struct{}   // signalled when queue grows, or the store may hold a due delivery
+	key     string          // names the lane in the Queue: a digest of tenant, URL and format
 	counter map[string]prometheus.Counter
 	mail    *mailLane // set for an e-mail lane, which sends by SMTP
 }
@@ -289,6 +329,12 @@ type delivery struct {
 	body    []byte
 	inAll   *list.Element // in Notifier.pending
 	inLane  *list.Element // in lane.queue
+	// seq is the delivery's row in the Queue, which this Notifier has
+	// claimed; 0 for a delivery held in memory only. attempts counts
+	// those made before the claim, by any broker.
+	seq      int64
+	attempts int
+	next     time.Time // when the next attempt is due, as recorded in the Queue
 }
 
 // New checks cfg and returns a Notifier that queues messages; call Run to
@@ -315,6 +361,9 @@ func New(cfg Config) (*Notifier, error) {
 		client:   client,
 		byTenant: map[string][]*lane{},
 		idle:     make(chan struct{}),
+		queue:    cfg.Queue,
+		claimer:  "notify-" + newID(),
+		byKey:    map[string]*lane{},
 	}
 	close(n.idle)
 	var tenants []string
@@ -356,6 +405,8 @@ func New(cfg Config) (*Notifier, error) {
 	n.m = m
 	for _, l := range n.lanes {
 		l.counter = m.forTenant(l.hook.Tenant)
+		l.key = laneKey(l.hook)
+		n.byKey[l.key] = l
 	}
 	return n, nil
 }
@@ -406,10 +457,8 @@ func (n *Notifier) Notify(m Message) {
 		return
 	}
 
-	var dropped []*delivery
-	var stopped bool
-	n.mu.Lock()
-	for _, l := range targets {
+	ds := make([]*delivery, len(targets))
+	for i, l := range targets {
 		d := &delivery{lane: l, id: m.ID, typ: m.Type, body: body}
 		switch {
 		case l.mail != nil:
@@ -417,6 +466,17 @@ func (n *Notifier) Notify(m Message) {
 		case l.hook.Format == FormatSlack:
 			d.body = slack
 		}
+		ds[i] = d
+	}
+	if n.queue != nil && n.persist(ds) {
+		return
+	}
+
+	var dropped []*delivery
+	var stopped bool
+	n.mu.Lock()
+	for _, d := range ds {
+		l := d.lane
 		if n.closed {
 			dropped = append(dropped, d)
 			stopped = true
@@ -436,7 +496,7 @@ func (n *Notifier) Notify(m Message) {
 		default:
 		}
 	}
-	n.m.queue.Set(float64(n.pending.Len()))
+	n.setQueueLocked()
 	n.mu.Unlock()
 
 	reason := "queue full"
@@ -449,16 +509,29 @@ func (n *Notifier) Notify(m Message) {
 }
 
 // Flush waits until no delivery is pending or in flight, or ctx ends. It
-// needs Run to be delivering.
+// needs Run to be delivering. With a Queue it also waits until the Queue
+// holds no delivery to this Notifier's webhooks, whoever holds it.
 func (n *Notifier) Flush(ctx context.Context) error {
-	n.mu.Lock()
-	idle := n.idle
-	n.mu.Unlock()
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("flush webhook deliveries: %w", context.Cause(ctx))
+	for {
+		n.mu.Lock()
+		idle := n.idle
+		n.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return fmt.Errorf("flush webhook deliveries: %w", context.Cause(ctx))
+		}
+		if n.queue == nil {
+			return nil
+		}
+		if pending, err := n.storedPending(ctx); err == nil && pending == 0 {
+			return nil
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("flush webhook deliveries: %w", context.Cause(ctx))
+		}
 	}
 }
 
@@ -483,6 +556,9 @@ func (n *Notifier) Run(ctx context.Context) {
 	for _, l := range n.lanes {
 		wg.Go(func() { n.work(ctx, base, l) })
 	}
+	if n.queue != nil {
+		wg.Go(func() { n.poll(ctx) })
+	}
 	<-ctx.Done()
 	deadline := time.AfterFunc(n.cfg.ShutdownTimeout, cancel)
 	defer deadline.Stop()
@@ -498,7 +574,7 @@ func (n *Notifier) Run(ctx context.Context) {
 		n.doneLocked()
 		left = append(left, d)
 	}
-	n.m.queue.Set(0)
+	n.setQueueLocked()
 	n.mu.Unlock()
 	for _, d := range left {
 		n.drop(d, "notifier stopped")
@@ -516,6 +592,9 @@ func (n *Notifier) work(ctx, base context.Context, l *lane) {
 		}
 		for ctx.Err() == nil {
 			d := n.take(l)
+			if d == nil && n.queue != nil {
+				d = n.claim(ctx, l)
+			}
 			if d == nil {
 				break
 			}
@@ -552,7 +631,7 @@ func (n *Notifier) take(l *lane) *delivery {
 	}
 	d := e.Value.(*delivery)
 	n.unqueueLocked(d)
-	n.m.queue.Set(float64(n.pending.Len()))
+	n.setQueueLocked()
 	return d
 }
 

@@ -502,7 +502,72 @@ type Store interface {
 
 	// WebStore keeps the web console's sessions and pending logins.
 	WebStore
+	// WebhookQueue keeps the notifications not yet delivered.
+	WebhookQueue
 
 	// Close releases the store's resources.
 	Close() error
+}
+
+// MaxWebhookBody bounds the body of a stored webhook delivery.
+const MaxWebhookBody = 256 << 10
+
+// WebhookDelivery is a notification not yet delivered to one webhook (or
+// one tenant's e-mail recipients): a row of the [WebhookQueue].
+type WebhookDelivery struct {
+	// Seq is assigned by the store; it orders a lane's deliveries.
+	Seq int64
+	// Lane names the webhook: a digest of its tenant, URL and format the
+	// notifier computes, never its secret. Brokers send a lane's
+	// deliveries only if their configuration has that webhook.
+	Lane      string
+	MessageID string
+	Type      string
+	// Body is the request body as sent, at most [MaxWebhookBody] bytes.
+	Body []byte
+	// Attempts is how many attempts were made; NextAt is when the next
+	// one is due.
+	Attempts  int
+	NextAt    time.Time
+	CreatedAt time.Time
+}
+
+// WebhookLane is how many deliveries of one lane are pending, and how
+// many of those a claimer may take now.
+type WebhookLane struct {
+	Lane         string
+	Pending, Due int
+}
+
+// WebhookQueue keeps notifications until they are delivered, so that a
+// delivery a broker accepted survives its death: it, after a restart, or
+// any other broker sharing the database makes it. A broker claims a
+// delivery for a lease; another may take it once the lease has passed
+// (delivery is at least once). A delivery is due when its NextAt and its
+// lease have passed.
+type WebhookQueue interface {
+	// AddWebhookDeliveries stores ds, unclaimed, in one transaction, and
+	// then deletes the oldest deliveries of each of their lanes past max;
+	// dropped are those deleted, newest included if max is that small.
+	AddWebhookDeliveries(ctx context.Context, ds []WebhookDelivery, max int) (dropped []WebhookDelivery, err error)
+	// ClaimWebhookDelivery leases the oldest delivery of lane due at now
+	// to claimer until leaseUntil and returns it; ok is false when none
+	// is due. Of concurrent claims, by any brokers, of one delivery at
+	// most one gets it.
+	ClaimWebhookDelivery(ctx context.Context, lane, claimer string, now, leaseUntil time.Time) (d WebhookDelivery, ok bool, err error)
+	// RescheduleWebhookDelivery records the attempts made of a delivery
+	// leased to claimer, when the next is due, and its lease (the zero
+	// time releases it). ok is false, and nothing changes, when the
+	// delivery is gone or leased to another claimer.
+	RescheduleWebhookDelivery(ctx context.Context, seq int64, claimer string, attempts int, next, leaseUntil time.Time) (ok bool, err error)
+	// DeleteWebhookDelivery deletes a delivery made or given up; deleting
+	// one already gone is not an error.
+	DeleteWebhookDelivery(ctx context.Context, seq int64) error
+	// WebhookLanes returns the lanes holding deliveries, with how many
+	// are pending and due at now.
+	WebhookLanes(ctx context.Context, now time.Time) ([]WebhookLane, error)
+	// SweepWebhookDeliveries deletes the deliveries stored before
+	// before, whatever their lane, and says how many: those of a webhook
+	// no broker is configured with any more.
+	SweepWebhookDeliveries(ctx context.Context, before time.Time) (int, error)
 }

@@ -144,3 +144,24 @@ func TestTwoBrokersOneDatabase(t *testing.T) {
 	dsn := pgtest.Shared(t).NewDatabase(t)
 	storetest.RunTwoWriters(t, func(t *testing.T) store.Store { return open(t, dsn) })
 }
+
+// TestSharedQueues: two stores on one PostgreSQL database, as two brokers
+// hold them, claim each webhook delivery once.
+func TestSharedQueues(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	storetest.RunSharedQueues(t, func(t *testing.T) store.Store { return open(t, dsn) })
+}
+
+// BenchmarkAddWebhookDeliveries measures a durable webhook enqueue, with
+// the webhook's lane nearly empty and full. The test cluster runs with
+// fsync off: the figures leave out the disk.
+func BenchmarkAddWebhookDeliveries(b *testing.B) {
+	cluster := pgtest.Shared(b)
+	for _, full := range []bool{false, true} {
+		b.Run(fmt.Sprint("full=", full), func(b *testing.B) {
+			s := open(b, cluster.NewDatabase(b))
+			defer s.Close()
+			storetest.BenchAddWebhookDeliveries(b, s, full)
+		})
+	}
+}

@@ -256,3 +256,22 @@ func BenchmarkRecordHeartbeatGroupCommit(b *testing.B) {
 	})
 	b.ReportMetric(float64(commits.Load())/float64(b.N), "commits/heartbeat")
 }
+
+// TestSharedQueues: two stores on one SQLite file claim each webhook
+// delivery once.
+func TestSharedQueues(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tether.db")
+	storetest.RunSharedQueues(t, func(t *testing.T) store.Store { return open(t, path) })
+}
+
+// BenchmarkAddWebhookDeliveries measures a durable webhook enqueue, with
+// the webhook's lane nearly empty and full.
+func BenchmarkAddWebhookDeliveries(b *testing.B) {
+	for _, full := range []bool{false, true} {
+		b.Run(fmt.Sprint("full=", full), func(b *testing.B) {
+			s := open(b, filepath.Join(b.TempDir(), "tether.db"))
+			defer s.Close()
+			storetest.BenchAddWebhookDeliveries(b, s, full)
+		})
+	}
+}
