@@ -472,3 +472,32 @@ func kebab(s string) string {
 	}
 	return b.String()
 }
+
+// jsonKeys parses the Go file at path and returns the json names of the
+// fields of struct typ, embedded structs' included.
+func jsonKeys(t *testing.T, path, typ string) map[string]bool {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]bool{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		ts, ok := n.(*ast.TypeSpec)
+		if !ok || ts.Name.Name != typ {
+			return true
+		}
+		for _, field := range ts.Type.(*ast.StructType).Fields.List {
+			if field.Tag == nil {
+				continue
+			}
+			s, _ := strconv.Unquote(field.Tag.Value)
+			name, _, _ := strings.Cut(reflect.StructTag(s).Get("json"), ",")
+			if name != "" && name != "-" {
+				keys[name] = true
+			}
+		}
+		return false
+	})
+	return keys
+}
