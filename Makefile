@@ -8,7 +8,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 export TS_NO_LOGS_NO_SUPPORT := true
 
-.PHONY: build run test deps lint bench fuzz clean
+.PHONY: build run test deps lint bench fuzz clean images
 
 ## build: bin/broker and bin/agent (production: no PeerAPI listener, no dev or test code) and bin/broker-dev (the dev build: adds serve --dev)
 build:
@@ -26,6 +26,13 @@ deps:
 test: deps
 	$(GO) vet -tags $(TAGS) ./...
 	$(GO) test -tags $(TAGS) -timeout 15m ./...
+	cd deploy && $(GO) vet ./... && $(GO) test -timeout 10m ./...
+
+## images: the agent's and broker's container images (docker with BuildKit; deploy/docker)
+IMAGE_REPO ?= ghcr.io/tetherhq
+images:
+	docker build -f deploy/docker/agent.Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/tether-agent:$(VERSION) .
+	docker build -f deploy/docker/broker.Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/tether-broker:$(VERSION) .
 
 ## lint: formatting, vet and staticcheck
 lint:
