@@ -30,6 +30,7 @@ type agentCLI struct {
 	WitnessKey witnessKeyCmd `cmd:"" help:"print the key this agent cosigns audit checkpoints with"`
 	Journal    journalCmd    `cmd:"" help:"print the agent's own journal of the calls it served or refused"`
 	Guard      guardCmd      `cmd:"" help:"run the SQL or PromQL guard on a query, or on JSON lines from stdin; list its catalog"`
+	Health     healthCmd     `cmd:"" help:"ask a running agent's loopback health address how it is (for exec probes)"`
 	Version    versionCmd    `cmd:"" help:"print the version"`
 	HelpCmd    cli.HelpCmd   `cmd:"" name:"help" help:"show the help of a command, such as 'agent help guard sql'"`
 }
