@@ -230,12 +230,14 @@ func (f *Fleet) API() *brokerapi.Client { return f.api }
 // Stats is what the agents saw in one window.
 type Stats struct {
 	Heartbeats int // heartbeats answered
-	// Failed counts heartbeats, sessions and witness steps that failed
-	// (timeouts, broker errors); Refused counts agents the broker refused
-	// for good.
+	// Failed counts heartbeats and sessions that failed (timeouts,
+	// broker errors); Refused counts agents the broker refused for good.
 	Failed, Refused int
-	Sessions        int // sessions opened
-	Cosignatures    int // cosignatures delivered
+	// WitnessFailed counts witness steps that failed: the agent logs
+	// them and tries again at its next heartbeat, online all the while.
+	WitnessFailed int
+	Sessions      int // sessions opened
+	Cosignatures  int // cosignatures delivered
 	// Latencies are the answered heartbeats' round trips, sorted;
 	// Witness the witness steps' (checkpoint, proof check, cosignature)
 	// that delivered a cosignature.
@@ -307,7 +309,10 @@ func (r *recorder) witness(ctx context.Context, d time.Duration, cosigned bool, 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
-		r.failLocked(err)
+		r.s.WitnessFailed++
+		if len(r.s.Errors) < maxErrors {
+			r.s.Errors = append(r.s.Errors, "witness: "+err.Error())
+		}
 		return
 	}
 	if cosigned {

@@ -1,6 +1,7 @@
 package agentload
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -17,6 +18,23 @@ type Proc struct {
 	// (write_bytes of /proc/PID/io); WriteCalls its write system calls
 	// (syscw).
 	WriteBytes, WriteCalls int64
+	// RunQueueWait is how long the process's threads waited for a CPU
+	// while runnable, so far (/proc/PID/task/*/schedstat): on a machine
+	// shared with other work, what the broker's latency owes to it.
+	RunQueueWait time.Duration
+}
+
+// LoadAverage is the machine's 1-minute load average (/proc/loadavg).
+func LoadAverage() (float64, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, errors.New("/proc/loadavg: empty")
+	}
+	return strconv.ParseFloat(f[0], 64)
 }
 
 // clockTick is USER_HZ, the unit of /proc/PID/stat's times: 100 on every
@@ -74,6 +92,20 @@ func ReadProc(pid int) (Proc, error) {
 			p.WriteBytes = n
 		case "syscw":
 			p.WriteCalls = n
+		}
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return p, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			ns, _ := strconv.ParseInt(f[1], 10, 64)
+			p.RunQueueWait += time.Duration(ns)
 		}
 	}
 	return p, nil
