@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -207,26 +206,17 @@ func (b *Broker) handleChallenge(w http.ResponseWriter, r *http.Request, id tail
 	c := make([]byte, 32)
 	rand.Read(c)
 	now := b.now()
-	b.mu.Lock()
-	pair := a.ID + " " + string(id.NodeID)
-	if old, ok := b.challengeOf[pair]; ok {
-		delete(b.challenges, old) // one outstanding challenge per agent and node
+	// In the store (its hash only), so that the agent may answer at any
+	// broker sharing it. A node holds one per agent at a time, so that a
+	// peer asking for challenges of agents it is not cannot fill the
+	// table.
+	stored, err := b.store.PutAgentChallenge(r.Context(), store.AgentChallenge{
+		Hash: sha256.Sum256(c), AgentID: a.ID, NodeID: string(id.NodeID), Expires: now.Add(challengeTTL),
+	}, maxChallenges, now)
+	if err != nil {
+		return fmt.Errorf("give a challenge: %w", err)
 	}
-	if len(b.challenges) >= maxChallenges {
-		for k, v := range b.challenges {
-			if now.After(v.expires) {
-				b.dropChallengeLocked(k, v)
-			}
-		}
-	}
-	full := len(b.challenges) >= maxChallenges
-	if !full {
-		k := hex.EncodeToString(c)
-		b.challenges[k] = challenge{agentID: a.ID, nodeID: string(id.NodeID), expires: now.Add(challengeTTL)}
-		b.challengeOf[pair] = k
-	}
-	b.mu.Unlock()
-	if full {
+	if !stored {
 		return errorf(http.StatusServiceUnavailable, "busy", "too many outstanding challenges; retry shortly")
 	}
 	writeJSON(w, http.StatusOK, protocol.ChallengeResponse{
@@ -235,14 +225,6 @@ func (b *Broker) handleChallenge(w http.ResponseWriter, r *http.Request, id tail
 		Signature: ed25519.Sign(b.key, protocol.ChallengeTranscript(a.ID, c)),
 	})
 	return nil
-}
-
-// dropChallengeLocked forgets challenge k (whose state is c). b.mu held.
-func (b *Broker) dropChallengeLocked(k string, c challenge) {
-	delete(b.challenges, k)
-	if pair := c.agentID + " " + c.nodeID; b.challengeOf[pair] == k {
-		delete(b.challengeOf, pair)
-	}
 }
 
 func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailnet.Identity) error {
@@ -255,16 +237,17 @@ func (b *Broker) handleSession(w http.ResponseWriter, r *http.Request, id tailne
 		return err
 	}
 	now := b.now()
-	key := hex.EncodeToString(req.Challenge)
-	b.mu.Lock()
-	c, ok := b.challenges[key]
-	b.dropChallengeLocked(key, c) // single use, whatever happens next
-	b.mu.Unlock()
-	if !ok || c.agentID != a.ID || now.After(c.expires) {
+	// Taken from the store, single use whatever happens next: of two
+	// brokers answering one challenge at once, only one gets it.
+	c, err := b.store.TakeAgentChallenge(r.Context(), sha256.Sum256(req.Challenge), now)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("take challenge: %w", err)
+	}
+	if err != nil || c.AgentID != a.ID {
 		b.authFailed(r.Context(), r, id, a.ID, "unknown, expired or reused challenge")
 		return errorf(http.StatusForbidden, "bad_challenge", "challenge unknown, expired or already used: ask for a new one")
 	}
-	if c.nodeID != string(id.NodeID) {
+	if c.NodeID != string(id.NodeID) {
 		b.authFailed(r.Context(), r, id, a.ID, "challenge answered from a tailnet node other than the one that asked for it")
 		return errorf(http.StatusForbidden, "bad_challenge", "answer the challenge from the tailnet node that asked for it")
 	}

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/tetherhq/tether/internal/grant"
@@ -35,9 +36,12 @@ func (b *Broker) ReloadPolicy(ctx context.Context) error {
 	return b.policy.Reload(ctx)
 }
 
-// OutstandingChallenges is how many agent challenges the broker holds.
+// OutstandingChallenges is how many live agent challenges the store
+// holds, for every broker sharing it.
 func (b *Broker) OutstandingChallenges() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.challenges)
+	n, err := b.store.AgentChallenges(context.Background(), b.now())
+	if err != nil {
+		panic(fmt.Sprintf("count outstanding challenges: %v", err))
+	}
+	return n
 }

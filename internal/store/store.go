@@ -504,6 +504,9 @@ type Store interface {
 	WebStore
 	// WebhookQueue keeps the notifications not yet delivered.
 	WebhookQueue
+	// ChallengeStore keeps the challenges agents answer to open a
+	// session.
+	ChallengeStore
 
 	// Close releases the store's resources.
 	Close() error
@@ -570,4 +573,34 @@ type WebhookQueue interface {
 	// before, whatever their lane, and says how many: those of a webhook
 	// no broker is configured with any more.
 	SweepWebhookDeliveries(ctx context.Context, before time.Time) (int, error)
+}
+
+// AgentChallenge is a challenge a broker gave an agent to sign, to open
+// a session: the SHA-256 of the challenge (never the challenge), the
+// agent it is for, the tailnet node that asked for it, and when it
+// expires.
+type AgentChallenge struct {
+	Hash    [32]byte
+	AgentID string
+	NodeID  string
+	Expires time.Time
+}
+
+// ChallengeStore keeps agents' outstanding challenges, so that an agent
+// may ask one broker for a challenge and open its session at another,
+// and so that each challenge is answered once across all brokers. A
+// challenge is live while now is before its expiry.
+type ChallengeStore interface {
+	// PutAgentChallenge stores c as the one outstanding challenge of
+	// (c.AgentID, c.NodeID), replacing any earlier one, and deletes the
+	// challenges expired at now. If max live challenges of other agents
+	// or nodes are outstanding it stores nothing and ok is false.
+	PutAgentChallenge(ctx context.Context, c AgentChallenge, max int, now time.Time) (ok bool, err error)
+	// TakeAgentChallenge deletes the challenge whose SHA-256 is hash and
+	// returns it if it was live at now, or an error wrapping ErrNotFound.
+	// Of concurrent takes of one challenge, by any brokers, at most one
+	// returns it.
+	TakeAgentChallenge(ctx context.Context, hash [32]byte, now time.Time) (AgentChallenge, error)
+	// AgentChallenges is how many live challenges are outstanding.
+	AgentChallenges(ctx context.Context, now time.Time) (int, error)
 }

@@ -146,7 +146,8 @@ func TestTwoBrokersOneDatabase(t *testing.T) {
 }
 
 // TestSharedQueues: two stores on one PostgreSQL database, as two brokers
-// hold them, claim each webhook delivery once.
+// hold them, claim each webhook delivery once and take each agent
+// challenge once.
 func TestSharedQueues(t *testing.T) {
 	dsn := pgtest.Shared(t).NewDatabase(t)
 	storetest.RunSharedQueues(t, func(t *testing.T) store.Store { return open(t, dsn) })

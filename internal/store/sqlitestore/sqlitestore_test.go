@@ -258,7 +258,7 @@ func BenchmarkRecordHeartbeatGroupCommit(b *testing.B) {
 }
 
 // TestSharedQueues: two stores on one SQLite file claim each webhook
-// delivery once.
+// delivery once and take each agent challenge once.
 func TestSharedQueues(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tether.db")
 	storetest.RunSharedQueues(t, func(t *testing.T) store.Store { return open(t, path) })

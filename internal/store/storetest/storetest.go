@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests = append(tests, netregTests...)
 	tests = append(tests, webTests...)
 	tests = append(tests, webhookTests...)
+	tests = append(tests, challengeTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

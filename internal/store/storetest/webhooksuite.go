@@ -234,14 +234,16 @@ func testWebhookRacingClaimers(t *testing.T, s1, s2 store.WebhookQueue) {
 	}
 }
 
-// RunSharedQueues checks the webhook queue on two store handles opened
-// on one database, as two brokers sharing it hold them: racing claimers
-// take each delivery once. open opens another store on the same,
-// otherwise unused, database each time it is called.
+// RunSharedQueues checks the webhook queue and the agent challenges on
+// two store handles opened on one database, as two brokers sharing it
+// hold them: racing claimers take each delivery once, and of racing
+// takes of one challenge exactly one succeeds. open opens another store
+// on the same, otherwise unused, database each time it is called.
 func RunSharedQueues(t *testing.T, open func(t *testing.T) store.Store) {
 	s1, s2 := open(t), open(t)
 	t.Cleanup(func() { s1.Close(); s2.Close() })
 	t.Run("WebhookClaimers", func(t *testing.T) { testWebhookRacingClaimers(t, s1, s2) })
+	t.Run("ChallengeTakers", func(t *testing.T) { testChallengeRacingTakes(t, s1, s2) })
 }
 
 // BenchAddWebhookDeliveries measures a durable enqueue: storing one
