@@ -331,8 +331,8 @@ func runLoad(t testing.TB, l load) result {
 	report(t, l, r)
 
 	for _, s := range []agentload.Stats{r.rampStats, r.holdStats} {
-		if s.Failed > 0 || s.Refused > 0 {
-			t.Errorf("%d calls failed and %d agents were refused; first errors: %q", s.Failed, s.Refused, s.Errors)
+		if s.Failed > 0 || s.Refused > 0 || s.PairFailed > 0 {
+			t.Errorf("%d pairings and %d calls failed, %d agents were refused; first errors: %q", s.PairFailed, s.Failed, s.Refused, s.Errors)
 		}
 	}
 	if r.online != l.agents || r.total != l.agents {
@@ -367,8 +367,8 @@ func report(t testing.TB, l load, r result) {
 		r.online, r.total, hs.Heartbeats, q(hs.Latencies, 0.5), q(hs.Latencies, 0.99), q(hs.Latencies, 1),
 		hs.Cosignatures, q(hs.Witness, 0.5), q(hs.Witness, 0.99), hs.WitnessFailed, hs.Sessions, hs.Failed, hs.Refused)
 	rs := r.rampStats
-	t.Logf("ramp: %d heartbeats p50 %v p99 %v max %v; %d sessions; %d cosignatures, %d witness steps failed; %d failed, %d refused",
-		rs.Heartbeats, q(rs.Latencies, 0.5), q(rs.Latencies, 0.99), q(rs.Latencies, 1), rs.Sessions, rs.Cosignatures, rs.WitnessFailed, rs.Failed, rs.Refused)
+	t.Logf("ramp: %d pairings failed (each replaced); %d heartbeats p50 %v p99 %v max %v; %d sessions; %d cosignatures, %d witness steps failed; %d failed, %d refused",
+		rs.PairFailed, rs.Heartbeats, q(rs.Latencies, 0.5), q(rs.Latencies, 0.99), q(rs.Latencies, 1), rs.Sessions, rs.Cosignatures, rs.WitnessFailed, rs.Failed, rs.Refused)
 	for _, s := range []agentload.Stats{rs, hs} {
 		if len(s.Errors) > 0 {
 			t.Logf("first errors: %q", s.Errors)

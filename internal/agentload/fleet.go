@@ -3,6 +3,7 @@ package agentload
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -75,18 +76,28 @@ func NewFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 // Add creates n deployments through the broker API, pairs an agent with
 // each one's pairing token, and starts each agent's loop: open a session,
 // then heartbeat and witness at the interval the broker gives, as the real
-// agent does. It returns once all n are paired, or at the first failure.
+// agent does. A pairing that fails (a call timing out under load, say) is
+// counted ([Stats.PairFailed]) and another deployment made in its place,
+// as an operator would; Add returns once n agents are paired, or with an
+// error when the broker API fails or pairings fail past a tenth of n.
 func (f *Fleet) Add(ctx context.Context, n int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var left atomic.Int64
+	var left, failed atomic.Int64
 	left.Store(int64(n))
 	errc := make(chan error, f.cfg.Workers)
 	var wg sync.WaitGroup
 	for range f.cfg.Workers {
 		wg.Go(func() {
 			for left.Add(-1) >= 0 && ctx.Err() == nil {
-				if err := f.addOne(ctx); err != nil {
+				err := f.addOne(ctx)
+				var pe *pairError
+				if errors.As(err, &pe) && failed.Add(1) <= int64(n/10+10) {
+					f.rec.pairFailed(ctx, err)
+					left.Add(1)
+					continue
+				}
+				if err != nil {
 					errc <- err
 					cancel()
 					return
@@ -98,6 +109,13 @@ func (f *Fleet) Add(ctx context.Context, n int) error {
 	close(errc)
 	return <-errc
 }
+
+// pairError is a failed pairing, as opposed to a failure of the broker
+// API that makes deployments.
+type pairError struct{ err error }
+
+func (e *pairError) Error() string { return e.err.Error() }
+func (e *pairError) Unwrap() error { return e.err }
 
 func (f *Fleet) addOne(ctx context.Context) error {
 	i := int(f.next.Add(1) - 1)
@@ -111,7 +129,8 @@ func (f *Fleet) addOne(ctx context.Context) error {
 		return err
 	}
 	if err := a.Pair(ctx, res.Pairing.Token); err != nil {
-		return fmt.Errorf("agent %d: %w", i, err)
+		a.Close()
+		return &pairError{fmt.Errorf("agent %d: %w", i, err)}
 	}
 	f.mu.Lock()
 	f.agents = append(f.agents, a)
@@ -236,8 +255,11 @@ type Stats struct {
 	// WitnessFailed counts witness steps that failed: the agent logs
 	// them and tries again at its next heartbeat, online all the while.
 	WitnessFailed int
-	Sessions      int // sessions opened
-	Cosignatures  int // cosignatures delivered
+	// PairFailed counts pairings that failed (each replaced by another
+	// deployment and agent).
+	PairFailed   int
+	Sessions     int // sessions opened
+	Cosignatures int // cosignatures delivered
 	// Latencies are the answered heartbeats' round trips, sorted;
 	// Witness the witness steps' (checkpoint, proof check, cosignature)
 	// that delivered a cosignature.
@@ -318,6 +340,18 @@ func (r *recorder) witness(ctx context.Context, d time.Duration, cosigned bool, 
 	if cosigned {
 		r.s.Cosignatures++
 		r.s.Witness = append(r.s.Witness, d)
+	}
+}
+
+func (r *recorder) pairFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.s.PairFailed++
+	if len(r.s.Errors) < maxErrors {
+		r.s.Errors = append(r.s.Errors, err.Error())
 	}
 }
 
