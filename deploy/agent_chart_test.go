@@ -67,7 +67,7 @@ func TestAgentChartLockedDown(t *testing.T) {
 				}
 			}
 			d := one[appsv1.Deployment](t, m)
-			checkAgentDeployment(t, m, d, len(tt.files) > 0)
+			checkAgentDeployment(t, m, d, true)
 			checkPodLockedDown(t, "agent", &d.Spec.Template.Spec)
 			checkAgentNetworkPolicy(t, one[networkingv1.NetworkPolicy](t, m), d)
 
