@@ -3,7 +3,8 @@
 # PostgreSQL (store tests), nftables and iproute2 (the no-inbound test),
 # ClickHouse and Prometheus (the guarded data plane), Chromium (the web
 # console's browser tests, driven by chromedp over the DevTools protocol, so
-# no chromedriver); and cfn-lint, with pip.
+# no chromedriver), haproxy (several brokers behind a load balancer); and
+# cfn-lint, with pip.
 # Not root: prints what is missing; those tests skip (or fail under CI=true).
 set -euo pipefail
 
@@ -29,6 +30,7 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server clickhouse-client)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

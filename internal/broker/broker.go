@@ -75,7 +75,17 @@ type Config struct {
 	// (Tailscale or Headscale). Ignored in dev mode.
 	ControlURL, AuthKey string
 	// Hostname is the broker's tailnet hostname; default tether-broker.
+	// Brokers sharing a store each need their own.
 	Hostname string
+	// TailnetTags are ACL tags the broker's tailnet node asks for, such as
+	// tag:tether-broker, for agents to find every broker by (agent run
+	// --broker-tag). The control server's policy decides.
+	TailnetTags []string
+	// SigningKey is an env:NAME or file:PATH reference to the broker's
+	// Ed25519 seed (64 hex digits). Brokers sharing a store need the same
+	// key: agents pin it, and the audit log is signed with it. Empty means
+	// DataDir/broker.key, created (mode 0600) on first start.
+	SigningKey string
 	// Identity lists the OpenID Connect issuers whose ID tokens the API
 	// accepts: the vendor's and one per customer tenant. Required outside
 	// dev mode; admins are named there by subject. Ignored in dev mode,
@@ -207,6 +217,11 @@ func (c Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("store driver %q: want sqlite or postgres", c.StoreDriver)
+	}
+	for _, t := range c.TailnetTags {
+		if err := tailnet.CheckTag(t); err != nil {
+			return fmt.Errorf("tailnet_tags: %w", err)
+		}
 	}
 	if c.AWSEndpointURL != "" {
 		u, err := url.Parse(c.AWSEndpointURL)
@@ -387,7 +402,11 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	if err := config.PrepareDir("data dir", cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if b.key, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key")); err != nil {
+	if cfg.SigningKey != "" {
+		if b.key, err = loadSigningKey(cfg.SigningKey); err != nil {
+			return nil, err
+		}
+	} else if b.key, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "broker.key")); err != nil {
 		return nil, err
 	}
 	if b.netSeal, err = loadSealKey(cfg); err != nil {
@@ -425,6 +444,8 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		ControlURL: b.controlURL,
 		AuthKey:    b.authKey,
 		Logger:     cfg.Logger,
+
+		AdvertiseTags: cfg.TailnetTags,
 	})
 	if err != nil {
 		return nil, err
@@ -689,6 +710,23 @@ func isLoopback(host string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// loadSigningKey reads the broker's Ed25519 seed (hex) from an env:NAME or
+// file:PATH reference; it never creates one.
+func loadSigningKey(ref string) (ed25519.PrivateKey, error) {
+	if !strings.HasPrefix(ref, "env:") && !strings.HasPrefix(ref, "file:") {
+		return nil, errors.New(`signing key: want an env:NAME or file:PATH reference to the broker's key (64 hex digits), never the key itself`)
+	}
+	v, err := config.Secret(ref)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	seed, err := hex.DecodeString(strings.TrimSpace(v))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("signing key %s: want %d hex-encoded bytes (the broker.key of the first broker); a new key means re-pairing every agent", ref, ed25519.SeedSize)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
 }
 
 // loadOrCreateKey reads the broker's Ed25519 seed (hex) from path, or

@@ -147,6 +147,8 @@ type serverConfig struct {
 	ControlURL     string           `json:"control_url,omitempty" env:"TETHER_CONTROL_URL" kong:"-"`
 	AuthKey        string           `json:"auth_key,omitempty" env:"TETHER_AUTH_KEY" kong:"-"`
 	Hostname       string           `json:"hostname,omitempty" env:"TETHER_HOSTNAME" kong:"-"`
+	TailnetTags    []string         `json:"tailnet_tags,omitempty" kong:"-"`
+	SigningKey     string           `json:"signing_key,omitempty" env:"TETHER_SIGNING_KEY" kong:"-"` // env:/file: reference; the same on every broker sharing a database
 	PublicURL      string           `json:"public_url,omitempty" env:"TETHER_PUBLIC_URL" kong:"-"`
 	NetworkSealKey string           `json:"network_seal_key,omitempty" env:"TETHER_NETWORK_SEAL_KEY" kong:"-"` // the same on every broker sharing a database
 	AdminToken     string           `json:"admin_token,omitempty" env:"TETHER_ADMIN_TOKEN" kong:"-"`           // gone; refused with a pointer to identity
@@ -304,6 +306,8 @@ func (c *serveCmd) brokerConfig(getenv func(string) string) (broker.Config, erro
 		ControlURL:           f.ControlURL,
 		AuthKey:              f.AuthKey,
 		Hostname:             f.Hostname,
+		TailnetTags:          f.TailnetTags,
+		SigningKey:           f.SigningKey,
 		PublicURL:            f.PublicURL,
 		PolicyDir:            f.PolicyDir,
 		Webhooks:             f.Webhooks,
