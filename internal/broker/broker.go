@@ -350,12 +350,7 @@ type Broker struct {
 	cosigs     *groupcommit.Committer[audit.Cosignature]
 	heartbeats *groupcommit.Committer[store.AgentHeartbeat]
 
-	mu         sync.Mutex
-	challenges map[string]challenge // hex(challenge) → its state
-	// challengeOf is the outstanding challenge of each (agent, node): a
-	// node holds at most one per agent, so that a peer asking for
-	// challenges of agents it is not cannot fill the table.
-	challengeOf map[string]string
+	mu sync.Mutex
 }
 
 // maxCosignBatch and maxHeartbeatBatch bound the cosignatures and the
@@ -364,12 +359,6 @@ const (
 	maxCosignBatch    = 512
 	maxHeartbeatBatch = 512
 )
-
-type challenge struct {
-	agentID string
-	nodeID  string // the tailnet node that asked for it
-	expires time.Time
-}
 
 type session struct {
 	agentID string
@@ -385,14 +374,12 @@ func New(ctx context.Context, cfg Config) (_ *Broker, err error) {
 		return nil, err
 	}
 	b := &Broker{
-		cfg:         cfg,
-		log:         cfg.Logger.With("component", "broker"),
-		now:         cfg.Now,
-		challenges:  make(map[string]challenge),
-		challengeOf: make(map[string]string),
-		changeCh:    make(chan struct{}),
-		dataCache:   make(map[string]dataEntry),
-		unpushed:    make(map[string]pendingRevocation),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "broker"),
+		now:       cfg.Now,
+		changeCh:  make(chan struct{}),
+		dataCache: make(map[string]dataEntry),
+		unpushed:  make(map[string]pendingRevocation),
 	}
 	defer func() {
 		if err != nil {
