@@ -211,8 +211,8 @@ func (f *Fleet) GrowLog(ctx context.Context) error {
 func (f *Fleet) Window() Stats { return f.rec.take() }
 
 // Online counts the fleet's deployments whose agent the broker shows
-// online, and all of the fleet's deployments but the spare, as GET
-// /api/v1/deployments (`broker deployment list`) reports them.
+// online, and those with a paired agent, as GET /api/v1/deployments
+// (`broker deployment list`) reports them.
 func (f *Fleet) Online(ctx context.Context) (online, total int, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(f.cfg.APIURL, "/")+"/api/v1/deployments", nil)
 	if err != nil {
@@ -232,8 +232,8 @@ func (f *Fleet) Online(ctx context.Context) (online, total int, err error) {
 		return 0, 0, fmt.Errorf("list deployments: %w", err)
 	}
 	for _, d := range list.Deployments {
-		if d.Tenant != f.cfg.Tenant || d.Name == spare {
-			continue
+		if d.Tenant != f.cfg.Tenant || d.Name == spare || d.AgentStatus == brokerapi.StatusUnpaired {
+			continue // a deployment whose pairing failed was replaced
 		}
 		total++
 		if d.AgentStatus == brokerapi.StatusOnline {
