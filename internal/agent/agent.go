@@ -800,7 +800,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			return err
 		case err != nil:
 			var be *brokerError
-			if errors.As(err, &be) && be.status == http.StatusForbidden && be.code != "wrong_node" {
+			if errors.As(err, &be) && be.status == http.StatusForbidden && agentRefused(be.code) {
 				// The broker will not change its mind: a revoked or
 				// replaced agent must be paired again.
 				return fmt.Errorf("the broker refused this agent (%s): pair it again with a new pairing token and an empty state dir", be.message)
@@ -825,6 +825,15 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// agentRefused reports whether a broker's refusal code means it will not
+// take this agent again (revoked, unknown, or paired with another key),
+// as opposed to a refusal that may pass: a broker whose netmap does not
+// list the agent's node yet (not_a_peer), a challenge that expired, a
+// session bound to the node the agent had before.
+func agentRefused(code string) bool {
+	return code == "agent_refused" || code == "bad_signature"
 }
 
 // failoverEvery bounds how often the agent moves to another broker node,

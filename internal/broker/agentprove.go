@@ -23,7 +23,7 @@ func (b *Broker) handleProve(w http.ResponseWriter, r *http.Request, id tailnet.
 		return err
 	}
 	if len(req.Nonce) != protocol.ProveNonceLen {
-		return errorf(http.StatusBadRequest, "invalid_nonce", "nonce must be %d random bytes", protocol.ProveNonceLen)
+		return errorf(http.StatusBadRequest, "bad_nonce", "nonce must be %d random bytes", protocol.ProveNonceLen)
 	}
 	writeJSON(w, http.StatusOK, protocol.ProveResponse{
 		BrokerNodeID: string(b.self.NodeID),

@@ -28,8 +28,10 @@ type DevEnv interface {
 	// StartTailnet starts the private tailnet and returns how nodes join
 	// it. prev is the join file of the previous run (zero on a first
 	// start): reusing its control port and auth key keeps paired agents
-	// working across restarts.
-	StartTailnet(ctx context.Context, prev config.Join, log *slog.Logger) (controlURL, authKey string, err error)
+	// working across restarts. The control server keeps the nodes it
+	// registered in stateDir, so that every node gets its ID and
+	// addresses back after a restart.
+	StartTailnet(ctx context.Context, prev config.Join, stateDir string, log *slog.Logger) (controlURL, authKey string, err error)
 	// StartIdentity builds the identity provider the broker serves under
 	// base (an absolute URL ending in its path) and trusts alone;
 	// redirectURI is the web login's callback.
@@ -59,7 +61,7 @@ func (b *Broker) startDev(ctx context.Context) error {
 	if config.Load(filepath.Join(b.cfg.DataDir, "join.json"), &prev) != nil {
 		prev = config.Join{}
 	}
-	controlURL, authKey, err := b.cfg.Dev.StartTailnet(ctx, prev, b.cfg.Logger)
+	controlURL, authKey, err := b.cfg.Dev.StartTailnet(ctx, prev, b.cfg.DataDir, b.cfg.Logger)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -57,7 +58,7 @@ func New(cfg Config) *Env { return &Env{cfg: cfg} }
 // StartTailnet starts the private tailnet, reusing the control port and
 // auth key of prev (the join file of the previous run) so that paired
 // agents keep working across restarts.
-func (e *Env) StartTailnet(ctx context.Context, prev config.Join, log *slog.Logger) (controlURL, authKey string, err error) {
+func (e *Env) StartTailnet(ctx context.Context, prev config.Join, stateDir string, log *slog.Logger) (controlURL, authKey string, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.net != nil {
@@ -71,6 +72,7 @@ func (e *Env) StartTailnet(ctx context.Context, prev config.Join, log *slog.Logg
 		Addr:        e.cfg.Addr,
 		ControlPort: port,
 		AuthKey:     prev.AuthKey,
+		StateFile:   filepath.Join(stateDir, "devnet-nodes.json"),
 		Logger:      log,
 	})
 	if err != nil {

@@ -7,10 +7,12 @@
 package devnet
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,10 +20,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
+	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
+	"github.com/tetherhq/tether/internal/config"
 	"tailscale.com/derp/derpserver"
 	"tailscale.com/net/stun"
 	"tailscale.com/tailcfg"
@@ -42,6 +49,11 @@ type Config struct {
 	// AuthKey, if set, is the pre-auth key nodes must present; otherwise a
 	// random one is made.
 	AuthKey string
+	// StateFile, if set, is where the control server keeps the nodes it
+	// registered (their public keys, IDs and addresses; no private key),
+	// so that a restarted dev tailnet gives every node that joins again
+	// its ID and addresses back. Empty keeps them in memory only.
+	StateFile string
 	// Logger receives the servers' logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -58,6 +70,12 @@ type Tailnet struct {
 	derpSrv *derpserver.Server
 	stun    net.PacketConn
 	stunEnd chan struct{}
+
+	server    *testcontrol.Server
+	stateFile string
+	saveReq   chan struct{} // a node changed: save the state
+	saveEnd   chan struct{} // closed when the saver stopped
+	stopSave  chan struct{}
 }
 
 // MagicDNSDomain is the dev tailnet's DNS suffix.
@@ -141,13 +159,23 @@ func Start(ctx context.Context, cfg Config) (_ *Tailnet, err error) {
 	}
 	t.ControlURL = "http://" + ctlLn.Addr().String()
 	control := &testcontrol.Server{
-		DERPMap:         derpMap,
-		DNSConfig:       &tailcfg.DNSConfig{Proxied: true},
-		MagicDNSDomain:  MagicDNSDomain,
-		RequireAuthKey:  authKey,
-		TagOwners:       map[string][]string{},
-		ExplicitBaseURL: t.ControlURL,
-		Logf:            logf(log),
+		DERPMap:        derpMap,
+		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
+		MagicDNSDomain: MagicDNSDomain,
+		RequireAuthKey: authKey,
+		TagOwners:      map[string][]string{},
+		// One user for every node: testcontrol numbers users in
+		// registration order, so with a user per node a restored node
+		// could name a user the restarted server never made, and its
+		// peers could not identify it.
+		AllNodesSameUser: true,
+		ExplicitBaseURL:  t.ControlURL,
+		Logf:             logf(log),
+	}
+	if cfg.StateFile != "" {
+		if err := t.restore(control, cfg.StateFile); err != nil {
+			return nil, err
+		}
 	}
 	// testcontrol panics on any path it does not serve; a stray request
 	// must not take the broker down, so only its own paths reach it.
@@ -166,6 +194,107 @@ func Start(ctx context.Context, cfg Config) (_ *Tailnet, err error) {
 	go t.control.Serve(ctlLn)
 	log.Info("dev tailnet up", "control", t.ControlURL, "derp", derpLn.Addr().String(), "stun", t.stun.LocalAddr().String())
 	return t, nil
+}
+
+// maxStateNodes bounds the nodes a dev tailnet's state file holds.
+const maxStateNodes = 10000
+
+// restore gives control the nodes of the state file, if there is one,
+// and keeps the file up to date from then on: it is written again soon
+// after any node's map request, at most once a second, and at Close.
+func (t *Tailnet) restore(control *testcontrol.Server, path string) error {
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("dev tailnet state: %w", err)
+	default:
+		var nodes []*tailcfg.Node
+		if err := json.Unmarshal(b, &nodes); err != nil {
+			return fmt.Errorf("dev tailnet state %s is damaged (%v): move it aside, and the nodes register again with new IDs", path, err)
+		}
+		if len(nodes) > maxStateNodes {
+			return fmt.Errorf("dev tailnet state %s holds %d nodes, more than %d: move it aside", path, len(nodes), maxStateNodes)
+		}
+		if err := initNodes(control); err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if n == nil || n.Key.IsZero() {
+				return fmt.Errorf("dev tailnet state %s holds a node without a key: move it aside", path)
+			}
+			n.Online = nil
+			control.UpdateNode(n)
+		}
+	}
+	t.server, t.stateFile = control, path
+	t.saveReq, t.saveEnd, t.stopSave = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	control.SetOnMapRequest(func(key.NodePublic) {
+		select {
+		case t.saveReq <- struct{}{}:
+		default:
+		}
+	})
+	go t.saver()
+	return nil
+}
+
+// initNodes makes control's node table, which testcontrol makes only at
+// the first registration and which [testcontrol.Server.UpdateNode] needs.
+// testcontrol has no other way to start with nodes (AddFakeNode would add
+// a node of its own), so the private field is set through reflection;
+// TestStateSurvivesRestart catches a tailscale.com release that renames
+// it, and this then fails with a clear error rather than corrupt anything.
+func initNodes(control *testcontrol.Server) error {
+	f := reflect.ValueOf(control).Elem().FieldByName("nodes")
+	want := reflect.TypeFor[map[key.NodePublic]*tailcfg.Node]()
+	if !f.IsValid() || f.Type() != want {
+		return errors.New("dev tailnet state: this tailscale.com's control server cannot be given its nodes back; move the state file aside")
+	}
+	m := reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem()
+	if m.IsNil() {
+		m.Set(reflect.MakeMap(want))
+	}
+	return nil
+}
+
+func (t *Tailnet) saver() {
+	defer close(t.saveEnd)
+	var last []byte
+	save := func() {
+		b, err := json.Marshal(t.server.AllNodes())
+		if err != nil || bytes.Equal(b, last) {
+			return
+		}
+		if config.WriteFile(t.stateFile, b, 0o600) == nil {
+			last = b
+		}
+	}
+	for {
+		select {
+		case <-t.stopSave:
+			save()
+			return
+		case <-t.saveReq:
+			save()
+		}
+		select {
+		case <-t.stopSave:
+			save()
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// ControlPort is the control server's TCP port, for a restart to reuse.
+func (t *Tailnet) ControlPort() int {
+	u, err := url.Parse(t.ControlURL)
+	if err != nil {
+		return 0
+	}
+	p, _ := strconv.Atoi(u.Port())
+	return p
 }
 
 func listenPreferring(ctx context.Context, addr string, port int) (net.Listener, error) {
@@ -218,6 +347,11 @@ func logf(log *slog.Logger) func(string, ...any) {
 func (t *Tailnet) Close() error {
 	if t.control != nil {
 		t.control.Close()
+	}
+	if t.stopSave != nil {
+		close(t.stopSave)
+		<-t.saveEnd
+		t.stopSave = nil
 	}
 	if t.derp != nil {
 		t.derp.CloseClientConnections()
