@@ -334,3 +334,74 @@ func countRequestEvents(t *testing.T, path, id string) map[string]int {
 	}
 	return got
 }
+
+// TestProductionBrokerRestart: a production broker (a tailnet it does
+// not own, PostgreSQL) killed with SIGKILL and restarted on the same data
+// directory after an outage: its paired agent is online again — a
+// heartbeat the restarted broker took — within 10 s of it being ready,
+// without re-pairing.
+func TestProductionBrokerRestart(t *testing.T) {
+	dsn := pgtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	tn, err := devnet.Start(ctx, devnet.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tn.Close() })
+	dir := t.TempDir()
+	cert, tlsKey := selfSigned(t, dir)
+	for _, f := range []string{"broker.key", "seal.key"} {
+		b := make([]byte, 32)
+		rand.Read(b)
+		os.WriteFile(filepath.Join(dir, f), []byte(hex.EncodeToString(b)+"\n"), 0o600)
+	}
+	idp := brokertest.NewIdP(t)
+	identity, _ := json.Marshal(idp.Config)
+	c := &haCluster{dir: dir, cert: cert, key: tlsKey, tn: tn, idp: idp, identity: identity, github: "http://127.0.0.1:1/api/v3/",
+		env:     []string{"TETHER_E2E_PG_DSN=" + dsn, "TETHER_E2E_TS_KEY=" + tn.AuthKey, "TETHER_E2E_GH_TOKEN=unused"},
+		brokers: map[string]*proc{}, apis: map[string]string{}}
+	c.startBroker(t, "a")
+	admin := c.cli(t, c.apis["a"], "admin@vendor.test")
+	out, errOut, code := runBin(t, admin, "broker", "deployment", "create", "--tenant", "acme", "--name", "prod", "--output", "json")
+	if code != 0 {
+		t.Fatalf("deployment create: %s", errOut)
+	}
+	var dep brokerapi.CreateDeploymentResponse
+	if err := json.Unmarshal([]byte(out), &dep); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "pairing-token")
+	os.WriteFile(tokenFile, []byte(dep.Pairing.Token+"\n"), 0o600)
+	agent := start(t, "agent", []string{"TETHER_E2E_TS_KEY=" + tn.AuthKey}, "run", "--state-dir", filepath.Join(dir, "agent"),
+		"--control-url", tn.ControlURL, "--auth-key", "env:TETHER_E2E_TS_KEY",
+		"--broker-name", "broker-a", "--broker-key", c.brokerKeyPublic, "--pairing-token", "file:"+tokenFile)
+	agent.waitLine(t, `msg="agent online"`, 90*time.Second)
+
+	if err := c.brokers["a"].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.brokers["a"].wait(t, 10*time.Second)
+	time.Sleep(10 * time.Second) // the outage under test
+	c.startBroker(t, "a")
+	ready := time.Now()
+	admin = c.cli(t, c.apis["a"], "admin@vendor.test")
+	for {
+		out, errOut, code := runBin(t, admin, "broker", "deployment", "show", "acme/prod", "--output", "json")
+		if code != 0 {
+			t.Fatalf("deployment show: %s", errOut)
+		}
+		var d brokerapi.Deployment
+		if err := json.Unmarshal([]byte(out), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.AgentStatus == "online" && d.Agent != nil && d.Agent.LastSeen != nil && d.Agent.LastSeen.After(ready) {
+			break
+		}
+		if time.Since(ready) > 10*time.Second {
+			t.Fatalf("agent %s, last seen %v, 10 s after the restarted broker was ready; want a heartbeat since\nagent:\n%s", d.AgentStatus, d.Agent.LastSeen, agent.output())
+		}
+		time.Sleep(100 * time.Millisecond) // polling an observable state
+	}
+	t.Logf("the agent was back %v after the restarted production broker was ready", time.Since(ready).Round(time.Millisecond))
+}
