@@ -405,3 +405,14 @@ func TestProductionBrokerRestart(t *testing.T) {
 	}
 	t.Logf("the agent was back %v after the restarted production broker was ready", time.Since(ready).Round(time.Millisecond))
 }
+
+// TestHAProxyExampleValid: the haproxy configuration the README points
+// operators to parses.
+func TestHAProxyExampleValid(t *testing.T) {
+	hap := haproxyPath()
+	testenv.Require(t, hap != "", "haproxy (apt-get install haproxy)")
+	out, err := exec.Command(hap, "-c", "-f", filepath.Join("..", "..", "deploy", "haproxy", "haproxy.cfg")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "valid") {
+		t.Fatalf("haproxy -c deploy/haproxy/haproxy.cfg: %v\n%s", err, out)
+	}
+}
