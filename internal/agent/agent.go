@@ -60,8 +60,9 @@ type Config struct {
 	// answered 429 and audited. Zero means DefaultMaxCallsPerGrant;
 	// negative is refused.
 	MaxCallsPerGrant int
-	// HealthAddr, if set, serves GET /healthz on this loopback address.
-	// Off by default: the agent opens no host listener otherwise.
+	// HealthAddr, if set, serves GET /healthz and GET /metrics (the
+	// agent's Prometheus metrics, see metrics.go) on this loopback
+	// address. Off by default: the agent opens no host listener otherwise.
 	HealthAddr string
 	// StartTimeout bounds joining the tailnet, finding the broker and
 	// pairing; default 60s.
@@ -141,6 +142,9 @@ type Agent struct {
 	witness        witnessGuard // the witness's refusal, see witness.go
 	spool          *spool
 	journal        *journal // the customer's own record of calls, see journal.go
+
+	metricsOnce sync.Once
+	m           *agentMetrics // see metrics(), metrics.go
 }
 
 // New checks the configuration and the state directory. It does not touch
@@ -253,6 +257,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.spool, err = openSpool(filepath.Join(a.cfg.StateDir, "spool.jsonl"), a.now); err != nil {
 		return err
 	}
+	a.metrics().countSpool(a.spool.path)
 	defer a.spool.close()
 	defer a.finishing.close()
 	a.stopOrphans(ctx)
@@ -263,7 +268,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("health listener: %w", err)
 		}
-		hs := &http.Server{Handler: http.HandlerFunc(a.serveHealth), ReadHeaderTimeout: 5 * time.Second}
+		hs := &http.Server{Handler: a.healthHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go hs.Serve(hln)
 		defer hs.Close()
 	}
@@ -330,6 +335,7 @@ func (a *Agent) rejoin(ctx context.Context) error {
 	old := a.link()
 	a.log.Warn("the broker has been unreachable; joining the tailnet again", "node", old.node.IPv4())
 	old.node.Close()
+	a.metrics().tailnetUp.Store(false)
 	retry := time.Second
 	var lastWarn time.Time
 	failures := 0
@@ -441,6 +447,7 @@ func (a *Agent) join(ctx context.Context) error {
 		}
 	}
 	ok = true
+	a.metrics().tailnetUp.Store(true)
 	return nil
 }
 
@@ -698,7 +705,11 @@ func (a *Agent) RecordEvent(ctx context.Context, e audit.Event) error {
 		e.Actor.Role = "agent"
 	}
 	a.journal.append(a.now(), e)
-	return a.spool.Record(ctx, e)
+	if err := a.spool.Record(ctx, e); err != nil {
+		return err
+	}
+	a.metrics().spooled.Add(1)
+	return nil
 }
 
 // Deliver sends spooled events to the broker until the spool is empty or
@@ -728,6 +739,7 @@ func (a *Agent) Deliver(ctx context.Context) (int, error) {
 		if err := a.spool.ack(len(evs)); err != nil {
 			return total, err
 		}
+		a.metrics().spooled.Add(-int64(len(evs)))
 		total += len(evs)
 	}
 }

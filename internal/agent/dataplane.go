@@ -456,6 +456,9 @@ func (a *Agent) stopOrphans(ctx context.Context) {
 // upstream call and audit.
 func (a *Agent) serveSource(src source.Source) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		m := a.metrics().meter(w, r, src.Name)
+		defer m.done()
+		w = m
 		eng := a.data.engines[src.Name]
 		if eng == nil {
 			apiErr(w, http.StatusNotImplemented, "no_"+src.Name, "this agent has no "+src.Title+" configured (--"+src.Name+"-url)")
@@ -466,16 +469,18 @@ func (a *Agent) serveSource(src source.Source) http.HandlerFunc {
 			err = gc.CheckGrant(g.ID)
 		}
 		if err != nil {
+			m.refuse(grantRefusalReason(err))
 			apiErr(w, http.StatusForbidden, refusalCode(err), err.Error())
 			return
 		}
 		release, ok := a.admitCall(w, r, g, src.Denied)
 		if !ok {
+			m.refuse(reasonTooManyCalls)
 			return
 		}
 		defer release()
 		sw := a.newStreamWriter(w, g.Expiry)
-		eng.Serve(sourceEnv{a: a, approval: approvalDetails(verdict)}, source.Call{
+		eng.Serve(sourceEnv{a: a, approval: approvalDetails(verdict), src: src.Name}, source.Call{
 			GrantID: g.ID, RequestID: g.RequestID, Expiry: g.Expiry,
 			Event: audit.Event{Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID, Source: audit.Source{IP: r.RemoteAddr}},
 		}, sw, r)
@@ -569,10 +574,13 @@ func (sw *streamWriter) finish() {
 
 // sourceEnv is what the agent gives a data source's engine. approval,
 // when set, is added to the details of every event the call records: on
-// what the agent served the grant.
+// what the agent served the grant. src, when set, is the source of the
+// call the engine serves: its upstream's answers are timed, and its rows
+// counted, as that source's (metrics.go).
 type sourceEnv struct {
 	a        *Agent
 	approval map[string]any
+	src      string
 }
 
 var _ source.Env = sourceEnv{}
@@ -608,10 +616,18 @@ func (e sourceEnv) Record(ctx context.Context, ev audit.Event) error {
 		maps.Copy(d, e.approval)
 		ev.Details = d
 	}
+	if e.src != "" && ev.Type == audit.QueryFinished {
+		e.a.metrics().observeRows(e.src, ev.Details)
+	}
 	return e.a.record(ctx, ev)
 }
-func (e sourceEnv) AfterCall(fn func())  { e.a.finishing.do(fn) }
-func (e sourceEnv) Client() *http.Client { return e.a.data.hc }
+func (e sourceEnv) AfterCall(fn func()) { e.a.finishing.do(fn) }
+func (e sourceEnv) Client() *http.Client {
+	if e.src != "" {
+		return e.a.metrics().client(e.a.data.hc, e.src)
+	}
+	return e.a.data.hc
+}
 func (e sourceEnv) NextID() uint64       { return e.a.data.seq.Add(1) }
 func (e sourceEnv) Now() time.Time       { return e.a.now() }
 func (e sourceEnv) Logger() *slog.Logger { return e.a.log }

@@ -41,6 +41,7 @@ func (a *Agent) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := a.verifyBroker(r); err != nil {
 			a.log.Warn("refused a call", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", err)
+			a.metrics().refusedBrokerCall(r.URL.Path, err)
 			if aerr := a.RecordEvent(r.Context(), audit.Event{
 				Type:    audit.AuthFailed,
 				Source:  audit.Source{IP: r.RemoteAddr},
@@ -74,14 +75,14 @@ func (a *Agent) handler() http.Handler {
 func (a *Agent) verifyBroker(r *http.Request) error {
 	id, err := a.callerOf(r)
 	if err != nil {
-		return errors.New("caller is not a tailnet peer")
+		return refusedCall(reasonNotAPeer, errors.New("caller is not a tailnet peer"))
 	}
 	if err := a.checkBrokerNode(r.Context(), id); err != nil {
-		return err
+		return refusedCall(reasonNotBroker, err)
 	}
 	ms, err := strconv.ParseInt(r.Header.Get(protocol.HeaderBrokerTime), 10, 64)
 	if err != nil {
-		return errors.New("missing or malformed signature time")
+		return refusedCall(reasonMalformedCall, errors.New("missing or malformed signature time"))
 	}
 	at := time.UnixMilli(ms)
 	now := a.now()
@@ -90,19 +91,19 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 	if d := now.Sub(at); revocation {
 		keepNonce = now.Add(2 * maxSkew)
 	} else if d > maxSkew || d < -maxSkew {
-		return skewError(d)
+		return refusedCall(reasonClockSkew, skewError(d))
 	}
 	nonce := r.Header.Get(protocol.HeaderBrokerNonce)
 	if len(nonce) < 16 || len(nonce) > 64 {
-		return errors.New("missing or malformed nonce")
+		return refusedCall(reasonMalformedCall, errors.New("missing or malformed nonce"))
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(r.Header.Get(protocol.HeaderBrokerSignature))
 	if err != nil {
-		return errors.New("malformed signature")
+		return refusedCall(reasonMalformedCall, errors.New("malformed signature"))
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, protocol.MaxBody))
 	if err != nil {
-		return errors.New("request body too large")
+		return refusedCall(reasonMalformedCall, errors.New("request body too large"))
 	}
 	// The handler reads the body the signature covered.
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -111,7 +112,7 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 		return err
 	}
 	if !ed25519.Verify(key, protocol.CallTranscript(a.state.AgentID, r.Method, r.URL.RequestURI(), at, nonce, body), sig) {
-		return errors.New("signature does not verify with the pinned broker key")
+		return refusedCall(reasonBadSignature, errors.New("signature does not verify with the pinned broker key"))
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -126,10 +127,10 @@ func (a *Agent) verifyBroker(r *http.Request) error {
 		a.noncesSwept = now
 	}
 	if _, seen := a.nonces[nonce]; seen {
-		return errors.New("replayed call")
+		return refusedCall(reasonReplayedCall, errors.New("replayed call"))
 	}
 	if len(a.nonces) >= 100000 {
-		return errors.New("too many calls in flight")
+		return refusedCall(reasonNonceLimit, errors.New("too many calls in flight"))
 	}
 	a.nonces[nonce] = keepNonce
 	return nil
