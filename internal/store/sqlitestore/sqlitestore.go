@@ -34,6 +34,9 @@ var migrationFiles embed.FS
 // connection's write lock before it fails with SQLITE_BUSY.
 const BusyTimeout = 5000
 
+// PoolSize is how many connections to the database a store keeps open.
+const PoolSize = 8
+
 // Open opens the SQLite database at path, creating it if no file is there,
 // and brings its schema up to date. A new file is readable by its owner
 // only. A file that is there but is not a Tether store — empty, not
@@ -207,11 +210,16 @@ func create(ctx context.Context, path string) error {
 
 // openDB opens the database file at abs with the broker's settings.
 func openDB(ctx context.Context, abs string) (*sql.DB, error) {
+	return openDBBusy(ctx, abs, BusyTimeout)
+}
+
+// openDBBusy is openDB with SQLite's busy timeout in milliseconds.
+func openDBBusy(ctx context.Context, abs string, busyTimeout int) (*sql.DB, error) {
 	q := url.Values{}
 	// Applied by the driver to every connection it opens, busy timeout
 	// first, so that a connection opening while another writes waits
 	// instead of failing.
-	q.Set("_busy_timeout", strconv.Itoa(BusyTimeout))
+	q.Set("_busy_timeout", strconv.Itoa(busyTimeout))
 	q.Set("_foreign_keys", "on")
 	// WAL lets readers go on while one connection writes.
 	q.Set("_journal_mode", "WAL")
@@ -229,10 +237,25 @@ func openDB(ctx context.Context, abs string) (*sql.DB, error) {
 	q.Set("_txlock", "immediate")
 	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}).String()
 
-	db, err := sql.Open("sqlite", dsn)
+	c, err := newConnector(dsn)
 	if err != nil {
 		return nil, err
 	}
+	// Writers take turns in Go, not in SQLite's busy handler (see
+	// writeLock).
+	db := sql.OpenDB(c)
+	// A pool of connections kept open: opening one reads and parses the
+	// whole schema, which under load cost more than the queries (with
+	// database/sql's default of two idle connections, a broker holding
+	// 2,000 agents spent a third of its CPU opening connections). WAL
+	// lets them all read at once. The pool is bounded, and no store
+	// method needs a second connection while it holds one (a
+	// transaction's statements all run on the transaction), so a full
+	// pool only makes callers wait their turn.
+	db.SetMaxOpenConns(PoolSize)
+	db.SetMaxIdleConns(PoolSize)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, err
