@@ -80,6 +80,9 @@ type Log struct {
 	// head is last's size and root, for the proofs' check: the tree
 	// the log signed, or checked against the stored events at start.
 	head atomic.Pointer[treeHead]
+	// latest is last, for readers: the checkpoint the log serves, whose
+	// size head covers (published after head, see setLast).
+	latest atomic.Pointer[StoredCheckpoint]
 
 	m *metrics
 
@@ -151,15 +154,24 @@ func OpenLog(ctx context.Context, cfg LogConfig) (*Log, error) {
 	if err := l.load(ctx, size, last, haveLast); err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
-	l.last = last
-	l.lastSize.Store(last.Size)
 	l.m.treeSize.Set(float64(size))
 	if haveLast {
-		l.head.Store(&treeHead{size: last.Size, root: last.Root})
-		l.m.ckptSize.Set(float64(last.Size))
-		l.m.setCheckpointTime(last.Time)
+		l.setLast(last)
 	}
 	return l, nil
+}
+
+// setLast makes c, stored, the log's latest checkpoint: the one it
+// serves ([Log.Latest]) and checks its proofs against. head is published
+// before latest and lastSize, so that a reader that sees the new
+// checkpoint can always be given proofs against it.
+func (l *Log) setLast(c StoredCheckpoint) {
+	l.last = c
+	l.head.Store(&treeHead{size: c.Size, root: c.Root})
+	l.lastSize.Store(c.Size)
+	l.latest.Store(&c)
+	l.m.ckptSize.Set(float64(c.Size))
+	l.m.setCheckpointTime(c.Time)
 }
 
 // load rebuilds the tree of the size stored events and checks it against
@@ -412,11 +424,7 @@ func (l *Log) adoptLatest(ctx context.Context) (bool, error) {
 		l.reportTamper(ctx, err, "checkpoint")
 		return false, err
 	}
-	l.last = latest
-	l.lastSize.Store(latest.Size)
-	l.head.Store(&treeHead{size: latest.Size, root: latest.Root})
-	l.m.ckptSize.Set(float64(latest.Size))
-	l.m.setCheckpointTime(latest.Time)
+	l.setLast(latest)
 	return true, nil
 }
 
@@ -447,11 +455,10 @@ func (l *Log) checkpoint(ctx context.Context) error {
 			err = fmt.Errorf("store checkpoint: %w", err)
 			continue
 		}
-		l.last = sc
-		l.lastSize.Store(sc.Size)
-		l.head.Store(&treeHead{size: sc.Size, root: sc.Root})
-		l.m.ckptSize.Set(float64(sc.Size))
-		l.m.setCheckpointTime(sc.Time)
+		// Stored first, then served: a checkpoint is handed out only
+		// once durable (a witness's cosignature of it is checked
+		// against the store), and only once the log proves against it.
+		l.setLast(sc)
 		return nil
 	}
 	return err
@@ -575,22 +582,83 @@ func (l *Log) RecordDelivered(ctx context.Context, es []Event) (int, error) {
 	return r.stored, nil
 }
 
-// Checkpoint signs a checkpoint now, covering every event stored so far,
-// and returns the latest checkpoint.
+// Checkpoint signs a checkpoint now, covering every event stored so far
+// (or adopts the one another writer signed over them), and returns the
+// log's latest checkpoint, as [Log.Latest] does.
 func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, bool, error) {
 	if err := l.send(ctx, &appendReq{checkpoint: true}); err != nil {
 		return StoredCheckpoint{}, false, err
 	}
-	return l.cfg.Storage.LatestCheckpoint(ctx)
+	return l.Latest(ctx)
 }
 
 // LatestSize is the size of the latest signed checkpoint, without a trip
 // to the store.
 func (l *Log) LatestSize() uint64 { return l.lastSize.Load() }
 
-// Latest returns the latest stored checkpoint.
-func (l *Log) Latest(ctx context.Context) (StoredCheckpoint, bool, error) {
-	return l.cfg.Storage.LatestCheckpoint(ctx)
+// Latest returns the log's latest checkpoint: the one it signed, adopted
+// or opened with last, stored, and the one its proofs are checked
+// against, so that a proof up to its size can always be made. The store
+// may meanwhile hold a newer one: being stored, before the log takes it
+// as its own, or signed by another writer sharing the store, which the
+// log adopts at its next checkpoint. It does not read the store; the
+// error is always nil.
+func (l *Log) Latest(context.Context) (StoredCheckpoint, bool, error) {
+	c := l.latest.Load()
+	if c == nil {
+		return StoredCheckpoint{}, false, nil
+	}
+	return *c, true, nil
+}
+
+// ErrNoCheckpoint reports a log that has signed no checkpoint yet.
+var ErrNoCheckpoint = errors.New("the audit log has no checkpoint yet")
+
+// ErrBeyondCheckpoint reports a witness that says it cosigned a
+// checkpoint larger than any stored.
+var ErrBeyondCheckpoint = errors.New("beyond the latest checkpoint")
+
+// WitnessCheckpoint returns the checkpoint to hand a witness that last
+// cosigned the checkpoint of size since (0 for none) and the proof that
+// it is consistent with that one: the log's latest ([Log.Latest]), which
+// the proof is checked against. When since is beyond it, because another
+// writer sharing the store signed a larger checkpoint and the witness
+// cosigned that one through it, the log first takes in the events and
+// checkpoints the others stored. When no stored checkpoint is as large
+// as since, it returns an error wrapping [ErrBeyondCheckpoint] (or
+// [ErrNoCheckpoint], if there is none at all): a witness told so refuses
+// the log for good, so it is said only when the store holds no such
+// checkpoint.
+func (l *Log) WitnessCheckpoint(ctx context.Context, since uint64) (StoredCheckpoint, [][32]byte, error) {
+	c, ok, _ := l.Latest(ctx)
+	if since > c.Size || !ok {
+		stored, sok, err := l.cfg.Storage.LatestCheckpoint(ctx)
+		if err != nil {
+			return StoredCheckpoint{}, nil, fmt.Errorf("witness checkpoint: %w", err)
+		}
+		if sok && stored.Size >= since && (!ok || stored.Size > c.Size) {
+			// Another writer's (or one being stored): catch up.
+			if c, ok, err = l.Checkpoint(ctx); err != nil {
+				return StoredCheckpoint{}, nil, fmt.Errorf("witness checkpoint: take in the store's checkpoint %d: %w", stored.Size, err)
+			}
+			if !ok || since > c.Size {
+				return StoredCheckpoint{}, nil, fmt.Errorf("witness checkpoint: the store holds checkpoint %d, but the log has only %d after taking it in", stored.Size, c.Size)
+			}
+		}
+	}
+	switch {
+	case !ok:
+		return StoredCheckpoint{}, nil, ErrNoCheckpoint
+	case since > c.Size:
+		return StoredCheckpoint{}, nil, fmt.Errorf("size %d is %w, %d", since, ErrBeyondCheckpoint, c.Size)
+	case since == 0 || since == c.Size:
+		return c, nil, nil
+	}
+	p, err := l.ConsistencyProof(ctx, since, c.Size)
+	if err != nil {
+		return StoredCheckpoint{}, nil, err
+	}
+	return c, p, nil
 }
 
 // InclusionProof proves that the record at index is in the tree of the

@@ -447,25 +447,22 @@ func (b *Broker) handleCheckpointForWitness(w http.ResponseWriter, r *http.Reque
 	if err := decodeJSON(w, r, protocol.MaxBody, &req); err != nil {
 		return err
 	}
-	c, ok, err := b.auditLog.Latest(r.Context())
-	if err != nil {
-		return fmt.Errorf("latest checkpoint: %w", err)
-	}
-	if !ok {
+	// The log's own latest checkpoint, which it proves against: not the
+	// store's, which may be one being stored, or another broker's not
+	// yet taken in (WitnessCheckpoint takes it in when the agent cosigned
+	// it through that broker).
+	c, proof, err := b.auditLog.WitnessCheckpoint(r.Context(), req.SinceSize)
+	switch {
+	case errors.Is(err, audit.ErrNoCheckpoint):
 		return errorf(http.StatusNotFound, "no_checkpoint", "the audit log has no checkpoint yet")
+	case errors.Is(err, audit.ErrBeyondCheckpoint):
+		return errorf(http.StatusBadRequest, "invalid_size", "since_size %d is beyond the latest checkpoint %d", req.SinceSize, b.auditLog.LatestSize())
+	case err != nil:
+		return fmt.Errorf("checkpoint for agent %s: %w", s.agentID, err)
 	}
 	res := protocol.CheckpointResponse{Note: c.Note, Size: c.Size}
-	if req.SinceSize > c.Size {
-		return errorf(http.StatusBadRequest, "invalid_size", "since_size %d is beyond the latest checkpoint %d", req.SinceSize, c.Size)
-	}
-	if req.SinceSize > 0 && req.SinceSize < c.Size {
-		proof, err := b.auditLog.ConsistencyProof(r.Context(), req.SinceSize, c.Size)
-		if err != nil {
-			return fmt.Errorf("consistency proof for agent %s: %w", s.agentID, err)
-		}
-		for _, h := range proof {
-			res.Proof = append(res.Proof, h[:])
-		}
+	for _, h := range proof {
+		res.Proof = append(res.Proof, h[:])
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
