@@ -514,7 +514,7 @@ func (b *Broker) startAudit(ctx context.Context) error {
 	b.reg = prometheus.NewRegistry()
 	b.metrics.grants = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_grants_issued_total", Help: "Grants issued."})
 	b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.metrics.grants,
-		newClockCollector(b))
+		newClockCollector(b), newAgentStatusCollector(b))
 	signer, err := audit.NewSigner(audit.OriginFor(b.PublicKey()), b.key)
 	if err != nil {
 		return fmt.Errorf("audit signer: %w", err)
@@ -599,7 +599,7 @@ func (b *Broker) Join() config.Join {
 func (b *Broker) Run(ctx context.Context) error {
 	defer b.close()
 	api := &http.Server{
-		Handler:           b.apiHandler(),
+		Handler:           b.instrumentHTTP(b.apiHandler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
