@@ -94,6 +94,7 @@ func Endpoints() []Endpoint {
 	}
 	eps := []Endpoint{
 		{"GET /api/v1/auth/config", nil, ScopePublic, h((*Broker).handleAuthConfig)},
+		{"GET /api/v1/openapi.json", nil, ScopePublic, h((*Broker).handleOpenAPI)},
 		{"GET /api/v1/whoami", anyRole, ScopeOwn, h((*Broker).handleWhoami)},
 		{"GET /api/v1/broker", vendorRole, ScopeVendor, h((*Broker).handleBrokerInfo)},
 		{"GET /api/v1/tickets/{owner}/{repo}/{number}", vendorRole, ScopeVendor, h((*Broker).handleTicket)},
