@@ -99,6 +99,12 @@ func (a *Agent) prove(ctx context.Context, l *tailnetLink, peer tailnet.Peer) er
 		return fmt.Errorf("ask broker node %s to prove the broker key: %w", peer.Name, err)
 	}
 	if res.BrokerNodeID != string(peer.ID) || !ed25519.Verify(key, protocol.ProveTranscript(nonce, string(peer.ID), string(self)), res.Signature) {
+		if a.paired && string(peer.ID) == a.state.BrokerNodeID && res.BrokerNodeID == string(peer.ID) {
+			// The very node this agent paired with now proves another
+			// key: the broker's key was replaced, or the pinned one
+			// tampered with. Never talk to it; the agent stops.
+			return fmt.Errorf("%w: the broker at %s, the node this agent paired with, signed its proof with a key other than the pinned %s", ErrBrokerKeyMismatch, peer.Name, protocol.EncodePublicKey(key))
+		}
 		a.log.Error("a tailnet node named or tagged as a broker did not prove the broker's key: not talking to it",
 			"node", peer.Name, "node_id", peer.ID, "claimed_node_id", res.BrokerNodeID)
 		return fmt.Errorf("%w: node %s (%s) did not prove it holds the broker key %s", errWrongBrokerNode, peer.Name, peer.ID, protocol.EncodePublicKey(key))

@@ -34,6 +34,8 @@ var (
 	// errAgentOffTailnet: the agent's node is not a current peer, so
 	// nothing was sent.
 	errAgentOffTailnet = errors.New("agent not on the tailnet: nothing was sent; it may be restarting or offline")
+	// errAgentSilent: the agent's node is a peer but did not answer.
+	errAgentSilent = fmt.Errorf("the agent did not answer on the tailnet within %v: it may be restarting or offline", tailnet.DialTimeout)
 	// errAgentRedirect: the agent answered with a redirect. The broker
 	// follows none; the call is refused and audited.
 	errAgentRedirect = errors.New("the agent answered with a redirect, which the broker never follows: the call was refused and recorded")
@@ -109,6 +111,9 @@ func (b *Broker) callAgent(ctx context.Context, a store.Agent, method, requestUR
 	case errors.Is(err, tailnet.ErrNotOnTailnet):
 		b.node.ForgetPeers()
 		return nil, errAgentOffTailnet
+	case errors.Is(err, tailnet.ErrPeerSilent):
+		b.node.ForgetPeers()
+		return nil, errAgentSilent
 	case err != nil:
 		b.node.ForgetPeers()
 		return nil, fmt.Errorf("the agent did not answer: %w", unwrapURLError(err))

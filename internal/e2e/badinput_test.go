@@ -189,7 +189,7 @@ func TestWrongBrokerKey(t *testing.T) {
 	if err := p.wait(t, 90*time.Second); err == nil {
 		t.Fatal("agent with a wrong pinned broker key exited 0")
 	}
-	if !strings.Contains(p.output(), "broker key mismatch") || !strings.Contains(p.output(), "signed its challenge with a key other than the pinned") {
+	if !strings.Contains(p.output(), "broker key mismatch") || !strings.Contains(p.output(), "signed its proof with a key other than the pinned") {
 		t.Errorf("agent output = %q, want a broker key mismatch", p.output())
 	}
 	if strings.Contains(p.output(), "agent online") {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/internal/brokerapi"
+	"github.com/tetherhq/tether/internal/tailnet"
 	"github.com/tetherhq/tether/internal/testenv"
 )
 
@@ -166,15 +167,37 @@ func TestCallToAgentOffTailnetSendsNothing(t *testing.T) {
 		t.Fatalf("deployment ping while online: exit %d: %s", code, errOut)
 	}
 
-	// The agent stops; the broker restarts on the same data dir with a
-	// new dev tailnet, where the agent's node is unknown.
+	// The agent stops; the broker restarts on the same data dir. Its dev
+	// tailnet still knows the agent's node, which no longer answers: the
+	// call fails within the tailnet's dial bound, and nothing leaves.
 	a.stop()
 	b.stop()
 	b = startNSBroker(t, ns, dir)
-	cgnat0, tcp0, all0 := counts()
+	cgnat0, tcp0, _ := counts()
 	start := time.Now()
 	_, errOut, code = b.cli(t, "deployment", "ping", "acme/prod")
 	took := time.Since(start)
+	if code == 0 || !strings.Contains(errOut, "did not answer on the tailnet") {
+		t.Errorf("deployment ping of an agent that is gone: exit %d, stderr %q; want a failure saying it did not answer", code, errOut)
+	}
+	if took > tailnet.DialTimeout+5*time.Second {
+		t.Errorf("deployment ping of an agent that is gone took %v, want at most the dial bound %v and a little", took, tailnet.DialTimeout)
+	}
+	if cgnat, tcp, _ := counts(); cgnat != cgnat0 || tcp != tcp0 {
+		t.Fatalf("packets left the namespace on a host interface while calling an agent that is gone: %d to 100.64.0.0/10, %d TCP; want none", cgnat-cgnat0, tcp-tcp0)
+	}
+
+	// Then a dev tailnet that lost its nodes (as a control server that
+	// lost its state would): the agent's node is unknown.
+	b.stop()
+	if err := os.Remove(filepath.Join(dir, "devnet-nodes.json")); err != nil {
+		t.Fatal(err)
+	}
+	b = startNSBroker(t, ns, dir)
+	cgnat0, tcp0, all0 := counts()
+	start = time.Now()
+	_, errOut, code = b.cli(t, "deployment", "ping", "acme/prod")
+	took = time.Since(start)
 	if code == 0 || !strings.Contains(errOut, "agent not on the tailnet") {
 		t.Errorf("deployment ping of an agent off the tailnet: exit %d, stderr %q; want a failure saying \"agent not on the tailnet\"", code, errOut)
 	}

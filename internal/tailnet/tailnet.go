@@ -498,8 +498,25 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	if d == nil || d.NetstackDialTCP == nil {
 		return nil, errors.New("dial: the node's network stack is not ready")
 	}
-	return d.NetstackDialTCP(ctx, ap)
+	// A peer the netmap still lists but that is gone (its process died,
+	// its host is down) never answers; bound the wait.
+	ctx, cancel := context.WithTimeoutCause(ctx, DialTimeout, fmt.Errorf("dial %s: %w: no answer within %v", addr, ErrPeerSilent, DialTimeout))
+	defer cancel()
+	c, err := d.NetstackDialTCP(ctx, ap)
+	if err != nil && context.Cause(ctx) != nil && errors.Is(context.Cause(ctx), ErrPeerSilent) {
+		return nil, context.Cause(ctx)
+	}
+	return c, err
 }
+
+// DialTimeout bounds [Node.Dial]: long enough for a first WireGuard
+// handshake, which is retried after 5 s when the peer's engine had not yet
+// learnt our key, short enough that a call to a peer that is gone fails
+// in seconds rather than at the caller's own deadline.
+const DialTimeout = 12 * time.Second
+
+// ErrPeerSilent reports that a current peer did not answer a dial.
+var ErrPeerSilent = errors.New("the peer did not answer on the tailnet")
 
 // NodeAddr returns the tailnet IPv4 address the netmap currently gives the
 // node with stable ID id, or [ErrNotOnTailnet] when it is not a current
