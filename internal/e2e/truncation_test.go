@@ -103,12 +103,13 @@ func (g *guarded) auditHas(t *testing.T, subs ...string) {
 }
 
 // TestResultCutShort: a result cut short mid-stream by a revocation, or
-// by the agent's death (SIGKILL), through the real broker, agent and
+// by the broker's or the agent's death (SIGKILL), through the real broker, agent and
 // ClickHouse processes: 'broker query' exits non-zero with "the result is
 // incomplete: <reason>", prints no torn row and no row count, and the
 // audit log records query.finished with outcome failure and the reason.
 func TestResultCutShort(t *testing.T) {
 	g := startGuarded(t)
+	parent := t
 
 	t.Run("revoked", func(t *testing.T) {
 		eng, approver, id := g.accessRequest(t, "clickhouse:system")
@@ -118,6 +119,24 @@ func TestResultCutShort(t *testing.T) {
 		}
 		wantIncomplete(t, q, "revoked")
 		g.auditHas(t, `"type":"query.finished"`, `"outcome":"failure"`, "revoked")
+	})
+
+	t.Run("broker killed", func(t *testing.T) {
+		eng, _, id := g.accessRequest(t, "clickhouse:system")
+		q := g.streamingQuery(t, eng)
+		g.b.cmd.Process.Kill()
+		g.b.wait(t, 10*time.Second)
+		wantIncomplete(t, q, "broke off")
+		// The restarted broker gets the agent's record of the cut: the
+		// agent could not write the rest, and spooled query.finished
+		// with outcome failure until a broker took it.
+		os.Remove(g.b.cliJSON) // the restarted broker writes it anew, with its new address
+		// Started on the parent test, so that it outlives this subtest.
+		p := start(parent, "broker-dev", nil, "serve", "--dev", "--data-dir", g.b.dir, "--listen", "127.0.0.1:0", "--heartbeat-interval", "500ms")
+		p.waitLine(t, `msg="broker ready"`, 90*time.Second)
+		g.b = &devBroker{proc: p, dir: g.b.dir, cliJSON: g.b.cliJSON, join: g.b.join}
+		g.b.waitStatus(t, "acme/prod", "online", 60*time.Second)
+		g.auditHas(t, `"type":"query.finished"`, `"outcome":"failure"`, id, `"agent_id"`)
 	})
 
 	t.Run("agent killed", func(t *testing.T) {
