@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tetherhq/tether/internal/approval"
@@ -210,7 +211,8 @@ func newAgentMetrics(a *Agent) *agentMetrics {
 		m.duration.WithLabelValues(src.Name)
 		m.ttfb.WithLabelValues(src.Name)
 	}
-	m.reg.MustRegister(m.calls, m.refusals, m.rows, m.bytes, m.duration, m.ttfb, newStateCollector(a, m))
+	m.reg.MustRegister(m.calls, m.refusals, m.rows, m.bytes, m.duration, m.ttfb, newStateCollector(a, m),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -21,6 +23,7 @@ import (
 	"github.com/tetherhq/tether/audit"
 	"github.com/tetherhq/tether/internal/approval"
 	"github.com/tetherhq/tether/internal/chtest"
+	"github.com/tetherhq/tether/internal/dashboards"
 	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/names"
 	"github.com/tetherhq/tether/internal/protocol"
@@ -82,7 +85,7 @@ func sample(fams map[string]*dto.MetricFamily, name string, labels ...string) (v
 // bounded labels, or holds a value from leak (a grant ID, a query).
 func checkLabels(t *testing.T, fams map[string]*dto.MetricFamily, leak ...string) {
 	t.Helper()
-	allowed := map[string]bool{"source": true, "outcome": true, "reason": true, "direction": true, "version": true, "le": true}
+	allowed := map[string]bool{"source": true, "outcome": true, "reason": true, "direction": true, "version": true, "le": true, "quantile": true}
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
@@ -409,5 +412,61 @@ func TestSpoolGauges(t *testing.T) {
 	b, _ := json.Marshal(audit.Event{Time: at})
 	if !bytes.Contains(b[:min(len(b), spoolHead)], []byte(`"time":"`)) {
 		t.Errorf("an event's JSON does not carry its time in its first %d bytes: %s", spoolHead, b)
+	}
+}
+
+// TestDashboardMetricsRegistered: every agent metric the agent's
+// dashboard (deploy/grafana/agent.json) and the tether-agent alerts
+// (deploy/prometheus/alerts.yml) name is registered on the agent's
+// registry — also those with no series until their first observation,
+// which a scrape of an idle agent cannot show (internal/dashboards
+// scrapes a running agent for the others).
+func TestDashboardMetricsRegistered(t *testing.T) {
+	a := &Agent{cfg: Config{StateDir: t.TempDir()}, now: time.Now}
+	ch := make(chan *prometheus.Desc, 64)
+	go func() { a.metrics().reg.Describe(ch); close(ch) }()
+	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	registered := map[string]bool{}
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			registered[m[1]] = true
+		}
+	}
+	var exprs []string
+	d, err := dashboards.LoadDashboard(filepath.Join("..", "..", "deploy", "grafana", "agent.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range d.AllPanels() {
+		for _, q := range p.Targets {
+			exprs = append(exprs, q.Expr)
+		}
+	}
+	g, err := dashboards.LoadRules(filepath.Join("..", "..", "deploy", "prometheus", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, grp := range g.Groups {
+		for _, r := range grp.Rules {
+			if grp.Name == "tether-agent" {
+				exprs = append(exprs, r.Expr)
+			}
+		}
+	}
+	seen := 0
+	for _, e := range exprs {
+		names, err := dashboards.MetricNames(e)
+		if err != nil {
+			t.Fatalf("%q: %v", e, err)
+		}
+		for _, n := range names {
+			seen++
+			if _, ok := dashboards.Family(n, func(s string) bool { return registered[s] }); !ok {
+				t.Errorf("the agent registers no %s (in %q)", n, e)
+			}
+		}
+	}
+	if seen < 20 || !registered["tether_agent_refusals_total"] {
+		t.Errorf("%d metric references checked, registered %v", seen, registered)
 	}
 }
