@@ -269,7 +269,7 @@ func apiOps() []apiOp {
 
 		{route: "POST /api/v1/deployments/{tenant}/{name}/clickhouse/query", id: "clickhouseQuery", tag: "data plane", summary: "Run SQL on the deployment's ClickHouse system tables",
 			desc:   dataDesc("The answer streams in the format asked for (Content-Type as ClickHouse sets it) and carries the Tether-Query-Id header."),
-			params: grantHeader(), body: protocol.ClickHouseQuery{SQL: "SELECT name, value FROM system.metrics LIMIT 3", Format: "JSONEachRow"},
+			params: grantHeader(), body: protocol.ClickHouseQuery{SQL: "SELECT metric, value FROM system.metrics LIMIT 3", Format: "JSONEachRow"},
 			status: 200, media: map[string]openapigen.Schema{
 				"text/tab-separated-values": {"type": "string"}, "application/json": anyJSON, "text/csv": {"type": "string"},
 				"text/plain": {"type": "string"}, "application/octet-stream": {"type": "string", "contentMediaType": "application/octet-stream"},
@@ -369,7 +369,7 @@ func prometheusOps() []apiOp {
 			o := apiOp{route: pattern, method: m, path: prefix + ep.path, id: id, tag: "data plane", summary: "Prometheus: " + ep.summary,
 				desc:   dataDesc(promParamsNote + " Every other Prometheus path is refused."),
 				params: append(grantHeader(), ep.params...), status: 200, media: map[string]openapigen.Schema{"application/json": {"$ref": "#/components/schemas/PrometheusResponse"}},
-				errs: []int{404, 405, 409, 422, 502, 503, 504}}
+				errs: []int{404, 409, 422, 502, 503, 504}}
 			if m == http.MethodPost {
 				o.id += "Post"
 				o.form = true
@@ -385,10 +385,13 @@ func prometheusOps() []apiOp {
 // idOf makes "query_range" or "label/{label}/values" an identifier part.
 func idOf(p string) string {
 	var b strings.Builder
-	up := true
+	up, param := true, false
 	for _, r := range p {
 		switch {
-		case r == '_' || r == '/' || r == '{' || r == '}':
+		case r == '{' || r == '}':
+			param = r == '{'
+		case param:
+		case r == '_' || r == '/':
 			up = true
 		case up:
 			b.WriteString(strings.ToUpper(string(r)))
