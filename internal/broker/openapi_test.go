@@ -581,7 +581,10 @@ func TestOpenAPIRoundTrip(t *testing.T) {
 	call("networkStatus", reviewer, ids("id", arID), nil, nil)
 	want2xx("listRegistrations", call("listRegistrations", acme, nil, url.Values{"tenant": {"acme"}}, nil))
 	reg := want2xx("registerNetwork", call("registerNetwork", acme, ids("tenant", "acme"), nil, nil))
-	pending := want2xx("registerNetwork", call("registerNetwork", admin, ids("tenant", "acme"), nil, func(m map[string]any) { m["account_id"] = "210987654321"; m["role_arn"] = "arn:aws:iam::210987654321:role/tether-peering" }))
+	pending := want2xx("registerNetwork", call("registerNetwork", admin, ids("tenant", "acme"), nil, func(m map[string]any) {
+		m["account_id"] = "210987654321"
+		m["role_arn"] = "arn:aws:iam::210987654321:role/tether-peering"
+	}))
 	call("confirmRegistration", acme, ids("tenant", "acme", "id", "no-such-registration"), nil, nil) // 404
 	want2xx("confirmRegistration", call("confirmRegistration", acme, ids("tenant", "acme", "id", asMap(pending["registration"])["id"].(string)), nil, nil))
 	want2xx("unregisterNetwork", call("unregisterNetwork", admin, ids("tenant", "acme", "id", asMap(reg["registration"])["id"].(string)), nil, nil))
