@@ -218,16 +218,18 @@ func (g *Generator) object(t reflect.Type, name string) Schema {
 func (g *Generator) fields(t reflect.Type, owner string, props Schema, required *[]string) {
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
 		tag := f.Tag.Get("json")
 		if tag == "-" {
 			continue
 		}
 		jname, opts, _ := strings.Cut(tag, ",")
 		if f.Anonymous && jname == "" && f.Type.Kind() == reflect.Struct {
+			// encoding/json promotes an embedded struct's fields, even
+			// of an unexported type.
 			g.fields(f.Type, owner, props, required)
+			continue
+		}
+		if !f.IsExported() {
 			continue
 		}
 		if jname == "" {
