@@ -255,6 +255,7 @@ func (b *Broker) authorize(e Endpoint) http.Handler {
 				break
 			}
 		}
+		markAuthed(r.Context())
 		ctx := context.WithValue(r.Context(), principalKey{}, p)
 		ctx = context.WithValue(ctx, roleKey{}, role)
 		serve(w, r.WithContext(ctx))

@@ -36,10 +36,14 @@ func dataEndpoints() []Endpoint {
 // agent over the tailnet, where the grant is verified against the
 // broker's key and the call guarded; the answer streams back.
 func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *http.Request) error {
+	var timing protocol.ServerTiming
+	timing.Add(protocol.TimingAuth, authTime(r.Context()))
+	lookupStart := time.Now()
 	d, g, err := b.dataTarget(r, src.Scope)
 	if err != nil {
 		return err
 	}
+	timing.Add(protocol.TimingLookup, time.Since(lookupStart))
 	tok := g.Token
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, protocol.MaxBody))
 	if err != nil {
@@ -64,7 +68,9 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 	var progress atomic.Int64 // bytes relayed
 	ctx, unwatch := b.watchAgent(ctx, d, &progress)
 	defer unwatch()
+	callStart := time.Now()
 	res, err := b.callAgent(ctx, *d.Agent, r.Method, target, body, h)
+	roundTrip := time.Since(callStart)
 	var gone *agentGoneError
 	switch {
 	case err != nil && errors.Is(context.Cause(ctx), errAgentRevoked):
@@ -101,12 +107,20 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 			w.Header().Set(k, v)
 		}
 	}
+	// Per hop: the broker's own, the tailnet's (the round trip less the
+	// time the agent says it spent), then the agent's.
+	agentTiming := protocol.ParseServerTiming(strings.Join(res.Header.Values(protocol.HeaderServerTiming), ","))
+	inAgent, _ := agentTiming.Get(protocol.TimingAgent)
+	timing.Add(protocol.TimingTailnet, roundTrip-inAgent)
+	timing = append(timing, agentTiming...)
+	w.Header().Set(protocol.HeaderServerTiming, timing.String())
+	streamStart := time.Now()
 	ok2xx := res.StatusCode >= 200 && res.StatusCode < 300
 	if ok2xx {
 		// A successful answer ends with the agent's word on whether it
 		// is whole, passed on, so that the engineer never reads a cut
 		// result as complete.
-		w.Header().Set("Trailer", protocol.TrailerStopped+", "+protocol.TrailerResult)
+		w.Header().Set("Trailer", protocol.TrailerStopped+", "+protocol.TrailerResult+", "+protocol.HeaderServerTiming)
 	}
 	w.WriteHeader(res.StatusCode)
 	buf := make([]byte, 64<<10)
@@ -127,6 +141,9 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 			if !ok2xx {
 				return nil
 			}
+			var streamed protocol.ServerTiming
+			streamed.Add(protocol.TimingStream, time.Since(streamStart))
+			w.Header().Set(protocol.HeaderServerTiming, streamed.String())
 			complete, reason := protocol.ResultReason(res.Trailer.Get(protocol.TrailerResult))
 			stopped := stoppedText(res.Trailer.Get(protocol.TrailerStopped))
 			switch {

@@ -61,11 +61,32 @@ type callState struct {
 	// outcome failure for this call (policy.decided denied, network.*
 	// failed, a refused review): that event is the refusal's record.
 	failureRecorded atomic.Bool
+	// start is when the call reached the API; authed when its caller
+	// was authenticated and permitted (zero for public routes). The data
+	// plane reports the difference as its auth hop (Server-Timing).
+	start, authed time.Time
 }
 
 // withCall prepares r for [Broker.answer].
 func withCall(r *http.Request) *http.Request {
-	return r.WithContext(context.WithValue(r.Context(), callKey{}, new(callState)))
+	return r.WithContext(context.WithValue(r.Context(), callKey{}, &callState{start: time.Now()}))
+}
+
+// markAuthed notes that the call in ctx passed authentication and
+// authorization.
+func markAuthed(ctx context.Context) {
+	if cs, ok := ctx.Value(callKey{}).(*callState); ok {
+		cs.authed = time.Now()
+	}
+}
+
+// authTime is how long the call in ctx took to authenticate and
+// authorize its caller.
+func authTime(ctx context.Context) time.Duration {
+	if cs, ok := ctx.Value(callKey{}).(*callState); ok && !cs.authed.IsZero() {
+		return cs.authed.Sub(cs.start)
+	}
+	return 0
 }
 
 // noteRecorded tells the edge that the call in ctx recorded e.

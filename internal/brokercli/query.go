@@ -32,6 +32,7 @@ type queryCmd struct {
 	Deployment string `placeholder:"TENANT/NAME" help:"deployment as TENANT/NAME, e.g. acme/prod (required)"`
 	Output     string `short:"o" placeholder:"FORMAT" help:"output: table (the default), json (JSONEachRow) or csv (CSVWithNames)"`
 	Format     string `placeholder:"F" help:"any ClickHouse output format the agent allows, passed through raw (e.g. PrettyCompact, Vertical)"`
+	Timing     bool   `help:"print where the call's time went, hop by hop (the answer's Server-Timing), to stderr"`
 	clientFlags
 }
 
@@ -156,11 +157,27 @@ func (cmd *queryCmd) Run(e *env) error {
 	if rows == 1 {
 		what = strings.TrimSuffix(what, "s")
 	}
+	took := time.Since(start)
+	if cmd.Timing {
+		printTiming(stderr, res, took)
+	}
 	if reason != "" {
 		return fmt.Errorf("the result is incomplete: %s (query %s, after %d %s)", reason, orDash(qid), rows, what)
 	}
-	fmt.Fprintf(stderr, "query %s: %d %s in %s%s\n", orDash(qid), rows, what, time.Since(start).Round(time.Millisecond), note)
+	fmt.Fprintf(stderr, "query %s: %d %s in %s%s\n", orDash(qid), rows, what, took.Round(time.Millisecond), note)
 	return nil
+}
+
+// printTiming prints the hops of an answer's Server-Timing header and
+// trailer, and what the client saw in all.
+func printTiming(w io.Writer, res *http.Response, took time.Duration) {
+	st := protocol.ParseServerTiming(strings.Join(res.Header.Values(protocol.HeaderServerTiming), ","))
+	st = append(st, protocol.ParseServerTiming(strings.Join(res.Trailer.Values(protocol.HeaderServerTiming), ","))...)
+	if len(st) == 0 {
+		fmt.Fprintf(w, "timing: the broker sent none; %.2f ms in all\n", float64(took)/float64(time.Millisecond))
+		return
+	}
+	fmt.Fprintf(w, "timing: %s; %.2f ms in all, as this client saw it\n", st.Human(), float64(took)/float64(time.Millisecond))
 }
 
 // resultReason says why an answer read to its end (rerr nil) or until

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,10 @@ func TestAccessWorkflow(t *testing.T) {
 	out, errOut, code = as(eng, "query", "--deployment", "acme/prod", "SELECT name FROM system.databases WHERE name = 'system'", "--output", "json")
 	if code != 0 || !strings.Contains(out, `"name":"system"`) {
 		t.Errorf("allowed query: exit %d %q %q", code, out, errOut)
+	}
+	// --timing shows where the call's time went, hop by hop.
+	if _, errOut, code := as(eng, "query", "--deployment", "acme/prod", "--timing", "SELECT 1"); code != 0 || !timingHas(errOut, "auth", "lookup", "tailnet", "stream") {
+		t.Errorf("query --timing: exit %d %q; want each hop's time", code, errOut)
 	}
 	if _, errOut, code := as(eng, "query", "--deployment", "acme/prod", "SELECT * FROM default.secret"); code == 0 || !strings.Contains(errOut, "default.secret is not a system table") {
 		t.Errorf("customer-data query: exit %d %q, want the guard's reason", code, errOut)
@@ -183,4 +188,20 @@ func subsequence(got, want []string) bool {
 		}
 	}
 	return i == len(want)
+}
+
+// timingHas reports whether the CLI's --timing line names every hop.
+func timingHas(stderr string, hops ...string) bool {
+	for _, line := range strings.Split(stderr, "\n") {
+		if !strings.HasPrefix(line, "timing: ") {
+			continue
+		}
+		for _, h := range hops {
+			if !regexp.MustCompile(`\b` + h + ` \d+\.\d\d ms`).MatchString(line) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
