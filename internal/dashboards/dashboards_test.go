@@ -172,6 +172,11 @@ func families(t *testing.T, url string) map[string]*dto.MetricFamily {
 	if err != nil {
 		t.Fatalf("parse %s: %v", url, err)
 	}
+	series := 0
+	for _, f := range fams {
+		series += len(f.GetMetric())
+	}
+	t.Logf("GET %s: %d families, %d series, %d bytes", url, len(fams), series, len(b))
 	return fams
 }
 
