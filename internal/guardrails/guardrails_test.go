@@ -120,7 +120,7 @@ var (
 	testOnly = []string{"testing", module + "/internal/testenv", module + "/internal/pgtest",
 		module + "/internal/brokertest", module + "/internal/store/storetest", module + "/internal/mototest",
 		module + "/internal/chtest", module + "/internal/promtest", module + "/internal/ghub/ghubtest",
-		module + "/internal/webtest", "github.com/chromedp/chromedp",
+		module + "/internal/webtest", module + "/internal/agentload", "github.com/chromedp/chromedp",
 		"tailscale.com/tstest", "tailscale.com/net/stun/stuntest"}
 	devOnly = []string{module + "/internal/devbroker", module + "/internal/devnet", module + "/internal/devidp",
 		module + "/internal/devtickets", "tailscale.com/tstest/integration/testcontrol", "tailscale.com/derp/derpserver", "net/http/httptest"}
