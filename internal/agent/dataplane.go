@@ -464,10 +464,14 @@ func (a *Agent) serveSource(src source.Source) http.HandlerFunc {
 			apiErr(w, http.StatusNotImplemented, "no_"+src.Name, "this agent has no "+src.Title+" configured (--"+src.Name+"-url)")
 			return
 		}
+		start := time.Now()
+		ctx, timings := source.WithTimings(r.Context())
+		r = r.WithContext(ctx)
 		g, verdict, err := a.verifyGrant(r, src.Scope)
 		if gc, ok := eng.(source.GrantChecker); ok && err == nil {
 			err = gc.CheckGrant(g.ID)
 		}
+		source.AddTiming(ctx, protocol.TimingGrant, time.Since(start))
 		if err != nil {
 			m.refuse(grantRefusalReason(err))
 			apiErr(w, http.StatusForbidden, refusalCode(err), err.Error())
@@ -480,6 +484,7 @@ func (a *Agent) serveSource(src source.Source) http.HandlerFunc {
 		}
 		defer release()
 		sw := a.newStreamWriter(w, g.Expiry)
+		sw.timings, sw.start = timings, start
 		eng.Serve(sourceEnv{a: a, approval: approvalDetails(verdict), src: src.Name}, source.Call{
 			GrantID: g.ID, RequestID: g.RequestID, Expiry: g.Expiry,
 			Event: audit.Event{Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID, Source: audit.Source{IP: r.RemoteAddr}},
@@ -503,6 +508,10 @@ type streamWriter struct {
 	idle   time.Duration // one write's bound
 	end    time.Time     // the answer's bound
 	status int
+	// timings are the call's hops so far, sent with the answer's headers
+	// as Server-Timing beside the agent's own time (start to headers).
+	timings *source.Timings
+	start   time.Time
 }
 
 func (a *Agent) newStreamWriter(w http.ResponseWriter, expiry time.Time) *streamWriter {
@@ -534,6 +543,11 @@ func (sw *streamWriter) WriteHeader(status int) {
 		sw.status = status
 		if status >= 200 && status < 300 {
 			sw.Header().Add("Trailer", protocol.TrailerResult)
+		}
+		if sw.timings != nil {
+			st := sw.timings.Snapshot()
+			st.Add(protocol.TimingAgent, time.Since(sw.start))
+			sw.Header().Set(protocol.HeaderServerTiming, st.String())
 		}
 	}
 	sw.ResponseWriter.WriteHeader(status)
@@ -619,7 +633,12 @@ func (e sourceEnv) Record(ctx context.Context, ev audit.Event) error {
 	if e.src != "" && ev.Type == audit.QueryFinished {
 		e.a.metrics().observeRows(e.src, ev.Details)
 	}
-	return e.a.record(ctx, ev)
+	start := time.Now()
+	err := e.a.record(ctx, ev)
+	if ev.Type == audit.QueryAllowed || ev.Type == audit.PromAllowed {
+		source.AddTiming(ctx, protocol.TimingAudit, time.Since(start))
+	}
+	return err
 }
 func (e sourceEnv) AfterCall(fn func()) { e.a.finishing.do(fn) }
 func (e sourceEnv) Client() *http.Client {

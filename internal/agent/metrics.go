@@ -20,6 +20,7 @@ import (
 	"github.com/tetherhq/tether/internal/approval"
 	"github.com/tetherhq/tether/internal/grant"
 	"github.com/tetherhq/tether/internal/protocol"
+	"github.com/tetherhq/tether/internal/source"
 	"github.com/tetherhq/tether/internal/source/registry"
 )
 
@@ -271,7 +272,9 @@ func (t ttfbTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	start := time.Now()
 	res, err := t.rt.RoundTrip(r)
 	if err == nil {
-		t.obs.Observe(time.Since(start).Seconds())
+		d := time.Since(start)
+		t.obs.Observe(d.Seconds())
+		source.AddTiming(r.Context(), protocol.TimingUpstream, d)
 	}
 	return res, err
 }

@@ -67,8 +67,10 @@ func TestAccessWorkflow(t *testing.T) {
 		t.Errorf("allowed query: exit %d %q %q", code, out, errOut)
 	}
 	// --timing shows where the call's time went, hop by hop.
-	if _, errOut, code := as(eng, "query", "--deployment", "acme/prod", "--timing", "SELECT 1"); code != 0 || !timingHas(errOut, "auth", "lookup", "tailnet", "stream") {
+	if _, errOut, code := as(eng, "query", "--deployment", "acme/prod", "--timing", "SELECT 1"); code != 0 || !timingHas(errOut, "auth", "lookup", "tailnet", "agent", "grant", "guard", "audit", "upstream", "stream") {
 		t.Errorf("query --timing: exit %d %q; want each hop's time", code, errOut)
+	} else {
+		t.Logf("query --timing: %s", strings.TrimSpace(errOut))
 	}
 	if _, errOut, code := as(eng, "query", "--deployment", "acme/prod", "SELECT * FROM default.secret"); code == 0 || !strings.Contains(errOut, "default.secret is not a system table") {
 		t.Errorf("customer-data query: exit %d %q, want the guard's reason", code, errOut)

@@ -135,6 +135,7 @@ func (e *engine) Serve(env source.Env, c source.Call, w http.ResponseWriter, r *
 		return
 	}
 	base := c.Event
+	guardStart := time.Now()
 	guard, err := e.sqlGuard(r.Context(), env)
 	if err != nil {
 		ev := base
@@ -163,6 +164,7 @@ func (e *engine) Serve(env source.Env, c source.Call, w http.ResponseWriter, r *
 		source.Error(w, http.StatusForbidden, "query_denied", err.Error())
 		return
 	}
+	source.AddTiming(r.Context(), protocol.TimingGuard, time.Since(guardStart))
 	if format == "" {
 		format = "TabSeparatedWithNames"
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/tetherhq/tether/internal/names"
 
@@ -61,12 +62,14 @@ func (e *engine) Serve(env source.Env, c source.Call, w http.ResponseWriter, r *
 		req promguard.Request
 		v   promguard.Verdict
 	)
+	guardStart := time.Now()
 	u, perr := url.ParseRequestURI(target)
 	if perr != nil || !strings.HasPrefix(r.RequestURI, prefix) {
 		v = promguard.Verdict{Reason: "request target is not an origin-form Prometheus API path such as /api/v1/query?query=up (an absolute URL such as http://host/api/v1/… is refused)"}
 	} else {
 		req, v = promguard.Check(r.Method, u, r.Header.Get("Content-Type"), body)
 	}
+	source.AddTiming(r.Context(), protocol.TimingGuard, time.Since(guardStart))
 	if !v.Allow {
 		ev := base
 		ev.Type, ev.Outcome, ev.Reason = audit.PromDenied, audit.Failure, v.Reason
