@@ -100,7 +100,7 @@ type runCmd struct {
 	BrokerTag        string        `placeholder:"tag:NAME" help:"ACL tag every broker node carries, e.g. tag:tether-broker: any node with it that proves the broker key is a broker (with or instead of --broker-name)"`
 	BrokerKey        string        `placeholder:"ed25519:…" help:"the broker's public key (instead of --join)"`
 	Hostname         string        `default:"tether-agent" help:"the agent's tailnet hostname"`
-	HealthAddr       string        `placeholder:"HOST:PORT" help:"optional loopback address for GET /healthz, e.g. 127.0.0.1:9090 (off by default)"`
+	HealthAddr       string        `placeholder:"HOST:PORT" help:"optional loopback address for GET /healthz and GET /metrics (Prometheus), e.g. 127.0.0.1:9090 (off by default; never on the tailnet)"`
 	CHURL            string        `name:"clickhouse-url" placeholder:"URL" help:"ClickHouse HTTP interface to guard, e.g. http://clickhouse:8123"`
 	CHUser           string        `name:"clickhouse-user" default:"tether" help:"read-only ClickHouse user (deploy/clickhouse/users.d/tether.xml)"`
 	CHPassFile       string        `name:"clickhouse-password-file" placeholder:"FILE" help:"file holding that user's password"`
