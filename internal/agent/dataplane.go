@@ -485,10 +485,16 @@ func (a *Agent) serveSource(src source.Source) http.HandlerFunc {
 		defer release()
 		sw := a.newStreamWriter(w, g.Expiry)
 		sw.timings, sw.start = timings, start
+		var out http.ResponseWriter = sw
+		zw := &zstdWriter{streamWriter: sw}
+		if acceptsZstd(r) {
+			out = zw
+		}
 		eng.Serve(sourceEnv{a: a, approval: approvalDetails(verdict), src: src.Name}, source.Call{
 			GrantID: g.ID, RequestID: g.RequestID, Expiry: g.Expiry,
 			Event: audit.Event{Actor: grantActor(g), GrantID: g.ID, RequestID: g.RequestID, Source: audit.Source{IP: r.RemoteAddr}},
-		}, sw, r)
+		}, out, r)
+		zw.close()
 		sw.finish()
 	}
 }

@@ -56,7 +56,9 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 	if err != nil {
 		return errorf(http.StatusBadRequest, "bad_path", "want %s", src.Usage())
 	}
-	h := http.Header{protocol.HeaderGrant: {tok}}
+	// The agent compresses what it sends over the tailnet; the broker
+	// relays it decompressed.
+	h := http.Header{protocol.HeaderGrant: {tok}, "Accept-Encoding": {protocol.EncodingZstd}}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		h.Set("Content-Type", ct)
 	}
@@ -88,6 +90,13 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 		return errorf(http.StatusBadGateway, "agent_unreachable", "the agent of %s/%s did not answer: %s", d.Tenant, d.Name, transportReason(err))
 	}
 	defer res.Body.Close()
+	answer, answerDone, err := agentAnswer(res, b.cfg.MaxAgentAnswer, func() {
+		b.agentCallRefused(context.WithoutCancel(ctx), *d.Agent, target, fmt.Sprintf("the agent's answer decompressed past %d bytes", b.cfg.MaxAgentAnswer))
+	})
+	if err != nil {
+		b.agentCallRefused(ctx, *d.Agent, target, err.Error())
+		return errorf(http.StatusBadGateway, "agent_refused_answer", "the agent of %s/%s: %v; the broker recorded it", d.Tenant, d.Name, err)
+	}
 	// Results stream for as long as the grant allows, past the server's
 	// write timeout: each write gets streamWriteTimeout (the engineer
 	// stopped reading), and the answer ends with the grant (the agent
@@ -126,7 +135,7 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 	buf := make([]byte, 64<<10)
 	var relayed int64
 	for {
-		n, rerr := res.Body.Read(buf)
+		n, rerr := answer.Read(buf)
 		if n > 0 {
 			deadline()
 			if _, werr := w.Write(buf[:n]); werr != nil {
@@ -138,6 +147,7 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 			rc.Flush()
 		}
 		if rerr == io.EOF {
+			answerDone()
 			if !ok2xx {
 				return nil
 			}

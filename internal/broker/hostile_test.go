@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/tetherhq/tether/internal/broker"
 	"github.com/tetherhq/tether/internal/brokerapi"
 	"github.com/tetherhq/tether/internal/brokertest"
@@ -61,7 +63,7 @@ func (s *sink) URL() string { return "http://" + s.ln.Addr().String() }
 type hostileAgent struct {
 	node  *tailnet.Node
 	calls atomic.Int64
-	mode  atomic.Value // "redirect" or "flood"
+	mode  atomic.Value // "redirect", "flood", "bomb" or "gzip"
 }
 
 func startHostileAgent(t *testing.T, b *brokertest.Broker, token, redirectTo string) *hostileAgent {
@@ -93,6 +95,21 @@ func startHostileAgent(t *testing.T, b *brokertest.Broker, token, redirectTo str
 		case "redirect":
 			// 307 keeps the method, the body and the grant header.
 			http.Redirect(w, r, redirectTo+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+		case "bomb":
+			// A small compressed answer that decompresses without end.
+			w.Header().Set("Content-Type", "text/tab-separated-values")
+			w.Header().Set("Content-Encoding", "zstd")
+			enc, _ := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
+			zeros := make([]byte, 1<<20)
+			for range 64 {
+				if _, err := enc.Write(zeros); err != nil {
+					return
+				}
+			}
+			enc.Close()
+		case "gzip":
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write([]byte("\x1f\x8b"))
 		case "flood":
 			w.Header().Set("Content-Type", "text/tab-separated-values")
 			chunk := bytes.Repeat([]byte("0123456789abcdef"), 4096)
@@ -226,5 +243,32 @@ func TestHostileAgentCannotRedirectTheBroker(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no agent.call_refused for the oversized answer: %q", auditTypes(t, b))
+	}
+
+	// A compressed answer that decompresses past the bound (64 MiB of
+	// zeros in a few KiB) is cut at the bound, decompressed.
+	h.mode.Store("bomb")
+	rc, err = eng.QueryClickHouse(ctx, "acme/prod", "SELECT 1", "TSV")
+	if err != nil {
+		t.Fatalf("query through a compression-bombing agent: %v", err)
+	}
+	n, err = io.Copy(io.Discard, rc)
+	rc.Close()
+	if err == nil || n > 2<<20 {
+		t.Errorf("compression bomb: relayed %d bytes, %v; want a cut at about the 1 MiB bound", n, err)
+	}
+	found = false
+	for _, typ := range auditTypes(t, b) {
+		found = found || strings.HasPrefix(typ, "agent.call_refused: the agent's answer decompressed past 1048576 bytes")
+	}
+	if !found {
+		t.Errorf("no agent.call_refused for the compression bomb: %q", auditTypes(t, b))
+	}
+
+	// A coding the broker did not ask for is refused, not relayed.
+	h.mode.Store("gzip")
+	_, err = eng.QueryClickHouse(ctx, "acme/prod", "SELECT 1", "TSV")
+	if !errors.As(err, &ae) || ae.Code != "agent_refused_answer" || !strings.Contains(ae.Message, "content coding") {
+		t.Errorf("query through an agent answering gzip = %v, want agent_refused_answer about the content coding", err)
 	}
 }

@@ -25,6 +25,10 @@ const (
 	TimingStream   = "stream"   // the body, from first byte to last (a trailer)
 )
 
+// EncodingZstd is the content coding the broker asks agents to compress
+// data-plane answers with.
+const EncodingZstd = "zstd"
+
 // maxTimings bounds the entries parsed from one header.
 const maxTimings = 32
 

@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/tetherhq/tether/internal/chtest"
+	"github.com/tetherhq/tether/internal/protocol"
+)
+
+// TestCompressedAnswer: asked for zstd, the agent sends a successful
+// answer compressed — fewer bytes than the plain answer, the same rows
+// once decompressed, the result trailer intact — and a refusal plain.
+func TestCompressedAnswer(t *testing.T) {
+	ch := chtest.Start(t)
+	la := newLimitsAgent(t, Upstreams{
+		ClickHouseURL: ch.URL, ClickHouseUser: "tether", ClickHousePassword: chtest.Password,
+		Limits: QueryLimits{MaxResultRows: 1_000_000},
+	}, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const sql = "SELECT database, table, name, type FROM system.columns WHERE database = 'system' ORDER BY table, name LIMIT 5000"
+	query := func(grant, sql string, zstdWanted bool) (*http.Response, []byte) {
+		t.Helper()
+		b, _ := json.Marshal(protocol.ClickHouseQuery{SQL: sql})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, la.url+protocol.PathClickHouseQuery, bytes.NewReader(b))
+		req.Header.Set(protocol.HeaderGrant, la.grant(t, grant))
+		if zstdWanted {
+			req.Header.Set("Accept-Encoding", protocol.EncodingZstd)
+		}
+		res, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		raw, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, raw
+	}
+	plainRes, plain := query("grant-plain", sql, false)
+	zres, compressed := query("grant-zstd", sql, true)
+	if plainRes.Header.Get("Content-Encoding") != "" || zres.Header.Get("Content-Encoding") != protocol.EncodingZstd {
+		t.Fatalf("Content-Encoding plain %q, asked for zstd %q", plainRes.Header.Get("Content-Encoding"), zres.Header.Get("Content-Encoding"))
+	}
+	dec, _ := zstd.NewReader(nil)
+	defer dec.Close()
+	got, err := dec.DecodeAll(compressed, nil)
+	if err != nil {
+		t.Fatalf("decompress: %v", err)
+	}
+	if !bytes.Equal(got, plain) {
+		t.Errorf("decompressed answer (%d bytes) differs from the plain one (%d bytes)", len(got), len(plain))
+	}
+	if zres.Trailer.Get(protocol.TrailerResult) != protocol.ResultComplete {
+		t.Errorf("compressed answer's trailer %q, want %q", zres.Trailer.Get(protocol.TrailerResult), protocol.ResultComplete)
+	}
+	if len(compressed)*3 > len(plain) {
+		t.Errorf("compressed %d bytes of a repetitive system.columns answer to %d, want at least 3×", len(plain), len(compressed))
+	}
+	t.Logf("system.columns answer: %d bytes plain, %d compressed (%.1f×)", len(plain), len(compressed), float64(len(plain))/float64(len(compressed)))
+
+	// A refusal stays plain JSON, whatever was asked.
+	rres, body := query("grant-refused", "SELECT * FROM default.secret", true)
+	if rres.StatusCode != http.StatusForbidden || rres.Header.Get("Content-Encoding") != "" || !json.Valid(body) {
+		t.Errorf("refusal: status %d, Content-Encoding %q, body %q; want a plain JSON 403", rres.StatusCode, rres.Header.Get("Content-Encoding"), body)
+	}
+}
