@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -153,4 +155,74 @@ func vmHWM(b *testing.B, pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkPathSideBySide measures the data path — engineer → broker
+// process → tailnet → agent process → ClickHouse — against ClickHouse
+// directly, side by side in one run: SELECT 1's added latency (p50,
+// p99), a 100 MB RowBinary stream of two numbers a row, and a repetitive
+// TabSeparated system.columns-like result (where the broker ↔ agent
+// leg's compression pays), with the agent process's peak RSS. Targets
+// (issue 19): added p50 ≤ 1 ms and p99 ≤ 3 ms; RowBinary ≥ 70 % of
+// direct; TabSeparated ≥ 90 %; agent RSS < 100 MB.
+func BenchmarkPathSideBySide(b *testing.B) {
+	g := startGuarded(b, "--max-result-rows", "50000000")
+	tok := g.access(b, "clickhouse:system")
+	direct := func(sql, format string) (int64, time.Duration) {
+		start := time.Now()
+		u := g.ch.URL + "/?" + url.Values{"user": {"tether"}, "password": {chtest.Password}, "default_format": {format}}.Encode()
+		res, err := http.Post(u, "text/plain", strings.NewReader(sql))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusOK {
+			b.Fatalf("direct %q: status %d, %v", sql, res.StatusCode, err)
+		}
+		return n, time.Since(start)
+	}
+	through := func(sql, format string) (int64, time.Duration) {
+		start := time.Now()
+		res := g.query(b, tok, sql, format)
+		n, err := io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusOK || res.Trailer.Get(protocol.TrailerResult) != protocol.ResultComplete {
+			b.Fatalf("through %q: status %d, %v, trailer %q", sql, res.StatusCode, err, res.Trailer.Get(protocol.TrailerResult))
+		}
+		return n, time.Since(start)
+	}
+	for b.Loop() {
+		var dl, tl []time.Duration
+		for range 300 {
+			_, d := direct("SELECT 1", "TabSeparated")
+			_, t := through("SELECT 1", "TabSeparated")
+			dl, tl = append(dl, d), append(tl, t)
+		}
+		slices.Sort(dl)
+		slices.Sort(tl)
+		p := func(l []time.Duration, q float64) float64 {
+			return float64(l[int(q*float64(len(l)-1))].Microseconds()) / 1000
+		}
+		b.ReportMetric(p(dl, 0.5), "select1-direct-p50-ms")
+		b.ReportMetric(p(tl, 0.5), "select1-through-p50-ms")
+		b.ReportMetric(p(tl, 0.5)-p(dl, 0.5), "select1-added-p50-ms")
+		b.ReportMetric(p(tl, 0.99)-p(dl, 0.99), "select1-added-p99-ms")
+		for _, w := range []struct{ name, sql, format string }{
+			{"rowbinary", "SELECT number, number * 2 FROM system.numbers LIMIT 6250000", "RowBinary"},
+			{"tsv", "SELECT 'system' AS database, concat('table_', toString(number % 300)) AS table, concat('column_', toString(number % 40)) AS name, 'LowCardinality(String)' AS type FROM system.numbers LIMIT 2000000", "TabSeparated"},
+		} {
+			dn, dd := direct(w.sql, w.format)
+			tn, td := through(w.sql, w.format)
+			if dn != tn {
+				b.Fatalf("%s: %d bytes direct, %d through", w.name, dn, tn)
+			}
+			dr, tr := float64(dn)/dd.Seconds()/1e6, float64(tn)/td.Seconds()/1e6
+			b.ReportMetric(float64(dn)/1e6, w.name+"-MB")
+			b.ReportMetric(dr, w.name+"-direct-MB/s")
+			b.ReportMetric(tr, w.name+"-through-MB/s")
+			b.ReportMetric(100*tr/dr, w.name+"-%-of-direct")
+		}
+	}
+	b.ReportMetric(vmHWM(b, g.agent.cmd.Process.Pid), "agent-peak-RSS-MB")
 }
