@@ -25,6 +25,11 @@ var migrationFiles embed.FS
 // authentication, when the DSN does not set connect_timeout.
 const ConnectTimeout = 10 * time.Second
 
+// PoolSize is how many connections to PostgreSQL a store keeps open at
+// most. No store method needs a second connection while it holds one, so
+// a full pool only makes callers wait their turn.
+const PoolSize = 16
+
 // migrationLockID is the key of the advisory lock serialising migrations:
 // "tether" in ASCII, followed by 1.
 const migrationLockID = 0x7465746865720001
@@ -44,6 +49,14 @@ func Open(ctx context.Context, dsn string) (*sqlstore.Store, error) {
 	}
 	where := fmt.Sprintf("%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
 	db := stdlib.OpenDB(*cfg)
+	// Bounded: database/sql opens as many connections as callers ask for
+	// at once, and a broker holding 2,000 agents asked for more than the
+	// server allows (max_connections is 100 by default), which then
+	// refused the broker's other work ("too many clients"). Kept open,
+	// since opening one costs a round trip or more. Several brokers share
+	// the server: PoolSize each.
+	db.SetMaxOpenConns(PoolSize)
+	db.SetMaxIdleConns(PoolSize)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open postgres store %s: %w", where, err)
