@@ -53,6 +53,34 @@ type haCluster struct {
 	brokerKeyPublic string
 }
 
+// newHACluster starts what the brokers share: PostgreSQL, a tailnet
+// (its control server run by the test), the TLS certificate, the signing
+// and seal keys as an operator would hand them out, and the identity
+// providers. github is the GitHub API the brokers ask, with its token.
+func newHACluster(t *testing.T, ctx context.Context, github, githubToken string) *haCluster {
+	t.Helper()
+	dsn := pgtest.Start(t)
+	tn, err := devnet.Start(ctx, devnet.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tn.Close() })
+	dir := t.TempDir()
+	cert, tlsKey := selfSigned(t, dir)
+	for _, f := range []string{"broker.key", "seal.key"} {
+		b := make([]byte, 32)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idp := brokertest.NewIdP(t)
+	identity, _ := json.Marshal(idp.Config)
+	return &haCluster{dir: dir, cert: cert, key: tlsKey, tn: tn, idp: idp, identity: identity, github: github,
+		env:     []string{"TETHER_E2E_PG_DSN=" + dsn, "TETHER_E2E_TS_KEY=" + tn.AuthKey, "TETHER_E2E_GH_TOKEN=" + githubToken},
+		brokers: map[string]*proc{}, apis: map[string]string{}}
+}
+
 func (c *haCluster) startBroker(t *testing.T, name string) {
 	t.Helper()
 	cfgPath := filepath.Join(c.dir, "broker-"+name+".json")
@@ -110,36 +138,17 @@ func (c *haCluster) cli(t *testing.T, addr, user string) []string {
 func TestBrokersBehindHAProxy(t *testing.T) {
 	hap := haproxyPath()
 	testenv.Require(t, hap != "", "haproxy (apt-get install haproxy)")
-	dsn := pgtest.Start(t)
 	ch := chtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	tn, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tn.Close() })
-	dir := t.TempDir()
-	cert, tlsKey := selfSigned(t, dir)
-	// The brokers' shared secrets, as an operator would hand them out.
-	for _, f := range []string{"broker.key", "seal.key"} {
-		b := make([]byte, 32)
-		rand.Read(b)
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	idp := brokertest.NewIdP(t)
-	identity, _ := json.Marshal(idp.Config)
 	// GitHub, which outside dev mode vouches for the ticket a request cites.
 	gh := ghubtest.NewServer(t)
 	gh.AddToken("ghp_tether_e2e")
 	gh.AddTeam("vendor", "sre")
 	gh.AddMember("vendor", "sre", "dev-engineer")
 	gh.AddIssue(ghubtest.Issue{Owner: "vendor", Repo: "incidents", Number: 7, Title: "acme prod slow merges", Labels: []string{"sev2", "customer:acme"}, Assignees: []string{"dev-engineer"}})
-	c := &haCluster{dir: dir, cert: cert, key: tlsKey, tn: tn, idp: idp, identity: identity, github: gh.URL(),
-		env:     []string{"TETHER_E2E_PG_DSN=" + dsn, "TETHER_E2E_TS_KEY=" + tn.AuthKey, "TETHER_E2E_GH_TOKEN=ghp_tether_e2e"},
-		brokers: map[string]*proc{}, apis: map[string]string{}}
+	c := newHACluster(t, ctx, gh.URL(), "ghp_tether_e2e")
+	dir, cert, tn := c.dir, c.cert, c.tn
 
 	// Broker a alone first, so that the agent pairs with it and reports
 	// to it: it is the one killed.
@@ -341,26 +350,10 @@ func countRequestEvents(t *testing.T, path, id string) map[string]int {
 // heartbeat the restarted broker took — within 10 s of it being ready,
 // without re-pairing.
 func TestProductionBrokerRestart(t *testing.T) {
-	dsn := pgtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	tn, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tn.Close() })
-	dir := t.TempDir()
-	cert, tlsKey := selfSigned(t, dir)
-	for _, f := range []string{"broker.key", "seal.key"} {
-		b := make([]byte, 32)
-		rand.Read(b)
-		os.WriteFile(filepath.Join(dir, f), []byte(hex.EncodeToString(b)+"\n"), 0o600)
-	}
-	idp := brokertest.NewIdP(t)
-	identity, _ := json.Marshal(idp.Config)
-	c := &haCluster{dir: dir, cert: cert, key: tlsKey, tn: tn, idp: idp, identity: identity, github: "http://127.0.0.1:1/api/v3/",
-		env:     []string{"TETHER_E2E_PG_DSN=" + dsn, "TETHER_E2E_TS_KEY=" + tn.AuthKey, "TETHER_E2E_GH_TOKEN=unused"},
-		brokers: map[string]*proc{}, apis: map[string]string{}}
+	c := newHACluster(t, ctx, "http://127.0.0.1:1/api/v3/", "unused")
+	dir, tn := c.dir, c.tn
 	c.startBroker(t, "a")
 	admin := c.cli(t, c.apis["a"], "admin@vendor.test")
 	out, errOut, code := runBin(t, admin, "broker", "deployment", "create", "--tenant", "acme", "--name", "prod", "--output", "json")
