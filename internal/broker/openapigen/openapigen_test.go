@@ -19,6 +19,7 @@ type sample struct {
 	Raw      json.RawMessage   `json:"raw"`
 	Count    uint64            `json:"count"`
 	Ignored  string            `json:"-"`
+	//lint:ignore U1000 an unexported field the generator must skip
 	internal string
 	embedded
 }
