@@ -10,15 +10,15 @@ import (
 
 // sample is a type with every case the generator distinguishes.
 type sample struct {
-	Name     string            `json:"name"`
-	Note     string            `json:"note,omitempty"`
-	When     time.Time         `json:"when,omitzero"`
-	Tags     []string          `json:"tags"`
-	Labels   map[string]string `json:"labels,omitempty"`
-	Child    *child            `json:"child,omitempty"`
-	Raw      json.RawMessage   `json:"raw"`
-	Count    uint64            `json:"count"`
-	Ignored  string            `json:"-"`
+	Name    string            `json:"name"`
+	Note    string            `json:"note,omitempty"`
+	When    time.Time         `json:"when,omitzero"`
+	Tags    []string          `json:"tags"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Child   *child            `json:"child,omitempty"`
+	Raw     json.RawMessage   `json:"raw"`
+	Count   uint64            `json:"count"`
+	Ignored string            `json:"-"`
 	//lint:ignore U1000 an unexported field the generator must skip
 	internal string
 	embedded
