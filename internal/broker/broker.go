@@ -709,11 +709,20 @@ func loadSigningKey(ref string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
-	seed, err := hex.DecodeString(strings.TrimSpace(v))
-	if err != nil || len(seed) != ed25519.SeedSize {
+	key, ok := parseSeed(v)
+	if !ok {
 		return nil, fmt.Errorf("signing key %s: want %d hex-encoded bytes (the broker.key of the first broker); a new key means re-pairing every agent", ref, ed25519.SeedSize)
 	}
-	return ed25519.NewKeyFromSeed(seed), nil
+	return key, nil
+}
+
+// parseSeed reads an Ed25519 seed written as hex, as broker.key holds it.
+func parseSeed(s string) (ed25519.PrivateKey, bool) {
+	seed, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, false
+	}
+	return ed25519.NewKeyFromSeed(seed), true
 }
 
 // loadOrCreateKey reads the broker's Ed25519 seed (hex) from path, or
@@ -731,9 +740,9 @@ func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker key: %w", err)
 	}
-	seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(seed) != ed25519.SeedSize {
+	key, ok := parseSeed(string(b))
+	if !ok {
 		return nil, fmt.Errorf("broker key %s is corrupt: want %d hex-encoded bytes; restore it from backup (a new key means re-pairing every agent)", path, ed25519.SeedSize)
 	}
-	return ed25519.NewKeyFromSeed(seed), nil
+	return key, nil
 }
