@@ -118,7 +118,7 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 	}
 	// Per hop: the broker's own, the tailnet's (the round trip less the
 	// time the agent says it spent), then the agent's.
-	agentTiming := protocol.ParseServerTiming(strings.Join(res.Header.Values(protocol.HeaderServerTiming), ","))
+	agentTiming := protocol.TimingFrom(res.Header)
 	inAgent, _ := agentTiming.Get(protocol.TimingAgent)
 	timing.Add(protocol.TimingTailnet, roundTrip-inAgent)
 	timing = append(timing, agentTiming...)

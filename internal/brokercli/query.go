@@ -171,8 +171,7 @@ func (cmd *queryCmd) Run(e *env) error {
 // printTiming prints the hops of an answer's Server-Timing header and
 // trailer, and what the client saw in all.
 func printTiming(w io.Writer, res *http.Response, took time.Duration) {
-	st := protocol.ParseServerTiming(strings.Join(res.Header.Values(protocol.HeaderServerTiming), ","))
-	st = append(st, protocol.ParseServerTiming(strings.Join(res.Trailer.Values(protocol.HeaderServerTiming), ","))...)
+	st := append(protocol.TimingFrom(res.Header), protocol.TimingFrom(res.Trailer)...)
 	if len(st) == 0 {
 		fmt.Fprintf(w, "timing: the broker sent none; %.2f ms in all\n", float64(took)/float64(time.Millisecond))
 		return

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +72,12 @@ func (st ServerTiming) Human() string {
 		parts = append(parts, fmt.Sprintf("%s %.2f ms", t.Name, float64(t.Dur)/float64(time.Millisecond)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// TimingFrom reads the Server-Timing of h, a header or a trailer, however
+// many lines it was sent as.
+func TimingFrom(h http.Header) ServerTiming {
+	return ParseServerTiming(strings.Join(h.Values(HeaderServerTiming), ","))
 }
 
 // ParseServerTiming reads a Server-Timing value (several header lines
