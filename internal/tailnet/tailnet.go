@@ -503,7 +503,7 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	ctx, cancel := context.WithTimeoutCause(ctx, DialTimeout, fmt.Errorf("dial %s: %w: no answer within %v", addr, ErrPeerSilent, DialTimeout))
 	defer cancel()
 	c, err := d.NetstackDialTCP(ctx, ap)
-	if err != nil && context.Cause(ctx) != nil && errors.Is(context.Cause(ctx), ErrPeerSilent) {
+	if err != nil && errors.Is(context.Cause(ctx), ErrPeerSilent) {
 		return nil, context.Cause(ctx)
 	}
 	return c, err
