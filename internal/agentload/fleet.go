@@ -284,11 +284,16 @@ type recorder struct {
 
 const maxErrors = 10
 
+// keepLocked keeps msg among the first maxErrors errors the run reports.
+func (r *recorder) keepLocked(msg string) {
+	if len(r.s.Errors) < maxErrors {
+		r.s.Errors = append(r.s.Errors, msg)
+	}
+}
+
 func (r *recorder) failLocked(err error) {
 	r.s.Failed++
-	if len(r.s.Errors) < maxErrors {
-		r.s.Errors = append(r.s.Errors, err.Error())
-	}
+	r.keepLocked(err.Error())
 }
 
 // Observations made after the fleet's context ended (Stop cuts calls
@@ -332,9 +337,7 @@ func (r *recorder) witness(ctx context.Context, d time.Duration, cosigned bool, 
 	defer r.mu.Unlock()
 	if err != nil {
 		r.s.WitnessFailed++
-		if len(r.s.Errors) < maxErrors {
-			r.s.Errors = append(r.s.Errors, "witness: "+err.Error())
-		}
+		r.keepLocked("witness: " + err.Error())
 		return
 	}
 	if cosigned {
@@ -350,9 +353,7 @@ func (r *recorder) pairFailed(ctx context.Context, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.s.PairFailed++
-	if len(r.s.Errors) < maxErrors {
-		r.s.Errors = append(r.s.Errors, err.Error())
-	}
+	r.keepLocked(err.Error())
 }
 
 func (r *recorder) refusal(ctx context.Context, err error) {
@@ -362,9 +363,7 @@ func (r *recorder) refusal(ctx context.Context, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.s.Refused++
-	if len(r.s.Errors) < maxErrors {
-		r.s.Errors = append(r.s.Errors, "refused: "+err.Error())
-	}
+	r.keepLocked("refused: " + err.Error())
 }
 
 func (r *recorder) take() Stats {
