@@ -214,6 +214,9 @@ func New(cfg Config) (*Agent, error) {
 		if j.ControlURL == "" {
 			a.cfg.Join.ControlURL = a.state.ControlURL
 		}
+		if err := j.CheckBrokers(); err != nil {
+			return nil, fmt.Errorf("the brokers to look for (--broker-name, --broker-tag): %w", err)
+		}
 		if j.BrokerName == "" && len(j.BrokerNames) == 0 && j.BrokerTag == "" {
 			a.cfg.Join.BrokerName, a.cfg.Join.BrokerNames, a.cfg.Join.BrokerTag = a.state.BrokerName, a.state.BrokerNames, a.state.BrokerTag
 		}

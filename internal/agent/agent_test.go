@@ -30,6 +30,10 @@ func TestNewRejects(t *testing.T) {
 	noKey := t.TempDir()
 	config.Write(filepath.Join(noKey, stateFile), State{AgentID: "a", DeploymentID: "d", ControlURL: "http://x", BrokerName: "b", BrokerNodeID: "n", BrokerKey: good.BrokerKey}, 0o600)
 
+	paired := t.TempDir()
+	config.Write(filepath.Join(paired, stateFile), State{AgentID: "a", DeploymentID: "d", ControlURL: "http://x", BrokerName: "b", BrokerNodeID: "n", BrokerKey: good.BrokerKey}, 0o600)
+	os.WriteFile(filepath.Join(paired, keyFile), []byte(strings.Repeat("ab", 32)+"\n"), 0o600)
+
 	tests := []struct {
 		name string
 		cfg  Config
@@ -44,6 +48,8 @@ func TestNewRejects(t *testing.T) {
 		{"public health", Config{StateDir: t.TempDir(), Join: good, PairingToken: tok, HealthAddr: "10.0.0.1:80"}, "want a loopback HOST:PORT"},
 		{"damaged state", Config{StateDir: damaged}, "agent state is damaged"},
 		{"missing key", Config{StateDir: noKey}, "agent key"},
+		{"paired, bad broker tag", Config{StateDir: paired, Join: config.Join{BrokerTag: "tether-broker"}}, `"broker_tag" is "tether-broker"`},
+		{"paired, bad broker name", Config{StateDir: paired, Join: config.Join{BrokerName: "a", BrokerNames: []string{"b c"}}}, `"broker_names" holds "b c"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -108,6 +108,19 @@ func (j Join) Validate() error {
 	if j.BrokerName == "" && j.BrokerTag == "" {
 		return errors.New(`"broker_name" is empty: want the broker's tailnet name, e.g. tether-broker.example.ts.net (or "broker_tag", the ACL tag every broker node carries)`)
 	}
+	if err := j.CheckBrokers(); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(j.BrokerKey, "ed25519:") {
+		return errors.New(`"broker_key" must be the broker's public key, "ed25519:" followed by 43 base64url characters`)
+	}
+	return nil
+}
+
+// CheckBrokers reports the first problem with how j names the brokers
+// besides BrokerName: the other names and the tag. An agent already
+// paired checks them too, when it is given them again.
+func (j Join) CheckBrokers() error {
 	if len(j.BrokerNames) > MaxBrokerNames {
 		return fmt.Errorf(`"broker_names" lists %d names: at most %d`, len(j.BrokerNames), MaxBrokerNames)
 	}
@@ -118,9 +131,6 @@ func (j Join) Validate() error {
 	}
 	if t, ok := strings.CutPrefix(j.BrokerTag, "tag:"); j.BrokerTag != "" && (!ok || t == "" || strings.ContainsAny(t, " ,:\t")) {
 		return fmt.Errorf(`"broker_tag" is %q: want an ACL tag such as tag:tether-broker`, j.BrokerTag)
-	}
-	if !strings.HasPrefix(j.BrokerKey, "ed25519:") {
-		return errors.New(`"broker_key" must be the broker's public key, "ed25519:" followed by 43 base64url characters`)
 	}
 	return nil
 }
