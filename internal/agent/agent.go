@@ -697,6 +697,16 @@ func (a *Agent) Heartbeat(ctx context.Context) error {
 // RecordEvent records e in the agent's audit spool, as this agent, for
 // delivery to the broker. It returns once the event is on disk.
 func (a *Agent) RecordEvent(ctx context.Context, e audit.Event) error {
+	return a.recordEvent(e, true)
+}
+
+// recordEventSoon records e like RecordEvent, but returns before it is
+// on disk: it is synced within soonSync (see [spool.RecordSoon]).
+func (a *Agent) recordEventSoon(e audit.Event) error {
+	return a.recordEvent(e, false)
+}
+
+func (a *Agent) recordEvent(e audit.Event, sync bool) error {
 	if a.spool == nil {
 		return errors.New("audit spool is not open: the agent is not running")
 	}
@@ -708,7 +718,11 @@ func (a *Agent) RecordEvent(ctx context.Context, e audit.Event) error {
 		e.Actor.Role = "agent"
 	}
 	a.journal.append(a.now(), e)
-	if err := a.spool.Record(ctx, e); err != nil {
+	record := a.spool.RecordSoon
+	if sync {
+		record = func(e audit.Event) error { return a.spool.Record(context.Background(), e) }
+	}
+	if err := record(e); err != nil {
 		return err
 	}
 	a.metrics().spooled.Add(1)

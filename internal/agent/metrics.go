@@ -437,17 +437,9 @@ func (m *agentMetrics) countSpool(path string) {
 // an event's JSON starts with its version, ID and time.
 const spoolHead = 512
 
-// oldestSpooled is the time of the oldest event in the spool at path;
-// ok is false when it is empty or its time cannot be read.
-func oldestSpooled(path string) (t time.Time, ok bool) {
-	f, err := os.Open(path)
-	if err != nil {
-		return t, false
-	}
-	defer f.Close()
-	head := make([]byte, spoolHead)
-	n, _ := io.ReadFull(f, head)
-	head = head[:n]
+// oldestSpooled is the time of the event whose JSON head is the start
+// of; ok is false when there is none or its time cannot be read.
+func oldestSpooled(head []byte) (t time.Time, ok bool) {
 	const key = `"time":"`
 	i := bytes.Index(head, []byte(key))
 	if i < 0 || bytes.IndexByte(head[:i], '\n') >= 0 {
@@ -458,7 +450,7 @@ func oldestSpooled(path string) (t time.Time, ok bool) {
 	if j < 0 {
 		return t, false
 	}
-	t, err = time.Parse(time.RFC3339Nano, string(rest[:j]))
+	t, err := time.Parse(time.RFC3339Nano, string(rest[:j]))
 	return t, err == nil
 }
 
@@ -486,7 +478,7 @@ func newStateCollector(a *Agent, m *agentMetrics) *stateCollector {
 		witnessSize:     d("witness_checkpoint_size", "Tree size of the broker's audit checkpoint the agent last cosigned."),
 		brokerSize:      d("broker_checkpoint_size", "Tree size of the latest audit checkpoint the broker announced in a heartbeat answer; the agent cosigns up to it."),
 		spoolEvents:     d("spool_events", "Audit events in the agent's spool, recorded (fsynced) but not yet delivered to the broker."),
-		spoolBytes:      d("spool_bytes", "Size of the agent's audit spool file; at 256 MiB the agent refuses calls it cannot record."),
+		spoolBytes:      d("spool_bytes", "Size of the undelivered events in the agent's audit spool; at 256 MiB the agent refuses calls it cannot record."),
 		spoolOldest:     d("spool_oldest_age_seconds", "Age of the oldest undelivered event in the agent's audit spool; 0 when the spool is empty."),
 		tailnetUp:       d("tailnet_up", "1 while the agent's tailnet node is up; 0 before it joined and while it joins again."),
 		proven:          d("broker_nodes_proven", "Broker nodes that proved the broker's key to the agent recently; only they may call it."),
@@ -523,11 +515,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.brokerSize, float64(brokerSize))
 	gauge(c.spoolEvents, float64(max(c.m.spooled.Load(), 0)))
 	if a.spool != nil {
-		if fi, err := os.Stat(a.spool.path); err == nil {
-			gauge(c.spoolBytes, float64(fi.Size()))
-		}
+		size, head := a.spool.undelivered(spoolHead)
+		gauge(c.spoolBytes, float64(size))
 		age := 0.0
-		if t, ok := oldestSpooled(a.spool.path); ok {
+		if t, ok := oldestSpooled(head); ok {
 			age = max(now.Sub(t).Seconds(), 0)
 		}
 		gauge(c.spoolOldest, age)

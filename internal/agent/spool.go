@@ -21,17 +21,41 @@ import (
 // IDs, so that a broker outage or an agent restart loses none; the broker
 // stores each ID once, so a redelivery after a lost acknowledgement stores
 // nothing twice.
+//
+// What the broker acknowledged is remembered in memory, as an offset
+// into the file, not cut from the file at once: a delivery costs what it
+// carries, not a rewrite of the whole spool. The file is emptied when all
+// of it is delivered, and its delivered head cut off once it passes
+// compactAt. After a restart the file is delivered from its start, and
+// the broker stores nothing twice.
 type spool struct {
 	path string
 	now  func() time.Time
 
-	mu sync.Mutex // serialises file access; deliveries are serialised by the caller
-	f  *os.File
+	mu   sync.Mutex // serialises file access; deliveries are serialised by the caller
+	f    *os.File
+	size int64 // bytes in the file
+	off  int64 // bytes of the file the broker acknowledged
+	// ends are the offsets after each event the last pending returned,
+	// for ack.
+	ends []int64
+	// dirty is set while events written by RecordSoon wait for their
+	// sync; syncing is the timer that syncs them.
+	dirty   bool
+	syncing *time.Timer
 }
 
 // maxSpoolBytes bounds the spool while the broker is unreachable, so that
 // a flood of refused calls cannot fill the disk.
 const maxSpoolBytes = 256 << 20
+
+// compactAt is how large the spool's delivered head may grow before it is
+// cut from the file.
+const compactAt = 4 << 20
+
+// soonSync bounds how long an event written by [spool.RecordSoon] may
+// wait for its sync: the next [spool.Record] syncs it sooner.
+const soonSync = 100 * time.Millisecond
 
 func openSpool(path string, now func() time.Time) (*spool, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
@@ -45,17 +69,32 @@ func openSpool(path string, now func() time.Time) (*spool, error) {
 		f.Close()
 		return nil, fmt.Errorf("audit spool: %w", err)
 	}
-	if keep := bytes.LastIndexByte(b, '\n') + 1; keep != len(b) {
+	keep := bytes.LastIndexByte(b, '\n') + 1
+	if keep != len(b) {
 		if err := f.Truncate(int64(keep)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("audit spool: %w", err)
 		}
 	}
-	return &spool{path: path, now: now, f: f}, nil
+	return &spool{path: path, now: now, f: f, size: int64(keep)}, nil
 }
 
-// Record appends e (stamped with an ID and time) and syncs the file.
+// Record appends e (stamped with an ID and time) and syncs the file:
+// e, and every event written before it, is on disk when Record returns.
 func (s *spool) Record(_ context.Context, e audit.Event) error {
+	return s.record(e, true)
+}
+
+// RecordSoon appends e and has it synced within soonSync, or sooner by
+// the next Record, without waiting for the disk. It is for events that
+// report what has already happened and gate nothing: a query's end,
+// written after its answer left (the query's start was recorded with
+// Record before any of the answer did).
+func (s *spool) RecordSoon(e audit.Event) error {
+	return s.record(e, false)
+}
+
+func (s *spool) record(e audit.Event, sync bool) error {
 	if err := audit.Stamp(&e, s.now()); err != nil {
 		return err
 	}
@@ -66,45 +105,68 @@ func (s *spool) Record(_ context.Context, e audit.Event) error {
 	if err != nil {
 		return fmt.Errorf("audit spool: %w", err)
 	}
+	b = append(b, '\n')
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if fi, err := s.f.Stat(); err == nil && fi.Size()+int64(len(b)) > maxSpoolBytes {
+	if s.size+int64(len(b)) > maxSpoolBytes {
 		return fmt.Errorf("audit spool %s is full (%d MiB): the broker has not taken events for a long time", s.path, maxSpoolBytes>>20)
 	}
-	if _, err := s.f.Write(append(b, '\n')); err != nil {
+	n, err := s.f.Write(b)
+	s.size += int64(n)
+	if err != nil {
+		// A torn line is skipped by pending, and cut at the next start.
 		return fmt.Errorf("audit spool: %w", err)
+	}
+	if !sync {
+		s.dirty = true
+		if s.syncing == nil {
+			s.syncing = time.AfterFunc(soonSync, s.syncSoon)
+		}
+		return nil
 	}
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("audit spool: %w", err)
 	}
+	s.dirty = false
 	return nil
+}
+
+// syncSoon syncs the events RecordSoon wrote, unless a Record did since.
+func (s *spool) syncSoon() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.syncing = nil
+	if s.dirty && s.f.Sync() == nil {
+		s.dirty = false
+	}
+	// On failure the events stay dirty: the next Record syncs them, or
+	// fails the call it records, loudly.
 }
 
 var _ audit.Recorder = (*spool)(nil)
 
-// pending returns up to max spooled events, in order. A line that does not
-// parse (a torn last write after a crash) is skipped: it was never
+// pending returns up to max undelivered events, in order, of at most
+// maxBytes together (the first always goes, so that the spool moves on).
+// A line that does not parse (a torn write) is skipped: it was never
 // acknowledged to anyone.
 func (s *spool) pending(max, maxBytes int) ([]json.RawMessage, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f, err := os.Open(s.path)
-	if err != nil {
-		return nil, fmt.Errorf("audit spool: %w", err)
-	}
-	defer f.Close()
+	s.ends = s.ends[:0]
 	var out []json.RawMessage
 	size := 0
-	r := bufio.NewReader(f)
+	at := s.off
+	r := bufio.NewReader(io.NewSectionReader(s.f, s.off, s.size-s.off))
 	for len(out) < max {
 		line, err := r.ReadBytes('\n')
+		at += int64(len(line))
 		if len(line) > 0 && line[len(line)-1] == '\n' && json.Valid(line) {
-			// A delivery stays under the broker's body limit; the first
-			// event always goes, so that the spool moves on.
+			// A delivery stays under the broker's body limit.
 			if size += len(line) + 1; len(out) > 0 && size > maxBytes {
 				break
 			}
 			out = append(out, json.RawMessage(bytes.TrimSpace(line)))
+			s.ends = append(s.ends, at)
 		}
 		if errors.Is(err, io.EOF) {
 			break
@@ -116,41 +178,65 @@ func (s *spool) pending(max, maxBytes int) ([]json.RawMessage, error) {
 	return out, nil
 }
 
-// ack removes the first n delivered events, keeping any appended since.
+// ack marks the first n events the last pending returned as delivered.
+// The file is emptied when nothing undelivered is left in it, and its
+// delivered head cut off past compactAt.
 func (s *spool) ack(n int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, err := os.ReadFile(s.path)
-	if err != nil {
-		return fmt.Errorf("audit spool: %w", err)
+	if n <= 0 || n > len(s.ends) {
+		return fmt.Errorf("audit spool: acknowledged %d events of %d delivered", n, len(s.ends))
 	}
-	rest := b
-	for i := 0; i < n; {
-		j := bytes.IndexByte(rest, '\n')
-		if j < 0 {
-			rest = nil
-			break
+	s.off = s.ends[n-1]
+	s.ends = s.ends[:0]
+	switch {
+	case s.off == s.size:
+		// All delivered: empty the file. Were a crash to undo this, the
+		// events would be delivered again, and stored once.
+		if err := s.f.Truncate(0); err != nil {
+			return fmt.Errorf("audit spool: %w", err)
 		}
-		if json.Valid(rest[:j+1]) {
-			i++
+		s.size, s.off = 0, 0
+	case s.off >= compactAt:
+		rest := make([]byte, s.size-s.off)
+		if _, err := s.f.ReadAt(rest, s.off); err != nil {
+			return fmt.Errorf("audit spool: %w", err)
 		}
-		rest = rest[j+1:]
+		if err := config.WriteFile(s.path, rest, 0o600); err != nil {
+			return err
+		}
+		// The old descriptor points at the replaced file: reopen.
+		s.f.Close()
+		f, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("audit spool: %w", err)
+		}
+		s.f, s.size, s.off = f, int64(len(rest)), 0
+		s.dirty = false // WriteFile synced what is kept
 	}
-	if err := config.WriteFile(s.path, rest, 0o600); err != nil {
-		return err
-	}
-	// The old descriptor points at the replaced file: reopen.
-	s.f.Close()
-	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("audit spool: %w", err)
-	}
-	s.f = f
 	return nil
+}
+
+// undelivered is the size of the events not yet delivered and the head
+// of the oldest of them (up to n bytes), for the agent's metrics.
+func (s *spool) undelivered(n int) (size int64, head []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	head = make([]byte, min(int64(n), s.size-s.off))
+	k, _ := s.f.ReadAt(head, s.off)
+	return s.size - s.off, head[:k]
 }
 
 func (s *spool) close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.f.Close()
+	if s.syncing != nil {
+		s.syncing.Stop()
+		s.syncing = nil
+	}
+	var err error
+	if s.dirty {
+		err = s.f.Sync()
+	}
+	return errors.Join(err, s.f.Close())
 }

@@ -1,7 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,5 +45,181 @@ func TestSpoolDeliveryBounded(t *testing.T) {
 	one, err := s.pending(500, 10)
 	if err != nil || len(one) != 1 {
 		t.Errorf("pending with a budget smaller than one event = %d events, %v; want the first event alone", len(one), err)
+	}
+}
+
+// spoolEvent records one numbered event.
+func spoolEvent(t *testing.T, s *spool, i int, soon bool) {
+	t.Helper()
+	e := audit.Event{Type: audit.QueryFinished, Outcome: audit.Success, Reason: fmt.Sprint("n", i)}
+	var err error
+	if soon {
+		err = s.RecordSoon(e)
+	} else {
+		err = s.Record(context.Background(), e)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pendingReasons delivers up to max events and returns their reasons.
+func pendingReasons(t *testing.T, s *spool, max int) []string {
+	t.Helper()
+	evs, err := s.pending(max, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, raw := range evs {
+		var e audit.Event
+		if err := json.Unmarshal(raw, &e); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e.Reason)
+	}
+	return out
+}
+
+// TestSpoolAckKeepsTheFile: acknowledging a delivery moves an offset; it
+// does not rewrite the spool (the old ack read and rewrote the whole file
+// each time, a cost that grew with the spool); events recorded meanwhile
+// are delivered next, in order; a spool delivered to its end is emptied.
+func TestSpoolAckKeepsTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.jsonl")
+	s, err := openSpool(path, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	for i := range 5 {
+		spoolEvent(t, s, i, false)
+	}
+	before, _ := os.Stat(path)
+	if got := pendingReasons(t, s, 3); !slices.Equal(got, []string{"n0", "n1", "n2"}) {
+		t.Fatalf("first delivery = %v", got)
+	}
+	spoolEvent(t, s, 5, true) // recorded while the delivery was on its way
+	if err := s.ack(3); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(path)
+	if !os.SameFile(before, after) || after.Size() < before.Size() {
+		t.Errorf("the spool file was rewritten by an ack")
+	}
+	if got := pendingReasons(t, s, 10); !slices.Equal(got, []string{"n3", "n4", "n5"}) {
+		t.Fatalf("second delivery = %v, want n3 n4 n5", got)
+	}
+	if size, head := s.undelivered(spoolHead); size == 0 || !bytes.Contains(head, []byte(`"n3"`)) {
+		t.Errorf("undelivered = %d bytes, head %q; want n3 first", size, head)
+	}
+	if err := s.ack(3); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != 0 {
+		t.Errorf("a spool delivered to its end holds %d bytes, want 0", fi.Size())
+	}
+	spoolEvent(t, s, 6, false)
+	if got := pendingReasons(t, s, 10); !slices.Equal(got, []string{"n6"}) {
+		t.Errorf("after emptying, delivery = %v, want n6", got)
+	}
+	if err := s.ack(2); err == nil {
+		t.Error("ack of more events than were delivered: no error")
+	}
+}
+
+// TestSpoolRestartDeliversAgain: after a restart the spool is delivered
+// from the start of its file, including events acknowledged before it
+// that were not cut from it yet; the broker stores each ID once.
+func TestSpoolRestartDeliversAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.jsonl")
+	s, err := openSpool(path, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		spoolEvent(t, s, i, false)
+	}
+	pendingReasons(t, s, 2)
+	if err := s.ack(2); err != nil {
+		t.Fatal(err)
+	}
+	spoolEvent(t, s, 3, true)
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = openSpool(path, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if got := pendingReasons(t, s, 10); !slices.Equal(got, []string{"n0", "n1", "n2", "n3"}) {
+		t.Errorf("after a restart, delivery = %v, want all four again", got)
+	}
+}
+
+// TestSpoolCompacts: once the delivered head passes compactAt it is cut
+// from the file, and what was not delivered stays, in order.
+func TestSpoolCompacts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.jsonl")
+	s, err := openSpool(path, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	big := strings.Repeat("x", 64<<10)
+	n := compactAt/(64<<10) + 2
+	for i := range n {
+		if err := s.Record(context.Background(), audit.Event{Type: audit.QueryAllowed, Outcome: audit.Success, Reason: fmt.Sprint("n", i), Details: map[string]any{"sql": big}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	delivered := 0
+	for delivered < n-1 {
+		evs, err := s.pending(min(50, n-1-delivered), 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ack(len(evs)); err != nil {
+			t.Fatal(err)
+		}
+		delivered += len(evs)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Size() > compactAt/2 {
+		t.Errorf("after delivering all but one event the file holds %d bytes; want its delivered head cut", fi.Size())
+	}
+	if got := pendingReasons(t, s, 10); !slices.Equal(got, []string{fmt.Sprint("n", n-1)}) {
+		t.Errorf("after compaction, delivery = %v, want the last event", got)
+	}
+}
+
+// TestSpoolRecordSoonSyncs: an event written by RecordSoon is delivered
+// like any other, and synced within soonSync without another Record.
+func TestSpoolRecordSoonSyncs(t *testing.T) {
+	s, err := openSpool(filepath.Join(t.TempDir(), "spool.jsonl"), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	spoolEvent(t, s, 0, true)
+	dirty := func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.dirty }
+	if !dirty() {
+		t.Fatal("RecordSoon synced at once")
+	}
+	deadline := time.Now().Add(10 * soonSync)
+	for dirty() && time.Now().Before(deadline) {
+		time.Sleep(soonSync / 10)
+	}
+	if dirty() {
+		t.Errorf("an event written by RecordSoon was not synced within %v", 10*soonSync)
+	}
+	spoolEvent(t, s, 1, true)
+	spoolEvent(t, s, 2, false) // a Record syncs what RecordSoon wrote before it
+	if dirty() {
+		t.Error("Record left an earlier RecordSoon event unsynced")
+	}
+	if got := pendingReasons(t, s, 10); !slices.Equal(got, []string{"n0", "n1", "n2"}) {
+		t.Errorf("delivery = %v", got)
 	}
 }
