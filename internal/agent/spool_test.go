@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/audit"
+	"github.com/tetherhq/tether/internal/chtest"
 )
 
 // TestSpoolDeliveryBounded: one delivery's events stay under the byte
@@ -221,5 +223,33 @@ func TestSpoolRecordSoonSyncs(t *testing.T) {
 	}
 	if got := pendingReasons(t, s, 10); !slices.Equal(got, []string{"n0", "n1", "n2"}) {
 		t.Errorf("delivery = %v", got)
+	}
+}
+
+// TestNoAnswerBeforeTheRecord: a query whose query.allowed cannot be
+// spooled (the spool is full, the disk failed) gets no answer at all —
+// 503 audit_unavailable — and the query is answered once the spool takes
+// events again.
+func TestNoAnswerBeforeTheRecord(t *testing.T) {
+	ch := chtest.Start(t)
+	la := newLimitsAgent(t, Upstreams{ClickHouseURL: ch.URL, ClickHouseUser: "tether", ClickHousePassword: chtest.Password}, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tok := la.grant(t, "g-full")
+	s := la.a.spool
+	s.mu.Lock()
+	kept := s.size
+	s.size = maxSpoolBytes // as if full
+	s.mu.Unlock()
+	ans := la.do(ctx, t, call{tok: tok, sql: "SELECT 4242"})
+	if ans.status != http.StatusServiceUnavailable || ans.code != "audit_unavailable" || strings.Contains(ans.body, "4242") {
+		t.Errorf("a query with the spool full = %d %s %q; want 503 audit_unavailable and no answer", ans.status, ans.code, ans.body)
+	}
+	s.mu.Lock()
+	s.size = kept
+	s.mu.Unlock()
+	ans = la.do(ctx, t, call{tok: tok, sql: "SELECT 4242"})
+	if ans.status != http.StatusOK || !strings.Contains(ans.body, "4242") {
+		t.Errorf("with the spool back = %d %q; want the answer", ans.status, ans.body)
 	}
 }
