@@ -88,7 +88,7 @@ func TestSpoolExactlyOnce(t *testing.T) {
 
 	b2 := brokertest.Start(t, external)
 	cfg.PairingToken = ""
-	a2, _ := brokertest.RunAgent(t, cfg, true)
+	a2, stopA2 := brokertest.RunAgent(t, cfg, true)
 	record(a2, 2)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -105,13 +105,17 @@ func TestSpoolExactlyOnce(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // polling observable state
 	}
 
-	// A lost acknowledgement: the agent delivers the same events again.
+	// Delivered events the agent had not yet cut from its spool when it
+	// stopped (as after a lost acknowledgement) are delivered again by
+	// the next run.
+	stopA2()
 	if err := os.WriteFile(filepath.Join(cfg.StateDir, "spool.jsonl"), spool, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	a3, _ := brokertest.RunAgent(t, cfg, true)
 	// The agent's own loop may take them first; either way, once the
 	// spool is empty the broker has acknowledged the redelivery.
-	if _, err := a2.Deliver(ctx); err != nil {
+	if _, err := a3.Deliver(ctx); err != nil {
 		t.Fatalf("redeliver: %v", err)
 	}
 	deadline = time.Now().Add(30 * time.Second)
