@@ -2,7 +2,6 @@ package agent
 
 import (
 	"net/http"
-	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -31,19 +30,6 @@ var encoders = sync.Pool{New: func() any {
 	}
 	return enc
 }}
-
-// acceptsZstd reports whether the broker asked for a zstd answer.
-func acceptsZstd(r *http.Request) bool {
-	for _, v := range r.Header.Values("Accept-Encoding") {
-		for _, e := range strings.Split(v, ",") {
-			name, _, _ := strings.Cut(strings.TrimSpace(e), ";")
-			if strings.EqualFold(name, protocol.EncodingZstd) {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 // zstdWriter compresses a successful answer written through it; anything
 // else passes through as is.

@@ -487,7 +487,7 @@ func (a *Agent) serveSource(src source.Source) http.HandlerFunc {
 		sw.timings, sw.start = timings, start
 		var out http.ResponseWriter = sw
 		zw := &zstdWriter{streamWriter: sw}
-		if acceptsZstd(r) {
+		if protocol.AcceptsZstd(r.Header) {
 			out = zw
 		}
 		eng.Serve(sourceEnv{a: a, approval: approvalDetails(verdict), src: src.Name}, source.Call{

@@ -90,12 +90,20 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 		return errorf(http.StatusBadGateway, "agent_unreachable", "the agent of %s/%s did not answer: %s", d.Tenant, d.Name, transportReason(err))
 	}
 	defer res.Body.Close()
-	answer, answerDone, err := agentAnswer(res, b.cfg.MaxAgentAnswer, func() {
+	// A client that accepts zstd gets the agent's compressed answer as
+	// it came (checked on the side): fewer bytes on the engineer's own
+	// link, and no decompressing on the broker's.
+	answer, err := agentAnswer(res, b.cfg.MaxAgentAnswer, func() {
 		b.agentCallRefused(context.WithoutCancel(ctx), *d.Agent, target, fmt.Sprintf("the agent's answer decompressed past %d bytes", b.cfg.MaxAgentAnswer))
-	})
+	}, protocol.AcceptsZstd(r.Header))
 	if err != nil {
 		b.agentCallRefused(ctx, *d.Agent, target, err.Error())
 		return errorf(http.StatusBadGateway, "agent_refused_answer", "the agent of %s/%s: %v; the broker recorded it", d.Tenant, d.Name, err)
+	}
+	defer answer.stop()
+	w.Header().Set("Vary", "Accept-Encoding")
+	if answer.compressed {
+		w.Header().Set("Content-Encoding", protocol.EncodingZstd)
 	}
 	// Results stream for as long as the grant allows, past the server's
 	// write timeout: each write gets streamWriteTimeout (the engineer
@@ -131,12 +139,27 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 		// result as complete.
 		w.Header().Set("Trailer", protocol.TrailerStopped+", "+protocol.TrailerResult+", "+protocol.HeaderServerTiming)
 	}
-	w.WriteHeader(res.StatusCode)
+	// The status goes out with the first byte: an answer cut off before
+	// any byte of it was relayed is answered with an error instead.
+	started := false
+	start := func() {
+		if !started {
+			started = true
+			w.WriteHeader(res.StatusCode)
+		}
+	}
+	refuse := func(why string) error {
+		for _, k := range []string{"Content-Encoding", "Trailer", "Content-Type", "Tether-Query-Id"} {
+			w.Header().Del(k)
+		}
+		return errorf(http.StatusBadGateway, "agent_refused_answer", "the agent of %s/%s: %s; the broker recorded it", d.Tenant, d.Name, why)
+	}
 	buf := make([]byte, 64<<10)
 	var relayed int64
 	for {
 		n, rerr := answer.Read(buf)
 		if n > 0 {
+			start()
 			deadline()
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return nil
@@ -147,7 +170,17 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 			rc.Flush()
 		}
 		if rerr == io.EOF {
-			answerDone()
+			if err := answer.done(); err != nil {
+				// The compressed answer relayed as it came failed its
+				// check at its end: the client must not read it as whole.
+				b.agentCallRefused(context.WithoutCancel(ctx), *d.Agent, target, err.Error())
+				b.recordCutAnswer(r, src, d, g, relayed, err.Error())
+				if !started {
+					return refuse(err.Error())
+				}
+				panic(http.ErrAbortHandler)
+			}
+			start()
 			if !ok2xx {
 				return nil
 			}
@@ -183,6 +216,9 @@ func (b *Broker) handleDataPlane(src source.Source, w http.ResponseWriter, r *ht
 			}
 			b.log.Warn("agent answer cut off", "deployment", d.Tenant+"/"+d.Name, "err", rerr, "why", why)
 			b.recordCutAnswer(r, src, d, g, relayed, "the agent's answer broke off before its end: "+why)
+			if !started {
+				return refuse(why)
+			}
 			panic(http.ErrAbortHandler)
 		}
 	}

@@ -60,10 +60,13 @@ func (s *sink) URL() string { return "http://" + s.ln.Addr().String() }
 // hostileAgent is an agent written by an attacker in the customer's VPC:
 // it pairs and heartbeats by the protocol, reports 127.0.0.1 as its
 // address, and answers every broker call as mode says.
+// hostileRow is a row of the hostile agent's well-formed answers.
+const hostileRow = "system\tcolumns\tname\tString\n"
+
 type hostileAgent struct {
 	node  *tailnet.Node
 	calls atomic.Int64
-	mode  atomic.Value // "redirect", "flood", "bomb" or "gzip"
+	mode  atomic.Value // "redirect", "flood", "bomb", "gzip", "zstd" or "zstd+junk"
 }
 
 func startHostileAgent(t *testing.T, b *brokertest.Broker, token, redirectTo string) *hostileAgent {
@@ -96,20 +99,34 @@ func startHostileAgent(t *testing.T, b *brokertest.Broker, token, redirectTo str
 			// 307 keeps the method, the body and the grant header.
 			http.Redirect(w, r, redirectTo+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 		case "bomb":
-			// A small compressed answer that decompresses without end.
+			// A small compressed answer that decompresses without end,
+			// sent in one write.
 			w.Header().Set("Content-Type", "text/tab-separated-values")
 			w.Header().Set("Content-Encoding", "zstd")
-			enc, _ := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
+			var bomb bytes.Buffer
+			enc, _ := zstd.NewWriter(&bomb, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
 			zeros := make([]byte, 1<<20)
 			for range 64 {
-				if _, err := enc.Write(zeros); err != nil {
-					return
-				}
+				enc.Write(zeros)
 			}
 			enc.Close()
+			w.Write(bomb.Bytes())
 		case "gzip":
 			w.Header().Set("Content-Encoding", "gzip")
 			w.Write([]byte("\x1f\x8b"))
+		case "zstd", "zstd+junk":
+			// A well-formed compressed answer, or one with bytes after
+			// its compressed stream's end.
+			w.Header().Set("Content-Type", "text/tab-separated-values")
+			w.Header().Set("Content-Encoding", "zstd")
+			w.Header().Set("Trailer", protocol.TrailerResult)
+			enc, _ := zstd.NewWriter(w)
+			enc.Write(bytes.Repeat([]byte(hostileRow), 10000))
+			enc.Close()
+			if h.mode.Load() == "zstd+junk" {
+				w.Write([]byte("not zstd at all"))
+			}
+			w.Header().Set(protocol.TrailerResult, protocol.ResultComplete)
 		case "flood":
 			w.Header().Set("Content-Type", "text/tab-separated-values")
 			chunk := bytes.Repeat([]byte("0123456789abcdef"), 4096)
@@ -249,13 +266,17 @@ func TestHostileAgentCannotRedirectTheBroker(t *testing.T) {
 	// zeros in a few KiB) is cut at the bound, decompressed.
 	h.mode.Store("bomb")
 	rc, err = eng.QueryClickHouse(ctx, "acme/prod", "SELECT 1", "TSV")
-	if err != nil {
+	switch {
+	case errors.As(err, &ae) && ae.Code == "agent_refused_answer" && strings.Contains(ae.Message, "size limit"):
+		// Cut before any byte was relayed: a plain refusal.
+	case err != nil:
 		t.Fatalf("query through a compression-bombing agent: %v", err)
-	}
-	n, err = io.Copy(io.Discard, rc)
-	rc.Close()
-	if err == nil || n > 2<<20 {
-		t.Errorf("compression bomb: relayed %d bytes, %v; want a cut at about the 1 MiB bound", n, err)
+	default:
+		n, err = io.Copy(io.Discard, rc)
+		rc.Close()
+		if err == nil || n > 2<<20 {
+			t.Errorf("compression bomb: relayed %d bytes, %v; want a cut at about the 1 MiB bound", n, err)
+		}
 	}
 	found = false
 	for _, typ := range auditTypes(t, b) {
@@ -263,6 +284,107 @@ func TestHostileAgentCannotRedirectTheBroker(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no agent.call_refused for the compression bomb: %q", auditTypes(t, b))
+	}
+
+	// The same bomb to a client that accepts zstd, which the broker
+	// passes compressed answers on to as they came: cut all the same,
+	// before the client can decompress more than about the bound.
+	raw := func(acceptZstd bool) *http.Response {
+		t.Helper()
+		body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: "SELECT 1"})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, b.APIURL()+"/api/v1/deployments/acme/prod/clickhouse/query", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+eng.Token())
+		if acceptZstd {
+			req.Header.Set("Accept-Encoding", "zstd")
+		}
+		res, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	decoded := func(res *http.Response) (int64, error) {
+		defer res.Body.Close()
+		if res.Header.Get("Content-Encoding") != "zstd" {
+			return io.Copy(io.Discard, res.Body)
+		}
+		dec, err := zstd.NewReader(res.Body, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return 0, err
+		}
+		defer dec.Close()
+		return io.Copy(io.Discard, dec)
+	}
+	for _, accept := range []bool{true, false} {
+		refusedBefore := strings.Count(strings.Join(auditTypes(t, b), "\n"), "decompressed past")
+		res := raw(accept)
+		switch {
+		case res.StatusCode == http.StatusBadGateway:
+			// Cut before any byte was relayed: a plain refusal.
+			res.Body.Close()
+		case res.StatusCode != http.StatusOK:
+			t.Errorf("compression bomb, accept zstd %v: status %d", accept, res.StatusCode)
+		default:
+			if got := res.Header.Get("Content-Encoding") == "zstd"; got != accept {
+				t.Errorf("accept zstd %v: the answer's Content-Encoding is %q", accept, res.Header.Get("Content-Encoding"))
+			}
+			if n, err := decoded(res); err == nil || n > 2<<20 {
+				t.Errorf("compression bomb, accept zstd %v: the client decompressed %d bytes, %v; want a cut at about the 1 MiB bound", accept, n, err)
+			}
+		}
+		if after := strings.Count(strings.Join(auditTypes(t, b), "\n"), "decompressed past"); after <= refusedBefore {
+			t.Errorf("compression bomb, accept zstd %v: no agent.call_refused recorded", accept)
+		}
+	}
+
+	// A well-formed compressed answer: passed on compressed to a client
+	// that accepts zstd, decompressed for one that does not, decompressed
+	// by the CLI's client; the same rows, and complete, every way.
+	h.mode.Store("zstd")
+	want := strings.Repeat(hostileRow, 10000)
+	for _, accept := range []bool{true, false} {
+		res := raw(accept)
+		if res.Header.Get("Vary") != "Accept-Encoding" {
+			t.Errorf("accept zstd %v: Vary = %q, want Accept-Encoding", accept, res.Header.Get("Vary"))
+		}
+		var buf bytes.Buffer
+		var err error
+		if accept {
+			dec, _ := zstd.NewReader(res.Body)
+			_, err = io.Copy(&buf, dec)
+			dec.Close()
+			io.Copy(io.Discard, res.Body)
+		} else {
+			_, err = io.Copy(&buf, res.Body)
+		}
+		res.Body.Close()
+		if err != nil || buf.String() != want || res.Trailer.Get(protocol.TrailerResult) != protocol.ResultComplete {
+			t.Errorf("accept zstd %v: %d bytes (want %d), %v, result %q", accept, buf.Len(), len(want), err, res.Trailer.Get(protocol.TrailerResult))
+		}
+	}
+	cres, err := eng.DataPlane(ctx, http.MethodPost, "acme/prod", "clickhouse/query", strings.NewReader(`{"sql":"SELECT 1"}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(cres.Body)
+	cres.Body.Close()
+	if err != nil || string(got) != want || cres.Trailer.Get(protocol.TrailerResult) != protocol.ResultComplete || !cres.Uncompressed {
+		t.Errorf("the CLI's client: %d bytes (want %d), %v, result %q, uncompressed %v", len(got), len(want), err, cres.Trailer.Get(protocol.TrailerResult), cres.Uncompressed)
+	}
+
+	// Bytes after the compressed stream's end are not passed on as a
+	// complete answer, and the broker records the answer as cut.
+	h.mode.Store("zstd+junk")
+	jres := raw(true)
+	if _, err := decoded(jres); err == nil && jres.Trailer.Get(protocol.TrailerResult) == protocol.ResultComplete {
+		t.Error("a compressed answer with junk after its end was passed on as complete")
+	}
+	found = false
+	for _, typ := range auditTypes(t, b) {
+		found = found || strings.HasPrefix(typ, "query.finished: the agent's answer broke off before its end: the agent's compressed answer:")
+	}
+	if !found {
+		t.Errorf("no query.finished failure for junk after the compressed stream: %q", auditTypes(t, b))
 	}
 
 	// A coding the broker did not ask for is refused, not relayed.

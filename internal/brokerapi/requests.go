@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/tetherhq/tether/internal/protocol"
 )
 
 // Access request states, as [AccessRequest.State].
@@ -359,7 +363,65 @@ func (c *Client) DataPlane(ctx context.Context, method, deployment, path string,
 	}
 	hc := *c.hc
 	hc.Timeout = 0 // results stream for as long as the grant allows
-	return hc.Do(req)
+	return doCompressed(&hc, req)
+}
+
+// doCompressed sends a data-plane call accepting zstd — the broker then
+// passes the agent's compressed answer on as it came, and the engineer's
+// link carries several times fewer bytes — and returns the answer with
+// its body decompressed, as net/http does for gzip. A caller that set
+// Accept-Encoding itself gets the answer as it came.
+func doCompressed(hc *http.Client, req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Accept-Encoding") != "" {
+		return hc.Do(req)
+	}
+	req.Header.Set("Accept-Encoding", protocol.EncodingZstd)
+	res, err := hc.Do(req)
+	if err != nil || res.Header.Get("Content-Encoding") != protocol.EncodingZstd {
+		return res, err
+	}
+	dec, err := zstd.NewReader(res.Body,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxWindow(8<<20),
+		zstd.WithDecoderMaxMemory(64<<20),
+		zstd.WithDecoderLowmem(true))
+	if err != nil {
+		res.Body.Close()
+		return nil, fmt.Errorf("the broker's compressed answer: %w", err)
+	}
+	res.Body = &decodedBody{dec: dec, raw: res.Body}
+	res.Header.Del("Content-Encoding")
+	res.Header.Del("Content-Length")
+	res.ContentLength = -1
+	res.Uncompressed = true
+	return res, nil
+}
+
+// decodedBody is an answer's body decompressed. At the end of the
+// compressed stream it reads the wire to its end, so that the answer's
+// trailer (whether the result is complete) arrives.
+type decodedBody struct {
+	dec *zstd.Decoder
+	raw io.ReadCloser
+}
+
+func (d *decodedBody) Read(p []byte) (int, error) {
+	n, err := d.dec.Read(p)
+	if err == io.EOF {
+		// Nothing but the trailer may follow the stream's end.
+		var one [1]byte
+		if k, rerr := d.raw.Read(one[:]); k > 0 {
+			return n, errors.New("the broker's answer goes on after its compressed stream ends")
+		} else if rerr != nil && rerr != io.EOF {
+			return n, rerr
+		}
+	}
+	return n, err
+}
+
+func (d *decodedBody) Close() error {
+	d.dec.Close()
+	return d.raw.Close()
 }
 
 func (c *Client) dataCall(ctx context.Context, method, path string, in any, header http.Header) (io.ReadCloser, error) {
@@ -387,7 +449,7 @@ func (c *Client) dataCall(ctx context.Context, method, path string, in any, head
 	}
 	hc := *c.hc
 	hc.Timeout = 0
-	res, err := hc.Do(req)
+	res, err := doCompressed(&hc, req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the broker API at %s: %v", c.base, err)
 	}

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"net/http"
 	"testing"
 	"time"
 )
@@ -40,6 +41,31 @@ func TestParseServerTimingSkipsJunk(t *testing.T) {
 	} {
 		if got := ParseServerTiming(tc.in); len(got) != tc.want {
 			t.Errorf("ParseServerTiming(%q) = %v, want %d entries", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestAcceptsZstd(t *testing.T) {
+	for v, want := range map[string]bool{
+		"":                             false,
+		"gzip":                         false,
+		"zstd":                         true,
+		"ZSTD":                         true,
+		"gzip, deflate, br, zstd":      true,
+		"zstd;q=0.5":                   true,
+		"zstd; q=1":                    true,
+		"zstd;q=0":                     false,
+		"zstd;q=0.000":                 false,
+		"zstd;q=bogus":                 false,
+		"zstdx, xzstd":                 false,
+		"gzip;q=1.0, zstd ; q=0.1, br": true,
+	} {
+		h := http.Header{}
+		if v != "" {
+			h.Set("Accept-Encoding", v)
+		}
+		if got := AcceptsZstd(h); got != want {
+			t.Errorf("AcceptsZstd(%q) = %v, want %v", v, got, want)
 		}
 	}
 }
