@@ -31,35 +31,73 @@ var encoders = sync.Pool{New: func() any {
 	return enc
 }}
 
+// smallAnswer is the size up to which a whole answer goes plain: it
+// fits a packet or two, and compressing it would cost the agent, the
+// broker and the client more than it saves.
+const smallAnswer = 4 << 10
+
 // zstdWriter compresses a successful answer written through it; anything
-// else passes through as is.
+// else passes through as is. A successful answer is held until it passes
+// smallAnswer bytes or is flushed (then it is compressed), or ends (then
+// it goes plain).
 type zstdWriter struct {
 	*streamWriter
-	enc *zstd.Encoder // nil until a 2xx header, and after close
+	status int           // a successful status held back, 0 when none
+	held   []byte        // the start of that answer
+	enc    *zstd.Encoder // set once the answer is compressed, nil after close
 }
 
 func (z *zstdWriter) WriteHeader(status int) {
-	if z.streamWriter.status == 0 && status >= 200 && status < 300 {
-		z.Header().Set("Content-Encoding", protocol.EncodingZstd)
-		z.Header().Del("Content-Length")
-		z.enc = encoders.Get().(*zstd.Encoder)
-		z.enc.Reset(z.streamWriter)
+	if z.streamWriter.status == 0 && z.status == 0 && status >= 200 && status < 300 {
+		z.status = status
+		return
 	}
-	z.streamWriter.WriteHeader(status)
+	if z.status == 0 {
+		z.streamWriter.WriteHeader(status)
+	}
 }
 
 func (z *zstdWriter) Write(p []byte) (int, error) {
-	if z.streamWriter.status == 0 {
+	if z.streamWriter.status == 0 && z.status == 0 {
 		z.WriteHeader(http.StatusOK)
 	}
-	if z.enc == nil {
+	switch {
+	case z.enc != nil:
+		return z.enc.Write(p)
+	case z.status == 0:
 		return z.streamWriter.Write(p)
+	case len(z.held)+len(p) <= smallAnswer:
+		z.held = append(z.held, p...)
+		return len(p), nil
+	}
+	if err := z.compress(); err != nil {
+		return 0, err
 	}
 	return z.enc.Write(p)
 }
 
-// FlushError sends what was written so far, compressed, to the broker.
+// compress sends the held status with Content-Encoding: zstd and
+// starts the compressed stream with what was held.
+func (z *zstdWriter) compress() error {
+	z.Header().Set("Content-Encoding", protocol.EncodingZstd)
+	z.Header().Del("Content-Length")
+	z.streamWriter.WriteHeader(z.status)
+	z.status = 0
+	z.enc = encoders.Get().(*zstd.Encoder)
+	z.enc.Reset(z.streamWriter)
+	_, err := z.enc.Write(z.held)
+	z.held = nil
+	return err
+}
+
+// FlushError sends what was written so far, compressed, to the broker:
+// an answer still held is a slow one, and is compressed from here on.
 func (z *zstdWriter) FlushError() error {
+	if z.status != 0 {
+		if err := z.compress(); err != nil {
+			return err
+		}
+	}
 	if z.enc != nil {
 		if err := z.enc.Flush(); err != nil {
 			return err
@@ -70,9 +108,18 @@ func (z *zstdWriter) FlushError() error {
 
 func (z *zstdWriter) Unwrap() http.ResponseWriter { return z.streamWriter }
 
-// close ends the compressed stream (before the trailer) and returns the
-// encoder to the pool.
+// close ends the answer (before the trailer): a held, small one goes
+// plain; a compressed one's stream is ended and its encoder returned to
+// the pool.
 func (z *zstdWriter) close() {
+	if z.status != 0 {
+		z.streamWriter.WriteHeader(z.status)
+		z.status = 0
+		if len(z.held) > 0 {
+			z.streamWriter.Write(z.held)
+		}
+		z.held = nil
+	}
 	if z.enc == nil {
 		return
 	}

@@ -17,7 +17,8 @@ import (
 
 // TestCompressedAnswer: asked for zstd, the agent sends a successful
 // answer compressed — fewer bytes than the plain answer, the same rows
-// once decompressed, the result trailer intact — and a refusal plain.
+// once decompressed, the result trailer intact — and a small answer and
+// a refusal plain.
 func TestCompressedAnswer(t *testing.T) {
 	ch := chtest.Start(t)
 	la := newLimitsAgent(t, Upstreams{
@@ -67,6 +68,13 @@ func TestCompressedAnswer(t *testing.T) {
 		t.Errorf("compressed %d bytes of a repetitive system.columns answer to %d, want at least 3×", len(plain), len(compressed))
 	}
 	t.Logf("system.columns answer: %d bytes plain, %d compressed (%.1f×)", len(plain), len(compressed), float64(len(plain))/float64(len(compressed)))
+
+	// A small answer goes plain, whatever was asked: compressing a packet
+	// costs every hop more than it saves.
+	sres, small := query("grant-small", "SELECT 4242", true)
+	if sres.Header.Get("Content-Encoding") != "" || string(small) != "4242\n4242\n" || sres.Trailer.Get(protocol.TrailerResult) != protocol.ResultComplete {
+		t.Errorf("small answer: Content-Encoding %q, body %q, result %q; want plain 4242 (its name, then its value), complete", sres.Header.Get("Content-Encoding"), small, sres.Trailer.Get(protocol.TrailerResult))
+	}
 
 	// A refusal stays plain JSON, whatever was asked.
 	rres, body := query("grant-refused", "SELECT * FROM default.secret", true)
