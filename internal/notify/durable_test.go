@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,18 +36,6 @@ func reopenQueue(t *testing.T, path string) store.Store {
 	return s
 }
 
-// downAddr returns a loopback address nothing listens on (yet).
-func downAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // durable is a notifier config on q with a real clock, short leases and
 // polls, and retries at their ceiling.
 func durable(q store.Store, hooks ...notify.Webhook) notify.Config {
@@ -71,8 +59,16 @@ func durable(q store.Store, hooks ...notify.Webhook) notify.Config {
 func TestDurableHandover(t *testing.T) {
 	q, path := openQueue(t)
 	const token = "T0KEN-in-the-path"
-	addr := downAddr(t)
-	hook := hookFor("acme", "http://"+addr+"/hook/"+token, acmeSecret)
+	// The receiver answers 503 until it is back: down without giving up
+	// its port, which another process could take meanwhile.
+	var up atomic.Bool
+	rc := newReceiver(t, func(int, *http.Request) (int, http.Header) {
+		if !up.Load() {
+			return http.StatusServiceUnavailable, nil
+		}
+		return http.StatusNoContent, nil
+	})
+	hook := hookFor("acme", rc.URL+"/hook/"+token, acmeSecret)
 
 	sleeping := make(chan struct{}, 1)
 	cfgA := durable(q, hook)
@@ -86,7 +82,7 @@ func TestDurableHandover(t *testing.T) {
 	m := msg("acme", notify.RequestApproved)
 	m.ID = "handed-over"
 	a.Notify(m)
-	<-sleeping // attempt 1 refused: the receiver is down
+	<-sleeping // attempt 1 refused: the receiver is down (503)
 	stopA()
 	wantCounts(t, regA, "acme", 0, 1, 0, 0)
 
@@ -109,17 +105,14 @@ func TestDurableHandover(t *testing.T) {
 		}
 	}
 
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("the receiver's port was taken meanwhile: %v", err)
-	}
-	rc := newReceiverOn(t, l, nil)
+	up.Store(true)
+	before := len(rc.got())
 	b, regB, _ := newNotifier(t, durable(reopenQueue(t, path), hook))
 	stopB := run(t, b)
 	flush(t, b)
 	stopB()
 
-	got := rc.got()
+	got := rc.got()[before:]
 	if len(got) != 1 {
 		t.Fatalf("receiver got %d requests, want exactly 1", len(got))
 	}

@@ -52,18 +52,11 @@ type receiver struct {
 
 func newReceiver(t *testing.T, reply func(i int, r *http.Request) (int, http.Header)) *receiver {
 	t.Helper()
-	return newReceiverOn(t, nil, reply)
-}
-
-// newReceiverOn is newReceiver listening on l; nil means a new loopback
-// listener.
-func newReceiverOn(t *testing.T, l net.Listener, reply func(i int, r *http.Request) (int, http.Header)) *receiver {
-	t.Helper()
 	rc := &receiver{reply: reply}
 	if rc.reply == nil {
 		rc.reply = func(int, *http.Request) (int, http.Header) { return http.StatusNoContent, nil }
 	}
-	rc.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		var m notify.Message
 		if err := json.Unmarshal(body, &m); err != nil {
@@ -79,11 +72,6 @@ func newReceiverOn(t *testing.T, l net.Listener, reply func(i int, r *http.Reque
 		}
 		w.WriteHeader(status)
 	}))
-	if l != nil {
-		rc.Listener.Close()
-		rc.Listener = l
-	}
-	rc.Start()
 	t.Cleanup(rc.Close)
 	return rc
 }
