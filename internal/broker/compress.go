@@ -12,15 +12,11 @@ import (
 	"github.com/tetherhq/tether/internal/protocol"
 )
 
-// decoders are reused across agent answers. Each decodes on the calling
-// goroutine with a window of at most 8 MiB (the agent's encoder uses
-// 1 MiB), so a hostile agent cannot make the broker hold more.
+// decoders are reused across agent answers, each bounded by
+// [protocol.ZstdDecoderOptions], so a hostile agent cannot make the
+// broker hold more than an 8 MiB window.
 var decoders = sync.Pool{New: func() any {
-	dec, err := zstd.NewReader(nil,
-		zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxWindow(8<<20),
-		zstd.WithDecoderMaxMemory(64<<20),
-		zstd.WithDecoderLowmem(true))
+	dec, err := zstd.NewReader(nil, protocol.ZstdDecoderOptions()...)
 	if err != nil {
 		panic(err) // only for invalid options
 	}

@@ -380,11 +380,7 @@ func doCompressed(hc *http.Client, req *http.Request) (*http.Response, error) {
 	if err != nil || res.Header.Get("Content-Encoding") != protocol.EncodingZstd {
 		return res, err
 	}
-	dec, err := zstd.NewReader(res.Body,
-		zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxWindow(8<<20),
-		zstd.WithDecoderMaxMemory(64<<20),
-		zstd.WithDecoderLowmem(true))
+	dec, err := zstd.NewReader(res.Body, protocol.ZstdDecoderOptions()...)
 	if err != nil {
 		res.Body.Close()
 		return nil, fmt.Errorf("the broker's compressed answer: %w", err)

@@ -26,30 +26,6 @@ const (
 	TimingStream   = "stream"   // the body, from first byte to last (a trailer)
 )
 
-// EncodingZstd is the content coding the broker asks agents to compress
-// data-plane answers with, and passes on to clients that accept it.
-const EncodingZstd = "zstd"
-
-// AcceptsZstd reports whether h's Accept-Encoding accepts zstd (named,
-// with no q=0).
-func AcceptsZstd(h http.Header) bool {
-	for _, v := range h.Values("Accept-Encoding") {
-		for _, e := range strings.Split(v, ",") {
-			name, params, _ := strings.Cut(strings.TrimSpace(e), ";")
-			if !strings.EqualFold(strings.TrimSpace(name), EncodingZstd) {
-				continue
-			}
-			if q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q="); ok {
-				if f, err := strconv.ParseFloat(q, 64); err != nil || f <= 0 {
-					return false
-				}
-			}
-			return true
-		}
-	}
-	return false
-}
-
 // maxTimings bounds the entries parsed from one header.
 const maxTimings = 32
 
