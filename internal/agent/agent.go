@@ -700,12 +700,8 @@ func (a *Agent) RecordEvent(ctx context.Context, e audit.Event) error {
 	return a.recordEvent(e, true)
 }
 
-// recordEventSoon records e like RecordEvent, but returns before it is
-// on disk: it is synced within soonSync (see [spool.RecordSoon]).
-func (a *Agent) recordEventSoon(e audit.Event) error {
-	return a.recordEvent(e, false)
-}
-
+// recordEvent is RecordEvent; without sync it returns before e is on
+// disk, which it is within soonSync (see [spool.RecordSoon]).
 func (a *Agent) recordEvent(e audit.Event, sync bool) error {
 	if a.spool == nil {
 		return errors.New("audit spool is not open: the agent is not running")
@@ -718,11 +714,7 @@ func (a *Agent) recordEvent(e audit.Event, sync bool) error {
 		e.Actor.Role = "agent"
 	}
 	a.journal.append(a.now(), e)
-	record := a.spool.RecordSoon
-	if sync {
-		record = func(e audit.Event) error { return a.spool.Record(context.Background(), e) }
-	}
-	if err := record(e); err != nil {
+	if err := a.spool.record(e, sync); err != nil {
 		return err
 	}
 	a.metrics().spooled.Add(1)

@@ -358,7 +358,12 @@ func (a *Agent) announceBreakGlass(ctx context.Context, g grant.Grant) {
 // record spools an audit event; a failure to spool is logged (the spool
 // is full or the disk failed) and fails the call closed.
 func (a *Agent) record(ctx context.Context, e audit.Event) error {
-	if err := a.RecordEvent(ctx, e); err != nil {
+	return a.recordSynced(e, true)
+}
+
+// recordSynced is record, waiting for the disk only with sync.
+func (a *Agent) recordSynced(e audit.Event, sync bool) error {
+	if err := a.recordEvent(e, sync); err != nil {
 		a.log.Error("could not spool an audit event", "type", e.Type, "err", err)
 		return err
 	}
@@ -639,18 +644,12 @@ func (e sourceEnv) Record(ctx context.Context, ev audit.Event) error {
 	if e.src != "" && ev.Type == audit.QueryFinished {
 		e.a.metrics().observeRows(e.src, ev.Details)
 	}
-	if ev.Type == audit.QueryFinished {
-		// The report of a query's end is written after its answer
-		// left, and gates nothing: it is synced with the next event
-		// or shortly after, not waited for.
-		if err := e.a.recordEventSoon(ev); err != nil {
-			e.a.log.Error("could not spool an audit event", "type", ev.Type, "err", err)
-			return err
-		}
-		return nil
-	}
+	// The report of a query's end is written after its answer left, and
+	// gates nothing: it is synced with the next event or shortly after,
+	// not waited for.
+	sync := ev.Type != audit.QueryFinished
 	start := time.Now()
-	err := e.a.record(ctx, ev)
+	err := e.a.recordSynced(ev, sync)
 	if ev.Type == audit.QueryAllowed || ev.Type == audit.PromAllowed {
 		source.AddTiming(ctx, protocol.TimingAudit, time.Since(start))
 	}
