@@ -183,7 +183,7 @@ func BenchmarkPathSideBySide(b *testing.B) {
 	if err := config.Load(tok, &eng); err != nil {
 		b.Fatal(err)
 	}
-	hc := &http.Client{}
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	call := func(method, url, token string, body io.Reader) *http.Response {
 		req, _ := http.NewRequest(method, url, body)
 		req.Header.Set("Authorization", "Bearer "+token)
