@@ -3,10 +3,12 @@ package agent
 import (
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/tetherhq/tether/internal/protocol"
+	"github.com/tetherhq/tether/internal/source"
 )
 
 // The broker ↔ agent leg carries results compressed when the broker asks
@@ -36,14 +38,22 @@ var encoders = sync.Pool{New: func() any {
 // broker and the client more than it saves.
 const smallAnswer = 4 << 10
 
+// smallHold is how long a small answer is held through flushes, waiting
+// for its end: an upstream may send a short answer and the end of its
+// response in separate packets, milliseconds apart on a busy host, and a
+// flush in between would compress it. Only the first bytes of a slow
+// answer wait this long.
+const smallHold = 50 * time.Millisecond
+
 // zstdWriter compresses a successful answer written through it; anything
 // else passes through as is. A successful answer is held until it passes
-// smallAnswer bytes or is flushed (then it is compressed), or ends (then
-// it goes plain).
+// smallAnswer bytes or is flushed smallHold after it began (then it is
+// compressed), or ends (then it goes plain).
 type zstdWriter struct {
 	*streamWriter
 	status int           // a successful status held back, 0 when none
 	held   []byte        // the start of that answer
+	since  time.Time     // when the first of it was held
 	enc    *zstd.Encoder // set once the answer is compressed, nil after close
 }
 
@@ -67,6 +77,9 @@ func (z *zstdWriter) Write(p []byte) (int, error) {
 	case z.status == 0:
 		return z.streamWriter.Write(p)
 	case len(z.held)+len(p) <= smallAnswer:
+		if len(z.held) == 0 {
+			z.since = time.Now()
+		}
 		z.held = append(z.held, p...)
 		return len(p), nil
 	}
@@ -90,9 +103,14 @@ func (z *zstdWriter) compress() error {
 	return err
 }
 
-// FlushError sends what was written so far, compressed, to the broker:
-// an answer still held is a slow one, and is compressed from here on.
+// FlushError sends what was written so far, compressed, to the broker.
+// A small answer held for less than smallHold stays held
+// ([source.ErrFlushLater]); one held longer is a slow one, and is
+// compressed from here on.
 func (z *zstdWriter) FlushError() error {
+	if z.status != 0 && len(z.held) > 0 && time.Since(z.since) < smallHold {
+		return source.ErrFlushLater
+	}
 	if z.status != 0 {
 		if err := z.compress(); err != nil {
 			return err

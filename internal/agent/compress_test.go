@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tetherhq/tether/internal/chtest"
 	"github.com/tetherhq/tether/internal/protocol"
+	"github.com/tetherhq/tether/internal/source"
 )
 
 // TestCompressedAnswer: asked for zstd, the agent sends a successful
@@ -80,5 +82,72 @@ func TestCompressedAnswer(t *testing.T) {
 	rres, body := query("grant-refused", "SELECT * FROM default.secret", true)
 	if rres.StatusCode != http.StatusForbidden || rres.Header.Get("Content-Encoding") != "" || !json.Valid(body) {
 		t.Errorf("refusal: status %d, Content-Encoding %q, body %q; want a plain JSON 403", rres.StatusCode, rres.Header.Get("Content-Encoding"), body)
+	}
+}
+
+// TestSmallAnswerHeldThroughAFlush: a small answer whose end comes a few
+// milliseconds after its bytes (past the stream's flush delay) still
+// goes plain, while a slow answer's first bytes reach the broker,
+// compressed, without waiting for its end.
+func TestSmallAnswerHeldThroughAFlush(t *testing.T) {
+	upstream := make(chan *io.PipeReader, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &streamWriter{ResponseWriter: w, rc: http.NewResponseController(w), now: time.Now, idle: 10 * time.Second, end: time.Now().Add(time.Minute)}
+		zw := &zstdWriter{streamWriter: sw}
+		source.Stream(zw, <-upstream, nil)
+		zw.close()
+		sw.finish()
+	}))
+	defer srv.Close()
+	call := func(pr *io.PipeReader) *http.Response {
+		t.Helper()
+		upstream <- pr
+		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+		req.Header.Set("Accept-Encoding", protocol.EncodingZstd)
+		res, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+
+	// The end arrives 10 ms after the answer: five flush delays, well
+	// within smallHold.
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte("4242\n"))
+		time.Sleep(10 * time.Millisecond)
+		pw.Write([]byte("4242\n"))
+		pw.Close()
+	}()
+	res := call(pr)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.Header.Get("Content-Encoding") != "" || string(body) != "4242\n4242\n" || res.Trailer.Get(protocol.TrailerResult) != protocol.ResultComplete {
+		t.Errorf("small answer with a late end: Content-Encoding %q, body %q, result %q; want it plain and complete", res.Header.Get("Content-Encoding"), body, res.Trailer.Get(protocol.TrailerResult))
+	}
+
+	// A slow answer: its first bytes arrive while the upstream is still
+	// thinking, compressed.
+	pr, pw = io.Pipe()
+	defer pw.Close()
+	pw2 := make(chan error, 1)
+	go func() { _, err := pw.Write([]byte("first row\n")); pw2 <- err }()
+	res = call(pr)
+	defer res.Body.Close()
+	if res.Header.Get("Content-Encoding") != protocol.EncodingZstd {
+		t.Fatalf("slow answer: Content-Encoding %q, want %q", res.Header.Get("Content-Encoding"), protocol.EncodingZstd)
+	}
+	dec, err := zstd.NewReader(res.Body, protocol.ZstdDecoderOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	first := make([]byte, len("first row\n"))
+	if _, err := io.ReadFull(dec, first); err != nil || string(first) != "first row\n" {
+		t.Fatalf("slow answer's first bytes before its end: %q, %v", first, err)
+	}
+	if err := <-pw2; err != nil {
+		t.Fatal(err)
 	}
 }

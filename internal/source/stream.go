@@ -93,7 +93,8 @@ func StoppedEarly(w http.ResponseWriter, ctx context.Context, log *slog.Logger, 
 // not nil) and counts the bytes. Data is flushed once the source has been
 // quiet for flushDelay, not after every read: a small answer then leaves
 // in one packet with the end of the response, while a slow stream still
-// reaches the engineer within milliseconds of each chunk.
+// reaches the engineer within milliseconds of each chunk. A writer whose
+// flush returns [ErrFlushLater] is asked again flushDelay later.
 func Stream(w http.ResponseWriter, src io.Reader, observe io.Writer) (n int64, err error) {
 	rc := http.NewResponseController(w)
 	type chunk struct {
@@ -130,8 +131,10 @@ func Stream(w http.ResponseWriter, src io.Reader, observe io.Writer) (n int64, e
 	for {
 		select {
 		case <-flush:
-			rc.Flush()
 			flush = nil
+			if errors.Is(rc.Flush(), ErrFlushLater) {
+				flush = time.After(flushDelay)
+			}
 			continue
 		case c := <-chunks:
 			if c.k > 0 {
@@ -156,6 +159,11 @@ func Stream(w http.ResponseWriter, src io.Reader, observe io.Writer) (n int64, e
 		}
 	}
 }
+
+// ErrFlushLater is what a writer's flush returns when it holds what was
+// written for now (a small answer waiting to see whether it ends soon):
+// [Stream] asks it to flush again a little later.
+var ErrFlushLater = errors.New("flush later")
 
 // flushDelay is how long streamed data may wait for more before it is
 // sent.
