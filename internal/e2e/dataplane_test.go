@@ -169,7 +169,8 @@ func vmHWM(b *testing.B, pid int) float64 {
 // directly, side by side in one run, with the broker at its deployed
 // heartbeat interval: SELECT 1's added latency (p50, p99) and the CPU
 // each process spends on a query, the tailnet's own floor (the broker's
-// signed ping of the agent) and the broker API's (whoami), a 100 MB
+// signed ping of the agent), the broker API's (whoami) and the disk's
+// (an fsynced append, as the agent's spool makes), a 100 MB
 // RowBinary stream of two numbers a row, and a repetitive TabSeparated
 // system.columns-like result (where compression pays: the agent
 // compresses, the broker passes it on, the engineer's client — the
@@ -282,8 +283,16 @@ func BenchmarkPathSideBySide(b *testing.B) {
 			res.Body.Close()
 			wl = append(wl, time.Since(start))
 		}
+		// And the disk's: an fsynced append of an event's size, which
+		// the agent's spool makes before any answer leaves (the agent's
+		// state is on this temp dir's file system).
+		fl := fsyncLatencies(b, queries)
 		b.ReportMetric(p(pl, 0.5), "tailnet-ping-p50-ms")
+		b.ReportMetric(p(pl, 0.99), "tailnet-ping-p99-ms")
 		b.ReportMetric(p(wl, 0.5), "api-whoami-p50-ms")
+		b.ReportMetric(p(wl, 0.99), "api-whoami-p99-ms")
+		b.ReportMetric(p(fl, 0.5), "fsync-p50-ms")
+		b.ReportMetric(p(fl, 0.99), "fsync-p99-ms")
 		for _, w := range []struct{ name, sql, format string }{
 			{"rowbinary", "SELECT number, number * 2 FROM system.numbers LIMIT 6250000", "RowBinary"},
 			{"tsv", "SELECT 'system' AS database, concat('table_', toString(number % 300)) AS table, concat('column_', toString(number % 40)) AS name, 'LowCardinality(String)' AS type FROM system.numbers LIMIT 2000000", "TabSeparated"},
@@ -313,6 +322,29 @@ func BenchmarkPathSideBySide(b *testing.B) {
 		}
 	}
 	b.ReportMetric(vmHWM(b, g.agent.cmd.Process.Pid), "agent-peak-RSS-MB")
+}
+
+// fsyncLatencies times n appends of 600 bytes (an audit event's size),
+// each followed by an fsync, in a file on the test's temp dir.
+func fsyncLatencies(b *testing.B, n int) []time.Duration {
+	f, err := os.OpenFile(filepath.Join(b.TempDir(), "fsync"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	rec := make([]byte, 600)
+	out := make([]time.Duration, 0, n)
+	for range n {
+		start := time.Now()
+		if _, err := f.Write(rec); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, time.Since(start))
+	}
+	return out
 }
 
 // procCPU is the CPU time (user and system) each process has used.
