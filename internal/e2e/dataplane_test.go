@@ -215,6 +215,8 @@ func BenchmarkPathSideBySide(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	hops := map[string][]time.Duration{} // SELECT 1's Server-Timing, per hop
+	var timed bool                       // whether through collects them
 	through := func(sql, format string) (int64, time.Duration) {
 		start := time.Now()
 		body, _ := json.Marshal(protocol.ClickHouseQuery{SQL: sql, Format: format})
@@ -227,7 +229,13 @@ func BenchmarkPathSideBySide(b *testing.B) {
 		if err != nil || res.StatusCode != http.StatusOK || res.Trailer.Get(protocol.TrailerResult) != protocol.ResultComplete {
 			b.Fatalf("through %q: status %d, %v, trailer %q", sql, res.StatusCode, err, res.Trailer.Get(protocol.TrailerResult))
 		}
-		return n, time.Since(start)
+		took := time.Since(start)
+		if timed {
+			for _, t := range append(protocol.TimingFrom(res.Header), protocol.TimingFrom(res.Trailer)...) {
+				hops[t.Name] = append(hops[t.Name], t.Dur)
+			}
+		}
+		return n, took
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	p := func(l []time.Duration, q float64) float64 {
@@ -242,10 +250,16 @@ func BenchmarkPathSideBySide(b *testing.B) {
 			direct("SELECT 1", "TabSeparated")
 			through("SELECT 1", "TabSeparated")
 		}
+		timed = true
 		for range queries {
 			_, d := direct("SELECT 1", "TabSeparated")
 			_, t := through("SELECT 1", "TabSeparated")
 			dl, tl = append(dl, d), append(tl, t)
+		}
+		timed = false
+		// Where the time went, by the answers' own Server-Timing.
+		for name, l := range hops {
+			b.ReportMetric(p(l, 0.5), "select1-hop-"+name+"-p50-ms")
 		}
 		b.ReportMetric(p(dl, 0.5), "select1-direct-p50-ms")
 		b.ReportMetric(p(tl, 0.5), "select1-through-p50-ms")
