@@ -701,7 +701,7 @@ func (a *Agent) RecordEvent(ctx context.Context, e audit.Event) error {
 }
 
 // recordEvent is RecordEvent; without sync it returns before e is on
-// disk, which it is within soonSync (see [spool.RecordSoon]).
+// disk, which it is within soonSync (see [spool.record]).
 func (a *Agent) recordEvent(e audit.Event, sync bool) error {
 	if a.spool == nil {
 		return errors.New("audit spool is not open: the agent is not running")

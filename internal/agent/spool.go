@@ -39,7 +39,7 @@ type spool struct {
 	// ends are the offsets after each event the last pending returned,
 	// for ack.
 	ends []int64
-	// dirty is set while events written by RecordSoon wait for their
+	// dirty is set while events recorded without sync wait for their
 	// sync; syncing is the timer that syncs them.
 	dirty   bool
 	syncing *time.Timer
@@ -53,8 +53,8 @@ const maxSpoolBytes = 256 << 20
 // cut from the file.
 const compactAt = 4 << 20
 
-// soonSync bounds how long an event written by [spool.RecordSoon] may
-// wait for its sync: the next [spool.Record] syncs it sooner.
+// soonSync bounds how long an event recorded without sync may wait for
+// its sync: the next synced record syncs it sooner.
 const soonSync = 100 * time.Millisecond
 
 func openSpool(path string, now func() time.Time) (*spool, error) {
@@ -85,15 +85,11 @@ func (s *spool) Record(_ context.Context, e audit.Event) error {
 	return s.record(e, true)
 }
 
-// RecordSoon appends e and has it synced within soonSync, or sooner by
-// the next Record, without waiting for the disk. It is for events that
-// report what has already happened and gate nothing: a query's end,
-// written after its answer left (the query's start was recorded with
-// Record before any of the answer did).
-func (s *spool) RecordSoon(e audit.Event) error {
-	return s.record(e, false)
-}
-
+// record is Record; without sync it returns without waiting for the
+// disk, and e is synced within soonSync, or sooner by the next synced
+// record. That is for events that report what has already happened and
+// gate nothing: a query's end, written after its answer left (the
+// query's start was recorded, synced, before any of the answer was).
 func (s *spool) record(e audit.Event, sync bool) error {
 	if err := audit.Stamp(&e, s.now()); err != nil {
 		return err
@@ -131,7 +127,8 @@ func (s *spool) record(e audit.Event, sync bool) error {
 	return nil
 }
 
-// syncSoon syncs the events RecordSoon wrote, unless a Record did since.
+// syncSoon syncs the events recorded without sync, unless a synced
+// record did since.
 func (s *spool) syncSoon() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -54,13 +54,7 @@ func TestSpoolDeliveryBounded(t *testing.T) {
 func spoolEvent(t *testing.T, s *spool, i int, soon bool) {
 	t.Helper()
 	e := audit.Event{Type: audit.QueryFinished, Outcome: audit.Success, Reason: fmt.Sprint("n", i)}
-	var err error
-	if soon {
-		err = s.RecordSoon(e)
-	} else {
-		err = s.Record(context.Background(), e)
-	}
-	if err != nil {
+	if err := s.record(e, !soon); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -196,9 +190,10 @@ func TestSpoolCompacts(t *testing.T) {
 	}
 }
 
-// TestSpoolRecordSoonSyncs: an event written by RecordSoon is delivered
-// like any other, and synced within soonSync without another Record.
-func TestSpoolRecordSoonSyncs(t *testing.T) {
+// TestSpoolUnsyncedRecordSyncs: an event recorded without sync is
+// delivered like any other, and synced within soonSync without another
+// record.
+func TestSpoolUnsyncedRecordSyncs(t *testing.T) {
 	s, err := openSpool(filepath.Join(t.TempDir(), "spool.jsonl"), time.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -207,19 +202,19 @@ func TestSpoolRecordSoonSyncs(t *testing.T) {
 	spoolEvent(t, s, 0, true)
 	dirty := func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.dirty }
 	if !dirty() {
-		t.Fatal("RecordSoon synced at once")
+		t.Fatal("a record without sync synced at once")
 	}
 	deadline := time.Now().Add(10 * soonSync)
 	for dirty() && time.Now().Before(deadline) {
 		time.Sleep(soonSync / 10)
 	}
 	if dirty() {
-		t.Errorf("an event written by RecordSoon was not synced within %v", 10*soonSync)
+		t.Errorf("an event recorded without sync was not synced within %v", 10*soonSync)
 	}
 	spoolEvent(t, s, 1, true)
-	spoolEvent(t, s, 2, false) // a Record syncs what RecordSoon wrote before it
+	spoolEvent(t, s, 2, false) // a synced record syncs what was recorded before it
 	if dirty() {
-		t.Error("Record left an earlier RecordSoon event unsynced")
+		t.Error("a synced record left an earlier unsynced event unsynced")
 	}
 	if got := pendingReasons(t, s, 10); !slices.Equal(got, []string{"n0", "n1", "n2"}) {
 		t.Errorf("delivery = %v", got)
