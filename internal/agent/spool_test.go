@@ -22,10 +22,7 @@ import (
 // be delivered would stall the spool for good), and the first event
 // always goes.
 func TestSpoolDeliveryBounded(t *testing.T) {
-	s, err := openSpool(filepath.Join(t.TempDir(), "spool.jsonl"), time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpenSpool(t, filepath.Join(t.TempDir(), "spool.jsonl"))
 	defer s.close()
 	big := strings.Repeat("x", 100<<10)
 	for range 30 {
@@ -48,6 +45,16 @@ func TestSpoolDeliveryBounded(t *testing.T) {
 	if err != nil || len(one) != 1 {
 		t.Errorf("pending with a budget smaller than one event = %d events, %v; want the first event alone", len(one), err)
 	}
+}
+
+// mustOpenSpool opens the spool at path.
+func mustOpenSpool(t *testing.T, path string) *spool {
+	t.Helper()
+	s, err := openSpool(path, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // spoolEvent records one numbered event.
@@ -83,10 +90,7 @@ func pendingReasons(t *testing.T, s *spool, max int) []string {
 // are delivered next, in order; a spool delivered to its end is emptied.
 func TestSpoolAckKeepsTheFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "spool.jsonl")
-	s, err := openSpool(path, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpenSpool(t, path)
 	defer s.close()
 	for i := range 5 {
 		spoolEvent(t, s, i, false)
@@ -129,10 +133,7 @@ func TestSpoolAckKeepsTheFile(t *testing.T) {
 // that were not cut from it yet; the broker stores each ID once.
 func TestSpoolRestartDeliversAgain(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "spool.jsonl")
-	s, err := openSpool(path, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpenSpool(t, path)
 	for i := range 3 {
 		spoolEvent(t, s, i, false)
 	}
@@ -144,10 +145,7 @@ func TestSpoolRestartDeliversAgain(t *testing.T) {
 	if err := s.close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = openSpool(path, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpenSpool(t, path)
 	defer s.close()
 	if got := pendingReasons(t, s, 10); !slices.Equal(got, []string{"n0", "n1", "n2", "n3"}) {
 		t.Errorf("after a restart, delivery = %v, want all four again", got)
@@ -158,10 +156,7 @@ func TestSpoolRestartDeliversAgain(t *testing.T) {
 // from the file, and what was not delivered stays, in order.
 func TestSpoolCompacts(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "spool.jsonl")
-	s, err := openSpool(path, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpenSpool(t, path)
 	defer s.close()
 	big := strings.Repeat("x", 64<<10)
 	n := compactAt/(64<<10) + 2
@@ -194,10 +189,7 @@ func TestSpoolCompacts(t *testing.T) {
 // delivered like any other, and synced within soonSync without another
 // record.
 func TestSpoolUnsyncedRecordSyncs(t *testing.T) {
-	s, err := openSpool(filepath.Join(t.TempDir(), "spool.jsonl"), time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpenSpool(t, filepath.Join(t.TempDir(), "spool.jsonl"))
 	defer s.close()
 	spoolEvent(t, s, 0, true)
 	dirty := func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.dirty }
